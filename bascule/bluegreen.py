@@ -1,0 +1,111 @@
+"""Blue-green decisions on observed cluster state. Pure: no I/O, no clock.
+
+Like a controller's reconcile loop, every decision starts from what the cluster says
+(which color the active Service selects, what each colored Deployment runs, how far the
+last recorded release got) rather than from what a process remembers, so any step can be
+re-run after a crash and lands on all-old or all-new serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bascule.history import Release
+
+COLORS = ("blue", "green")
+Color = Literal["blue", "green"]
+
+
+@dataclass(frozen=True)
+class ColorState:
+    color: str
+    exists: bool = False
+    image: str | None = None
+    release: str | None = None
+    replicas: int = 0  # desired
+    ready: int = 0
+
+    @property
+    def serving_ready(self) -> bool:
+        """Fully up: every desired replica ready, and at least one desired."""
+        return self.exists and self.replicas > 0 and self.ready >= self.replicas
+
+
+@dataclass(frozen=True)
+class Observed:
+    active: str | None  # color the active Service selects; None before the first deploy
+    colors: dict[str, ColorState]
+    in_flight: Release | None = None
+
+    def color(self, name: str) -> ColorState:
+        return self.colors.get(name) or ColorState(name)
+
+    @property
+    def active_state(self) -> ColorState | None:
+        return self.color(self.active) if self.active else None
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def idle_color(active: str | None) -> str:
+    """The color a new release goes to: the one not serving (blue on the first deploy)."""
+    return other(active) if active else "blue"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What to do about a release that a dead run left half-done."""
+
+    switch_to: str | None  # PATCH the active Service back to this color first
+    scale_down: str | None  # then scale this color to zero
+    result: str  # how the interrupted release is recorded
+    reason: str
+
+
+def recover(obs: Observed) -> Recovery | None:
+    """Put right a release whose run died. Before the switch nothing served the new color:
+    drop it. After the switch but before verification finished, the new color was never
+    proven: go back to the old one if it still runs at full size (it does unless a person
+    scaled it), else keep the new one rather than serve nothing. After verification only
+    the old color's scale-down was left: finish it."""
+    rel = obs.in_flight
+    if rel is None:
+        return None
+    new, old = rel.color, rel.previous_color
+    if rel.phase in ("planned", "deploying", "checking", "awaiting-approval"):
+        if obs.active == new and old:  # died between the PATCH and recording it
+            return _back_to_old(obs, rel)
+        return Recovery(None, new if obs.color(new).replicas else None, "interrupted",
+                        f"the run died during {rel.phase}; traffic never moved")
+    if rel.phase == "switched":
+        return _back_to_old(obs, rel)
+    # verified: the release is good; only the delayed scale-down of the old color remained
+    return Recovery(None, old if old and old != obs.active else None, "succeeded",
+                    "verified before the run died; finished the old color's scale-down")
+
+
+def _back_to_old(obs: Observed, rel: Release) -> Recovery:
+    old = rel.previous_color
+    if old and obs.color(old).serving_ready:
+        switch = old if obs.active != old else None
+        return Recovery(switch, rel.color, "interrupted",
+                        f"the run died after the switch to {rel.color}, before verification; "
+                        f"traffic returned to {old}")
+    return Recovery(None, None, "interrupted",
+                    f"the run died after the switch to {rel.color}; {old or 'no older color'} "
+                    "was not running, so the new color keeps serving")
+
+
+Action = Literal["switch-back", "redeploy"]
+
+
+def rollback_plan(obs: Observed, target: Release) -> Action:
+    """Rolling back to ``target``: one PATCH while its color still runs its image at full
+    size, otherwise redeploy it to the idle color first."""
+    state = obs.color(target.color)
+    if target.color != obs.active and state.serving_ready and state.image == target.image:
+        return "switch-back"
+    return "redeploy"

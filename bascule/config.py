@@ -1,0 +1,898 @@
+"""Environment configuration: one YAML file per environment under ``deployments/``.
+
+The models are the schema; every field carries a description (``bascule validate`` and the
+docs show them). Loading maps each pydantic error back to the file, line and column it came from,
+so a user is told exactly where to look and what to do; bad input never gets further than here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bascule.yamlsource import (
+    ConfigError,
+    Loc,
+    Problem,
+    YamlDocument,
+    display_path,
+    format_path,
+    load_yaml_file,
+)
+
+__all__ = [
+    "ENVIRONMENTS",
+    "ApprovalConfig",
+    "ChecksConfig",
+    "ConfigError",
+    "EnvironmentConfig",
+    "FieldProblem",
+    "HealthCheck",
+    "HistoryConfig",
+    "ImageRef",
+    "KubeConfig",
+    "Problem",
+    "RolloutConfig",
+    "SmokeConfig",
+    "SmokeHttpScenario",
+    "SmokeJob",
+    "VerificationConfig",
+    "describe_schema",
+    "environment_files",
+    "load_all",
+    "load_environment",
+    "parse_image_ref",
+    "with_image_tag",
+]
+
+# Every deployments directory has these; more environments may be added beside them.
+ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
+
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_JSON_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+# Room for the longest suffix Bascule adds to the app name (`-preview`, `-history`, `-green`)
+# inside the 63-character limit of Kubernetes names, with some to spare.
+APP_NAME_MAX = 40
+
+
+class FieldProblem(ValueError):
+    """A validator's complaint about a field below the one being validated.
+
+    pydantic reports a validator's ValueError at the validated model or field; ``loc`` (relative
+    to that) lets the error point at the exact key, and so at the right line.
+    """
+
+    def __init__(self, message: str, *loc: str | int, key: bool = False) -> None:
+        super().__init__(message)
+        self.loc: Loc = loc
+        self.key = key
+
+
+# --- image references ------------------------------------------------------------------------
+
+# The grammar of distribution's reference package (the one Docker, containerd and Kubernetes
+# use), written out as a regular expression.
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|-+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_DOMAIN = rf"{_HOST}(?::[0-9]+)?"
+_TAG = r"\w[\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_REFERENCE = re.compile(
+    rf"^(?P<name>(?:(?P<domain>{_DOMAIN})/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$",
+    re.ASCII,
+)
+_NAME_MAX = 255
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed OCI image reference."""
+
+    name: str  # registry and repository, e.g. ``bascule.local/sample-app``
+    tag: str | None
+    digest: str | None
+
+    def __str__(self) -> str:
+        return (
+            self.name
+            + (f":{self.tag}" if self.tag else "")
+            + (f"@{self.digest}" if self.digest else "")
+        )
+
+
+def parse_image_ref(ref: str, *, pinned: bool = True) -> ImageRef:
+    """Parse an image reference; ValueError with a message saying what to fix.
+
+    With ``pinned`` (the default, for release images) a tag other than ``latest`` or a digest is
+    required: a release must name exactly one image, or rolling back to it means nothing.
+    """
+    match = _REFERENCE.match(ref)
+    if match is None:
+        hint = ""
+        if ref != ref.strip() or any(c.isspace() for c in ref):
+            hint = " (it contains whitespace)"
+        elif any(c.isupper() for c in ref.split("/")[-1].split(":")[0]):
+            hint = " (repository names are lowercase)"
+        raise ValueError(
+            f"{ref!r} is not a valid image reference{hint} — "
+            "write [registry[:port]/]repository[:tag][@digest], e.g. registry.example/app:v1.2"
+        )
+    if len(match["name"]) > _NAME_MAX:
+        raise ValueError(f"image name is longer than {_NAME_MAX} characters — shorten it")
+    image = ImageRef(name=match["name"], tag=match["tag"], digest=match["digest"])
+    if pinned and image.digest is None:
+        if image.tag is None:
+            raise ValueError(
+                f"image {ref!r} has no tag or digest — pin one (e.g. {ref}:v1 or @sha256:…) "
+                "so that a release, and a rollback to it, means exactly one image"
+            )
+        if image.tag == "latest":
+            raise ValueError(
+                f"image {ref!r} uses the moving tag 'latest' — pin a version tag or a digest"
+            )
+    return image
+
+
+def with_image_tag(value: JsonValue, image: str) -> JsonValue:
+    """``value`` with ``{image_tag}`` in its strings replaced by the tag of ``image``."""
+    if isinstance(value, str):
+        tag = parse_image_ref(image, pinned=False).tag or "latest"
+        return value.replace("{image_tag}", tag)
+    if isinstance(value, list):
+        return [with_image_tag(item, image) for item in value]
+    if isinstance(value, dict):
+        return {k: with_image_tag(v, image) for k, v in value.items()}
+    return value
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        # A key left empty (`rollout:` with everything below commented out) means its default.
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            key: value
+            for key, value in data.items()
+            if not (
+                value is None
+                and key in fields
+                and not fields[key].is_required()
+                and not _allows_none(fields[key].annotation)
+            )
+        }
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation in (Any, JsonValue) or type(None) in typing.get_args(annotation)
+
+
+def _check_dns_label(value: str, what: str, pattern: re.Pattern[str], max_len: int) -> str:
+    if len(value) > max_len or not pattern.match(value):
+        first = "a lowercase letter" if pattern is _DNS1035_LABEL else "a lowercase letter or digit"
+        raise ValueError(
+            f"{value!r} is not a valid {what} — use at most {max_len} lowercase letters, digits "
+            f"and '-', starting with {first} and ending with a letter or digit"
+        )
+    return value
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Expand ``~``; a relative path is taken from the directory of the file that holds it."""
+    if value is None:
+        return None
+    value = value.expanduser()
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if not value.is_absolute() and isinstance(base, Path):
+        value = base / value
+    return value
+
+
+def _plain_env_value(value: Any) -> Any:
+    # Environment variables are strings; numbers and booleans written bare in YAML are meant as
+    # their text (`PORT: 8080`, `DEBUG: true`), so accept them instead of failing the user.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_plain_env_value)]
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for name in env:
+        if not _ENV_VAR_NAME.match(name):
+            raise FieldProblem(
+                f"{name!r} is not a valid environment variable name — use letters, digits "
+                "and '_', not starting with a digit",
+                name,
+                key=True,
+            )
+    return env
+
+
+class KubeConfig(_Section):
+    """How to reach the cluster, with kubectl's conventions."""
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description=(
+            "Path to a kubeconfig file; relative to this file, `~` expanded. Default: like "
+            "kubectl, $KUBECONFIG if set, else ~/.kube/config."
+        ),
+    )
+    context: str | None = Field(
+        default=None,
+        min_length=1,
+        description="kubeconfig context to use. Default: the kubeconfig's current-context.",
+    )
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+
+class ApprovalConfig(_Section):
+    """The manual gate between the pre-switch checks and the traffic switch."""
+
+    required: StrictBool = Field(
+        default=False,
+        description=(
+            "Pause before switching traffic until a person approves. Default: true for the "
+            "production environment, false elsewhere."
+        ),
+    )
+    timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="How long to wait for a decision; no answer in time means no switch.",
+    )
+
+
+class RolloutConfig(_Section):
+    """Timing of bringing up the idle color and retiring the old one."""
+
+    ready_timeout_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="Time the idle color has to become fully Ready before the deploy fails.",
+    )
+    progress_deadline_seconds: int = Field(
+        default=120,
+        ge=1,
+        description=(
+            "The Deployment's progressDeadlineSeconds: Kubernetes reports ProgressDeadlineExceeded "
+            "when a rollout makes no progress this long, and the deploy fails fast on it."
+        ),
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300,
+        ge=0,
+        description=(
+            "How long the old color keeps full size after the switch, so a rollback is one "
+            "Service patch. At least verification.window_seconds."
+        ),
+    )
+
+
+def _check_url_template(url: str) -> str:
+    fields: set[str] = set()
+    try:
+        for _, name, _, _ in string.Formatter().parse(url):
+            if name is not None:
+                fields.add(name)
+    except ValueError as exc:
+        raise ValueError(f"bad placeholder in {url!r}: {exc} — write {{service}}") from None
+    unknown = fields - {"service", "namespace"}
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{sorted(unknown)[0]}}} in {url!r} — "
+            "only {service} and {namespace} are replaced"
+        )
+    parts = urlsplit(url.format(service="svc", namespace="ns"))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an http(s) URL — write e.g. http://host:8080")
+    return url
+
+
+def _check_name(value: str) -> str:
+    return _check_dns_label(value, "check name", _DNS1123_LABEL, 63)
+
+
+class _HttpTarget(_Section):
+    name: str = Field(description="Short name shown in reports, e.g. `ready` or `list-items`.")
+    path: str = Field(
+        description="Request path on the Service, starting with '/', e.g. /readyz.",
+        pattern=r"^/",
+    )
+    url: str | None = Field(
+        default=None,
+        description=(
+            "Explicit base URL to use instead of the Kubernetes API service proxy; `path` is "
+            "appended. `{service}` (the Service under test: <app> or <app>-preview) and "
+            "`{namespace}` are replaced, e.g. http://{service}.{namespace}.svc."
+        ),
+    )
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url_template(value)
+
+
+class HealthCheck(_HttpTarget):
+    """An HTTP check that must pass `successes` times in a row within `timeout_seconds`."""
+
+    expect_status: int = Field(default=200, ge=100, le=599, description="Expected HTTP status.")
+    json_field: str | None = Field(
+        default=None,
+        description=(
+            "Dotted path into the JSON response body that must exist, e.g. `version` or "
+            "`items.0.id` (digits index lists)."
+        ),
+    )
+    json_equals: JsonValue = Field(
+        default=None,
+        description=(
+            "Value `json_field` must equal. In a string, `{image_tag}` is replaced by the tag of "
+            "the image under test, e.g. to check that /version reports the new version."
+        ),
+    )
+    max_latency_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="A response slower than this counts as a failure. Default: no limit.",
+    )
+    successes: int = Field(
+        default=3, ge=1, le=1000, description="Consecutive successes needed to pass."
+    )
+    interval_seconds: float = Field(default=1.0, gt=0, description="Pause between attempts.")
+    timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Overall time for the check to pass before it fails."
+    )
+    request_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Time limit for a single request."
+    )
+
+    @field_validator("json_field")
+    @classmethod
+    def _valid_json_path(cls, value: str | None) -> str | None:
+        if value is not None and not _JSON_PATH.match(value):
+            raise ValueError(f"{value!r} is not a dotted path — write e.g. `version` or `data.id`")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.json_equals is not None and self.json_field is None:
+            raise FieldProblem(
+                "json_equals needs json_field, the path of the value to compare — add it",
+                "json_equals",
+                key=True,
+            )
+        needed = (self.successes - 1) * self.interval_seconds
+        if needed >= self.timeout_seconds:
+            raise FieldProblem(
+                f"{self.successes} successes {self.interval_seconds:g} s apart take at least "
+                f"{needed:g} s, not less than timeout_seconds ({self.timeout_seconds:g}) — raise "
+                "timeout_seconds or lower successes or interval_seconds",
+                "timeout_seconds",
+            )
+        return self
+
+    def expected_json(self, image: str) -> JsonValue:
+        """``json_equals`` with ``{image_tag}`` replaced for the image under test."""
+        return with_image_tag(self.json_equals, image)
+
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class SmokeHttpScenario(_HttpTarget):
+    """One HTTP request with expectations, run once against the Service under test."""
+
+    method: HttpMethod = Field(default="GET", description="HTTP method.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    body: JsonValue = Field(
+        default=None,
+        description="Request body: a string is sent as is, anything else as JSON.",
+    )
+    expect_status: int = Field(default=200, ge=100, le=599, description="Expected HTTP status.")
+    expect_body_contains: str | None = Field(
+        default=None, description="Text the response body must contain."
+    )
+    expect_json: dict[str, JsonValue] | None = Field(
+        default=None,
+        description=(
+            "Dotted paths into the JSON response and the value each must have, e.g. "
+            "`{version: v2}`; `{image_tag}` in a string is replaced as in health checks."
+        ),
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Time limit for the request.")
+
+    def expected_json(self, image: str) -> dict[str, JsonValue]:
+        """``expect_json`` with ``{image_tag}`` replaced for the image under test."""
+        return {k: with_image_tag(v, image) for k, v in (self.expect_json or {}).items()}
+
+    @field_validator("expect_json")
+    @classmethod
+    def _valid_json_paths(cls, value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
+        for path in value or {}:
+            if not _JSON_PATH.match(path):
+                raise FieldProblem(
+                    f"{path!r} is not a dotted path — write e.g. `version` or `data.id`",
+                    path,
+                    key=True,
+                )
+        return value
+
+
+class SmokeJob(_Section):
+    """An app's own smoke suite, run as a Kubernetes Job against the Service under test."""
+
+    image: str = Field(description="Image of the smoke suite (a valid OCI reference).")
+    command: list[str] | None = Field(
+        default=None, description="Overrides the image's entrypoint. Default: the image's."
+    )
+    args: list[str] = Field(default_factory=list, description="Arguments for the command.")
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict,
+        description="Extra environment; BASE_URL is set to the URL of the Service under test.",
+    )
+    timeout_seconds: int = Field(
+        default=300, ge=1, description="How long the Job may run before it counts as failed."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _valid_image(cls, value: str) -> str:
+        parse_image_ref(value, pinned=False)
+        return value
+
+    _env = field_validator("env")(_check_env)
+
+
+def _unique_names(items: Sequence[HealthCheck | SmokeHttpScenario]) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item.name in seen:
+            raise FieldProblem(f"duplicate name {item.name!r} — give each one its own", i, "name")
+        seen.add(item.name)
+
+
+class SmokeConfig(_Section):
+    """Smoke tests run against the preview Service before the switch and the active one after."""
+
+    http: list[SmokeHttpScenario] = Field(
+        default_factory=list, description="HTTP scenarios, run in order."
+    )
+    job: SmokeJob | None = Field(default=None, description="A smoke suite run as a Job.")
+
+    @field_validator("http")
+    @classmethod
+    def _unique(cls, value: list[SmokeHttpScenario]) -> list[SmokeHttpScenario]:
+        _unique_names(value)
+        return value
+
+
+class ChecksConfig(_Section):
+    """What "healthy" means for this app in this environment."""
+
+    health: list[HealthCheck] = Field(
+        default_factory=list,
+        description=(
+            "Health checks: run against the active version before anything changes (baseline), "
+            "against preview before the switch and against active after it."
+        ),
+    )
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig, description="Smoke tests.")
+
+    @field_validator("health")
+    @classmethod
+    def _unique(cls, value: list[HealthCheck]) -> list[HealthCheck]:
+        _unique_names(value)
+        return value
+
+
+class VerificationConfig(_Section):
+    """The post-switch window: health checks repeat on the active Service; a failure rolls back."""
+
+    window_seconds: int = Field(
+        default=60, ge=0, description="How long to keep verifying after the switch."
+    )
+    interval_seconds: float = Field(
+        default=5.0, gt=0, description="Pause between verification rounds."
+    )
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> Self:
+        if self.window_seconds and self.interval_seconds > self.window_seconds:
+            raise FieldProblem(
+                f"interval_seconds ({self.interval_seconds:g}) is longer than window_seconds "
+                f"({self.window_seconds}) — lower it",
+                "interval_seconds",
+            )
+        return self
+
+
+class HistoryConfig(_Section):
+    """The release history kept in the cluster per app and environment."""
+
+    limit: int = Field(default=20, ge=1, le=200, description="Releases kept, newest first.")
+
+
+class EnvironmentConfig(_Section):
+    """One environment of one app: where it runs and how it is deployed and verified."""
+
+    app: str = Field(
+        description=(
+            "Name of the application (a DNS-1035 label): Deployments <app>-blue/<app>-green and "
+            "Services <app>/<app>-preview are named after it."
+        ),
+    )
+    environment: str = Field(description="Name of this environment; must equal the file name.")
+    namespace: str = Field(description="Kubernetes namespace the app runs in.")
+    kube: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster.")
+    image: str | None = Field(
+        default=None,
+        description=(
+            "Image to deploy when none is given on the command line (`--image` overrides); a "
+            "valid OCI reference pinned by tag or digest."
+        ),
+    )
+    replicas: int = Field(default=2, ge=1, le=1000, description="Pods per color when serving.")
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict, description="Plain environment variables for the app's container."
+    )
+    manifests: Path = Field(
+        default=Path("manifests"),
+        validate_default=True,  # so that the default, too, is taken relative to the file
+        description="Directory of the app's Kubernetes templates, relative to this file.",
+    )
+    approval: ApprovalConfig = Field(
+        default_factory=ApprovalConfig, description="Manual approval before the switch."
+    )
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout timing.")
+    checks: ChecksConfig = Field(
+        default_factory=ChecksConfig, description="Health and smoke checks."
+    )
+    verification: VerificationConfig = Field(
+        default_factory=VerificationConfig, description="Post-switch verification window."
+    )
+    history: HistoryConfig = Field(default_factory=HistoryConfig, description="Release history.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _production_needs_approval(cls, data: Any) -> Any:
+        # The safe default depends on which environment this is, so it cannot be a plain
+        # field default.
+        if not isinstance(data, dict) or data.get("environment") != "production":
+            return data
+        approval = data.get("approval")
+        if approval is None:
+            return {**data, "approval": {"required": True}}
+        if isinstance(approval, dict) and "required" not in approval:
+            return {**data, "approval": {**approval, "required": True}}
+        return data
+
+    @field_validator("app")
+    @classmethod
+    def _valid_app(cls, value: str) -> str:
+        return _check_dns_label(value, "app name", _DNS1035_LABEL, APP_NAME_MAX)
+
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: str, info: ValidationInfo) -> str:
+        _check_dns_label(value, "environment name", _DNS1123_LABEL, 30)
+        expected = info.context.get("environment") if isinstance(info.context, dict) else None
+        if expected is not None and value != expected:
+            raise ValueError(
+                f"{value!r} does not match the file name — write `environment: {expected}` or "
+                "rename the file"
+            )
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _valid_namespace(cls, value: str) -> str:
+        return _check_dns_label(value, "namespace", _DNS1123_LABEL, 63)
+
+    @field_validator("image")
+    @classmethod
+    def _valid_image(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_image_ref(value)
+        return value
+
+    _env = field_validator("env")(_check_env)
+
+    @field_validator("manifests")
+    @classmethod
+    def _relative_to_file(cls, value: Path, info: ValidationInfo) -> Path:
+        resolved = _resolve_path(value, info)
+        assert resolved is not None
+        return resolved
+
+    @model_validator(mode="after")
+    def _old_color_outlives_verification(self) -> Self:
+        delay, window = self.rollout.scale_down_delay_seconds, self.verification.window_seconds
+        if delay < window:
+            raise FieldProblem(
+                f"scale_down_delay_seconds ({delay}) is shorter than verification.window_seconds "
+                f"({window}): the old color would be gone while a rollback may still need it — "
+                f"make it at least {window}",
+                "rollout",
+                "scale_down_delay_seconds",
+            )
+        return self
+
+    def resolve_image(self, override: str | None = None) -> str:
+        """The image to deploy: ``override`` (e.g. ``--image``) if given, else ``image``.
+
+        ValueError, saying what to do, if the result is missing or not a pinned reference.
+        """
+        image = override or self.image
+        if image is None:
+            raise ValueError(
+                f"no image for {self.environment}: pass --image or set `image:` in its file"
+            )
+        parse_image_ref(image)
+        return image
+
+
+def describe_schema() -> list[str]:
+    """One line per configuration key: ``path (type, default): description``."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            path = f"{prefix}{name}"
+            inner = _unwrap(info.annotation)
+            if typing.get_origin(inner) is list:
+                inner = typing.get_args(inner)[0]
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    path += "[]"
+            is_model = isinstance(inner, type) and issubclass(inner, BaseModel)
+            if info.is_required():
+                shown = "required"
+            elif info.default_factory is not None or is_model:
+                shown = "optional"
+            else:
+                default = info.default
+                shown = f"default {default if isinstance(default, Path) else repr(default)}"
+            lines.append(f"{path} ({shown}): {info.description}")
+            if is_model:
+                walk(inner, f"{path}.")
+
+    walk(EnvironmentConfig, "")
+    return lines
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def environment_files(deployments_dir: Path) -> dict[str, Path]:
+    """The environment files of a deployments directory: the required ones, then any others."""
+    files = {name: deployments_dir / f"{name}.yaml" for name in ENVIRONMENTS}
+    for extra in sorted(deployments_dir.glob("*.yaml")):
+        files.setdefault(extra.stem, extra)
+    return files
+
+
+def load_environment(path: str | Path) -> EnvironmentConfig:
+    """Load and validate one environment file; ConfigError lists every problem in it."""
+    return _load(Path(path))[0]
+
+
+def load_all(deployments_dir: str | Path) -> dict[str, EnvironmentConfig]:
+    """Load every environment of a deployments directory (dev, staging and production at least).
+
+    Also checks what only shows across files: one app per directory, and no two environments
+    deploying into the same namespace of the same cluster. ConfigError lists every problem of
+    every file.
+    """
+    directory = Path(deployments_dir)
+    problems: list[Problem] = []
+    loaded: dict[str, tuple[EnvironmentConfig, YamlDocument]] = {}
+    for name, path in environment_files(directory).items():
+        if not path.exists():
+            yml = path.with_suffix(".yml")
+            hint = f"rename {yml.name} to {path.name}" if yml.exists() else "create it"
+            problems.append(
+                Problem(
+                    display_path(path),
+                    f"missing: a deployments directory needs {', '.join(ENVIRONMENTS)} — {hint}",
+                )
+            )
+            continue
+        try:
+            loaded[name] = _load(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    problems.extend(_cross_file_problems(loaded))
+    if problems:
+        raise ConfigError(problems)
+    return {name: cfg for name, (cfg, _) in loaded.items()}
+
+
+def _cross_file_problems(
+    loaded: Mapping[str, tuple[EnvironmentConfig, YamlDocument]],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    first: tuple[str, EnvironmentConfig] | None = None
+    targets: dict[tuple[Path | None, str | None, str], str] = {}
+    for name, (cfg, doc) in loaded.items():
+        if first is None:
+            first = (name, cfg)
+        elif cfg.app != first[1].app:
+            problems.append(
+                Problem(
+                    doc.file,
+                    f"{cfg.app!r} differs from {first[1].app!r} in {first[0]} — one deployments "
+                    "directory describes one app",
+                    doc.mark_of(("app",)),
+                    "app",
+                )
+            )
+        target = (cfg.kube.kubeconfig, cfg.kube.context, cfg.namespace)
+        if target in targets:
+            problems.append(
+                Problem(
+                    doc.file,
+                    f"{cfg.namespace!r} is also {targets[target]}'s namespace in the same cluster: "
+                    "the environments would overwrite each other — give each its own namespace",
+                    doc.mark_of(("namespace",)),
+                    "namespace",
+                )
+            )
+        else:
+            targets[target] = name
+    return problems
+
+
+def _load(path: Path) -> tuple[EnvironmentConfig, YamlDocument]:
+    doc = load_yaml_file(path)
+    if not isinstance(doc.data, dict):
+        found = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
+        raise ConfigError(
+            [
+                Problem(
+                    doc.file,
+                    f"expected a mapping of settings (app, environment, namespace, …), found "
+                    f"{found} — see deployments/dev.yaml for an example",
+                    doc.mark_of(()),
+                )
+            ]
+        )
+    context = {"environment": path.stem, "base_dir": path.parent.absolute()}
+    try:
+        cfg = EnvironmentConfig.model_validate(doc.data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_problems(doc, exc)) from None
+    return cfg, doc
+
+
+def _problems(doc: YamlDocument, exc: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for err in exc.errors(include_url=False):
+        loc: list[str | int] = list(err["loc"])
+        key = False
+        if loc and loc[-1] == "[key]":
+            loc.pop()
+            key = True
+        message: str = err["msg"]
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, FieldProblem):
+            loc.extend(error.loc)
+            key = key or error.key
+            message = str(error)
+        elif err["type"] in ("value_error", "assertion_error"):
+            message = message.split(", ", 1)[1] if ", " in message else message
+        elif err["type"] == "extra_forbidden":
+            key = True
+            message = _unknown_key_message(loc)
+        elif err["type"] == "missing":
+            message = _missing_message(loc)
+        elif err["type"] == "model_type":
+            model = _model_at(loc)
+            keys = ", ".join(model.model_fields) if model is not None else "…"
+            message = f"expected a mapping with keys from: {keys} — fix the value"
+        else:
+            message += " — fix the value"
+        problems.append(
+            Problem(doc.file, message, doc.mark_of(loc, key=key), format_path(loc) or "(file)")
+        )
+    return sorted(problems, key=lambda p: (p.mark.line, p.mark.column) if p.mark else (0, 0))
+
+
+def _unknown_key_message(loc: Sequence[str | int]) -> str:
+    name = str(loc[-1]) if loc else ""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return f"unknown key {name!r} — remove it"
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(name, allowed, n=1)
+    maybe = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {name!r}{maybe} — allowed keys: {', '.join(allowed)}"
+
+
+def _missing_message(loc: Sequence[str | int]) -> str:
+    name = str(loc[-1]) if loc else ""
+    model = _model_at(loc[:-1])
+    field = model.model_fields.get(name) if model is not None else None
+    about = f" ({field.description})" if field is not None and field.description else ""
+    return f"required key {name!r} is missing — add it{about}"
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class that validates the value at ``loc``, if that value is a model."""
+    current: Any = EnvironmentConfig
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) is list and isinstance(part, int):
+            current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` -> ``X``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation

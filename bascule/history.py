@@ -1,0 +1,107 @@
+"""The release history of one app in one environment: plain records, kept in the cluster.
+
+Each deploy writes its record as it goes (``phase``), so a run that died half-way leaves
+a record saying how far it got; the next run reconciles from it. Records are kept in a
+ConfigMap, bounded to the configured limit, newest last.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+Phase = Literal[
+    "planned",  # lock held, nothing changed yet
+    "deploying",  # the idle color is being (re)created
+    "checking",  # pre-switch checks on the preview Service
+    "awaiting-approval",
+    "switched",  # the active Service selects the new color
+    "verified",  # post-switch window passed; the old color waits for its scale-down
+    "done",
+]
+Result = Literal["succeeded", "failed", "rolled-back", "rejected", "interrupted", "in-progress"]
+FINAL_PHASES = {"done"}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    result: str  # "ok", "failed", "skipped"
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str
+    image: str
+    color: str
+    previous_image: str | None
+    previous_color: str | None
+    started: str  # ISO-8601 UTC
+    flow_run_id: str | None = None
+    kind: str = "deploy"  # deploy, rollback, redeploy
+    phase: Phase = "planned"
+    result: Result = "in-progress"
+    reason: str = ""
+    finished: str | None = None
+    approver: str | None = None
+    comment: str | None = None
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    @property
+    def in_flight(self) -> bool:
+        return self.phase not in FINAL_PHASES
+
+    def with_step(self, step: Step) -> Release:
+        return replace(self, steps=(*self.steps, step))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = [asdict(s) for s in self.steps]
+        return data
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Release:
+        steps = tuple(Step(**s) for s in data.get("steps", []))
+        known = {k: v for k, v in data.items() if k in Release.__dataclass_fields__}
+        return Release(**{**known, "steps": steps})
+
+
+def upsert(history: list[Release], release: Release, limit: int) -> list[Release]:
+    """History with ``release`` replacing the record of the same id, or appended; the
+    oldest finished records are dropped beyond ``limit`` (in-flight ones are kept)."""
+    out = [release if r.id == release.id else r for r in history]
+    if all(r.id != release.id for r in history):
+        out.append(release)
+    while len(out) > limit:
+        oldest_done = next((i for i, r in enumerate(out) if not r.in_flight), None)
+        if oldest_done is None:
+            break
+        del out[oldest_done]
+    return out
+
+
+def in_flight(history: list[Release]) -> Release | None:
+    return next((r for r in reversed(history) if r.in_flight), None)
+
+
+def last_good(history: list[Release], before: str | None = None) -> Release | None:
+    """The newest release that succeeded (optionally older than release ``before``)."""
+    seen_before = before is None
+    for r in reversed(history):
+        if not seen_before:
+            seen_before = r.id == before
+            continue
+        if r.result == "succeeded":
+            return r
+    return None
+
+
+def encode(history: list[Release]) -> str:
+    return json.dumps([r.to_json() for r in history], indent=1, sort_keys=True)
+
+
+def decode(text: str | None) -> list[Release]:
+    return [Release.from_json(d) for d in json.loads(text)] if text else []

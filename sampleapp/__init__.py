@@ -1,0 +1,1 @@
+"""Bascule's sample web service."""

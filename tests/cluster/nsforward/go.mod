@@ -1,0 +1,3 @@
+module bascule.local/cluster/nsforward
+
+go 1.24.0

@@ -1,0 +1,3 @@
+module bascule.local/cluster/pause
+
+go 1.24

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# make cluster-up: a single-node Kubernetes built from upstream parts, inside a network
+# namespace of its own. Reuses a healthy running cluster; cleans up a stale one first.
+# The last line printed is KUBECONFIG=<path>.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=env.sh
+. "$here/env.sh"
+S="$CLUSTER_DIR"
+t0=$SECONDS
+log() { echo "cluster-up: $*" >&2; }
+
+bin="$("$here/build.sh")"
+kubectl() { "$bin/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+all_alive() { local f; for f in "$S"/pids/*; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done; }
+if [[ -f "$S/node.started" ]] && all_alive && kubectl get --raw /readyz >/dev/null 2>&1 \
+  && kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s >/dev/null 2>&1; then
+  log "reusing the running cluster $CLUSTER_NAME"
+  echo "KUBECONFIG=$KUBECONFIG_PATH"
+  exit 0
+fi
+if [[ -e "$S" ]] || ip netns list 2>/dev/null | grep -qw "$NETNS"; then
+  log "cleaning up a stale cluster $CLUSTER_NAME"
+  "$here/down.sh"
+fi
+
+"$here/../../scripts/install-system.sh"
+mkdir -p "$S"/{pids,logs,cni/net.d,cni/ipam,containerd,kubelet}
+chmod 700 "$S"
+"$here/pki.sh" "$S/pki" "$NODE_NAME" "$NODE_IP" "$SERVICE_IP"
+
+kubeconfig() { # kubeconfig FILE SERVER CERTNAME
+  local ca crt key
+  ca="$(base64 -w0 <"$S/pki/ca.crt")" crt="$(base64 -w0 <"$S/pki/$3.crt")" key="$(base64 -w0 <"$S/pki/$3.key")"
+  (umask 077 && cat >"$1") <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: $CLUSTER_NAME
+  cluster: {server: "$2", certificate-authority-data: $ca}
+users:
+- name: $3
+  user: {client-certificate-data: $crt, client-key-data: $key}
+contexts:
+- name: $CLUSTER_NAME
+  context: {cluster: $CLUSTER_NAME, user: $3}
+current-context: $CLUSTER_NAME
+KC
+}
+inside="https://127.0.0.1:6443"
+kubeconfig "$KUBECONFIG_PATH" "https://127.0.0.1:$API_PORT" admin
+kubeconfig "$S/admin-internal.kubeconfig" "$inside" admin
+kubeconfig "$S/controller-manager.kubeconfig" "$inside" controller-manager
+kubeconfig "$S/scheduler.kubeconfig" "$inside" scheduler
+kubeconfig "$S/kubelet.kubeconfig" "$inside" kubelet
+kubeconfig "$S/kube-proxy.kubeconfig" "$inside" kube-proxy
+
+cat >"$S/containerd.toml" <<EOT
+version = 3
+root = "$S/containerd/root"
+state = "$S/containerd/state"
+[grpc]
+  address = "$S/containerd/containerd.sock"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "bascule.local/pause:3.10"
+[plugins.'io.containerd.cri.v1.runtime']
+  enable_cdi = false
+  # This machine withholds CAP_SYS_RESOURCE even from root, so negative oom_score_adj
+  # values are refused; keep containers' scores at or above containerd's own.
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "$(command -v runc)"
+        SystemdCgroup = false
+        Root = "$S/runc"
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$S/cni/net.d"
+    use_internal_loopback = true
+EOT
+
+cat >"$S/cni/net.d/10-bascule.conflist" <<EOT
+{"cniVersion": "1.0.0", "name": "bascule", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": "$S/cni/ipam",
+            "ranges": [[{"subnet": "$POD_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOT
+
+: >"$S/resolv.conf"
+cat >"$S/kubelet.yaml" <<EOT
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: "$S/pki/ca.crt"}
+authorization: {mode: Webhook}
+address: "$NODE_IP"
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+tlsCertFile: "$S/pki/kubelet-serving.crt"
+tlsPrivateKeyFile: "$S/pki/kubelet-serving.key"
+cgroupDriver: cgroupfs
+cgroupRoot: "$CGROUP_PODS"
+containerRuntimeEndpoint: "unix://$S/containerd/containerd.sock"
+failSwapOn: false
+resolvConf: "$S/resolv.conf"
+serializeImagePulls: false
+# Images come from local archives and are never pulled: never garbage-collect them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+nodeStatusUpdateFrequency: 4s
+syncFrequency: 10s
+fileCheckFrequency: 10s
+protectKernelDefaults: false
+EOT
+
+cat >"$S/kube-proxy.yaml" <<EOT
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$S/kube-proxy.kubeconfig"}
+mode: iptables
+clusterCIDR: "$POD_SUBNET"
+hostnameOverride: "$NODE_NAME"
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+# nf_conntrack_max is global to the machine: leave it alone.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+iptables: {minSyncPeriod: 0s, syncPeriod: 30s}
+EOT
+
+if [[ -x /usr/lib/postgresql/15/bin/initdb ]]; then
+  rm -rf "$PG_DIR" && mkdir -p "$PG_DIR/data" "$PG_DIR/run"
+  (umask 077; openssl rand -hex 16 >"$S/postgres.password")
+  install -o postgres -m 600 "$S/postgres.password" "$PG_DIR/pwfile"
+  chown -R postgres: "$PG_DIR" && chmod 700 "$PG_DIR"
+  setpriv --reuid postgres --regid postgres --init-groups \
+    /usr/lib/postgresql/15/bin/initdb -D "$PG_DIR/data" -A scram-sha-256 -U postgres \
+    --pwfile="$PG_DIR/pwfile" >"$S/logs/initdb.log" 2>&1 </dev/null
+  rm -f "$PG_DIR/pwfile"
+  echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PG_DIR/data/pg_hba.conf"
+fi
+
+log "starting the control plane and the node in network namespace $NETNS"
+ip netns add "$NETNS"
+setsid nsenter --net="/run/netns/$NETNS" unshare --mount --propagation slave -- \
+  "$here/node.sh" "$bin" >"$S/logs/node.log" 2>&1 </dev/null &
+echo $! >"$S/pids/supervisor"
+"$bin/nsforward" -netns "/run/netns/$NETNS" -ready-file "$S/forward.ready" \
+  -map "127.0.0.1:$API_PORT=127.0.0.1:6443" -map "127.0.0.1:$PG_PORT=127.0.0.1:5432" \
+  >"$S/logs/nsforward.log" 2>&1 </dev/null &
+echo $! >"$S/pids/nsforward"
+
+# Fails at once, with the log's tail, when a daemon of the cluster has died.
+check_alive() {
+  local f
+  for f in "$S"/pids/*; do
+    kill -0 "$(cat "$f")" 2>/dev/null && continue
+    log "$(basename "$f") exited; last lines of its log:"
+    tail -n 15 "$S/logs/$(basename "$f").log" >&2 || true
+    exit 1
+  done
+}
+deadline=$((SECONDS + 180))
+until kubectl get --raw /readyz >/dev/null 2>&1; do
+  check_alive
+  ((SECONDS < deadline)) || { log "API server not ready; see $S/logs"; exit 1; }
+  sleep 0.3
+done
+"$here/images.sh" "$bin"
+until kubectl get "node/$NODE_NAME" >/dev/null 2>&1; do
+  check_alive
+  ((SECONDS < deadline)) || { log "node never registered; see $S/logs/kubelet.log"; exit 1; }
+  sleep 0.3
+done
+kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null
+# The default ServiceAccount must exist before pods can be created in a namespace.
+until kubectl -n default get serviceaccount default >/dev/null 2>&1; do sleep 0.3; done
+log "ready in $((SECONDS - t0)) s"
+echo "KUBECONFIG=$KUBECONFIG_PATH"

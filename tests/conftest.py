@@ -1,0 +1,34 @@
+"""Shared fixtures: the cluster (local or existing), a namespace per test, load drivers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.cluster import Cluster, existing, start_local
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that take the local cluster down run after everything that uses it.
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The cluster under test: BASCULE_TEST_KUBECONFIG's if set, else the local one
+    (started, or reused when already running)."""
+    return existing() or start_local()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl(
+        "wait", "--for=jsonpath={.metadata.name}=default", f"-n={name}",
+        "serviceaccount/default", "--timeout=60s",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

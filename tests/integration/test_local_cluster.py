@@ -1,0 +1,166 @@
+"""The local cluster is real: a Ready node, pods on containerd, Services through kube-proxy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import sample
+from tests.support.cluster import (
+    CLUSTER_DIR,
+    Cluster,
+    LoadDriver,
+    cluster_env,
+    start_local,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def service_ip(cluster: Cluster, ns: str, name: str) -> str:
+    return cluster.get_json("-n", ns, "service", name)["spec"]["clusterIP"]
+
+
+def reachable(cluster: Cluster, url: str) -> bool:
+    try:
+        return cluster.http_get(url)[0] == 200
+    except ConnectionError:
+        return False
+
+
+def test_node_is_ready(cluster: Cluster) -> None:
+    nodes = cluster.get_json("nodes")["items"]
+    assert len(nodes) >= 1
+    ready = {
+        n["metadata"]["name"]: next(
+            c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"
+        )
+        for n in nodes
+    }
+    assert "True" in ready.values(), ready
+
+
+def test_three_replicas_of_v1_serve_through_a_service(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(namespace, sample.deployment("web", "v1", replicas=3), sample.service("web"))
+    cluster.kubectl(
+        "-n", namespace, "wait", "--for=condition=Available", "deployment/web", "--timeout=120s"
+    )
+    status = cluster.get_json("-n", namespace, "deployment", "web")["status"]
+    assert status["availableReplicas"] == 3
+    if cluster.netns is None:
+        pytest.skip("Service traffic from the host needs the local cluster's namespace")
+    ip = service_ip(cluster, namespace, "web")
+    wait_for(lambda: reachable(cluster, f"http://{ip}/version"), 30, what="kube-proxy rules")
+    pods = set()
+    for _ in range(30):
+        code, body = cluster.http_get(f"http://{ip}/version")
+        assert code == 200, body
+        answer = json.loads(body)
+        assert answer["version"] == "v1"
+        pods.add(answer["pod"])
+    # kube-proxy spreads new connections over the endpoints.
+    assert len(pods) >= 2, pods
+
+
+def test_crash_on_start_ends_in_crashloopbackoff(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(namespace, sample.deployment("crash", env={"CRASH_ON_START": "1"}))
+
+    def waiting_reason() -> str | None:
+        pods = cluster.get_json("-n", namespace, "pods", "-l", "app=crash")["items"]
+        for pod in pods:
+            for cs in pod.get("status", {}).get("containerStatuses", []):
+                reason = cs.get("state", {}).get("waiting", {}).get("reason")
+                if reason == "CrashLoopBackOff":
+                    return reason
+        return None
+
+    assert wait_for(waiting_reason, timeout=90, what="CrashLoopBackOff") == "CrashLoopBackOff"
+
+
+def test_pod_failing_readiness_gets_no_traffic(cluster: Cluster, namespace: str) -> None:
+    good = sample.deployment("good")
+    bad = sample.deployment("bad", env={"FAIL_READINESS": "1"})
+    for d in (good, bad):  # both carry the label the Service selects
+        d["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    cluster.apply(namespace, good, bad, sample.service("web", selector={"tier": "web"}))
+    cluster.kubectl("-n", namespace, "wait", "--for=condition=Available", "deployment/good")
+
+    def endpoints() -> list[dict] | None:
+        slices = cluster.get_json(
+            "-n", namespace, "endpointslices", "-l", "kubernetes.io/service-name=web"
+        )["items"]
+        eps = [e for s in slices for e in s.get("endpoints") or []]
+        return eps if len(eps) == 2 else None
+
+    eps = wait_for(endpoints, timeout=60, what="both pods listed in the EndpointSlice")
+    by_pod = {e["targetRef"]["name"].split("-")[0]: e["conditions"]["ready"] for e in eps}
+    assert by_pod == {"good": True, "bad": False}
+    if cluster.netns is None:
+        return
+    ip = service_ip(cluster, namespace, "web")
+    wait_for(lambda: reachable(cluster, f"http://{ip}/version"), 30, what="kube-proxy rules")
+    answered = {json.loads(cluster.http_get(f"http://{ip}/version")[1])["pod"] for _ in range(20)}
+    assert all(p.startswith("good-") for p in answered), answered
+
+
+def test_load_driver_sees_every_request(cluster: Cluster, namespace: str) -> None:
+    if cluster.netns is None:
+        pytest.skip("the load driver runs inside the local cluster's namespace")
+    cluster.apply(namespace, sample.deployment("web", "v1", replicas=2), sample.service("web"))
+    cluster.kubectl("-n", namespace, "wait", "--for=condition=Available", "deployment/web")
+    ip = service_ip(cluster, namespace, "web")
+    wait_for(lambda: reachable(cluster, f"http://{ip}/version"), 30, what="kube-proxy rules")
+    load = LoadDriver(cluster, f"http://{service_ip(cluster, namespace, 'web')}/version", rps=100)
+    time.sleep(5)
+    report = load.stop()
+    assert report.total >= 400, report.total
+    assert report.failures == []
+    assert report.versions() == {"v1": report.total}
+    assert report.rate() >= 90
+
+
+def cluster_processes(cluster_dir: Path) -> list[int]:
+    """Pids whose command line or cwd mention the cluster's state directory."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(cluster_dir) in cmd:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.last
+def test_cluster_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A second, throwaway cluster: started, broken (SIGKILL), started again over the stale
+    remains, then taken down; no process, mount, cgroup or namespace of it may be left."""
+    name = "bascule-td"
+    env = cluster_env(name, BASCULE_API_PORT="16543", BASCULE_PG_PORT="15532")
+    first = start_local(env)
+    assert first.cluster_dir is not None
+    pids_dir = first.cluster_dir / "pids"
+    kubelet_pid = int((pids_dir / "kubelet").read_text())
+    supervisor = int((pids_dir / "supervisor").read_text())
+    subprocess.run(["kill", "-KILL", str(kubelet_pid), str(supervisor)], check=True)
+    second = start_local(env)  # must clean up the half-dead cluster, not trip over it
+    second.kubectl("wait", "--for=condition=Ready", "node/bascule-td-node", "--timeout=60s")
+    recorded = [int(p.read_text()) for p in pids_dir.iterdir()]
+
+    subprocess.run([str(CLUSTER_DIR / "down.sh")], env=env, check=True, timeout=120)
+
+    assert not any(Path(f"/proc/{p}").exists() for p in recorded)
+    assert cluster_processes(second.cluster_dir) == []
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(second.cluster_dir) not in mounts
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in netns.split()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{name}"))
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{name}-system"))
+    assert not second.cluster_dir.exists()

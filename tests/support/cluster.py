@@ -1,0 +1,152 @@
+"""Test-side handle on a Kubernetes cluster: the local one from tests/cluster, or an
+existing one named by BASCULE_TEST_KUBECONFIG (kind, minikube, a real cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
+REPO = CLUSTER_DIR.parents[1]
+EXISTING_ENV = "BASCULE_TEST_KUBECONFIG"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    kubectl_bin: str
+    netns: str | None  # None for an existing cluster: nothing of ours to enter
+    cluster_dir: Path | None
+
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None
+    ) -> str:
+        cmd = [self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {res.stderr.strip()}")
+        return res.stdout
+
+    def get_json(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", "-o", "json", *args))
+
+    def apply(self, namespace: str, *objects: dict) -> None:
+        doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+        self.kubectl("apply", "-n", namespace, "-f", "-", stdin=doc)
+
+    def http_get(self, url: str, timeout: float = 5.0) -> tuple[int, str]:
+        """GET a URL from inside the cluster's network namespace (Service and pod IPs)."""
+        code = (
+            "import sys,urllib.request,urllib.error\n"
+            "try:\n r=urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2]))\n"
+            " print(r.status);print(r.read().decode())\n"
+            "except urllib.error.HTTPError as e:\n print(e.code);print(e.read().decode())\n"
+        )
+        argv = self.in_netns([sys.executable, "-c", code, url, str(timeout)])
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
+        if res.returncode != 0:
+            raise ConnectionError(f"GET {url}: {res.stderr.strip()[-500:]}")
+        status, _, body = res.stdout.partition("\n")
+        return int(status), body
+
+    def in_netns(self, argv: list[str]) -> list[str]:
+        """The command line that runs argv inside the cluster's network namespace."""
+        if self.netns is None:
+            raise RuntimeError("an existing cluster has no network namespace of ours")
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *argv]
+
+
+def cluster_env(name: str | None = None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if name:
+        env["BASCULE_CLUSTER_NAME"] = name
+    env.update(extra)
+    return env
+
+
+def start_local(env: dict[str, str] | None = None) -> Cluster:
+    """Runs tests/cluster/up.sh (reusing a running cluster) and returns its handle."""
+    env = env or cluster_env()
+    res = subprocess.run(
+        [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=3600
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"cluster-up failed ({res.returncode}):\n{res.stderr[-4000:]}")
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("KUBECONFIG="), last
+    kubeconfig = Path(last.split("=", 1)[1])
+    bindir = subprocess.run(
+        [str(CLUSTER_DIR / "build.sh")], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
+    name = env.get("BASCULE_CLUSTER_NAME", "bascule")
+    return Cluster(kubeconfig, f"{bindir}/kubectl", name, kubeconfig.parent)
+
+
+def existing() -> Cluster | None:
+    path = os.environ.get(EXISTING_ENV)
+    if not path:
+        return None
+    return Cluster(Path(path), os.environ.get("BASCULE_KUBECTL", "kubectl"), None, None)
+
+
+@dataclass
+class LoadReport:
+    samples: list[dict]
+
+    @property
+    def total(self) -> int:
+        return len(self.samples)
+
+    @property
+    def failures(self) -> list[dict]:
+        return [s for s in self.samples if not s["ok"]]
+
+    def versions(self, since: float = 0.0) -> Counter[str]:
+        return Counter(s["version"] for s in self.samples if s["ok"] and s["t"] >= since)
+
+    def rate(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        return len(self.samples) / (self.samples[-1]["t"] - self.samples[0]["t"])
+
+
+class LoadDriver:
+    """Continuous HTTP load at a URL from inside the cluster's network namespace."""
+
+    def __init__(self, cluster: Cluster, url: str, rps: float = 120, workers: int = 16) -> None:
+        tag = uuid.uuid4().hex[:8]
+        base = Path(os.environ.get("TMPDIR", "/tmp"))
+        self.stop_file = base / f"bascule-load-{tag}.stop"
+        self.out = base / f"bascule-load-{tag}.json"
+        argv = [
+            sys.executable, "-m", "tests.support.load", "--url", url, "--rps", str(rps),
+            "--workers", str(workers), "--stop-file", str(self.stop_file), "--out", str(self.out),
+            "--duration", "900",
+        ]
+        self.proc = subprocess.Popen(cluster.in_netns(argv), cwd=REPO)
+
+    def stop(self) -> LoadReport:
+        self.stop_file.touch()
+        self.proc.wait(timeout=60)
+        data = json.loads(self.out.read_text())
+        self.stop_file.unlink(missing_ok=True)
+        self.out.unlink(missing_ok=True)
+        return LoadReport(data["samples"])
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,100 @@
+"""HTTP load driver that runs inside the cluster's network namespace.
+
+Started as its own process (``nsenter --net=... python -m tests.support.load``) so its
+sockets live where Service IPs route. Every request opens a new connection, as a fresh
+client would, so kube-proxy's choice of endpoint is exercised on each one. It stops by
+itself after ``--duration`` seconds or when ``--stop-file`` appears, and writes one JSON
+report: every failure with its time and error, and which version answered when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Sample:
+    t: float
+    ok: bool
+    version: str | None
+    error: str | None
+
+
+@dataclass
+class Report:
+    started: float
+    stopped: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+
+
+def one_request(host: str, port: int, path: str, timeout: float) -> Sample:
+    t = time.time()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            return Sample(t, False, None, f"HTTP {resp.status}")
+        version = json.loads(body).get("version") if path.startswith("/version") else None
+        return Sample(t, True, version, None)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return Sample(t, False, None, f"{type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
+
+
+def run(url: str, rps: float, duration: float, stop_file: Path | None, workers: int) -> Report:
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "", parts.port or 80, parts.path or "/"
+    report = Report(started=time.time())
+    lock = threading.Lock()
+    deadline = time.monotonic() + duration
+    interval = workers / rps  # each worker keeps its own share of the rate
+
+    def worker(offset: float) -> None:
+        next_at = time.monotonic() + offset
+        while time.monotonic() < deadline and not (stop_file and stop_file.exists()):
+            sample = one_request(host, port, path, timeout=2.0)
+            with lock:
+                report.samples.append(sample)
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    threads = [
+        threading.Thread(target=worker, args=(i * interval / workers,), daemon=True)
+        for i in range(workers)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    report.stopped = time.time()
+    report.samples.sort(key=lambda s: s.t)
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--rps", type=float, default=100.0)
+    ap.add_argument("--duration", type=float, default=300.0, help="upper bound, seconds")
+    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--stop-file", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    report = run(args.url, args.rps, args.duration, args.stop_file, args.workers)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(report)))
+    tmp.rename(args.out)
+
+
+if __name__ == "__main__":
+    main()

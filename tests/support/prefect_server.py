@@ -1,0 +1,146 @@
+"""A real Prefect server for tests: ``prefect server start`` on loopback, with its own
+PREFECT_HOME (so its SQLite database) in a temporary directory, stopped by its pid.
+
+``prefect_server`` is a session-scoped fixture yielding the API URL; import it into
+tests/conftest.py (or a test module) to use it. ``running_prefect_server`` is the same as a
+context manager, for a test that needs a server of its own (for example one with basic auth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+# A cold start migrates a fresh SQLite database and builds the UI's static files.
+START_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    api_url: str
+    home: Path
+    pid: int
+    auth_string: str | None
+
+    def client_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for a Prefect client process (serve, worker, CLI) using this server."""
+        env = dict(os.environ if base is None else base)
+        env.update(
+            PREFECT_API_URL=self.api_url,
+            PREFECT_HOME=str(self.home / "client"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
+        env.pop("PREFECT_API_KEY", None)
+        env.pop("PREFECT_API_AUTH_STRING", None)
+        if self.auth_string is not None:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
+        return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running_prefect_server(auth_string: str | None = None) -> Iterator[PrefectServer]:
+    """Starts a Prefect server, waits until ``/api/health`` answers, stops it on exit.
+
+    With ``auth_string`` ("user:password") the server requires HTTP basic auth, as a
+    self-hosted server with PREFECT_SERVER_API_AUTH_STRING does.
+    """
+    with tempfile.TemporaryDirectory(prefix="bascule-prefect-") as tmp:
+        home = Path(tmp)
+        port = free_port()
+        api_url = f"http://127.0.0.1:{port}/api"
+        env = dict(os.environ)
+        for name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"):
+            env.pop(name, None)
+        env.update(
+            PREFECT_HOME=str(home),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            # The UI reads the API address from here; the default would be the port 4200.
+            PREFECT_UI_API_URL=api_url,
+            PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        )
+        if auth_string is not None:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+        log_path = home / "server.log"
+        with log_path.open("wb") as log:
+            # A session of its own: stopping the group also stops anything the server forks.
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_healthy(api_url, proc, log_path)
+            yield PrefectServer(api_url=api_url, home=home, pid=proc.pid, auth_string=auth_string)
+        finally:
+            _stop(proc)
+
+
+def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{_tail(log_path)}")
+        with contextlib.suppress(httpx.HTTPError):
+            # /health is open even when the server requires basic auth.
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    _stop(proc)
+    raise RuntimeError(f"prefect server not healthy after {START_TIMEOUT:.0f}s:\n{_tail(log_path)}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    # The group id is the server's pid (start_new_session), so this only reaches our processes.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """The API URL of a Prefect server shared by the whole test session."""
+    with running_prefect_server() as server:
+        yield server.api_url

@@ -1,0 +1,54 @@
+"""Kubernetes objects for the sample app, for tests that exercise the cluster itself."""
+
+from __future__ import annotations
+
+IMAGE = "bascule.local/sample-app:{version}"
+
+
+def deployment(
+    name: str, version: str = "v1", replicas: int = 1, env: dict[str, str] | None = None
+) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [pod_container(version, env)],
+                },
+            },
+        },
+    }
+
+
+def pod_container(version: str, env: dict[str, str] | None = None) -> dict:
+    return {
+        "name": "app",
+        "image": IMAGE.format(version=version),
+        "imagePullPolicy": "Never",
+        "ports": [{"containerPort": 8080}],
+        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": 8080},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    }
+
+
+def service(name: str, selector: dict[str, str] | None = None) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": selector or {"app": name},
+            "ports": [{"port": 80, "targetPort": 8080}],
+        },
+    }

@@ -1,0 +1,440 @@
+"""Environment configuration: valid files load; every kind of mistake names file, line and field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bascule.cli import main
+from bascule.config import (
+    ConfigError,
+    EnvironmentConfig,
+    HealthCheck,
+    describe_schema,
+    load_all,
+    load_environment,
+    parse_image_ref,
+)
+from bascule.yamlsource import Mark, parse_yaml
+
+REPO_DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
+
+
+@pytest.fixture
+def deployments(tmp_path: Path) -> Path:
+    """A writable copy of the repository's deployments directory."""
+    target = tmp_path / "deployments"
+    shutil.copytree(REPO_DEPLOYMENTS, target)
+    return target
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def line_of(text: str, needle: str) -> int:
+    """1-based number of the first line containing ``needle``."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in text")
+
+
+def errors_of(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_environment(path)
+    return info.value
+
+
+MINIMAL = """\
+app: shop
+environment: staging
+namespace: shop-staging
+"""
+
+
+# --- valid configuration -------------------------------------------------------------------------
+
+
+def test_repository_environments_load() -> None:
+    configs = load_all(REPO_DEPLOYMENTS)
+    assert list(configs) == ["dev", "staging", "production"]
+    assert {cfg.app for cfg in configs.values()} == {"sample-app"}
+    assert len({cfg.namespace for cfg in configs.values()}) == 3
+    assert configs["production"].approval.required is True
+    assert configs["dev"].approval.required is False
+    for cfg in configs.values():
+        assert cfg.rollout.scale_down_delay_seconds >= cfg.verification.window_seconds
+        assert cfg.manifests == REPO_DEPLOYMENTS / "manifests"
+        assert cfg.checks.health, "every environment checks health"
+
+
+def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
+    cfg = load_environment(write(tmp_path / "staging.yaml", MINIMAL))
+    assert cfg.replicas == 2
+    assert cfg.image is None
+    assert cfg.kube.kubeconfig is None and cfg.kube.context is None
+    assert cfg.approval.required is False
+    assert cfg.approval.timeout_seconds == 3600
+    assert cfg.history.limit == 20
+    assert cfg.checks.health == [] and cfg.checks.smoke.job is None
+    assert cfg.rollout.scale_down_delay_seconds >= cfg.verification.window_seconds
+
+
+def test_production_requires_approval_unless_told_otherwise(tmp_path: Path) -> None:
+    text = MINIMAL.replace("staging", "production")
+    assert load_environment(write(tmp_path / "production.yaml", text)).approval.required is True
+    text += "approval:\n  timeout_seconds: 60\n"
+    cfg = load_environment(write(tmp_path / "production.yaml", text))
+    assert cfg.approval.required is True and cfg.approval.timeout_seconds == 60
+    text += "  required: false\n"
+    assert load_environment(write(tmp_path / "production.yaml", text)).approval.required is False
+
+
+def test_env_values_are_strings_and_yaml_1_1_surprises_are_gone(tmp_path: Path) -> None:
+    text = MINIMAL + "env:\n  PORT: 8080\n  DEBUG: true\n  MODE: on\n  DAY: 2024-01-01\n  N: 010\n"
+    cfg = load_environment(write(tmp_path / "staging.yaml", text))
+    assert cfg.env == {
+        "PORT": "8080",
+        "DEBUG": "true",
+        "MODE": "on",
+        "DAY": "2024-01-01",
+        "N": "10",
+    }
+
+
+def test_relative_paths_are_taken_from_the_file(tmp_path: Path) -> None:
+    text = MINIMAL + "kube:\n  kubeconfig: ../kube/config\n  context: local\nmanifests: k8s\n"
+    cfg = load_environment(write(tmp_path / "staging.yaml", text))
+    assert cfg.kube.kubeconfig == tmp_path / "../kube/config"
+    assert cfg.kube.context == "local"
+    assert cfg.manifests == tmp_path / "k8s"
+
+
+def test_yaml_anchors_and_merge_keys(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "checks:\n"
+        "  health:\n"
+        "    - &probe {name: ready, path: /readyz, successes: 2}\n"
+        "    - <<: *probe\n"
+        "      name: live\n"
+        "      path: /healthz\n"
+    )
+    cfg = load_environment(write(tmp_path / "staging.yaml", text))
+    assert [(c.name, c.path, c.successes) for c in cfg.checks.health] == [
+        ("ready", "/readyz", 2),
+        ("live", "/healthz", 2),
+    ]
+
+
+def test_image_tag_placeholder() -> None:
+    check = HealthCheck(
+        name="version", path="/version", json_field="version", json_equals="{image_tag}"
+    )
+    assert check.expected_json("bascule.local/sample-app:v2") == "v2"
+
+
+def test_resolve_image_prefers_the_override() -> None:
+    cfg = EnvironmentConfig(app="shop", environment="dev", namespace="shop", image="shop:v1")
+    assert cfg.resolve_image() == "shop:v1"
+    assert cfg.resolve_image("shop:v2") == "shop:v2"
+    with pytest.raises(ValueError, match="latest"):
+        cfg.resolve_image("shop:latest")
+    with pytest.raises(ValueError, match="--image"):
+        EnvironmentConfig(app="shop", environment="dev", namespace="shop").resolve_image()
+
+
+def test_schema_is_documented() -> None:
+    lines = describe_schema()
+    assert all(line.split(": ", 1)[1] not in ("", "None") for line in lines)
+    keys = {line.split(" ", 1)[0] for line in lines}
+    assert {"app", "approval.required", "checks.health[].json_field", "history.limit"} <= keys
+
+
+# --- errors name file, line, column and field ----------------------------------------------------
+
+
+def test_unknown_key(deployments: Path) -> None:
+    path = deployments / "staging.yaml"
+    text = path.read_text().replace("  ready_timeout_seconds:", "  ready_timout_seconds:")
+    write(path, text)
+    [problem] = errors_of(path).problems
+    assert problem.file.endswith("staging.yaml")
+    assert problem.mark is not None and problem.mark.line == line_of(text, "ready_timout_seconds")
+    assert problem.mark.column == 3
+    assert problem.field == "rollout.ready_timout_seconds"
+    assert "did you mean 'ready_timeout_seconds'" in problem.message
+    assert "allowed keys: ready_timeout_seconds, progress_deadline_seconds" in problem.message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    text = MINIMAL + "notifications:\n  slack: x\n"
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert (problem.field, problem.mark and problem.mark.line) == ("notifications", 4)
+    assert "allowed keys: app, environment, namespace" in problem.message
+
+
+def test_wrong_type(deployments: Path) -> None:
+    path = deployments / "staging.yaml"
+    text = path.read_text().replace(
+        "      path: /readyz\n", "      path: /readyz\n      expect_status: abc\n"
+    )
+    write(path, text)
+    error = errors_of(path)
+    [problem] = error.problems
+    line = line_of(text, "expect_status: abc")
+    assert str(problem).startswith(f"{problem.file}:{line}:22: checks.health[0].expect_status: ")
+    assert "valid integer" in problem.message and "fix the value" in problem.message
+    assert str(error) == str(problem)
+
+
+def test_every_error_of_a_file_is_reported(tmp_path: Path) -> None:
+    text = MINIMAL + "replicas: many\nimage: Shop\nhistory:\n  limit: 0\nextra: 1\n"
+    problems = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert [(p.field, p.mark and p.mark.line) for p in problems] == [
+        ("replicas", 4),
+        ("image", 5),
+        ("history.limit", 7),
+        ("extra", 8),
+    ]
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    text = MINIMAL.replace("namespace: shop-staging\n", "checks:\n  health:\n    - path: /x\n")
+    problems = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    by_field = {p.field: p for p in problems}
+    assert "required key 'namespace' is missing" in by_field["namespace"].message
+    assert "Kubernetes namespace" in by_field["namespace"].message
+    assert by_field["checks.health[0].name"].mark is not None
+    assert by_field["checks.health[0].name"].mark.line == 5
+
+
+def test_environment_must_match_file_name(tmp_path: Path) -> None:
+    [problem] = errors_of(write(tmp_path / "dev.yaml", MINIMAL)).problems
+    assert problem.field == "environment" and problem.mark is not None
+    assert problem.mark.line == 2 and "environment: dev" in problem.message
+
+
+def test_bad_image_reference(tmp_path: Path) -> None:
+    text = MINIMAL + "image: registry.example/Shop:v1\n"
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert problem.field == "image" and problem.mark is not None and problem.mark.line == 4
+    assert "not a valid image reference" in problem.message and "lowercase" in problem.message
+
+
+def test_unpinned_image(tmp_path: Path) -> None:
+    [problem] = errors_of(write(tmp_path / "staging.yaml", MINIMAL + "image: shop\n")).problems
+    assert "no tag or digest" in problem.message
+
+
+def test_bad_yaml_syntax(tmp_path: Path) -> None:
+    text = MINIMAL + "env:\n  A: [1, 2\n  B: 3\n"
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert problem.mark is not None and problem.mark.line in (6, 7)
+    assert "YAML syntax error" in problem.message
+
+
+def test_duplicate_key(tmp_path: Path) -> None:
+    text = MINIMAL + "replicas: 2\nreplicas: 3\n"
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert problem.field == "replicas" and problem.mark is not None
+    assert problem.mark.line == 5 and "first at line 4" in problem.message
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    [problem] = errors_of(write(tmp_path / "staging.yaml", "# nothing\n")).problems
+    assert "expected a mapping" in problem.message
+
+
+def test_scale_down_delay_must_cover_the_verification_window(tmp_path: Path) -> None:
+    text = (
+        MINIMAL + "rollout:\n  scale_down_delay_seconds: 10\nverification:\n  window_seconds: 30\n"
+    )
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert problem.field == "rollout.scale_down_delay_seconds"
+    assert problem.mark is not None and problem.mark.line == 5
+    assert "at least 30" in problem.message
+
+
+def test_check_consistency_rules(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "checks:\n"
+        "  health:\n"
+        "    - name: a\n"
+        "      path: /a\n"
+        "      json_equals: 1\n"
+        "    - name: b\n"
+        "      path: /b\n"
+        "      successes: 10\n"
+        "      interval_seconds: 10\n"
+        "      url: ftp://x\n"
+    )
+    problems = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    fields = {p.field: p.mark and p.mark.line for p in problems}
+    assert fields == {
+        "checks.health[0].json_equals": 8,
+        "checks.health[1].url": 13,
+    }
+    text = text.replace("      url: ftp://x\n", "").replace("      json_equals: 1\n", "")
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert problem.field == "checks.health[1].timeout_seconds"
+
+
+def test_duplicate_check_names(tmp_path: Path) -> None:
+    text = MINIMAL + "checks:\n  health:\n    - {name: a, path: /a}\n    - {name: a, path: /b}\n"
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert problem.field == "checks.health[1].name" and problem.mark is not None
+    assert problem.mark.line == 7
+
+
+def test_missing_environment_file(deployments: Path) -> None:
+    (deployments / "production.yaml").unlink()
+    with pytest.raises(ConfigError) as info:
+        load_all(deployments)
+    [problem] = info.value.problems
+    assert problem.file.endswith("production.yaml") and "missing" in problem.message
+
+
+def test_load_all_collects_problems_of_every_file(deployments: Path) -> None:
+    (deployments / "dev.yaml").unlink()
+    staging = deployments / "staging.yaml"
+    write(staging, staging.read_text().replace("replicas: 2", "replicas: -1"))
+    with pytest.raises(ConfigError) as info:
+        load_all(deployments)
+    assert [Path(f).name for f in info.value.files] == ["dev.yaml", "staging.yaml"]
+
+
+def test_environments_may_not_share_a_namespace_or_differ_in_app(deployments: Path) -> None:
+    staging = deployments / "staging.yaml"
+    write(staging, staging.read_text().replace("bascule-staging", "bascule-dev"))
+    production = deployments / "production.yaml"
+    write(production, production.read_text().replace("app: sample-app", "app: other-app"))
+    with pytest.raises(ConfigError) as info:
+        load_all(deployments)
+    problems = {(Path(p.file).name, p.field): p for p in info.value.problems}
+    assert "also dev's namespace" in problems["staging.yaml", "namespace"].message
+    assert "one app" in problems["production.yaml", "app"].message
+
+
+def test_extra_environment_files_are_loaded(deployments: Path) -> None:
+    text = MINIMAL.replace("staging", "qa").replace("shop", "sample-app")
+    write(deployments / "qa.yaml", text)
+    assert list(load_all(deployments)) == ["dev", "staging", "production", "qa"]
+
+
+# --- image references ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "name", "tag", "digest"),
+    [
+        ("bascule.local/sample-app:v1", "bascule.local/sample-app", "v1", None),
+        ("localhost:5000/team/app:1.2.3-rc_1", "localhost:5000/team/app", "1.2.3-rc_1", None),
+        ("app:v1", "app", "v1", None),
+        ("a__b/c.d-e:V", "a__b/c.d-e", "V", None),
+        ("app@sha256:" + "a" * 64, "app", None, "sha256:" + "a" * 64),
+        ("r.io/app:v1@sha256:" + "b" * 64, "r.io/app", "v1", "sha256:" + "b" * 64),
+        ("[::1]:5000/app:v1", "[::1]:5000/app", "v1", None),
+    ],
+)
+def test_valid_image_references(ref: str, name: str, tag: str | None, digest: str | None) -> None:
+    image = parse_image_ref(ref)
+    assert (image.name, image.tag, image.digest) == (name, tag, digest)
+    assert str(image) == ref
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["", "App:v1", "app:", "app:-v1", "app::v1", "-app:v1", "app/:v1", "a b:v1", "app@sha256:abc"],
+)
+def test_invalid_image_references(ref: str) -> None:
+    with pytest.raises(ValueError, match="not a valid image reference"):
+        parse_image_ref(ref)
+
+
+def test_pinning() -> None:
+    assert parse_image_ref("app", pinned=False).tag is None
+    for ref in ("app", "app:latest"):
+        with pytest.raises(ValueError, match="pin"):
+            parse_image_ref(ref)
+
+
+# --- the yaml source ---------------------------------------------------------------------------
+
+
+def test_yaml_marks_point_at_keys_and_values() -> None:
+    doc = parse_yaml("a:\n  b: [1, {c: 2}]\n", "x.yaml")
+    assert doc.data == {"a": {"b": [1, {"c": 2}]}}
+    assert doc.mark_of(("a", "b", 1, "c")) == Mark(2, 14)
+    assert doc.mark_of(("a", "b"), key=True) == Mark(2, 3)
+    assert doc.mark_of(("a", "b"), key=False) == Mark(2, 6)
+    assert doc.mark_of(("a", "b", 1, "missing")) == Mark(2, 10)
+
+
+def test_recursive_alias_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="recursive"):
+        parse_yaml("a: &x\n  b: *x\n", "x.yaml")
+
+
+# --- bascule validate ----------------------------------------------------------------------------
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--dir", str(REPO_DEPLOYMENTS)]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(": ")[-1] for line in out.splitlines()] == ["OK", "OK", "OK"]
+
+
+def test_validate_reports_errors_per_file(
+    deployments: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    staging = deployments / "staging.yaml"
+    text = staging.read_text().replace("replicas: 2", "replicas: two")
+    write(staging, text)
+    assert main(["validate", "--dir", str(deployments)]) == 2
+    out = capsys.readouterr().out
+    assert "dev.yaml: OK" in out and "production.yaml: OK" in out
+    assert f"staging.yaml:{line_of(text, 'replicas: two')}:11: replicas: " in out
+    assert "nothing was changed" in out
+
+
+def test_validate_named_environments(deployments: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (deployments / "production.yaml").unlink()
+    assert main(["validate", "--dir", str(deployments), "dev", "staging"]) == 0
+    assert main(["validate", "--dir", str(deployments), "production"]) == 2
+    assert "production.yaml: file not found" in capsys.readouterr().out
+
+
+def test_validate_checks_templates(deployments: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    template = deployments / "manifests" / "service.yaml"
+    write(template, template.read_text().replace("kind: Service", "kind: Servic"))
+    assert main(["validate", "--dir", str(deployments)]) == 2
+    out = capsys.readouterr().out
+    assert "service.yaml:" in out and "kind: must be 'Service'" in out
+
+
+def test_validate_usage_error_exit_code() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--no-such-option"])
+    assert info.value.code == 2
+
+
+def test_validate_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--schema"]) == 0
+    assert "checks.health[].expect_status (default 200)" in capsys.readouterr().out
+
+
+def test_empty_section_means_defaults(tmp_path: Path) -> None:
+    text = MINIMAL + "rollout:\napproval:\nchecks:\n  health:\n  smoke:\nenv:\n"
+    cfg = load_environment(write(tmp_path / "staging.yaml", text))
+    assert cfg.rollout.ready_timeout_seconds == 300
+    assert cfg.checks.health == [] and cfg.env == {}
+
+
+def test_section_of_the_wrong_shape(tmp_path: Path) -> None:
+    [problem] = errors_of(write(tmp_path / "staging.yaml", MINIMAL + "rollout: 5\n")).problems
+    assert problem.field == "rollout" and problem.mark is not None and problem.mark.line == 4
+    assert "expected a mapping with keys from: ready_timeout_seconds" in problem.message

@@ -1,0 +1,222 @@
+"""Rendering the blue-green objects: names, selectors, labels, probes and the drain settings."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bascule.config import ConfigError, EnvironmentConfig, load_environment
+from bascule.manifests import (
+    ANNOTATION_IMAGE,
+    ANNOTATION_RELEASE,
+    COLORS,
+    LABEL_COLOR,
+    LABEL_NAME,
+    LABEL_RELEASE,
+    Role,
+    Templates,
+    color_of_selector,
+    deployment_name,
+    idle_color,
+    load_templates,
+    parse_templates,
+    render_deployment,
+    render_service,
+    selector,
+    selector_patch,
+    service_name,
+    service_proxy_path,
+    validate_release_id,
+)
+
+DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
+IMAGE = "bascule.local/sample-app:v2"
+
+
+@pytest.fixture(scope="module")
+def cfg() -> EnvironmentConfig:
+    return load_environment(DEPLOYMENTS / "staging.yaml")
+
+
+@pytest.fixture(scope="module")
+def templates(cfg: EnvironmentConfig) -> Templates:
+    return load_templates(cfg.manifests)
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return result
+
+
+def test_names_and_colors() -> None:
+    assert idle_color(None) == "blue"
+    assert idle_color("blue") == "green"
+    assert idle_color("green") == "blue"
+    assert deployment_name("shop", "green") == "shop-green"
+    assert service_name("shop", "active") == "shop"
+    assert service_name("shop", "preview") == "shop-preview"
+
+
+def test_selector_round_trip() -> None:
+    assert selector("shop", "blue") == {LABEL_NAME: "shop", LABEL_COLOR: "blue"}
+    assert color_of_selector("shop", selector("shop", "green")) == "green"
+    assert color_of_selector("shop", selector("other", "green")) is None
+    assert color_of_selector("shop", {LABEL_NAME: "shop", LABEL_COLOR: "red"}) is None
+    assert color_of_selector("shop", None) is None
+
+
+def test_selector_patch_is_guarded_by_resource_version() -> None:
+    patch = selector_patch("shop", "green", "4711")
+    assert patch == {
+        "metadata": {"resourceVersion": "4711"},
+        "spec": {"selector": {LABEL_NAME: "shop", LABEL_COLOR: "green"}},
+    }
+
+
+def test_deployment(cfg: EnvironmentConfig, templates: Templates) -> None:
+    before = copy.deepcopy(templates)
+    obj = render_deployment(cfg, templates, color="green", image=IMAGE, release_id="r-42")
+    assert templates == before, "rendering must not change the templates"
+    meta = obj["metadata"]
+    assert (obj["apiVersion"], obj["kind"]) == ("apps/v1", "Deployment")
+    assert (meta["name"], meta["namespace"]) == ("sample-app-green", "bascule-staging")
+    assert meta["labels"][LABEL_NAME] == "sample-app"
+    assert meta["labels"][LABEL_COLOR] == "green"
+    assert meta["annotations"] == {ANNOTATION_RELEASE: "r-42", ANNOTATION_IMAGE: IMAGE}
+
+    spec = obj["spec"]
+    assert spec["replicas"] == cfg.replicas == 2
+    assert spec["selector"] == {"matchLabels": selector("sample-app", "green")}
+    assert spec["progressDeadlineSeconds"] == cfg.rollout.progress_deadline_seconds
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert pod_labels == {LABEL_NAME: "sample-app", LABEL_COLOR: "green", LABEL_RELEASE: "r-42"}
+    # The Deployment's selector must select its own pods, and only by name and color.
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_deployment_pod_spec_drains_and_probes(
+    cfg: EnvironmentConfig, templates: Templates
+) -> None:
+    obj = render_deployment(cfg, templates, color="blue", image=IMAGE, release_id="r1")
+    pod = obj["spec"]["template"]["spec"]
+    app = container(obj)
+    assert app["image"] == IMAGE
+    assert app["imagePullPolicy"] == "Never"
+    assert app["ports"][0]["containerPort"] == 8080
+    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert app["resources"]["requests"]["cpu"] and app["resources"]["requests"]["memory"]
+    drain = app["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < drain < pod["terminationGracePeriodSeconds"]
+    assert {"name": "DRAIN_SECONDS", "value": "3"} in app["env"]
+
+
+def test_deployment_replicas_and_extras(cfg: EnvironmentConfig, templates: Templates) -> None:
+    obj = render_deployment(
+        cfg,
+        templates,
+        color="blue",
+        image=IMAGE,
+        release_id="r1",
+        replicas=0,
+        extra_labels={"team": "shop"},
+        extra_annotations={"bascule.io/secret-hash": "abc"},
+    )
+    assert obj["spec"]["replicas"] == 0
+    assert obj["metadata"]["labels"]["team"] == "shop"
+    assert obj["spec"]["template"]["metadata"]["labels"]["team"] == "shop"
+    assert obj["spec"]["template"]["metadata"]["annotations"]["bascule.io/secret-hash"] == "abc"
+    with pytest.raises(ValueError, match="Bascule owns"):
+        render_deployment(
+            cfg,
+            templates,
+            color="blue",
+            image=IMAGE,
+            release_id="r1",
+            extra_labels={LABEL_COLOR: "x"},
+        )
+
+
+def test_environment_overrides_template_env(cfg: EnvironmentConfig) -> None:
+    text = (DEPLOYMENTS / "manifests" / "deployment.yaml").read_text()
+    text = text.replace(
+        "          env:\n",
+        "          env:\n            - {name: DRAIN_SECONDS, value: '9'}\n",
+    )
+    service = (DEPLOYMENTS / "manifests" / "service.yaml").read_text()
+    obj = render_deployment(
+        cfg, parse_templates(text, service), color="blue", image=IMAGE, release_id="r1"
+    )
+    color_from_label = {"fieldRef": {"fieldPath": "metadata.labels['bascule.io/color']"}}
+    assert container(obj)["env"] == [
+        {"name": "DRAIN_SECONDS", "value": "3"},
+        {"name": "APP_COLOR", "valueFrom": color_from_label},
+    ]
+
+
+@pytest.mark.parametrize("release_id", ["", "-a", "a" * 64, "a b", "a/b"])
+def test_bad_release_ids(release_id: str) -> None:
+    with pytest.raises(ValueError, match="label value"):
+        validate_release_id(release_id)
+
+
+def test_good_release_ids() -> None:
+    for release_id in ("r1", "20250101t120000-ab12", "a" * 63, "v1.2_3"):
+        assert validate_release_id(release_id) == release_id
+
+
+@pytest.mark.parametrize(
+    ("role", "name"), [("active", "sample-app"), ("preview", "sample-app-preview")]
+)
+def test_services(cfg: EnvironmentConfig, templates: Templates, role: Role, name: str) -> None:
+    obj = render_service(cfg, templates, role=role, color="blue")
+    assert (obj["apiVersion"], obj["kind"]) == ("v1", "Service")
+    assert obj["metadata"]["name"] == name
+    assert obj["metadata"]["namespace"] == "bascule-staging"
+    assert obj["metadata"]["labels"]["bascule.io/role"] == role
+    assert obj["spec"]["selector"] == {LABEL_NAME: "sample-app", LABEL_COLOR: "blue"}
+    assert obj["spec"]["type"] == "ClusterIP"
+    assert obj["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}
+    ]
+
+
+def test_service_selects_the_deployments_pods(cfg: EnvironmentConfig, templates: Templates) -> None:
+    for color in COLORS:
+        dep = render_deployment(cfg, templates, color=color, image=IMAGE, release_id="r1")
+        svc = render_service(cfg, templates, role="preview", color=color)
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_service_proxy_path(cfg: EnvironmentConfig, templates: Templates) -> None:
+    path = service_proxy_path(cfg, templates, role="preview", path="/readyz")
+    service = "/api/v1/namespaces/bascule-staging/services/sample-app-preview:http"
+    assert path == f"{service}/proxy/readyz"
+
+
+def test_template_errors_name_file_and_line() -> None:
+    deployment = (
+        "apiVersion: apps/v1\nkind: Deployment\n"
+        "spec:\n  template:\n    spec:\n      containers: []\n"
+    )
+    service = "apiVersion: v1\nkind: Service\nspec:\n  type: ClusterIP\n"
+    with pytest.raises(ConfigError) as info:
+        parse_templates(deployment, service, deployment_file="d.yaml", service_file="s.yaml")
+    problems = {(p.file, p.field): p for p in info.value.problems}
+    containers = problems["d.yaml", "spec.template.spec.containers"]
+    assert containers.mark is not None and containers.mark.line == 6
+    assert "container" in containers.message
+    assert ("s.yaml", "spec.ports") in problems
+
+    with pytest.raises(ConfigError, match=r"k\.yaml:2:7: kind: must be 'Deployment'"):
+        parse_templates("apiVersion: apps/v1\nkind: Pod\n", service, deployment_file="k.yaml")
+
+
+def test_missing_templates(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_templates(tmp_path)
+    assert [Path(f).name for f in info.value.files] == ["deployment.yaml", "service.yaml"]
