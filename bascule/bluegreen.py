@@ -13,9 +13,6 @@ from typing import Literal
 
 from bascule.history import Release
 
-COLORS = ("blue", "green")
-Color = Literal["blue", "green"]
-
 
 @dataclass(frozen=True)
 class ColorState:
@@ -46,15 +43,6 @@ class Observed:
         return self.color(self.active) if self.active else None
 
 
-def other(color: str) -> str:
-    return "green" if color == "blue" else "blue"
-
-
-def idle_color(active: str | None) -> str:
-    """The color a new release goes to: the one not serving (blue on the first deploy)."""
-    return other(active) if active else "blue"
-
-
 @dataclass(frozen=True)
 class Recovery:
     """What to do about a release that a dead run left half-done."""
@@ -78,25 +66,41 @@ def recover(obs: Observed) -> Recovery | None:
     if rel.phase in ("planned", "deploying", "checking", "awaiting-approval"):
         if obs.active == new and old:  # died between the PATCH and recording it
             return _back_to_old(obs, rel)
-        return Recovery(None, new if obs.color(new).replicas else None, "interrupted",
-                        f"the run died during {rel.phase}; traffic never moved")
+        return Recovery(
+            None,
+            new if obs.color(new).replicas else None,
+            "interrupted",
+            f"the run died during {rel.phase}; traffic never moved",
+        )
     if rel.phase == "switched":
         return _back_to_old(obs, rel)
     # verified: the release is good; only the delayed scale-down of the old color remained
-    return Recovery(None, old if old and old != obs.active else None, "succeeded",
-                    "verified before the run died; finished the old color's scale-down")
+    return Recovery(
+        None,
+        old if old and old != obs.active else None,
+        "succeeded",
+        "verified before the run died; finished the old color's scale-down",
+    )
 
 
 def _back_to_old(obs: Observed, rel: Release) -> Recovery:
     old = rel.previous_color
     if old and obs.color(old).serving_ready:
         switch = old if obs.active != old else None
-        return Recovery(switch, rel.color, "interrupted",
-                        f"the run died after the switch to {rel.color}, before verification; "
-                        f"traffic returned to {old}")
-    return Recovery(None, None, "interrupted",
-                    f"the run died after the switch to {rel.color}; {old or 'no older color'} "
-                    "was not running, so the new color keeps serving")
+        return Recovery(
+            switch,
+            rel.color,
+            "interrupted",
+            f"the run died after the switch to {rel.color}, before verification; "
+            f"traffic returned to {old}",
+        )
+    return Recovery(
+        None,
+        None,
+        "interrupted",
+        f"the run died after the switch to {rel.color}; {old or 'no older color'} "
+        "was not running, so the new color keeps serving",
+    )
 
 
 Action = Literal["switch-back", "redeploy"]

@@ -311,6 +311,22 @@ class RolloutConfig(_Section):
             "Service patch. At least verification.window_seconds."
         ),
     )
+    readiness_failure_limit: int = Field(
+        default=10,
+        ge=0,
+        description=(
+            "Failed readiness probes of one new pod after which the deploy stops waiting and "
+            "fails (0: wait for ready_timeout_seconds)."
+        ),
+    )
+    lock_timeout_seconds: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "How long a deploy waits for another deploy of the same app and environment to "
+            "finish; 0 refuses at once with a message naming the holder."
+        ),
+    )
 
 
 def _check_url_template(url: str) -> str:

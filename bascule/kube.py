@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ def _load(target: Target) -> Configuration:
         kconfig.load_incluster_config(client_configuration=cfg)
     else:
         kconfig.load_kube_config(
-            config_file=path, context=target.context, client_configuration=cfg,
+            config_file=path,
+            context=target.context,
+            client_configuration=cfg,
             persist_config=False,
         )
     return cfg
@@ -58,11 +61,18 @@ class Kube:
     def __init__(self, target: Target = Target(), timeout: float = 30.0) -> None:
         self.target = target
         self._cfg = _load(target)
-        cert = (self._cfg.cert_file, self._cfg.key_file) if self._cfg.cert_file else None
-        verify: str | bool = self._cfg.ssl_ca_cert or self._cfg.verify_ssl
+        if self._cfg.verify_ssl:
+            ssl_ctx = ssl.create_default_context(cafile=self._cfg.ssl_ca_cert)
+        else:
+            ssl_ctx = ssl.create_default_context()
+            ssl_ctx.check_hostname, ssl_ctx.verify_mode = False, ssl.CERT_NONE
+        if self._cfg.cert_file:
+            ssl_ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
         self.requests = 0  # API requests made, for reports and benchmarks
         self.http = httpx.Client(
-            base_url=self._cfg.host, cert=cert, verify=verify, timeout=timeout,
+            base_url=self._cfg.host,
+            verify=ssl_ctx,
+            timeout=timeout,
             event_hooks={"request": [self._count]},
         )
 
@@ -81,8 +91,13 @@ class Kube:
         return {"Authorization": token} if token else {}
 
     def request(
-        self, method: str, path: str, body: Obj | None = None, *,
-        params: dict[str, str] | None = None, content_type: str = "application/json",
+        self,
+        method: str,
+        path: str,
+        body: Obj | None = None,
+        *,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
         timeout: float | None = None,
     ) -> Obj:
         headers = self.headers() | {"Accept": "application/json"}
@@ -92,7 +107,11 @@ class Kube:
             content = json.dumps(body)
         try:
             resp = self.http.request(
-                method, path, params=params, headers=headers, content=content,
+                method,
+                path,
+                params=params,
+                headers=headers,
+                content=content,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
@@ -133,11 +152,18 @@ class Kube:
     ) -> Iterator[tuple[str, Obj]]:
         """(type, object) events of a collection from ``resource_version`` on, for at most
         ``timeout`` seconds. The caller re-lists on 410 Gone (KubeError status 410)."""
-        query = {"watch": "true", "resourceVersion": resource_version,
-                 "allowWatchBookmarks": "true", "timeoutSeconds": str(max(1, int(timeout)))}
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(max(1, int(timeout))),
+        }
         deadline = time.monotonic() + timeout
         with self.http.stream(
-            "GET", path, params=query | params, headers=self.headers(),
+            "GET",
+            path,
+            params=query | params,
+            headers=self.headers(),
             timeout=httpx.Timeout(self.http.timeout.connect, read=timeout + 5),
         ) as resp:
             if resp.status_code >= 400:
@@ -149,7 +175,9 @@ class Kube:
                 event = json.loads(line)
                 if event["type"] == "ERROR":
                     status = event["object"]
-                    raise KubeError("WATCH", path, status.get("code", 500), status.get("message", ""))
+                    raise KubeError(
+                        "WATCH", path, status.get("code", 500), status.get("message", "")
+                    )
                 yield event["type"], event["object"]
                 if time.monotonic() > deadline:
                     return
@@ -172,6 +200,10 @@ def _status_message(resp: httpx.Response) -> str:
     except ValueError:
         return resp.text[:300]
     return str(data.get("message") or data.get("reason") or "")[:500]
+
+
+def selector_string(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 # Paths of the objects Bascule manages.

@@ -431,7 +431,6 @@ class _Watch:
     """What has been printed so far of one flow run."""
 
     run_id: UUID
-    last_state_id: UUID | None = None
     states_seen: set[UUID] = field(default_factory=set)
     logs_seen: set[UUID] = field(default_factory=set)
     newest_log: datetime | None = None
@@ -632,16 +631,14 @@ class _Trigger:
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         while True:
             try:
-                run = self._retrying(lambda: self.api.read_flow_run(run_id))
-                self._print_new_states(watch, run)
-                self._print_new_logs(watch)
+                run, news = self._retrying(lambda: self._poll(watch))
             except APIRequestError as exc:
                 raise _Stop(Exit.UNREACHABLE, f"lost the flow run {url}: {exc}") from None
             except _Stop as exc:
                 raise _Stop(exc.code, f"{exc}; the run may still go on: {url}") from None
+            self._show(watch, news)
             self.report.take(run, url)
-            state = run.state
-            code = exit_code_for_state(state.type, state.name) if state else None
+            code = exit_code_for_state(run.state.type, run.state.name) if run.state else None
             if code is not None:
                 self._settle_logs(watch)
                 self.out.line(
@@ -659,39 +656,50 @@ class _Trigger:
                 self.out.line(f"bascule: still {self.report.state}: {url}")
             time.sleep(self.poll_interval)
 
-    def _print_new_states(self, watch: _Watch, run: FlowRun) -> None:
-        if run.state is None or run.state.id == watch.last_state_id:
-            return
-        # The history, not only the current state: a short state between polls still shows.
-        for state in self.api.read_flow_run_states(watch.run_id):
-            if state.id in watch.states_seen:
+    def _poll(self, watch: _Watch) -> tuple[FlowRun, list[StateView | LogEntry]]:
+        """The run and what happened to it since the last poll, oldest first. Reads only:
+        when a call fails halfway, the whole poll can be repeated without losing anything."""
+        run = self.api.read_flow_run(watch.run_id)
+        news: list[StateView | LogEntry] = []
+        if run.state is not None and run.state.id not in watch.states_seen:
+            # The history, not only the current state: a short state between polls still shows.
+            states = self.api.read_flow_run_states(watch.run_id)
+            news.extend(state for state in states if state.id not in watch.states_seen)
+        news.extend(self._new_logs(watch))
+        news.sort(key=lambda item: item.timestamp)
+        return run, news
+
+    def _new_logs(self, watch: _Watch) -> list[LogEntry]:
+        after = None if watch.newest_log is None else watch.newest_log - LOG_LOOKBACK
+        found: list[LogEntry] = []
+        offset, limit = 0, 200
+        while True:
+            batch = self.api.read_logs(watch.run_id, after=after, offset=offset, limit=limit)
+            found.extend(entry for entry in batch if entry.id not in watch.logs_seen)
+            if len(batch) < limit:
+                return found
+            offset += limit
+
+    def _show(self, watch: _Watch, news: list[StateView | LogEntry]) -> None:
+        for item in news:
+            if isinstance(item, LogEntry):
+                if item.id in watch.logs_seen:
+                    continue
+                watch.logs_seen.add(item.id)
+                if watch.newest_log is None or item.timestamp > watch.newest_log:
+                    watch.newest_log = item.timestamp
+                for line in format_log(item):
+                    self.out.line(line)
                 continue
-            watch.states_seen.add(state.id)
-            self.out.line(format_state(state))
-            if state.type == "PAUSED":
+            if item.id in watch.states_seen:
+                continue
+            watch.states_seen.add(item.id)
+            self.out.line(format_state(item))
+            if item.type == "PAUSED":
                 self.out.line(
                     "bascule: paused, waiting for approval in the Prefect UI "
                     f"(not an error): {flow_run_url(self.ui_base, watch.run_id)}"
                 )
-        watch.last_state_id = run.state.id
-
-    def _print_new_logs(self, watch: _Watch) -> int:
-        after = None if watch.newest_log is None else watch.newest_log - LOG_LOOKBACK
-        offset, printed, limit = 0, 0, 200
-        while True:
-            batch = self.api.read_logs(watch.run_id, after=after, offset=offset, limit=limit)
-            for entry in batch:
-                if entry.id in watch.logs_seen:
-                    continue
-                watch.logs_seen.add(entry.id)
-                if watch.newest_log is None or entry.timestamp > watch.newest_log:
-                    watch.newest_log = entry.timestamp
-                for line in format_log(entry):
-                    self.out.line(line)
-                printed += 1
-            if len(batch) < limit:
-                return printed
-            offset += limit
 
     def _settle_logs(self, watch: _Watch) -> None:
         """The last logs of a run arrive after its final state; give them a moment."""
@@ -699,7 +707,7 @@ class _Trigger:
         while time.monotonic() < until:
             time.sleep(min(1.0, self.log_settle))
             try:
-                self._print_new_logs(watch)
+                self._show(watch, list(self._new_logs(watch)))
             except (APIUnreachable, APIRequestError):
                 return
 

@@ -1,0 +1,64 @@
+"""The run's report as Markdown: plan, every step with result and duration, check
+results, and why it ended as it did. Pure: rendered from plain records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bascule.checks import CheckResult
+from bascule.history import Release
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(
+    app: str,
+    environment: str,
+    release: Release,
+    checks: Sequence[CheckResult],
+    details: Sequence[str] = (),
+    api_requests: int | None = None,
+) -> str:
+    outcome = {
+        "succeeded": "✅ succeeded",
+        "failed": "❌ failed",
+        "rolled-back": "↩️ rolled back",
+        "rejected": "⛔ rejected",
+        "interrupted": "⚠️ interrupted",
+        "in-progress": "… in progress",
+    }[release.result]
+    lines = [
+        f"# {app} → {environment}: {outcome}",
+        "",
+        f"- **Release**: `{release.id}` ({release.kind})",
+        f"- **Image**: `{release.previous_image or '(none)'}` → `{release.image}`",
+        f"- **Color**: {release.previous_color or '(none)'} → {release.color}",
+        f"- **Started**: {release.started}; **finished**: {release.finished or '-'}",
+    ]
+    if release.reason:
+        lines.append(f"- **Reason**: {release.reason}")
+    if release.approver:
+        lines.append(f"- **Approved by**: {release.approver} — {release.comment or ''}")
+    if api_requests is not None:
+        lines.append(f"- **Kubernetes API requests**: {api_requests}")
+    lines += ["", "## Steps", "", "| step | result | seconds | detail |", "|---|---|---:|---|"]
+    for s in release.steps:
+        lines.append(f"| {s.name} | {s.result} | {s.seconds:.2f} | {_cell(s.detail)[:300]} |")
+    if checks:
+        lines += [
+            "",
+            "## Checks",
+            "",
+            "| target | check | result | attempts | detail |",
+            "|---|---|---|---:|---|",
+        ]
+        for c in checks:
+            mark = "pass" if c.passed else "**FAIL**"
+            lines.append(
+                f"| {c.target} | {c.name} | {mark} | {c.attempts} | {_cell(c.detail)[:300]} |"
+            )
+    for block in details:
+        lines += ["", "```", block.strip(), "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,281 @@
+"""The blue-green pipeline of one environment, as a Prefect flow:
+
+plan → lock → preflight (reconcile a half-finished earlier run, baseline checks) → deploy
+the idle color → wait ready → pre-switch checks and smoke tests on the preview Service →
+approval (where configured) → switch → post-switch verification window → finish (history,
+delayed scale-down of the old color) or roll back (switch back, scale the new color down).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.events import emit_event
+from prefect.states import Completed, Failed, State
+
+from bascule import bluegreen, report
+from bascule import history as h
+from bascule.checks import CheckResult
+from bascule.manifests import Color, idle_color
+from flows.approval import description, request_approval
+from tasks import checks, rollout, state, traffic
+from tasks.context import DEFAULT_CONFIG_DIR, Env
+from tasks.lock import deploy_lock
+from tasks.preflight import preflight
+
+T = TypeVar("T")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_release_id() -> str:
+    return f"r{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def flow_run_id() -> str | None:
+    try:
+        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    except Exception:
+        return None
+
+
+class Run:
+    """The imperative shell of one run: times each step, keeps the release record in the
+    cluster current, and emits a Prefect event per stage."""
+
+    def __init__(self, env: Env, release: h.Release) -> None:
+        self.env, self.release = env, release
+        self.checks: list[CheckResult] = []
+        self.details: list[str] = []
+        self.log = get_run_logger()
+
+    def save(self, **changes: Any) -> None:
+        self.release = replace(self.release, **changes)
+        state.record(self.env, self.release)
+
+    def event(self, stage: str, **payload: Any) -> None:
+        emit_event(
+            event=f"bascule.deploy.{stage}",
+            resource={
+                "prefect.resource.id": f"bascule.app.{self.env.app}.{self.env.name}",
+                "prefect.resource.name": f"{self.env.app} in {self.env.name}",
+            },
+            related=[
+                {
+                    "prefect.resource.id": f"bascule.release.{self.release.id}",
+                    "prefect.resource.role": "release",
+                }
+            ],
+            payload={
+                "release": self.release.id,
+                "image": self.release.image,
+                "color": self.release.color,
+                **payload,
+            },
+        )
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any, detail: str = "") -> T:
+        started = time.monotonic()
+        self.log.info("%s ...", name)
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            self.release = self.release.with_step(
+                h.Step(name, "failed", time.monotonic() - started, str(exc))
+            )
+            raise
+        text = detail or (result if isinstance(result, str) else "")
+        self.release = self.release.with_step(h.Step(name, "ok", time.monotonic() - started, text))
+        self.event(name)
+        return result
+
+    def checked(self, name: str, results: list[CheckResult]) -> None:
+        self.checks.extend(results)
+        failed = [c for c in results if not c.passed]
+        for c in results:
+            self.log.info(c.line())
+        if failed:
+            raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+
+    def publish(self) -> None:
+        md = report.render(
+            self.env.app,
+            self.env.name,
+            self.release,
+            self.checks,
+            self.details,
+            self.env.kube.requests,
+        )
+        create_markdown_artifact(
+            key=f"deploy-{self.env.app}-{self.env.name}",
+            markdown=md,
+            description=f"{self.release.kind} {self.release.id}: {self.release.result}",
+        )
+
+
+class CheckFailed(Exception):
+    pass
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def plan(env: Env, image: str, observed: bluegreen.Observed, kind: str) -> h.Release:
+    active = observed.active_state
+    return h.Release(
+        id=new_release_id(),
+        image=image,
+        color=idle_color(observed.active),  # type: ignore[arg-type]
+        previous_image=active.image if active else None,
+        previous_color=observed.active,
+        started=now_iso(),
+        flow_run_id=flow_run_id(),
+        kind=kind,
+    )
+
+
+@flow(name="deploy", flow_run_name="{environment}: {image}")
+def deploy(
+    environment: str,
+    image: str | None = None,
+    commit: str | None = None,
+    config_dir: str = str(DEFAULT_CONFIG_DIR),
+) -> State:
+    """Deploys ``image`` (default: the environment's configured image) blue-green."""
+    env = Env.open(environment, config_dir)
+    target_image = env.cfg.resolve_image(image)
+    holder = f"flow-run/{flow_run_id() or uuid.uuid4()}"
+    with deploy_lock(env, holder):
+        return pipeline(env, target_image, kind="deploy")
+
+
+def pipeline(env: Env, image: str, kind: str) -> State:
+    observed, baseline = preflight(env)
+    release = plan(env, image, observed, kind)
+    run = Run(env, release)
+    run.checks.extend(baseline)
+    run.save(phase="planned")
+    run.event("started", previous_image=release.previous_image)
+    new: Color = release.color  # type: ignore[assignment]
+    old: Color | None = release.previous_color  # type: ignore[assignment]
+    try:
+        run.save(phase="deploying")
+        run.step(
+            "deploy-idle-color",
+            rollout.apply_color,
+            env,
+            new,
+            image,
+            release.id,
+            detail=f"{new} ← {image}",
+        )
+        preview_ip = run.step("point-preview", traffic.point_preview, env, new)
+        run.step("wait-ready", rollout.wait_ready, env, new, release.id)
+        run.save(phase="checking")
+        run.checked(
+            "pre-switch health",
+            run.step("pre-switch-checks", checks.health_checks, env, "preview", image, "preview"),
+        )
+        run.checked("smoke tests", run.step("smoke-http", checks.smoke_http, env, "preview", image))
+        job = run.step("smoke-job", checks.smoke_job, env, "preview", preview_ip, release.id)
+        if job is not None:
+            run.checked("smoke job", [job])
+        if env.cfg.approval.required:
+            run.save(phase="awaiting-approval")
+            run.event("awaiting-approval")
+            decision = request_approval(
+                description(
+                    env.app,
+                    env.name,
+                    run.release,
+                    run.checks,
+                    env.kube.service_proxy_url(env.ns, f"{env.app}-preview", 80, "/"),
+                ),
+                env.cfg.approval.timeout_seconds,
+            )
+            run.save(approver=decision.approver, comment=decision.comment)
+            if not decision.approved:
+                name = "TimedOut" if decision.timed_out else "Rejected"
+                return abandon(run, new, "rejected", decision.reason, name)
+    except (rollout.RolloutFailed, CheckFailed, Exception) as exc:
+        if isinstance(exc, rollout.RolloutFailed):
+            run.details.append(exc.report)
+        return abandon(run, new, "failed", f"{type(exc).__name__}: {exc}", "Failed")
+
+    switch_s = run.step("switch", traffic.switch, env, new, old)
+    run.save(phase="switched")
+    run.event("switched", seconds=switch_s)
+    try:
+        run.step("verify", verify, env, image)
+    except Exception as exc:
+        return roll_back(run, new, old, f"post-switch verification failed: {exc}")
+
+    run.save(phase="verified")
+    if old:
+        remaining = env.cfg.rollout.scale_down_delay_seconds - env.cfg.verification.window_seconds
+        if remaining > 0:
+            time.sleep(remaining)  # the old color stays ready for an instant rollback
+        run.step("scale-down-old", rollout.scale, env, old, 0, detail=f"{old} → 0")
+    run.save(phase="done", result="succeeded", finished=now_iso())
+    run.event("succeeded")
+    run.publish()
+    return Completed(message=f"{image} serves {env.app} in {env.name} ({new})")
+
+
+@task(name="verify", cache_policy=NO_CACHE)
+def verify(env: Env, image: str) -> str:
+    """The post-switch window: every health check against the active Service each
+    interval; one failure ends the window and rolls back."""
+    window, every = env.cfg.verification.window_seconds, env.cfg.verification.interval_seconds
+    deadline = time.monotonic() + window
+    rounds = 0
+    while True:
+        rounds += 1
+        failed = [c for c in checks.probe_once(env, "active", image, "active") if not c.passed]
+        if failed:
+            raise CheckFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
+        if time.monotonic() + every > deadline:
+            return f"{rounds} rounds over {window} s passed"
+        time.sleep(every)
+
+
+def abandon(run: Run, new: Color, result: str, reason: str, state_name: str) -> State:
+    """No traffic moved: scale the idle color down and record why."""
+    run.log.error("no switch: %s", reason)
+    rollout.scale(run.env, new, 0)
+    run.save(phase="done", result=result, reason=reason, finished=now_iso())
+    run.event(result, reason=reason)
+    run.publish()
+    return Failed(message=reason, name=state_name)
+
+
+def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
+    """Traffic goes back to the old color, still at full size: one PATCH."""
+    run.log.error("rolling back: %s", reason)
+    if old is None:  # a first deploy has nothing to go back to; keep serving what we have
+        run.save(
+            phase="done",
+            result="failed",
+            reason=reason + " (no older release to return to)",
+            finished=now_iso(),
+        )
+        run.publish()
+        return Failed(message=reason, name="Failed")
+    started = time.monotonic()
+    traffic.switch(run.env, old, new)
+    seconds = time.monotonic() - started
+    run.release = run.release.with_step(h.Step("rollback-switch", "ok", seconds, f"{new} → {old}"))
+    rollout.scale(run.env, new, 0)
+    run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
+    run.event("rolled-back", reason=reason, seconds=seconds)
+    run.publish()
+    return Failed(message=f"rolled back in {seconds:.2f} s: {reason}", name="RolledBack")

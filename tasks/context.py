@@ -1,0 +1,56 @@
+"""What every task of a run needs: the environment's configuration, its templates and a
+client for its cluster. Created once per flow run and passed to the tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bascule import kube as k
+from bascule.config import EnvironmentConfig, load_environment
+from bascule.kube import Kube
+from bascule.manifests import Color, Role, Templates, deployment_name, load_templates, service_name
+
+DEFAULT_CONFIG_DIR = Path("deployments")
+
+
+@dataclass
+class Env:
+    cfg: EnvironmentConfig
+    templates: Templates
+    kube: Kube
+
+    @staticmethod
+    def open(environment: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -> Env:
+        cfg = load_environment(Path(config_dir) / f"{environment}.yaml")
+        templates = load_templates(cfg.manifests)
+        target = k.Target(
+            str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None, cfg.kube.context
+        )
+        return Env(cfg, templates, Kube(target))
+
+    @property
+    def ns(self) -> str:
+        return self.cfg.namespace
+
+    @property
+    def app(self) -> str:
+        return self.cfg.app
+
+    @property
+    def name(self) -> str:
+        return self.cfg.environment
+
+    def deployment(self, color: Color) -> str:
+        return k.deployments(self.ns, deployment_name(self.app, color))
+
+    def service(self, role: Role) -> str:
+        return k.services(self.ns, service_name(self.app, role))
+
+    @property
+    def history_map(self) -> str:
+        return k.configmaps(self.ns, f"{self.app}-bascule-history")
+
+    @property
+    def lease(self) -> str:
+        return k.leases(self.ns, f"{self.app}-bascule-deploy")

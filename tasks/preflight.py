@@ -1,0 +1,113 @@
+"""Before anything changes: the cluster answers, the namespace exists, we may do what a
+deploy does, a half-finished earlier run is put right, and the active version is healthy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from bascule import bluegreen
+from bascule import history as h
+from bascule.checks import CheckResult
+from bascule.kube import KubeError
+from tasks import checks, rollout, state, traffic
+from tasks.context import Env
+
+# (group, resource, verb) a deploy needs in its namespace.
+NEEDED = [
+    ("apps", "deployments", "patch"),
+    ("apps", "deployments", "get"),
+    ("", "services", "create"),
+    ("", "services", "patch"),
+    ("", "configmaps", "update"),
+    ("coordination.k8s.io", "leases", "update"),
+    ("", "pods", "list"),
+    ("", "events", "list"),
+    ("batch", "jobs", "create"),
+]
+
+
+class PreflightFailed(Exception):
+    pass
+
+
+def permissions(env: Env) -> list[str]:
+    """What we may not do, per SelfSubjectAccessReview."""
+    denied = []
+    for group, resource, verb in NEEDED:
+        review = env.kube.create(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "namespace": env.ns,
+                        "group": group,
+                        "resource": resource,
+                        "verb": verb,
+                    }
+                },
+            },
+        )
+        if not review.get("status", {}).get("allowed"):
+            denied.append(f"{verb} {resource}")
+    return denied
+
+
+def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
+    """Applies bluegreen.recover to a release an earlier run left in flight."""
+    fix = bluegreen.recover(observed)
+    rel = observed.in_flight
+    if fix is None or rel is None:
+        return observed
+    log = get_run_logger()
+    log.warning("reconciling release %s left in phase %s: %s", rel.id, rel.phase, fix.reason)
+    if fix.switch_to:
+        traffic.switch(env, fix.switch_to, rel.color)
+    if fix.scale_down:
+        rollout.scale(env, fix.scale_down, 0)
+    state.save(
+        env,
+        replace(
+            rel,
+            phase="done",
+            result=fix.result,
+            reason=fix.reason,  # type: ignore[arg-type]
+            finished=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            steps=(*rel.steps, h.Step("reconciled", "ok", 0.0, fix.reason)),
+        ),
+    )
+    return state.observe(env)
+
+
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight(env: Env) -> tuple[bluegreen.Observed, list[CheckResult]]:
+    try:
+        env.kube.get("/version")
+    except KubeError as exc:
+        raise PreflightFailed(f"the cluster at {env.kube.server} does not answer: {exc}") from exc
+    if env.kube.get_or_none(f"/api/v1/namespaces/{env.ns}") is None:
+        raise PreflightFailed(
+            f"namespace {env.ns} does not exist: create it (kubectl create namespace {env.ns}) "
+            f"or fix `namespace` in the {env.name} configuration"
+        )
+    denied = permissions(env)
+    if denied:
+        raise PreflightFailed(f"not allowed in namespace {env.ns}: {', '.join(denied)}")
+    observed = reconcile(env, state.observe(env))
+    baseline: list[CheckResult] = []
+    active = observed.active_state
+    if active is not None and active.image:
+        baseline = checks.health_checks.fn(env, "active", active.image, "baseline")
+        failed = [c for c in baseline if not c.passed]
+        if failed:
+            # The running version is already unhealthy: a deploy may be the fix, so warn
+            # rather than refuse, and keep the evidence in the report.
+            get_run_logger().warning(
+                "baseline: the active version fails %s", ", ".join(c.name for c in failed)
+            )
+    return observed, baseline

@@ -1,0 +1,134 @@
+"""Bringing a color up to a release, waiting until it is Ready, scaling colors down."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bascule import kube as k
+from bascule.kube import KubeError
+from bascule.manifests import LABEL_RELEASE, Color, render_deployment, selector
+from bascule.readiness import Verdict, rollout_verdict
+from tasks.context import Env
+
+APPLY = "application/apply-patch+yaml"
+FIELD_MANAGER = "bascule"
+
+
+class RolloutFailed(Exception):
+    def __init__(self, verdict: Verdict, report: str) -> None:
+        self.verdict, self.report = verdict, report
+        super().__init__(verdict.reason)
+
+
+@task(name="deploy-idle-color", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def apply_color(env: Env, color: Color, image: str, release_id: str) -> None:
+    """Server-side apply of the color's Deployment: one idempotent request, safe to repeat."""
+    obj = render_deployment(env.cfg, env.templates, color=color, image=image, release_id=release_id)
+    env.kube.request(
+        "PATCH",
+        env.deployment(color),
+        obj,
+        content_type=APPLY,
+        params={"fieldManager": FIELD_MANAGER, "force": "true"},
+    )
+
+
+@task(name="scale", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
+def scale(env: Env, color: Color, replicas: int) -> None:
+    try:
+        env.kube.patch(env.deployment(color), {"spec": {"replicas": replicas}})
+    except KubeError as exc:
+        if exc.status != 404:  # nothing to scale is already scaled
+            raise
+
+
+def _readiness_failures(env: Env, pod_names: set[str]) -> tuple[dict[str, int], str]:
+    evs = env.kube.get(k.events(env.ns), fieldSelector="reason=Unhealthy")
+    counts: dict[str, int] = {}
+    last = ""
+    for ev in evs.get("items", []):
+        name = ev.get("involvedObject", {}).get("name")
+        if name in pod_names and "Readiness probe failed" in ev.get("message", ""):
+            counts[name] = counts.get(name, 0) + int(ev.get("count") or 1)
+            last = ev["message"]
+    return counts, last
+
+
+def failure_report(env: Env, pods: list[dict[str, Any]], names: list[str]) -> str:
+    """Events and log tails of the pods a failure is about, for the run's report."""
+    lines: list[str] = []
+    for name in names[:2]:
+        evs = env.kube.get(k.events(env.ns), fieldSelector=f"involvedObject.name={name}")
+        lines.append(f"pod {name} events:")
+        for ev in evs.get("items", [])[-8:]:
+            lines.append(f"  {ev.get('type')} {ev.get('reason')}: {ev.get('message', '').strip()}")
+        pod = next((p for p in pods if p["metadata"]["name"] == name), {})
+        restarted = any(
+            cs.get("restartCount", 0) for cs in pod.get("status", {}).get("containerStatuses", [])
+        )
+        try:
+            resp = env.kube.http.get(
+                f"{k.pods(env.ns)}/{name}/log",
+                headers=env.kube.headers(),
+                params={"tailLines": "20", "previous": "true" if restarted else "false"},
+            )
+            tail = resp.text.strip() if resp.status_code == 200 else f"(no log: {resp.status_code})"
+        except Exception as exc:  # a log tail is a courtesy, never a reason to fail differently
+            tail = f"(no log: {exc})"
+        lines.append(f"pod {name} log tail:")
+        lines.extend(f"  {line}" for line in tail.splitlines()[-20:])
+    return "\n".join(lines)
+
+
+@task(name="wait-ready", cache_policy=NO_CACHE)
+def wait_ready(env: Env, color: Color, release_id: str) -> str:
+    """Waits until every replica of the release is Ready, watching its pods; fails fast on
+    CrashLoopBackOff, image errors, repeated readiness failures and ProgressDeadlineExceeded."""
+    labels = {**selector(env.app, color), LABEL_RELEASE: release_id}
+    sel = k.selector_string(labels)
+    limit = env.cfg.rollout.readiness_failure_limit
+    deadline = time.monotonic() + env.cfg.rollout.ready_timeout_seconds
+    while True:
+        dep = env.kube.get(env.deployment(color))
+        listing = env.kube.get(k.pods(env.ns), labelSelector=sel)
+        pods = [p for p in listing["items"] if not p["metadata"].get("deletionTimestamp")]
+        counts, last_probe = ({}, "")
+        if limit and pods and not all(_ready(p) for p in pods):
+            counts, last_probe = _readiness_failures(env, {p["metadata"]["name"] for p in pods})
+        verdict = rollout_verdict(dep, pods, counts, limit)
+        if verdict.state == "failed":
+            reason = verdict.reason + (f" — {last_probe}" if "readiness" in verdict.reason else "")
+            verdict = Verdict("failed", reason, verdict.pods)
+            raise RolloutFailed(verdict, failure_report(env, pods, verdict.pods))
+        ready = [p for p in pods if _ready(p)]
+        if len(ready) >= env.cfg.replicas and verdict.state == "ready":
+            return verdict.reason
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            names = [p["metadata"]["name"] for p in pods if not _ready(p)]
+            v = Verdict(
+                "failed",
+                f"not Ready within {env.cfg.rollout.ready_timeout_seconds} s: "
+                f"{verdict.reason}" + (f" — {last_probe}" if last_probe else ""),
+                names,
+            )
+            raise RolloutFailed(v, failure_report(env, pods, names))
+        # Sleep until something about these pods changes, at most a few seconds.
+        for _ in env.kube.watch(
+            k.pods(env.ns),
+            listing["metadata"]["resourceVersion"],
+            min(remaining, 3),
+            labelSelector=sel,
+        ):
+            break
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )

@@ -1,0 +1,88 @@
+"""Reading the blue-green state and the release history from the cluster, and writing
+history records. The cluster is the source of truth; nothing here is kept in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bascule import history as h
+from bascule.bluegreen import ColorState, Observed
+from bascule.kube import KubeError
+from bascule.manifests import ANNOTATION_IMAGE, ANNOTATION_RELEASE, COLORS, color_of_selector
+from tasks.context import Env
+
+HISTORY_KEY = "releases.json"
+
+
+def color_state(env: Env, color: Any) -> ColorState:
+    dep = env.kube.get_or_none(env.deployment(color))
+    if dep is None:
+        return ColorState(color)
+    ann = dep["metadata"].get("annotations", {})
+    status = dep.get("status", {})
+    return ColorState(
+        color,
+        exists=True,
+        image=ann.get(ANNOTATION_IMAGE),
+        release=ann.get(ANNOTATION_RELEASE),
+        replicas=dep["spec"].get("replicas", 0),
+        ready=status.get("readyReplicas", 0),
+    )
+
+
+def read_history(env: Env) -> tuple[list[h.Release], dict[str, Any] | None]:
+    cm = env.kube.get_or_none(env.history_map)
+    return h.decode((cm or {}).get("data", {}).get(HISTORY_KEY)), cm
+
+
+def observe(env: Env) -> Observed:
+    svc = env.kube.get_or_none(env.service("active"))
+    active = color_of_selector(env.app, svc["spec"].get("selector")) if svc else None
+    releases, _ = read_history(env)
+    return Observed(
+        active=active,
+        colors={c: color_state(env, c) for c in COLORS},
+        in_flight=h.in_flight(releases),
+    )
+
+
+def save(env: Env, release: h.Release) -> None:
+    """Upserts ``release`` into the history ConfigMap. Optimistic concurrency: re-read and
+    retry when someone else wrote in between."""
+    for _ in range(5):
+        releases, cm = read_history(env)
+        data = {HISTORY_KEY: h.encode(h.upsert(releases, release, env.cfg.history.limit))}
+        try:
+            if cm is None:
+                env.kube.create(
+                    env.history_map.rsplit("/", 1)[0],
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {
+                            "name": env.history_map.rsplit("/", 1)[1],
+                            "labels": {
+                                "app.kubernetes.io/name": env.app,
+                                "app.kubernetes.io/managed-by": "bascule",
+                                "bascule.io/environment": env.name,
+                            },
+                        },
+                        "data": data,
+                    },
+                )
+            else:
+                cm["data"] = data
+                env.kube.replace(env.history_map, cm)
+            return
+        except KubeError as exc:
+            if exc.status not in (409,):
+                raise
+    raise RuntimeError(f"could not write the history of {env.app} in {env.ns}: kept conflicting")
+
+
+@task(name="record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record(env: Env, release: h.Release) -> None:
+    save(env, release)

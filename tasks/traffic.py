@@ -1,0 +1,109 @@
+"""Where traffic goes: the active and preview Services, and the switch between colors."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bascule import kube as k
+from bascule.kube import KubeError
+from bascule.manifests import (
+    Color,
+    Role,
+    color_of_selector,
+    render_service,
+    selector,
+    selector_patch,
+)
+from tasks.context import Env
+
+
+class SwitchConflict(Exception):
+    """The active Service changed under us: someone else moved traffic."""
+
+
+def _ensure(env: Env, role: Role, color: Color) -> str:
+    """The Service of ``role`` exists and selects ``color``; returns its ClusterIP."""
+    path = env.service(role)
+    svc = env.kube.get_or_none(path)
+    if svc is None:
+        obj = render_service(env.cfg, env.templates, role=role, color=color)
+        try:
+            svc = env.kube.create(k.services(env.ns), obj)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            svc = env.kube.get(path)
+    if color_of_selector(env.app, svc["spec"].get("selector")) != color:
+        patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"])
+        svc = env.kube.patch(path, patch)
+    return str(svc["spec"].get("clusterIP", ""))
+
+
+@task(name="point-preview", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
+def point_preview(env: Env, color: Color) -> str:
+    return _ensure(env, "preview", color)
+
+
+@task(name="switch", cache_policy=NO_CACHE)
+def switch(env: Env, to: Color, expect_from: Color | None) -> float:
+    """Points the active Service at ``to`` with one PATCH guarded by resourceVersion: it
+    only lands if the Service still selects ``expect_from``. Returns seconds until the
+    Service's endpoints list only ``to``'s pods (kube-proxy then routes new connections
+    there)."""
+    started = time.monotonic()
+    path = env.service("active")
+    svc = env.kube.get_or_none(path)
+    if svc is None:
+        if expect_from is not None:
+            raise SwitchConflict(f"the active Service {path} disappeared; expected {expect_from}")
+        _ensure(env, "active", to)
+    else:
+        current = color_of_selector(env.app, svc["spec"].get("selector"))
+        if current != to:
+            if current != expect_from:
+                raise SwitchConflict(
+                    f"the active Service selects {current}, expected {expect_from}: someone else "
+                    "moved traffic; nothing was changed"
+                )
+            try:
+                env.kube.patch(
+                    path, selector_patch(env.app, to, svc["metadata"]["resourceVersion"])
+                )
+            except KubeError as exc:
+                if exc.status == 409:
+                    raise SwitchConflict(
+                        f"the active Service changed while switching: {exc}"
+                    ) from exc
+                raise
+    wait_endpoints(env, to, timeout=30)
+    return time.monotonic() - started
+
+
+def wait_endpoints(env: Env, color: Color, timeout: float) -> None:
+    """Until the active Service's EndpointSlices hold ready endpoints of ``color`` only."""
+    name = env.service("active").rsplit("/", 1)[1]
+    deadline = time.monotonic() + timeout
+    pods_path = k.pods(env.ns)
+    while time.monotonic() < deadline:
+        slices = env.kube.get(
+            f"/apis/discovery.k8s.io/v1/namespaces/{env.ns}/endpointslices",
+            labelSelector=f"kubernetes.io/service-name={name}",
+        )
+        names = {
+            ep["targetRef"]["name"]
+            for s in slices.get("items", [])
+            for ep in s.get("endpoints") or []
+            if ep.get("conditions", {}).get("ready") and ep.get("targetRef")
+        }
+        if names:
+            pods = env.kube.get(
+                pods_path, labelSelector=k.selector_string(selector(env.app, color))
+            )
+            ours = {p["metadata"]["name"] for p in pods["items"]}
+            if names <= ours:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"the active Service's endpoints did not move to {color} in {timeout} s")

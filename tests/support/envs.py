@@ -1,0 +1,47 @@
+"""Environment configurations for tests: the repository's own files with the namespace,
+cluster and timings a test needs, written to a temporary directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The shortest waits that still exercise every step.
+FAST: dict[str, Any] = {
+    "rollout": {"ready_timeout_seconds": 90, "progress_deadline_seconds": 60,
+                "scale_down_delay_seconds": 4, "readiness_failure_limit": 4},
+    "verification": {"window_seconds": 4, "interval_seconds": 1},
+}
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_envs(
+    directory: Path, namespace: str, kubeconfig: Path, overrides: dict[str, Any] | None = None,
+    environments: tuple[str, ...] = ("dev", "staging", "production"),
+) -> Path:
+    """Writes dev, staging and production files (each in its own namespace, derived from
+    ``namespace``) plus the manifests; returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "deployments" / "manifests", directory / "manifests", dirs_exist_ok=True)
+    for env in environments:
+        data = yaml.safe_load((REPO / "deployments" / f"{env}.yaml").read_text())
+        data = merge(data, {"namespace": f"{namespace}-{env}" if env != "staging" else namespace,
+                            "kube": {"kubeconfig": str(kubeconfig)}})
+        data = merge(data, FAST)
+        data = merge(data, overrides or {})
+        (directory / f"{env}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return directory
