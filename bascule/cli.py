@@ -146,8 +146,35 @@ VALIDATE = Command(
     run=_validate,
 )
 
+
 # The subcommands, in the order `bascule --help` lists them.
-COMMANDS: tuple[Command, ...] = (VALIDATE,)
+def _operations() -> tuple[Command, ...]:
+    from bascule import commands as c
+    from bascule import trigger
+
+    def table(name: str, help_: str, add: Callable[..., None], run: Callable[..., int]) -> Command:
+        return Command(name, help_, add, c.main_guard(run))
+
+    return (
+        table(
+            "deploy",
+            "deploy a release blue-green (runs the flow here)",
+            c.deploy_arguments,
+            c.deploy,
+        ),
+        table("rollback", "return to the previous good release", c.rollback_arguments, c.rollback),
+        table("status", "active color and image per environment", c.status_arguments, c.status),
+        table("history", "the last releases of an environment", c.history_arguments, c.history),
+        Command(
+            "trigger",
+            "start a deploy on a Prefect server and follow it (for CI)",
+            trigger.add_arguments,
+            trigger.run,
+        ),
+    )
+
+
+COMMANDS: tuple[Command, ...] = (VALIDATE, *_operations())
 
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:

@@ -158,7 +158,7 @@ def deploy(
         return pipeline(env, target_image, kind="deploy")
 
 
-def pipeline(env: Env, image: str, kind: str) -> State:
+def pipeline(env: Env, image: str, kind: str, approval: bool = True) -> State:
     observed, baseline = preflight(env)
     release = plan(env, image, observed, kind)
     run = Run(env, release)
@@ -189,7 +189,7 @@ def pipeline(env: Env, image: str, kind: str) -> State:
         job = run.step("smoke-job", checks.smoke_job, env, "preview", preview_ip, release.id)
         if job is not None:
             run.checked("smoke job", [job])
-        if env.cfg.approval.required:
+        if approval and env.cfg.approval.required:
             run.save(phase="awaiting-approval")
             run.event("awaiting-approval")
             decision = request_approval(

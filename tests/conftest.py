@@ -27,8 +27,11 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl(
-        "wait", "--for=jsonpath={.metadata.name}=default", f"-n={name}",
-        "serviceaccount/default", "--timeout=60s",
+        "wait",
+        "--for=jsonpath={.metadata.name}=default",
+        f"-n={name}",
+        "serviceaccount/default",
+        "--timeout=60s",
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

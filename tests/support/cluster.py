@@ -126,9 +126,21 @@ class LoadDriver:
         self.stop_file = base / f"bascule-load-{tag}.stop"
         self.out = base / f"bascule-load-{tag}.json"
         argv = [
-            sys.executable, "-m", "tests.support.load", "--url", url, "--rps", str(rps),
-            "--workers", str(workers), "--stop-file", str(self.stop_file), "--out", str(self.out),
-            "--duration", "900",
+            sys.executable,
+            "-m",
+            "tests.support.load",
+            "--url",
+            url,
+            "--rps",
+            str(rps),
+            "--workers",
+            str(workers),
+            "--stop-file",
+            str(self.stop_file),
+            "--out",
+            str(self.out),
+            "--duration",
+            "900",
         ]
         self.proc = subprocess.Popen(cluster.in_netns(argv), cwd=REPO)
 

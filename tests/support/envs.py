@@ -13,8 +13,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The shortest waits that still exercise every step.
 FAST: dict[str, Any] = {
-    "rollout": {"ready_timeout_seconds": 90, "progress_deadline_seconds": 60,
-                "scale_down_delay_seconds": 4, "readiness_failure_limit": 4},
+    "rollout": {
+        "ready_timeout_seconds": 90,
+        "progress_deadline_seconds": 60,
+        "scale_down_delay_seconds": 4,
+        "readiness_failure_limit": 4,
+    },
     "verification": {"window_seconds": 4, "interval_seconds": 1},
 }
 
@@ -30,7 +34,10 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_envs(
-    directory: Path, namespace: str, kubeconfig: Path, overrides: dict[str, Any] | None = None,
+    directory: Path,
+    namespace: str,
+    kubeconfig: Path,
+    overrides: dict[str, Any] | None = None,
     environments: tuple[str, ...] = ("dev", "staging", "production"),
 ) -> Path:
     """Writes dev, staging and production files (each in its own namespace, derived from
@@ -39,8 +46,13 @@ def write_envs(
     shutil.copytree(REPO / "deployments" / "manifests", directory / "manifests", dirs_exist_ok=True)
     for env in environments:
         data = yaml.safe_load((REPO / "deployments" / f"{env}.yaml").read_text())
-        data = merge(data, {"namespace": f"{namespace}-{env}" if env != "staging" else namespace,
-                            "kube": {"kubeconfig": str(kubeconfig)}})
+        data = merge(
+            data,
+            {
+                "namespace": f"{namespace}-{env}" if env != "staging" else namespace,
+                "kube": {"kubeconfig": str(kubeconfig)},
+            },
+        )
         data = merge(data, FAST)
         data = merge(data, overrides or {})
         (directory / f"{env}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))

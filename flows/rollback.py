@@ -1,0 +1,85 @@
+"""Rollback: back to the previous good release. One PATCH of the active Service while that
+release's color still runs at full size (seconds); otherwise it is redeployed through the
+same pipeline as any release."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed, State
+
+from bascule import bluegreen
+from bascule import history as h
+from flows.deploy import Run, flow_run_id, new_release_id, now_iso, pipeline
+from tasks import rollout, state, traffic
+from tasks.context import DEFAULT_CONFIG_DIR, Env
+from tasks.lock import deploy_lock
+from tasks.preflight import preflight
+
+
+def choose_target(history: list[h.Release], active: str | None, to: str | None) -> h.Release:
+    if to:
+        match = next((r for r in history if r.id == to), None)
+        if match is None:
+            raise ValueError(f"no release {to} in the history; see `bascule history`")
+        return match
+    current = next(
+        (r for r in reversed(history) if r.result == "succeeded" and r.color == active), None
+    )
+    target = h.last_good(history, before=current.id if current else None)
+    if target is None:
+        raise ValueError("no earlier good release to roll back to")
+    return target
+
+
+@flow(name="rollback", flow_run_name="{environment}: rollback")
+def rollback(
+    environment: str, to_release: str | None = None, config_dir: str = str(DEFAULT_CONFIG_DIR)
+) -> State:
+    env = Env.open(environment, config_dir)
+    with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
+        observed, _ = preflight(env)
+        releases, _ = state.read_history(env)
+        try:
+            target = choose_target(releases, observed.active, to_release)
+        except ValueError as exc:
+            return Failed(message=str(exc))
+        if bluegreen.rollback_plan(observed, target) == "redeploy":
+            get_run_logger().info("%s is no longer running: redeploying it", target.image)
+            return pipeline(env, target.image, kind="rollback", approval=False)
+        return switch_back(env, observed, target)
+
+
+def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> State:
+    bad = observed.active
+    run = Run(
+        env,
+        h.Release(
+            id=new_release_id(),
+            image=target.image,
+            color=target.color,
+            previous_image=observed.active_state.image if observed.active_state else None,
+            previous_color=bad,
+            started=now_iso(),
+            flow_run_id=flow_run_id(),
+            kind="rollback",
+        ),
+    )
+    run.save(phase="planned")
+    started = time.monotonic()
+    run.step("switch", traffic.switch, env, target.color, bad)
+    seconds = time.monotonic() - started
+    run.save(phase="switched")
+    if bad:
+        run.step("scale-down-bad", rollout.scale, env, bad, 0)
+    run.save(
+        phase="done",
+        result="succeeded",
+        finished=now_iso(),
+        reason=f"rolled back to {target.id} by switching traffic in {seconds:.2f} s",
+    )
+    run.event("rolled-back", seconds=seconds)
+    run.publish()
+    return Completed(message=f"{target.image} serves again ({target.color}) after {seconds:.2f} s")

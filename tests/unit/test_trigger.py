@@ -1,0 +1,607 @@
+"""Unit tests of ``bascule trigger``: the pure decisions, and the command against a scripted fake
+of the Prefect API (httpx.MockTransport). The real-server tests are in
+tests/integration/test_trigger.py."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from bascule import trigger as tr
+from bascule.prefect_api import LogEntry, auth_headers, flow_run_url, redact_url, ui_base_url
+from bascule.trigger import Exit, UsageError, exit_code_for_state, parse_image_ref
+
+DIGEST = "sha256:" + "ab" * 32
+API = "http://127.0.0.1:4200/api"
+SECRET = "ci-user:s3cret-auth-string-9f"
+
+# --- exit codes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state_type", "state_name", "code"),
+    [
+        ("COMPLETED", "Completed", Exit.COMPLETED),
+        ("COMPLETED", "Cached", Exit.COMPLETED),
+        ("FAILED", "Failed", Exit.FAILED),
+        ("FAILED", "RolledBack", Exit.ROLLED_BACK),
+        ("FAILED", "Rejected", Exit.REJECTED),
+        ("FAILED", "TimedOut", Exit.APPROVAL_TIMED_OUT),
+        ("FAILED", None, Exit.FAILED),
+        ("FAILED", "rolledback", Exit.FAILED),  # names are exact: only the flow's own count
+        ("CRASHED", "Crashed", Exit.FAILED),
+        ("CRASHED", "RolledBack", Exit.FAILED),  # a crash is a crash, whatever its name
+        ("CANCELLED", "Cancelled", Exit.FAILED),
+        ("completed", "Completed", Exit.COMPLETED),
+    ],
+)
+def test_terminal_states_map_to_exit_codes(
+    state_type: str, state_name: str | None, code: Exit
+) -> None:
+    assert exit_code_for_state(state_type, state_name) == code
+
+
+@pytest.mark.parametrize(
+    ("state_type", "state_name"),
+    [
+        ("SCHEDULED", "Scheduled"),
+        ("SCHEDULED", "Late"),
+        ("PENDING", "Pending"),
+        ("RUNNING", "Running"),
+        ("RUNNING", "Retrying"),
+        ("PAUSED", "Paused"),
+        ("PAUSED", "Suspended"),
+        ("CANCELLING", "Cancelling"),
+    ],
+)
+def test_runs_not_ended_have_no_exit_code(state_type: str, state_name: str) -> None:
+    assert exit_code_for_state(state_type, state_name) is None
+
+
+def test_exit_codes_are_documented_in_docstring_and_help() -> None:
+    parser = argparse.ArgumentParser()
+    tr.add_arguments(parser)
+    help_text = parser.format_help()
+    doc = tr.__doc__ or ""
+    for code in Exit:
+        assert f"\n  {int(code)}  " in help_text
+        assert f"\n{int(code)}    " in doc
+        assert code in tr.RESULTS
+
+
+# --- image references ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "domain", "path", "tag", "digest"),
+    [
+        ("app", None, "app", None, None),
+        ("app:1.2.3", None, "app", "1.2.3", None),
+        ("team/app", None, "team/app", None, None),
+        ("registry.example/team/app:v1", "registry.example", "team/app", "v1", None),
+        ("localhost:5000/app:latest", "localhost:5000", "app", "latest", None),
+        ("localhost/app", "localhost", "app", None, None),
+        ("[::1]:5000/app", "[::1]:5000", "app", None, None),
+        ("ghcr.io/org/my_app--x.y:tag_1", "ghcr.io", "org/my_app--x.y", "tag_1", None),
+        (f"registry.example/app@{DIGEST}", "registry.example", "app", None, DIGEST),
+        (f"registry.example/app:1.2@{DIGEST}", "registry.example", "app", "1.2", DIGEST),
+        ("Registry.Example/app", "Registry.Example", "app", None, None),
+    ],
+)
+def test_valid_image_references(
+    ref: str, domain: str | None, path: str, tag: str | None, digest: str | None
+) -> None:
+    image = parse_image_ref(ref)
+    assert (image.domain, image.path, image.tag, image.digest) == (domain, path, tag, digest)
+    assert str(image) == ref
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("", "empty"),
+        ("app 1", "whitespace"),
+        ("app\n", "whitespace"),
+        ("registry.example/App:1", "repository names are lowercase"),
+        ("app:-x", "tag '-x' is not valid"),
+        ("app:" + "x" * 129, "is not valid"),
+        ("app@sha256:abc", "digest 'sha256:abc' is not valid"),
+        ("app@sha256:" + "AB" * 32, "is not valid"),
+        ("app@md5:" + "ab" * 16, "is not valid"),
+        ("-app", "repository '-app' is not valid"),
+        ("registry.example//app", "is not valid"),
+        ("registry.example/app/", "is not valid"),
+        ("reg_istry.example/app", "registry 'reg_istry.example' is not a valid host"),
+        ("registry.example:port/app", "registry 'registry.example:port'"),
+        ("a/" * 130 + "b", "over 255 characters"),
+        ("app;rm -rf /", "whitespace"),
+        ("app$(id)", "is not valid"),
+    ],
+)
+def test_invalid_image_references_say_what_is_wrong(ref: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("$", r"\$")):
+        parse_image_ref(ref)
+
+
+def test_digest_required_when_asked() -> None:
+    with pytest.raises(UsageError, match=r"has no digest.*image@sha256:<64 hex digits>"):
+        parse_image_ref("registry.example/app:1.2", require_digest=True)
+    assert parse_image_ref(f"registry.example/app@{DIGEST}", require_digest=True).digest == DIGEST
+
+
+@pytest.mark.parametrize("name", ["dev", "staging", "production", "eu-west-1"])
+def test_valid_environments(name: str) -> None:
+    assert tr.check_environment(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Prod", "../dev", "dev/x", "-dev", "dev-", "a" * 64])
+def test_invalid_environments(name: str) -> None:
+    with pytest.raises(UsageError, match="environment"):
+        tr.check_environment(name)
+
+
+def test_commit_and_rerun_checks() -> None:
+    assert tr.check_commit(None) is None
+    assert tr.check_commit("abc1234") == "abc1234"
+    assert tr.check_commit("a" * 40) == "a" * 40
+    for bad in ("abc", "ABCDEF1", "main", "g" * 40):
+        with pytest.raises(UsageError, match="commit"):
+            tr.check_commit(bad)
+    assert tr.check_rerun("after-fix.2") == "after-fix.2"
+    with pytest.raises(UsageError, match="--rerun"):
+        tr.check_rerun("a b")
+
+
+# --- idempotency key ----------------------------------------------------------------------------
+
+
+def test_idempotency_key_is_stable_and_depends_on_every_input() -> None:
+    key = tr.idempotency_key("staging", "a" * 40, "app:1")
+    assert key == tr.idempotency_key("staging", "a" * 40, "app:1")
+    assert key.startswith("bascule-trigger/staging/aaaaaaaaaaaa/")
+    others = {
+        tr.idempotency_key("production", "a" * 40, "app:1"),
+        tr.idempotency_key("staging", "b" * 40, "app:1"),
+        tr.idempotency_key("staging", "a" * 40, "app:2"),
+        tr.idempotency_key("staging", "a" * 40, "app:1", "again"),
+        tr.idempotency_key("staging", None, "app:1"),
+    }
+    assert key not in others
+    assert len(others) == 5
+
+
+# --- URLs, credentials, output ------------------------------------------------------------------
+
+
+def test_ui_urls() -> None:
+    assert ui_base_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200"
+    assert ui_base_url("http://127.0.0.1:4200/api/") == "http://127.0.0.1:4200"
+    assert ui_base_url(API, "https://prefect.example/") == "https://prefect.example"
+    assert ui_base_url("https://u:pw@prefect.example/api") == "https://prefect.example"
+    assert (
+        ui_base_url("https://api.prefect.cloud/api/accounts/A1/workspaces/W2")
+        == "https://app.prefect.cloud/account/A1/workspace/W2"
+    )
+    run = UUID(int=1)
+    assert flow_run_url("http://x", run) == f"http://x/runs/flow-run/{run}"
+    assert redact_url("https://user:pw@host:8443/api") == "https://host:8443/api"
+
+
+def test_auth_headers_follow_prefect_client() -> None:
+    assert auth_headers(None, None) == {}
+    assert auth_headers("pnu_key", None) == {"Authorization": "Bearer pnu_key"}
+    basic = base64.b64encode(b"user:pw").decode()
+    assert auth_headers(None, "user:pw") == {"Authorization": f"Basic {basic}"}
+    # Like Prefect's own client, the auth string wins when both are set.
+    assert auth_headers("pnu_key", "user:pw") == {"Authorization": f"Basic {basic}"}
+
+
+def test_output_redacts_secrets_their_password_and_base64() -> None:
+    stream = io.StringIO()
+    out = tr.Output(stream, [SECRET, None, "pnu_apikey123"])
+    password = SECRET.split(":", 1)[1]
+    encoded = base64.b64encode(SECRET.encode()).decode()
+    out.line(f"a {SECRET} b {password} c {encoded} d pnu_apikey123")
+    assert stream.getvalue() == "a *** b *** c *** d ***\n"
+
+
+def test_multiline_log_messages_cannot_start_a_line() -> None:
+    entry = LogEntry(
+        id=uuid4(),
+        level=30,
+        message="first\n::error::injected\n##[warning]x",
+        timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    lines = tr.format_log(entry)
+    assert lines[0] == "03:04:05 WARNING  first"
+    assert all(line.startswith(" ") for line in lines[1:])
+
+
+def test_durations() -> None:
+    assert tr.format_duration(0.4) == "0s"
+    assert tr.format_duration(61) == "1m 01s"
+    assert tr.format_duration(3 * 3600 + 5) == "3h 00m 05s"
+
+
+def test_summary_escapes_what_the_run_says() -> None:
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    report = tr.Report(
+        environment="staging",
+        image=f"registry.example/app@{DIGEST}",
+        commit="abc1234",
+        exit_code=Exit.ROLLED_BACK,
+        run_name="brave-fox",
+        run_url="http://ui/runs/flow-run/1",
+        state="RolledBack",
+        state_message="error rate 7% | p99 <b>2s</b>\nsecond line",
+        created=start - timedelta(seconds=3),
+        start=start,
+        end=start + timedelta(seconds=75),
+    )
+    text = tr.render_summary(report)
+    assert text.startswith("### ↩️ Deploy to `staging`: rolled back after the switch (exit 3)\n")
+    assert (
+        "| Final state | RolledBack: error rate 7% \\| p99 &lt;b&gt;2s&lt;/b&gt; second line |"
+        in text
+    )
+    assert "| Flow run | [brave-fox](http://ui/runs/flow-run/1) |" in text
+    assert "| Created | 2026-01-02 03:04:02 UTC |" in text
+    assert "| Duration | 1m 15s |" in text
+
+
+# --- the command against a fake API -------------------------------------------------------------
+
+
+class FakePrefect:
+    """Answers the calls the trigger makes; the run walks through ``states``, one per read."""
+
+    def __init__(self, states: list[tuple[str, str]], *, existing: bool = False) -> None:
+        self.deployment_id = uuid4()
+        self.run_id = uuid4()
+        self.states = states
+        self.reads = 0
+        self.existing = existing
+        self.requests: list[httpx.Request] = []
+        self.created_body: dict[str, Any] | None = None
+        self.fail_next: list[int | type[httpx.TransportError]] = []
+        self.t0 = datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC)
+        self.history: list[dict[str, Any]] = []
+        self.logs: list[dict[str, Any]] = []
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def _state(self, index: int) -> dict[str, Any]:
+        state_type, name = self.states[index]
+        return {
+            "id": str(UUID(int=index + 1)),
+            "type": state_type,
+            "name": name,
+            "message": f"message of {name}",
+            "timestamp": (self.t0 + timedelta(seconds=10 * index)).isoformat(),
+        }
+
+    def _run(self) -> dict[str, Any]:
+        index = min(self.reads, len(self.states) - 1)
+        state = self._state(index)
+        if not self.history or self.history[-1]["id"] != state["id"]:
+            self.history.append(state)
+            self.logs.append(
+                {
+                    "id": str(uuid4()),
+                    "level": 20,
+                    "message": f"log at {state['name']}",
+                    "timestamp": state["timestamp"],
+                }
+            )
+        ended = state["type"] in tr.TERMINAL_TYPES
+        return {
+            "id": str(self.run_id),
+            "name": "brave-fox",
+            "deployment_id": str(self.deployment_id),
+            "state": state,
+            "created": self.t0.isoformat(),
+            "start_time": (self.t0 + timedelta(seconds=5)).isoformat(),
+            "end_time": state["timestamp"] if ended else None,
+        }
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.fail_next:
+            failure = self.fail_next.pop(0)
+            if isinstance(failure, int):
+                return httpx.Response(failure, json={"detail": "scripted failure"})
+            raise failure("scripted", request=request)
+        path = request.url.path.removeprefix("/api/")
+        if request.method == "GET" and path == "deployments/name/deploy/staging":
+            return httpx.Response(
+                200,
+                json={"id": str(self.deployment_id), "name": "staging", "flow_id": str(uuid4())},
+            )
+        if request.method == "GET" and path.startswith("deployments/name/"):
+            return httpx.Response(404, json={"detail": "Deployment not found"})
+        if path == f"deployments/{self.deployment_id}/create_flow_run":
+            self.created_body = json.loads(request.content)
+            return httpx.Response(200 if self.existing else 201, json=self._run())
+        if path == f"flow_runs/{self.run_id}":
+            self.reads += 1
+            return httpx.Response(200, json=self._run())
+        if path == "flow_run_states/":
+            return httpx.Response(200, json=list(reversed(self.history)))
+        if path == "logs/filter":
+            return httpx.Response(200, json=self.logs)
+        return httpx.Response(404, json={"detail": f"unexpected {request.method} {path}"})
+
+
+def run_fake(fake: FakePrefect, tmp_path: Path, **kwargs: Any) -> tuple[int, str, str]:
+    out = io.StringIO()
+    summary = tmp_path / "summary.md"
+    options: dict[str, Any] = {
+        "api_url": API,
+        "wait_timeout": 30.0,
+        "out": out,
+        "summary_path": summary,
+        "auth_string": SECRET,
+        "poll_interval": 0.0,
+        "log_settle": 0.0,
+        "api_patience": 0.2,
+        "transport": fake.transport(),
+    }
+    options.update(kwargs)
+    image = options.pop("image", f"registry.example/app@{DIGEST}")
+    commit = options.pop("commit", "abc1234")
+    code = tr.trigger("staging", image, commit, **options)
+    return code, out.getvalue(), summary.read_text() if summary.exists() else ""
+
+
+SCHEDULED = ("SCHEDULED", "Scheduled")
+RUNNING = ("RUNNING", "Running")
+
+
+@pytest.mark.parametrize(
+    ("final", "code"),
+    [
+        (("COMPLETED", "Completed"), Exit.COMPLETED),
+        (("FAILED", "Failed"), Exit.FAILED),
+        (("FAILED", "RolledBack"), Exit.ROLLED_BACK),
+        (("FAILED", "Rejected"), Exit.REJECTED),
+        (("FAILED", "TimedOut"), Exit.APPROVAL_TIMED_OUT),
+        (("CRASHED", "Crashed"), Exit.FAILED),
+        (("CANCELLED", "Cancelled"), Exit.FAILED),
+    ],
+)
+def test_follows_the_run_to_its_exit_code(
+    tmp_path: Path, final: tuple[str, str], code: Exit
+) -> None:
+    fake = FakePrefect([SCHEDULED, RUNNING, ("PAUSED", "Paused"), RUNNING, final])
+    result, output, summary = run_fake(fake, tmp_path)
+    assert result == code
+    lines = output.splitlines()
+    # Every state once, in order, each with the log written at it.
+    states = [line.split()[2].rstrip(":") for line in lines if " STATE " in line]
+    assert states == ["Scheduled", "Running", "Paused", "Running", final[1]]
+    assert sum(" INFO     log at " in line for line in lines) == 5
+    assert any("waiting for approval in the Prefect UI (not an error)" in line for line in lines)
+    assert lines[-1].startswith(f"bascule: flow run ended {final[1]} after ")
+    assert lines[-1].endswith(f"(exit {int(code)})")
+    assert f"(exit {int(code)})" in summary.splitlines()[0]
+    assert SECRET.split(":")[1] not in output + summary
+
+
+def test_creates_the_run_with_parameters_key_and_basic_auth(tmp_path: Path) -> None:
+    fake = FakePrefect([("COMPLETED", "Completed")])
+    run_fake(fake, tmp_path)
+    assert fake.created_body == {
+        "parameters": {
+            "environment": "staging",
+            "image": f"registry.example/app@{DIGEST}",
+            "commit": "abc1234",
+        },
+        "idempotency_key": tr.idempotency_key(
+            "staging", "abc1234", f"registry.example/app@{DIGEST}"
+        ),
+    }
+    expected = "Basic " + base64.b64encode(SECRET.encode()).decode()
+    assert {r.headers["Authorization"] for r in fake.requests} == {expected}
+
+
+def test_existing_run_is_followed_not_duplicated(tmp_path: Path) -> None:
+    fake = FakePrefect([("COMPLETED", "Completed")], existing=True)
+    code, output, _ = run_fake(fake, tmp_path)
+    assert code == Exit.COMPLETED
+    assert "exists already" in output
+    assert "--rerun LABEL starts another" in output
+
+
+def test_paused_run_until_the_wait_timeout(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED, ("PAUSED", "Paused")])
+    code, output, summary = run_fake(fake, tmp_path, wait_timeout=0.05, poll_interval=0.01)
+    assert code == Exit.WAIT_TIMED_OUT
+    assert (
+        f"the run is still Paused and goes on: http://127.0.0.1:4200/runs/flow-run/{fake.run_id}"
+        in output
+    )
+    assert "still running when the trigger stopped waiting (exit 6)" in summary
+    assert "| State | Paused: message of Paused |" in summary
+    assert "| Ended | - |" in summary
+
+
+def test_no_wait_starts_and_returns(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED])
+    code, output, summary = run_fake(fake, tmp_path, wait=False)
+    assert code == Exit.COMPLETED
+    assert fake.reads == 0
+    assert f"watch it at http://127.0.0.1:4200/runs/flow-run/{fake.run_id}" in output
+    assert "started (not waited for)" in summary
+
+
+def test_check_only_starts_nothing_and_writes_no_summary(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED])
+    code, output, summary = run_fake(fake, tmp_path, check_only=True)
+    assert code == Exit.COMPLETED
+    assert fake.created_body is None
+    assert "deployment deploy/staging" in output
+    assert summary == ""
+
+
+def test_usage_errors_call_nothing(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED])
+    code, output, summary = run_fake(
+        fake, tmp_path, image="registry.example/app:1", require_digest=True
+    )
+    assert code == Exit.USAGE
+    assert "has no digest" in output
+    assert "not started: usage or configuration error (exit 2)" in summary
+    code, output, _ = run_fake(fake, tmp_path, api_url=None)
+    assert code == Exit.USAGE
+    assert "PREFECT_API_URL is not set" in output
+    assert fake.requests == []
+
+
+def test_unknown_deployment_is_a_config_error(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED])
+    out = io.StringIO()
+    code = tr.trigger(
+        "qa", "app:1", None, api_url=API, wait_timeout=1, out=out, transport=fake.transport()
+    )
+    assert code == Exit.USAGE
+    assert (
+        "there is no deployment deploy/qa on the Prefect server at http://127.0.0.1:4200/api"
+        in out.getvalue()
+    )
+
+
+def test_refused_credentials_are_a_config_error_and_not_printed(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED])
+    fake.fail_next = [401]
+    code, output, summary = run_fake(fake, tmp_path)
+    assert code == Exit.USAGE
+    assert "refused the credentials (HTTP 401)" in output
+    for text in (output, summary):
+        assert SECRET not in text
+        assert SECRET.split(":")[1] not in text
+
+
+def test_transient_failures_are_retried(tmp_path: Path) -> None:
+    fake = FakePrefect([RUNNING, ("COMPLETED", "Completed")])
+    fake.fail_next = [503, httpx.ConnectError]
+    code, output, _ = run_fake(fake, tmp_path, api_patience=5.0)
+    assert code == Exit.COMPLETED
+    assert output.count("Prefect API not answering") == 1
+
+
+def test_unreachable_api(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED])
+    fake.fail_next = [httpx.ConnectError] * 10_000
+    code, output, summary = run_fake(fake, tmp_path, poll_interval=0.01)
+    assert code == Exit.UNREACHABLE
+    assert "cannot reach the Prefect API" in output
+    assert "Prefect API unreachable (exit 7)" in summary
+
+
+def test_api_lost_while_waiting_gives_the_run_url(tmp_path: Path) -> None:
+    fake = FakePrefect([SCHEDULED, RUNNING])
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(f"flow_runs/{fake.run_id}") and fake.reads >= 1:
+            raise httpx.ReadTimeout("scripted", request=request)
+        return fake.handle(request)
+
+    code, output, _ = run_fake(
+        fake, tmp_path, transport=httpx.MockTransport(failing), poll_interval=0.01
+    )
+    assert code == Exit.UNREACHABLE
+    assert f"the run may still go on: http://127.0.0.1:4200/runs/flow-run/{fake.run_id}" in output
+
+
+def test_github_actions_fences_run_output_and_annotates_failure(tmp_path: Path) -> None:
+    fake = FakePrefect([RUNNING, ("FAILED", "RolledBack")])
+    code, output, _ = run_fake(fake, tmp_path, github_actions=True)
+    assert code == Exit.ROLLED_BACK
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("::stop-commands::"))
+    token = lines[start].removeprefix("::stop-commands::")
+    assert len(token) == 32
+    end = lines.index(f"::{token}::")
+    assert start < end
+    assert any(" STATE " in line for line in lines[start:end])
+    assert lines[end + 1].startswith(
+        "::error title=Deploy to staging::rolled back after the switch"
+    )
+
+
+def test_summary_write_failure_keeps_the_exit_code(tmp_path: Path) -> None:
+    fake = FakePrefect([("COMPLETED", "Completed")])
+    code, output, _ = run_fake(fake, tmp_path, summary_path=tmp_path / "missing" / "summary.md")
+    assert code == Exit.COMPLETED
+    assert "cannot write the job summary" in output
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def parser() -> Iterator[argparse.ArgumentParser]:
+    top = argparse.ArgumentParser(prog="bascule")
+    tr.add_parser(top.add_subparsers(dest="command"))
+    yield top
+
+
+def test_subcommand_parses_and_runs_with_environment_settings(
+    parser: argparse.ArgumentParser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = parser.parse_args(
+        ["trigger", "staging", "--image", "app:1", "--commit", "abc1234", "--timeout", "5"]
+    )
+    assert args.run is tr.run
+    calls: list[dict[str, Any]] = []
+
+    def fake_trigger(*positional: Any, **options: Any) -> int:
+        calls.append({"positional": positional, **options})
+        return 0
+
+    monkeypatch.setattr(tr, "trigger", fake_trigger)
+    environ = {
+        "PREFECT_API_URL": API,
+        "PREFECT_API_KEY": "pnu_x",
+        "PREFECT_API_AUTH_STRING": SECRET,
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "s.md"),
+        "GITHUB_ACTIONS": "true",
+    }
+    assert tr.run(args, environ) == 0
+    (call,) = calls
+    assert call["positional"] == ("staging", "app:1", "abc1234")
+    assert call["api_url"] == API
+    assert call["api_key"] == "pnu_x"
+    assert call["auth_string"] == SECRET
+    assert call["summary_path"] == tmp_path / "s.md"
+    assert call["wait_timeout"] == 5.0
+    assert call["github_actions"] is True
+
+
+def test_help_lists_exit_codes(
+    parser: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["trigger", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit codes:" in text
+    assert "3  rolled back after the switch" in text
+    assert "PREFECT_API_AUTH_STRING" in text
+
+
+def test_missing_image_is_a_usage_error(parser: argparse.ArgumentParser) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["trigger", "staging"])
+    assert exc.value.code == Exit.USAGE
