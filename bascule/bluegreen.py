@@ -57,8 +57,8 @@ def recover(obs: Observed) -> Recovery | None:
     """Put right a release whose run died. Before the switch nothing served the new color:
     drop it. After the switch but before verification finished, the new color was never
     proven: go back to the old one if it still runs at full size (it does unless a person
-    scaled it), else keep the new one rather than serve nothing. After verification only
-    the old color's scale-down was left: finish it."""
+    scaled it), else keep the new one rather than serve nothing. A verified release is
+    recorded done before its old color's delayed scale-down, so it never needs recovery."""
     rel = obs.in_flight
     if rel is None:
         return None
@@ -72,15 +72,7 @@ def recover(obs: Observed) -> Recovery | None:
             "interrupted",
             f"the run died during {rel.phase}; traffic never moved",
         )
-    if rel.phase == "switched":
-        return _back_to_old(obs, rel)
-    # verified: the release is good; only the delayed scale-down of the old color remained
-    return Recovery(
-        None,
-        old if old and old != obs.active else None,
-        "succeeded",
-        "verified before the run died; finished the old color's scale-down",
-    )
+    return _back_to_old(obs, rel)  # switched, verification unfinished
 
 
 def _back_to_old(obs: Observed, rel: Release) -> Recovery:

@@ -17,7 +17,6 @@ Phase = Literal[
     "checking",  # pre-switch checks on the preview Service
     "awaiting-approval",
     "switched",  # the active Service selects the new color
-    "verified",  # post-switch window passed; the old color waits for its scale-down
     "done",
 ]
 Result = Literal["succeeded", "failed", "rolled-back", "rejected", "interrupted", "in-progress"]

@@ -31,6 +31,8 @@ Exit codes:
 
 With GITHUB_STEP_SUMMARY set (or ``--summary PATH``) a markdown summary of the run is appended
 to that file: environment, image, result, timings and a link to the run in the Prefect UI.
+With GITHUB_OUTPUT set, the step gets the outputs ``result``, ``exit-code``, ``flow-run-id``
+and ``flow-run-url``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ environment:
   PREFECT_API_AUTH_STRING  user:password for a self-hosted server with basic auth
   PREFECT_UI_URL           the UI, for links (default: the API URL without /api)
   GITHUB_STEP_SUMMARY      a job summary is appended to this file when set
+  GITHUB_OUTPUT            step outputs result, exit-code, flow-run-id, flow-run-url
 """
 
 # States in which a flow run has ended; Paused (waiting for approval) and the rest have not.
@@ -321,6 +324,7 @@ class Report:
     started_only: bool = False
     error: str | None = None
     run_name: str | None = None
+    run_id: UUID | None = None
     run_url: str | None = None
     state: str | None = None
     state_message: str | None = None
@@ -329,7 +333,7 @@ class Report:
     end: datetime | None = None
 
     def take(self, run: FlowRun, url: str) -> None:
-        self.run_name, self.run_url = run.name, url
+        self.run_id, self.run_name, self.run_url = run.id, run.name, url
         if run.state is not None:
             self.state = run.state.name or run.state.type.title()
             self.state_message = run.state.message
@@ -451,6 +455,7 @@ def trigger(
     wait_timeout: float | None,
     out: TextIO = sys.stdout,
     summary_path: Path | None = None,
+    outputs_path: Path | None = None,
     api_key: str | None = None,
     auth_string: str | None = None,
     ui_url: str | None = None,
@@ -509,6 +514,8 @@ def trigger(
     report.exit_code = code
     if summary_path is not None and not check_only:
         _append_summary(output, summary_path, report)
+    if outputs_path is not None and not check_only:
+        _append_outputs(output, outputs_path, report)
     return int(code)
 
 
@@ -718,6 +725,29 @@ def _took(run: FlowRun) -> str:
     return f" after {format_duration((run.end_time - run.start_time).total_seconds())}"
 
 
+def step_outputs(report: Report) -> dict[str, str]:
+    """Outputs for the GitHub step (GITHUB_OUTPUT): the run's link becomes the environment's
+    URL in the deployment view, and callers can branch on the result."""
+    code = Exit.COMPLETED if report.exit_code is None else report.exit_code
+    result = "started" if report.started_only else code.name.lower().replace("_", "-")
+    return {
+        "result": result,
+        "exit-code": str(int(code)),
+        "flow-run-id": str(report.run_id or ""),
+        "flow-run-url": report.run_url or "",
+    }
+
+
+def _append_outputs(output: Output, path: Path, report: Report) -> None:
+    # One name=value per line: a value with a line break could forge another output.
+    lines = [f"{name}={_one_line(value)}\n" for name, value in step_outputs(report).items()]
+    try:
+        with path.open("a", encoding="utf-8") as outputs:
+            outputs.write(output.redact("".join(lines)))
+    except OSError as exc:
+        output.line(f"bascule trigger: warning: cannot write the step outputs {path}: {exc}")
+
+
 def _append_summary(output: Output, path: Path, report: Report) -> None:
     try:
         with path.open("a", encoding="utf-8") as summary:
@@ -819,6 +849,7 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
         ui_url=env.get("PREFECT_UI_URL") or None,
         wait_timeout=args.timeout,
         summary_path=summary,
+        outputs_path=Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None,
         wait=not args.no_wait,
         require_digest=args.require_digest,
         rerun=args.rerun,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -128,6 +128,12 @@ class CheckFailed(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    retire: tuple[Color, str | None] | None = None  # old color to scale down after the delay
+
+
 @task(name="plan", cache_policy=NO_CACHE)
 def plan(env: Env, image: str, observed: bluegreen.Observed, kind: str) -> h.Release:
     active = observed.active_state
@@ -155,10 +161,17 @@ def deploy(
     target_image = env.cfg.resolve_image(image)
     holder = f"flow-run/{flow_run_id() or uuid.uuid4()}"
     with deploy_lock(env, holder):
-        return pipeline(env, target_image, kind="deploy")
+        final = pipeline(env, target_image, kind="deploy")
+    return finish(env, final)
 
 
-def pipeline(env: Env, image: str, kind: str, approval: bool = True) -> State:
+def finish(env: Env, outcome: Outcome) -> State:
+    if outcome.retire is not None:
+        get_run_logger().info(retire_old_color(env, *outcome.retire))
+    return outcome.state
+
+
+def pipeline(env: Env, image: str, kind: str, approval: bool = True) -> Outcome:
     observed, baseline = preflight(env)
     release = plan(env, image, observed, kind)
     run = Run(env, release)
@@ -205,11 +218,11 @@ def pipeline(env: Env, image: str, kind: str, approval: bool = True) -> State:
             run.save(approver=decision.approver, comment=decision.comment)
             if not decision.approved:
                 name = "TimedOut" if decision.timed_out else "Rejected"
-                return abandon(run, new, "rejected", decision.reason, name)
-    except (rollout.RolloutFailed, CheckFailed, Exception) as exc:
+                return Outcome(abandon(run, new, "rejected", decision.reason, name))
+    except Exception as exc:  # any failure before the switch: traffic never moved
         if isinstance(exc, rollout.RolloutFailed):
             run.details.append(exc.report)
-        return abandon(run, new, "failed", f"{type(exc).__name__}: {exc}", "Failed")
+        return Outcome(abandon(run, new, "failed", f"{type(exc).__name__}: {exc}", "Failed"))
 
     switch_s = run.step("switch", traffic.switch, env, new, old)
     run.save(phase="switched")
@@ -217,18 +230,27 @@ def pipeline(env: Env, image: str, kind: str, approval: bool = True) -> State:
     try:
         run.step("verify", verify, env, image)
     except Exception as exc:
-        return roll_back(run, new, old, f"post-switch verification failed: {exc}")
+        return Outcome(roll_back(run, new, old, f"post-switch verification failed: {exc}"))
 
-    run.save(phase="verified")
-    if old:
-        remaining = env.cfg.rollout.scale_down_delay_seconds - env.cfg.verification.window_seconds
-        if remaining > 0:
-            time.sleep(remaining)  # the old color stays ready for an instant rollback
-        run.step("scale-down-old", rollout.scale, env, old, 0, detail=f"{old} → 0")
     run.save(phase="done", result="succeeded", finished=now_iso())
     run.event("succeeded")
     run.publish()
-    return Completed(message=f"{image} serves {env.app} in {env.name} ({new})")
+    done = Completed(message=f"{image} serves {env.app} in {env.name} ({new})")
+    return Outcome(done, (old, observed.color(old).release) if old else None)
+
+
+def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
+    """After the scale-down delay, outside the lock: the old color goes to zero unless a
+    rollback made it active again or another deploy reused it meanwhile."""
+    remaining = env.cfg.rollout.scale_down_delay_seconds - env.cfg.verification.window_seconds
+    if remaining > 0:
+        time.sleep(remaining)  # meanwhile a rollback is one PATCH
+    observed = state.observe(env)
+    color = observed.color(old)
+    if observed.active == old or color.release != old_release or not color.replicas:
+        return f"{old} kept: it is active again or was reused"
+    rollout.scale(env, old, 0)
+    return f"{old} scaled to zero"
 
 
 @task(name="verify", cache_policy=NO_CACHE)

@@ -12,7 +12,7 @@ from prefect.states import Completed, Failed, State
 
 from bascule import bluegreen
 from bascule import history as h
-from flows.deploy import Run, flow_run_id, new_release_id, now_iso, pipeline
+from flows.deploy import Run, finish, flow_run_id, new_release_id, now_iso, pipeline
 from tasks import rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import deploy_lock
@@ -48,8 +48,10 @@ def rollback(
             return Failed(message=str(exc))
         if bluegreen.rollback_plan(observed, target) == "redeploy":
             get_run_logger().info("%s is no longer running: redeploying it", target.image)
-            return pipeline(env, target.image, kind="rollback", approval=False)
-        return switch_back(env, observed, target)
+            outcome = pipeline(env, target.image, kind="rollback", approval=False)
+        else:
+            return switch_back(env, observed, target)
+    return finish(env, outcome)
 
 
 def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> State:

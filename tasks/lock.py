@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,10 +79,8 @@ def _release(env: Env, me: str) -> None:
     current = env.kube.get_or_none(env.lease)
     if current and current["spec"].get("holderIdentity") == me:
         current["spec"] = {"leaseDurationSeconds": LEASE_SECONDS}
-        try:
+        with suppress(KubeError):  # if this fails, it expires by itself
             env.kube.replace(env.lease, current)
-        except KubeError:
-            pass  # it expires by itself
 
 
 def limit_name(env: Env) -> str:
@@ -92,11 +90,8 @@ def limit_name(env: Env) -> str:
 def ensure_limit(name: str) -> None:
     """Creates the global concurrency limit if missing; taking it then uses strict=True,
     so a limit deleted later fails the run instead of silently not locking."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 @contextmanager
