@@ -20,12 +20,14 @@ def _dir(parser: argparse.ArgumentParser) -> None:
 def _exit_for(state: Any) -> int:
     from bascule.trigger import Exit, exit_code_for_state
 
+    if state.name == "LockHeld":  # refused before doing anything, like a usage error
+        return int(Exit.USAGE)
     code = exit_code_for_state(state.type.value, state.name)
     return int(code if code is not None else Exit.FAILED)
 
 
 def _finish(state: Any) -> int:
-    print(f"{state.name}: {state.message}")
+    print(f"{state.name}: {state.message}", file=sys.stdout if state.is_completed() else sys.stderr)
     return _exit_for(state)
 
 
@@ -37,9 +39,19 @@ def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXIT_CODES
 
 
+def _check_config(args: argparse.Namespace) -> None:
+    """Bad configuration stops here, before any flow run exists or anything changes."""
+    from bascule.config import load_environment
+
+    load_environment(args.dir / f"{args.environment}.yaml").resolve_image(
+        getattr(args, "image", None)
+    )
+
+
 def deploy(args: argparse.Namespace) -> int:
     from flows.deploy import deploy as deploy_flow
 
+    _check_config(args)
     state = deploy_flow(
         environment=args.environment,
         image=args.image,
@@ -65,6 +77,7 @@ def rollback_arguments(parser: argparse.ArgumentParser) -> None:
 def rollback(args: argparse.Namespace) -> int:
     from flows.rollback import rollback as rollback_flow
 
+    _check_config(args)
     state = rollback_flow(
         environment=args.environment,
         to_release=args.to_release,

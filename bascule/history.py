@@ -29,6 +29,7 @@ class Step:
     result: str  # "ok", "failed", "skipped"
     seconds: float
     detail: str = ""
+    at: float = 0.0  # wall-clock end (epoch seconds), to line steps up with other records
 
 
 @dataclass(frozen=True)

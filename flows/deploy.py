@@ -29,7 +29,7 @@ from bascule.manifests import Color, idle_color
 from flows.approval import description, request_approval
 from tasks import checks, rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.lock import deploy_lock
+from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import preflight
 
 T = TypeVar("T")
@@ -92,11 +92,13 @@ class Run:
             result = fn(*args)
         except Exception as exc:
             self.release = self.release.with_step(
-                h.Step(name, "failed", time.monotonic() - started, str(exc))
+                h.Step(name, "failed", time.monotonic() - started, str(exc), time.time())
             )
             raise
         text = detail or (result if isinstance(result, str) else "")
-        self.release = self.release.with_step(h.Step(name, "ok", time.monotonic() - started, text))
+        self.release = self.release.with_step(
+            h.Step(name, "ok", time.monotonic() - started, text, time.time())
+        )
         self.event(name)
         return result
 
@@ -160,8 +162,11 @@ def deploy(
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
     holder = f"flow-run/{flow_run_id() or uuid.uuid4()}"
-    with deploy_lock(env, holder):
-        final = pipeline(env, target_image, kind="deploy")
+    try:
+        with deploy_lock(env, holder):
+            final = pipeline(env, target_image, kind="deploy")
+    except LockHeld as exc:
+        return Failed(message=str(exc), name="LockHeld")
     return finish(env, final)
 
 
@@ -295,7 +300,9 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     started = time.monotonic()
     traffic.switch(run.env, old, new)
     seconds = time.monotonic() - started
-    run.release = run.release.with_step(h.Step("rollback-switch", "ok", seconds, f"{new} → {old}"))
+    run.release = run.release.with_step(
+        h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())
+    )
     rollout.scale(run.env, new, 0)
     run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
     run.event("rolled-back", reason=reason, seconds=seconds)

@@ -15,7 +15,7 @@ from bascule import history as h
 from flows.deploy import Run, finish, flow_run_id, new_release_id, now_iso, pipeline
 from tasks import rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.lock import deploy_lock
+from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import preflight
 
 
@@ -39,6 +39,13 @@ def rollback(
     environment: str, to_release: str | None = None, config_dir: str = str(DEFAULT_CONFIG_DIR)
 ) -> State:
     env = Env.open(environment, config_dir)
+    try:
+        return _rollback(env, to_release)
+    except LockHeld as exc:
+        return Failed(message=str(exc), name="LockHeld")
+
+
+def _rollback(env: Env, to_release: str | None) -> State:
     with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
         observed, _ = preflight(env)
         releases, _ = state.read_history(env)

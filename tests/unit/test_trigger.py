@@ -605,3 +605,18 @@ def test_missing_image_is_a_usage_error(parser: argparse.ArgumentParser) -> None
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["trigger", "staging"])
     assert exc.value.code == Exit.USAGE
+
+
+def test_step_outputs_for_github(tmp_path: Path) -> None:
+    fake = FakePrefect([RUNNING, ("FAILED", "Rejected")])
+    outputs = tmp_path / "github_output"
+    code, _, _ = run_fake(fake, tmp_path, outputs_path=outputs)
+    assert code == Exit.REJECTED
+    assert outputs.read_text().splitlines() == [
+        "result=rejected",
+        "exit-code=4",
+        f"flow-run-id={fake.run_id}",
+        f"flow-run-url=http://127.0.0.1:4200/runs/flow-run/{fake.run_id}",
+    ]
+    report = tr.Report(environment="dev", image="app:1", commit=None, started_only=True)
+    assert tr.step_outputs(report)["result"] == "started"

@@ -1,0 +1,254 @@
+"""The deploy and rollback flows on the real cluster, reporting to a real Prefect server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import deploys
+from tests.support.cluster import Cluster, LoadDriver
+from tests.support.envs import write_envs
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
+V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
+
+
+def config(tmp: Path, cluster: Cluster, ns: str, name: str = "cfg", **over: Any) -> str:
+    return str(write_envs(tmp / name, ns, cluster.kubeconfig, over or None))
+
+
+def deploy(api: str, cfg: str, image: str, *extra: str) -> Any:
+    return deploys.run(api, "deploy", "--dir", cfg, "staging", "--image", image, *extra)
+
+
+@pytest.fixture
+def v1_live(cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path) -> str:
+    """v1 deployed and serving; returns the configuration directory."""
+    cfg = config(tmp_path, cluster, namespace)
+    res = deploy(prefect_server, cfg, V1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return cfg
+
+
+def test_zero_failed_requests_through_deploy_and_instant_rollback(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    # A long scale-down delay keeps v1 at full size after the switch: rollback is one PATCH.
+    cfg = config(tmp_path, cluster, namespace, rollout={"scale_down_delay_seconds": 120})
+    assert deploy(prefect_server, cfg, V1).returncode == 0
+    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=120)
+    time.sleep(2)
+    proc = deploys.start(
+        prefect_server,
+        "deploy",
+        "--dir",
+        cfg,
+        "staging",
+        "--image",
+        V2,
+        log=tmp_path / "deploy.log",
+    )
+    done = deploys.wait_phase(cluster, namespace, V2, {"done"})
+    assert done["result"] == "succeeded", done
+    switched_at = next(s["at"] for s in done["steps"] if s["name"] == "switch")
+    time.sleep(3)
+    rollback_started = time.time()
+    res = deploys.run(prefect_server, "rollback", "--dir", cfg, "staging")
+    rolled_back = time.time()
+    time.sleep(3)
+    report = load.stop()
+    deploys.kill(proc)  # it was only waiting to retire v1, which the rollback made active
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert report.failures == [], report.failures[:5]
+    assert report.rate() >= 100, report.rate()
+    between = [s for s in report.samples if switched_at + 1 < s["t"] < rollback_started]
+    assert between and {s["version"] for s in between} == {"v2"}
+    assert {s["version"] for s in report.samples if s["t"] > rolled_back + 1} == {"v1"}
+    rollback = deploys.history(cluster, namespace)[-1]
+    assert rollback["kind"] == "rollback" and rollback["result"] == "succeeded"
+    switch_s = next(s["seconds"] for s in rollback["steps"] if s["name"] == "switch")
+    print(f"rollback_switch_seconds={switch_s:.3f} requests={report.total}")
+    assert switch_s < 5
+    assert deploys.active_color(cluster, namespace) == "blue"
+    assert deploys.replicas(cluster, namespace, "green") == 0
+
+
+BROKEN = {
+    "crash-on-start": ({"CRASH_ON_START": "1"}, "CrashLoopBackOff"),
+    "failing-readiness": ({"FAIL_READINESS": "1"}, "readiness"),
+    "failing-health": ({"ERROR_RATE": "100", "ERROR_AFTER": "0"}, "version: HTTP 500"),
+    "failing-smoke": ({"FAIL_SMOKE": "1"}, "smoke"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_version_never_gets_traffic(
+    case: str,
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    v1_live: str,
+) -> None:
+    env, reason = BROKEN[case]
+    over: dict[str, Any] = {"env": {"DRAIN_SECONDS": "1", **env}}
+    if case == "failing-smoke":
+        over = {
+            "checks": {
+                "smoke": {
+                    "job": {
+                        "image": V2,
+                        "command": ["python3", "-m", "sampleapp.smoke"],
+                        "args": ["--url", "$(BASE_URL)", "--skip-items"],
+                        "env": env,
+                        "timeout_seconds": 60,
+                    }
+                }
+            }
+        }
+    bad = config(tmp_path, cluster, namespace, "bad", **over)
+    res = deploy(prefect_server, bad, V2)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert deploys.active_color(cluster, namespace) == "blue"
+    assert deploys.replicas(cluster, namespace, "green") == 0
+    last = deploys.history(cluster, namespace)[-1]
+    assert last["image"] == V2 and last["result"] == "failed"
+    assert reason in last["reason"], last["reason"]
+    code, body = cluster.http_get(deploys.service_url(cluster, namespace))
+    assert code == 200 and '"v1"' in body
+
+
+def test_failure_after_switch_rolls_back_automatically(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    # v2 passes every pre-switch check, then starts failing inside the verification window.
+    bad = config(
+        tmp_path,
+        cluster,
+        namespace,
+        "bad",
+        env={"ERROR_RATE": "100", "ERROR_AFTER": "14"},
+        verification={"window_seconds": 30, "interval_seconds": 1},
+        rollout={"scale_down_delay_seconds": 30},
+    )
+    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=100)
+    res = deploy(prefect_server, bad, V2)
+    time.sleep(2)
+    report = load.stop()
+    assert res.returncode == 3, res.stdout + res.stderr  # rolled back
+    last = deploys.history(cluster, namespace)[-1]
+    assert last["result"] == "rolled-back" and "verification" in last["reason"]
+    decided = next(s["at"] - s["seconds"] for s in last["steps"] if s["name"] == "rollback-switch")
+    bad_after = [s["t"] for s in report.samples if s["version"] != "v1" or not s["ok"]]
+    old_only_after = max(0.0, max(bad_after, default=decided) - decided)
+    print(f"decision_to_old_only_seconds={old_only_after:.3f}")
+    assert old_only_after < 3
+    assert {s["version"] for s in report.samples if s["t"] > decided + 3} == {"v1"}
+    assert deploys.active_color(cluster, namespace) == "blue"
+    assert deploys.replicas(cluster, namespace, "green") == 0
+
+
+def test_second_deploy_at_once_is_refused_and_changes_nothing(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    first = deploys.start(
+        prefect_server,
+        "deploy",
+        "--dir",
+        v1_live,
+        "staging",
+        "--image",
+        V2,
+        log=tmp_path / "first.log",
+    )
+    deploys.wait_phase(cluster, namespace, V2, {"deploying", "checking"})
+    before = deploys.history(cluster, namespace)
+    second = deploy(prefect_server, v1_live, "bascule.local/sample-app:v3")
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "is being deployed by flow-run/" in second.stderr
+    assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    after = deploys.history(cluster, namespace)
+    assert all(r["image"] != "bascule.local/sample-app:v3" for r in after)
+    assert len(after) == len(before)
+
+
+@pytest.mark.parametrize("point", ["idle-color-up", "right-after-switch", "in-window"])
+def test_killed_deploy_converges_when_run_again(
+    point: str,
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    v1_live: str,
+) -> None:
+    cfg = config(
+        tmp_path,
+        cluster,
+        namespace,
+        "slow",
+        verification={"window_seconds": 10, "interval_seconds": 1},
+        rollout={"scale_down_delay_seconds": 10, "lock_timeout_seconds": 150},
+    )
+    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=100)
+    proc = deploys.start(
+        prefect_server,
+        "deploy",
+        "--dir",
+        cfg,
+        "staging",
+        "--image",
+        V2,
+        log=tmp_path / "killed.log",
+    )
+    phase = {
+        "idle-color-up": "checking",
+        "right-after-switch": "switched",
+        "in-window": "switched",
+    }[point]
+    deploys.wait_phase(cluster, namespace, V2, {phase})
+    if point == "in-window":
+        time.sleep(4)
+    deploys.kill(proc)
+    res = deploy(prefect_server, cfg, V2)
+    report = load.stop()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert report.failures == [], report.failures[:5]
+    releases = deploys.history(cluster, namespace)
+    killed, rerun = releases[-2], releases[-1]
+    assert killed["result"] == "interrupted" and killed["phase"] == "done", killed
+    assert rerun["result"] == "succeeded" and rerun["image"] == V2
+    assert not [r for r in releases if r["phase"] != "done"]
+    active = deploys.active_color(cluster, namespace)
+    assert active == rerun["color"]
+    code, body = cluster.http_get(deploys.service_url(cluster, namespace))
+    assert code == 200 and '"v2"' in body
+
+
+def test_bad_configuration_is_refused_and_changes_nothing(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    cfg = Path(config(tmp_path, cluster, namespace))
+    text = (cfg / "staging.yaml").read_text().replace("replicas: 2", "replicas: two")
+    (cfg / "staging.yaml").write_text(text + "surprise: 1\n")
+    res = deploy(prefect_server, str(cfg), V1)
+    assert res.returncode == 2, res.stdout + res.stderr
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("replicas"))
+    assert f"staging.yaml:{line}:" in res.stderr and "replicas" in res.stderr
+    assert "surprise" in res.stderr
+    assert (
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "get",
+            "deployments,services,configmaps,leases",
+            "-l",
+            "app.kubernetes.io/name=sample-app",
+            "-o",
+            "name",
+        )
+        == ""
+    )

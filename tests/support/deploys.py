@@ -1,0 +1,90 @@
+"""Running `bascule` as people and CI do (a process of its own, so it can be killed) and
+reading what it left in the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support.cluster import REPO, Cluster, wait_for
+
+
+def cli_env(prefect_api: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PYTHONPATH": str(REPO),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+
+
+def run(prefect_api: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bascule.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=cli_env(prefect_api),
+        timeout=timeout,
+    )
+
+
+def start(prefect_api: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """A deploy in the background, in its own process group so a SIGKILL takes it whole."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bascule.cli", *args],
+        cwd=REPO,
+        env=cli_env(prefect_api),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def history(cluster: Cluster, ns: str, app: str = "sample-app") -> list[dict[str, Any]]:
+    out = cluster.kubectl(
+        "-n", ns, "get", "configmap", f"{app}-bascule-history", "-o", "json", check=False
+    )
+    if not out:
+        return []
+    return list(json.loads(json.loads(out)["data"]["releases.json"]))
+
+
+def wait_phase(
+    cluster: Cluster,
+    ns: str,
+    image: str,
+    phases: set[str],
+    timeout: float = 180,
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        return next(
+            (r for r in history(cluster, ns) if r["image"] == image and r["phase"] in phases), None
+        )
+
+    return wait_for(reached, timeout, interval=0.2, what=f"{image} in phase {phases}")
+
+
+def active_color(cluster: Cluster, ns: str, app: str = "sample-app") -> str | None:
+    svc = cluster.kubectl("-n", ns, "get", "service", app, "-o", "json", check=False)
+    return json.loads(svc)["spec"]["selector"].get("bascule.io/color") if svc else None
+
+
+def replicas(cluster: Cluster, ns: str, color: str, app: str = "sample-app") -> int:
+    dep = cluster.get_json("-n", ns, "deployment", f"{app}-{color}")
+    return int(dep["spec"]["replicas"])
+
+
+def service_url(cluster: Cluster, ns: str, app: str = "sample-app") -> str:
+    ip = cluster.get_json("-n", ns, "service", app)["spec"]["clusterIP"]
+    return f"http://{ip}/version"
