@@ -1,0 +1,233 @@
+"""Blue-green decisions on observed state: recovering a release a dead run left behind, and
+choosing how to roll back."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bascule.bluegreen import ColorState, Observed, Recovery, recover, rollback_plan
+from bascule.history import Phase, Release
+
+PRE_SWITCH: list[Phase] = ["planned", "deploying", "checking", "awaiting-approval"]
+
+
+def release(
+    phase: Phase = "planned",
+    *,
+    color: str = "green",
+    previous_color: str | None = "blue",
+    image: str = "shop:v2",
+    kind: str = "deploy",
+) -> Release:
+    return Release(
+        id="r20250301120000-a1b2c3",
+        image=image,
+        color=color,
+        previous_image="shop:v1" if previous_color else None,
+        previous_color=previous_color,
+        started="2025-03-01T12:00:00Z",
+        kind=kind,
+        phase=phase,
+    )
+
+
+def running(color: str, image: str, replicas: int = 3, ready: int | None = None) -> ColorState:
+    return ColorState(
+        color,
+        exists=True,
+        image=image,
+        release=f"r-{image}",
+        replicas=replicas,
+        ready=replicas if ready is None else ready,
+    )
+
+
+def observed(
+    active: str | None,
+    *,
+    blue: ColorState | None = None,
+    green: ColorState | None = None,
+    in_flight: Release | None = None,
+) -> Observed:
+    colors = {c.color: c for c in (blue, green) if c is not None}
+    return Observed(active, colors, in_flight)
+
+
+OLD_UP = running("blue", "shop:v1")
+OLD_DOWN = running("blue", "shop:v1", replicas=0)
+NEW_UP = running("green", "shop:v2")
+
+
+# --- ColorState / Observed ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "serving"),
+    [
+        (running("blue", "shop:v1"), True),
+        (running("blue", "shop:v1", replicas=3, ready=2), False),
+        (running("blue", "shop:v1", replicas=0), False),
+        (ColorState("blue", exists=False, replicas=3, ready=3), False),
+    ],
+    ids=["full", "partly-ready", "scaled-to-zero", "no-deployment"],
+)
+def test_serving_ready_needs_every_desired_replica(state: ColorState, serving: bool) -> None:
+    assert state.serving_ready is serving
+
+
+def test_observed_colors_default_to_absent() -> None:
+    obs = observed(None, blue=OLD_UP)
+    assert obs.color("green") == ColorState("green")
+    assert obs.active_state is None
+    assert observed("blue", blue=OLD_UP).active_state == OLD_UP
+
+
+# --- recover ------------------------------------------------------------------------------------
+
+
+def test_nothing_in_flight_needs_no_recovery() -> None:
+    assert recover(observed("blue", blue=OLD_UP, green=NEW_UP)) is None
+
+
+@pytest.mark.parametrize("phase", PRE_SWITCH)
+def test_before_the_switch_the_new_color_is_dropped(phase: Phase) -> None:
+    rec = recover(observed("blue", blue=OLD_UP, green=NEW_UP, in_flight=release(phase)))
+    assert rec == Recovery(
+        switch_to=None,
+        scale_down="green",
+        result="interrupted",
+        reason=f"the run died during {phase}; traffic never moved",
+    )
+
+
+@pytest.mark.parametrize("phase", PRE_SWITCH)
+def test_before_the_switch_a_new_color_never_scaled_up_is_left_alone(phase: Phase) -> None:
+    rec = recover(observed("blue", blue=OLD_UP, in_flight=release(phase)))
+    assert rec is not None
+    assert (rec.switch_to, rec.scale_down, rec.result) == (None, None, "interrupted")
+
+
+@pytest.mark.parametrize("phase", [*PRE_SWITCH, "switched"])
+def test_after_the_patch_traffic_returns_to_the_old_color_at_full_size(phase: Phase) -> None:
+    # For a pre-switch phase: the run died between the PATCH and recording "switched".
+    rec = recover(observed("green", blue=OLD_UP, green=NEW_UP, in_flight=release(phase)))
+    assert rec == Recovery(
+        switch_to="blue",
+        scale_down="green",
+        result="interrupted",
+        reason="the run died after the switch to green, before verification; "
+        "traffic returned to blue",
+    )
+
+
+@pytest.mark.parametrize(
+    "old",
+    [OLD_DOWN, running("blue", "shop:v1", replicas=3, ready=1), None],
+    ids=["scaled-to-zero", "partly-ready", "deleted"],
+)
+@pytest.mark.parametrize("phase", ["awaiting-approval", "switched"])
+def test_after_the_patch_the_new_color_keeps_serving_when_the_old_is_not_running(
+    phase: Phase, old: ColorState | None
+) -> None:
+    rec = recover(observed("green", blue=old, green=NEW_UP, in_flight=release(phase)))
+    assert rec == Recovery(
+        switch_to=None,
+        scale_down=None,
+        result="interrupted",
+        reason="the run died after the switch to green; blue was not running, "
+        "so the new color keeps serving",
+    )
+
+
+def test_switched_with_traffic_already_back_on_the_old_color_only_scales_down() -> None:
+    rec = recover(observed("blue", blue=OLD_UP, green=NEW_UP, in_flight=release("switched")))
+    assert rec is not None
+    assert (rec.switch_to, rec.scale_down) == (None, "green")
+
+
+def test_a_first_deploy_that_switched_keeps_serving() -> None:
+    first = release("switched", color="blue", previous_color=None)
+    rec = recover(observed("blue", blue=running("blue", "shop:v2"), in_flight=first))
+    assert rec is not None
+    assert (rec.switch_to, rec.scale_down) == (None, None)
+    assert "no older color was not running, so the new color keeps serving" in rec.reason
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bluegreen.recover: a pre-switch phase with active == new is only treated as "
+    "'died after the PATCH' when there is an old color (`and old`); on a first deploy it "
+    "falls through to 'traffic never moved' and scales the only serving color to zero",
+)
+def test_a_first_deploy_that_died_after_the_patch_is_not_scaled_to_zero() -> None:
+    # First deploy: the active Service was created for blue, then the run died in
+    # switch/wait_endpoints, before "switched" was recorded.
+    first = release("checking", color="blue", previous_color=None)
+    rec = recover(observed("blue", blue=running("blue", "shop:v2"), in_flight=first))
+    assert rec is not None
+    assert rec.scale_down is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bluegreen.recover ignores Release.kind: a switch-back rollback that died after its "
+    "PATCH is treated as an unverified deploy, so traffic goes back to the color being rolled "
+    "away from and the good target is scaled down",
+)
+def test_an_interrupted_switch_back_rollback_does_not_return_to_the_bad_color() -> None:
+    # rollback.switch_back: blue (last good) is made active again, green (bad) is still at full
+    # size until scale-down-bad; the run died in between.
+    back = replace(
+        release("switched", color="blue", previous_color="green", image="shop:v1", kind="rollback"),
+        previous_image="shop:v2",
+    )
+    bad = running("green", "shop:v2")
+    rec = recover(observed("blue", blue=OLD_UP, green=bad, in_flight=back))
+    assert rec is not None
+    assert rec.switch_to != "green"
+    assert rec.scale_down != "blue"
+
+
+# --- rollback_plan ------------------------------------------------------------------------------
+
+TARGET = Release(
+    id="r1",
+    image="shop:v1",
+    color="blue",
+    previous_image=None,
+    previous_color=None,
+    started="2025-03-01T11:00:00Z",
+    phase="done",
+    result="succeeded",
+)
+
+
+@pytest.mark.parametrize(
+    ("active", "blue", "plan"),
+    [
+        ("green", OLD_UP, "switch-back"),
+        (None, OLD_UP, "switch-back"),
+        ("green", OLD_DOWN, "redeploy"),
+        ("green", running("blue", "shop:v1", replicas=3, ready=2), "redeploy"),
+        ("green", running("blue", "shop:v3"), "redeploy"),  # reused by a later release
+        ("green", None, "redeploy"),
+        ("blue", OLD_UP, "redeploy"),  # the target's color is the active one
+    ],
+    ids=[
+        "old-at-full-size",
+        "no-active-service",
+        "scaled-down",
+        "partly-ready",
+        "other-image",
+        "no-deployment",
+        "target-color-active",
+    ],
+)
+def test_rollback_switches_back_only_while_the_target_runs_at_full_size(
+    active: str | None, blue: ColorState | None, plan: str
+) -> None:
+    assert rollback_plan(observed(active, blue=blue, green=NEW_UP), TARGET) == plan
