@@ -64,13 +64,22 @@ def recover(obs: Observed) -> Recovery | None:
         return None
     new, old = rel.color, rel.previous_color
     if rel.phase in ("planned", "deploying", "checking", "awaiting-approval"):
-        if obs.active == new and old:  # died between the PATCH and recording it
+        if obs.active == new:  # died between the PATCH and recording it
             return _back_to_old(obs, rel)
         return Recovery(
             None,
             new if obs.color(new).replicas else None,
             "interrupted",
             f"the run died during {rel.phase}; traffic never moved",
+        )
+    if rel.kind == "rollback" and rel.previous_color:
+        # A switch-back goes to a release that was verified before: finish it, never
+        # return to the version being rolled away from.
+        return Recovery(
+            None if obs.active == new else new,
+            rel.previous_color,
+            "succeeded",
+            f"the rollback to {new} was switched before the run died; finished it",
         )
     return _back_to_old(obs, rel)  # switched, verification unfinished
 

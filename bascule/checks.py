@@ -63,7 +63,7 @@ def json_path(data: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         if isinstance(data, dict) and part in data:
             data = data[part]
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+        elif isinstance(data, list) and part.isascii() and part.isdigit() and int(part) < len(data):
             data = data[int(part)]
         else:
             return _MISSING

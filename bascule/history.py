@@ -64,7 +64,10 @@ class Release:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Release:
-        steps = tuple(Step(**s) for s in data.get("steps", []))
+        fields = Step.__dataclass_fields__
+        steps = tuple(
+            Step(**{k: v for k, v in s.items() if k in fields}) for s in data.get("steps", [])
+        )
         known = {k: v for k, v in data.items() if k in Release.__dataclass_fields__}
         return Release(**{**known, "steps": steps})
 

@@ -69,11 +69,13 @@ def rollout_verdict(
 ) -> Verdict:
     """Verdict for a Deployment expected to reach spec.replicas ready pods of its current
     template. ``readiness_failures`` counts failed readiness probes per pod (from events);
-    above ``max_readiness_failures`` (0 = no limit) the pod is judged unable to get ready."""
+    at ``max_readiness_failures`` (0 = no limit) the pod is judged unable to get ready."""
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     meta = deployment.get("metadata", {})
     want = spec.get("replicas", 1)
-    for cond in status.get("conditions", []):
+    observed = status.get("observedGeneration", 0) >= meta.get("generation", 0)
+    for cond in status.get("conditions", []) if observed else []:
+        # Only a condition about the current template is a verdict on it.
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return Verdict("failed", f"ProgressDeadlineExceeded: {cond.get('message', '')}")
     problems = [(p["metadata"]["name"], pod_problem(p)) for p in pods]
@@ -89,7 +91,7 @@ def rollout_verdict(
                 stuck,
             )
     current = (
-        status.get("observedGeneration", 0) >= meta.get("generation", 0)
+        observed
         and status.get("updatedReplicas", 0) == want
         and status.get("readyReplicas", 0) == want
         and status.get("availableReplicas", 0) == want

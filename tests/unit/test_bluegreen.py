@@ -155,13 +155,6 @@ def test_a_first_deploy_that_switched_keeps_serving() -> None:
     assert "no older color was not running, so the new color keeps serving" in rec.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bluegreen.recover: a pre-switch phase with active == new is only treated as "
-    "'died after the PATCH' when there is an old color (`and old`); on a first deploy it "
-    "falls through to 'traffic never moved' and scales the only serving color to zero",
-)
 def test_a_first_deploy_that_died_after_the_patch_is_not_scaled_to_zero() -> None:
     # First deploy: the active Service was created for blue, then the run died in
     # switch/wait_endpoints, before "switched" was recorded.
@@ -171,13 +164,6 @@ def test_a_first_deploy_that_died_after_the_patch_is_not_scaled_to_zero() -> Non
     assert rec.scale_down is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bluegreen.recover ignores Release.kind: a switch-back rollback that died after its "
-    "PATCH is treated as an unverified deploy, so traffic goes back to the color being rolled "
-    "away from and the good target is scaled down",
-)
 def test_an_interrupted_switch_back_rollback_does_not_return_to_the_bad_color() -> None:
     # rollback.switch_back: blue (last good) is made active again, green (bad) is still at full
     # size until scale-down-bad; the run died in between.

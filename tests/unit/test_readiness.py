@@ -205,13 +205,6 @@ def test_progress_deadline_exceeded_fails() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="readiness.rollout_verdict trusts a ProgressDeadlineExceeded condition before the "
-    "controller has observed the current generation (kubectl rollout status checks "
-    "observedGeneration first), so a condition left from the previous template fails the new one",
-)
 def test_a_deadline_condition_from_the_previous_template_is_not_a_verdict_on_the_new_one() -> None:
     dep = deployment(3, ready=0, updated=0, generation=7, observed=6, conditions=(TIMED_OUT,))
     assert rollout_verdict(dep, [pod()]).state == "progressing"
