@@ -149,6 +149,7 @@ VALIDATE = Command(
 
 # The subcommands, in the order `bascule --help` lists them.
 def _operations() -> tuple[Command, ...]:
+    from bascule import approvals as a
     from bascule import commands as c
     from bascule import trigger
 
@@ -170,6 +171,13 @@ def _operations() -> tuple[Command, ...]:
             "start a deploy on a Prefect server and follow it (for CI)",
             trigger.add_arguments,
             trigger.run,
+        ),
+        Command("pending", "runs waiting for an approval", a.pending_arguments, a.pending),
+        Command(
+            "approve", "approve a paused deploy: traffic switches", a.decision_arguments, a.approve
+        ),
+        Command(
+            "reject", "reject a paused deploy: nothing switches", a.decision_arguments, a.reject
         ),
     )
 

@@ -202,6 +202,26 @@ class PrefectAPI:
         body = {"logs": log_filter, "sort": "TIMESTAMP_ASC", "offset": offset, "limit": limit}
         return _LOGS.validate_python(self._request("POST", "logs/filter", body).json())
 
+    def paused_flow_runs(self, flow_name: str | None = None) -> list[FlowRun]:
+        body: dict[str, Any] = {
+            "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}},
+            "sort": "START_TIME_DESC",
+            "limit": 50,
+        }
+        if flow_name:
+            body["flows"] = {"name": {"any_": [flow_name]}}
+        response = self._request("POST", "flow_runs/filter", body)
+        return [FlowRun.model_validate(r) for r in response.json()]
+
+    def resume(self, flow_run_id: UUID, run_input: Mapping[str, Any]) -> tuple[str, str]:
+        """Resumes a paused run with input. The HTTP code does not tell whether it worked:
+        the body's status does (ACCEPT, REJECT or ABORT) with the reason."""
+        response = self._request(
+            "POST", f"flow_runs/{flow_run_id}/resume", {"run_input": dict(run_input)}
+        )
+        data = response.json()
+        return str(data.get("status", "")), str((data.get("details") or {}).get("reason") or "")
+
     def _request(
         self,
         method: str,

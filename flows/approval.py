@@ -9,15 +9,17 @@ from dataclasses import dataclass
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from pydantic import Field
 
 from bascule.checks import CheckResult
 from bascule.history import Release
 
 
 class Approval(RunInput):
-    approve: bool = False
-    approver: str = ""
-    comment: str = ""
+    approve: bool = Field(default=False, description="Tick to switch traffic to the new version")
+    # Required and non-blank: the server refuses a resume without it and the run stays paused.
+    approver: str = Field(min_length=1, pattern=r"\S", description="Your name, for the record")
+    comment: str = Field(default="", description="Why; kept in the history")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def judge(answer: Approval) -> Decision:
 
 
 def request_approval(text: str, timeout_s: int) -> Decision:
-    form = Approval.with_initial_data(description=text, approve=False)
+    form = Approval.with_initial_data(description=text, approve=False, approver="")
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s)
     except FlowPauseTimeout:
