@@ -49,7 +49,9 @@ def pending(args: argparse.Namespace) -> int:
 
 
 def decision_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=UUID, metavar="RUN", help="flow run id (see bascule pending)")
+    parser.add_argument(
+        "flow_run", type=UUID, metavar="RUN", help="flow run id (see bascule pending)"
+    )
     parser.add_argument(
         "--as",
         dest="approver",
@@ -63,16 +65,16 @@ def decide(args: argparse.Namespace, approve: bool) -> int:
     run_input = {"approve": approve, "approver": args.approver, "comment": args.comment}
     try:
         with api_from_env() as api:
-            status, reason = api.resume(args.run, run_input)
+            status, reason = api.resume(args.flow_run, run_input)
     except PrefectAPIError as exc:
         print(f"bascule: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     word = "approved" if approve else "rejected"
     if status == "ACCEPT":
-        print(f"{args.run}: {word} by {args.approver}")
+        print(f"{args.flow_run}: {word} by {args.approver}")
         return EXIT_OK
     print(
-        f"bascule: {args.run} not resumed ({status}): {reason or 'no reason given'}; "
+        f"bascule: {args.flow_run} not resumed ({status}): {reason or 'no reason given'}; "
         "the run is unchanged",
         file=sys.stderr,
     )

@@ -60,7 +60,9 @@ def judge(answer: Approval) -> Decision:
 
 
 def request_approval(text: str, timeout_s: int) -> Decision:
-    form = Approval.with_initial_data(description=text, approve=False, approver="")
+    # Initial data would replace a field with a bare one and drop its constraints: only
+    # the description is given.
+    form = Approval.with_initial_data(description=text)
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s)
     except FlowPauseTimeout:

@@ -10,7 +10,7 @@ bin_dir=$cache/bin
 binary=$bin_dir/actionlint
 
 # A binary of another version (after a bump of $version) is rebuilt, not reused.
-if [[ -x $binary ]] && [[ "$("$binary" -version 2>/dev/null | head -n1)" == "${version#v}" ]]; then
+if [[ -x $binary ]] && [[ "$("$binary" -version 2>/dev/null | head -n1)" == "$version" ]]; then
     echo "$binary"
     exit 0
 fi

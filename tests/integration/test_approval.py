@@ -1,0 +1,111 @@
+"""The production approval gate through the CLI, on the real cluster and Prefect server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import deploys
+from tests.support.cluster import Cluster, wait_for
+from tests.support.envs import write_envs
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
+V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
+
+
+def production(tmp: Path, cluster: Cluster, ns: str, timeout_s: int = 300) -> str:
+    cfg = write_envs(
+        tmp / "cfg",
+        ns,
+        cluster.kubeconfig,
+        environments=("production",),
+        overrides={"namespace": ns, "approval": {"timeout_seconds": timeout_s}},
+    )
+    return str(cfg)
+
+
+def paused_run(api: str, ns: str) -> str:
+    def find() -> str | None:
+        res = deploys.run(api, "pending", "--flow", "deploy")
+        for line in res.stdout.splitlines():
+            if V2 in line and "env=production" in line:
+                return line.split()[0]
+        return None
+
+    return str(wait_for(find, 120, interval=0.5, what="a paused production run"))
+
+
+def start_v2(api: str, cfg: str, log: Path) -> Any:
+    return deploys.start(api, "deploy", "--dir", cfg, "production", "--image", V2, log=log)
+
+
+@pytest.fixture
+def v1_in_production(cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path) -> str:
+    cfg = production(tmp_path, cluster, namespace)
+    proc = deploys.start(
+        prefect_server, "deploy", "--dir", cfg, "production", "--image", V1, log=tmp_path / "v1.log"
+    )
+    deploys.wait_phase(cluster, namespace, V1, {"awaiting-approval"})
+    res = deploys.run(prefect_server, "pending", "--flow", "deploy")
+    run_id = next(line.split()[0] for line in res.stdout.splitlines() if V1 in line)
+    assert deploys.run(prefect_server, "approve", run_id, "--as", "setup").returncode == 0
+    assert proc.wait(timeout=180) == 0, (tmp_path / "v1.log").read_text()[-2000:]
+    return cfg
+
+
+def test_approve_from_the_cli_switches_and_records_the_approver(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+) -> None:
+    proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+    run_id = paused_run(prefect_server, namespace)
+    assert deploys.active_color(cluster, namespace) == "blue"  # nothing moved while paused
+    res = deploys.run(prefect_server, "approve", run_id, "--as", "alice", "--comment", "LGTM")
+    assert res.returncode == 0, res.stderr
+    assert proc.wait(timeout=180) == 0, (tmp_path / "v2.log").read_text()[-2000:]
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["result"], last["approver"], last["comment"]) == ("succeeded", "alice", "LGTM")
+    assert deploys.active_color(cluster, namespace) == "green"
+
+
+def test_reject_from_the_cli_switches_nothing(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+) -> None:
+    proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+    run_id = paused_run(prefect_server, namespace)
+    res = deploys.run(prefect_server, "reject", run_id, "--as", "bob", "--comment", "not today")
+    assert res.returncode == 0, res.stderr
+    assert proc.wait(timeout=120) == 4  # rejected
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["result"], last["approver"]) == ("rejected", "bob")
+    assert deploys.active_color(cluster, namespace) == "blue"
+    assert deploys.replicas(cluster, namespace, "green") == 0
+
+
+def test_invalid_input_keeps_the_run_paused_with_a_clear_message(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+) -> None:
+    proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+    run_id = paused_run(prefect_server, namespace)
+    res = deploys.run(prefect_server, "approve", run_id, "--as", "   ")
+    assert res.returncode == 2
+    assert "not resumed" in res.stderr and "approver" in res.stderr, res.stderr
+    time.sleep(2)
+    assert proc.poll() is None
+    assert run_id in deploys.run(prefect_server, "pending").stdout
+    assert deploys.run(prefect_server, "reject", run_id, "--as", "carol").returncode == 0
+    assert proc.wait(timeout=120) == 4
+
+
+def test_no_decision_in_time_means_no_switch(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+) -> None:
+    cfg = production(tmp_path / "short", cluster, namespace, timeout_s=5)
+    proc = start_v2(prefect_server, cfg, tmp_path / "v2.log")
+    assert proc.wait(timeout=180) == 5  # approval timed out
+    last = deploys.history(cluster, namespace)[-1]
+    assert last["result"] == "rejected" and "no decision within 5 s" in last["reason"]
+    assert deploys.active_color(cluster, namespace) == "blue"
+    assert deploys.replicas(cluster, namespace, "green") == 0
