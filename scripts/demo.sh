@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# make demo: a blue-green deployment of the sample app, v1 then v2, through dev, staging
+# and production, on the embedded default: the local cluster, a local Prefect server on
+# SQLite and the cluster's PostgreSQL. The approval of production is answered by the demo
+# itself unless APPROVE=manual, in which case it waits for you in the Prefect UI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+cache="${BASCULE_CACHE:-$HOME/.cache/bascule}"
+port="${BASCULE_PREFECT_PORT:-4200}"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "local Kubernetes (first run builds it from upstream modules: ~10 min; later: seconds)"
+kubeconfig_line="$(tests/cluster/up.sh | tail -n1)"
+export KUBECONFIG="${kubeconfig_line#KUBECONFIG=}"
+bin="$(tests/cluster/build.sh)"
+kubectl() { "$bin/kubectl" "$@"; }
+
+say "Prefect server on 127.0.0.1:$port (SQLite under $cache/prefect)"
+export PREFECT_API_URL="http://127.0.0.1:$port/api"
+if ! curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1; then
+  mkdir -p "$cache/prefect"
+  PREFECT_HOME="$cache/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    setsid python -m prefect server start --host 127.0.0.1 --port "$port" \
+    >"$cache/prefect/server.log" 2>&1 </dev/null &
+  echo $! >"$cache/prefect/server.pid"
+  for _ in $(seq 120); do curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1 && break; sleep 1; done
+fi
+curl -fsS "$PREFECT_API_URL/health" >/dev/null
+
+say "PostgreSQL in the cluster: the sample app's migrations"
+pgpass="$(cat /var/lib/bascule/clusters/bascule/postgres.password)"
+DATABASE_URL="postgresql://postgres:$pgpass@127.0.0.1:${BASCULE_PG_PORT:-15432}/postgres" \
+  alembic -c sampleapp/alembic.ini upgrade head 2>&1 | sed 's/^/  /'
+unset pgpass
+
+for env in dev staging production; do
+  ns="bascule-$env"
+  kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+done
+
+# Answers production's approval gate as "demo" as soon as it is asked.
+approver() {
+  while sleep 1; do
+    id="$(bascule pending --flow deploy 2>/dev/null | awk '/env=production/ {print $1; exit}')"
+    if [[ -n "$id" ]]; then
+      bascule approve "$id" --as demo --comment "approved by make demo" && return
+    fi
+  done
+}
+
+for version in v1 v2; do
+  image="bascule.local/sample-app:$version"
+  for env in dev staging production; do
+    say "$env ← $image"
+    if [[ "$env" == production && "${APPROVE:-auto}" != manual ]]; then
+      approver &
+      helper=$!
+    elif [[ "$env" == production ]]; then
+      echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN)"
+    fi
+    bascule deploy "$env" --image "$image" 2>&1 | grep -E "Flow run|pass |FAIL|ERROR|rolling|Completed|Failed" \
+      | sed -E 's/^[0-9:.]+ \| [A-Z]+ +\| //; s/^/  /' || true
+    [[ -n "${helper:-}" ]] && { kill "$helper" 2>/dev/null || true; wait "$helper" 2>/dev/null || true; unset helper; }
+    bascule status "$env" | sed 's/^/  /'
+  done
+done
+
+say "history"
+for env in dev staging production; do
+  echo "$env:"; bascule history "$env" --limit 4 | sed 's/^/  /'
+done
+say "where to look"
+echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, events)"
+echo "  kubectl:       KUBECONFIG=$KUBECONFIG $bin/kubectl get deploy,svc -A"
+echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status"
+echo "  stop:          make cluster-down; kill \$(cat $cache/prefect/server.pid)"
+cd "$repo"
