@@ -49,6 +49,7 @@ class Release:
     approver: str | None = None
     comment: str | None = None
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    api_requests: int = 0  # Kubernetes API requests the run made
 
     @property
     def in_flight(self) -> bool:

@@ -61,7 +61,7 @@ class Run:
         self.log = get_run_logger()
 
     def save(self, **changes: Any) -> None:
-        self.release = replace(self.release, **changes)
+        self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
         state.record(self.env, self.release)
 
     def event(self, stage: str, **payload: Any) -> None:

@@ -47,7 +47,8 @@ def rollback(
 
 def _rollback(env: Env, to_release: str | None) -> State:
     with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
-        observed, _ = preflight(env)
+        # No baseline checks: the version being left is the one presumed bad.
+        observed, _ = preflight(env, baseline=False)
         releases, _ = state.read_history(env)
         try:
             target = choose_target(releases, observed.active, to_release)

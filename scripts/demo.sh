@@ -59,10 +59,15 @@ for version in v1 v2; do
     elif [[ "$env" == production ]]; then
       echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN)"
     fi
-    bascule deploy "$env" --image "$image" 2>&1 | grep -E "Flow run|pass |FAIL|ERROR|rolling|Completed|Failed" \
-      | sed -E 's/^[0-9:.]+ \| [A-Z]+ +\| //; s/^/  /' || true
+    set +e
+    bascule deploy "$env" --image "$image" 2>&1 \
+      | grep --line-buffered -E "Flow run|pass |FAIL|ERROR|rolling|^Completed|^Failed" \
+      | sed -u -E 's/^[0-9:.]+ \| [A-Z]+ +\| //; s/^/  /'
+    rc="${PIPESTATUS[0]}"
+    set -e
     [[ -n "${helper:-}" ]] && { kill "$helper" 2>/dev/null || true; wait "$helper" 2>/dev/null || true; unset helper; }
     bascule status "$env" | sed 's/^/  /'
+    ((rc == 0)) || { echo "demo: the $env deploy ended with exit code $rc" >&2; exit "$rc"; }
   done
 done
 

@@ -85,7 +85,7 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
-def preflight(env: Env) -> tuple[bluegreen.Observed, list[CheckResult]]:
+def preflight(env: Env, baseline: bool = True) -> tuple[bluegreen.Observed, list[CheckResult]]:
     try:
         env.kube.get("/version")
     except KubeError as exc:
@@ -99,15 +99,15 @@ def preflight(env: Env) -> tuple[bluegreen.Observed, list[CheckResult]]:
     if denied:
         raise PreflightFailed(f"not allowed in namespace {env.ns}: {', '.join(denied)}")
     observed = reconcile(env, state.observe(env))
-    baseline: list[CheckResult] = []
+    results: list[CheckResult] = []
     active = observed.active_state
-    if active is not None and active.image:
-        baseline = checks.health_checks.fn(env, "active", active.image, "baseline")
-        failed = [c for c in baseline if not c.passed]
+    if baseline and active is not None and active.image:
+        results = checks.health_checks.fn(env, "active", active.image, "baseline")
+        failed = [c for c in results if not c.passed]
         if failed:
             # The running version is already unhealthy: a deploy may be the fix, so warn
             # rather than refuse, and keep the evidence in the report.
             get_run_logger().warning(
                 "baseline: the active version fails %s", ", ".join(c.name for c in failed)
             )
-    return observed, baseline
+    return observed, results

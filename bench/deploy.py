@@ -1,0 +1,172 @@
+"""Benchmark of a blue-green deploy and a rollback on the local cluster, against plain
+kubectl doing the same Kubernetes steps, in one script. Prints one name=value per line.
+
+    make bench            # or: python -m bench.deploy [--rounds N]
+
+- deploy_ratio: the pipeline (checks and waits at their minimum) ÷ `kubectl apply` of the
+  idle color + `kubectl rollout status` + `kubectl patch` of the Service selector.
+- rollback_ratio: `bascule rollback` while the old color still runs ÷ `kubectl rollout
+  undo` + `rollout status` of a Deployment of the same size.
+- failed_requests: HTTP failures seen by a load driver (~100 req/s) during deploy and
+  rollback; api_requests_per_deploy: Kubernetes API requests one deploy makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from tests.support.cluster import Cluster, LoadDriver, start_local
+from tests.support.deploys import history, kill, service_url, wait_phase
+from tests.support.envs import write_envs
+from tests.support.prefect_server import running_prefect_server
+from tests.support.sample import deployment, service
+
+IMAGES = ["bascule.local/sample-app:v1", "bascule.local/sample-app:v2"]
+MINIMAL = {
+    "checks": {
+        "health": [{"name": "ready", "path": "/readyz", "successes": 1}],
+        "smoke": {"http": []},
+    },
+    "verification": {"window_seconds": 1, "interval_seconds": 1},
+}
+
+
+def kubectl_baseline(c: Cluster, ns: str, rounds: int) -> list[float]:
+    """The same steps by hand: apply the idle color, wait for it, patch the Service."""
+    c.apply(ns, service("web", {"app": "web-a"}))
+    times = []
+    for i in range(rounds + 1):
+        color = "b" if i % 2 else "a"
+        dep = deployment(f"web-{color}", IMAGES[i % 2].rsplit(":", 1)[1], replicas=2)
+        started = time.perf_counter()
+        c.apply(ns, dep)
+        c.kubectl("-n", ns, "rollout", "status", f"deployment/web-{color}", "--timeout=120s")
+        c.kubectl(
+            "-n",
+            ns,
+            "patch",
+            "service",
+            "web",
+            "-p",
+            json.dumps({"spec": {"selector": {"app": f"web-{color}"}}}),
+        )
+        if i:  # the first round only sets the stage
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def kubectl_undo(c: Cluster, ns: str, rounds: int) -> list[float]:
+    c.apply(ns, deployment("undo", "v1", replicas=2))
+    c.kubectl("-n", ns, "rollout", "status", "deployment/undo", "--timeout=120s")
+    times = []
+    for i in range(rounds):
+        c.kubectl("-n", ns, "set", "image", "deployment/undo", f"app={IMAGES[(i + 1) % 2]}")
+        c.kubectl("-n", ns, "rollout", "status", "deployment/undo", "--timeout=120s")
+        started = time.perf_counter()
+        c.kubectl("-n", ns, "rollout", "undo", "deployment/undo")
+        c.kubectl("-n", ns, "rollout", "status", "deployment/undo", "--timeout=120s")
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    rounds = ap.parse_args().rounds
+    cluster = start_local()
+    tag = uuid.uuid4().hex[:6]
+    ns_plain, ns_bascule = f"bench-kubectl-{tag}", f"bench-bascule-{tag}"
+    for ns in (ns_plain, ns_bascule):
+        cluster.kubectl("create", "namespace", ns)
+    with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
+        os.environ["PREFECT_API_URL"] = server.api_url
+        from flows.deploy import deploy  # after PREFECT_API_URL: the flows report there
+        from flows.rollback import rollback
+
+        cfg = str(write_envs(Path(tmp), ns_bascule, cluster.kubeconfig, MINIMAL, ("staging",)))
+        slow_cfg = str(
+            write_envs(
+                Path(tmp) / "keep",
+                ns_bascule,
+                cluster.kubeconfig,
+                {**MINIMAL, "rollout": {"scale_down_delay_seconds": 600}},
+                ("staging",),
+            )
+        )
+        cluster.kubectl(
+            "wait",
+            "--for=jsonpath={.metadata.name}=default",
+            "-n",
+            ns_bascule,
+            "serviceaccount/default",
+            "--timeout=60s",
+        )
+        deploy(environment="staging", image=IMAGES[0], config_dir=cfg)  # sets the stage
+        baseline = kubectl_baseline(cluster, ns_plain, rounds)
+        load = LoadDriver(cluster, service_url(cluster, ns_bascule), rps=100)
+        ours, requests = [], []
+        for i in range(rounds):
+            started = time.perf_counter()
+            state = deploy(
+                environment="staging", image=IMAGES[(i + 1) % 2], config_dir=cfg, return_state=True
+            )
+            ours.append(time.perf_counter() - started)
+            assert state.is_completed(), state.message
+            requests.append(history(cluster, ns_bascule)[-1]["api_requests"])
+        # Rollback while the old color still runs (the deploy keeps it for 600 s; the
+        # deploy's own wait for that is not part of what is measured).
+        undo = kubectl_undo(cluster, ns_plain, rounds)
+        rollbacks, switches = [], []
+        for i in range(rounds):
+            proc = subprocess.Popen(
+                [
+                    "python",
+                    "-m",
+                    "bascule.cli",
+                    "deploy",
+                    "--dir",
+                    slow_cfg,
+                    "staging",
+                    "--image",
+                    IMAGES[(rounds + i + 1) % 2],
+                ],
+                env={**os.environ},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            wait_phase(cluster, ns_bascule, IMAGES[(rounds + i + 1) % 2], {"done"})
+            started = time.perf_counter()
+            state = rollback(environment="staging", config_dir=cfg, return_state=True)
+            rollbacks.append(time.perf_counter() - started)
+            assert state.is_completed(), state.message
+            last = history(cluster, ns_bascule)[-1]
+            switches.append(next(s["seconds"] for s in last["steps"] if s["name"] == "switch"))
+            kill(proc)
+        report = load.stop()
+    for ns in (ns_plain, ns_bascule):
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    med = statistics.median
+    print(f"rounds={rounds}")
+    print(f"baseline_kubectl_seconds={med(baseline):.2f}")
+    print(f"deploy_seconds={med(ours):.2f}")
+    print(f"deploy_ratio={med(ours) / med(baseline):.2f}")
+    print(f"kubectl_rollout_undo_seconds={med(undo):.2f}")
+    print(f"rollback_seconds={med(rollbacks):.2f}")
+    print(f"rollback_switch_seconds={med(switches):.3f}")
+    print(f"rollback_ratio={med(rollbacks) / med(undo):.3f}")
+    print(f"failed_requests={len(report.failures)}")
+    print(f"requests_sent={report.total}")
+    print(f"api_requests_per_deploy={med(requests):.0f}")
+
+
+if __name__ == "__main__":
+    main()
