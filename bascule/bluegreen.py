@@ -62,7 +62,7 @@ def recover(obs: Observed) -> Recovery | None:
     rel = obs.in_flight
     if rel is None:
         return None
-    new, old = rel.color, rel.previous_color
+    new = rel.color
     if rel.phase in ("planned", "deploying", "checking", "awaiting-approval"):
         if obs.active == new:  # died between the PATCH and recording it
             return _back_to_old(obs, rel)
@@ -114,3 +114,20 @@ def rollback_plan(obs: Observed, target: Release) -> Action:
     if target.color != obs.active and state.serving_ready and state.image == target.image:
         return "switch-back"
     return "redeploy"
+
+
+def drift(obs: Observed, recorded: Release | None) -> list[str]:
+    """How what serves differs from the release the history says serves."""
+    if recorded is None:
+        return ["no release is recorded as serving"]
+    found = []
+    if obs.active != recorded.color:
+        found.append(f"the active Service selects {obs.active}, recorded {recorded.color}")
+    state = obs.color(recorded.color)
+    if state.image != recorded.image:
+        found.append(f"{recorded.color} runs {state.image}, recorded {recorded.image}")
+    if state.release != recorded.id:
+        found.append(f"{recorded.color} carries release {state.release}, recorded {recorded.id}")
+    if not state.serving_ready:
+        found.append(f"{recorded.color} has {state.ready}/{state.replicas} ready")
+    return found

@@ -176,11 +176,13 @@ def finish(env: Env, outcome: Outcome) -> State:
     return outcome.state
 
 
-def pipeline(env: Env, image: str, kind: str, approval: bool = True) -> Outcome:
+def pipeline(env: Env, image: str, kind: str, approval: bool = True, note: str = "") -> Outcome:
     observed, baseline = preflight(env)
     release = plan(env, image, observed, kind)
     run = Run(env, release)
     run.checks.extend(baseline)
+    if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
+        run.release = run.release.with_step(h.Step("drift-check", "ok", 0.0, note, time.time()))
     run.save(phase="planned")
     run.event("started", previous_image=release.previous_image)
     new: Color = release.color  # type: ignore[assignment]
