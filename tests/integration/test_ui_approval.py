@@ -1,0 +1,129 @@
+"""The production approval gate through the Prefect UI, in a real browser (Playwright driving
+Debian's chromium), on the real cluster and Prefect server: a person opens the paused run,
+reads what is being approved, fills the form and submits; only an approval moves traffic."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from tests.integration.test_approval import (  # noqa: F401  (v1_in_production: a fixture)
+    V1,
+    V2,
+    paused_run,
+    start_v2,
+    v1_in_production,
+)
+from tests.support import deploys
+from tests.support.browser import browser_page  # noqa: F401  (a fixture)
+from tests.support.cluster import Cluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.browser]
+
+
+@pytest.fixture
+def v2_paused(
+    prefect_server: str, namespace: str, tmp_path: Path, v1_in_production: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A deploy of v2 to production, paused at the approval gate: its process and run id.
+    The process is killed if the test leaves it running (a failed test)."""
+    proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+    try:
+        yield proc, paused_run(prefect_server, namespace)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                deploys.kill(proc)
+
+
+def open_approval_form(page: Page, api_url: str, run_id: str, shot: Path) -> Locator:
+    """Opens the run's page in the UI and its resume form; checks that the form shows what is
+    being approved, saves a screenshot and returns the dialog."""
+    ui = api_url.removesuffix("/api")
+    page.goto(f"{ui}/runs/flow-run/{run_id}")
+    expect(page.get_by_text("Paused", exact=True).first).to_be_visible()
+    page.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Approve sample-app in production?")
+    expect(dialog).to_contain_text(re.compile(rf"{re.escape(V1)}\s*→\s*{re.escape(V2)}"))
+    expect(dialog).to_contain_text("Preview:")
+    page.screenshot(path=str(shot))
+    return dialog
+
+
+def field(dialog: Locator, label: str) -> Locator:
+    """One property of the generated form, by its label (the UI titles the field name and
+    adds "(Optional)" to the fields with a default). The labels' ``for`` do not point at the
+    inputs, so get_by_label cannot be used."""
+    return dialog.locator(".p-label").filter(has=dialog.get_by_text(label, exact=True))
+
+
+def fill_and_submit(
+    page: Page, dialog: Locator, run_id: str, *, approve: bool, approver: str, comment: str
+) -> None:
+    switch = field(dialog, "Approve (Optional)").get_by_role("switch")
+    expect(switch).to_have_attribute("aria-checked", "false")  # fail safe: unticked by default
+    if approve:
+        switch.click()
+        expect(switch).to_have_attribute("aria-checked", "true")
+    field(dialog, "Approver").get_by_role("textbox").fill(approver)
+    field(dialog, "Comment (Optional)").get_by_role("textbox").fill(comment)
+    with page.expect_response(
+        lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume") and r.request.method == "POST"
+    ) as resumed:
+        dialog.get_by_role("button", name="Submit").click()
+    # The resume endpoint answers 201 even when it refuses: its status tells.
+    assert resumed.value.json()["status"] == "ACCEPT", resumed.value.text()
+    expect(page.get_by_text("Flow run resumed")).to_be_visible()
+    expect(dialog).to_be_hidden()
+
+
+def test_approve_in_the_ui_switches_and_records_the_approver(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    v2_paused: tuple[subprocess.Popen[bytes], str],
+    browser_page: Page,  # noqa: F811
+) -> None:
+    proc, run_id = v2_paused
+    before = deploys.active_color(cluster, namespace)
+    dialog = open_approval_form(browser_page, prefect_server, run_id, tmp_path / "form.png")
+    assert deploys.active_color(cluster, namespace) == before  # nothing moved while paused
+    fill_and_submit(
+        browser_page, dialog, run_id, approve=True, approver="Alice UI", comment="LGTM in the UI"
+    )
+    assert proc.wait(timeout=180) == 0, (tmp_path / "v2.log").read_text()[-2000:]
+    after = deploys.active_color(cluster, namespace)
+    assert after is not None and after != before
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["image"], last["result"]) == (V2, "succeeded")
+    assert (last["approver"], last["comment"]) == ("Alice UI", "LGTM in the UI")
+
+
+def test_reject_in_the_ui_switches_nothing(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    v2_paused: tuple[subprocess.Popen[bytes], str],
+    browser_page: Page,  # noqa: F811
+) -> None:
+    proc, run_id = v2_paused
+    before = deploys.active_color(cluster, namespace)
+    dialog = open_approval_form(browser_page, prefect_server, run_id, tmp_path / "form.png")
+    fill_and_submit(
+        browser_page, dialog, run_id, approve=False, approver="Bob UI", comment="not today"
+    )
+    assert proc.wait(timeout=120) == 4, (tmp_path / "v2.log").read_text()[-2000:]  # rejected
+    assert deploys.active_color(cluster, namespace) == before
+    idle = {"blue": "green", "green": "blue"}[str(before)]
+    assert deploys.replicas(cluster, namespace, idle) == 0
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["image"], last["result"], last["approver"]) == (V2, "rejected", "Bob UI")
