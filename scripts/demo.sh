@@ -61,8 +61,8 @@ for version in v1 v2; do
     fi
     set +e
     bascule deploy "$env" --image "$image" 2>&1 \
-      | grep --line-buffered -E "Flow run|pass |FAIL|ERROR|rolling|^Completed|^Failed" \
-      | sed -u -E 's/^[0-9:.]+ \| [A-Z]+ +\| //; s/^/  /'
+      | grep --line-buffered -E "\| Flow run '|^[A-Za-z]+: " | grep --line-buffered -v "View at" \
+      | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| Flow run '[^']*' - //; s/^/  /"
     rc="${PIPESTATUS[0]}"
     set -e
     [[ -n "${helper:-}" ]] && { kill "$helper" 2>/dev/null || true; wait "$helper" 2>/dev/null || true; unset helper; }
