@@ -32,6 +32,7 @@ test-unit: deps
 	$(VENV)/bin/pytest tests/unit
 
 bench: deps
+	@bench/cluster.sh
 	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m bench.deploy
 
 lint: deps

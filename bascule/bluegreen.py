@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bascule.history import Release
+from bascule.history import Release, Result
+from bascule.manifests import Color
 
 
 @dataclass(frozen=True)
 class ColorState:
-    color: str
+    color: Color
     exists: bool = False
     image: str | None = None
     release: str | None = None
@@ -31,11 +32,11 @@ class ColorState:
 
 @dataclass(frozen=True)
 class Observed:
-    active: str | None  # color the active Service selects; None before the first deploy
-    colors: dict[str, ColorState]
+    active: Color | None  # color the active Service selects; None before the first deploy
+    colors: dict[Color, ColorState]
     in_flight: Release | None = None
 
-    def color(self, name: str) -> ColorState:
+    def color(self, name: Color) -> ColorState:
         return self.colors.get(name) or ColorState(name)
 
     @property
@@ -47,9 +48,9 @@ class Observed:
 class Recovery:
     """What to do about a release that a dead run left half-done."""
 
-    switch_to: str | None  # PATCH the active Service back to this color first
-    scale_down: str | None  # then scale this color to zero
-    result: str  # how the interrupted release is recorded
+    switch_to: Color | None  # PATCH the active Service back to this color first
+    scale_down: Color | None  # then scale this color to zero
+    result: Result  # how the interrupted release is recorded
     reason: str
 
 

@@ -8,19 +8,29 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+# Read-only properties, so frozen models (bascule.config) satisfy them.
 class HealthSpec(Protocol):
-    name: str
-    expect_status: int
-    json_field: str | None
-    json_equals: Any
-    max_latency_ms: int | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def expect_status(self) -> int: ...
+    @property
+    def json_field(self) -> str | None: ...
+    @property
+    def json_equals(self) -> Any: ...
+    @property
+    def max_latency_ms(self) -> int | None: ...
 
 
 class ScenarioSpec(Protocol):
-    name: str
-    expect_status: int
-    expect_body_contains: str | None
-    expect_json: dict[str, Any] | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def expect_status(self) -> int: ...
+    @property
+    def expect_body_contains(self) -> str | None: ...
+    @property
+    def expect_json(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)

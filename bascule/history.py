@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from bascule.manifests import Color
+
 Phase = Literal[
     "planned",  # lock held, nothing changed yet
     "deploying",  # the idle color is being (re)created
@@ -36,9 +38,9 @@ class Step:
 class Release:
     id: str
     image: str
-    color: str
+    color: Color
     previous_image: str | None
-    previous_color: str | None
+    previous_color: Color | None
     started: str  # ISO-8601 UTC
     flow_run_id: str | None = None
     kind: str = "deploy"  # deploy, rollback, redeploy

@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from prefect import flow, get_run_logger, task
+from prefect import State, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 
 from bascule import bluegreen, report
 from bascule import history as h
@@ -142,7 +142,7 @@ def plan(env: Env, image: str, observed: bluegreen.Observed, kind: str) -> h.Rel
     return h.Release(
         id=new_release_id(),
         image=image,
-        color=idle_color(observed.active),  # type: ignore[arg-type]
+        color=idle_color(observed.active),
         previous_image=active.image if active else None,
         previous_color=observed.active,
         started=now_iso(),
@@ -185,8 +185,8 @@ def pipeline(env: Env, image: str, kind: str, approval: bool = True, note: str =
         run.release = run.release.with_step(h.Step("drift-check", "ok", 0.0, note, time.time()))
     run.save(phase="planned")
     run.event("started", previous_image=release.previous_image)
-    new: Color = release.color  # type: ignore[assignment]
-    old: Color | None = release.previous_color  # type: ignore[assignment]
+    new: Color = release.color
+    old: Color | None = release.previous_color
     try:
         run.save(phase="deploying")
         run.step(
@@ -242,7 +242,7 @@ def pipeline(env: Env, image: str, kind: str, approval: bool = True, note: str =
     run.save(phase="done", result="succeeded", finished=now_iso())
     run.event("succeeded")
     run.publish()
-    done = Completed(message=f"{image} serves {env.app} in {env.name} ({new})")
+    done: State = Completed(message=f"{image} serves {env.app} in {env.name} ({new})")
     return Outcome(done, (old, observed.color(old).release) if old else None)
 
 

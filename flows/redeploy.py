@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from prefect import flow, get_run_logger
-from prefect.states import Failed, State
+from prefect import State, flow, get_run_logger
+from prefect.states import Failed
 
 from bascule import bluegreen
 from flows.deploy import finish, flow_run_id, pipeline

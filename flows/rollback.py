@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from prefect import flow, get_run_logger
-from prefect.states import Completed, Failed, State
+from prefect import State, flow, get_run_logger
+from prefect.states import Completed, Failed
 
 from bascule import bluegreen
 from bascule import history as h

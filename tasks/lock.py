@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,7 +117,7 @@ def deploy_lock(env: Env, me: str, use_prefect: bool = True) -> Iterator[None]:
         if use_prefect:
             ensure_limit(limit_name(env))
             remaining = max(1.0, deadline - time.monotonic())
-            guard = concurrency(
+            guard: AbstractContextManager[None] = concurrency(
                 limit_name(env),
                 occupy=1,
                 strict=True,

@@ -76,7 +76,7 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
             rel,
             phase="done",
             result=fix.result,
-            reason=fix.reason,  # type: ignore[arg-type]
+            reason=fix.reason,
             finished=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             steps=(*rel.steps, h.Step("reconciled", "ok", 0.0, fix.reason)),
         ),

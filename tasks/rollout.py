@@ -96,7 +96,8 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
         dep = env.kube.get(env.deployment(color))
         listing = env.kube.get(k.pods(env.ns), labelSelector=sel)
         pods = [p for p in listing["items"] if not p["metadata"].get("deletionTimestamp")]
-        counts, last_probe = ({}, "")
+        counts: dict[str, int] = {}
+        last_probe = ""
         if limit and pods and not all(_ready(p) for p in pods):
             counts, last_probe = _readiness_failures(env, {p["metadata"]["name"] for p in pods})
         verdict = rollout_verdict(dep, pods, counts, limit)
