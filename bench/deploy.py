@@ -22,12 +22,15 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+from bascule.config import load_environment
+from bascule.manifests import load_templates, render_deployment
 from tests.support.cluster import Cluster, LoadDriver, start_local
 from tests.support.deploys import history, kill, service_url, wait_phase
 from tests.support.envs import write_envs
 from tests.support.prefect_server import running_prefect_server
-from tests.support.sample import deployment, service
+from tests.support.sample import service
 
 IMAGES = ["bascule.local/sample-app:v1", "bascule.local/sample-app:v2"]
 MINIMAL = {
@@ -39,13 +42,27 @@ MINIMAL = {
 }
 
 
-def kubectl_baseline(c: Cluster, ns: str, rounds: int) -> list[float]:
+def same_pods(cfg_dir: str, name: str, image: str) -> dict[str, Any]:
+    """The Deployment Bascule would apply (same pod template, probes and size), renamed so
+    plain kubectl manages it."""
+    env_cfg = load_environment(Path(cfg_dir) / "staging.yaml")
+    dep = render_deployment(
+        env_cfg, load_templates(env_cfg.manifests), color="blue", image=image, release_id="baseline"
+    )
+    labels = {"app": name}
+    dep["metadata"] = {"name": name, "labels": labels}
+    dep["spec"]["selector"] = {"matchLabels": labels}
+    dep["spec"]["template"]["metadata"]["labels"] = labels
+    return dep
+
+
+def kubectl_baseline(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[float]:
     """The same steps by hand: apply the idle color, wait for it, patch the Service."""
     c.apply(ns, service("web", {"app": "web-a"}))
     times = []
     for i in range(rounds + 1):
         color = "b" if i % 2 else "a"
-        dep = deployment(f"web-{color}", IMAGES[i % 2].rsplit(":", 1)[1], replicas=2)
+        dep = same_pods(cfg_dir, f"web-{color}", IMAGES[i % 2])
         started = time.perf_counter()
         c.apply(ns, dep)
         c.kubectl("-n", ns, "rollout", "status", f"deployment/web-{color}", "--timeout=120s")
@@ -63,8 +80,8 @@ def kubectl_baseline(c: Cluster, ns: str, rounds: int) -> list[float]:
     return times
 
 
-def kubectl_undo(c: Cluster, ns: str, rounds: int) -> list[float]:
-    c.apply(ns, deployment("undo", "v1", replicas=2))
+def kubectl_undo(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[float]:
+    c.apply(ns, same_pods(cfg_dir, "undo", IMAGES[0]))
     c.kubectl("-n", ns, "rollout", "status", "deployment/undo", "--timeout=120s")
     times = []
     for i in range(rounds):
@@ -110,7 +127,7 @@ def main() -> None:
             "--timeout=60s",
         )
         deploy(environment="staging", image=IMAGES[0], config_dir=cfg)  # sets the stage
-        baseline = kubectl_baseline(cluster, ns_plain, rounds)
+        baseline = kubectl_baseline(cluster, ns_plain, rounds, cfg)
         load = LoadDriver(cluster, service_url(cluster, ns_bascule), rps=100)
         ours, requests = [], []
         for i in range(rounds):
@@ -123,9 +140,10 @@ def main() -> None:
             requests.append(history(cluster, ns_bascule)[-1]["api_requests"])
         # Rollback while the old color still runs (the deploy keeps it for 600 s; the
         # deploy's own wait for that is not part of what is measured).
-        undo = kubectl_undo(cluster, ns_plain, rounds)
-        rollbacks, switches = [], []
+        undo = kubectl_undo(cluster, ns_plain, rounds, cfg)
+        rollbacks, switches, to_switched = [], [], []
         for i in range(rounds):
+            seen = {r["id"] for r in history(cluster, ns_bascule)}
             proc = subprocess.Popen(
                 [
                     "python",
@@ -143,13 +161,15 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            wait_phase(cluster, ns_bascule, IMAGES[(rounds + i + 1) % 2], {"done"})
-            started = time.perf_counter()
+            wait_phase(cluster, ns_bascule, IMAGES[(rounds + i + 1) % 2], {"done"}, ignore=seen)
+            started, wall = time.perf_counter(), time.time()
             state = rollback(environment="staging", config_dir=cfg, return_state=True)
             rollbacks.append(time.perf_counter() - started)
             assert state.is_completed(), state.message
             last = history(cluster, ns_bascule)[-1]
-            switches.append(next(s["seconds"] for s in last["steps"] if s["name"] == "switch"))
+            switch = next(s for s in last["steps"] if s["name"] == "switch")
+            switches.append(switch["seconds"])
+            to_switched.append(switch["at"] - wall)
             kill(proc)
         report = load.stop()
     for ns in (ns_plain, ns_bascule):
@@ -162,7 +182,9 @@ def main() -> None:
     print(f"kubectl_rollout_undo_seconds={med(undo):.2f}")
     print(f"rollback_seconds={med(rollbacks):.2f}")
     print(f"rollback_switch_seconds={med(switches):.3f}")
+    print(f"rollback_until_switched_seconds={med(to_switched):.3f}")
     print(f"rollback_ratio={med(rollbacks) / med(undo):.3f}")
+    print(f"rollback_until_switched_ratio={med(to_switched) / med(undo):.3f}")
     print(f"failed_requests={len(report.failures)}")
     print(f"requests_sent={report.total}")
     print(f"api_requests_per_deploy={med(requests):.0f}")

@@ -16,7 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from prefect import State, flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.events import emit_event
@@ -33,6 +37,7 @@ from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import preflight
 
 T = TypeVar("T")
+STEPS = 10  # steps of a deploy, for the progress artifact
 
 
 def now_iso() -> str:
@@ -59,6 +64,9 @@ class Run:
         self.checks: list[CheckResult] = []
         self.details: list[str] = []
         self.log = get_run_logger()
+        self.progress = create_progress_artifact(
+            0.0, description=f"{release.kind} of {release.image} to {env.name}"
+        )
 
     def save(self, **changes: Any) -> None:
         self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
@@ -100,6 +108,8 @@ class Run:
             h.Step(name, "ok", time.monotonic() - started, text, time.time())
         )
         self.event(name)
+        done = len(self.release.steps) / max(len(self.release.steps), STEPS) * 100
+        update_progress_artifact(self.progress, done, description=f"{name}: done")
         return result
 
     def checked(self, name: str, results: list[CheckResult]) -> None:
@@ -111,6 +121,7 @@ class Run:
             raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
     def publish(self) -> None:
+        update_progress_artifact(self.progress, 100.0, description=self.release.result)
         md = report.render(
             self.env.app,
             self.env.name,

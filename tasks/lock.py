@@ -84,7 +84,8 @@ def _release(env: Env, me: str) -> None:
 
 
 def limit_name(env: Env) -> str:
-    return f"bascule-deploy-{env.app}-{env.name}"
+    # The namespace too: two clusters or namespaces may each hold an environment of that name.
+    return f"bascule-deploy-{env.app}-{env.name}-{env.ns}"
 
 
 def ensure_limit(name: str) -> None:

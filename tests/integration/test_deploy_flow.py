@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import deploys
@@ -150,6 +151,15 @@ def test_failure_after_switch_rolls_back_automatically(
     assert {s["version"] for s in report.samples if s["t"] > decided + 3} == {"v1"}
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
+    # The run's report in Prefect says what happened and why.
+    arts = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [last["flow_run_id"]]}}},
+    ).json()
+    markdown = next(a["data"] for a in arts if a["type"] == "markdown")
+    assert "rolled back" in markdown and "verification failed" in markdown, markdown
+    assert "| switch | ok |" in markdown
+    assert any(a["type"] == "progress" and a["data"] == 100 for a in arts), arts
 
 
 def test_second_deploy_at_once_is_refused_and_changes_nothing(

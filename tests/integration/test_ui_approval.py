@@ -29,17 +29,28 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.browser]
 
 @pytest.fixture
 def v2_paused(
-    prefect_server: str, namespace: str, tmp_path: Path, v1_in_production: str
+    prefect_server: str,
+    namespace: str,
+    tmp_path: Path,
+    v1_in_production: str,  # noqa: F811
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A deploy of v2 to production, paused at the approval gate: its process and run id.
-    The process is killed if the test leaves it running (a failed test)."""
+
+    A run that a failed test leaves paused is rejected through the CLI, so that it releases
+    its locks (the Prefect concurrency limit is per app and environment, shared by every
+    namespace of the session) instead of holding them until their lease runs out."""
     proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+    run_id = None
     try:
-        yield proc, paused_run(prefect_server, namespace)
+        run_id = paused_run(prefect_server, namespace)
+        yield proc, run_id
     finally:
+        if proc.poll() is None and run_id is not None:
+            deploys.run(prefect_server, "reject", run_id, "--as", "test-cleanup", timeout=60)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                deploys.kill(proc)
+            deploys.kill(proc)
 
 
 def open_approval_form(page: Page, api_url: str, run_id: str, shot: Path) -> Locator:
@@ -52,7 +63,9 @@ def open_approval_form(page: Page, api_url: str, run_id: str, shot: Path) -> Loc
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("Approve sample-app in production?")
     expect(dialog).to_contain_text(re.compile(rf"{re.escape(V1)}\s*→\s*{re.escape(V2)}"))
+    expect(dialog).to_contain_text(re.compile(r"Traffic: (blue → green|green → blue)"))
     expect(dialog).to_contain_text("Preview:")
+    expect(dialog.get_by_role("table")).to_contain_text("pass")  # the pre-switch checks
     page.screenshot(path=str(shot))
     return dialog
 
@@ -61,11 +74,19 @@ def field(dialog: Locator, label: str) -> Locator:
     """One property of the generated form, by its label (the UI titles the field name and
     adds "(Optional)" to the fields with a default). The labels' ``for`` do not point at the
     inputs, so get_by_label cannot be used."""
-    return dialog.locator(".p-label").filter(has=dialog.get_by_text(label, exact=True))
+    label_text = dialog.page.get_by_text(label, exact=True)  # `has` is relative to each match
+    return dialog.locator(".p-label").filter(has=label_text)
 
 
 def fill_and_submit(
-    page: Page, dialog: Locator, run_id: str, *, approve: bool, approver: str, comment: str
+    page: Page,
+    dialog: Locator,
+    run_id: str,
+    shot: Path,
+    *,
+    approve: bool,
+    approver: str,
+    comment: str,
 ) -> None:
     switch = field(dialog, "Approve (Optional)").get_by_role("switch")
     expect(switch).to_have_attribute("aria-checked", "false")  # fail safe: unticked by default
@@ -74,14 +95,19 @@ def fill_and_submit(
         expect(switch).to_have_attribute("aria-checked", "true")
     field(dialog, "Approver").get_by_role("textbox").fill(approver)
     field(dialog, "Comment (Optional)").get_by_role("textbox").fill(comment)
+    page.screenshot(path=str(shot))
+    resume_url = f"/flow_runs/{run_id}/resume"
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.url.endswith(resume_url) else None)
     with page.expect_response(
-        lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume") and r.request.method == "POST"
+        lambda r: r.url.endswith(resume_url) and r.request.method == "POST"
     ) as resumed:
         dialog.get_by_role("button", name="Submit").click()
     # The resume endpoint answers 201 even when it refuses: its status tells.
     assert resumed.value.json()["status"] == "ACCEPT", resumed.value.text()
-    expect(page.get_by_text("Flow run resumed")).to_be_visible()
+    expect(page.get_by_text("Flow run resumed").first).to_be_visible()  # a toast (shown twice)
     expect(dialog).to_be_hidden()
+    assert len(posts) == 1, posts  # one submission, one resume
 
 
 def test_approve_in_the_ui_switches_and_records_the_approver(
@@ -97,7 +123,13 @@ def test_approve_in_the_ui_switches_and_records_the_approver(
     dialog = open_approval_form(browser_page, prefect_server, run_id, tmp_path / "form.png")
     assert deploys.active_color(cluster, namespace) == before  # nothing moved while paused
     fill_and_submit(
-        browser_page, dialog, run_id, approve=True, approver="Alice UI", comment="LGTM in the UI"
+        browser_page,
+        dialog,
+        run_id,
+        tmp_path / "filled.png",
+        approve=True,
+        approver="Alice UI",
+        comment="LGTM in the UI",
     )
     assert proc.wait(timeout=180) == 0, (tmp_path / "v2.log").read_text()[-2000:]
     after = deploys.active_color(cluster, namespace)
@@ -119,11 +151,18 @@ def test_reject_in_the_ui_switches_nothing(
     before = deploys.active_color(cluster, namespace)
     dialog = open_approval_form(browser_page, prefect_server, run_id, tmp_path / "form.png")
     fill_and_submit(
-        browser_page, dialog, run_id, approve=False, approver="Bob UI", comment="not today"
+        browser_page,
+        dialog,
+        run_id,
+        tmp_path / "filled.png",
+        approve=False,
+        approver="Bob UI",
+        comment="not today",
     )
     assert proc.wait(timeout=120) == 4, (tmp_path / "v2.log").read_text()[-2000:]  # rejected
     assert deploys.active_color(cluster, namespace) == before
     idle = {"blue": "green", "green": "blue"}[str(before)]
     assert deploys.replicas(cluster, namespace, idle) == 0
     last = deploys.history(cluster, namespace)[-1]
-    assert (last["image"], last["result"], last["approver"]) == (V2, "rejected", "Bob UI")
+    assert (last["image"], last["result"]) == (V2, "rejected")
+    assert (last["approver"], last["comment"]) == ("Bob UI", "not today")
