@@ -8,11 +8,20 @@ here="$(cd "$(dirname "$0")" && pwd)"
 S="$CLUSTER_DIR"
 log() { echo "cluster-down: $*" >&2; }
 
+# A recorded pid counts only while its command line still names this cluster: after a
+# reboot or a killed session the number may belong to somebody else's process.
+ours() {
+  local cmd
+  cmd="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *"$S"* || "$cmd" == *"$PG_DIR"* || "$cmd" == *"/run/netns/$NETNS "* ]]
+}
 # The cluster's processes: those we recorded, those in its cgroups (containers and shims
 # included) and those inside its network namespace.
 cluster_pids() {
   local f h ns
-  for f in "$S"/pids/*; do [[ -f "$f" ]] && cat "$f"; done
+  for f in "$S"/pids/*; do
+    [[ -f "$f" ]] && ours "$(cat "$f")" && cat "$f"
+  done
   for h in /sys/fs/cgroup/*/; do
     for cg in "$h${CGROUP_PODS#/}" "$h${CGROUP_SYSTEM#/}"; do
       [[ -d "$cg" ]] && find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null

@@ -66,10 +66,19 @@ def wait_phase(
     image: str,
     phases: set[str],
     timeout: float = 180,
+    ignore: set[str] | None = None,
 ) -> dict[str, Any]:
+    """The first release of ``image`` in one of ``phases``, passing over the releases whose
+    ids are in ``ignore`` (those recorded before the run of interest)."""
+
     def reached() -> dict[str, Any] | None:
         return next(
-            (r for r in history(cluster, ns) if r["image"] == image and r["phase"] in phases), None
+            (
+                r
+                for r in history(cluster, ns)
+                if r["id"] not in (ignore or set()) and r["image"] == image and r["phase"] in phases
+            ),
+            None,
         )
 
     return wait_for(reached, timeout, interval=0.2, what=f"{image} in phase {phases}")
