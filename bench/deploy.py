@@ -39,6 +39,7 @@ MINIMAL = {
         "smoke": {"http": []},
     },
     "verification": {"window_seconds": 1, "interval_seconds": 1},
+    "rollout": {"scale_down_delay_seconds": 1},
 }
 
 
@@ -57,11 +58,12 @@ def same_pods(cfg_dir: str, name: str, image: str) -> dict[str, Any]:
 
 
 def kubectl_baseline(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[float]:
-    """The same steps by hand: apply the idle color, wait for it, patch the Service."""
+    """The same steps by hand: apply the idle color (from zero pods, as Bascule's is), wait
+    for it, patch the Service, scale the old color to zero."""
     c.apply(ns, service("web", {"app": "web-a"}))
     times = []
     for i in range(rounds + 1):
-        color = "b" if i % 2 else "a"
+        color, old = ("b", "a") if i % 2 else ("a", "b")
         dep = same_pods(cfg_dir, f"web-{color}", IMAGES[i % 2])
         started = time.perf_counter()
         c.apply(ns, dep)
@@ -76,6 +78,7 @@ def kubectl_baseline(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[flo
             json.dumps({"spec": {"selector": {"app": f"web-{color}"}}}),
         )
         if i:  # the first round only sets the stage
+            c.kubectl("-n", ns, "scale", f"deployment/web-{old}", "--replicas=0")
             times.append(time.perf_counter() - started)
     return times
 
