@@ -52,6 +52,7 @@ class Release:
     comment: str | None = None
     steps: tuple[Step, ...] = field(default_factory=tuple)
     api_requests: int = 0  # Kubernetes API requests the run made
+    commit: str | None = None  # the commit the image was built from, as CI gave it
 
     @property
     def in_flight(self) -> bool:

@@ -33,7 +33,8 @@ def render(
         f"# {app} → {environment}: {outcome}",
         "",
         f"- **Release**: `{release.id}` ({release.kind})",
-        f"- **Image**: `{release.previous_image or '(none)'}` → `{release.image}`",
+        f"- **Image**: `{release.previous_image or '(none)'}` → `{release.image}`"
+        + (f" (commit `{release.commit}`)" if release.commit else ""),
         f"- **Color**: {release.previous_color or '(none)'} → {release.color}",
         f"- **Started**: {release.started}; **finished**: {release.finished or '-'}",
     ]

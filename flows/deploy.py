@@ -148,7 +148,9 @@ class Outcome:
 
 
 @task(name="plan", cache_policy=NO_CACHE)
-def plan(env: Env, image: str, observed: bluegreen.Observed, kind: str) -> h.Release:
+def plan(
+    env: Env, image: str, observed: bluegreen.Observed, kind: str, commit: str | None = None
+) -> h.Release:
     active = observed.active_state
     return h.Release(
         id=new_release_id(),
@@ -159,6 +161,7 @@ def plan(env: Env, image: str, observed: bluegreen.Observed, kind: str) -> h.Rel
         started=now_iso(),
         flow_run_id=flow_run_id(),
         kind=kind,
+        commit=commit,
     )
 
 
@@ -175,7 +178,7 @@ def deploy(
     holder = f"flow-run/{flow_run_id() or uuid.uuid4()}"
     try:
         with deploy_lock(env, holder):
-            final = pipeline(env, target_image, kind="deploy")
+            final = pipeline(env, target_image, kind="deploy", commit=commit)
     except LockHeld as exc:
         return Failed(message=str(exc), name="LockHeld")
     return finish(env, final)
@@ -187,9 +190,16 @@ def finish(env: Env, outcome: Outcome) -> State:
     return outcome.state
 
 
-def pipeline(env: Env, image: str, kind: str, approval: bool = True, note: str = "") -> Outcome:
+def pipeline(
+    env: Env,
+    image: str,
+    kind: str,
+    approval: bool = True,
+    note: str = "",
+    commit: str | None = None,
+) -> Outcome:
     observed, baseline = preflight(env)
-    release = plan(env, image, observed, kind)
+    release = plan(env, image, observed, kind, commit)
     run = Run(env, release)
     run.checks.extend(baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
