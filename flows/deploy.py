@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from uuid import UUID
 
 from prefect import State, flow, get_run_logger, task
 from prefect.artifacts import (
@@ -64,8 +65,12 @@ class Run:
         self.checks: list[CheckResult] = []
         self.details: list[str] = []
         self.log = get_run_logger()
-        self.progress = create_progress_artifact(
-            0.0, description=f"{release.kind} of {release.image} to {env.name}"
+        # Called from sync code it returns the id; its annotation covers the async use too.
+        self.progress = cast(
+            UUID,
+            create_progress_artifact(
+                0.0, description=f"{release.kind} of {release.image} to {env.name}"
+            ),
         )
 
     def save(self, **changes: Any) -> None:
