@@ -34,7 +34,7 @@ def reachable(cluster: Cluster, url: str) -> bool:
 
 
 def test_node_is_ready(cluster: Cluster) -> None:
-    nodes = cluster.get_json("nodes")["items"]
+    nodes = cluster.client().get("/api/v1/nodes")["items"]
     assert len(nodes) >= 1
     ready = {
         n["metadata"]["name"]: next(

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bascule.kube import Kube, Target
+
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
 REPO = CLUSTER_DIR.parents[1]
 EXISTING_ENV = "BASCULE_TEST_KUBECONFIG"
@@ -33,6 +35,10 @@ class Cluster:
         if check and res.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {res.stderr.strip()}")
         return res.stdout
+
+    def client(self) -> Kube:
+        """An API client for this cluster (the one the flows use)."""
+        return Kube(Target(str(self.kubeconfig)))
 
     def get_json(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", "-o", "json", *args))
