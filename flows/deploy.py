@@ -23,8 +23,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
 from prefect.events import emit_event
+from prefect.runtime import flow_run as prefect_runtime_flow_run
 from prefect.states import Completed, Failed
 
 from bascule import bluegreen, report
@@ -50,10 +50,9 @@ def new_release_id() -> str:
 
 
 def flow_run_id() -> str | None:
-    try:
-        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
-    except Exception:
-        return None
+    """The id of the flow run we are in, also from inside a task; None outside a run."""
+    run_id = prefect_runtime_flow_run.id
+    return str(run_id) if run_id else None
 
 
 class Run:
