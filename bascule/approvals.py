@@ -11,9 +11,28 @@ import argparse
 import getpass
 import os
 import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
 from uuid import UUID
 
-from bascule.prefect_api import PrefectAPI, PrefectAPIError
+from bascule.prefect_api import APIUnreachable, PrefectAPI, PrefectAPIError
+
+T = TypeVar("T")
+PATIENCE_S = 60.0  # a busy SQLite server answers 503 for a moment; that is no answer yet
+
+
+def patiently(call: Callable[[], T], patience: float = PATIENCE_S) -> T:
+    """``call()``, retried while the API is unreachable or overloaded, up to ``patience``."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return call()
+        except APIUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 7
 
@@ -36,7 +55,7 @@ def pending_arguments(parser: argparse.ArgumentParser) -> None:
 def pending(args: argparse.Namespace) -> int:
     try:
         with api_from_env() as api:
-            runs = api.paused_flow_runs(args.flow)
+            runs = patiently(lambda: api.paused_flow_runs(args.flow))
     except PrefectAPIError as exc:
         print(f"bascule: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -65,7 +84,7 @@ def decide(args: argparse.Namespace, approve: bool) -> int:
     run_input = {"approve": approve, "approver": args.approver, "comment": args.comment}
     try:
         with api_from_env() as api:
-            status, reason = api.resume(args.flow_run, run_input)
+            status, reason = patiently(lambda: api.resume(args.flow_run, run_input))
     except PrefectAPIError as exc:
         print(f"bascule: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -12,7 +12,7 @@ log() { echo "cluster-down: $*" >&2; }
 # reboot or a killed session the number may belong to somebody else's process.
 ours() {
   local cmd
-  cmd="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  cmd="$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null)" || return 1
   [[ "$cmd" == *"$S"* || "$cmd" == *"$PG_DIR"* || "$cmd" == *"/run/netns/$NETNS "* ]]
 }
 # The cluster's processes: those we recorded, those in its cgroups (containers and shims

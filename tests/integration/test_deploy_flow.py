@@ -138,7 +138,7 @@ def test_failure_after_switch_rolls_back_automatically(
     )
     load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=100)
     res = deploy(prefect_server, bad, V2)
-    time.sleep(2)
+    time.sleep(5)  # keep the load on after the rollback, to see who answers then
     report = load.stop()
     assert res.returncode == 3, res.stdout + res.stderr  # rolled back
     last = deploys.history(cluster, namespace)[-1]

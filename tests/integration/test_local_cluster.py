@@ -124,6 +124,15 @@ def test_load_driver_sees_every_request(cluster: Cluster, namespace: str) -> Non
     assert report.rate() >= 90
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed process waiting for its parent is gone already)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def cluster_processes(cluster_dir: Path) -> list[int]:
     """Pids whose command line or cwd mention the cluster's state directory."""
     found = []
@@ -132,7 +141,7 @@ def cluster_processes(cluster_dir: Path) -> list[int]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(cluster_dir) in cmd:
+        if str(cluster_dir) in cmd and running(int(proc.name)):
             found.append(int(proc.name))
     return found
 
@@ -155,7 +164,7 @@ def test_cluster_down_leaves_nothing_behind(tmp_path: Path) -> None:
 
     subprocess.run([str(CLUSTER_DIR / "down.sh")], env=env, check=True, timeout=120)
 
-    assert not any(Path(f"/proc/{p}").exists() for p in recorded)
+    assert not [p for p in recorded if running(p)]
     assert cluster_processes(second.cluster_dir) == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(second.cluster_dir) not in mounts
