@@ -131,7 +131,6 @@ def main() -> None:
         )
         deploy(environment="staging", image=IMAGES[0], config_dir=cfg)  # sets the stage
         baseline = kubectl_baseline(cluster, ns_plain, rounds, cfg)
-        load = LoadDriver(cluster, service_url(cluster, ns_bascule), rps=100)
         ours, requests = [], []
         for i in range(rounds):
             started = time.perf_counter()
@@ -144,6 +143,13 @@ def main() -> None:
         # Rollback while the old color still runs (the deploy keeps it for 600 s; the
         # deploy's own wait for that is not part of what is measured).
         undo = kubectl_undo(cluster, ns_plain, rounds, cfg)
+        # Timings above ran without load, like their baselines; from here on a load driver
+        # counts failed requests through one more deploy and the rollbacks.
+        load = LoadDriver(cluster, service_url(cluster, ns_bascule), rps=100)
+        under_load = deploy(
+            environment="staging", image=IMAGES[rounds % 2], config_dir=cfg, return_state=True
+        )
+        assert under_load.is_completed(), under_load.message
         rollbacks, switches, to_switched = [], [], []
         for i in range(rounds):
             seen = {r["id"] for r in history(cluster, ns_bascule)}

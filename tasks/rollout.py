@@ -106,8 +106,10 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
             verdict = Verdict("failed", reason, verdict.pods)
             raise RolloutFailed(verdict, failure_report(env, pods, verdict.pods))
         ready = [p for p in pods if _ready(p)]
-        if len(ready) >= env.cfg.replicas and verdict.state == "ready":
-            return verdict.reason
+        # Every pod of this release Ready is the fact that matters; the Deployment's status
+        # counters follow it a moment later and only slow the switch down.
+        if len(ready) >= env.cfg.replicas:
+            return f"{len(ready)}/{env.cfg.replicas} pods of {release_id} ready"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             names = [p["metadata"]["name"] for p in pods if not _ready(p)]
