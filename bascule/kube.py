@@ -182,14 +182,6 @@ class Kube:
                 if time.monotonic() > deadline:
                     return
 
-    def service_proxy_url(self, namespace: str, service: str, port: int | str, path: str) -> str:
-        """URL of ``path`` on a Service through the API server's proxy: reaches ClusterIP
-        Services with nothing but the kubeconfig."""
-        return (
-            f"{self.server}/api/v1/namespaces/{namespace}/services/"
-            f"http:{service}:{port}/proxy/{path.lstrip('/')}"
-        )
-
     def close(self) -> None:
         self.http.close()
 

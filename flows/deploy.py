@@ -30,7 +30,7 @@ from prefect.states import Completed, Failed
 from bascule import bluegreen, report
 from bascule import history as h
 from bascule.checks import CheckResult
-from bascule.manifests import Color, idle_color
+from bascule.manifests import Color, idle_color, service_proxy_path
 from flows.approval import description, request_approval
 from tasks import checks, rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
@@ -243,7 +243,8 @@ def pipeline(
                     env.name,
                     run.release,
                     run.checks,
-                    env.kube.service_proxy_url(env.ns, f"{env.app}-preview", 80, "/"),
+                    env.kube.server
+                    + service_proxy_path(env.cfg, env.templates, role="preview", path="/"),
                 ),
                 env.cfg.approval.timeout_seconds,
             )
@@ -256,7 +257,12 @@ def pipeline(
             run.details.append(exc.report)
         return Outcome(abandon(run, new, "failed", f"{type(exc).__name__}: {exc}", "Failed"))
 
-    switch_s = run.step("switch", traffic.switch, env, new, old)
+    try:
+        switch_s = run.step("switch", traffic.switch, env, new, old)
+    except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
+        return Outcome(abandon(run, new, "failed", str(exc), "Failed"))
+    except Exception as exc:  # the PATCH may have landed: make sure the old color serves
+        return Outcome(roll_back(run, new, old, f"the switch did not complete: {exc}"))
     run.save(phase="switched")
     run.event("switched", seconds=switch_s)
     try:
