@@ -11,9 +11,7 @@ have conntrack || need+=(conntrack)
 have openssl || need+=(openssl)
 have debootstrap || need+=(debootstrap)
 have /usr/lib/postgresql/15/bin/postgres || need+=(postgresql-15)
-have prometheus || need+=(prometheus prometheus-pushgateway prometheus-alertmanager)
 have chromium || need+=(chromium)
-have jq || need+=(jq)
 if ((${#need[@]})); then
   echo "install-system: apt-get install ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
