@@ -94,6 +94,13 @@ def in_flight(history: list[Release]) -> Release | None:
     return next((r for r in reversed(history) if r.in_flight), None)
 
 
+def serving(history: list[Release], active: str | None) -> Release | None:
+    """The newest good release of the color that serves: what the history says is live."""
+    return next(
+        (r for r in reversed(history) if r.result == "succeeded" and r.color == active), None
+    )
+
+
 def last_good(history: list[Release], before: str | None = None) -> Release | None:
     """The newest release that succeeded (optionally older than release ``before``)."""
     seen_before = before is None

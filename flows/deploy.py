@@ -179,16 +179,18 @@ def deploy(
     """Deploys ``image`` (default: the environment's configured image) blue-green."""
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
-    holder = f"flow-run/{flow_run_id() or uuid.uuid4()}"
+    return exclusively(env, lambda: pipeline(env, target_image, kind="deploy", commit=commit))
+
+
+def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
+    """Runs ``work`` holding the app and environment's deploy lock; a refused lock ends the
+    run as LockHeld. The old color's delayed scale-down comes after the lock is released,
+    so a rollback can still take it back meanwhile."""
     try:
-        with deploy_lock(env, holder):
-            final = pipeline(env, target_image, kind="deploy", commit=commit)
+        with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
+            outcome = work()
     except LockHeld as exc:
         return Failed(message=str(exc), name="LockHeld")
-    return finish(env, final)
-
-
-def finish(env: Env, outcome: Outcome) -> State:
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     return outcome.state

@@ -4,40 +4,30 @@ whole pipeline, so its checks prove it still works; both land in the history."""
 
 from __future__ import annotations
 
-import uuid
-
 from prefect import State, flow, get_run_logger
 from prefect.states import Failed
 
 from bascule import bluegreen
-from flows.deploy import finish, flow_run_id, pipeline
+from bascule import history as h
+from flows.deploy import Outcome, exclusively, pipeline
 from tasks import state
 from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import preflight
 
 
 @flow(name="redeploy", flow_run_name="{environment}: scheduled redeploy")
 def redeploy(environment: str = "staging", config_dir: str = str(DEFAULT_CONFIG_DIR)) -> State:
     env = Env.open(environment, config_dir)
-    try:
-        with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
-            observed, _ = preflight(env)
-            releases, _ = state.read_history(env)
-            serving = next(
-                (
-                    r
-                    for r in reversed(releases)
-                    if r.result == "succeeded" and r.color == observed.active
-                ),
-                None,
-            )
-            if serving is None:
-                return Failed(message=f"nothing recorded as serving {env.app} in {env.name}")
-            found = bluegreen.drift(observed, serving)
-            note = "drift: " + "; ".join(found) if found else f"no drift from {serving.id}"
-            get_run_logger().info(note)
-            outcome = pipeline(env, serving.image, kind="redeploy", approval=False, note=note)
-    except LockHeld as exc:
-        return Failed(message=str(exc), name="LockHeld")
-    return finish(env, outcome)
+    return exclusively(env, lambda: _redeploy(env))
+
+
+def _redeploy(env: Env) -> Outcome:
+    observed, _ = preflight(env)
+    releases, _ = state.read_history(env)
+    serving = h.serving(releases, observed.active)
+    if serving is None:
+        return Outcome(Failed(message=f"nothing recorded as serving {env.app} in {env.name}"))
+    found = bluegreen.drift(observed, serving)
+    note = "drift: " + "; ".join(found) if found else f"no drift from {serving.id}"
+    get_run_logger().info(note)
+    return pipeline(env, serving.image, kind="redeploy", approval=False, note=note)

@@ -5,17 +5,15 @@ same pipeline as any release."""
 from __future__ import annotations
 
 import time
-import uuid
 
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from bascule import bluegreen
 from bascule import history as h
-from flows.deploy import Run, finish, flow_run_id, new_release_id, now_iso, pipeline
+from flows.deploy import Outcome, Run, exclusively, flow_run_id, new_release_id, now_iso, pipeline
 from tasks import rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import preflight
 
 
@@ -25,9 +23,7 @@ def choose_target(history: list[h.Release], active: str | None, to: str | None) 
         if match is None:
             raise ValueError(f"no release {to} in the history; see `bascule history`")
         return match
-    current = next(
-        (r for r in reversed(history) if r.result == "succeeded" and r.color == active), None
-    )
+    current = h.serving(history, active)
     target = h.last_good(history, before=current.id if current else None)
     if target is None:
         raise ValueError("no earlier good release to roll back to")
@@ -39,27 +35,21 @@ def rollback(
     environment: str, to_release: str | None = None, config_dir: str = str(DEFAULT_CONFIG_DIR)
 ) -> State:
     env = Env.open(environment, config_dir)
+    return exclusively(env, lambda: _rollback(env, to_release))
+
+
+def _rollback(env: Env, to_release: str | None) -> Outcome:
+    # No baseline checks: the version being left is the one presumed bad.
+    observed, _ = preflight(env, baseline=False)
+    releases, _ = state.read_history(env)
     try:
-        return _rollback(env, to_release)
-    except LockHeld as exc:
-        return Failed(message=str(exc), name="LockHeld")
-
-
-def _rollback(env: Env, to_release: str | None) -> State:
-    with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
-        # No baseline checks: the version being left is the one presumed bad.
-        observed, _ = preflight(env, baseline=False)
-        releases, _ = state.read_history(env)
-        try:
-            target = choose_target(releases, observed.active, to_release)
-        except ValueError as exc:
-            return Failed(message=str(exc))
-        if bluegreen.rollback_plan(observed, target) == "redeploy":
-            get_run_logger().info("%s is no longer running: redeploying it", target.image)
-            outcome = pipeline(env, target.image, kind="rollback", approval=False)
-        else:
-            return switch_back(env, observed, target)
-    return finish(env, outcome)
+        target = choose_target(releases, observed.active, to_release)
+    except ValueError as exc:
+        return Outcome(Failed(message=str(exc)))
+    if bluegreen.rollback_plan(observed, target) == "redeploy":
+        get_run_logger().info("%s is no longer running: redeploying it", target.image)
+        return pipeline(env, target.image, kind="rollback", approval=False)
+    return Outcome(switch_back(env, observed, target))
 
 
 def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> State:

@@ -83,27 +83,39 @@ def switch(env: Env, to: Color, expect_from: Color | None) -> float:
 
 
 def wait_endpoints(env: Env, color: Color, timeout: float) -> None:
-    """Until the active Service's EndpointSlices hold ready endpoints of ``color`` only."""
-    name = env.service("active").rsplit("/", 1)[1]
+    """Until the active Service's EndpointSlices hold ready endpoints of ``color`` only;
+    between looks it watches the slices instead of polling them."""
+    service = env.service("active").rsplit("/", 1)[1]
+    slices_path = f"/apis/discovery.k8s.io/v1/namespaces/{env.ns}/endpointslices"
+    by_service = f"kubernetes.io/service-name={service}"
     deadline = time.monotonic() + timeout
-    pods_path = k.pods(env.ns)
-    while time.monotonic() < deadline:
-        slices = env.kube.get(
-            f"/apis/discovery.k8s.io/v1/namespaces/{env.ns}/endpointslices",
-            labelSelector=f"kubernetes.io/service-name={name}",
-        )
+    ours = _pod_names(env, color)
+    while True:
+        listing = env.kube.get(slices_path, labelSelector=by_service)
         names = {
             ep["targetRef"]["name"]
-            for s in slices.get("items", [])
+            for s in listing.get("items", [])
             for ep in s.get("endpoints") or []
             if ep.get("conditions", {}).get("ready") and ep.get("targetRef")
         }
-        if names:
-            pods = env.kube.get(
-                pods_path, labelSelector=k.selector_string(selector(env.app, color))
+        if names and not names <= ours:
+            ours = _pod_names(env, color)  # a pod of the color may have been replaced
+        if names and names <= ours:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"the active Service's endpoints did not move to {color} in {timeout} s"
             )
-            ours = {p["metadata"]["name"] for p in pods["items"]}
-            if names <= ours:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"the active Service's endpoints did not move to {color} in {timeout} s")
+        for _ in env.kube.watch(
+            slices_path,
+            listing["metadata"]["resourceVersion"],
+            remaining,
+            labelSelector=by_service,
+        ):
+            break  # a slice changed: look again
+
+
+def _pod_names(env: Env, color: Color) -> set[str]:
+    pods = env.kube.get(k.pods(env.ns), labelSelector=k.selector_string(selector(env.app, color)))
+    return {p["metadata"]["name"] for p in pods["items"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ def deploy(api: str, cfg: str, image: str, *extra: str) -> Any:
     return deploys.run(api, "deploy", "--dir", cfg, "staging", "--image", image, *extra)
 
 
+def start_deploy(api: str, cfg: str, image: str, log: Path) -> subprocess.Popen[bytes]:
+    """A staging deploy in the background, to be watched or killed."""
+    return deploys.start(api, "deploy", "--dir", cfg, "staging", "--image", image, log=log)
+
+
 @pytest.fixture
 def v1_live(cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path) -> str:
     """v1 deployed and serving; returns the configuration directory."""
@@ -42,16 +48,7 @@ def test_zero_failed_requests_through_deploy_and_instant_rollback(
     assert deploy(prefect_server, cfg, V1).returncode == 0
     load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=120)
     time.sleep(2)
-    proc = deploys.start(
-        prefect_server,
-        "deploy",
-        "--dir",
-        cfg,
-        "staging",
-        "--image",
-        V2,
-        log=tmp_path / "deploy.log",
-    )
+    proc = start_deploy(prefect_server, cfg, V2, tmp_path / "deploy.log")
     done = deploys.wait_phase(cluster, namespace, V2, {"done"})
     assert done["result"] == "succeeded", done
     switched_at = next(s["at"] for s in done["steps"] if s["name"] == "switch")
@@ -165,16 +162,7 @@ def test_failure_after_switch_rolls_back_automatically(
 def test_second_deploy_at_once_is_refused_and_changes_nothing(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
 ) -> None:
-    first = deploys.start(
-        prefect_server,
-        "deploy",
-        "--dir",
-        v1_live,
-        "staging",
-        "--image",
-        V2,
-        log=tmp_path / "first.log",
-    )
+    first = start_deploy(prefect_server, v1_live, V2, tmp_path / "first.log")
     deploys.wait_phase(cluster, namespace, V2, {"deploying", "checking"})
     before = deploys.history(cluster, namespace)
     second = deploy(prefect_server, v1_live, "bascule.local/sample-app:v3")
@@ -204,16 +192,7 @@ def test_killed_deploy_converges_when_run_again(
         rollout={"scale_down_delay_seconds": 10, "lock_timeout_seconds": 150},
     )
     load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=100)
-    proc = deploys.start(
-        prefect_server,
-        "deploy",
-        "--dir",
-        cfg,
-        "staging",
-        "--image",
-        V2,
-        log=tmp_path / "killed.log",
-    )
+    proc = start_deploy(prefect_server, cfg, V2, tmp_path / "killed.log")
     phase = {
         "idle-color-up": "checking",
         "right-after-switch": "switched",
