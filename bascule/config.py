@@ -13,7 +13,6 @@ import string
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -31,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from bascule.errors import UsageError
+from bascule.images import parse_image
 from bascule.yamlsource import (
     ConfigError,
     Loc,
@@ -50,7 +51,6 @@ __all__ = [
     "FieldProblem",
     "HealthCheck",
     "HistoryConfig",
-    "ImageRef",
     "KubeConfig",
     "Problem",
     "RolloutConfig",
@@ -62,7 +62,6 @@ __all__ = [
     "environment_files",
     "load_all",
     "load_environment",
-    "parse_image_ref",
     "with_image_tag",
 ]
 
@@ -91,79 +90,10 @@ class FieldProblem(ValueError):
         self.key = key
 
 
-# --- image references ------------------------------------------------------------------------
-
-# The grammar of distribution's reference package (the one Docker, containerd and Kubernetes
-# use), written out as a regular expression.
-_ALNUM = r"[a-z0-9]+"
-_SEPARATOR = r"(?:[._]|__|-+)"
-_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
-_DOMAIN = rf"{_HOST}(?::[0-9]+)?"
-_TAG = r"\w[\w.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_REFERENCE = re.compile(
-    rf"^(?P<name>(?:(?P<domain>{_DOMAIN})/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$",
-    re.ASCII,
-)
-_NAME_MAX = 255
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """A parsed OCI image reference."""
-
-    name: str  # registry and repository, e.g. ``bascule.local/sample-app``
-    tag: str | None
-    digest: str | None
-
-    def __str__(self) -> str:
-        return (
-            self.name
-            + (f":{self.tag}" if self.tag else "")
-            + (f"@{self.digest}" if self.digest else "")
-        )
-
-
-def parse_image_ref(ref: str, *, pinned: bool = True) -> ImageRef:
-    """Parse an image reference; ValueError with a message saying what to fix.
-
-    With ``pinned`` (the default, for release images) a tag other than ``latest`` or a digest is
-    required: a release must name exactly one image, or rolling back to it means nothing.
-    """
-    match = _REFERENCE.match(ref)
-    if match is None:
-        hint = ""
-        if ref != ref.strip() or any(c.isspace() for c in ref):
-            hint = " (it contains whitespace)"
-        elif any(c.isupper() for c in ref.split("/")[-1].split(":")[0]):
-            hint = " (repository names are lowercase)"
-        raise ValueError(
-            f"{ref!r} is not a valid image reference{hint} — "
-            "write [registry[:port]/]repository[:tag][@digest], e.g. registry.example/app:v1.2"
-        )
-    if len(match["name"]) > _NAME_MAX:
-        raise ValueError(f"image name is longer than {_NAME_MAX} characters — shorten it")
-    image = ImageRef(name=match["name"], tag=match["tag"], digest=match["digest"])
-    if pinned and image.digest is None:
-        if image.tag is None:
-            raise ValueError(
-                f"image {ref!r} has no tag or digest — pin one (e.g. {ref}:v1 or @sha256:…) "
-                "so that a release, and a rollback to it, means exactly one image"
-            )
-        if image.tag == "latest":
-            raise ValueError(
-                f"image {ref!r} uses the moving tag 'latest' — pin a version tag or a digest"
-            )
-    return image
-
-
 def with_image_tag(value: JsonValue, image: str) -> JsonValue:
     """``value`` with ``{image_tag}`` in its strings replaced by the tag of ``image``."""
     if isinstance(value, str):
-        tag = parse_image_ref(image, pinned=False).tag or "latest"
+        tag = parse_image(image, pinned=False).tag or "latest"
         return value.replace("{image_tag}", tag)
     if isinstance(value, list):
         return [with_image_tag(item, image) for item in value]
@@ -501,7 +431,7 @@ class SmokeJob(_Section):
     @field_validator("image")
     @classmethod
     def _valid_image(cls, value: str) -> str:
-        parse_image_ref(value, pinned=False)
+        parse_image(value, pinned=False)
         return value
 
     _env = field_validator("env")(_check_env)
@@ -656,7 +586,7 @@ class EnvironmentConfig(_Section):
     @classmethod
     def _valid_image(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_image_ref(value)
+            parse_image(value)
         return value
 
     _env = field_validator("env")(_check_env)
@@ -684,14 +614,14 @@ class EnvironmentConfig(_Section):
     def resolve_image(self, override: str | None = None) -> str:
         """The image to deploy: ``override`` (e.g. ``--image``) if given, else ``image``.
 
-        ValueError, saying what to do, if the result is missing or not a pinned reference.
+        UsageError, saying what to do, if the result is missing or not a pinned reference.
         """
         image = override or self.image
         if image is None:
-            raise ValueError(
+            raise UsageError(
                 f"no image for {self.environment}: pass --image or set `image:` in its file"
             )
-        parse_image_ref(image)
+        parse_image(image)
         return image
 
 

@@ -57,6 +57,8 @@ from uuid import UUID
 
 import httpx
 
+from bascule.errors import UsageError
+from bascule.images import parse_image
 from bascule.prefect_api import (
     APIRequestError,
     APIUnreachable,
@@ -141,89 +143,9 @@ def exit_code_for_state(state_type: str, state_name: str | None) -> Exit | None:
 # --- argument checks ------------------------------------------------------------------------
 
 
-class UsageError(ValueError):
-    """A bad argument or setting; the message says what to change."""
-
-
-# Image references, after the grammar of the OCI distribution spec: [domain/]path[:tag][@digest].
-_ALNUM = r"[a-z0-9]+"
-_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
-_PATH = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*", re.ASCII)
-_DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_DOMAIN = re.compile(
-    rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9A-Fa-f:]+\])(?::[0-9]{{1,5}})?", re.ASCII
-)
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
-# The digests registries use; the hex must be lowercase (OCI image spec).
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}", re.ASCII)
 _ENVIRONMENT = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 _COMMIT = re.compile(r"[0-9a-f]{7,64}", re.ASCII)
 _RERUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
-MAX_NAME_LENGTH = 255
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    domain: str | None
-    path: str
-    tag: str | None
-    digest: str | None
-
-    def __str__(self) -> str:
-        name = f"{self.domain}/{self.path}" if self.domain else self.path
-        tag = f":{self.tag}" if self.tag else ""
-        digest = f"@{self.digest}" if self.digest else ""
-        return f"{name}{tag}{digest}"
-
-
-def parse_image_ref(ref: str, *, require_digest: bool = False) -> ImageRef:
-    """Checks an image reference such as ``registry.example/team/app:1.2@sha256:<hex>``.
-
-    Raises UsageError naming the part that is wrong. ``require_digest`` asks for an immutable
-    reference: production deploys exactly the image that passed staging, not whatever a tag
-    points at today.
-    """
-    if not ref:
-        raise UsageError("the image reference is empty")
-    if any(ch.isspace() or not ch.isprintable() for ch in ref):
-        raise UsageError(f"image reference {ref!r} contains whitespace or control characters")
-    name, at, digest = ref.partition("@")
-    if at and not _DIGEST.fullmatch(digest):
-        raise UsageError(
-            f"image reference {ref!r}: digest {digest!r} is not valid; "
-            "expected sha256: followed by 64 lowercase hex digits"
-        )
-    if require_digest and not at:
-        raise UsageError(
-            f"image reference {ref!r} has no digest; this environment deploys by digest only: "
-            "give the reference that passed staging, as image@sha256:<64 hex digits>"
-        )
-    tag: str | None = None
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-        if not _TAG.fullmatch(tag):
-            raise UsageError(
-                f"image reference {ref!r}: tag {tag!r} is not valid; a tag is up to 128 letters, "
-                "digits, '_', '.' and '-', not starting with '.' or '-'"
-            )
-    if len(name) > MAX_NAME_LENGTH:
-        raise UsageError(f"image reference {ref!r}: the name is over {MAX_NAME_LENGTH} characters")
-    domain: str | None = None
-    first, sep, rest = name.partition("/")
-    # As Docker decides: the first part names a registry when it looks like a host.
-    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
-        domain, name = first, rest
-        if not _DOMAIN.fullmatch(domain):
-            raise UsageError(f"image reference {ref!r}: registry {domain!r} is not a valid host")
-    if not _PATH.fullmatch(name):
-        hint = " (repository names are lowercase)" if name != name.lower() else ""
-        raise UsageError(
-            f"image reference {ref!r}: repository {name!r} is not valid{hint}; "
-            "expected lowercase words separated by '/', '.', '_' or '-'"
-        )
-    return ImageRef(domain=domain, path=name, tag=tag, digest=digest or None)
 
 
 def check_environment(name: str) -> str:
@@ -480,7 +402,7 @@ def trigger(
     job = _Trigger(output, report, poll_interval, api_patience, log_settle)
     try:
         check_environment(env)
-        parse_image_ref(image, require_digest=require_digest)
+        parse_image(image, require_digest=require_digest)
         check_commit(commit)
         check_rerun(rerun)
         if not api_url:

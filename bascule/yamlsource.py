@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from bascule.errors import UsageError
+
 __all__ = [
     "ConfigError",
     "Loc",
@@ -63,7 +65,7 @@ class Problem:
         )
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """Configuration that cannot be used; carries every problem found, not just the first."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:

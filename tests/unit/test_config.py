@@ -15,7 +15,6 @@ from bascule.config import (
     describe_schema,
     load_all,
     load_environment,
-    parse_image_ref,
 )
 from bascule.yamlsource import Mark, parse_yaml
 
@@ -222,7 +221,7 @@ def test_bad_image_reference(tmp_path: Path) -> None:
     text = MINIMAL + "image: registry.example/Shop:v1\n"
     [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
     assert problem.field == "image" and problem.mark is not None and problem.mark.line == 4
-    assert "not a valid image reference" in problem.message and "lowercase" in problem.message
+    assert "is not valid" in problem.message and "lowercase" in problem.message
 
 
 def test_unpinned_image(tmp_path: Path) -> None:
@@ -323,43 +322,6 @@ def test_extra_environment_files_are_loaded(deployments: Path) -> None:
     text = MINIMAL.replace("staging", "qa").replace("shop", "sample-app")
     write(deployments / "qa.yaml", text)
     assert list(load_all(deployments)) == ["dev", "staging", "production", "qa"]
-
-
-# --- image references ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ref", "name", "tag", "digest"),
-    [
-        ("bascule.local/sample-app:v1", "bascule.local/sample-app", "v1", None),
-        ("localhost:5000/team/app:1.2.3-rc_1", "localhost:5000/team/app", "1.2.3-rc_1", None),
-        ("app:v1", "app", "v1", None),
-        ("a__b/c.d-e:V", "a__b/c.d-e", "V", None),
-        ("app@sha256:" + "a" * 64, "app", None, "sha256:" + "a" * 64),
-        ("r.io/app:v1@sha256:" + "b" * 64, "r.io/app", "v1", "sha256:" + "b" * 64),
-        ("[::1]:5000/app:v1", "[::1]:5000/app", "v1", None),
-    ],
-)
-def test_valid_image_references(ref: str, name: str, tag: str | None, digest: str | None) -> None:
-    image = parse_image_ref(ref)
-    assert (image.name, image.tag, image.digest) == (name, tag, digest)
-    assert str(image) == ref
-
-
-@pytest.mark.parametrize(
-    "ref",
-    ["", "App:v1", "app:", "app:-v1", "app::v1", "-app:v1", "app/:v1", "a b:v1", "app@sha256:abc"],
-)
-def test_invalid_image_references(ref: str) -> None:
-    with pytest.raises(ValueError, match="not a valid image reference"):
-        parse_image_ref(ref)
-
-
-def test_pinning() -> None:
-    assert parse_image_ref("app", pinned=False).tag is None
-    for ref in ("app", "app:latest"):
-        with pytest.raises(ValueError, match="pin"):
-            parse_image_ref(ref)
 
 
 # --- the yaml source ---------------------------------------------------------------------------

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from bascule import trigger as tr
+from bascule.errors import UsageError
 from bascule.prefect_api import LogEntry, auth_headers, flow_run_url, redact_url, ui_base_url
-from bascule.trigger import Exit, UsageError, exit_code_for_state, parse_image_ref
+from bascule.trigger import Exit, exit_code_for_state
 
 DIGEST = "sha256:" + "ab" * 32
 API = "http://127.0.0.1:4200/api"
@@ -77,66 +78,6 @@ def test_exit_codes_are_documented_in_docstring_and_help() -> None:
         assert f"\n  {int(code)}  " in help_text
         assert f"\n{int(code)}    " in doc
         assert code in tr.RESULTS
-
-
-# --- image references ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ref", "domain", "path", "tag", "digest"),
-    [
-        ("app", None, "app", None, None),
-        ("app:1.2.3", None, "app", "1.2.3", None),
-        ("team/app", None, "team/app", None, None),
-        ("registry.example/team/app:v1", "registry.example", "team/app", "v1", None),
-        ("localhost:5000/app:latest", "localhost:5000", "app", "latest", None),
-        ("localhost/app", "localhost", "app", None, None),
-        ("[::1]:5000/app", "[::1]:5000", "app", None, None),
-        ("ghcr.io/org/my_app--x.y:tag_1", "ghcr.io", "org/my_app--x.y", "tag_1", None),
-        (f"registry.example/app@{DIGEST}", "registry.example", "app", None, DIGEST),
-        (f"registry.example/app:1.2@{DIGEST}", "registry.example", "app", "1.2", DIGEST),
-        ("Registry.Example/app", "Registry.Example", "app", None, None),
-    ],
-)
-def test_valid_image_references(
-    ref: str, domain: str | None, path: str, tag: str | None, digest: str | None
-) -> None:
-    image = parse_image_ref(ref)
-    assert (image.domain, image.path, image.tag, image.digest) == (domain, path, tag, digest)
-    assert str(image) == ref
-
-
-@pytest.mark.parametrize(
-    ("ref", "message"),
-    [
-        ("", "empty"),
-        ("app 1", "whitespace"),
-        ("app\n", "whitespace"),
-        ("registry.example/App:1", "repository names are lowercase"),
-        ("app:-x", "tag '-x' is not valid"),
-        ("app:" + "x" * 129, "is not valid"),
-        ("app@sha256:abc", "digest 'sha256:abc' is not valid"),
-        ("app@sha256:" + "AB" * 32, "is not valid"),
-        ("app@md5:" + "ab" * 16, "is not valid"),
-        ("-app", "repository '-app' is not valid"),
-        ("registry.example//app", "is not valid"),
-        ("registry.example/app/", "is not valid"),
-        ("reg_istry.example/app", "registry 'reg_istry.example' is not a valid host"),
-        ("registry.example:port/app", "registry 'registry.example:port'"),
-        ("a/" * 130 + "b", "over 255 characters"),
-        ("app;rm -rf /", "whitespace"),
-        ("app$(id)", "is not valid"),
-    ],
-)
-def test_invalid_image_references_say_what_is_wrong(ref: str, message: str) -> None:
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("$", r"\$")):
-        parse_image_ref(ref)
-
-
-def test_digest_required_when_asked() -> None:
-    with pytest.raises(UsageError, match=r"has no digest.*image@sha256:<64 hex digits>"):
-        parse_image_ref("registry.example/app:1.2", require_digest=True)
-    assert parse_image_ref(f"registry.example/app@{DIGEST}", require_digest=True).digest == DIGEST
 
 
 @pytest.mark.parametrize("name", ["dev", "staging", "production", "eu-west-1"])

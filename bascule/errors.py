@@ -1,0 +1,45 @@
+"""One exception tree for every expected failure, each class carrying its exit code.
+
+The CLI catches ``BasculeError`` once and exits with ``error.exit``; anything else is a bug
+and may show a traceback. Split by what the caller can do, as httpx's tree is: fix the input
+(``UsageError``), try again later (``Unreachable``), or read why it failed (``OperationFailed``).
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from bascule.outcome import Exit
+
+
+class BasculeError(Exception):
+    """An expected failure; its message says what is wrong and what to do."""
+
+    exit: ClassVar[Exit] = Exit.FAILED
+
+
+class UsageError(BasculeError, ValueError):
+    """Bad input (argument, configuration, environment variable); nothing was changed.
+
+    A ValueError too, so that pydantic validators may raise it and point at the field."""
+
+    exit = Exit.USAGE
+
+
+class Refused(BasculeError):
+    """Refused before changing anything, for example another deploy holds the lock."""
+
+    exit = Exit.USAGE
+
+
+class OperationFailed(BasculeError):
+    """An operation was tried and did not succeed."""
+
+    exit = Exit.FAILED
+
+
+class Unreachable(OperationFailed):
+    """A service Bascule needs (the Prefect API, the Kubernetes API) did not answer."""
+
+    exit = Exit.UNREACHABLE

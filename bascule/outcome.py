@@ -1,0 +1,89 @@
+"""How a run ends and what the ``bascule`` command exits with: the one table of both.
+
+Pure: no I/O, no Prefect import. Flows name their final states with ``StateName``; the CLI,
+the trigger and the README read exit codes from ``Exit`` and ``exit_code``, and every
+command's ``--help`` lists its codes from ``EXIT_MEANINGS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum, StrEnum
+
+
+class Exit(IntEnum):
+    """Exit statuses of the ``bascule`` command."""
+
+    COMPLETED = 0
+    FAILED = 1
+    USAGE = 2
+    ROLLED_BACK = 3
+    REJECTED = 4
+    APPROVAL_TIMED_OUT = 5
+    WAIT_TIMED_OUT = 6
+    UNREACHABLE = 7
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS: dict[Exit, str] = {
+    Exit.COMPLETED: "completed (deployed, rolled back on request, or already serving)",
+    Exit.FAILED: "the operation failed; traffic stayed on or went back to the old version",
+    Exit.USAGE: "usage or configuration error, or another deploy holds the lock; nothing changed",
+    Exit.ROLLED_BACK: "rolled back automatically: the checks after the switch failed",
+    Exit.REJECTED: "rejected at the approval gate; traffic did not move",
+    Exit.APPROVAL_TIMED_OUT: "nobody approved in time; traffic did not move",
+    Exit.WAIT_TIMED_OUT: "bascule trigger stopped waiting (--timeout); the run goes on",
+    Exit.UNREACHABLE: "the Prefect or Kubernetes API could not be reached",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class StateName(StrEnum):
+    """Names Bascule gives a run's final Failed state, to say why it did not deploy."""
+
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+    REJECTED = "Rejected"
+    # Not "TimedOut": Prefect gives that name to its own timeouts (a concurrency slot not
+    # acquired in time, a flow's timeout_seconds), which are not an approval's.
+    APPROVAL_TIMED_OUT = "ApprovalTimedOut"
+    LOCK_HELD = "LockHeld"
+
+
+# Prefect's state types in which a flow run has ended; Paused and the rest have not.
+TERMINAL_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+_FAILED_NAMED: dict[str, Exit] = {
+    StateName.ROLLED_BACK: Exit.ROLLED_BACK,
+    StateName.REJECTED: Exit.REJECTED,
+    StateName.APPROVAL_TIMED_OUT: Exit.APPROVAL_TIMED_OUT,
+    StateName.LOCK_HELD: Exit.USAGE,  # refused before doing anything, like a usage error
+}
+
+
+def exit_code(state_type: str, state_name: str | None) -> Exit | None:
+    """The exit code for a flow run in this state, or None while the run has not ended.
+
+    Only a Failed state carries Bascule's meaning in its name; a Crashed or Cancelled run
+    failed whatever it is called.
+    """
+    state_type = state_type.upper()
+    if state_type not in TERMINAL_TYPES:
+        return None
+    if state_type == "COMPLETED":
+        return Exit.COMPLETED
+    if state_type == "FAILED" and state_name in _FAILED_NAMED:
+        return _FAILED_NAMED[state_name]
+    return Exit.FAILED
+
+
+def describe_exits(codes: Iterable[Exit]) -> str:
+    """The ``exit codes:`` block of a command's ``--help``."""
+    lines = [f"  {int(code):<3} {EXIT_MEANINGS[code]}" for code in sorted(codes)]
+    return "exit codes:\n" + "\n".join(lines)
+
+
+def exit_table() -> str:
+    """The README's exit code table, rendered from ``EXIT_MEANINGS``."""
+    rows = [f"| {int(code)} | {meaning} |" for code, meaning in EXIT_MEANINGS.items()]
+    return "\n".join(["| code | meaning |", "|---|---|", *rows])

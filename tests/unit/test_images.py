@@ -1,0 +1,92 @@
+"""The one image-reference parser (bascule.images), as config, CLI, trigger and flow use it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bascule.errors import UsageError
+from bascule.images import ImageError, parse_image
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("ref", "domain", "path", "tag", "digest"),
+    [
+        ("app", None, "app", None, None),
+        ("app:1.2.3", None, "app", "1.2.3", None),
+        ("team/app", None, "team/app", None, None),
+        ("registry.example/team/app:v1", "registry.example", "team/app", "v1", None),
+        ("localhost:5000/app:latest", "localhost:5000", "app", "latest", None),
+        ("localhost/app", "localhost", "app", None, None),
+        ("[::1]:5000/app", "[::1]:5000", "app", None, None),
+        ("ghcr.io/org/my_app--x.y:tag_1", "ghcr.io", "org/my_app--x.y", "tag_1", None),
+        (f"registry.example/app@{DIGEST}", "registry.example", "app", None, DIGEST),
+        (f"registry.example/app:1.2@{DIGEST}", "registry.example", "app", "1.2", DIGEST),
+        ("Registry.Example/app", "Registry.Example", "app", None, None),
+    ],
+)
+def test_valid_image_references(
+    ref: str, domain: str | None, path: str, tag: str | None, digest: str | None
+) -> None:
+    image = parse_image(ref, pinned=False)
+    assert (image.domain, image.path, image.tag, image.digest) == (domain, path, tag, digest)
+    assert str(image) == ref
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("", "empty"),
+        ("app 1", "whitespace"),
+        ("app\n", "whitespace"),
+        ("registry.example/App:1", "repository names are lowercase"),
+        ("app:-x", "tag '-x' is not valid"),
+        ("app:" + "x" * 129, "is not valid"),
+        ("app@sha256:abc", "digest 'sha256:abc' is not valid"),
+        ("app@sha256:" + "AB" * 32, "is not valid"),
+        ("app@md5:" + "ab" * 16, "is not valid"),
+        ("-app", "repository '-app' is not valid"),
+        ("registry.example//app", "is not valid"),
+        ("registry.example/app/", "is not valid"),
+        ("reg_istry.example/app", "registry 'reg_istry.example' is not a valid host"),
+        ("registry.example:port/app", "registry 'registry.example:port'"),
+        ("a/" * 130 + "b", "over 255 characters"),
+        ("app;rm -rf /", "whitespace"),
+        ("app$(id)", "is not valid"),
+    ],
+)
+def test_invalid_image_references_say_what_is_wrong(ref: str, message: str) -> None:
+    with pytest.raises(ImageError, match=message.replace("(", r"\(").replace("$", r"\$")):
+        parse_image(ref, pinned=False)
+
+
+def test_digest_required_when_asked() -> None:
+    with pytest.raises(ImageError, match=r"has no digest.*image@sha256:<64 hex digits>"):
+        parse_image("registry.example/app:1.2", require_digest=True)
+    assert parse_image(f"registry.example/app@{DIGEST}", require_digest=True).digest == DIGEST
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["app:v1\n", "app:v1 ", "\tapp:v1", "app:v1\x00", "app:v1@sha256:" + "a" * 64 + "\n"],
+)
+def test_nothing_may_follow_a_valid_reference(ref: str) -> None:
+    # A trailing newline once passed a ``match(^...$)`` parser and reached the Deployment.
+    with pytest.raises(ImageError, match="whitespace or control characters"):
+        parse_image(ref)
+
+
+def test_release_images_are_pinned() -> None:
+    assert parse_image("app", pinned=False).tag is None
+    assert parse_image("app:latest", pinned=False).tag == "latest"
+    for ref in ("app", "team/app", "app:latest", "registry.example/app:latest"):
+        with pytest.raises(ImageError, match="pin"):
+            parse_image(ref)
+    assert parse_image(f"app@{DIGEST}").digest == DIGEST
+
+
+def test_image_errors_are_usage_errors() -> None:
+    # The CLI maps UsageError to exit 2; pydantic validators need a ValueError.
+    assert issubclass(ImageError, UsageError)
+    assert issubclass(ImageError, ValueError)
