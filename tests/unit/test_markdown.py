@@ -8,7 +8,7 @@ from bascule import markdown as md
 def test_a_multi_line_log_stays_in_its_cell() -> None:
     log = "Traceback (most recent call last):\n  File | x\n<script>alert(1)</script>\n"
     rendered = md.table(["check", "detail"], [["smoke job", log]])
-    header, rule, row = rendered.splitlines()
+    _header, rule, row = rendered.splitlines()
     assert rule == "|---|---|"
     # Two columns: the row has exactly the three unescaped pipes of its cells.
     assert row.replace("\\|", "").count("|") == 3
