@@ -215,6 +215,10 @@ def leases(ns: str, name: str = "") -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases" + (f"/{name}" if name else "")
 
 
+def replicasets(ns: str) -> str:
+    return f"/apis/apps/v1/namespaces/{ns}/replicasets"
+
+
 def pods(ns: str) -> str:
     return f"/api/v1/namespaces/{ns}/pods"
 

@@ -24,6 +24,7 @@ NEEDED = [
     ("", "services", "patch"),
     ("", "configmaps", "update"),
     ("coordination.k8s.io", "leases", "update"),
+    ("apps", "replicasets", "list"),
     ("", "pods", "list"),
     ("", "events", "list"),
     ("batch", "jobs", "create"),
