@@ -286,7 +286,7 @@ def test_pods_a_quota_forbids_fail_the_deploy_at_once(
     )
     res = deploy(prefect_server, v1_live, V2)
     last, waited = failed_in_wait_ready(cluster, namespace, res)
-    print(f"replica_failure_wait_ready_seconds={waited:.2f}")
+    print(f"replica_failure_wait_ready_seconds={waited:.2f} reason={last['reason']!r}")
     assert waited < 15  # the progress deadline is 60 s
     assert "ReplicaFailure (FailedCreate)" in last["reason"], last["reason"]
     assert "exceeded quota: pods" in last["reason"], last["reason"]
@@ -311,6 +311,7 @@ def test_an_idle_color_no_node_can_take_fails_after_the_grace(
     applied = next(s["at"] for s in last["steps"] if s["name"] == "deploy-idle-color")
     failed_after = next(s["at"] for s in last["steps"] if s["name"] == "wait-ready") - applied
     print(f"unschedulable_wait_ready_seconds={waited:.2f} failed_after_apply={failed_after:.2f}")
+    print(f"reason={last['reason']!r}")
     # The pods exist only after the apply; condition times are whole seconds, hence the 1 s.
     assert grace - 1 <= failed_after and waited < 20, (failed_after, waited)  # deadline: 60 s
     reason = last["reason"]
