@@ -84,6 +84,8 @@ def replica_failure(deployment: Obj, replicasets: Sequence[Obj]) -> Verdict | No
 
 def _unschedulable_since(pod: Obj) -> tuple[float, str] | None:
     """When the scheduler first found no node for this pod (API server clock) and why."""
+    if pod.get("status", {}).get("nominatedNodeName"):
+        return None  # preempting lower-priority pods: it gets that node once they are gone
     for cond in pod.get("status", {}).get("conditions", []):
         if (
             cond.get("type") == "PodScheduled"

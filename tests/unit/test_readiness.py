@@ -358,11 +358,13 @@ def test_unschedulable_pods_fail_after_the_grace(now: float, grace: int | None, 
         assert verdict.pods == ["shop-green-a", "shop-green-b"]
 
 
-def test_pods_the_scheduler_has_not_judged_yet_are_not_unschedulable() -> None:
+def test_pods_not_judged_yet_or_about_to_get_a_node_are_not_unschedulable() -> None:
     creating = pod("p", container(waiting="ContainerCreating"))
+    preempting = pending("r")
+    preempting["status"]["nominatedNodeName"] = "node-1"
     verdict = rollout_verdict(
-        deployment(2, ready=0),
-        [pending("q", unschedulable_since=None), creating],
+        deployment(3, ready=0),
+        [pending("q", unschedulable_since=None), creating, preempting],
         unschedulable_grace_seconds=0,
         now=T0 + 3600,
     )
