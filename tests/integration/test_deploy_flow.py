@@ -319,3 +319,6 @@ def test_an_idle_color_no_node_can_take_fails_after_the_grace(
     assert "Insufficient cpu" in reason, reason
     markdown = run_report(prefect_server, last["flow_run_id"])
     assert "Warning FailedScheduling" in markdown and "Insufficient cpu" in markdown, markdown
+    # Preflight saw it coming: a warning, as the scheduler has the last word.
+    warned = "| preflight | capacity | **FAIL** | 1 | 2 of 2 new pods (cpu 256, memory 64Mi each)"
+    assert warned in markdown, markdown
