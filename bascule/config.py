@@ -249,6 +249,15 @@ class RolloutConfig(_Section):
             "fails (0: wait for ready_timeout_seconds)."
         ),
     )
+    unschedulable_grace_seconds: int = Field(
+        default=30,
+        ge=0,
+        description=(
+            "How long a new pod may wait for a node (the scheduler's FailedScheduling: "
+            "insufficient cpu or memory, too many pods, taints, unbound volumes) before the "
+            "deploy fails; leaves time for a cluster autoscaler to add one."
+        ),
+    )
     lock_timeout_seconds: int = Field(
         default=0,
         ge=0,

@@ -215,8 +215,17 @@ def leases(ns: str, name: str = "") -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases" + (f"/{name}" if name else "")
 
 
-def pods(ns: str) -> str:
-    return f"/api/v1/namespaces/{ns}/pods"
+def replicasets(ns: str) -> str:
+    return f"/apis/apps/v1/namespaces/{ns}/replicasets"
+
+
+def pods(ns: str = "") -> str:
+    """The pods of namespace ``ns``; of every namespace without it."""
+    return f"/api/v1/namespaces/{ns}/pods" if ns else "/api/v1/pods"
+
+
+def nodes() -> str:
+    return "/api/v1/nodes"
 
 
 def events(ns: str) -> str:

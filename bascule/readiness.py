@@ -1,12 +1,17 @@
 """Is a rollout done, still going, or hopeless? A pure verdict on a Deployment and its pods.
 
-Waiting fails fast: a pod in CrashLoopBackOff or unable to get its image will not heal by
-itself, so the pipeline stops at once with the reason instead of sitting out a timeout.
+Waiting fails fast: a pod in CrashLoopBackOff or unable to get its image, or a ReplicaSet that
+cannot create pods at all, will not heal by itself, so the pipeline stops at once with the reason
+instead of sitting out a timeout. Pods no node can take get a grace first, as a cluster
+autoscaler may add a node.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 Obj = dict[str, Any]
@@ -29,16 +34,11 @@ class Verdict:
     state: Literal["progressing", "ready", "failed"]
     reason: str = ""
     pods: list[str] = field(default_factory=list)  # pods the reason is about
+    replicasets: list[str] = field(default_factory=list)  # ReplicaSets the reason is about
 
     @property
     def done(self) -> bool:
         return self.state != "progressing"
-
-
-def _restarts(pod: Obj) -> int:
-    return sum(
-        cs.get("restartCount", 0) for cs in pod.get("status", {}).get("containerStatuses", [])
-    )
 
 
 def pod_problem(pod: Obj, readiness_grace_restarts: int = 2) -> str | None:
@@ -61,15 +61,80 @@ def pod_problem(pod: Obj, readiness_grace_restarts: int = 2) -> str | None:
     return None
 
 
+def replica_failure(deployment: Obj, replicasets: Sequence[Obj]) -> Verdict | None:
+    """Failed when the release's ReplicaSets (or the Deployment, which reports its new
+    ReplicaSet's) cannot create pods: quota exceeded, admission denied, invalid spec. No pod
+    exists to report such a failure, so without this a rollout sits out its progress deadline."""
+    meta, status = deployment.get("metadata", {}), deployment.get("status", {})
+    sources = [("ReplicaSet", rs) for rs in replicasets]
+    if status.get("observedGeneration", 0) >= meta.get("generation", 0):
+        sources.append(("Deployment", deployment))  # only a condition about the current template
+    for kind, obj in sources:
+        for cond in obj.get("status", {}).get("conditions", []):
+            if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+                name = obj["metadata"]["name"]
+                return Verdict(
+                    "failed",
+                    f"ReplicaFailure ({cond.get('reason') or 'unknown'}): {kind} {name} cannot "
+                    f"create pods: {cond.get('message', '').strip()}",
+                    replicasets=[name] if kind == "ReplicaSet" else [],
+                )
+    return None
+
+
+def _unschedulable_since(pod: Obj) -> tuple[float, str] | None:
+    """When the scheduler first found no node for this pod (API server clock) and why."""
+    if pod.get("status", {}).get("nominatedNodeName"):
+        return None  # preempting lower-priority pods: it gets that node once they are gone
+    for cond in pod.get("status", {}).get("conditions", []):
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            stamp = cond.get("lastTransitionTime")
+            since = datetime.fromisoformat(stamp).timestamp() if stamp else math.inf
+            return since, cond.get("message", "").strip()
+    return None
+
+
+def unschedulable(pods: list[Obj], want: int, grace_seconds: float, now: float) -> Verdict | None:
+    """Failed once a pod has found no node for ``grace_seconds`` (time for a cluster
+    autoscaler to add one), naming the scheduler's message and how many pods wait; else None."""
+    waiting: list[tuple[float, str, str]] = []
+    for pod in pods:
+        found = _unschedulable_since(pod)
+        if found:
+            waiting.append((*found, pod["metadata"]["name"]))
+    if not waiting:
+        return None
+    since, message, _ = min(waiting)
+    if now - since < grace_seconds:
+        return None
+    return Verdict(
+        "failed",
+        f"FailedScheduling: {len(waiting)} of {want} pods cannot be scheduled, the first for "
+        f"{now - since:.0f} s (grace {grace_seconds:g} s): {message}",
+        sorted(name for _, _, name in waiting),
+    )
+
+
 def rollout_verdict(
     deployment: Obj,
     pods: list[Obj],
+    *,
+    replicasets: Sequence[Obj] = (),
     readiness_failures: dict[str, int] | None = None,
     max_readiness_failures: int = 0,
+    unschedulable_grace_seconds: float | None = None,
+    now: float = 0.0,
 ) -> Verdict:
     """Verdict for a Deployment expected to reach spec.replicas ready pods of its current
-    template. ``readiness_failures`` counts failed readiness probes per pod (from events);
-    at ``max_readiness_failures`` (0 = no limit) the pod is judged unable to get ready."""
+    template. ``replicasets`` are the release's ReplicaSets, read for a failure to create pods.
+    ``readiness_failures`` counts failed readiness probes per pod (from events);
+    at ``max_readiness_failures`` (0 = no limit) the pod is judged unable to get ready.
+    With ``unschedulable_grace_seconds``, a pod no node could take for that long (by the
+    Unix time ``now``) fails the rollout."""
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     meta = deployment.get("metadata", {})
     want = spec.get("replicas", 1)
@@ -78,6 +143,9 @@ def rollout_verdict(
         # Only a condition about the current template is a verdict on it.
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return Verdict("failed", f"ProgressDeadlineExceeded: {cond.get('message', '')}")
+    cannot_create = replica_failure(deployment, replicasets)
+    if cannot_create:
+        return cannot_create
     problems = [(p["metadata"]["name"], pod_problem(p)) for p in pods]
     failing = [(name, why) for name, why in problems if why]
     if failing:
@@ -90,6 +158,10 @@ def rollout_verdict(
                 f"readiness probe failed {readiness_failures[stuck[0]]} times on {stuck[0]}",
                 stuck,
             )
+    if unschedulable_grace_seconds is not None:
+        unplaced = unschedulable(pods, want, unschedulable_grace_seconds, now)
+        if unplaced:
+            return unplaced
     current = (
         observed
         and status.get("updatedReplicas", 0) == want

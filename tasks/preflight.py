@@ -1,18 +1,22 @@
 """Before anything changes: the cluster answers, the namespace exists, we may do what a
-deploy does, a half-finished earlier run is put right, and the active version is healthy."""
+deploy does, a half-finished earlier run is put right, the active version is healthy and the
+idle color seems to fit on the nodes."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bascule import bluegreen
+from bascule import bluegreen, capacity
 from bascule import history as h
+from bascule import kube as k
 from bascule.checks import CheckResult
 from bascule.kube import KubeError
+from bascule.manifests import Color, idle_color, selector
 from tasks import checks, rollout, state, traffic
 from tasks.context import Env
 
@@ -24,6 +28,7 @@ NEEDED = [
     ("", "services", "patch"),
     ("", "configmaps", "update"),
     ("coordination.k8s.io", "leases", "update"),
+    ("apps", "replicasets", "list"),
     ("", "pods", "list"),
     ("", "events", "list"),
     ("batch", "jobs", "create"),
@@ -110,4 +115,40 @@ def preflight(env: Env, baseline: bool = True) -> tuple[bluegreen.Observed, list
             get_run_logger().warning(
                 "baseline: the active version fails %s", ", ".join(c.name for c in failed)
             )
+    if baseline:
+        room = fits(env, idle_color(observed.active))
+        if room is not None:
+            results.append(room)
     return observed, results
+
+
+def fits(env: Env, idle: Color) -> CheckResult | None:
+    """Whether the idle color's pods seem to fit beside everything else on the nodes: a
+    warning in the report (the scheduler decides). None when the nodes or the pods of other
+    namespaces may not be read, as with a namespaced role."""
+    started = time.monotonic()
+    try:
+        nodes = env.kube.get(k.nodes())["items"]
+        pods = env.kube.get(k.pods(), fieldSelector="status.phase!=Succeeded,status.phase!=Failed")
+    except KubeError as exc:
+        get_run_logger().info("no capacity estimate: %s", exc)
+        return None
+    # The idle color's own pods, if it still runs, make way for the new ones.
+    own = selector(env.app, idle).items()
+    others = [
+        p
+        for p in pods["items"]
+        if not (
+            p["metadata"].get("namespace") == env.ns
+            and own <= (p["metadata"].get("labels") or {}).items()
+        )
+    ]
+    spec = env.templates.deployment["spec"]["template"]["spec"]
+    try:
+        ok, detail = capacity.fit(nodes, others, spec, env.cfg.replicas)
+    except ValueError as exc:  # a quantity we cannot read: the scheduler will judge
+        get_run_logger().info("no capacity estimate: %s", exc)
+        return None
+    if not ok:
+        get_run_logger().warning("capacity: %s", detail)
+    return CheckResult("capacity", "preflight", ok, detail, 1, time.monotonic() - started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from prefect import task
@@ -58,15 +59,25 @@ def _readiness_failures(env: Env, pod_names: set[str]) -> tuple[dict[str, int], 
     return counts, last
 
 
-def failure_report(env: Env, pods: list[dict[str, Any]], names: list[str]) -> str:
-    """Events and log tails of the pods a failure is about, for the run's report."""
+def _events(env: Env, kind: str, name: str) -> list[str]:
+    evs = env.kube.get(k.events(env.ns), fieldSelector=f"involvedObject.name={name}")
+    lines = [f"{kind} {name} events:"]
+    for ev in evs.get("items", [])[-8:]:
+        lines.append(f"  {ev.get('type')} {ev.get('reason')}: {ev.get('message', '').strip()}")
+    return lines
+
+
+def failure_report(env: Env, pods: list[dict[str, Any]], verdict: Verdict) -> str:
+    """Events of the ReplicaSets and pods a failure is about, and the pods' log tails, for
+    the run's report."""
     lines: list[str] = []
-    for name in names[:2]:
-        evs = env.kube.get(k.events(env.ns), fieldSelector=f"involvedObject.name={name}")
-        lines.append(f"pod {name} events:")
-        for ev in evs.get("items", [])[-8:]:
-            lines.append(f"  {ev.get('type')} {ev.get('reason')}: {ev.get('message', '').strip()}")
+    for name in verdict.replicasets[:2]:
+        lines.extend(_events(env, "replicaset", name))
+    for name in verdict.pods[:2]:
+        lines.extend(_events(env, "pod", name))
         pod = next((p for p in pods if p["metadata"]["name"] == name), {})
+        if not pod.get("spec", {}).get("nodeName"):
+            continue  # never scheduled: no container, no log
         restarted = any(
             cs.get("restartCount", 0) for cs in pod.get("status", {}).get("containerStatuses", [])
         )
@@ -87,7 +98,8 @@ def failure_report(env: Env, pods: list[dict[str, Any]], names: list[str]) -> st
 @task(name="wait-ready", cache_policy=NO_CACHE)
 def wait_ready(env: Env, color: Color, release_id: str) -> str:
     """Waits until every replica of the release is Ready, watching its pods; fails fast on
-    CrashLoopBackOff, image errors, repeated readiness failures and ProgressDeadlineExceeded."""
+    CrashLoopBackOff, image errors, repeated readiness failures, a ReplicaSet that cannot
+    create pods, pods no node takes within the grace, and ProgressDeadlineExceeded."""
     labels = {**selector(env.app, color), LABEL_RELEASE: release_id}
     sel = k.selector_string(labels)
     limit = env.cfg.rollout.readiness_failure_limit
@@ -96,15 +108,29 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
         dep = env.kube.get(env.deployment(color))
         listing = env.kube.get(k.pods(env.ns), labelSelector=sel)
         pods = [p for p in listing["items"] if not p["metadata"].get("deletionTimestamp")]
+        # Pods that could not be created leave only their ReplicaSet to say why.
+        replicasets = (
+            env.kube.get(k.replicasets(env.ns), labelSelector=sel)["items"]
+            if len(pods) < env.cfg.replicas
+            else []
+        )
         counts: dict[str, int] = {}
         last_probe = ""
         if limit and pods and not all(_ready(p) for p in pods):
             counts, last_probe = _readiness_failures(env, {p["metadata"]["name"] for p in pods})
-        verdict = rollout_verdict(dep, pods, counts, limit)
+        verdict = rollout_verdict(
+            dep,
+            pods,
+            replicasets=replicasets,
+            readiness_failures=counts,
+            max_readiness_failures=limit,
+            unschedulable_grace_seconds=env.cfg.rollout.unschedulable_grace_seconds,
+            now=time.time(),  # pods' condition times are the API server's wall clock
+        )
         if verdict.state == "failed":
-            reason = verdict.reason + (f" — {last_probe}" if "readiness" in verdict.reason else "")
-            verdict = Verdict("failed", reason, verdict.pods)
-            raise RolloutFailed(verdict, failure_report(env, pods, verdict.pods))
+            if "readiness" in verdict.reason:
+                verdict = replace(verdict, reason=f"{verdict.reason} — {last_probe}")
+            raise RolloutFailed(verdict, failure_report(env, pods, verdict))
         ready = [p for p in pods if _ready(p)]
         # Every pod of this release Ready is the fact that matters; the Deployment's status
         # counters follow it a moment later and only slow the switch down.
@@ -119,7 +145,7 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
                 f"{verdict.reason}" + (f" — {last_probe}" if last_probe else ""),
                 names,
             )
-            raise RolloutFailed(v, failure_report(env, pods, names))
+            raise RolloutFailed(v, failure_report(env, pods, v))
         # Sleep until something about these pods changes, at most a few seconds.
         for _ in env.kube.watch(
             k.pods(env.ns),

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support import deploys
-from tests.support.cluster import Cluster, LoadDriver
+from tests.support.cluster import Cluster, LoadDriver, wait_for
 from tests.support.envs import write_envs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
@@ -241,3 +241,84 @@ def test_bad_configuration_is_refused_and_changes_nothing(
         )
         == ""
     )
+
+
+def run_report(api: str, flow_run_id: str) -> str:
+    """The Markdown report the run left in Prefect."""
+    arts = httpx.post(
+        f"{api}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
+    ).json()
+    return str(next(a["data"] for a in arts if a["type"] == "markdown"))
+
+
+def failed_in_wait_ready(cluster: Cluster, ns: str, res: Any) -> tuple[dict[str, Any], float]:
+    """The failed release and its wait-ready seconds, after checking nothing moved."""
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert deploys.active_color(cluster, ns) == "blue"
+    assert deploys.replicas(cluster, ns, "green") == 0
+    last = deploys.history(cluster, ns)[-1]
+    assert last["image"] == V2 and last["result"] == "failed", last
+    assert not any(s["name"] == "switch" for s in last["steps"])
+    wait = next(s for s in last["steps"] if s["name"] == "wait-ready")
+    assert wait["result"] == "failed"
+    code, body = cluster.http_get(deploys.service_url(cluster, ns))
+    assert code == 200 and '"v1"' in body
+    return last, wait["seconds"]
+
+
+def test_pods_a_quota_forbids_fail_the_deploy_at_once(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    # v1's two pods fill the quota, so v2's ReplicaSet can create none: no pod ever reports
+    # anything, and only the ReplicaSet's ReplicaFailure condition says why.
+    cluster.kubectl("-n", namespace, "create", "quota", "pods", "--hard=pods=2")
+    wait_for(
+        lambda: (
+            cluster.get_json("-n", namespace, "resourcequota", "pods")
+            .get("status", {})
+            .get("used", {})
+            .get("pods")
+            == "2"
+        ),
+        timeout=30,
+        what="the quota controller counting v1's pods",
+    )
+    res = deploy(prefect_server, v1_live, V2)
+    last, waited = failed_in_wait_ready(cluster, namespace, res)
+    print(f"replica_failure_wait_ready_seconds={waited:.2f} reason={last['reason']!r}")
+    assert waited < 15  # the progress deadline is 60 s
+    assert "ReplicaFailure (FailedCreate)" in last["reason"], last["reason"]
+    assert "exceeded quota: pods" in last["reason"], last["reason"]
+    markdown = run_report(prefect_server, last["flow_run_id"])
+    assert "replicaset sample-app-green-" in markdown and "FailedCreate" in markdown, markdown
+    assert "exceeded quota: pods" in markdown
+
+
+def test_an_idle_color_no_node_can_take_fails_after_the_grace(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    grace = 5
+    big = Path(
+        config(tmp_path, cluster, namespace, "big", rollout={"unschedulable_grace_seconds": grace})
+    )
+    manifest = big / "manifests" / "deployment.yaml"
+    text = manifest.read_text()
+    assert "cpu: 50m" in text
+    manifest.write_text(text.replace("cpu: 50m", 'cpu: "256"'))  # more than any node here has
+    res = deploy(prefect_server, str(big), V2)
+    last, waited = failed_in_wait_ready(cluster, namespace, res)
+    applied = next(s["at"] for s in last["steps"] if s["name"] == "deploy-idle-color")
+    failed_after = next(s["at"] for s in last["steps"] if s["name"] == "wait-ready") - applied
+    print(f"unschedulable_wait_ready_seconds={waited:.2f} failed_after_apply={failed_after:.2f}")
+    print(f"reason={last['reason']!r}")
+    # The pods exist only after the apply; condition times are whole seconds, hence the 1 s.
+    assert grace - 1 <= failed_after and waited < 20, (failed_after, waited)  # deadline: 60 s
+    reason = last["reason"]
+    assert "FailedScheduling: 2 of 2 pods cannot be scheduled" in reason, reason
+    assert "Insufficient cpu" in reason, reason
+    markdown = run_report(prefect_server, last["flow_run_id"])
+    assert "Warning FailedScheduling" in markdown and "Insufficient cpu" in markdown, markdown
+    # Preflight saw it coming: a warning, as the scheduler has the last word.
+    warned = "| preflight | capacity | **FAIL** | 1 | 2 of 2 new pods (cpu 256, memory 64Mi each)"
+    assert warned in markdown, markdown

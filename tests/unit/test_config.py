@@ -386,7 +386,9 @@ def test_validate_usage_error_exit_code() -> None:
 
 def test_validate_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--schema"]) == 0
-    assert "checks.health[].expect_status (default 200)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "checks.health[].expect_status (default 200)" in out
+    assert "rollout.unschedulable_grace_seconds (default 30): How long a new pod" in out
 
 
 def test_empty_section_means_defaults(tmp_path: Path) -> None:

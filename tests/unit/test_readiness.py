@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bascule.readiness import pod_problem, rollout_verdict
+from bascule.readiness import Verdict, pod_problem, rollout_verdict
 
 Obj = dict[str, Any]
 
@@ -249,5 +249,123 @@ def test_readiness_failure_limit(
     failures: dict[str, int], limit: int, state: str, reason: str, stuck: list[str]
 ) -> None:
     pods = [pod(name) for name in ("shop-green-a", "shop-green-b")]
-    verdict = rollout_verdict(deployment(3, ready=1), pods, failures, limit)
+    verdict = rollout_verdict(
+        deployment(3, ready=1), pods, readiness_failures=failures, max_readiness_failures=limit
+    )
     assert (verdict.state, verdict.reason, verdict.pods) == (state, reason, stuck)
+
+
+# --- pods that cannot be created ----------------------------------------------------------------
+
+QUOTA = (
+    'pods "shop-green-7d9f5c-x2v9q" is forbidden: exceeded quota: pods, requested: pods=1, '
+    "used: pods=2, limited: pods=2"
+)
+REPLICA_FAILURE = {
+    "type": "ReplicaFailure",
+    "status": "True",
+    "lastTransitionTime": "2025-03-01T12:00:02Z",
+    "reason": "FailedCreate",
+    "message": QUOTA,
+}
+
+
+def replicaset(*conditions: Obj) -> Obj:
+    # As items of a list response: no kind, and conditions only while something is wrong.
+    status: Obj = {"replicas": 0, "observedGeneration": 1}
+    if conditions:
+        status["conditions"] = list(conditions)
+    return {"metadata": {"name": "shop-green-7d9f5c"}, "spec": {"replicas": 3}, "status": status}
+
+
+def test_a_replicaset_that_cannot_create_pods_fails_at_once_with_its_message() -> None:
+    verdict = rollout_verdict(
+        deployment(3, ready=0, updated=0), [], replicasets=[replicaset(REPLICA_FAILURE)]
+    )
+    assert verdict == Verdict(
+        "failed",
+        f"ReplicaFailure (FailedCreate): ReplicaSet shop-green-7d9f5c cannot create pods: {QUOTA}",
+        replicasets=["shop-green-7d9f5c"],
+    )
+
+
+def test_the_deployments_own_replica_failure_counts_when_it_is_about_the_current_template() -> None:
+    current = deployment(3, ready=0, updated=0, conditions=(REPLICA_FAILURE,))
+    verdict = rollout_verdict(current, [])
+    assert verdict.state == "failed" and verdict.replicasets == []
+    assert verdict.reason == (
+        f"ReplicaFailure (FailedCreate): Deployment shop-green cannot create pods: {QUOTA}"
+    )
+    stale = deployment(
+        3, ready=0, updated=0, generation=5, observed=4, conditions=(REPLICA_FAILURE,)
+    )
+    assert rollout_verdict(stale, []).state == "progressing"
+
+
+def test_a_replicaset_that_creates_its_pods_is_no_failure() -> None:
+    resolved = {**REPLICA_FAILURE, "status": "False"}
+    for sets in ([replicaset()], [replicaset(resolved)]):
+        verdict = rollout_verdict(deployment(3, ready=0, updated=0), [], replicasets=sets)
+        assert verdict.state == "progressing", sets
+
+
+# --- pods no node takes -------------------------------------------------------------------------
+
+NO_NODE = (
+    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+    "1 No preemption victims found for incoming pod."
+)
+T0 = 1740830400.0  # 2025-03-01T12:00:00Z
+
+
+def pending(name: str, unschedulable_since: str | None = "2025-03-01T12:00:00Z") -> Obj:
+    status: Obj = {"phase": "Pending", "qosClass": "Burstable"}
+    if unschedulable_since:
+        status["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "lastProbeTime": None,
+                "lastTransitionTime": unschedulable_since,
+                "reason": "Unschedulable",
+                "message": NO_NODE,
+            }
+        ]
+    return {"metadata": {"name": name}, "spec": {}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("now", "grace", "state"),
+    [
+        (T0 + 29, 30, "progressing"),  # a cluster autoscaler may still add a node
+        (T0 + 30, 30, "failed"),
+        (T0, 0, "failed"),  # no grace
+        (T0 + 3600, None, "progressing"),  # not judged
+    ],
+    ids=["within-grace", "grace-over", "no-grace", "not-judged"],
+)
+def test_unschedulable_pods_fail_after_the_grace(now: float, grace: int | None, state: str) -> None:
+    pods = [pending("shop-green-b"), pending("shop-green-a", "2025-03-01T12:00:03Z"), pod("c")]
+    verdict = rollout_verdict(
+        deployment(3, ready=1), pods, unschedulable_grace_seconds=grace, now=now
+    )
+    assert verdict.state == state
+    if state == "failed":
+        assert verdict.reason == (
+            f"FailedScheduling: 2 of 3 pods cannot be scheduled, the first for {now - T0:.0f} s "
+            f"(grace {grace} s): {NO_NODE}"
+        )
+        assert verdict.pods == ["shop-green-a", "shop-green-b"]
+
+
+def test_pods_not_judged_yet_or_about_to_get_a_node_are_not_unschedulable() -> None:
+    creating = pod("p", container(waiting="ContainerCreating"))
+    preempting = pending("r")
+    preempting["status"]["nominatedNodeName"] = "node-1"
+    verdict = rollout_verdict(
+        deployment(3, ready=0),
+        [pending("q", unschedulable_since=None), creating, preempting],
+        unschedulable_grace_seconds=0,
+        now=T0 + 3600,
+    )
+    assert verdict.state == "progressing"
