@@ -35,7 +35,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 OUTAGE_SETTING = "kube.outage_tolerance_seconds"
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 4.0
 # Liveness probe of the API server itself, to tell its silence from an app's.
-PROBE_PATH, PROBE_TIMEOUT = "/version", 5.0
+PROBE_PATH, PROBE_TIMEOUT = "/version", 2.0
 # Longest watch of wait_for_change: a frozen API shows as a stream silent past its end.
 WATCH_MAX = 5.0
 

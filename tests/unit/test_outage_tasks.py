@@ -192,7 +192,7 @@ def test_checks_past_the_bound_fail_naming_the_outage(tmp_path: Path) -> None:
     api.freeze(100)
     with pytest.raises(KubeOutage, match=r"did not answer for 1[5-7] s"):
         checks.probe_once(env, "active", V2, "active")
-    assert api.clock.now - started < 15 + 2  # no try outlived the bound by much
+    assert api.clock.now - started <= 15 + 2  # the last try at the bound is short
 
 
 def test_the_verification_window_observes_its_whole_length_through_an_outage(
