@@ -331,15 +331,19 @@ class Kube:
         timeout: float,
         headers: dict[str, str] | None = None,
         json_body: Any = None,
-    ) -> httpx.Response:
+    ) -> tuple[httpx.Response, float]:
         """A request to a Service through the API server's service proxy: the app's answer,
-        whatever its status. No answer is the app's failure (the httpx error is raised) only
-        if the API itself answers, twice, since a request the API held while it was frozen
-        looks the same; while the API does not answer, tried again up to the outage bound."""
+        whatever its status, and the seconds its try took (not the outage before it).
+
+        No answer is the app's failure (the httpx error is raised) only if the API itself
+        answers, twice, since a request the API held while it was frozen looks the same;
+        while the API does not answer, it is tried again up to the outage bound, and once
+        more after it is back, so that the answer's time is the app's."""
         app_silent = False
 
-        def once() -> httpx.Response:
+        def once() -> tuple[httpx.Response, float]:
             nonlocal app_silent
+            sent, in_outage = self._clock(), self._silent_since is not None
             try:
                 resp = self.http.request(
                     method,
@@ -358,7 +362,9 @@ class Kube:
                 app_silent = True
                 return once()
             self._answered()
-            return resp
+            if in_outage:  # the API came back during this try: its time is the API's
+                return once()
+            return resp, self._clock() - sent
 
         return self.retrying(once)
 

@@ -169,6 +169,7 @@ def test_checks_through_a_frozen_api_wait_instead_of_failing(tmp_path: Path) -> 
 
     assert [r.passed for r in results] == [True, True], [r.detail for r in results]
     assert api.clock.now - started >= 20
+    assert all(r.latencies_ms == [0] for r in results)  # the wait is not the app's latency
 
 
 def test_an_app_that_does_not_answer_fails_its_check_while_the_api_answers(
