@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bascule.config import describe_schema
 from bascule.kube import OUTAGE_SETTING, KubeError, KubeOutage, KubeUnreachable, backoff
 from tests.support.fakekube import fake_kube, status
 
@@ -137,3 +138,8 @@ def test_a_log_is_read_as_text(tmp_path: Path) -> None:
     kube, api = fake_kube(tmp_path)
     api.handlers.append(lambda request: httpx.Response(200, text="line 1\nline 2\n"))
     assert kube.get_text("/api/v1/namespaces/ns/pods/p/log", tailLines="2") == "line 1\nline 2\n"
+
+
+def test_the_bound_is_a_documented_setting() -> None:
+    line = next(line for line in describe_schema() if line.startswith(OUTAGE_SETTING + " "))
+    assert "(default 60)" in line and "Kubernetes API" in line
