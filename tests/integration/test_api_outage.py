@@ -1,6 +1,9 @@
 """The Kubernetes API stops answering during a deploy, as it does in a control-plane upgrade
 or a leader change: the local API server is frozen (SIGSTOP, then SIGCONT). A freeze shorter
-than kube.outage_tolerance_seconds is waited out; a longer one fails the run naming it."""
+than kube.outage_tolerance_seconds is waited out; a longer one fails the run naming it.
+
+The freeze stops the whole cluster's API server: tests sharing that cluster at the same time
+would see it too (CI runs them one at a time)."""
 
 from __future__ import annotations
 
@@ -89,9 +92,13 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
     assert code == 0, out
     done = deploys.history(cluster, namespace)[-1]
     assert done["result"] == "succeeded", done
-    assert step(done, "wait-ready")["seconds"] >= FREEZE
-    # Without the outage the window lasts 8-10 s; it does not count the API's silence.
-    assert step(done, "verify")["seconds"] >= FREEZE + 5, done["steps"]
+    waited, verified = step(done, "wait-ready")["seconds"], step(done, "verify")["seconds"]
+    print(f"outage_wait_ready_seconds={waited:.1f} outage_verify_seconds={verified:.1f}")
+    assert waited >= FREEZE
+    # The window (10 s, a round every 2 s) does not count the API's silence: its rounds are
+    # all there, after the freeze.
+    rounds = int(step(done, "verify")["detail"].split()[0])
+    assert verified >= FREEZE and rounds >= 4, done["steps"]
 
     # 2. Frozen in the verification window for longer than the bound: the run rolls back,
     # naming the outage (the rollback itself waits out the rest of the freeze).
@@ -116,6 +123,7 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
         code, out = finish(proc, log)
     assert code == 3, out  # rolled back
     last = deploys.history(cluster, namespace)[-1]
+    print(f"outage_past_bound_reason={last['reason']!r}")
     assert last["result"] == "rolled-back", last
     assert "the Kubernetes API did not answer for" in last["reason"], last["reason"]
     assert "kube.outage_tolerance_seconds" in last["reason"]
