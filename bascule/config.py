@@ -192,6 +192,17 @@ class KubeConfig(_Section):
         min_length=1,
         description="kubeconfig context to use. Default: the kubeconfig's current-context.",
     )
+    outage_tolerance_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description=(
+            "How long the Kubernetes API may not answer (a control-plane upgrade, a leader "
+            "change) before a deploy fails: meanwhile waits, checks and reads retry with "
+            "backoff, and checks that cannot reach the API do not count as failed. 0: fail at "
+            "the first unanswered request."
+        ),
+    )
 
     @field_validator("kubeconfig")
     @classmethod

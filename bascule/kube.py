@@ -3,33 +3,78 @@ requests on plain JSON through one keep-alive httpx connection pool.
 
 Plain dicts keep the decision code free of client model classes, and one place for every
 request means errors read the same everywhere and requests per deploy can be counted.
+
+The API may stop answering for a while (a control-plane upgrade, a leader change): reads,
+idempotent writes, watches and requests through the service proxy are retried with backoff
+until it has been silent for ``outage_tolerance`` seconds, then fail with ``KubeOutage``.
+Writes that may have landed are retried only by callers that re-read first (``retrying``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from kubernetes import config as kconfig
 from kubernetes.client import Configuration
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+# The configuration key of the outage bound, named in the error that ends a wait.
+OUTAGE_SETTING = "kube.outage_tolerance_seconds"
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 4.0
+# Liveness probe of the API server itself, to tell its silence from an app's.
+PROBE_PATH, PROBE_TIMEOUT = "/version", 2.0
+# Longest watch of wait_for_change: a frozen API shows as a stream silent past its end.
+WATCH_MAX = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class KubeError(Exception):
-    """A Kubernetes API request failed; ``status`` is the HTTP code (0: no answer)."""
+    """The Kubernetes API refused a request; ``status`` is the HTTP code (0: no answer)."""
 
     def __init__(self, method: str, path: str, status: int, message: str) -> None:
         self.status, self.path = status, path
         super().__init__(f"{method} {path}: {status or 'no answer'} {message}".strip())
+
+
+class KubeUnreachable(KubeError):
+    """No answer, a timeout, 429 or 5xx: the API did not do the request, or we cannot tell;
+    trying again later may succeed."""
+
+
+class KubeOutage(KubeUnreachable):
+    """The API did not answer for longer than the outage tolerance."""
+
+    def __init__(self, silent: float, tolerance: float, last: KubeError) -> None:
+        self.status, self.path = last.status, last.path
+        Exception.__init__(
+            self,
+            f"the Kubernetes API did not answer for {silent:.0f} s (longer than "
+            f"{OUTAGE_SETTING}, {tolerance:g} s): {last}",
+        )
+
+
+def _error(method: str, path: str, status: int, message: str) -> KubeError:
+    unreachable = status == 0 or status == 429 or status >= 500
+    return (KubeUnreachable if unreachable else KubeError)(method, path, status, message)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before try ``attempt + 1``: doubling from BACKOFF_FIRST up to BACKOFF_MAX."""
+    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, attempt - 1)))
 
 
 @dataclass(frozen=True)
@@ -58,7 +103,19 @@ def _load(target: Target) -> Configuration:
 
 
 class Kube:
-    def __init__(self, target: Target = Target(), timeout: float = 30.0) -> None:
+    """``transport`` replaces the network (httpx.MockTransport in unit tests); ``clock`` and
+    ``sleep`` the time, so tests of backoff need not wait."""
+
+    def __init__(
+        self,
+        target: Target = Target(),
+        timeout: float = 30.0,
+        *,
+        outage_tolerance: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.target = target
         self._cfg = _load(target)
         if self._cfg.verify_ssl:
@@ -69,10 +126,18 @@ class Kube:
         if self._cfg.cert_file:
             ssl_ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
         self.requests = 0  # API requests made, for reports and benchmarks
+        self.timeout = timeout
+        self.outage_tolerance = outage_tolerance
+        self.outage_seconds = 0.0  # time the API was found silent, summed over outages
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._last_answer: float | None = None  # None: the API never answered us yet
+        self._silent_since: float | None = None  # set while an outage is going on
         self.http = httpx.Client(
             base_url=self._cfg.host,
             verify=ssl_ctx,
             timeout=timeout,
+            transport=transport,
             event_hooks={"request": [self._count]},
         )
 
@@ -90,6 +155,99 @@ class Kube:
         token = self._cfg.api_key.get("authorization") or self._cfg.api_key.get("BearerToken")
         return {"Authorization": token} if token else {}
 
+    # --- outages -------------------------------------------------------------------------------
+
+    def active_time(self) -> float:
+        """A monotonic clock that stands still while the API does not answer: deadlines of
+        waits and checks measured on it are not eaten by an outage the run waits out."""
+        with self._lock:
+            now = self._clock()
+            ongoing = now - self._silent_since if self._silent_since is not None else 0.0
+            return now - self.outage_seconds - ongoing
+
+    def _answered(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._last_answer = now
+            if self._silent_since is None:
+                return
+            lasted, self._silent_since = now - self._silent_since, None
+            self.outage_seconds += lasted
+        log.warning("the Kubernetes API at %s answers again after %.1f s", self.server, lasted)
+
+    def _unanswered(self, exc: KubeUnreachable, sent: float, attempt: int) -> None:
+        """After a try that got no usable answer: sleeps before the next try, or raises.
+
+        The outage is counted from the last sign of life, at the earliest from when the try
+        was sent. An API that never answered this client is not having an outage but is the
+        wrong address or down: that fails at once, as does a tolerance of 0."""
+        with self._lock:
+            if self._last_answer is None or self.outage_tolerance <= 0:
+                raise exc
+            if self._silent_since is None:
+                self._silent_since = max(sent, self._last_answer)
+            silent = self._clock() - self._silent_since
+            if silent >= self.outage_tolerance:
+                # This outage is reported; the clean-up that follows gets a whole bound again.
+                self.outage_seconds += silent
+                self._silent_since = None
+                raise KubeOutage(silent, self.outage_tolerance, exc) from exc
+        self._sleep(min(backoff(attempt), self.outage_tolerance - silent))
+
+    def _attempt_timeout(self) -> float:
+        """A request unanswered for the whole tolerance is an outage: no try waits longer."""
+        with self._lock:
+            if self.outage_tolerance <= 0 or self._last_answer is None:
+                return self.timeout
+            ongoing = self._clock() - self._silent_since if self._silent_since is not None else 0
+            return min(self.timeout, max(1.0, self.outage_tolerance - ongoing))
+
+    def retrying(self, fn: Callable[[], T]) -> T:
+        """``fn()``, tried again with backoff while the API does not answer, until the outage
+        tolerance runs out. ``fn`` must be safe to repeat: a read, an idempotent write, or a
+        write that re-reads first (a write whose answer was lost may have landed)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            sent = self._clock()
+            try:
+                return fn()
+            except KubeOutage:
+                raise
+            except KubeUnreachable as exc:
+                self._unanswered(exc, sent, attempt)
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
+        content: str | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        try:
+            resp = self.http.request(
+                method,
+                path,
+                params=params,
+                headers=self.headers() | headers,
+                content=content,
+                timeout=timeout if timeout is not None else self._attempt_timeout(),
+            )
+        except httpx.HTTPError as exc:
+            raise KubeUnreachable(method, path, 0, f"({type(exc).__name__}: {exc})") from exc
+        if resp.status_code >= 400:
+            err = _error(method, path, resp.status_code, _status_message(resp))
+            if not isinstance(err, KubeUnreachable):
+                self._answered()  # a refusal is an answer: the API is up
+            raise err
+        self._answered()
+        return resp
+
     def request(
         self,
         method: str,
@@ -99,29 +257,34 @@ class Kube:
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> Obj:
-        headers = self.headers() | {"Accept": "application/json"}
+        """One API request; retried through an outage when ``idempotent`` (default: GET and
+        DELETE), else KubeUnreachable goes to the caller, who knows whether a repeat is safe."""
+        headers = {"Accept": "application/json"}
         content = None
         if body is not None:
             headers["Content-Type"] = content_type
             content = json.dumps(body)
-        try:
-            resp = self.http.request(
-                method,
-                path,
-                params=params,
-                headers=headers,
-                content=content,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+
+        def once() -> Obj:
+            resp = self._send(
+                method, path, headers=headers, params=params, content=content, timeout=timeout
             )
-        except httpx.HTTPError as exc:
-            raise KubeError(method, path, 0, f"({type(exc).__name__}: {exc})") from exc
-        if resp.status_code >= 400:
-            raise KubeError(method, path, resp.status_code, _status_message(resp))
-        return resp.json() if resp.content else {}
+            return resp.json() if resp.content else {}
+
+        if idempotent if idempotent is not None else method in ("GET", "DELETE"):
+            return self.retrying(once)
+        return once()
 
     def get(self, path: str, **params: str) -> Obj:
         return self.request("GET", path, params=params or None)
+
+    def get_text(self, path: str, **params: str) -> str:
+        """A plain-text read, such as a pod's log."""
+        return self.retrying(
+            lambda: self._send("GET", path, headers={"Accept": "*/*"}, params=params or None).text
+        )
 
     def get_or_none(self, path: str) -> Obj | None:
         try:
@@ -131,14 +294,27 @@ class Kube:
                 return None
             raise
 
-    def create(self, path: str, body: Obj) -> Obj:
-        return self.request("POST", path, body)
+    def create(self, path: str, body: Obj, *, idempotent: bool = False) -> Obj:
+        return self.request("POST", path, body, idempotent=idempotent)
 
     def replace(self, path: str, body: Obj) -> Obj:
         return self.request("PUT", path, body)
 
-    def patch(self, path: str, body: Obj, content_type: str = MERGE_PATCH) -> Obj:
-        return self.request("PATCH", path, body, content_type=content_type)
+    def patch(
+        self, path: str, body: Obj, content_type: str = MERGE_PATCH, *, idempotent: bool = False
+    ) -> Obj:
+        return self.request("PATCH", path, body, content_type=content_type, idempotent=idempotent)
+
+    def apply(self, path: str, body: Obj, field_manager: str) -> Obj:
+        """Server-side apply, forcing our fields: the same request twice is one change."""
+        return self.request(
+            "PATCH",
+            path,
+            body,
+            content_type=APPLY_PATCH,
+            params={"fieldManager": field_manager, "force": "true"},
+            idempotent=True,
+        )
 
     def delete(self, path: str) -> None:
         try:
@@ -147,40 +323,120 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    def proxy(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> tuple[httpx.Response, float]:
+        """A request to a Service through the API server's service proxy: the app's answer,
+        whatever its status, and the seconds its try took (not the outage before it).
+
+        No answer is the app's failure (the httpx error is raised) only if the API itself
+        answers, twice, since a request the API held while it was frozen looks the same;
+        while the API does not answer, it is tried again up to the outage bound, and once
+        more after it is back, so that the answer's time is the app's."""
+        app_silent = False
+
+        def once() -> tuple[httpx.Response, float]:
+            nonlocal app_silent
+            sent, in_outage = self._clock(), self._silent_since is not None
+            try:
+                resp = self.http.request(
+                    method,
+                    path,
+                    headers=self.headers() | (headers or {}),
+                    json=json_body,
+                    timeout=min(timeout, self._attempt_timeout()),
+                )
+            except httpx.TransportError as exc:
+                if not self._api_answers():
+                    raise KubeUnreachable(
+                        method, path, 0, f"({type(exc).__name__}: {exc})"
+                    ) from exc
+                if app_silent:
+                    raise
+                app_silent = True
+                return once()
+            self._answered()
+            if in_outage:  # the API came back during this try: its time is the API's
+                return once()
+            return resp, self._clock() - sent
+
+        return self.retrying(once)
+
+    def _api_answers(self) -> bool:
+        try:
+            self._send(
+                "GET", PROBE_PATH, headers={}, timeout=min(PROBE_TIMEOUT, self._attempt_timeout())
+            )
+        except KubeUnreachable:
+            return False
+        except KubeError:
+            pass  # a refusal is an answer
+        return True
+
     def watch(
         self, path: str, resource_version: str, timeout: float, **params: str
     ) -> Iterator[tuple[str, Obj]]:
         """(type, object) events of a collection from ``resource_version`` on, for at most
-        ``timeout`` seconds. The caller re-lists on 410 Gone (KubeError status 410)."""
+        ``timeout`` seconds. The caller re-lists on 410 Gone (KubeError status 410); a
+        broken stream raises KubeUnreachable."""
         query = {
             "watch": "true",
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(max(1, int(timeout))),
         }
-        deadline = time.monotonic() + timeout
-        with self.http.stream(
-            "GET",
-            path,
-            params=query | params,
-            headers=self.headers(),
-            timeout=httpx.Timeout(self.http.timeout.connect, read=timeout + 5),
-        ) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise KubeError("WATCH", path, resp.status_code, _status_message(resp))
-            for line in resp.iter_lines():
-                if not line:
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    status = event["object"]
-                    raise KubeError(
-                        "WATCH", path, status.get("code", 500), status.get("message", "")
-                    )
-                yield event["type"], event["object"]
-                if time.monotonic() > deadline:
-                    return
+        deadline = self._clock() + timeout
+        try:
+            with self.http.stream(
+                "GET",
+                path,
+                params=query | params,
+                headers=self.headers(),
+                timeout=httpx.Timeout(self._attempt_timeout(), read=timeout + 5),
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _error("WATCH", path, resp.status_code, _status_message(resp))
+                self._answered()
+                for line in resp.iter_lines():
+                    self._answered()
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    if event["type"] == "ERROR":
+                        status = event["object"]
+                        raise _error(
+                            "WATCH", path, status.get("code", 500), status.get("message", "")
+                        )
+                    yield event["type"], event["object"]
+                    if self._clock() > deadline:
+                        return
+        except httpx.HTTPError as exc:
+            raise KubeUnreachable("WATCH", path, 0, f"({type(exc).__name__}: {exc})") from exc
+
+    def wait_for_change(
+        self, path: str, resource_version: str, timeout: float, **params: str
+    ) -> None:
+        """Returns at the first event on a collection after ``resource_version``, after
+        ``timeout`` (at most WATCH_MAX) seconds, or when the watch breaks (410 Gone, a
+        dropped or unanswered stream): the caller looks again in every case. A watch the
+        API leaves unanswered counts towards the outage bound like any request, and is
+        re-established by the caller's next look."""
+        sent = self._clock()
+        try:
+            for _ in self.watch(path, resource_version, min(timeout, WATCH_MAX), **params):
+                return
+        except KubeUnreachable as exc:
+            self._unanswered(exc, sent, 1)
+        except KubeError as exc:
+            if exc.status != 410:
+                raise
 
     def close(self) -> None:
         self.http.close()

@@ -298,14 +298,16 @@ def verify(env: Env, image: str) -> str:
     """The post-switch window: every health check against the active Service each
     interval; one failure ends the window and rolls back."""
     window, every = env.cfg.verification.window_seconds, env.cfg.verification.interval_seconds
-    deadline = time.monotonic() + window
+    # On a clock that stands still through an API outage: the window observes the new
+    # version for its whole length, however long the control plane blinked.
+    deadline = env.kube.active_time() + window
     rounds = 0
     while True:
         rounds += 1
         failed = [c for c in checks.probe_once(env, "active", image, "active") if not c.passed]
         if failed:
             raise CheckFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
-        if time.monotonic() + every > deadline:
+        if env.kube.active_time() + every > deadline:
             return f"{rounds} rounds over {window} s passed"
         time.sleep(every)
 

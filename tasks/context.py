@@ -27,7 +27,7 @@ class Env:
         target = k.Target(
             str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None, cfg.kube.context
         )
-        return Env(cfg, templates, Kube(target))
+        return Env(cfg, templates, Kube(target, outage_tolerance=cfg.kube.outage_tolerance_seconds))
 
     @property
     def ns(self) -> str:

@@ -57,6 +57,7 @@ def permissions(env: Env) -> list[str]:
                     }
                 },
             },
+            idempotent=True,  # a question, not a change
         )
         if not review.get("status", {}).get("allowed"):
             denied.append(f"{verb} {resource}")

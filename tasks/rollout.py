@@ -15,7 +15,6 @@ from bascule.manifests import LABEL_RELEASE, Color, render_deployment, selector
 from bascule.readiness import Verdict, rollout_verdict
 from tasks.context import Env
 
-APPLY = "application/apply-patch+yaml"
 FIELD_MANAGER = "bascule"
 
 
@@ -29,19 +28,13 @@ class RolloutFailed(Exception):
 def apply_color(env: Env, color: Color, image: str, release_id: str) -> None:
     """Server-side apply of the color's Deployment: one idempotent request, safe to repeat."""
     obj = render_deployment(env.cfg, env.templates, color=color, image=image, release_id=release_id)
-    env.kube.request(
-        "PATCH",
-        env.deployment(color),
-        obj,
-        content_type=APPLY,
-        params={"fieldManager": FIELD_MANAGER, "force": "true"},
-    )
+    env.kube.apply(env.deployment(color), obj, FIELD_MANAGER)
 
 
 @task(name="scale", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
 def scale(env: Env, color: Color, replicas: int) -> None:
     try:
-        env.kube.patch(env.deployment(color), {"spec": {"replicas": replicas}})
+        env.kube.patch(env.deployment(color), {"spec": {"replicas": replicas}}, idempotent=True)
     except KubeError as exc:
         if exc.status != 404:  # nothing to scale is already scaled
             raise
@@ -82,13 +75,12 @@ def failure_report(env: Env, pods: list[dict[str, Any]], verdict: Verdict) -> st
             cs.get("restartCount", 0) for cs in pod.get("status", {}).get("containerStatuses", [])
         )
         try:
-            resp = env.kube.http.get(
+            tail = env.kube.get_text(
                 f"{k.pods(env.ns)}/{name}/log",
-                headers=env.kube.headers(),
-                params={"tailLines": "20", "previous": "true" if restarted else "false"},
-            )
-            tail = resp.text.strip() if resp.status_code == 200 else f"(no log: {resp.status_code})"
-        except Exception as exc:  # a log tail is a courtesy, never a reason to fail differently
+                tailLines="20",
+                previous="true" if restarted else "false",
+            ).strip()
+        except KubeError as exc:  # a log tail is a courtesy, never a reason to fail differently
             tail = f"(no log: {exc})"
         lines.append(f"pod {name} log tail:")
         lines.extend(f"  {line}" for line in tail.splitlines()[-20:])
@@ -103,7 +95,7 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
     labels = {**selector(env.app, color), LABEL_RELEASE: release_id}
     sel = k.selector_string(labels)
     limit = env.cfg.rollout.readiness_failure_limit
-    deadline = time.monotonic() + env.cfg.rollout.ready_timeout_seconds
+    deadline = env.kube.active_time() + env.cfg.rollout.ready_timeout_seconds
     while True:
         dep = env.kube.get(env.deployment(color))
         listing = env.kube.get(k.pods(env.ns), labelSelector=sel)
@@ -136,7 +128,7 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
         # counters follow it a moment later and only slow the switch down.
         if len(ready) >= env.cfg.replicas:
             return f"{len(ready)}/{env.cfg.replicas} pods of {release_id} ready"
-        remaining = deadline - time.monotonic()
+        remaining = deadline - env.kube.active_time()
         if remaining <= 0:
             names = [p["metadata"]["name"] for p in pods if not _ready(p)]
             v = Verdict(
@@ -147,13 +139,12 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
             )
             raise RolloutFailed(v, failure_report(env, pods, v))
         # Sleep until something about these pods changes, at most a few seconds.
-        for _ in env.kube.watch(
+        env.kube.wait_for_change(
             k.pods(env.ns),
             listing["metadata"]["resourceVersion"],
             min(remaining, 3),
             labelSelector=sel,
-        ):
-            break
+        )
 
 
 def _ready(pod: dict[str, Any]) -> bool:

@@ -51,7 +51,12 @@ def observe(env: Env) -> Observed:
 
 def save(env: Env, release: h.Release) -> None:
     """Upserts ``release`` into the history ConfigMap. Optimistic concurrency: re-read and
-    retry when someone else wrote in between."""
+    retry when someone else wrote in between. Each try re-reads, so a write whose answer an
+    API outage lost is repeated safely."""
+    env.kube.retrying(lambda: _save(env, release))
+
+
+def _save(env: Env, release: h.Release) -> None:
     for _ in range(5):
         releases, cm = read_history(env)
         data = {HISTORY_KEY: h.encode(h.upsert(releases, release, env.cfg.history.limit))}

@@ -44,7 +44,12 @@ def _ensure(env: Env, role: Role, color: Color) -> str:
 
 @task(name="point-preview", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
 def point_preview(env: Env, color: Color) -> str:
-    return _ensure(env, "preview", color)
+    return env.kube.retrying(lambda: _ensure(env, "preview", color))
+
+
+# A 409 on the guarded PATCH means the Service changed after our read: read and try again,
+# this many times at most.
+CONFLICT_TRIES = 5
 
 
 @task(name="switch", cache_policy=NO_CACHE)
@@ -52,34 +57,45 @@ def switch(env: Env, to: Color, expect_from: Color | None) -> float:
     """Points the active Service at ``to`` with one PATCH guarded by resourceVersion: it
     only lands if the Service still selects ``expect_from``. Returns seconds until the
     Service's endpoints list only ``to``'s pods (kube-proxy then routes new connections
-    there)."""
+    there).
+
+    Through an API outage the PATCH is never repeated blindly, since its answer may have
+    been lost after it landed: the Service is read again first, and a Service already on
+    ``to`` means done."""
     started = time.monotonic()
-    path = env.service("active")
-    svc = env.kube.get_or_none(path)
-    if svc is None:
-        if expect_from is not None:
-            raise SwitchConflict(f"the active Service {path} disappeared; expected {expect_from}")
-        _ensure(env, "active", to)
-    else:
-        current = color_of_selector(env.app, svc["spec"].get("selector"))
-        if current != to:
-            if current != expect_from:
-                raise SwitchConflict(
-                    f"the active Service selects {current}, expected {expect_from}: someone else "
-                    "moved traffic; nothing was changed"
-                )
-            try:
-                env.kube.patch(
-                    path, selector_patch(env.app, to, svc["metadata"]["resourceVersion"])
-                )
-            except KubeError as exc:
-                if exc.status == 409:
-                    raise SwitchConflict(
-                        f"the active Service changed while switching: {exc}"
-                    ) from exc
-                raise
+    env.kube.retrying(lambda: _point_active(env, to, expect_from))
     wait_endpoints(env, to, timeout=30)
     return time.monotonic() - started
+
+
+def _point_active(env: Env, to: Color, expect_from: Color | None) -> None:
+    path = env.service("active")
+    for _ in range(CONFLICT_TRIES):
+        svc = env.kube.get_or_none(path)
+        if svc is None:
+            if expect_from is not None:
+                raise SwitchConflict(
+                    f"the active Service {path} disappeared; expected {expect_from}"
+                )
+            _ensure(env, "active", to)
+            return
+        current = color_of_selector(env.app, svc["spec"].get("selector"))
+        if current == to:
+            return  # nothing to do, or a PATCH of ours whose answer was lost did land
+        if current != expect_from:
+            raise SwitchConflict(
+                f"the active Service selects {current}, expected {expect_from}: someone else "
+                "moved traffic; nothing was changed"
+            )
+        try:
+            env.kube.patch(path, selector_patch(env.app, to, svc["metadata"]["resourceVersion"]))
+            return
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            # Changed since our read: by someone else, or by a PATCH of ours that the API
+            # held through an outage and applied late. The next read tells which.
+    raise SwitchConflict(f"the active Service {path} kept changing while switching to {to}")
 
 
 def wait_endpoints(env: Env, color: Color, timeout: float) -> None:
@@ -88,7 +104,7 @@ def wait_endpoints(env: Env, color: Color, timeout: float) -> None:
     service = env.service("active").rsplit("/", 1)[1]
     slices_path = f"/apis/discovery.k8s.io/v1/namespaces/{env.ns}/endpointslices"
     by_service = f"kubernetes.io/service-name={service}"
-    deadline = time.monotonic() + timeout
+    deadline = env.kube.active_time() + timeout
     ours = _pod_names(env, color)
     while True:
         listing = env.kube.get(slices_path, labelSelector=by_service)
@@ -102,18 +118,17 @@ def wait_endpoints(env: Env, color: Color, timeout: float) -> None:
             ours = _pod_names(env, color)  # a pod of the color may have been replaced
         if names and names <= ours:
             return
-        remaining = deadline - time.monotonic()
+        remaining = deadline - env.kube.active_time()
         if remaining <= 0:
             raise TimeoutError(
                 f"the active Service's endpoints did not move to {color} in {timeout} s"
             )
-        for _ in env.kube.watch(
+        env.kube.wait_for_change(
             slices_path,
             listing["metadata"]["resourceVersion"],
             remaining,
             labelSelector=by_service,
-        ):
-            break  # a slice changed: look again
+        )
 
 
 def _pod_names(env: Env, color: Color) -> set[str]:
