@@ -136,9 +136,7 @@ def test_a_stale_looking_lease_is_watched_half_a_duration_before_it_is_taken() -
     # renewTime a minute old (an API outage just ended, or the holder's clock is behind):
     # a live holder renews within a period, so only half a lease unchanged proves it dead.
     current = held_by(OTHER, "2025-03-01T11:59:00.000000Z", duration=10)
-    assert decide(current, ME, NOW, NOW) == LeaseDecision(
-        "held", OTHER, NOW + timedelta(seconds=5)
-    )
+    assert decide(current, ME, NOW, NOW) == LeaseDecision("held", OTHER, NOW + timedelta(seconds=5))
     assert decide(current, ME, NOW + timedelta(seconds=4.9), NOW).action == "held"
     assert decide(current, ME, NOW + timedelta(seconds=5), NOW).action == "take"
 
