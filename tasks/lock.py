@@ -144,22 +144,33 @@ class _Holding:
     lease_seconds: int
     acquired: datetime = field(default_factory=_now)
     slot: UUID | None = None
+    last: dict[str, Any] | None = None  # the Lease as we last wrote it
     lost: str | None = None  # why the lock was lost, once it was
     _write: threading.Lock = field(default_factory=threading.Lock)
 
     def renew(self) -> None:
-        """Rewrites the Lease as ours (with the slot lease id); notes a takeover."""
+        """Rewrites the Lease as ours (with the slot lease id); notes a takeover. One PUT
+        on the version we wrote last; a conflict re-reads it and tries once more."""
         with self._write:
-            current = self.env.kube.get(self.env.lease)
-            holder = current["spec"].get("holderIdentity")
-            if holder != self.me:
-                self.lost = f"the Lease was taken over by {holder or 'nobody'}"
-                return
-            annotations = current["metadata"].setdefault("annotations", {})
-            if self.slot is not None:
-                annotations[lease.ANNOTATION_SLOT] = str(self.slot)
-            current["spec"] = lease.held_spec(self.me, _now(), self.lease_seconds, self.acquired)
-            self.env.kube.replace(self.env.lease, current)  # 409: retried next period
+            for attempt in (1, 2):
+                current = self.last or self.env.kube.get(self.env.lease)
+                holder = current["spec"].get("holderIdentity")
+                if holder != self.me:
+                    self.lost = f"the Lease was taken over by {holder or 'nobody'}"
+                    return
+                annotations = current["metadata"].setdefault("annotations", {})
+                if self.slot is not None:
+                    annotations[lease.ANNOTATION_SLOT] = str(self.slot)
+                current["spec"] = lease.held_spec(
+                    self.me, _now(), self.lease_seconds, self.acquired
+                )
+                try:
+                    self.last = self.env.kube.replace(self.env.lease, current)
+                    return
+                except KubeError as exc:
+                    self.last = None  # someone else may have written: read it again
+                    if exc.status != 409 or attempt == 2:
+                        raise
 
     def keep(self, stop: threading.Event, holder: threading.Thread) -> None:
         """The background renewal, until ``stop``; raises LockLost in ``holder`` when the
