@@ -225,3 +225,22 @@ def test_an_approval_pause_longer_than_the_lease_keeps_others_out(
     assert first.wait(timeout=120) == 4, (tmp_path / "1.log").read_text()[-3000:]
     assert locks.holding(kube, namespace) is None  # released at the end
     kube.close()
+
+
+def test_two_deploys_started_at_once_one_deploys_the_other_is_refused(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path, cluster, namespace)
+    procs = {
+        image: deploys.start(
+            prefect_server, "deploy", "--dir", cfg, "staging", "--image", image, log=tmp_path / tag
+        )
+        for image, tag in ((V1, "v1.log"), (V2, "v2.log"))
+    }
+    codes = {image: proc.wait(timeout=300) for image, proc in procs.items()}
+    logs = {image: (tmp_path / f"{image[-2:]}.log").read_text() for image in procs}
+    assert sorted(codes.values()) == [0, 2], (codes, logs)
+    winner = next(image for image, code in codes.items() if code == 0)
+    loser = next(image for image, code in codes.items() if code == 2)
+    assert "is being deployed by flow-run/" in logs[loser], logs[loser][-2000:]
+    assert [r["image"] for r in deploys.history(cluster, namespace)] == [winner]
