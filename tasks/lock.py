@@ -13,7 +13,9 @@ Two locks, taken in this order and both held until the end:
    15 s (``server.services.repossessor.loop_seconds``), so by itself a dead holder's slot
    blocks for 15 to 75 s. The holder therefore records its slot lease id on the Lease
    (``lease.ANNOTATION_SLOT``), and whoever takes the Lease over from an expired holder
-   frees exactly that slot lease through Prefect's client before taking its own slot.
+   frees exactly that slot lease through Prefect's client before taking its own slot. A
+   holder killed between taking its slot and recording it (one API request) leaves a
+   slot nobody knows: then the successor waits for Prefect's own expiry, as before.
 
 Why two live deploys never both hold the lock. Holding means having won the Lease's
 compare-and-swap and not having been stopped since. A successor wins it only from a
@@ -28,9 +30,9 @@ finds its Lease taken over, or Prefect says its slot lease is gone, it is stoppe
 ``LockLost`` (a BaseException, so no cleanup step writes anything) is raised in the thread
 that holds the lock, and the run ends the way a killed run does, which the next deploy
 reconciles. Freeing the dead holder's slot happens only after the successor owns the
-Lease, so a live holder never loses its slot to a successor. What remains is what any
-lease has: a holder frozen (SIGSTOP, a suspended VM) for longer than a lease may, on
-waking, finish a write it had already begun before its renewer notices; the traffic
+Lease. What remains is what any lease has (client-go's leader election too): a holder
+frozen (SIGSTOP, a suspended VM) or cut off from the API alone for longer than a lease
+may, once back, make one write before its renewer (within a period) stops it; the traffic
 switch itself is a compare-and-swap on the Service's selector and cannot land twice.
 
 A holder killed at time 0 renewed last at -2..0 s; a successor polling each second takes
