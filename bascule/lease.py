@@ -3,6 +3,16 @@
 One deploy per app and environment at a time. The Lease lives in the cluster, so it holds
 across an approval pause and across machines; a holder that died stops renewing and its
 Lease expires, so a crashed run never locks the app forever.
+
+A Lease of another holder expires only when both have passed:
+
+- its ``leaseDurationSeconds`` after its ``renewTime`` (or ``acquireTime``), by our clock;
+- half its duration after we first saw this very version of it (``first_seen``, by our
+  clock). A live holder renews several times per half duration, so a version that stays
+  unchanged that long has a holder that cannot renew. This half also covers what the
+  times cannot: a holder whose clock runs behind ours, a Lease without times, and a Lease
+  that looks stale after an API outage although its holder renews as soon as the API
+  answers again.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from typing import Any, Literal
 
 Obj = dict[str, Any]
 MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+# The holder's Prefect slot lease id, so that a successor can free exactly that slot.
+ANNOTATION_SLOT = "bascule.io/prefect-slot-lease"
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,7 @@ class LeaseDecision:
     action: Literal["take", "held"]
     holder: str | None = None
     expires: datetime | None = None
+    stale_slot: str | None = None  # the expired holder's Prefect slot lease, to free
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -37,22 +50,28 @@ def format_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime(MICROTIME)
 
 
-def decide(lease: Obj | None, me: str, now: datetime) -> LeaseDecision:
-    """``take`` when the Lease is absent, ours, released, or expired; else ``held``."""
+def version(lease: Obj | None) -> str | None:
+    """The resourceVersion that identifies what ``first_seen`` refers to."""
+    return None if lease is None else lease.get("metadata", {}).get("resourceVersion")
+
+
+def decide(lease: Obj | None, me: str, now: datetime, first_seen: datetime) -> LeaseDecision:
+    """``take`` when the Lease is absent, ours, released, or expired; else ``held``.
+
+    ``first_seen``: when the caller first read this version of the Lease."""
     if lease is None:
         return LeaseDecision("take")
     spec = lease.get("spec", {})
     holder = spec.get("holderIdentity")
     if not holder or holder == me:
         return LeaseDecision("take")
+    duration = timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
     renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
-    duration = int(spec.get("leaseDurationSeconds") or 0)
-    if renewed is None:
-        return LeaseDecision("take")
-    expires = renewed + timedelta(seconds=duration)
-    if now >= expires:
-        return LeaseDecision("take", holder, expires)
-    return LeaseDecision("held", holder, expires)
+    expires = max((renewed or first_seen) + duration, first_seen + duration / 2)
+    if now < expires:
+        return LeaseDecision("held", holder, expires)
+    slot = lease.get("metadata", {}).get("annotations", {}).get(ANNOTATION_SLOT)
+    return LeaseDecision("take", holder, expires, slot)
 
 
 def held_spec(me: str, now: datetime, duration_s: int, acquired: datetime | None = None) -> Obj:
@@ -62,3 +81,13 @@ def held_spec(me: str, now: datetime, duration_s: int, acquired: datetime | None
         "acquireTime": format_time(acquired or now),
         "renewTime": format_time(now),
     }
+
+
+def refusal(app: str, environment: str, where: str, decision: LeaseDecision) -> str:
+    """The message of a refused lock: who holds it and until when at the earliest."""
+    until = f" until at least {decision.expires:%H:%M:%S} UTC" if decision.expires else ""
+    return (
+        f"{app} in {environment} is being deployed by {decision.holder or 'another run'} "
+        f"({where}, held{until}); wait for it to finish or set rollout.lock_timeout_seconds "
+        "to queue behind it"
+    )

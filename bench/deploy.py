@@ -9,6 +9,9 @@ kubectl doing the same Kubernetes steps, in one script. Prints one name=value pe
   undo` + `rollout status` of a Deployment of the same size.
 - failed_requests: HTTP failures seen by a load driver (~100 req/s) during deploy and
   rollback; api_requests_per_deploy: Kubernetes API requests one deploy makes.
+- lock_recovery_seconds: from the SIGKILL of a `bascule deploy` holding the deploy lock
+  until a deploy of the same app and environment, started at once, holds it (median of
+  the rounds; each round's successor is the next round's victim).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from typing import Any
 from bascule.config import load_environment
 from bascule.manifests import load_templates, render_deployment
 from tests.support.cluster import Cluster, LoadDriver, start_local
-from tests.support.deploys import history, kill, service_url, wait_phase
+from tests.support.deploys import history, kill, service_url, start, wait_phase
 from tests.support.envs import write_envs
+from tests.support.locks import kill_and_retake
 from tests.support.prefect_server import running_prefect_server
 from tests.support.sample import service
 
@@ -94,6 +98,21 @@ def kubectl_undo(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[float]:
         c.kubectl("-n", ns, "rollout", "undo", "deployment/undo")
         c.kubectl("-n", ns, "rollout", "status", "deployment/undo", "--timeout=120s")
         times.append(time.perf_counter() - started)
+    return times
+
+
+def lock_recovery(c: Cluster, api: str, ns: str, tmp: Path, rounds: int) -> list[float]:
+    """Kills a deploy holding the lock, times a new deploy getting it, ``rounds`` times."""
+    over = {**MINIMAL, "rollout": {"scale_down_delay_seconds": 1, "lock_timeout_seconds": 90}}
+    cfg = str(write_envs(tmp / "lock", ns, c.kubeconfig, over, ("staging",)))
+    kube, times = c.client(), []
+    holder = start(api, "deploy", "--dir", cfg, "staging", "--image", IMAGES[0], log=tmp / "0.log")
+    for i in range(rounds):
+        image, log = IMAGES[(i + 1) % 2], tmp / f"{i + 1}.log"
+        took, holder = kill_and_retake(api, kube, ns, cfg, image, holder, log)
+        times.append(took)
+    kill(holder)
+    kube.close()
     return times
 
 
@@ -181,6 +200,7 @@ def main() -> None:
             to_switched.append(switch["at"] - wall)
             kill(proc)
         report = load.stop()
+        recoveries = lock_recovery(cluster, server.api_url, ns_bascule, Path(tmp), rounds)
     for ns in (ns_plain, ns_bascule):
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
     med = statistics.median
@@ -197,6 +217,7 @@ def main() -> None:
     print(f"failed_requests={len(report.failures)}")
     print(f"requests_sent={report.total}")
     print(f"api_requests_per_deploy={med(requests):.0f}")
+    print(f"lock_recovery_seconds={med(recoveries):.1f}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,61 @@
 """One deploy per app and environment at a time, held for the whole run including an
-approval pause: a Lease in the cluster (renewed in the background, so it expires if the
-holder dies) and a Prefect global concurrency limit taken with strict=True."""
+approval pause: a Lease in the cluster and a Prefect global concurrency limit of 1.
+
+Two locks, taken in this order and both held until the end:
+
+1. The Kubernetes Lease (``LEASE_SECONDS``, renewed ``RENEWALS_PER_LEASE`` times per
+   lease). Taking it is a compare-and-swap: a create, or a replace carrying the
+   resourceVersion we decided on, so of two deploys racing for it the API server lets
+   exactly one through and answers the other 409.
+2. A slot of the Prefect limit, leased for ``SLOT_LEASE_SECONDS``. Prefect 3.9 refuses a
+   slot lease under 60 s (``lease_duration`` is validated ``ge=60`` by the server's
+   increment-with-lease and renew endpoints) and its repossessor frees expired ones every
+   15 s (``server.services.repossessor.loop_seconds``), so by itself a dead holder's slot
+   blocks for 15 to 75 s. The holder therefore records its slot lease id on the Lease
+   (``lease.ANNOTATION_SLOT``), and whoever takes the Lease over from an expired holder
+   frees exactly that slot lease through Prefect's client before taking its own slot. A
+   holder killed between taking its slot and recording it (one API request) leaves a
+   slot nobody knows: then the successor waits for Prefect's own expiry, as before.
+
+Why two live deploys never both hold the lock. Holding means having won the Lease's
+compare-and-swap and not having been stopped since. A successor wins it only from a
+version of the Lease it has itself watched unchanged for half a lease and whose renewTime
+is a whole lease old (``lease.decide``). A live holder rewrites the Lease every
+``LEASE_SECONDS / RENEWALS_PER_LEASE`` (2 s), so the Lease of a holder that can reach the
+API never looks expired; during an API outage nobody can take it, and afterwards the
+holder renews within one period while a successor must first watch for half a lease.
+The holder's renewals and its deploy's writes go through the same client to the same API
+server, so a holder that cannot renew cannot change the app either. If the holder ever
+finds its Lease taken over, or Prefect says its slot lease is gone, it is stopped:
+``LockLost`` (a BaseException, so no cleanup step writes anything) is raised in the thread
+that holds the lock, and the run ends the way a killed run does, which the next deploy
+reconciles. Freeing the dead holder's slot happens only after the successor owns the
+Lease. What remains is what any lease has (client-go's leader election too): a holder
+frozen (SIGSTOP, a suspended VM) or cut off from the API alone for longer than a lease
+may, once back, make one write before its renewer (within a period) stops it; the traffic
+switch itself is a compare-and-swap on the Service's selector and cannot land twice.
+
+A holder killed at time 0 renewed last at -2..0 s; a successor polling each second takes
+the Lease at about 10 s (or half a lease after it first looked, if it started later) and
+its slot a moment later: tests/integration/test_lock.py and ``make bench`` measure it.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import ctypes
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
-from prefect.client.orchestration import get_client
+import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 from bascule import kube as k
@@ -21,66 +63,153 @@ from bascule import lease
 from bascule.kube import KubeError
 from tasks.context import Env
 
-# Prefect accepts no slot lease shorter than a minute; the Lease matches it, so a dead
-# holder frees both within a minute.
-LEASE_SECONDS = 60
+LEASE_SECONDS = 10
+RENEWALS_PER_LEASE = 5
+SLOT_LEASE_SECONDS = 60  # the shortest Prefect accepts
+POLL_SECONDS = 1.0  # how often a waiting deploy looks again
 
 
 class LockHeld(Exception):
     """Another deploy of the same app and environment is running."""
 
 
+class LockLost(BaseException):
+    """Raised into the holder's thread when its Lease was taken over or its slot revoked:
+    a BaseException, so that the run stops like a killed one instead of cleaning up."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _try_take(env: Env, me: str) -> lease.LeaseDecision:
-    path = env.lease
-    current = env.kube.get_or_none(path)
-    decision = lease.decide(current, me, _now())
-    if decision.action == "held":
-        return decision
-    spec = lease.held_spec(me, _now(), LEASE_SECONDS)
-    body: dict[str, Any] = {
+def _lease_body(env: Env, spec: dict[str, Any], version: str | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": env.lease.rsplit("/", 1)[1], "namespace": env.ns}
+    if version is not None:  # makes a concurrent taker lose with 409
+        metadata["resourceVersion"] = version
+    return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": path.rsplit("/", 1)[1], "namespace": env.ns},
+        "metadata": metadata,
         "spec": spec,
     }
+
+
+@dataclass
+class _Sighting:
+    """When this taker first saw the Lease's current version (``lease.decide``)."""
+
+    version: str | None = None
+    at: datetime = field(default_factory=_now)
+
+    def of(self, current: dict[str, Any] | None) -> datetime:
+        if lease.version(current) != self.version:
+            self.version, self.at = lease.version(current), _now()
+        return self.at
+
+
+def _try_take(
+    env: Env, me: str, seen: _Sighting, lease_seconds: int = LEASE_SECONDS
+) -> lease.LeaseDecision:
+    current = env.kube.get_or_none(env.lease)
+    decision = lease.decide(current, me, _now(), seen.of(current))
+    if decision.action == "held":
+        return decision
+    body = _lease_body(env, lease.held_spec(me, _now(), lease_seconds), lease.version(current))
     try:
         if current is None:
             env.kube.create(k.leases(env.ns), body)
-        else:  # resourceVersion makes a concurrent taker lose with 409
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            env.kube.replace(path, body)
+        else:
+            env.kube.replace(env.lease, body)
     except KubeError as exc:
-        if exc.status in (409,):
-            fresh = env.kube.get_or_none(path) or {}
-            holder = fresh.get("spec", {}).get("holderIdentity")
-            return lease.LeaseDecision("held", holder)
-        raise
+        if exc.status != 409:
+            raise
+        # Someone else wrote it first: judge what they wrote, seen just now.
+        fresh = env.kube.get_or_none(env.lease)
+        raced = lease.decide(fresh, me, _now(), seen.of(fresh))
+        return raced if raced.action == "held" else lease.LeaseDecision("held", raced.holder)
     return decision
 
 
-def _renew(env: Env, me: str, stop: threading.Event) -> None:
-    acquired = _now()
-    while not stop.wait(LEASE_SECONDS / 3):
+def _raise_in(thread: threading.Thread) -> None:
+    """LockLost in ``thread`` at its next Python instruction (a blocking call finishes
+    first); the same mechanism Prefect uses to stop a run whose slot lease is lost."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(LockLost)
+        )
+
+
+@dataclass
+class _Holding:
+    env: Env
+    me: str
+    lease_seconds: int
+    acquired: datetime = field(default_factory=_now)
+    slot: UUID | None = None
+    last: dict[str, Any] | None = None  # the Lease as we last wrote it
+    lost: str | None = None  # why the lock was lost, once it was
+    _write: threading.Lock = field(default_factory=threading.Lock)
+
+    def renew(self) -> None:
+        """Rewrites the Lease as ours (with the slot lease id); notes a takeover. One PUT
+        on the version we wrote last; a conflict re-reads it and tries once more."""
+        with self._write:
+            for attempt in (1, 2):
+                current = self.last or self.env.kube.get(self.env.lease)
+                holder = current["spec"].get("holderIdentity")
+                if holder != self.me:
+                    self.lost = f"the Lease was taken over by {holder or 'nobody'}"
+                    return
+                annotations = current["metadata"].setdefault("annotations", {})
+                if self.slot is not None:
+                    annotations[lease.ANNOTATION_SLOT] = str(self.slot)
+                current["spec"] = lease.held_spec(
+                    self.me, _now(), self.lease_seconds, self.acquired
+                )
+                try:
+                    self.last = self.env.kube.replace(self.env.lease, current)
+                    return
+                except KubeError as exc:
+                    self.last = None  # someone else may have written: read it again
+                    if exc.status != 409 or attempt == 2:
+                        raise
+
+    def keep(self, stop: threading.Event, holder: threading.Thread) -> None:
+        """The background renewal, until ``stop``; raises LockLost in ``holder`` when the
+        lock turns out lost."""
+        every = self.lease_seconds / RENEWALS_PER_LEASE
+        slot_due = time.monotonic()
+        with get_client(sync_client=True) as prefect:
+            while not stop.wait(every):
+                # Whatever fails is retried next period: a renewer that died would let
+                # the Lease expire under a live holder.
+                try:
+                    self.renew()
+                    if self.slot is not None and time.monotonic() >= slot_due:
+                        self._renew_slot(prefect)
+                        slot_due = time.monotonic() + SLOT_LEASE_SECONDS / 4
+                except Exception:
+                    continue
+                if self.lost is not None and not stop.is_set():
+                    _raise_in(holder)
+                    return
+
+    def _renew_slot(self, prefect: SyncPrefectClient) -> None:
+        assert self.slot is not None
         try:
-            current = env.kube.get(env.lease)
-            if current["spec"].get("holderIdentity") != me:
-                return  # taken over after expiry: nothing of ours to renew
-            current["spec"] = lease.held_spec(me, _now(), LEASE_SECONDS, acquired)
-            env.kube.replace(env.lease, current)
-        except KubeError:
-            continue  # transient: the next tick tries again well before expiry
+            prefect.renew_concurrency_lease(self.slot, lease_duration=SLOT_LEASE_SECONDS)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 410:
+                raise
+            self.lost = "Prefect revoked the concurrency slot lease"
 
-
-def _release(env: Env, me: str) -> None:
-    current = env.kube.get_or_none(env.lease)
-    if current and current["spec"].get("holderIdentity") == me:
-        current["spec"] = {"leaseDurationSeconds": LEASE_SECONDS}
-        with suppress(KubeError):  # if this fails, it expires by itself
-            env.kube.replace(env.lease, current)
+    def release(self) -> None:
+        with self._write, suppress(KubeError):  # if this fails, it expires by itself
+            current = self.env.kube.get_or_none(self.env.lease)
+            if current and current["spec"].get("holderIdentity") == self.me:
+                current["spec"] = {"leaseDurationSeconds": self.lease_seconds}
+                current["metadata"].get("annotations", {}).pop(lease.ANNOTATION_SLOT, None)
+                self.env.kube.replace(self.env.lease, current)
 
 
 def limit_name(env: Env) -> str:
@@ -89,47 +218,76 @@ def limit_name(env: Env) -> str:
 
 
 def ensure_limit(name: str) -> None:
-    """Creates the global concurrency limit if missing; taking it then uses strict=True,
-    so a limit deleted later fails the run instead of silently not locking."""
+    """Creates the global concurrency limit if missing; a limit that cannot be found when
+    taking a slot then fails the run instead of silently not locking."""
     with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
+def free_slot(slot: str) -> None:
+    """Frees a dead holder's slot lease (a lease already gone is a no-op for Prefect)."""
+    with get_client(sync_client=True) as client:
+        client.release_concurrency_slots_with_lease(UUID(slot))
+
+
+def take_slot(name: str, deadline: float) -> UUID:
+    """A slot of the limit ``name``, waiting until ``deadline`` (monotonic); returns its
+    lease id. LockHeld when the slot stays taken."""
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                resp = client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_SECONDS
+                )
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423 or time.monotonic() >= deadline:
+                    if exc.response.status_code == 423:
+                        raise LockHeld(
+                            f"the Prefect global concurrency limit {name} is taken by another "
+                            "run; wait for it to finish or set rollout.lock_timeout_seconds "
+                            "to queue behind it"
+                        ) from None
+                    raise
+                time.sleep(POLL_SECONDS)
+                continue
+            body = resp.json()
+            if not body["limits"]:
+                raise RuntimeError(f"the Prefect global concurrency limit {name} does not exist")
+            return UUID(body["lease_id"])
+
+
 @contextmanager
-def deploy_lock(env: Env, me: str, use_prefect: bool = True) -> Iterator[None]:
-    wait = env.cfg.rollout.lock_timeout_seconds
-    deadline = time.monotonic() + wait
-    while True:
-        decision = _try_take(env, me)
-        if decision.action == "take":
-            break
+def deploy_lock(env: Env, me: str, lease_seconds: int = LEASE_SECONDS) -> Iterator[None]:
+    """Holds the app and environment's lock around the body; LockHeld when another deploy
+    keeps it past ``rollout.lock_timeout_seconds``; LockLost in the body if it is lost."""
+    deadline = time.monotonic() + env.cfg.rollout.lock_timeout_seconds
+    seen = _Sighting()
+    while (decision := _try_take(env, me, seen, lease_seconds)).action != "take":
         if time.monotonic() >= deadline:
-            until = f" until {decision.expires:%H:%M:%S} UTC" if decision.expires else ""
-            raise LockHeld(
-                f"{env.app} in {env.name} is being deployed by {decision.holder} (Lease "
-                f"{env.ns}/{env.lease.rsplit('/', 1)[1]}, held{until}); wait for it to finish "
-                "or set rollout.lock_timeout_seconds to queue behind it"
-            )
-        time.sleep(1)
+            where = f"Lease {env.ns}/{env.lease.rsplit('/', 1)[1]}"
+            raise LockHeld(lease.refusal(env.app, env.name, where, decision))
+        time.sleep(POLL_SECONDS)
+    holding = _Holding(env, me, lease_seconds)
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(env, me, stop), daemon=True)
-    renewer.start()
+    keep = contextvars.copy_context().run  # the run's Prefect settings, in the renewer too
+    renewer = threading.Thread(
+        target=keep, args=(holding.keep, stop, threading.current_thread()), daemon=True
+    )
+    renewer.start()  # before waiting for the slot: the Lease must not expire meanwhile
     try:
-        if use_prefect:
-            ensure_limit(limit_name(env))
-            remaining = max(1.0, deadline - time.monotonic())
-            guard: AbstractContextManager[None] = concurrency(
-                limit_name(env),
-                occupy=1,
-                strict=True,
-                timeout_seconds=remaining,
-                lease_duration=LEASE_SECONDS,
-            )
-        else:
-            guard = nullcontext()
-        with guard:
-            yield
+        if decision.stale_slot is not None:
+            free_slot(decision.stale_slot)  # its holder is dead: the Lease is ours now
+        ensure_limit(limit_name(env))
+        holding.slot = take_slot(limit_name(env), deadline)
+        with suppress(KubeError):  # else the renewer records it within a period
+            holding.renew()
+        if holding.lost is not None:
+            raise LockLost(holding.lost)
+        yield
     finally:
         stop.set()
         renewer.join(timeout=5)
-        _release(env, me)
+        if holding.slot is not None:
+            with suppress(httpx.HTTPError):  # if this fails, Prefect expires it
+                free_slot(str(holding.slot))
+        holding.release()

@@ -7,11 +7,20 @@ from typing import Any
 
 import pytest
 
-from bascule.lease import LeaseDecision, decide, format_time, held_spec, parse_time
+from bascule.lease import (
+    ANNOTATION_SLOT,
+    LeaseDecision,
+    decide,
+    format_time,
+    held_spec,
+    parse_time,
+    refusal,
+)
 
 ME = "flow-run/7b1e5b0c-0000-4000-8000-000000000001"
 OTHER = "flow-run/7b1e5b0c-0000-4000-8000-000000000002"
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+LONG_AGO = NOW - timedelta(hours=1)  # first seen long ago: only the Lease's times count
 
 
 def lease(spec: dict[str, Any]) -> dict[str, Any]:
@@ -46,11 +55,11 @@ def held_by(holder: str, renewed: str, duration: int = 60, **extra: Any) -> dict
     ids=["absent", "ours", "released", "empty-holder"],
 )
 def test_a_free_or_own_lease_is_taken(current: dict[str, Any] | None) -> None:
-    assert decide(current, ME, NOW) == LeaseDecision("take")
+    assert decide(current, ME, NOW, LONG_AGO) == LeaseDecision("take")
 
 
 def test_a_live_lease_of_another_holder_is_held() -> None:
-    decision = decide(held_by(OTHER, "2025-03-01T11:59:30.000000Z"), ME, NOW)
+    decision = decide(held_by(OTHER, "2025-03-01T11:59:30.000000Z"), ME, NOW, LONG_AGO)
     assert decision == LeaseDecision("held", OTHER, datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
 
 
@@ -63,7 +72,7 @@ def test_a_live_lease_of_another_holder_is_held() -> None:
     ],
 )
 def test_a_lease_expires_duration_seconds_after_its_renewal(renewed: str, action: str) -> None:
-    decision = decide(held_by(OTHER, renewed), ME, NOW)
+    decision = decide(held_by(OTHER, renewed), ME, NOW, LONG_AGO)
     assert (decision.action, decision.holder) == (action, OTHER)
     assert decision.expires == parse_time(renewed) + timedelta(seconds=60)  # type: ignore[operator]
 
@@ -76,12 +85,12 @@ def test_without_a_renewal_the_acquire_time_counts() -> None:
             "acquireTime": "2025-03-01T11:59:15.000000Z",
         }
     )
-    assert decide(current, ME, NOW).action == "held"
-    assert decide(current, ME, NOW + timedelta(seconds=15)).action == "take"
+    assert decide(current, ME, NOW, LONG_AGO).action == "held"
+    assert decide(current, ME, NOW + timedelta(seconds=15), LONG_AGO).action == "take"
 
 
 def test_second_precision_times_are_understood() -> None:
-    assert decide(held_by(OTHER, "2025-03-01T11:59:30Z"), ME, NOW).action == "held"
+    assert decide(held_by(OTHER, "2025-03-01T11:59:30Z"), ME, NOW, LONG_AGO).action == "held"
 
 
 def test_held_spec_is_a_lease_spec_that_others_see_as_held() -> None:
@@ -93,9 +102,9 @@ def test_held_spec_is_a_lease_spec_that_others_see_as_held() -> None:
         "acquireTime": "2025-03-01T11:55:00.000000Z",
         "renewTime": "2025-03-01T12:00:00.000000Z",
     }
-    assert decide(lease(spec), OTHER, NOW + timedelta(seconds=59)).action == "held"
-    assert decide(lease(spec), OTHER, NOW + timedelta(seconds=60)).action == "take"
-    assert decide(lease(spec), ME, NOW + timedelta(seconds=1)).action == "take"
+    assert decide(lease(spec), OTHER, NOW + timedelta(seconds=59), LONG_AGO).action == "held"
+    assert decide(lease(spec), OTHER, NOW + timedelta(seconds=60), LONG_AGO).action == "take"
+    assert decide(lease(spec), ME, NOW + timedelta(seconds=1), LONG_AGO).action == "take"
 
 
 def test_held_spec_acquires_now_by_default() -> None:
@@ -109,3 +118,38 @@ def test_times_round_trip_in_utc() -> None:
     assert parse_time(format_time(local)) == local
     assert parse_time("not a time") is None
     assert parse_time(None) is None
+
+
+def test_a_holder_without_times_keeps_the_lease_a_whole_duration_from_first_sight() -> None:
+    # A Lease just created by a racing taker (or by another tool) with no renewTime yet: the
+    # old decision took it over at once, and its refusal had no time to name.
+    current = lease({"holderIdentity": OTHER, "leaseDurationSeconds": 10})
+    decision = decide(current, ME, NOW, NOW)
+    assert decision == LeaseDecision("held", OTHER, NOW + timedelta(seconds=10))
+    assert decide(current, ME, NOW + timedelta(seconds=9), NOW).action == "held"
+    assert decide(current, ME, NOW + timedelta(seconds=10), NOW).action == "take"
+    message = refusal("shop", "staging", "Lease shop/shop-bascule-deploy", decision)
+    assert "held until at least 12:00:10 UTC" in message, message
+
+
+def test_a_stale_looking_lease_is_watched_half_a_duration_before_it_is_taken() -> None:
+    # renewTime a minute old (an API outage just ended, or the holder's clock is behind):
+    # a live holder renews within a period, so only half a lease unchanged proves it dead.
+    current = held_by(OTHER, "2025-03-01T11:59:00.000000Z", duration=10)
+    assert decide(current, ME, NOW, NOW) == LeaseDecision("held", OTHER, NOW + timedelta(seconds=5))
+    assert decide(current, ME, NOW + timedelta(seconds=4.9), NOW).action == "held"
+    assert decide(current, ME, NOW + timedelta(seconds=5), NOW).action == "take"
+
+
+def test_the_expired_holders_slot_lease_is_handed_to_the_successor() -> None:
+    current = held_by(OTHER, "2025-03-01T11:59:30.000000Z", duration=10)
+    current["metadata"]["annotations"] = {ANNOTATION_SLOT: "3f1c-slot"}
+    assert decide(current, ME, NOW, LONG_AGO).stale_slot == "3f1c-slot"
+    live = decide(current, ME, NOW - timedelta(seconds=25), LONG_AGO)
+    assert live.action == "held" and live.stale_slot is None
+
+
+def test_a_refusal_without_a_known_expiry_names_no_time() -> None:
+    message = refusal("shop", "staging", "Lease shop/x", LeaseDecision("held", OTHER))
+    assert f"is being deployed by {OTHER} (Lease shop/x, held);" in message
+    assert "until" not in message
