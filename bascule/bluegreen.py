@@ -67,8 +67,8 @@ def recover(obs: Observed) -> Recovery | None:
         return None
     new = rel.color
     if rel.phase in ("planned", "deploying", "checking", "awaiting-approval"):
-        if obs.active == new:  # died between the PATCH and recording it
-            return _back_to_old(obs, rel)
+        if obs.active == new:
+            return _back_to_old(obs, rel, f"between the switch to {new} and recording it")
         return Recovery(
             None,
             new if obs.color(new).replicas else None,
@@ -84,26 +84,22 @@ def recover(obs: Observed) -> Recovery | None:
             "succeeded",
             f"the rollback to {new} was switched before the run died; finished it",
         )
-    return _back_to_old(obs, rel)  # switched, verification unfinished
+    return _back_to_old(obs, rel, f"after the switch to {new}, before verification finished")
 
 
-def _back_to_old(obs: Observed, rel: Release) -> Recovery:
+def _back_to_old(obs: Observed, rel: Release, when: str) -> Recovery:
     old = rel.previous_color
     if old and obs.color(old).serving_ready:
         switch = old if obs.active != old else None
         return Recovery(
-            switch,
-            rel.color,
-            "interrupted",
-            f"the run died after the switch to {rel.color}, before verification; "
-            f"traffic returned to {old}",
+            switch, rel.color, "interrupted", f"the run died {when}; traffic returned to {old}"
         )
     return Recovery(
         None,
         None,
         "interrupted",
-        f"the run died after the switch to {rel.color}; {old or 'no older color'} "
-        "was not running, so the new color keeps serving",
+        f"the run died {when}; {old or 'no older color'} was not running, so the new color "
+        "keeps serving",
     )
 
 

@@ -118,16 +118,24 @@ def test_before_the_switch_a_new_color_never_scaled_up_is_left_alone(phase: Phas
     assert (rec.switch_to, rec.scale_down, rec.result) == (None, None, "interrupted")
 
 
-@pytest.mark.parametrize("phase", [*PRE_SWITCH, "switched"])
-def test_after_the_patch_traffic_returns_to_the_old_color_at_full_size(phase: Phase) -> None:
+DIED_UNRECORDED = "the run died between the switch to green and recording it"
+DIED_IN_WINDOW = "the run died after the switch to green, before verification finished"
+
+
+@pytest.mark.parametrize(
+    ("phase", "died"),
+    [*((p, DIED_UNRECORDED) for p in PRE_SWITCH), ("switched", DIED_IN_WINDOW)],
+)
+def test_after_the_patch_traffic_returns_to_the_old_color_at_full_size(
+    phase: Phase, died: str
+) -> None:
     # For a pre-switch phase: the run died between the PATCH and recording "switched".
     rec = recover(observed("green", blue=OLD_UP, green=NEW_UP, in_flight=release(phase)))
     assert rec == Recovery(
         switch_to="blue",
         scale_down="green",
         result="interrupted",
-        reason="the run died after the switch to green, before verification; "
-        "traffic returned to blue",
+        reason=f"{died}; traffic returned to blue",
     )
 
 
@@ -136,17 +144,18 @@ def test_after_the_patch_traffic_returns_to_the_old_color_at_full_size(phase: Ph
     [OLD_DOWN, running("blue", "shop:v1", replicas=3, ready=1), None],
     ids=["scaled-to-zero", "partly-ready", "deleted"],
 )
-@pytest.mark.parametrize("phase", ["awaiting-approval", "switched"])
+@pytest.mark.parametrize(
+    ("phase", "died"), [("awaiting-approval", DIED_UNRECORDED), ("switched", DIED_IN_WINDOW)]
+)
 def test_after_the_patch_the_new_color_keeps_serving_when_the_old_is_not_running(
-    phase: Phase, old: ColorState | None
+    phase: Phase, died: str, old: ColorState | None
 ) -> None:
     rec = recover(observed("green", blue=old, green=NEW_UP, in_flight=release(phase)))
     assert rec == Recovery(
         switch_to=None,
         scale_down=None,
         result="interrupted",
-        reason="the run died after the switch to green; blue was not running, "
-        "so the new color keeps serving",
+        reason=f"{died}; blue was not running, so the new color keeps serving",
     )
 
 
