@@ -23,6 +23,8 @@ class ColorState:
     release: str | None = None
     replicas: int = 0  # desired
     ready: int = 0
+    # The controller has acted on the latest spec and no pod of an older one is left.
+    settled: bool = False
 
     @property
     def serving_ready(self) -> bool:
@@ -65,8 +67,8 @@ def recover(obs: Observed) -> Recovery | None:
         return None
     new = rel.color
     if rel.phase in ("planned", "deploying", "checking", "awaiting-approval"):
-        if obs.active == new:  # died between the PATCH and recording it
-            return _back_to_old(obs, rel)
+        if obs.active == new:
+            return _back_to_old(obs, rel, f"between the switch to {new} and recording it")
         return Recovery(
             None,
             new if obs.color(new).replicas else None,
@@ -82,26 +84,22 @@ def recover(obs: Observed) -> Recovery | None:
             "succeeded",
             f"the rollback to {new} was switched before the run died; finished it",
         )
-    return _back_to_old(obs, rel)  # switched, verification unfinished
+    return _back_to_old(obs, rel, f"after the switch to {new}, before verification finished")
 
 
-def _back_to_old(obs: Observed, rel: Release) -> Recovery:
+def _back_to_old(obs: Observed, rel: Release, when: str) -> Recovery:
     old = rel.previous_color
     if old and obs.color(old).serving_ready:
         switch = old if obs.active != old else None
         return Recovery(
-            switch,
-            rel.color,
-            "interrupted",
-            f"the run died after the switch to {rel.color}, before verification; "
-            f"traffic returned to {old}",
+            switch, rel.color, "interrupted", f"the run died {when}; traffic returned to {old}"
         )
     return Recovery(
         None,
         None,
         "interrupted",
-        f"the run died after the switch to {rel.color}; {old or 'no older color'} "
-        "was not running, so the new color keeps serving",
+        f"the run died {when}; {old or 'no older color'} was not running, so the new color "
+        "keeps serving",
     )
 
 
@@ -117,8 +115,9 @@ def rollback_plan(obs: Observed, target: Release) -> Action:
     return "redeploy"
 
 
-def drift(obs: Observed, recorded: Release | None) -> list[str]:
-    """How what serves differs from the release the history says serves."""
+def drift(obs: Observed, recorded: Release | None, replicas: int) -> list[str]:
+    """How what serves differs from the release the history says serves, run at the
+    configured number of ``replicas``."""
     if recorded is None:
         return ["no release is recorded as serving"]
     found = []
@@ -129,6 +128,29 @@ def drift(obs: Observed, recorded: Release | None) -> list[str]:
         found.append(f"{recorded.color} runs {state.image}, recorded {recorded.image}")
     if state.release != recorded.id:
         found.append(f"{recorded.color} carries release {state.release}, recorded {recorded.id}")
+    if state.replicas != replicas:
+        found.append(f"{recorded.color} is scaled to {state.replicas}, configured {replicas}")
     if not state.serving_ready:
         found.append(f"{recorded.color} has {state.ready}/{state.replicas} ready")
     return found
+
+
+def already_serving(
+    obs: Observed, image: str, recorded: Release | None, spec_unchanged: bool
+) -> bool:
+    """A deploy of ``image`` would change nothing, as ``kubectl apply`` of the same object
+    does not: the active color runs ``image`` as the verified release the history says
+    serves, every replica Ready and rolled out, no release in flight, and applying the
+    configuration again would leave its spec as it is (``spec_unchanged``)."""
+    active = obs.active_state
+    return (
+        obs.in_flight is None
+        and active is not None
+        and active.image == image
+        and active.serving_ready
+        and active.settled
+        and recorded is not None
+        and recorded.image == image
+        and recorded.id == active.release
+        and spec_unchanged
+    )

@@ -36,6 +36,12 @@ def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("environment", metavar="ENV")
     parser.add_argument("--image", help="image reference (default: the environment's image)")
     parser.add_argument("--commit", help="commit the image was built from, for the record")
+    parser.add_argument(
+        "--redeploy",
+        action="store_true",
+        help="run the whole cycle even when the image already serves (default: say so, "
+        "change nothing)",
+    )
     parser.epilog = EXIT_CODES
 
 
@@ -57,6 +63,7 @@ def deploy(args: argparse.Namespace) -> int:
         image=args.image,
         commit=args.commit,
         config_dir=str(args.dir),
+        redeploy=args.redeploy,
         return_state=True,
     )
     return _finish(state)

@@ -305,14 +305,15 @@ class Kube:
     ) -> Obj:
         return self.request("PATCH", path, body, content_type=content_type, idempotent=idempotent)
 
-    def apply(self, path: str, body: Obj, field_manager: str) -> Obj:
-        """Server-side apply, forcing our fields: the same request twice is one change."""
+    def apply(self, path: str, body: Obj, field_manager: str, **params: str) -> Obj:
+        """Server-side apply, forcing our fields: the same request twice is one change.
+        ``params`` add query parameters, e.g. ``dryRun="All"``."""
         return self.request(
             "PATCH",
             path,
             body,
             content_type=APPLY_PATCH,
-            params={"fieldManager": field_manager, "force": "true"},
+            params={"fieldManager": field_manager, "force": "true", **params},
             idempotent=True,
         )
 

@@ -164,9 +164,16 @@ def main() -> None:
         undo = kubectl_undo(cluster, ns_plain, rounds, cfg)
         # Timings above ran without load, like their baselines; from here on a load driver
         # counts failed requests through one more deploy and the rollbacks.
-        load = LoadDriver(cluster, service_url(cluster, ns_bascule), rps=100)
+        load = LoadDriver(
+            cluster, service_url(cluster, ns_bascule), tuple(i.rsplit(":", 1)[1] for i in IMAGES)
+        )
+        # The same image as the last round: only an explicit redeploy runs a cycle for it.
         under_load = deploy(
-            environment="staging", image=IMAGES[rounds % 2], config_dir=cfg, return_state=True
+            environment="staging",
+            image=IMAGES[rounds % 2],
+            config_dir=cfg,
+            redeploy=True,
+            return_state=True,
         )
         assert under_load.is_completed(), under_load.message
         rollbacks, switches, to_switched = [], [], []
@@ -183,6 +190,7 @@ def main() -> None:
                     "staging",
                     "--image",
                     IMAGES[(rounds + i + 1) % 2],
+                    "--redeploy",  # every other round it is the image the rollback restored
                 ],
                 env={**os.environ},
                 stdout=subprocess.DEVNULL,

@@ -175,11 +175,18 @@ def deploy(
     image: str | None = None,
     commit: str | None = None,
     config_dir: str = str(DEFAULT_CONFIG_DIR),
+    redeploy: bool = False,
 ) -> State:
-    """Deploys ``image`` (default: the environment's configured image) blue-green."""
+    """Deploys ``image`` (default: the environment's configured image) blue-green. An image
+    that already serves, with nothing else changed, is left as it is unless ``redeploy``."""
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
-    return exclusively(env, lambda: pipeline(env, target_image, kind="deploy", commit=commit))
+    return exclusively(
+        env,
+        lambda: pipeline(
+            env, target_image, kind="deploy", commit=commit, skip_if_serving=not redeploy
+        ),
+    )
 
 
 def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
@@ -203,8 +210,12 @@ def pipeline(
     approval: bool = True,
     note: str = "",
     commit: str | None = None,
+    skip_if_serving: bool = False,
 ) -> Outcome:
     observed, baseline = preflight(env)
+    if skip_if_serving and (serving := already_serving(env, image, observed)):
+        get_run_logger().info(serving)
+        return Outcome(Completed(message=serving))
     release = plan(env, image, observed, kind, commit)
     run = Run(env, release)
     run.checks.extend(baseline)
@@ -277,6 +288,28 @@ def pipeline(
     run.publish()
     done: State = Completed(message=f"{image} serves {env.app} in {env.name} ({new})")
     return Outcome(done, (old, observed.color(old).release) if old else None)
+
+
+def already_serving(env: Env, image: str, observed: bluegreen.Observed) -> str | None:
+    """What to say when deploying ``image`` would change nothing, else None."""
+    active = observed.active_state
+    if active is None:
+        return None
+    releases, _ = state.read_history(env)
+    recorded = h.serving(releases, active.color)
+    # The dry run is only worth a request when the image already matches.
+    unchanged = (
+        active.image == image
+        and active.release is not None
+        and rollout.applies_unchanged(env, active.color, image, active.release)
+    )
+    if not bluegreen.already_serving(observed, image, recorded, unchanged):
+        return None
+    return (
+        f"already serving: {image} serves {env.app} in {env.name} ({active.color}, release "
+        f"{active.release}); nothing changed (redeploy=True, `bascule deploy --redeploy`, "
+        "runs the whole cycle again)"
+    )
 
 
 def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:

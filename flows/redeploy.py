@@ -27,7 +27,7 @@ def _redeploy(env: Env) -> Outcome:
     serving = h.serving(releases, observed.active)
     if serving is None:
         return Outcome(Failed(message=f"nothing recorded as serving {env.app} in {env.name}"))
-    found = bluegreen.drift(observed, serving)
+    found = bluegreen.drift(observed, serving, env.cfg.replicas)
     note = "drift: " + "; ".join(found) if found else f"no drift from {serving.id}"
     get_run_logger().info(note)
     return pipeline(env, serving.image, kind="redeploy", approval=False, note=note)

@@ -27,8 +27,23 @@ class RolloutFailed(Exception):
 @task(name="deploy-idle-color", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def apply_color(env: Env, color: Color, image: str, release_id: str) -> None:
     """Server-side apply of the color's Deployment: one idempotent request, safe to repeat."""
+    _apply(env, color, image, release_id)
+
+
+def _apply(env: Env, color: Color, image: str, release_id: str, **params: str) -> dict[str, Any]:
     obj = render_deployment(env.cfg, env.templates, color=color, image=image, release_id=release_id)
-    env.kube.apply(env.deployment(color), obj, FIELD_MANAGER)
+    return env.kube.apply(env.deployment(color), obj, FIELD_MANAGER, **params)
+
+
+def applies_unchanged(env: Env, color: Color, image: str, release_id: str) -> bool:
+    """Whether applying ``image`` as ``release_id`` to ``color`` with today's configuration
+    would leave the Deployment's spec as it is. A server-side dry run, as `kubectl diff`
+    does: the API server raises the generation only when the spec changes."""
+    live = env.kube.get_or_none(env.deployment(color))
+    if live is None:
+        return False
+    dry = _apply(env, color, image, release_id, dryRun="All")
+    return bool(dry["metadata"].get("generation") == live["metadata"].get("generation"))
 
 
 @task(name="scale", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)

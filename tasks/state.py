@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
 from bascule.kube import KubeError
-from bascule.manifests import ANNOTATION_IMAGE, ANNOTATION_RELEASE, COLORS, color_of_selector
+from bascule.manifests import ANNOTATION_RELEASE, COLORS, color_of_selector
 from tasks.context import Env
 
 HISTORY_KEY = "releases.json"
@@ -21,15 +21,20 @@ def color_state(env: Env, color: Any) -> ColorState:
     dep = env.kube.get_or_none(env.deployment(color))
     if dep is None:
         return ColorState(color)
-    ann = dep["metadata"].get("annotations", {})
-    status = dep.get("status", {})
+    meta, spec, status = dep["metadata"], dep["spec"], dep.get("status", {})
+    replicas = spec.get("replicas", 0)
+    # What runs is the pod template's image (Bascule sets the first container's), not the
+    # annotation it wrote: `kubectl set image` changes only the former.
     return ColorState(
         color,
         exists=True,
-        image=ann.get(ANNOTATION_IMAGE),
-        release=ann.get(ANNOTATION_RELEASE),
-        replicas=dep["spec"].get("replicas", 0),
+        image=spec["template"]["spec"]["containers"][0].get("image"),
+        release=meta.get("annotations", {}).get(ANNOTATION_RELEASE),
+        replicas=replicas,
         ready=status.get("readyReplicas", 0),
+        settled=status.get("observedGeneration", 0) >= meta.get("generation", 0)
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("replicas", 0) == replicas,
     )
 
 

@@ -16,6 +16,7 @@ from tests.support.envs import write_envs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
+VERSIONS = ("v1", "v2")  # what /version may answer under load
 
 
 def config(tmp: Path, cluster: Cluster, ns: str, name: str = "cfg", **over: Any) -> str:
@@ -46,7 +47,7 @@ def test_zero_failed_requests_through_deploy_and_instant_rollback(
     # A long scale-down delay keeps v1 at full size after the switch: rollback is one PATCH.
     cfg = config(tmp_path, cluster, namespace, rollout={"scale_down_delay_seconds": 120})
     assert deploy(prefect_server, cfg, V1).returncode == 0
-    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=120)
+    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), VERSIONS, rps=120)
     time.sleep(2)
     proc = start_deploy(prefect_server, cfg, V2, tmp_path / "deploy.log")
     done = deploys.wait_phase(cluster, namespace, V2, {"done"})
@@ -133,7 +134,7 @@ def test_failure_after_switch_rolls_back_automatically(
         verification={"window_seconds": 30, "interval_seconds": 1},
         rollout={"scale_down_delay_seconds": 30},
     )
-    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=100)
+    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), VERSIONS, rps=100)
     res = deploy(prefect_server, bad, V2)
     time.sleep(5)  # keep the load on after the rollback, to see who answers then
     report = load.stop()
@@ -174,7 +175,56 @@ def test_second_deploy_at_once_is_refused_and_changes_nothing(
     assert len(after) == len(before)
 
 
-@pytest.mark.parametrize("point", ["idle-color-up", "right-after-switch", "in-window"])
+def test_deploying_the_image_that_serves_changes_nothing_unless_asked(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    before, releases = deploys.snapshot(cluster, namespace), deploys.history(cluster, namespace)
+    again = deploy(prefect_server, v1_live, V1)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already serving" in again.stdout and "blue" in again.stdout, again.stdout
+    assert deploys.snapshot(cluster, namespace) == before  # no color deployed, no switch
+    assert deploys.history(cluster, namespace) == releases
+    # A changed configuration is no longer what serves: the same image goes through a cycle.
+    changed = config(tmp_path, cluster, namespace, "changed", env={"DRAIN_SECONDS": "2"})
+    res = deploy(prefect_server, changed, V1)
+    assert res.returncode == 0 and "already serving" not in res.stdout, res.stdout + res.stderr
+    assert deploys.history(cluster, namespace)[-1]["color"] == "green"
+    forced = deploy(prefect_server, changed, V1, "--redeploy")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["image"], last["result"], last["color"]) == (V1, "succeeded", "blue"), last
+    assert deploys.active_color(cluster, namespace) == "blue"
+
+
+def test_scheduled_redeploy_finds_a_hand_changed_image_and_redeploys(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    # Someone changes the serving color by hand, behind the history's back.
+    cluster.kubectl("-n", namespace, "set", "image", "deployment/sample-app-blue", f"app={V2}")
+    cluster.kubectl("-n", namespace, "rollout", "status", "deployment/sample-app-blue")
+    res = deploys.run_redeploy(prefect_server, v1_live)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["kind"], last["result"], last["image"]) == ("redeploy", "succeeded", V1), last
+    check = next(s for s in last["steps"] if s["name"] == "drift-check")
+    assert check["detail"] == f"drift: blue runs {V2}, recorded {V1}", check
+    assert deploys.active_color(cluster, namespace) == "green"
+    code, body = cluster.http_get(deploys.service_url(cluster, namespace))
+    assert code == 200 and '"v1"' in body
+
+
+# Where a deploy of v2 (to green) is SIGKILLed, and what the re-run's reconcile finds: each
+# point takes its own branch of bluegreen.recover.
+KILL_POINTS = {
+    "idle-color-up": "the run died during checking; traffic never moved",
+    "switch-unrecorded": "the run died between the switch to green and recording it; "
+    "traffic returned to blue",
+    "in-window": "the run died after the switch to green, before verification finished; "
+    "traffic returned to blue",
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_killed_deploy_converges_when_run_again(
     point: str,
     cluster: Cluster,
@@ -191,24 +241,27 @@ def test_killed_deploy_converges_when_run_again(
         verification={"window_seconds": 10, "interval_seconds": 1},
         rollout={"scale_down_delay_seconds": 10, "lock_timeout_seconds": 150},
     )
-    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=100)
+    load = LoadDriver(cluster, deploys.service_url(cluster, namespace), VERSIONS, rps=100)
     proc = start_deploy(prefect_server, cfg, V2, tmp_path / "killed.log")
-    phase = {
-        "idle-color-up": "checking",
-        "right-after-switch": "switched",
-        "in-window": "switched",
-    }[point]
-    deploys.wait_phase(cluster, namespace, V2, {phase})
-    if point == "in-window":
-        time.sleep(4)
-    deploys.kill(proc)
+    if point == "switch-unrecorded":
+        deploys.kill_at_switch(cluster, namespace, proc, "green")
+    else:
+        deploys.wait_phase(
+            cluster, namespace, V2, {"checking" if point == "idle-color-up" else "switched"}
+        )
+        if point == "in-window":
+            time.sleep(2)
+        deploys.kill(proc)
     res = deploy(prefect_server, cfg, V2)
     report = load.stop()
     assert res.returncode == 0, res.stdout + res.stderr
+    report.assert_sustained()
     assert report.failures == [], report.failures[:5]
     releases = deploys.history(cluster, namespace)
     killed, rerun = releases[-2], releases[-1]
     assert killed["result"] == "interrupted" and killed["phase"] == "done", killed
+    assert killed["reason"] == KILL_POINTS[point], killed["reason"]
+    assert killed["steps"][-1]["name"] == "reconciled", killed["steps"]
     assert rerun["result"] == "succeeded" and rerun["image"] == V2
     assert not [r for r in releases if r["phase"] != "done"]
     active = deploys.active_color(cluster, namespace)

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from bascule.kube import Kube, Target
@@ -18,6 +19,9 @@ from bascule.kube import Kube, Target
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
 REPO = CLUSTER_DIR.parents[1]
 EXISTING_ENV = "BASCULE_TEST_KUBECONFIG"
+# What a load driver must achieve, of the rate asked, and its longest pause, seconds.
+LOAD_FLOOR = 0.8
+LOAD_MAX_GAP = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ def existing() -> Cluster | None:
 @dataclass
 class LoadReport:
     samples: list[dict]
+    started: float  # when the driver began and stopped sending (epoch seconds)
+    stopped: float
+    requested_rps: float
 
     @property
     def total(self) -> int:
@@ -118,19 +125,45 @@ class LoadReport:
         return Counter(s["version"] for s in self.samples if s["ok"] and s["t"] >= since)
 
     def rate(self) -> float:
-        if len(self.samples) < 2:
-            return 0.0
-        return len(self.samples) / (self.samples[-1]["t"] - self.samples[0]["t"])
+        """Requests per second over the whole time the driver ran."""
+        return self.total / max(self.stopped - self.started, 1e-9)
+
+    def longest_gap(self) -> float:
+        """The longest time without a request starting, ends included."""
+        times = [self.started, *(s["t"] for s in self.samples), self.stopped]
+        return max(b - a for a, b in pairwise(times))
+
+    def assert_sustained(self, floor: float = LOAD_FLOOR, max_gap: float = LOAD_MAX_GAP) -> None:
+        """The driver really sent the load, all along: ``failures == []`` means nothing
+        from a driver that was starved, or stalled just when traffic moved."""
+        seconds = self.stopped - self.started
+        summary = (
+            f"{self.total} requests in {seconds:.1f} s = {self.rate():.0f}/s "
+            f"(asked {self.requested_rps:.0f}/s), longest gap {self.longest_gap():.2f} s"
+        )
+        print(f"load: {summary}")
+        assert self.total >= floor * self.requested_rps * seconds, f"too few: {summary}"
+        assert self.rate() >= floor * self.requested_rps, f"too slow: {summary}"
+        assert self.longest_gap() <= max_gap, f"stalled: {summary}"
 
 
 class LoadDriver:
-    """Continuous HTTP load at a URL from inside the cluster's network namespace."""
+    """Continuous HTTP load at a URL from inside the cluster's network namespace; from a
+    /version URL, an answer naming none of ``versions`` is a failure."""
 
-    def __init__(self, cluster: Cluster, url: str, rps: float = 120, workers: int = 16) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        url: str,
+        versions: tuple[str, ...],
+        rps: float = 120,
+        workers: int = 16,
+    ) -> None:
         if cluster.netns is None:
             import pytest
 
             pytest.skip("the load driver runs inside the local cluster's network namespace")
+        self.rps = rps
         tag = uuid.uuid4().hex[:8]
         base = Path(os.environ.get("TMPDIR", "/tmp"))
         self.stop_file = base / f"bascule-load-{tag}.stop"
@@ -145,6 +178,8 @@ class LoadDriver:
             str(rps),
             "--workers",
             str(workers),
+            "--versions",
+            ",".join(versions),
             "--stop-file",
             str(self.stop_file),
             "--out",
@@ -160,7 +195,7 @@ class LoadDriver:
         data = json.loads(self.out.read_text())
         self.stop_file.unlink(missing_ok=True)
         self.out.unlink(missing_ok=True)
-        return LoadReport(data["samples"])
+        return LoadReport(data["samples"], data["started"], data["stopped"], self.rps)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,60 @@ def replicas(cluster: Cluster, ns: str, color: str, app: str = "sample-app") -> 
 def service_url(cluster: Cluster, ns: str, app: str = "sample-app") -> str:
     ip = cluster.get_json("-n", ns, "service", app)["spec"]["clusterIP"]
     return f"http://{ip}/version"
+
+
+def kill_at_switch(
+    cluster: Cluster, ns: str, proc: subprocess.Popen[bytes], to: str, timeout: float = 180
+) -> None:
+    """SIGKILLs ``proc`` the moment the active Service selects ``to``: after the switch's
+    PATCH landed and before the run records it (it still waits for the endpoints to move,
+    then saves through a Prefect task, hundreds of milliseconds at least)."""
+    kube, path = cluster.client(), f"/api/v1/namespaces/{ns}/services"
+    by_name = "metadata.name=sample-app"
+
+    def selects(svc: dict[str, Any]) -> bool:
+        return (svc.get("spec", {}).get("selector") or {}).get("bascule.io/color") == to
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = kube.get(path, fieldSelector=by_name)
+        if any(selects(s) for s in listing["items"]):
+            kill(proc)
+            return
+        rv = listing["metadata"]["resourceVersion"]
+        for _, svc in kube.watch(path, rv, 10, fieldSelector=by_name):
+            if selects(svc):
+                kill(proc)
+                return
+    raise TimeoutError(f"the active Service never selected {to}")
+
+
+def run_redeploy(prefect_api: str, config_dir: str) -> subprocess.CompletedProcess[str]:
+    """The scheduled staging redeploy flow, in a process of its own as a worker runs it."""
+    code = (
+        "import sys\nfrom flows.redeploy import redeploy\n"
+        "s = redeploy('staging', sys.argv[1], return_state=True)\n"
+        "print(f'{s.name}: {s.message}')\nsys.exit(0 if s.is_completed() else 1)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, config_dir],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=cli_env(prefect_api),
+        timeout=600,
+    )
+
+
+def snapshot(cluster: Cluster, ns: str, app: str = "sample-app") -> dict[str, tuple[str, int]]:
+    """(resourceVersion, generation) of the app's Deployments and Services."""
+    items = cluster.get_json(
+        "-n", ns, "deployments,services", "-l", f"app.kubernetes.io/name={app}"
+    )
+    return {
+        f"{i['kind']}/{i['metadata']['name']}": (
+            i["metadata"]["resourceVersion"],
+            i["metadata"].get("generation", 0),
+        )
+        for i in items["items"]
+    }

@@ -34,7 +34,11 @@ class Report:
     samples: list[Sample] = field(default_factory=list)
 
 
-def one_request(host: str, port: int, path: str, timeout: float) -> Sample:
+def one_request(
+    host: str, port: int, path: str, timeout: float, versions: frozenset[str]
+) -> Sample:
+    """One GET. Any exception is a failed sample, never a lost one; from /version, a 200
+    must name one of ``versions``: an answer from anything else is no success."""
     t = time.time()
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -43,15 +47,26 @@ def one_request(host: str, port: int, path: str, timeout: float) -> Sample:
         body = resp.read()
         if resp.status != 200:
             return Sample(t, False, None, f"HTTP {resp.status}")
-        version = json.loads(body).get("version") if path.startswith("/version") else None
+        if not path.startswith("/version"):
+            return Sample(t, True, None, None)
+        version = json.loads(body)["version"]
+        if version not in versions:
+            return Sample(t, False, str(version), f"unknown version in {body[:200]!r}")
         return Sample(t, True, version, None)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
+    except Exception as exc:
         return Sample(t, False, None, f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
 
 
-def run(url: str, rps: float, duration: float, stop_file: Path | None, workers: int) -> Report:
+def run(
+    url: str,
+    rps: float,
+    duration: float,
+    stop_file: Path | None,
+    workers: int,
+    versions: frozenset[str],
+) -> Report:
     parts = urlsplit(url)
     host, port, path = parts.hostname or "", parts.port or 80, parts.path or "/"
     report = Report(started=time.time())
@@ -62,7 +77,7 @@ def run(url: str, rps: float, duration: float, stop_file: Path | None, workers: 
     def worker(offset: float) -> None:
         next_at = time.monotonic() + offset
         while time.monotonic() < deadline and not (stop_file and stop_file.exists()):
-            sample = one_request(host, port, path, timeout=2.0)
+            sample = one_request(host, port, path, 2.0, versions)
             with lock:
                 report.samples.append(sample)
             next_at += interval
@@ -88,9 +103,11 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=300.0, help="upper bound, seconds")
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--stop-file", type=Path)
+    ap.add_argument("--versions", default="", help="comma-separated versions /version may answer")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    report = run(args.url, args.rps, args.duration, args.stop_file, args.workers)
+    versions = frozenset(v for v in args.versions.split(",") if v)
+    report = run(args.url, args.rps, args.duration, args.stop_file, args.workers, versions)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(report)))
     tmp.rename(args.out)

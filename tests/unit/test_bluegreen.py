@@ -7,7 +7,15 @@ from dataclasses import replace
 
 import pytest
 
-from bascule.bluegreen import ColorState, Observed, Recovery, recover, rollback_plan
+from bascule.bluegreen import (
+    ColorState,
+    Observed,
+    Recovery,
+    already_serving,
+    drift,
+    recover,
+    rollback_plan,
+)
 from bascule.history import Phase, Release
 
 PRE_SWITCH: list[Phase] = ["planned", "deploying", "checking", "awaiting-approval"]
@@ -41,6 +49,7 @@ def running(color: str, image: str, replicas: int = 3, ready: int | None = None)
         release=f"r-{image}",
         replicas=replicas,
         ready=replicas if ready is None else ready,
+        settled=True,
     )
 
 
@@ -109,16 +118,24 @@ def test_before_the_switch_a_new_color_never_scaled_up_is_left_alone(phase: Phas
     assert (rec.switch_to, rec.scale_down, rec.result) == (None, None, "interrupted")
 
 
-@pytest.mark.parametrize("phase", [*PRE_SWITCH, "switched"])
-def test_after_the_patch_traffic_returns_to_the_old_color_at_full_size(phase: Phase) -> None:
+DIED_UNRECORDED = "the run died between the switch to green and recording it"
+DIED_IN_WINDOW = "the run died after the switch to green, before verification finished"
+
+
+@pytest.mark.parametrize(
+    ("phase", "died"),
+    [*((p, DIED_UNRECORDED) for p in PRE_SWITCH), ("switched", DIED_IN_WINDOW)],
+)
+def test_after_the_patch_traffic_returns_to_the_old_color_at_full_size(
+    phase: Phase, died: str
+) -> None:
     # For a pre-switch phase: the run died between the PATCH and recording "switched".
     rec = recover(observed("green", blue=OLD_UP, green=NEW_UP, in_flight=release(phase)))
     assert rec == Recovery(
         switch_to="blue",
         scale_down="green",
         result="interrupted",
-        reason="the run died after the switch to green, before verification; "
-        "traffic returned to blue",
+        reason=f"{died}; traffic returned to blue",
     )
 
 
@@ -127,17 +144,18 @@ def test_after_the_patch_traffic_returns_to_the_old_color_at_full_size(phase: Ph
     [OLD_DOWN, running("blue", "shop:v1", replicas=3, ready=1), None],
     ids=["scaled-to-zero", "partly-ready", "deleted"],
 )
-@pytest.mark.parametrize("phase", ["awaiting-approval", "switched"])
+@pytest.mark.parametrize(
+    ("phase", "died"), [("awaiting-approval", DIED_UNRECORDED), ("switched", DIED_IN_WINDOW)]
+)
 def test_after_the_patch_the_new_color_keeps_serving_when_the_old_is_not_running(
-    phase: Phase, old: ColorState | None
+    phase: Phase, died: str, old: ColorState | None
 ) -> None:
     rec = recover(observed("green", blue=old, green=NEW_UP, in_flight=release(phase)))
     assert rec == Recovery(
         switch_to=None,
         scale_down=None,
         result="interrupted",
-        reason="the run died after the switch to green; blue was not running, "
-        "so the new color keeps serving",
+        reason=f"{died}; blue was not running, so the new color keeps serving",
     )
 
 
@@ -217,3 +235,100 @@ def test_rollback_switches_back_only_while_the_target_runs_at_full_size(
     active: str | None, blue: ColorState | None, plan: str
 ) -> None:
     assert rollback_plan(observed(active, blue=blue, green=NEW_UP), TARGET) == plan
+
+
+# --- drift --------------------------------------------------------------------------------------
+
+SERVING = Release(
+    id="r-shop:v1",  # the release running() gives a color running shop:v1
+    image="shop:v1",
+    color="blue",
+    previous_image=None,
+    previous_color=None,
+    started="2025-03-01T11:00:00Z",
+    phase="done",
+    result="succeeded",
+)
+
+
+def test_no_drift_when_the_recorded_release_serves_as_configured() -> None:
+    assert drift(observed("blue", blue=OLD_UP, green=NEW_UP), SERVING, replicas=3) == []
+
+
+@pytest.mark.parametrize(
+    ("active", "blue", "found"),
+    [
+        ("green", OLD_UP, ["the active Service selects green, recorded blue"]),
+        (
+            "blue",
+            replace(OLD_UP, image="shop:hotfix"),  # kubectl set image on the active color
+            ["blue runs shop:hotfix, recorded shop:v1"],
+        ),
+        (
+            "blue",
+            replace(OLD_UP, release="r-other"),
+            ["blue carries release r-other, recorded r-shop:v1"],
+        ),
+        ("blue", running("blue", "shop:v1", replicas=1), ["blue is scaled to 1, configured 3"]),
+        (
+            "blue",
+            running("blue", "shop:v1", replicas=0),
+            ["blue is scaled to 0, configured 3", "blue has 0/0 ready"],
+        ),
+        ("blue", running("blue", "shop:v1", ready=1), ["blue has 1/3 ready"]),
+    ],
+    ids=[
+        "traffic-moved",
+        "image-changed",
+        "release-changed",
+        "scaled",
+        "scaled-to-zero",
+        "unready",
+    ],
+)
+def test_drift_names_each_difference(active: str, blue: ColorState, found: list[str]) -> None:
+    assert drift(observed(active, blue=blue, green=NEW_UP), SERVING, replicas=3) == found
+
+
+def test_drift_without_a_serving_release() -> None:
+    assert drift(observed("blue", blue=OLD_UP), None, replicas=3) == [
+        "no release is recorded as serving"
+    ]
+
+
+# --- already_serving ----------------------------------------------------------------------------
+
+
+def test_the_verified_image_at_full_size_already_serves() -> None:
+    assert already_serving(observed("blue", blue=OLD_UP), "shop:v1", SERVING, True)
+
+
+@pytest.mark.parametrize(
+    ("obs", "image", "recorded", "unchanged"),
+    [
+        (observed("blue", blue=OLD_UP), "shop:v2", SERVING, True),
+        (observed(None, blue=OLD_UP), "shop:v1", SERVING, True),
+        (observed("blue", blue=running("blue", "shop:v1", ready=2)), "shop:v1", SERVING, True),
+        (observed("blue", blue=replace(OLD_UP, settled=False)), "shop:v1", SERVING, True),
+        (observed("blue", blue=OLD_DOWN), "shop:v1", SERVING, True),
+        (observed("blue", blue=OLD_UP, in_flight=release("checking")), "shop:v1", SERVING, True),
+        (observed("blue", blue=OLD_UP), "shop:v1", None, True),
+        (observed("blue", blue=OLD_UP), "shop:v1", replace(SERVING, id="r-older"), True),
+        (observed("blue", blue=OLD_UP), "shop:v1", SERVING, False),
+    ],
+    ids=[
+        "other-image",
+        "nothing-active",
+        "partly-ready",
+        "rolling-out",
+        "scaled-to-zero",
+        "release-in-flight",
+        "never-verified",  # e.g. a run died after the switch and the new color kept serving
+        "other-release-verified",
+        "configuration-changed",
+    ],
+)
+def test_anything_less_is_deployed_again(
+    obs: Observed, image: str, recorded: Release | None, unchanged: bool
+) -> None:
+    assert not already_serving(obs, image, recorded, unchanged)
