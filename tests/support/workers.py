@@ -67,31 +67,17 @@ def process_worker(api: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def run_process(worker: subprocess.Popen[bytes], flow_run_id: str) -> int:
-    """The pid of the process executing ``flow_run_id``: among the worker's descendants, the
-    one whose environment names the run (the worker sets PREFECT__FLOW_RUN_ID for it)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-
-    def descends(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == worker.pid:
-                return True
-        return False
-
+    """The pid of the process executing ``flow_run_id`` (``python -m prefect.engine``, in a
+    session of its own): the worker's child whose environment names the run."""
     marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
     found = []
-    for pid in filter(descends, parents):
-        with contextlib.suppress(OSError):
-            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                found.append(pid)
-    # A wrapper may pass its environment to the engine process: the innermost runs the flow.
-    innermost = [p for p in found if not any(parents.get(q) == p for q in found)]
-    assert len(innermost) == 1, f"processes of flow run {flow_run_id}: {found}"
-    return innermost[0]
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # processes come and go while we look
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == worker.pid and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    assert len(found) == 1, f"processes of flow run {flow_run_id}: {found}"
+    return found[0]
 
 
 @dataclass(frozen=True)
