@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,13 @@ def test_run_killed_after_switch_is_recovered_automatically(
     assert "crashed" in run["parameters"]["cause"], run["parameters"]
     killed_run = httpx.get(f"{prefect_server}/flow_runs/{got.killed['flow_run_id']}").json()
     assert killed_run["state"]["type"] == "CRASHED", killed_run["state"]
+    # Where the time went, from the kill: Prefect's report, the recovery's process start.
+    started = httpx.get(f"{prefect_server}/flow_runs/{run['id']}").json()["start_time"]
+    print(
+        f"crash_reported_after={at(killed_run['state']['timestamp']) - got.killed_at:.1f} "
+        f"recover_started_after={at(started) - got.killed_at:.1f}"
+    )
+
+
+def at(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
