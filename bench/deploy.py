@@ -12,6 +12,9 @@ kubectl doing the same Kubernetes steps, in one script. Prints one name=value pe
 - lock_recovery_seconds: from the SIGKILL of a `bascule deploy` holding the deploy lock
   until a deploy of the same app and environment, started at once, holds it (median of
   the rounds; each round's successor is the next round's victim).
+- crash_recovery_seconds: a deploy run by a process worker is SIGKILLed right after the
+  switch; from the kill until only the old version answers, with nobody re-running
+  anything (the `recover/<env>` automation of prefect.yaml does it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 from bascule.config import load_environment
 from bascule.manifests import load_templates, render_deployment
+from tests.support import workers
 from tests.support.cluster import Cluster, LoadDriver, start_local
 from tests.support.deploys import history, kill, service_url, start, wait_phase
 from tests.support.envs import write_envs
@@ -116,6 +120,26 @@ def lock_recovery(c: Cluster, api: str, ns: str, tmp: Path, rounds: int) -> list
     return times
 
 
+def crash_recovery(cluster: Cluster, api: str, ns: str, tmp: Path) -> float:
+    """v1 serving, prefect.yaml registered with a worker, then a deploy of v2 through it
+    killed right after the switch: seconds until v1 alone answers again."""
+    from flows.deploy import deploy
+
+    over = {
+        **MINIMAL,
+        "verification": {"window_seconds": 20, "interval_seconds": 1},
+        "rollout": {"scale_down_delay_seconds": 20},
+    }
+    cfg = write_envs(tmp / "crash", ns, cluster.kubeconfig, over, ("staging",))
+    state = deploy(environment="staging", image=IMAGES[0], config_dir=str(cfg), return_state=True)
+    assert state.is_completed(), state.message
+    workers.register(api, cfg, tmp / "prefect.yaml")
+    with workers.process_worker(api, tmp / "worker.log") as worker:
+        got = workers.kill_after_switch(cluster, api, ns, worker, IMAGES[1], old_version="v1")
+    assert got.killed["result"] == "interrupted", got.killed
+    return got.seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
@@ -123,7 +147,8 @@ def main() -> None:
     cluster = start_local()
     tag = uuid.uuid4().hex[:6]
     ns_plain, ns_bascule = f"bench-kubectl-{tag}", f"bench-bascule-{tag}"
-    for ns in (ns_plain, ns_bascule):
+    ns_crash = f"bench-crash-{tag}"
+    for ns in (ns_plain, ns_bascule, ns_crash):
         cluster.kubectl("create", "namespace", ns)
     with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_API_URL"] = server.api_url
@@ -209,7 +234,8 @@ def main() -> None:
             kill(proc)
         report = load.stop()
         recoveries = lock_recovery(cluster, server.api_url, ns_bascule, Path(tmp), rounds)
-    for ns in (ns_plain, ns_bascule):
+        crash = crash_recovery(cluster, server.api_url, ns_crash, Path(tmp))
+    for ns in (ns_plain, ns_bascule, ns_crash):
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
     med = statistics.median
     print(f"rounds={rounds}")
@@ -226,6 +252,7 @@ def main() -> None:
     print(f"requests_sent={report.total}")
     print(f"api_requests_per_deploy={med(requests):.0f}")
     print(f"lock_recovery_seconds={med(recoveries):.1f}")
+    print(f"crash_recovery_seconds={crash:.1f}")
 
 
 if __name__ == "__main__":

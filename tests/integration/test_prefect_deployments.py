@@ -1,36 +1,24 @@
 """prefect.yaml registered on a real Prefect server and run by a real process worker: the
-scheduled staging redeploy runs from its schedule, and `bascule trigger` drives a deploy."""
+scheduled staging redeploy runs from its schedule, `bascule trigger` drives a deploy, and a
+deploy killed right after the switch is put right by the recover automation alone."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-import yaml
 
-from tests.support import deploys
-from tests.support.cluster import REPO, Cluster, wait_for
+from tests.support import deploys, workers
+from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
-
-
-def prefect(api: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        cwd=REPO,
-        text=True,
-        capture_output=True,
-        env=deploys.cli_env(api),
-        timeout=300,
-    )
 
 
 @pytest.fixture
@@ -39,46 +27,26 @@ def worker(cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
     cfg = write_envs(
         tmp_path / "cfg", namespace, cluster.kubeconfig, {"rollout": {"lock_timeout_seconds": 120}}
     )
-    spec: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    for dep in spec["deployments"]:
-        dep["parameters"]["config_dir"] = str(cfg)
-        if dep.get("schedules"):
-            dep["schedules"] = [{"interval": 15}]  # the real cron, sped up for the test
-    prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    made = prefect(prefect_server, "work-pool", "create", "bascule", "--type", "process")
-    assert made.returncode == 0 or "already exists" in made.stdout + made.stderr, made.stderr
-    res = prefect(
-        prefect_server, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # The real cron, sped up for the test.
+    workers.register(prefect_server, cfg, tmp_path / "prefect.yaml", [{"interval": 15}])
     # Before the worker starts: the scheduled redeploy needs a release to redeploy.
     seeded = deploys.run(prefect_server, "deploy", "--dir", str(cfg), "staging", "--image", V1)
     assert seeded.returncode == 0, seeded.stderr
-    env = {**deploys.cli_env(prefect_server), "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bascule"],
-        cwd=REPO,
-        env=env,
-        stdout=(tmp_path / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    yield str(cfg)
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with workers.process_worker(prefect_server, tmp_path / "worker.log"):
+        yield str(cfg)
 
 
 def test_deployments_scheduled_redeploy_and_trigger(
     cluster: Cluster, namespace: str, prefect_server: str, worker: str, tmp_path: Path
 ) -> None:
-    listed = prefect(prefect_server, "deployment", "ls").stdout
+    listed = workers.prefect(prefect_server, "deployment", "ls").stdout
     for name in (
         "deploy/dev",
         "deploy/staging",
         "deploy/production",
         "redeploy/staging",
         "rollback/production",
+        "recover/staging",
     ):
         assert name in listed, listed
 
@@ -100,7 +68,9 @@ def test_deployments_scheduled_redeploy_and_trigger(
 
     # Stop the sped-up schedule (clearing it also drops its runs not yet started); a
     # redeploy already running is waited for through the lock timeout.
-    cleared = prefect(prefect_server, "deployment", "schedule", "clear", "redeploy/staging", "-y")
+    cleared = workers.prefect(
+        prefect_server, "deployment", "schedule", "clear", "redeploy/staging", "-y"
+    )
     assert cleared.returncode == 0, cleared.stdout + cleared.stderr
     summary = tmp_path / "summary.md"
     res = deploys.run(
@@ -119,3 +89,78 @@ def test_deployments_scheduled_redeploy_and_trigger(
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert deploys.history(cluster, namespace)[-1]["image"] == V2
     assert "Completed" in summary.read_text() or "completed" in summary.read_text()
+
+
+@pytest.fixture
+def v1_with_worker(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """v1 serving staging, the deployments registered without schedules, and a worker.
+    The verification window is long enough that the kill lands inside it."""
+    cfg = write_envs(
+        tmp_path / "cfg",
+        namespace,
+        cluster.kubeconfig,
+        {
+            "verification": {"window_seconds": 20, "interval_seconds": 1},
+            "rollout": {"scale_down_delay_seconds": 20},
+        },
+    )
+    workers.register(prefect_server, cfg, tmp_path / "prefect.yaml")
+    seeded = deploys.run(prefect_server, "deploy", "--dir", str(cfg), "staging", "--image", V1)
+    assert seeded.returncode == 0, seeded.stderr
+    with workers.process_worker(prefect_server, tmp_path / "worker.log") as proc:
+        yield proc
+
+
+def test_run_killed_after_switch_is_recovered_automatically(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    v1_with_worker: subprocess.Popen[bytes],
+) -> None:
+    got = workers.kill_after_switch(
+        cluster, prefect_server, namespace, v1_with_worker, V2, old_version="v1"
+    )
+    print(f"crash_recovery_seconds={got.seconds:.1f}")
+    after = [s for s in got.report.samples if s["t"] > got.killed_at]
+    # The poller kept asking, and the killed run had left v2 serving.
+    assert len(after) >= 3 * (after[-1]["t"] - got.killed_at), len(after)
+    assert any(s["version"] == "v2" for s in after), after[:5]
+    assert got.seconds <= 30
+    assert got.killed["result"] == "interrupted", got.killed
+    assert "traffic returned to blue" in got.killed["reason"], got.killed["reason"]
+    assert deploys.active_color(cluster, namespace) == "blue"
+    assert deploys.replicas(cluster, namespace, "green") == 0
+
+    def recover_run() -> dict[str, Any] | None:
+        runs = httpx.post(
+            f"{prefect_server}/flow_runs/filter",
+            json={"flows": {"name": {"any_": ["recover"]}}},
+        ).json()
+        return next(
+            (r for r in runs if got.killed["flow_run_id"] in r["parameters"].get("cause", "")),
+            None,
+        )
+
+    run = wait_for(recover_run, 30, what="the recover run")
+
+    def ended() -> dict[str, Any] | None:
+        state = httpx.get(f"{prefect_server}/flow_runs/{run['id']}").json()["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    final = wait_for(ended, 60, what="the recover run to end")
+    assert final["type"] == "COMPLETED", final
+    assert "crashed" in run["parameters"]["cause"], run["parameters"]
+    killed_run = httpx.get(f"{prefect_server}/flow_runs/{got.killed['flow_run_id']}").json()
+    assert killed_run["state"]["type"] == "CRASHED", killed_run["state"]
+    # Where the time went, from the kill: Prefect's report, the recovery's process start.
+    started = httpx.get(f"{prefect_server}/flow_runs/{run['id']}").json()["start_time"]
+    print(
+        f"crash_reported_after={at(killed_run['state']['timestamp']) - got.killed_at:.1f} "
+        f"recover_started_after={at(started) - got.killed_at:.1f}"
+    )
+
+
+def at(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()

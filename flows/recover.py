@@ -1,0 +1,76 @@
+"""Recovery of a run that died in flight, started by Prefect rather than by a person.
+
+A deploy killed between the switch and the end of its verification window leaves the new,
+unproven version serving. The next run's preflight would put that right (traffic back to
+the old color, the release recorded "interrupted"); this flow is that same reconcile on its
+own, so that an automation can start it as soon as Prefect sees the death. prefect.yaml
+gives each environment a ``recover/<env>`` deployment with two triggers:
+
+- Crashed: a deploy, rollback or redeploy run of that environment, executed by a worker,
+  whose process dies (SIGKILL, out of memory). The worker reports the run Crashed within
+  a second; this is the path measured by the acceptance test.
+- Heartbeats stopped: the run's whole machine, worker included, is gone, so nobody reports
+  a crash. Runs send a heartbeat every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (set in
+  the work pool's job variables; Prefect's floor is 30 s); when none arrives for 90 s and
+  the run has not ended, recovery starts on another worker of the pool.
+
+The recovery takes the deploy lock like any run. A dead holder's locks lapse by themselves
+once their leases are no longer renewed, so it queues behind them (for at least
+``LOCK_WAIT_SECONDS``) instead of refusing as a deploy does by default. A holder that still
+renews past that wait is alive (its heartbeats were late, not stopped): the recovery then
+ends ``LockHeld`` having changed nothing, and that run finishes by itself.
+
+Unwatched: a run started in-process (``bascule deploy`` on a laptop or a CI runner) has no
+worker to report its death, and its flow run carries no environment tag, so neither
+trigger matches it. Killed after the switch, it leaves the new version serving until the
+next deploy, rollback or recovery of that environment (``prefect deployment run
+recover/<env>``) reconciles it. Runs started through a deployment (``bascule trigger``,
+the GitHub workflows, the schedule) are watched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from prefect import State, flow, get_run_logger
+from prefect.states import Completed
+
+from bascule import history as h
+from flows.deploy import Outcome, exclusively
+from tasks import state
+from tasks.context import DEFAULT_CONFIG_DIR, Env
+from tasks.preflight import preflight
+
+LOCK_WAIT_SECONDS = 300
+
+
+@flow(name="recover", flow_run_name="{environment}: recover")
+def recover(
+    environment: str, config_dir: str = str(DEFAULT_CONFIG_DIR), cause: str = "started by hand"
+) -> State:
+    """Puts right a release a dead run left in flight; ``cause`` says what started it."""
+    env = Env.open(environment, config_dir)
+    get_run_logger().info("recovering %s in %s: %s", env.app, env.name, cause)
+    return exclusively(queued(env), lambda: _recover(env))
+
+
+def queued(env: Env) -> Env:
+    """``env`` waiting at least LOCK_WAIT_SECONDS for the deploy lock."""
+    wait = max(env.cfg.rollout.lock_timeout_seconds, LOCK_WAIT_SECONDS)
+    rollout = env.cfg.rollout.model_copy(update={"lock_timeout_seconds": wait})
+    return replace(env, cfg=env.cfg.model_copy(update={"rollout": rollout}))
+
+
+def _recover(env: Env) -> Outcome:
+    stranded = h.in_flight(state.read_history(env)[0])
+    observed, _ = preflight(env, baseline=False)  # the reconcile every run starts with
+    if stranded is None:
+        return Outcome(Completed(message=f"nothing in flight in {env.name}: nothing to recover"))
+    releases, _ = state.read_history(env)
+    done = next((r for r in releases if r.id == stranded.id), stranded)
+    return Outcome(
+        Completed(
+            message=f"{done.id} ({done.image}) {done.result}: {done.reason}; "
+            f"{observed.active} serves"
+        )
+    )

@@ -1,0 +1,121 @@
+"""Bascule's prefect.yaml registered on a Prefect server and served by a real process worker,
+as a team runs it; and a deploy through it killed right after the switch, to measure how
+long the automatic recovery takes to put the old version back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support import deploys
+from tests.support.cluster import REPO, Cluster, LoadDriver, LoadReport, wait_for
+
+
+def prefect(api: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        env=deploys.cli_env(api),
+        timeout=300,
+    )
+
+
+def register(api: str, cfg: Path, prefect_file: Path, schedules: list[Any] | None = None) -> None:
+    """Every deployment of prefect.yaml (and the automations of its triggers), pointed at the
+    configuration in ``cfg``; scheduled ones get ``schedules`` instead of theirs, or none."""
+    spec: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    for dep in spec["deployments"]:
+        dep["parameters"]["config_dir"] = str(cfg)
+        if dep.get("schedules"):
+            dep["schedules"] = schedules or []
+    prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    made = prefect(api, "work-pool", "create", "bascule", "--type", "process")
+    assert made.returncode == 0 or "already exists" in made.stdout + made.stderr, made.stderr
+    res = prefect(api, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+@contextlib.contextmanager
+def process_worker(api: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process worker of the `bascule` pool, polling every 2 s, stopped by its group."""
+    env = {**deploys.cli_env(api), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bascule"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def run_process(worker: subprocess.Popen[bytes], flow_run_id: str) -> int:
+    """The pid of the process executing ``flow_run_id`` (``python -m prefect.engine``, in a
+    session of its own): the worker's child whose environment names the run."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # processes come and go while we look
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == worker.pid and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    assert len(found) == 1, f"processes of flow run {flow_run_id}: {found}"
+    return found[0]
+
+
+@dataclass(frozen=True)
+class CrashRecovery:
+    seconds: float  # from the SIGKILL until only the old version answers
+    killed: dict[str, Any]  # the killed release's record, once reconciled
+    report: LoadReport  # which version answered when (a few requests a second)
+    killed_at: float
+
+
+def kill_after_switch(
+    cluster: Cluster,
+    api: str,
+    namespace: str,
+    worker: subprocess.Popen[bytes],
+    image: str,
+    old_version: str,
+    timeout: float = 180,
+) -> CrashRecovery:
+    """Starts a staging deploy of ``image`` through the worker, SIGKILLs its process once the
+    history says "switched", and waits, doing nothing else, until the killed release is
+    reconciled; then times the return to ``old_version`` from what a light poller saw."""
+    seen = {r["id"] for r in deploys.history(cluster, namespace)}
+    poller = LoadDriver(cluster, deploys.service_url(cluster, namespace), rps=5, workers=1)
+    started = prefect(api, "deployment", "run", "deploy/staging", "--param", f"image={image}")
+    assert started.returncode == 0, started.stdout + started.stderr
+    switched = deploys.wait_phase(cluster, namespace, image, {"switched"}, ignore=seen)
+    os.kill(run_process(worker, switched["flow_run_id"]), signal.SIGKILL)
+    killed_at = time.time()
+
+    def reconciled() -> dict[str, Any] | None:
+        record = next(r for r in deploys.history(cluster, namespace) if r["id"] == switched["id"])
+        return record if record["phase"] == "done" else None
+
+    killed = wait_for(reconciled, timeout, interval=0.5, what="the killed release reconciled")
+    time.sleep(3)  # who answers a little longer, to see the old version stays
+    report = poller.stop()
+    after = [s for s in report.samples if s["t"] > killed_at]
+    last_other = max((s["t"] for s in after if s["version"] != old_version), default=killed_at)
+    old_only = min((s["t"] for s in after if s["t"] > last_other), default=float("inf"))
+    return CrashRecovery(old_only - killed_at, killed, report, killed_at)

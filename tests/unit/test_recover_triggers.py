@@ -1,0 +1,84 @@
+"""The recover automations of prefect.yaml, judged by Prefect's own trigger matching: which
+dead runs start `recover/<env>`, and which never do (no loop, no other environment)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+from prefect.cli.deploy._triggers import DeploymentTriggerAdapter
+from prefect.server.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.server.events.schemas.events import ReceivedEvent
+
+from tests.support.envs import REPO
+
+ENVIRONMENTS = ("dev", "staging", "production")
+
+
+def recover_triggers(env: str) -> list[EventTrigger]:
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    dep = next(
+        d
+        for d in spec["deployments"]
+        if d["entrypoint"] == "flows/recover.py:recover" and d["name"] == env
+    )
+    assert dep["parameters"] == {"environment": env}
+    out = []
+    for raw in dep["triggers"]:
+        trigger = DeploymentTriggerAdapter.validate_python(raw)
+        trigger.set_deployment_id(uuid.uuid4())
+        # The server's validation too: it refuses automations that could start themselves.
+        automation = AutomationCore.model_validate(trigger.as_automation().model_dump())
+        assert isinstance(automation.trigger, EventTrigger)
+        out.append(automation.trigger)
+    return out
+
+
+def run_event(name: str, flow: str, tags: list[str]) -> ReceivedEvent:
+    run = uuid.uuid4()
+    related: list[dict[str, Any]] = [
+        {
+            "prefect.resource.id": f"prefect.flow.{uuid.uuid4()}",
+            "prefect.resource.role": "flow",
+            "prefect.resource.name": flow,
+        },
+        *(
+            {"prefect.resource.id": f"prefect.tag.{t}", "prefect.resource.role": "tag"}
+            for t in tags
+        ),
+    ]
+    return ReceivedEvent(
+        event=name,
+        resource={"prefect.resource.id": f"prefect.flow-run.{run}"},
+        related=related,
+        id=uuid.uuid4(),
+        occurred=datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_a_dead_run_of_the_environment_starts_its_recovery(env: str) -> None:
+    crashed, silent = recover_triggers(env)
+    for flow in ("deploy", "rollback", "redeploy"):
+        assert crashed.covers(run_event("prefect.flow-run.Crashed", flow, ["bascule", env]))
+        beat = run_event("prefect.flow-run.heartbeat", flow, ["bascule", env])
+        assert silent.starts_after(beat.event) and silent.covers(beat)
+    assert silent.posture == Posture.Proactive and silent.for_each == {"prefect.resource.id"}
+    # A run that ended, however, is expected: its silence afterwards is no death.
+    assert all(silent.expects(f"prefect.flow-run.{s}") for s in ("Completed", "Failed", "Crashed"))
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_no_recovery_for_itself_other_environments_or_untagged_runs(env: str) -> None:
+    other = next(e for e in ENVIRONMENTS if e != env)
+    for trigger in recover_triggers(env):
+        for flow, tags in (
+            ("recover", ["bascule", env, "recover"]),  # a crashed recovery: no loop
+            ("deploy", ["bascule", other]),
+            ("deploy", []),  # started in-process: unwatched
+        ):
+            assert not trigger.covers(run_event("prefect.flow-run.Crashed", flow, tags))
+            assert not trigger.covers(run_event("prefect.flow-run.heartbeat", flow, tags))
