@@ -134,11 +134,11 @@ def fit(nodes: Sequence[Obj], pods: Sequence[Obj], spec: Obj, replicas: int) -> 
         placed += 1
     each = f"{replicas} new pods ({_show(need)} each)"
     if placed == replicas:
-        return True, f"{each} fit in the free room of {len(room)} usable nodes"
+        return True, f"{each} fit in the free room of the usable nodes ({len(room)})"
     if not room:
         return False, f"{each} may not fit: no node is ready, schedulable and untainted for them"
     most = max(room.values(), key=lambda n: (n["cpu"], n["memory"]))
     return False, (
-        f"{replicas - placed} of {each} may not fit: the freest of {len(room)} usable nodes "
-        f"has {_show(most)} left"
+        f"{replicas - placed} of {each} may not fit: the freest of the usable nodes "
+        f"({len(room)}) has {_show(most)} left"
     )

@@ -305,7 +305,9 @@ def run_report(api: str, flow_run_id: str) -> str:
     return str(next(a["data"] for a in arts if a["type"] == "markdown"))
 
 
-def failed_in_wait_ready(cluster: Cluster, ns: str, res: Any) -> tuple[dict[str, Any], float]:
+def failed_in_wait_ready(
+    cluster: Cluster, api: str, ns: str, res: Any
+) -> tuple[dict[str, Any], float]:
     """The failed release and its wait-ready seconds, after checking nothing moved."""
     assert res.returncode == 1, res.stdout + res.stderr
     assert deploys.active_color(cluster, ns) == "blue"
@@ -315,6 +317,8 @@ def failed_in_wait_ready(cluster: Cluster, ns: str, res: Any) -> tuple[dict[str,
     assert not any(s["name"] == "switch" for s in last["steps"])
     wait = next(s for s in last["steps"] if s["name"] == "wait-ready")
     assert wait["result"] == "failed"
+    run = httpx.get(f"{api}/flow_runs/{last['flow_run_id']}").json()
+    assert run["state"]["type"] == "FAILED" and run["state"]["name"] == "Failed", run["state"]
     code, body = cluster.http_get(deploys.service_url(cluster, ns))
     assert code == 200 and '"v1"' in body
     return last, wait["seconds"]
@@ -338,7 +342,7 @@ def test_pods_a_quota_forbids_fail_the_deploy_at_once(
         what="the quota controller counting v1's pods",
     )
     res = deploy(prefect_server, v1_live, V2)
-    last, waited = failed_in_wait_ready(cluster, namespace, res)
+    last, waited = failed_in_wait_ready(cluster, prefect_server, namespace, res)
     print(f"replica_failure_wait_ready_seconds={waited:.2f} reason={last['reason']!r}")
     assert waited < 15  # the progress deadline is 60 s
     assert "ReplicaFailure (FailedCreate)" in last["reason"], last["reason"]
@@ -360,7 +364,7 @@ def test_an_idle_color_no_node_can_take_fails_after_the_grace(
     assert "cpu: 50m" in text
     manifest.write_text(text.replace("cpu: 50m", 'cpu: "256"'))  # more than any node here has
     res = deploy(prefect_server, str(big), V2)
-    last, waited = failed_in_wait_ready(cluster, namespace, res)
+    last, waited = failed_in_wait_ready(cluster, prefect_server, namespace, res)
     applied = next(s["at"] for s in last["steps"] if s["name"] == "deploy-idle-color")
     failed_after = next(s["at"] for s in last["steps"] if s["name"] == "wait-ready") - applied
     print(f"unschedulable_wait_ready_seconds={waited:.2f} failed_after_apply={failed_after:.2f}")

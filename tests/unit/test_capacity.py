@@ -87,7 +87,7 @@ def test_the_idle_color_fits_in_what_the_other_pods_leave() -> None:
     pods = [bound("node-1", "1800m"), bound("node-1", "1", phase="Succeeded")]
     assert fit([node()], pods, APP, 4) == (
         True,
-        "4 new pods (cpu 50m, memory 64Mi each) fit in the free room of 1 usable nodes",
+        "4 new pods (cpu 50m, memory 64Mi each) fit in the free room of the usable nodes (1)",
     )
 
 
@@ -96,8 +96,8 @@ def test_the_pods_that_find_no_room_are_counted() -> None:
     ok, detail = fit([node("node-1"), node("node-2")], pods, APP, 7)
     assert not ok
     assert detail == (
-        "1 of 7 new pods (cpu 50m, memory 64Mi each) may not fit: the freest of 2 usable "
-        "nodes has cpu 0m, memory 3868Mi left"
+        "1 of 7 new pods (cpu 50m, memory 64Mi each) may not fit: the freest of the usable "
+        "nodes (2) has cpu 0m, memory 3868Mi left"
     )
 
 
