@@ -23,11 +23,14 @@ from tests.support.envs import REPO
 WATCHED = (deploy.name, rollback.name, redeploy.name)  # a rename must not go unwatched
 
 
+def deployments() -> list[dict[str, Any]]:
+    return list(yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"])
+
+
 def recover_triggers(env: str) -> list[EventTrigger]:
-    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     dep = next(
         d
-        for d in spec["deployments"]
+        for d in deployments()
         if d["entrypoint"] == "flows/recover.py:recover" and d["name"] == env
     )
     assert dep["parameters"] == {"environment": env}
@@ -87,3 +90,12 @@ def test_no_recovery_for_itself_other_environments_or_untagged_runs(env: str) ->
         ):
             assert not trigger.covers(run_event("prefect.flow-run.Crashed", flow, tags))
             assert not trigger.covers(run_event("prefect.flow-run.heartbeat", flow, tags))
+
+
+def test_watched_runs_beat_often_enough_for_the_window() -> None:
+    """Three beats fit in the window, so one late beat is no death."""
+    window = min(silent.within.total_seconds() for _, silent in map(recover_triggers, ENVIRONMENTS))
+    for dep in deployments():
+        if dep["entrypoint"] != "flows/recover.py:recover":
+            env = dep["work_pool"]["job_variables"]["env"]
+            assert 3 * int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) <= window, dep["name"]
