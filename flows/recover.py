@@ -67,7 +67,7 @@ def _recover(env: Env) -> Outcome:
     if stranded is None:
         return Outcome(Completed(message=f"nothing in flight in {env.name}: nothing to recover"))
     releases, _ = state.read_history(env)
-    done = next((r for r in releases if r.id == stranded.id), stranded)
+    done = next(r for r in releases if r.id == stranded.id)
     return Outcome(
         Completed(
             message=f"{done.id} ({done.image}) {done.result}: {done.reason}; "

@@ -13,16 +13,24 @@ from prefect.cli.deploy._triggers import DeploymentTriggerAdapter
 from prefect.server.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.server.events.schemas.events import ReceivedEvent
 
+from bascule.config import ENVIRONMENTS
+from flows.deploy import deploy
+from flows.recover import recover
+from flows.redeploy import redeploy
+from flows.rollback import rollback
 from tests.support.envs import REPO
 
-ENVIRONMENTS = ("dev", "staging", "production")
+WATCHED = (deploy.name, rollback.name, redeploy.name)  # a rename must not go unwatched
+
+
+def deployments() -> list[dict[str, Any]]:
+    return list(yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"])
 
 
 def recover_triggers(env: str) -> list[EventTrigger]:
-    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     dep = next(
         d
-        for d in spec["deployments"]
+        for d in deployments()
         if d["entrypoint"] == "flows/recover.py:recover" and d["name"] == env
     )
     assert dep["parameters"] == {"environment": env}
@@ -62,7 +70,7 @@ def run_event(name: str, flow: str, tags: list[str]) -> ReceivedEvent:
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_a_dead_run_of_the_environment_starts_its_recovery(env: str) -> None:
     crashed, silent = recover_triggers(env)
-    for flow in ("deploy", "rollback", "redeploy"):
+    for flow in WATCHED:
         assert crashed.covers(run_event("prefect.flow-run.Crashed", flow, ["bascule", env]))
         beat = run_event("prefect.flow-run.heartbeat", flow, ["bascule", env])
         assert silent.starts_after(beat.event) and silent.covers(beat)
@@ -76,9 +84,18 @@ def test_no_recovery_for_itself_other_environments_or_untagged_runs(env: str) ->
     other = next(e for e in ENVIRONMENTS if e != env)
     for trigger in recover_triggers(env):
         for flow, tags in (
-            ("recover", ["bascule", env, "recover"]),  # a crashed recovery: no loop
+            (recover.name, ["bascule", env, "recover"]),  # a crashed recovery: no loop
             ("deploy", ["bascule", other]),
             ("deploy", []),  # started in-process: unwatched
         ):
             assert not trigger.covers(run_event("prefect.flow-run.Crashed", flow, tags))
             assert not trigger.covers(run_event("prefect.flow-run.heartbeat", flow, tags))
+
+
+def test_watched_runs_beat_often_enough_for_the_window() -> None:
+    """Three beats fit in the window, so one late beat is no death."""
+    window = min(silent.within.total_seconds() for _, silent in map(recover_triggers, ENVIRONMENTS))
+    for dep in deployments():
+        if dep["entrypoint"] != "flows/recover.py:recover":
+            env = dep["work_pool"]["job_variables"]["env"]
+            assert 3 * int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) <= window, dep["name"]
