@@ -18,6 +18,7 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from bascule import kube as k
 from bascule import lease
+from bascule.errors import Refused
 from bascule.kube import KubeError
 from tasks.context import Env
 
@@ -26,7 +27,7 @@ from tasks.context import Env
 LEASE_SECONDS = 60
 
 
-class LockHeld(Exception):
+class LockHeld(Refused):
     """Another deploy of the same app and environment is running."""
 
 
