@@ -174,7 +174,9 @@ def build_parser(
         add_arguments(sub_parser)
         # After add_arguments, which may have set an epilog of its own (e.g. variables read).
         exits = describe_exits(command.exits)
-        sub_parser.epilog = f"{sub_parser.epilog}\n\n{exits}" if sub_parser.epilog else exits
+        sub_parser.epilog = (
+            f"{sub_parser.epilog.rstrip()}\n\n{exits}" if sub_parser.epilog else exits
+        )
         sub_parser.set_defaults(run=run)
     return parser
 

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bascule.cli.options import add_dir_argument
+from bascule.errors import Unreachable
 from bascule.outcome import Exit, exit_code
 
 if TYPE_CHECKING:
@@ -36,6 +37,24 @@ def _checked(args: argparse.Namespace) -> EnvironmentConfig:
     return env.cfg
 
 
+def _check_prefect() -> None:
+    """A Prefect API that does not answer is found before a run starts; the flow engine
+    would end in a bare RuntimeError."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url  # PREFECT_API_URL, or the profile's
+    if not url:
+        return  # Prefect runs a temporary server of its own in this process
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()
+    if error is not None:
+        raise Unreachable(
+            f"the Prefect API at {url} did not answer ({type(error).__name__}: {error}) — "
+            "is the Prefect server up, and PREFECT_API_URL right?"
+        )
+
+
 def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
@@ -47,6 +66,7 @@ def deploy(args: argparse.Namespace) -> int:
     from flows.deploy import deploy as deploy_flow
 
     _checked(args).resolve_image(args.image)
+    _check_prefect()
     return finish(
         deploy_flow(
             environment=args.environment,
@@ -73,6 +93,7 @@ def rollback(args: argparse.Namespace) -> int:
     from flows.rollback import rollback as rollback_flow
 
     _checked(args)  # no image: a rollback deploys one from the history
+    _check_prefect()
     return finish(
         rollback_flow(
             environment=args.environment,
