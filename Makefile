@@ -36,4 +36,4 @@ bench: deps
 	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m bench.deploy
 
 lint: deps
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports --no-cache
