@@ -24,7 +24,6 @@ from bascule.errors import OperationFailed, UsageError
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 
 class KubeError(OperationFailed):

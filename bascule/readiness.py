@@ -35,12 +35,6 @@ class Verdict:
         return self.state != "progressing"
 
 
-def _restarts(pod: Obj) -> int:
-    return sum(
-        cs.get("restartCount", 0) for cs in pod.get("status", {}).get("containerStatuses", [])
-    )
-
-
 def pod_problem(pod: Obj, readiness_grace_restarts: int = 2) -> str | None:
     """Why this pod will not become ready, or None while it still may."""
     status = pod.get("status", {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import cache
 from typing import Any
 
 import httpx
@@ -14,10 +15,14 @@ from prefect.cache_policies import NO_CACHE
 from bascule import kube as k
 from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_scenario, streak
 from bascule.config import HealthCheck, SmokeHttpScenario
-from bascule.manifests import Role, service_name, service_proxy_path
+from bascule.manifests import Role, owned_labels, service_name, service_proxy_path
 from tasks.context import Env
 
-_plain = httpx.Client(timeout=10)  # for explicit URLs outside the API server
+
+@cache
+def _plain() -> httpx.Client:
+    """For explicit URLs outside the API server; made on first use, not at import."""
+    return httpx.Client(timeout=10)
 
 
 def _request(
@@ -31,7 +36,7 @@ def _request(
 ) -> Answer:
     if target.url:
         base = target.url.format(service=service_name(env.app, role), namespace=env.ns)
-        client, url, hdrs = _plain, base.rstrip("/") + target.path, dict(headers or {})
+        client, url, hdrs = _plain(), base.rstrip("/") + target.path, dict(headers or {})
     else:
         path = service_proxy_path(env.cfg, env.templates, role=role, path=target.path)
         client, url, hdrs = env.kube.http, path, env.kube.headers() | (headers or {})
@@ -116,12 +121,13 @@ def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckRe
         "name": "smoke",
         "image": job_cfg.image,
         "args": job_cfg.args,
-        "imagePullPolicy": "IfNotPresent",
         "env": [{"name": "BASE_URL", "value": f"http://{cluster_ip}:{port}"}]
         + [{"name": key, "value": v} for key, v in job_cfg.env.items()],
     }
-    if job_cfg.image.startswith("bascule.local/"):
-        container["imagePullPolicy"] = "Never"  # images of the local cluster are never pulled
+    # The suite's image reaches the nodes as the app's does: its container's pull policy.
+    app = env.templates.deployment["spec"]["template"]["spec"]["containers"][0]
+    if "imagePullPolicy" in app:
+        container["imagePullPolicy"] = app["imagePullPolicy"]
     if job_cfg.command:
         container["command"] = job_cfg.command
     job = {
@@ -129,10 +135,7 @@ def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckRe
         "kind": "Job",
         "metadata": {
             "name": name,
-            "labels": {
-                "app.kubernetes.io/name": env.app,
-                "app.kubernetes.io/managed-by": "bascule",
-            },
+            "labels": owned_labels(env.app),
         },
         "spec": {
             "backoffLimit": 0,

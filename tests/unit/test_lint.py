@@ -4,11 +4,14 @@ pyproject.toml, find nothing."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +53,14 @@ def test_import_contracts() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout
+
+
+def test_prefect_version_agrees_with_the_lower_bound() -> None:
+    """prefect.yaml's prefect-version is the oldest Prefect that pyproject.toml allows."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    bound = next(
+        m.group(1)
+        for dep in project["dependencies"]
+        if (m := re.fullmatch(r"prefect>=([\d.]+),<\d+", dep))
+    )
+    assert yaml.safe_load((ROOT / "prefect.yaml").read_text())["prefect-version"] == bound
