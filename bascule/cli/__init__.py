@@ -1,9 +1,9 @@
 """The ``bascule`` command: a thin entry for people and CI; the flows do the work.
 
-Each subcommand is one ``Command`` in ``COMMANDS``: a name, a one-line help, the exit codes
-it can return, and ``load``, which imports the module that adds its arguments and runs it.
-Only the command being run is loaded, so a quick one like ``validate`` does not pay for
-importing Prefect. To add a command, write its two functions and add a row to the table.
+Each subcommand is one ``Command`` in ``COMMANDS``: a name, a one-line help, the module and
+names of the two functions that add its arguments and run it, and the exit codes it can
+return. Only the command being run is imported, so a quick one like ``validate`` does not pay
+for importing Prefect. To add a command, write its two functions and add a row to the table.
 
 Expected failures are ``BasculeError``s: ``main`` turns each into its message on stderr and
 its exit code, in this one place; anything else is a bug and keeps its traceback. The exit
@@ -13,6 +13,7 @@ codes themselves, and what they mean, are ``bascule.outcome``'s.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,124 +28,102 @@ Run = Callable[[argparse.Namespace], int]
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand of ``bascule``."""
+    """One subcommand of ``bascule``: ``module`` holds its two functions, ``add_arguments``
+    and ``run`` (names in it), imported only when the command is used."""
 
     name: str
     help: str
-    load: Callable[[], tuple[AddArguments, Run]]
+    module: str
+    add_arguments: str
+    run: str
     exits: tuple[Exit, ...]
 
-
-def _validate() -> tuple[AddArguments, Run]:
-    from bascule.cli import validate
-
-    return validate.add_arguments, validate.run
-
-
-def _deploy() -> tuple[AddArguments, Run]:
-    from bascule.cli import run
-
-    return run.deploy_arguments, run.deploy
-
-
-def _rollback() -> tuple[AddArguments, Run]:
-    from bascule.cli import run
-
-    return run.rollback_arguments, run.rollback
-
-
-def _status() -> tuple[AddArguments, Run]:
-    from bascule.cli import inspect
-
-    return inspect.status_arguments, inspect.status
-
-
-def _history() -> tuple[AddArguments, Run]:
-    from bascule.cli import inspect
-
-    return inspect.history_arguments, inspect.history
-
-
-def _trigger() -> tuple[AddArguments, Run]:
-    from bascule import trigger
-
-    return trigger.add_arguments, trigger.run
-
-
-def _pending() -> tuple[AddArguments, Run]:
-    from bascule import approvals
-
-    return approvals.pending_arguments, approvals.pending
-
-
-def _approve() -> tuple[AddArguments, Run]:
-    from bascule import approvals
-
-    return approvals.decision_arguments, approvals.approve
-
-
-def _reject() -> tuple[AddArguments, Run]:
-    from bascule import approvals
-
-    return approvals.decision_arguments, approvals.reject
+    def load(self) -> tuple[AddArguments, Run]:
+        module = importlib.import_module(self.module)
+        return getattr(module, self.add_arguments), getattr(module, self.run)
 
 
 # Every command can finish, refuse bad arguments (argparse exits 2 too) and be interrupted.
 _ALWAYS = (Exit.COMPLETED, Exit.USAGE, Exit.INTERRUPTED)
 _DEPLOYS = (Exit.FAILED, Exit.ROLLED_BACK, Exit.UNREACHABLE)
 _GATE = (Exit.REJECTED, Exit.APPROVAL_TIMED_OUT)
+_READS = (Exit.FAILED, Exit.UNREACHABLE)
+_CLI = "bascule.cli"
 
 # The subcommands, in the order `bascule --help` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command(
         "validate",
         "check the environment files and manifests; prints file:line: field: problem",
-        _validate,
+        f"{_CLI}.validate",
+        "add_arguments",
+        "run",
         _ALWAYS,
     ),
     Command(
         "deploy",
         "deploy a release blue-green (runs the flow here)",
-        _deploy,
+        f"{_CLI}.run",
+        "deploy_arguments",
+        "deploy",
         (*_ALWAYS, *_DEPLOYS, *_GATE),
     ),
     # A rollback that has to redeploy goes through the whole pipeline, without approval.
-    Command("rollback", "return to the previous good release", _rollback, (*_ALWAYS, *_DEPLOYS)),
+    Command(
+        "rollback",
+        "return to the previous good release",
+        f"{_CLI}.run",
+        "rollback_arguments",
+        "rollback",
+        (*_ALWAYS, *_DEPLOYS),
+    ),
     Command(
         "status",
         "active color and image per environment",
-        _status,
-        (*_ALWAYS, Exit.FAILED, Exit.UNREACHABLE),
+        f"{_CLI}.inspect",
+        "status_arguments",
+        "status",
+        (*_ALWAYS, *_READS),
     ),
     Command(
         "history",
         "the last releases of an environment",
-        _history,
-        (*_ALWAYS, Exit.FAILED, Exit.UNREACHABLE),
+        f"{_CLI}.inspect",
+        "history_arguments",
+        "history",
+        (*_ALWAYS, *_READS),
     ),
     Command(
         "trigger",
         "start a deploy on a Prefect server and follow it (for CI)",
-        _trigger,
+        "bascule.trigger",
+        "add_arguments",
+        "run",
         (*_ALWAYS, *_DEPLOYS, *_GATE, Exit.WAIT_TIMED_OUT),
     ),
     Command(
         "pending",
         "runs waiting for an approval",
-        _pending,
-        (*_ALWAYS, Exit.FAILED, Exit.UNREACHABLE),
+        "bascule.approvals",
+        "pending_arguments",
+        "pending",
+        (*_ALWAYS, *_READS),
     ),
     Command(
         "approve",
         "approve a paused deploy: traffic switches",
-        _approve,
-        (*_ALWAYS, Exit.FAILED, Exit.UNREACHABLE),
+        "bascule.approvals",
+        "decision_arguments",
+        "approve",
+        (*_ALWAYS, *_READS),
     ),
     Command(
         "reject",
         "reject a paused deploy: nothing switches",
-        _reject,
-        (*_ALWAYS, Exit.FAILED, Exit.UNREACHABLE),
+        "bascule.approvals",
+        "decision_arguments",
+        "reject",
+        (*_ALWAYS, *_READS),
     ),
 )
 
