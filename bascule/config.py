@@ -43,6 +43,7 @@ from bascule.yamlsource import (
 )
 
 __all__ = [
+    "DEFAULT_CONFIG_DIR",
     "ENVIRONMENTS",
     "ApprovalConfig",
     "ChecksConfig",
@@ -67,6 +68,8 @@ __all__ = [
 
 # Every deployments directory has these; more environments may be added beside them.
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
+# Where the commands and flows look for the environment files unless told otherwise.
+DEFAULT_CONFIG_DIR = Path("deployments")
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import yaml
 from kubernetes import config as kconfig
 from kubernetes.client import Configuration
+
+from bascule.errors import OperationFailed, Unreachable, UsageError
 
 Obj = dict[str, Any]
 T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 # The configuration key of the outage bound, named in the error that ends a wait.
 OUTAGE_SETTING = "kube.outage_tolerance_seconds"
@@ -42,7 +44,7 @@ WATCH_MAX = 5.0
 log = logging.getLogger(__name__)
 
 
-class KubeError(Exception):
+class KubeError(OperationFailed):
     """The Kubernetes API refused a request; ``status`` is the HTTP code (0: no answer)."""
 
     def __init__(self, method: str, path: str, status: int, message: str) -> None:
@@ -50,7 +52,7 @@ class KubeError(Exception):
         super().__init__(f"{method} {path}: {status or 'no answer'} {message}".strip())
 
 
-class KubeUnreachable(KubeError):
+class KubeUnreachable(KubeError, Unreachable):
     """No answer, a timeout, 429 or 5xx: the API did not do the request, or we cannot tell;
     trying again later may succeed."""
 
@@ -87,19 +89,41 @@ class Target:
 
 
 def _load(target: Target) -> Configuration:
+    """The client configuration; a UsageError naming the kubeconfig and what to fix if it
+    cannot be loaded (missing, unreadable, no such context)."""
     cfg = Configuration()
     path = target.kubeconfig or os.environ.get("KUBECONFIG")
     in_cluster = not path and not os.path.exists(os.path.expanduser("~/.kube/config"))
-    if in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kconfig.load_incluster_config(client_configuration=cfg)
-    else:
-        kconfig.load_kube_config(
-            config_file=path,
-            context=target.context,
-            client_configuration=cfg,
-            persist_config=False,
-        )
+    try:
+        if in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kconfig.load_incluster_config(client_configuration=cfg)
+        else:
+            kconfig.load_kube_config(
+                config_file=path,
+                context=target.context,
+                client_configuration=cfg,
+                persist_config=False,
+            )
+    except (kconfig.ConfigException, yaml.YAMLError, OSError) as exc:
+        raise UsageError(_kubeconfig_problem(path, target, exc)) from None
     return cfg
+
+
+def _kubeconfig_problem(path: str | None, target: Target, exc: Exception) -> str:
+    source = " (kube.kubeconfig)" if target.kubeconfig else " ($KUBECONFIG)" if path else ""
+    where = f"kubeconfig {path or '~/.kube/config'}{source}"
+    files = (path or os.path.expanduser("~/.kube/config")).split(os.pathsep)
+    if not any(os.path.exists(file) for file in files):
+        return (
+            f"{where} does not exist — set kube.kubeconfig in the environment's file, or "
+            "$KUBECONFIG, to the kubeconfig of the cluster (the file kubectl uses)"
+        )
+    if target.context and target.context in str(exc):
+        return (
+            f"{where} has no context {target.context!r} — fix kube.context in the "
+            "environment's file (`kubectl config get-contexts` lists them)"
+        )
+    return f"{where} cannot be used: {' '.join(str(exc).split())} — fix or replace it"
 
 
 class Kube:

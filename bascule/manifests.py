@@ -44,6 +44,7 @@ __all__ = [
     "deployment_name",
     "idle_color",
     "load_templates",
+    "owned_labels",
     "parse_templates",
     "render_deployment",
     "render_service",
@@ -91,6 +92,12 @@ def deployment_name(app: str, color: Color) -> str:
 
 def service_name(app: str, role: Role) -> str:
     return app if role == "active" else f"{app}-preview"
+
+
+def owned_labels(app: str, environment: str | None = None) -> dict[str, str]:
+    """The labels on every object Bascule creates for an app (in an environment)."""
+    labels = {LABEL_NAME: app, LABEL_MANAGED_BY: MANAGED_BY}
+    return labels | {LABEL_ENVIRONMENT: environment} if environment else labels
 
 
 def selector(app: str, color: Color) -> dict[str, str]:
@@ -245,11 +252,7 @@ def render_deployment(
         raise ValueError(f"replicas must be 0 or more, not {replicas}")
     obj: dict[str, Any] = copy.deepcopy(dict(templates.deployment))
     labels = _merge_labels(
-        {
-            **selector(cfg.app, color),
-            LABEL_MANAGED_BY: MANAGED_BY,
-            LABEL_ENVIRONMENT: cfg.environment,
-        },
+        {**owned_labels(cfg.app, cfg.environment), **selector(cfg.app, color)},
         extra_labels,
         "labels",
     )
@@ -302,9 +305,7 @@ def render_service(
     meta["namespace"] = cfg.namespace
     meta["labels"] = {
         **(meta.get("labels") or {}),
-        LABEL_NAME: cfg.app,
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_ENVIRONMENT: cfg.environment,
+        **owned_labels(cfg.app, cfg.environment),
         LABEL_ROLE: role,
     }
     obj["spec"]["selector"] = selector(cfg.app, color)

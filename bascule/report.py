@@ -7,10 +7,9 @@ from collections.abc import Sequence
 
 from bascule.checks import CheckResult
 from bascule.history import Release
+from bascule.markdown import cell, code
 
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+DETAIL_LIMIT = 300  # a cell's share of a report; the full text is in the run's logs
 
 
 def render(
@@ -32,21 +31,22 @@ def render(
     lines = [
         f"# {app} → {environment}: {outcome}",
         "",
-        f"- **Release**: `{release.id}` ({release.kind})",
-        f"- **Image**: `{release.previous_image or '(none)'}` → `{release.image}`"
-        + (f" (commit `{release.commit}`)" if release.commit else ""),
+        f"- **Release**: {code(release.id)} ({release.kind})",
+        f"- **Image**: {code(release.previous_image or '(none)')} → {code(release.image)}"
+        + (f" (commit {code(release.commit)})" if release.commit else ""),
         f"- **Color**: {release.previous_color or '(none)'} → {release.color}",
         f"- **Started**: {release.started}; **finished**: {release.finished or '-'}",
     ]
     if release.reason:
-        lines.append(f"- **Reason**: {release.reason}")
+        lines.append(f"- **Reason**: {cell(release.reason)}")
     if release.approver:
-        lines.append(f"- **Approved by**: {release.approver} — {release.comment or ''}")
+        lines.append(f"- **Approved by**: {cell(release.approver)} — {cell(release.comment or '')}")
     if api_requests is not None:
         lines.append(f"- **Kubernetes API requests**: {api_requests}")
     lines += ["", "## Steps", "", "| step | result | seconds | detail |", "|---|---|---:|---|"]
     for s in release.steps:
-        lines.append(f"| {s.name} | {s.result} | {s.seconds:.2f} | {_cell(s.detail)[:300]} |")
+        detail = cell(s.detail, DETAIL_LIMIT)
+        lines.append(f"| {s.name} | {s.result} | {s.seconds:.2f} | {detail} |")
     if checks:
         lines += [
             "",
@@ -57,8 +57,9 @@ def render(
         ]
         for c in checks:
             mark = "pass" if c.passed else "**FAIL**"
+            detail = cell(c.detail, DETAIL_LIMIT)
             lines.append(
-                f"| {c.target} | {c.name} | {mark} | {c.attempts} | {_cell(c.detail)[:300]} |"
+                f"| {cell(c.target)} | {cell(c.name)} | {mark} | {c.attempts} | {detail} |"
             )
     for block in details:
         lines += ["", "```", block.strip(), "```"]

@@ -3,16 +3,33 @@ only an explicit approval with an approver's name lets traffic move."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
+from prefect import State, get_run_logger
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.input import RunInput, keyset_from_paused_state
+from prefect.input.actions import read_flow_run_input
+from prefect.runtime import flow_run
+from prefect.states import Paused, Running
+from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from bascule.checks import CheckResult
 from bascule.history import Release
+from bascule.markdown import code, table
+
+# Prefect fails a paused run on the server once its pause times out, and from then on
+# refuses the flow's own final state ("The flow was … and never resumed."): the flow's
+# cleanup and its ApprovalTimedOut would race the server's expiry service. So the server's
+# deadline is set this much later than Bascule's, and at Bascule's own deadline the flow
+# takes its run back (Paused → Running) and ends it itself.
+SERVER_GRACE_S = 120
+POLL_S = 2.0  # how soon an answer is seen
+PAUSE_KEY = "approval"  # one approval per run
 
 
 class Approval(RunInput):
@@ -34,16 +51,14 @@ class Decision:
 def description(
     app: str, environment: str, release: Release, checks: Sequence[CheckResult], preview: str
 ) -> str:
-    rows = "\n".join(
-        f"| {c.target} | {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in checks
-    )
+    rows = [(c.target, c.name, "pass" if c.passed else "FAIL", c.detail) for c in checks]
     return (
         f"## Approve {app} in {environment}?\n\n"
-        f"- Image: `{release.previous_image or '(none)'}` → `{release.image}`\n"
+        f"- Image: {code(release.previous_image or '(none)')} → {code(release.image)}\n"
         f"- Traffic: {release.previous_color or '(none)'} → {release.color}\n"
         f"- Preview: {preview}\n\n"
-        "| target | check | result | detail |\n|---|---|---|---|\n" + rows + "\n\n"
-        "Tick **approve** and give your name to switch traffic. Anything else — no name, "
+        + table(("target", "check", "result", "detail"), rows)
+        + "\n\nTick **approve** and give your name to switch traffic. Anything else — no name, "
         "approve left unticked, or no answer in time — means no switch."
     )
 
@@ -60,11 +75,38 @@ def judge(answer: Approval) -> Decision:
 
 
 def request_approval(text: str, timeout_s: int) -> Decision:
+    """Pauses the run with the approval form until someone answers or ``timeout_s`` pass."""
+    run_id = UUID(str(flow_run.id))
+    until = datetime.now(UTC) + timedelta(seconds=timeout_s)
     # Initial data would replace a field with a bare one and drop its constraints: only
     # the description is given.
-    form = Approval.with_initial_data(description=text)
-    try:
-        answer = pause_flow_run(wait_for_input=form, timeout=timeout_s)
-    except FlowPauseTimeout:
+    form = Approval.with_initial_data(
+        description=f"{text}\n\nThe run waits for an answer until {until:%H:%M:%S} UTC."
+    )
+    paused: State[None] = Paused(timeout_seconds=timeout_s + SERVER_GRACE_S, pause_key=PAUSE_KEY)
+    keyset = keyset_from_paused_state(paused)
+    paused.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client, paused, flow_run_id=run_id)
+        if not state.is_paused():
+            raise RuntimeError(f"the run could not pause for approval: {state.message}")
+        form.save(keyset)
+        get_run_logger().info("waiting up to %d s for an approval", timeout_s)
+        while not _resumed(client, run_id):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                # Taken back from the pause, the run cannot be resumed any more; an answer
+                # that got in first is still read below.
+                propose_state_sync(client, Running(), flow_run_id=run_id)
+                break
+            time.sleep(min(POLL_S, left))
+    answer = read_flow_run_input(keyset["response"], flow_run_id=run_id)
+    if answer is None:
         return Decision(False, None, None, f"no decision within {timeout_s} s", timed_out=True)
-    return judge(answer)
+    return judge(form.model_validate(answer))
+
+
+def _resumed(client: SyncPrefectClient, run_id: UUID) -> bool:
+    state = client.read_flow_run(run_id).state
+    return state is not None and state.is_running()

@@ -31,6 +31,7 @@ from bascule import bluegreen, report
 from bascule import history as h
 from bascule.checks import CheckResult
 from bascule.manifests import Color, idle_color, service_proxy_path
+from bascule.outcome import StateName
 from flows.approval import description, request_approval
 from tasks import checks, rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
@@ -197,7 +198,7 @@ def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
         with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
             outcome = work()
     except LockHeld as exc:
-        return Failed(message=str(exc), name="LockHeld")
+        return Failed(message=str(exc), name=StateName.LOCK_HELD)
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     return outcome.state
@@ -263,17 +264,19 @@ def pipeline(
             )
             run.save(approver=decision.approver, comment=decision.comment)
             if not decision.approved:
-                name = "TimedOut" if decision.timed_out else "Rejected"
+                name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
                 return Outcome(abandon(run, new, "rejected", decision.reason, name))
     except Exception as exc:  # any failure before the switch: traffic never moved
         if isinstance(exc, rollout.RolloutFailed):
             run.details.append(exc.report)
-        return Outcome(abandon(run, new, "failed", f"{type(exc).__name__}: {exc}", "Failed"))
+        return Outcome(
+            abandon(run, new, "failed", f"{type(exc).__name__}: {exc}", StateName.FAILED)
+        )
 
     try:
         switch_s = run.step("switch", traffic.switch, env, new, old)
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
-        return Outcome(abandon(run, new, "failed", str(exc), "Failed"))
+        return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
         return Outcome(roll_back(run, new, old, f"the switch did not complete: {exc}"))
     run.save(phase="switched")
@@ -345,7 +348,7 @@ def verify(env: Env, image: str) -> str:
         time.sleep(every)
 
 
-def abandon(run: Run, new: Color, result: str, reason: str, state_name: str) -> State:
+def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateName) -> State:
     """No traffic moved: scale the idle color down and record why."""
     run.log.error("no switch: %s", reason)
     rollout.scale(run.env, new, 0)
@@ -366,7 +369,7 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
             finished=now_iso(),
         )
         run.publish()
-        return Failed(message=reason, name="Failed")
+        return Failed(message=reason, name=StateName.FAILED)
     started = time.monotonic()
     traffic.switch(run.env, old, new)
     seconds = time.monotonic() - started
@@ -377,4 +380,4 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
     run.event("rolled-back", reason=reason, seconds=seconds)
     run.publish()
-    return Failed(message=f"rolled back in {seconds:.2f} s: {reason}", name="RolledBack")
+    return Failed(message=f"rolled back in {seconds:.2f} s: {reason}", name=StateName.ROLLED_BACK)

@@ -9,6 +9,7 @@ from prefect.states import Failed
 
 from bascule import bluegreen
 from bascule import history as h
+from bascule.outcome import StateName
 from flows.deploy import Outcome, exclusively, pipeline
 from tasks import state
 from tasks.context import DEFAULT_CONFIG_DIR, Env
@@ -26,7 +27,8 @@ def _redeploy(env: Env) -> Outcome:
     releases, _ = state.read_history(env)
     serving = h.serving(releases, observed.active)
     if serving is None:
-        return Outcome(Failed(message=f"nothing recorded as serving {env.app} in {env.name}"))
+        reason = f"nothing recorded as serving {env.app} in {env.name}"
+        return Outcome(Failed(message=reason, name=StateName.FAILED))
     found = bluegreen.drift(observed, serving, env.cfg.replicas)
     note = "drift: " + "; ".join(found) if found else f"no drift from {serving.id}"
     get_run_logger().info(note)

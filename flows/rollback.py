@@ -11,6 +11,7 @@ from prefect.states import Completed, Failed
 
 from bascule import bluegreen
 from bascule import history as h
+from bascule.outcome import StateName
 from flows.deploy import Outcome, Run, exclusively, flow_run_id, new_release_id, now_iso, pipeline
 from tasks import rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
@@ -45,7 +46,7 @@ def _rollback(env: Env, to_release: str | None) -> Outcome:
     try:
         target = choose_target(releases, observed.active, to_release)
     except ValueError as exc:
-        return Outcome(Failed(message=str(exc)))
+        return Outcome(Failed(message=str(exc), name=StateName.FAILED))
     if bluegreen.rollback_plan(observed, target) == "redeploy":
         get_run_logger().info("%s is no longer running: redeploying it", target.image)
         return pipeline(env, target.image, kind="rollback", approval=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import cache
 from typing import Any
 
 import httpx
@@ -15,10 +16,14 @@ from bascule import kube as k
 from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_scenario, streak
 from bascule.config import HealthCheck, SmokeHttpScenario
 from bascule.kube import KubeError
-from bascule.manifests import Role, service_name, service_proxy_path
+from bascule.manifests import Role, owned_labels, service_name, service_proxy_path
 from tasks.context import Env
 
-_plain = httpx.Client(timeout=10)  # for explicit URLs outside the API server
+
+@cache
+def _plain() -> httpx.Client:
+    """For explicit URLs outside the API server; made on first use, not at import."""
+    return httpx.Client(timeout=10)
 
 
 def _request(
@@ -35,7 +40,7 @@ def _request(
         if target.url:
             base = target.url.format(service=service_name(env.app, role), namespace=env.ns)
             url = base.rstrip("/") + target.path
-            resp = _plain.request(method, url, headers=headers, json=body, timeout=timeout)
+            resp = _plain().request(method, url, headers=headers, json=body, timeout=timeout)
             seconds = time.perf_counter() - started
         else:
             # Waits out an API outage (up to its bound): no answer from a frozen API server
@@ -121,12 +126,13 @@ def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckRe
         "name": "smoke",
         "image": job_cfg.image,
         "args": job_cfg.args,
-        "imagePullPolicy": "IfNotPresent",
         "env": [{"name": "BASE_URL", "value": f"http://{cluster_ip}:{port}"}]
         + [{"name": key, "value": v} for key, v in job_cfg.env.items()],
     }
-    if job_cfg.image.startswith("bascule.local/"):
-        container["imagePullPolicy"] = "Never"  # images of the local cluster are never pulled
+    # The suite's image reaches the nodes as the app's does: its container's pull policy.
+    app = env.templates.deployment["spec"]["template"]["spec"]["containers"][0]
+    if "imagePullPolicy" in app:
+        container["imagePullPolicy"] = app["imagePullPolicy"]
     if job_cfg.command:
         container["command"] = job_cfg.command
     job = {
@@ -134,10 +140,7 @@ def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckRe
         "kind": "Job",
         "metadata": {
             "name": name,
-            "labels": {
-                "app.kubernetes.io/name": env.app,
-                "app.kubernetes.io/managed-by": "bascule",
-            },
+            "labels": owned_labels(env.app),
         },
         "spec": {
             "backoffLimit": 0,

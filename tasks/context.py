@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bascule import kube as k
+from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
 from bascule.config import EnvironmentConfig, load_environment
 from bascule.kube import Kube
 from bascule.manifests import Color, Role, Templates, deployment_name, load_templates, service_name
-
-DEFAULT_CONFIG_DIR = Path("deployments")
 
 
 @dataclass

@@ -60,6 +60,7 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from bascule import kube as k
 from bascule import lease
+from bascule.errors import Refused
 from bascule.kube import KubeError
 from tasks.context import Env
 
@@ -69,7 +70,7 @@ SLOT_LEASE_SECONDS = 60  # the shortest Prefect accepts
 POLL_SECONDS = 1.0  # how often a waiting deploy looks again
 
 
-class LockHeld(Exception):
+class LockHeld(Refused):
     """Another deploy of the same app and environment is running."""
 
 

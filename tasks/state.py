@@ -11,7 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
 from bascule.kube import KubeError
-from bascule.manifests import ANNOTATION_RELEASE, COLORS, color_of_selector
+from bascule.manifests import (
+    ANNOTATION_IMAGE,
+    ANNOTATION_RELEASE,
+    COLORS,
+    color_of_selector,
+    owned_labels,
+)
 from tasks.context import Env
 
 HISTORY_KEY = "releases.json"
@@ -74,11 +80,7 @@ def _save(env: Env, release: h.Release) -> None:
                         "kind": "ConfigMap",
                         "metadata": {
                             "name": env.history_map.rsplit("/", 1)[1],
-                            "labels": {
-                                "app.kubernetes.io/name": env.app,
-                                "app.kubernetes.io/managed-by": "bascule",
-                                "bascule.io/environment": env.name,
-                            },
+                            "labels": owned_labels(env.app, env.name),
                         },
                         "data": data,
                     },

@@ -102,10 +102,21 @@ def test_invalid_input_keeps_the_run_paused_with_a_clear_message(
 def test_no_decision_in_time_means_no_switch(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
 ) -> None:
-    cfg = production(tmp_path / "short", cluster, namespace, timeout_s=5)
-    proc = start_v2(prefect_server, cfg, tmp_path / "v2.log")
-    assert proc.wait(timeout=180) == 5  # approval timed out
+    # 15 s: Prefect's own pause expiry (checked on the server every 5 s) used to overtake
+    # the flow's cleanup and end the run "Failed: The flow was timedout and never resumed."
+    timeout_s = 15
+    cfg = production(tmp_path / "short", cluster, namespace, timeout_s=timeout_s)
+    log = tmp_path / "v2.log"
+    proc = start_v2(prefect_server, cfg, log)
+    deploys.wait_phase(cluster, namespace, V2, {"awaiting-approval"})
+    paused = time.monotonic()
+    assert proc.wait(timeout=180) == 5, log.read_text()[-3000:]  # approval timed out
+    waited = time.monotonic() - paused
+    print(f"approval_timeout_s={timeout_s} ended_after_s={waited:.1f}")
+    assert timeout_s - 1 < waited < timeout_s + 15
+    assert f"ApprovalTimedOut: no decision within {timeout_s} s" in log.read_text()
     last = deploys.history(cluster, namespace)[-1]
-    assert last["result"] == "rejected" and "no decision within 5 s" in last["reason"]
+    assert last["result"] == "rejected"
+    assert last["reason"] == f"no decision within {timeout_s} s"
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0

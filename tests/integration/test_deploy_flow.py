@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.support import deploys
 from tests.support.cluster import Cluster, LoadDriver, wait_for
@@ -268,6 +269,20 @@ def test_killed_deploy_converges_when_run_again(
     assert active == rerun["color"]
     code, body = cluster.http_get(deploys.service_url(cluster, namespace))
     assert code == 200 and '"v2"' in body
+
+
+def test_rollback_needs_no_image_in_the_environment_file(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    assert deploy(prefect_server, v1_live, V2).returncode == 0
+    staging = Path(v1_live) / "staging.yaml"
+    data = yaml.safe_load(staging.read_text())
+    del data["image"]  # a rollback deploys a release from the history, never this
+    staging.write_text(yaml.safe_dump(data))
+    res = deploys.run(prefect_server, "rollback", "--dir", v1_live, "staging")
+    assert res.returncode == 0, res.stdout + res.stderr
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["kind"], last["result"], last["image"]) == ("rollback", "succeeded", V1)
 
 
 def test_bad_configuration_is_refused_and_changes_nothing(

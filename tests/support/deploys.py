@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bascule.manifests import LABEL_COLOR
 from tests.support.cluster import REPO, Cluster, wait_for
 
 
@@ -87,7 +88,7 @@ def wait_phase(
 
 def active_color(cluster: Cluster, ns: str, app: str = "sample-app") -> str | None:
     svc = cluster.kubectl("-n", ns, "get", "service", app, "-o", "json", check=False)
-    return json.loads(svc)["spec"]["selector"].get("bascule.io/color") if svc else None
+    return json.loads(svc)["spec"]["selector"].get(LABEL_COLOR) if svc else None
 
 
 def replicas(cluster: Cluster, ns: str, color: str, app: str = "sample-app") -> int:

@@ -76,6 +76,9 @@ def running_prefect_server(auth_string: str | None = None) -> Iterator[PrefectSe
             # The UI reads the API address from here; the default would be the port 4200.
             PREFECT_UI_API_URL=api_url,
             PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+            # Paused runs whose pause timed out are failed by the server only this often
+            # (default 5 s): a flow that raced that expiry loses every time, not sometimes.
+            PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS="60",
         )
         if auth_string is not None:
             env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.approval import Approval, judge
+from bascule.checks import CheckResult
+from bascule.history import Release
+from flows.approval import Approval, description, judge
 
 
 def unchecked(**fields: object) -> Approval:
@@ -72,3 +74,28 @@ def test_judge(
         reason,
     )
     assert decision.timed_out is False
+
+
+def test_the_form_keeps_a_multi_line_log_in_its_table_cell() -> None:
+    release = Release(
+        id="r1",
+        image="shop:v2",
+        color="green",
+        previous_image="shop:v1",
+        previous_color="blue",
+        started="2025-03-01T12:00:00Z",
+    )
+    log = "the smoke Job failed: BackoffLimitExceeded\nFAILED test_cart | 500\n<b>3 passed</b>"
+    checks = [
+        CheckResult("smoke-job", "smoke/preview", False, log, 1, 4.0),
+        CheckResult("version", "preview", True, "HTTP 200", 1, 0.1),
+    ]
+    text = description("shop", "production", release, checks, "https://api/preview/")
+    lines = text.splitlines()
+    start = lines.index("| target | check | result | detail |")
+    rows = lines[start + 2 : start + 4]
+    assert rows[1] == "| preview | version | pass | HTTP 200 |"
+    # One line, four columns: the log's pipe and line breaks stay inside its cell.
+    assert rows[0].replace("\\|", "").count("|") == 5
+    assert "FAILED test_cart \\| 500 &lt;b&gt;3 passed&lt;/b&gt;" in rows[0]
+    assert lines[start + 4] == ""

@@ -97,5 +97,5 @@ def test_long_details_are_cut_and_extra_details_fenced() -> None:
     step = Step(name="wait-ready", result="failed", seconds=30.0, detail="x" * 1000)
     release = replace(ROLLED_BACK, steps=(step,))
     md = render("shop", "staging", release, [], details=["pod shop-green-a events:\n  Warning\n"])
-    assert row(md, "wait-ready") == f"| wait-ready | failed | 30.00 | {'x' * 300} |"
+    assert row(md, "wait-ready") == f"| wait-ready | failed | 30.00 | {'x' * 299}… |"
     assert md.endswith("```\npod shop-green-a events:\n  Warning\n```\n")

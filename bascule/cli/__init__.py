@@ -1,0 +1,182 @@
+"""The ``bascule`` command: a thin entry for people and CI; the flows do the work.
+
+Each subcommand is one ``Command`` in ``COMMANDS``: a name, a one-line help, the module and
+names of the two functions that add its arguments and run it, and the exit codes it can
+return. Only the command being run is imported, so a quick one like ``validate`` does not pay
+for importing Prefect. To add a command, write its two functions and add a row to the table.
+
+Expected failures are ``BasculeError``s: ``main`` turns each into its message on stderr and
+its exit code, in this one place; anything else is a bug and keeps its traceback. The exit
+codes themselves, and what they mean, are ``bascule.outcome``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bascule import __version__
+from bascule.errors import BasculeError
+from bascule.outcome import Exit, describe_exits
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand of ``bascule``: ``module`` holds its two functions, ``add_arguments``
+    and ``run`` (names in it), imported only when the command is used."""
+
+    name: str
+    help: str
+    module: str
+    add_arguments: str
+    run: str
+    exits: tuple[Exit, ...]
+
+    def load(self) -> tuple[AddArguments, Run]:
+        module = importlib.import_module(self.module)
+        return getattr(module, self.add_arguments), getattr(module, self.run)
+
+
+# Every command can finish, refuse bad arguments (argparse exits 2 too) and be interrupted.
+_ALWAYS = (Exit.COMPLETED, Exit.USAGE, Exit.INTERRUPTED)
+_DEPLOYS = (Exit.FAILED, Exit.ROLLED_BACK, Exit.UNREACHABLE)
+_GATE = (Exit.REJECTED, Exit.APPROVAL_TIMED_OUT)
+_READS = (Exit.FAILED, Exit.UNREACHABLE)
+_CLI = "bascule.cli"
+
+# The subcommands, in the order `bascule --help` lists them.
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "validate",
+        "check the environment files and manifests; prints file:line: field: problem",
+        f"{_CLI}.validate",
+        "add_arguments",
+        "run",
+        _ALWAYS,
+    ),
+    Command(
+        "deploy",
+        "deploy a release blue-green (runs the flow here)",
+        f"{_CLI}.run",
+        "deploy_arguments",
+        "deploy",
+        (*_ALWAYS, *_DEPLOYS, *_GATE),
+    ),
+    # A rollback that has to redeploy goes through the whole pipeline, without approval.
+    Command(
+        "rollback",
+        "return to the previous good release",
+        f"{_CLI}.run",
+        "rollback_arguments",
+        "rollback",
+        (*_ALWAYS, *_DEPLOYS),
+    ),
+    Command(
+        "status",
+        "active color and image per environment",
+        f"{_CLI}.inspect",
+        "status_arguments",
+        "status",
+        (*_ALWAYS, *_READS),
+    ),
+    Command(
+        "history",
+        "the last releases of an environment",
+        f"{_CLI}.inspect",
+        "history_arguments",
+        "history",
+        (*_ALWAYS, *_READS),
+    ),
+    Command(
+        "trigger",
+        "start a deploy on a Prefect server and follow it (for CI)",
+        "bascule.trigger",
+        "add_arguments",
+        "run",
+        (*_ALWAYS, *_DEPLOYS, *_GATE, Exit.WAIT_TIMED_OUT),
+    ),
+    Command(
+        "pending",
+        "runs waiting for an approval",
+        "bascule.approvals",
+        "pending_arguments",
+        "pending",
+        (*_ALWAYS, *_READS),
+    ),
+    Command(
+        "approve",
+        "approve a paused deploy: traffic switches",
+        "bascule.approvals",
+        "decision_arguments",
+        "approve",
+        (*_ALWAYS, *_READS),
+    ),
+    Command(
+        "reject",
+        "reject a paused deploy: nothing switches",
+        "bascule.approvals",
+        "decision_arguments",
+        "reject",
+        (*_ALWAYS, *_READS),
+    ),
+)
+
+
+def build_parser(
+    commands: Sequence[Command] = COMMANDS, only: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of ``bascule``. With ``only``, just the command of that name is loaded (its
+    module imported, its arguments added); the others are listed with their one-line help,
+    which is all ``bascule --help`` shows."""
+    parser = argparse.ArgumentParser(
+        prog="bascule",
+        description="Blue-green deployments to Kubernetes, run as Prefect flows.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in commands:
+        sub_parser = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if only is not None and command.name != only:
+            continue
+        add_arguments, run = command.load()
+        add_arguments(sub_parser)
+        # After add_arguments, which may have set an epilog of its own (e.g. variables read).
+        exits = describe_exits(command.exits)
+        sub_parser.epilog = (
+            f"{sub_parser.epilog.rstrip()}\n\n{exits}" if sub_parser.epilog else exits
+        )
+        sub_parser.set_defaults(run=run)
+    return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    # `bascule` itself takes no option with a value: the first word is the command.
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bascule`` console script; returns the exit status."""
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    # "" loads no command: `bascule --help` and `--version` need none.
+    parser = build_parser(only=_command_named(args_in) or "")
+    args = parser.parse_args(args_in)
+    run: Run = args.run
+    try:
+        return int(run(args))
+    except BasculeError as exc:
+        print(f"bascule: {exc}", file=sys.stderr)
+        return int(exc.exit)
+    except KeyboardInterrupt:
+        print("bascule: interrupted", file=sys.stderr)
+        return int(Exit.INTERRUPTED)

@@ -1,0 +1,93 @@
+"""``bascule status | history``: what the cluster says serves where, and what was deployed.
+
+Read-only. A cluster that does not answer is an ``Unreachable`` error (exit 7) naming the
+API server and what to check, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from bascule.cli.options import add_dir_argument
+from bascule.config import ENVIRONMENTS
+from bascule.errors import Unreachable
+from bascule.outcome import Exit
+
+if TYPE_CHECKING:
+    from tasks.context import Env
+
+
+@contextmanager
+def _reading(environment: str, directory: str) -> Iterator[Env]:
+    """The environment opened for reading; its client closed afterwards."""
+    from bascule.kube import KubeUnreachable
+    from tasks.context import Env
+
+    env = Env.open(environment, directory)
+    try:
+        yield env
+    except KubeUnreachable as exc:  # an answer (403, 404...) says itself what went wrong
+        raise Unreachable(
+            f"the Kubernetes API of {environment} at {env.kube.server} did not answer ({exc}) "
+            "— is the cluster up, and are kube.kubeconfig and kube.context (or $KUBECONFIG) "
+            "the right ones?"
+        ) from None
+    finally:
+        env.kube.close()
+
+
+def status_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_argument(parser)
+    parser.add_argument(
+        "environments", nargs="*", metavar="ENV", help="default: " + ", ".join(ENVIRONMENTS)
+    )
+
+
+def status(args: argparse.Namespace) -> int:
+    from tasks.state import observe
+
+    for name in args.environments or ENVIRONMENTS:
+        with _reading(name, args.dir) as env:
+            obs = observe(env)
+        active = obs.active_state
+        print(f"{name} ({env.ns}): ", end="")
+        if active is None:
+            print("nothing deployed yet")
+        else:
+            print(
+                f"{active.color} serving {active.image} ({active.ready}/{active.replicas} "
+                f"ready, release {active.release})"
+            )
+        for c in obs.colors.values():
+            if c.color != obs.active and c.replicas:
+                print(f"  idle {c.color}: {c.image} ({c.ready}/{c.replicas} ready)")
+        if obs.in_flight:
+            print(f"  in flight: {obs.in_flight.id} ({obs.in_flight.phase})")
+    return Exit.COMPLETED
+
+
+def history_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_argument(parser)
+    parser.add_argument("environment", metavar="ENV")
+    parser.add_argument("--limit", type=int, default=10, help="default: %(default)s")
+
+
+def history(args: argparse.Namespace) -> int:
+    from tasks.state import read_history
+
+    with _reading(args.environment, args.dir) as env:
+        releases, _ = read_history(env)
+    print(
+        f"{'release':<24} {'kind':<8} {'result':<12} {'color':<6} {'seconds':>7}  "
+        f"{'approver':<12} image / reason"
+    )
+    for r in list(reversed(releases))[: args.limit]:
+        total = sum(s.seconds for s in r.steps)
+        print(
+            f"{r.id:<24} {r.kind:<8} {r.result:<12} {r.color:<6} {total:7.1f}  "
+            f"{(r.approver or '-'):<12} {r.image}" + (f" — {r.reason}" if r.reason else "")
+        )
+    return Exit.COMPLETED

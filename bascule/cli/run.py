@@ -1,0 +1,104 @@
+"""``bascule deploy | rollback``: run the flow in this process and exit with its outcome.
+
+Bad input (configuration, image, kubeconfig) is refused here, before a flow run exists or
+anything changes; the flows are imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from bascule.cli.options import add_dir_argument
+from bascule.errors import Unreachable
+from bascule.outcome import Exit, exit_code
+
+if TYPE_CHECKING:
+    from prefect import State
+
+    from bascule.config import EnvironmentConfig
+
+
+def finish(state: State) -> int:
+    """Prints the run's final state and returns its exit code."""
+    print(f"{state.name}: {state.message}", file=sys.stdout if state.is_completed() else sys.stderr)
+    code = exit_code(state.type.value, state.name)
+    return Exit.FAILED if code is None else code
+
+
+def _checked(args: argparse.Namespace) -> EnvironmentConfig:
+    """The environment's configuration, with its templates and kubeconfig checked too (no
+    request is made): a UsageError naming the file and what to fix if one is wrong."""
+    from tasks.context import Env
+
+    env = Env.open(args.environment, args.dir)
+    env.kube.close()
+    return env.cfg
+
+
+def _check_prefect() -> None:
+    """A Prefect API that does not answer is found before a run starts; the flow engine
+    would end in a bare RuntimeError."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url  # PREFECT_API_URL, or the profile's
+    if not url:
+        return  # Prefect runs a temporary server of its own in this process
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()
+    if error is not None:
+        raise Unreachable(
+            f"the Prefect API at {url} did not answer ({type(error).__name__}: {error}) — "
+            "is the Prefect server up, and PREFECT_API_URL right?"
+        )
+
+
+def deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_argument(parser)
+    parser.add_argument("environment", metavar="ENV")
+    parser.add_argument("--image", help="image reference (default: the environment's image)")
+    parser.add_argument("--commit", help="commit the image was built from, for the record")
+
+
+def deploy(args: argparse.Namespace) -> int:
+    from flows.deploy import deploy as deploy_flow
+
+    _checked(args).resolve_image(args.image)
+    _check_prefect()
+    return finish(
+        deploy_flow(
+            environment=args.environment,
+            image=args.image,
+            commit=args.commit,
+            config_dir=str(args.dir),
+            return_state=True,
+        )
+    )
+
+
+def rollback_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_argument(parser)
+    parser.add_argument("environment", metavar="ENV")
+    parser.add_argument(
+        "--to",
+        dest="to_release",
+        metavar="RELEASE",
+        help="release id to return to (default: the previous good release)",
+    )
+
+
+def rollback(args: argparse.Namespace) -> int:
+    from flows.rollback import rollback as rollback_flow
+
+    _checked(args)  # no image: a rollback deploys one from the history
+    _check_prefect()
+    return finish(
+        rollback_flow(
+            environment=args.environment,
+            to_release=args.to_release,
+            config_dir=str(args.dir),
+            return_state=True,
+        )
+    )

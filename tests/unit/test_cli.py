@@ -1,0 +1,207 @@
+"""The ``bascule`` command as people and CI run it (a process of its own): every expected
+failure ends with a message and its exit code, never a traceback; each command's help and
+the README list the exit codes that ``bascule.outcome`` defines."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect import State
+from prefect.states import Completed, Failed
+
+from bascule.cli import COMMANDS, Command, main
+from bascule.cli.run import finish
+from bascule.outcome import Exit, StateName, exit_table
+from tests.support.envs import write_envs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bascule(*args: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **environ}
+    return subprocess.run(
+        [sys.executable, "-m", "bascule.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed again: nothing listens there
+
+
+def kubeconfig(path: Path, server: str, context: str = "test") -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": context,
+                "contexts": [{"name": context, "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def unreachable(tmp_path: Path) -> Path:
+    """Environment files whose cluster does not answer (a closed loopback port)."""
+    server = f"https://127.0.0.1:{closed_port()}"
+    return write_envs(tmp_path / "cfg", "ns", kubeconfig(tmp_path / "kubeconfig", server))
+
+
+def assert_clean(res: subprocess.CompletedProcess[str], code: int, *message: str) -> None:
+    out = res.stdout + res.stderr
+    assert res.returncode == code, out
+    assert "Traceback" not in out, out
+    for part in message:
+        assert part in res.stderr, res.stderr
+
+
+# --- expected failures: a message and an exit code -------------------------------------------
+
+
+def test_deploy_of_a_bad_image_is_a_usage_error(unreachable: Path) -> None:
+    res = bascule("deploy", "--dir", str(unreachable), "staging", "--image", "Bad")
+    assert_clean(res, 2, "bascule: image reference 'Bad'", "lowercase")
+
+
+@pytest.mark.parametrize("command", [("status", "staging"), ("history", "staging")])
+def test_missing_kubeconfig_names_the_file(tmp_path: Path, command: tuple[str, ...]) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    cfg = write_envs(tmp_path / "cfg", "ns", missing)
+    res = bascule(command[0], "--dir", str(cfg), *command[1:])
+    assert_clean(res, 2, f"kubeconfig {missing} (kube.kubeconfig) does not exist", "KUBECONFIG")
+
+
+def test_unknown_context_names_it(tmp_path: Path) -> None:
+    config = kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:1")
+    cfg = write_envs(tmp_path / "cfg", "ns", config, {"kube": {"context": "prod-eu"}})
+    res = bascule("history", "--dir", str(cfg), "staging")
+    assert_clean(res, 2, "has no context 'prod-eu'", "kube.context")
+
+
+@pytest.mark.parametrize("command", [("status", "staging"), ("history", "staging")])
+def test_unreachable_cluster_exits_7(unreachable: Path, command: tuple[str, ...]) -> None:
+    res = bascule(command[0], "--dir", str(unreachable), *command[1:])
+    assert_clean(res, 7, "the Kubernetes API of staging at https://127.0.0.1:", "did not answer")
+
+
+def test_unreachable_prefect_api_exits_7(unreachable: Path) -> None:
+    api = f"http://127.0.0.1:{closed_port()}/api"
+    res = bascule("deploy", "--dir", str(unreachable), "staging", PREFECT_API_URL=api)
+    assert_clean(res, 7, f"the Prefect API at {api} did not answer", "PREFECT_API_URL")
+
+
+def test_rollback_needs_no_image_in_the_file(
+    unreachable: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rollback deploys a release from the history, never the file's ``image:``."""
+    import flows.rollback
+
+    staging = unreachable / "staging.yaml"
+    data = yaml.safe_load(staging.read_text())
+    del data["image"]
+    staging.write_text(yaml.safe_dump(data))
+    called: list[str] = []
+
+    def fake_rollback(environment: str, **_: object) -> object:
+        called.append(environment)
+        return Completed(message="back to r1")
+
+    monkeypatch.setattr(flows.rollback, "rollback", fake_rollback)
+    assert main(["rollback", "--dir", str(unreachable), "staging"]) == 0, capsys.readouterr()
+    assert called == ["staging"]
+
+
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [
+        (Completed(), Exit.COMPLETED),
+        (Failed(name=StateName.ROLLED_BACK), Exit.ROLLED_BACK),
+        (Failed(name=StateName.REJECTED), Exit.REJECTED),
+        (Failed(name=StateName.APPROVAL_TIMED_OUT), Exit.APPROVAL_TIMED_OUT),
+        (Failed(name=StateName.LOCK_HELD), Exit.USAGE),
+        (Failed(), Exit.FAILED),
+        # Prefect's own: a concurrency slot not acquired in time is no approval timeout.
+        (Failed(name="TimedOut"), Exit.FAILED),
+    ],
+)
+def test_final_state_to_exit_code(state: State, code: Exit) -> None:
+    assert finish(state) == code
+
+
+# --- exit codes in --help and the README --------------------------------------------------------
+
+
+def help_text(name: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
+def test_help_lists_exactly_the_commands_exit_codes(
+    command: Command, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = help_text(command.name, capsys)
+    block = text[text.rindex("exit codes:\n") :]
+    listed = [int(m) for m in re.findall(r"^  (\d+) ", block, re.MULTILINE)]
+    assert listed == sorted(command.exits)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(
+            c,
+            marks=pytest.mark.xfail(
+                strict=True, reason="trigger.EPILOG still lists exit codes of its own"
+            ),
+        )
+        if c.name == "trigger"
+        else c
+        for c in COMMANDS
+    ],
+    ids=[c.name for c in COMMANDS],
+)
+def test_help_has_one_list_of_exit_codes(
+    command: Command, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert help_text(command.name, capsys).lower().count("exit codes:") == 1
+
+
+def test_readme_has_the_exit_code_table() -> None:
+    assert exit_table() in (REPO / "README.md").read_text()
+
+
+def test_validate_loads_no_prefect() -> None:
+    """Only the command being run is imported: a quick check stays quick."""
+    code = (
+        "import sys; from bascule.cli import main; "
+        "main(['validate', '--schema']); "
+        "sys.exit(1 if 'prefect' in sys.modules else 0)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, cwd=REPO, env=env, check=False
+    )
+    assert res.returncode == 0
