@@ -18,7 +18,8 @@ def _dir(parser: argparse.ArgumentParser) -> None:
 
 
 def _exit_for(state: Any) -> int:
-    from bascule.trigger import Exit, exit_code_for_state
+    from bascule.outcome import Exit
+    from bascule.outcome import exit_code as exit_code_for_state
 
     if state.name == "LockHeld":  # refused before doing anything, like a usage error
         return int(Exit.USAGE)
