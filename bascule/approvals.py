@@ -19,6 +19,7 @@ from uuid import UUID
 
 from bascule.errors import OperationFailed, UsageError
 from bascule.outcome import Exit
+from bascule.trigger.options import DEFAULT_API_PATIENCE
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -44,7 +45,7 @@ def pending(args: argparse.Namespace) -> int:
             return prefect.paused_flow_runs(args.flow)
 
     with _prefect() as prefect:
-        runs = patiently(read)
+        runs = patiently(read, DEFAULT_API_PATIENCE)
     if not runs:
         print("no run is waiting for approval")
     for run in runs:
@@ -79,7 +80,7 @@ def decide(args: argparse.Namespace, approve: bool) -> int:
             return prefect.resume(args.flow_run, run_input)
 
     with _prefect() as prefect:
-        status, reason = patiently(resume)
+        status, reason = patiently(resume, DEFAULT_API_PATIENCE)
     if status == "ACCEPT":
         word = "approved" if approve else "rejected"
         print(f"{args.flow_run}: {word} by {args.approver}")

@@ -1,15 +1,17 @@
 """Bascule's calls to a Prefect server from outside a flow, through Prefect's own client.
 
-``connect`` opens Prefect's ``SyncPrefectClient``, which sends PREFECT_API_AUTH_STRING (basic
+``Prefect`` opens Prefect's ``SyncPrefectClient``, which sends PREFECT_API_AUTH_STRING (basic
 auth, self-hosted) or else PREFECT_API_KEY (bearer, Prefect Cloud) and itself retries 408,
 429, 502 and 503 answers and dropped connections (PREFECT_CLIENT_MAX_RETRIES, default 5,
 backing off 2, 4, … 32 s). It is built from Prefect's settings rather than with
 ``get_client()``, because ``get_client()`` without PREFECT_API_URL starts a throwaway local
 server, where Bascule must say that the variable is missing.
 
-Importing Prefect's client costs about 2.3 s more than the plain httpx client this module
-replaces (2.7 to 3.1 s against 0.5 to 0.8 s, measured on the 2-core test machine under load):
-nothing next to a deploy, so Prefect's client it is.
+Measured on the 2-core test machine, ``bascule trigger dev --check`` against a local server
+(one API call) took 1.35 to 1.47 s with Prefect's client against 0.34 to 0.56 s with the plain
+httpx client this module replaces; with the machine loaded by other test runs, 10 to 12 s
+against 2 to 2.5 s. Nearly all of it is importing Prefect. One such start per deploy job,
+next to a deploy of minutes, is no reason to keep a client of our own.
 
 Errors come out as ``bascule.errors``, split by what the caller can do: ``Unreachable`` may
 pass if retried (no connection, time-outs, 5xx, 429), ``UsageError`` will not (credentials
@@ -44,7 +46,6 @@ from prefect.settings import get_current_settings
 from bascule.errors import Unreachable, UsageError
 
 T = TypeVar("T")
-DEFAULT_PATIENCE = 60.0  # a busy SQLite server answers 503 for a while; that is no answer yet
 _RETRYABLE = frozenset({408, 429})
 _CLOUD_API = re.compile(
     r"^https://api\.prefect\.cloud/api/accounts/(?P<account>[^/]+)/workspaces/(?P<workspace>[^/]+)/?$"
@@ -177,7 +178,7 @@ def _detail(response: httpx.Response) -> str:
 
 def patiently(
     call: Callable[[], T],
-    patience: float = DEFAULT_PATIENCE,
+    patience: float,
     interval: float = 1.0,
     on_retry: Callable[[Unreachable], None] | None = None,
 ) -> T:

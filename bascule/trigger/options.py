@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 DEPLOY_FLOW = "deploy"
 DEFAULT_WAIT_TIMEOUT = 7200.0
+# A busy SQLite server answers 503 for a while, a restarting one nothing: no answer yet.
 DEFAULT_API_PATIENCE = 60.0
 
 

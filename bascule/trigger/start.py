@@ -18,7 +18,6 @@ from bascule.prefect_client import (
     flow_run_url,
     patiently,
     redact_url,
-    require_url,
     ui_base_url,
 )
 from bascule.trigger.follow import Follower
@@ -44,7 +43,6 @@ def trigger(
     report = Report(environment=options.environment, image=options.image, commit=options.commit)
     try:
         check(options)
-        require_url(options.api)
         with Prefect(options.api, transport) as prefect:
             code = _Start(prefect, output, report, options).run()
     except BasculeError as exc:
