@@ -37,7 +37,7 @@ from bascule.trigger.options import DEFAULT_API_PATIENCE, DEFAULT_WAIT_TIMEOUT, 
 __all__ = ["ENVIRONMENT_HELP", "add_arguments", "options_from", "run"]
 
 ENVIRONMENT_HELP = """\
-environment:
+environment (the PREFECT_ ones may also come from the active Prefect profile):
   PREFECT_API_URL          the Prefect API, e.g. http://127.0.0.1:4200/api (required)
   PREFECT_API_KEY          bearer token (Prefect Cloud)
   PREFECT_API_AUTH_STRING  user:password for a self-hosted server with basic auth
