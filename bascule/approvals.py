@@ -1,8 +1,12 @@
 """``bascule pending | approve RUN | reject RUN``: answering an approval gate without the UI.
 
-Prefect has no resume command; these call the REST resume endpoint with the same input
-the UI's form sends, and read the orchestration status in the answer (ACCEPT, REJECT or
-ABORT), because the HTTP code alone is 200 either way.
+Prefect has no resume command; these resume the run through Prefect's client with the same
+input the UI's form sends, and read the orchestration status in the answer (ACCEPT, REJECT or
+ABORT), because the HTTP code alone is 200 either way. Prefect is imported when a command
+runs, not when the CLI builds its parser.
+
+Expected failures raise ``bascule.errors`` (the CLI prints them and exits with their code):
+PREFECT_API_URL unset, no such run or input refused (2), the Prefect API unreachable (7).
 """
 
 from __future__ import annotations
@@ -10,42 +14,23 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import sys
-import time
-from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-from bascule.prefect_api import APIUnreachable, PrefectAPI, PrefectAPIError
+from bascule.errors import OperationFailed, UsageError
+from bascule.outcome import Exit
+from bascule.trigger.options import DEFAULT_API_PATIENCE
 
-T = TypeVar("T")
-PATIENCE_S = 60.0  # a busy SQLite server answers 503 for a moment; that is no answer yet
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
-
-def patiently(call: Callable[[], T], patience: float = PATIENCE_S) -> T:
-    """``call()``, retried while the API is unreachable or overloaded, up to ``patience``."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return call()
-        except APIUnreachable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    from bascule.prefect_client import Prefect
 
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 7
+def _prefect() -> Prefect:
+    from bascule.prefect_client import ApiSettings, Prefect
 
-
-def api_from_env() -> PrefectAPI:
-    url = os.environ.get("PREFECT_API_URL")
-    if not url:
-        raise SystemExit("bascule: PREFECT_API_URL is not set (e.g. http://127.0.0.1:4200/api)")
-    return PrefectAPI(
-        url,
-        api_key=os.environ.get("PREFECT_API_KEY"),
-        auth_string=os.environ.get("PREFECT_API_AUTH_STRING"),
-    )
+    return Prefect(ApiSettings.from_prefect())
 
 
 def pending_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,18 +38,20 @@ def pending_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pending(args: argparse.Namespace) -> int:
-    try:
-        with api_from_env() as api:
-            runs = patiently(lambda: api.paused_flow_runs(args.flow))
-    except PrefectAPIError as exc:
-        print(f"bascule: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+    from bascule.prefect_client import api_errors, patiently
+
+    def read() -> list[FlowRun]:
+        with api_errors("reading paused flow runs"):
+            return prefect.paused_flow_runs(args.flow)
+
+    with _prefect() as prefect:
+        runs = patiently(read, DEFAULT_API_PATIENCE)
     if not runs:
         print("no run is waiting for approval")
     for run in runs:
         params = run.parameters
         print(f"{run.id}  {run.name}  env={params.get('environment')} image={params.get('image')}")
-    return EXIT_OK
+    return int(Exit.COMPLETED)
 
 
 def decision_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,23 +68,29 @@ def decision_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decide(args: argparse.Namespace, approve: bool) -> int:
+    from bascule.prefect_client import api_errors, patiently
+
     run_input = {"approve": approve, "approver": args.approver, "comment": args.comment}
-    try:
-        with api_from_env() as api:
-            status, reason = patiently(lambda: api.resume(args.flow_run, run_input))
-    except PrefectAPIError as exc:
-        print(f"bascule: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    word = "approved" if approve else "rejected"
+
+    def resume() -> tuple[str, str]:
+        with api_errors(
+            f"resuming flow run {args.flow_run}",
+            not_found=f"there is no flow run {args.flow_run}; see bascule pending",
+        ):
+            return prefect.resume(args.flow_run, run_input)
+
+    with _prefect() as prefect:
+        status, reason = patiently(resume, DEFAULT_API_PATIENCE)
     if status == "ACCEPT":
+        word = "approved" if approve else "rejected"
         print(f"{args.flow_run}: {word} by {args.approver}")
-        return EXIT_OK
-    print(
-        f"bascule: {args.flow_run} not resumed ({status}): {reason or 'no reason given'}; "
-        "the run is unchanged",
-        file=sys.stderr,
+        return int(Exit.COMPLETED)
+    message = (
+        f"{args.flow_run} not resumed ({status}): {reason or 'no reason given'}; "
+        "the run is unchanged"
     )
-    return EXIT_REFUSED if status == "ABORT" else EXIT_USAGE
+    # ABORT: the run cannot be resumed (not paused any more); REJECT: the input was refused.
+    raise OperationFailed(message) if status == "ABORT" else UsageError(message)
 
 
 def approve(args: argparse.Namespace) -> int:

@@ -37,6 +37,19 @@ EXIT_MEANINGS: dict[Exit, str] = {
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
+# A few words for a summary's title or the last line of a log: "…: rolled back (exit 3)".
+RESULTS: dict[Exit, str] = {
+    Exit.COMPLETED: "completed",
+    Exit.FAILED: "failed",
+    Exit.USAGE: "refused; nothing changed",
+    Exit.ROLLED_BACK: "rolled back after the switch",
+    Exit.REJECTED: "rejected at approval",
+    Exit.APPROVAL_TIMED_OUT: "approval timed out",
+    Exit.WAIT_TIMED_OUT: "still running when the trigger stopped waiting",
+    Exit.UNREACHABLE: "API unreachable",
+    Exit.INTERRUPTED: "interrupted",
+}
+
 
 class StateName(StrEnum):
     """Names Bascule gives a run's final Failed state, to say why it did not deploy."""

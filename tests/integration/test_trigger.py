@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bascule.trigger import Exit
+from bascule.outcome import RESULTS, Exit
 from tests.support.prefect_server import PrefectServer, free_port, running_prefect_server
 
 pytestmark = pytest.mark.prefect
@@ -45,6 +45,17 @@ from prefect import flow, get_run_logger, serve
 from prefect.flow_runs import pause_flow_run
 from prefect.states import Failed
 
+from bascule.outcome import StateName
+
+# The final states the real deploy flow names, and one Prefect names itself.
+NAMED = {
+    "rolledback": StateName.ROLLED_BACK,
+    "rejected": StateName.REJECTED,
+    "approvaltimedout": StateName.APPROVAL_TIMED_OUT,
+    "lockheld": StateName.LOCK_HELD,
+    "prefecttimedout": "TimedOut",
+}
+
 
 @flow(name="deploy")
 def deploy(environment: str, image: str | None = None, commit: str | None = None):
@@ -53,12 +64,8 @@ def deploy(environment: str, image: str | None = None, commit: str | None = None
     logger.info("stand-in deploy of %s to %s at %s: ends %s", image, environment, commit, outcome)
     if outcome == "fails":
         raise RuntimeError("stand-in failure")
-    if outcome == "rolledback":
-        return Failed(name="RolledBack", message="stand-in: post-switch checks failed")
-    if outcome == "rejected":
-        return Failed(name="Rejected", message="stand-in: rejected by a tester")
-    if outcome == "timedout":
-        return Failed(name="TimedOut", message="stand-in: nobody approved in time")
+    if outcome in NAMED:
+        return Failed(name=NAMED[outcome], message=f"stand-in: ends {NAMED[outcome]}")
     if outcome == "paused":
         pause_flow_run(timeout=600)
     if outcome == "leaks":
@@ -91,6 +98,7 @@ def served() -> Iterator[Served]:
         (Path(tmp) / "standin_flows.py").write_text(STAND_IN_FLOWS)
         env = server.client_env()
         env["PREFECT_RUNNER_POLL_FREQUENCY"] = "1"
+        env["PYTHONPATH"] = str(REPO)  # the stand-ins name their states with bascule.outcome
         log = (Path(tmp) / "serve.log").open("wb")
         # Own session: stopping the group stops the flow-run processes it started, too.
         proc = subprocess.Popen(
@@ -158,7 +166,7 @@ class Trigger:
         )
         environ.update(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bascule.trigger", *args],
+            [sys.executable, "-m", "bascule.cli", "trigger", *args],
             env=environ,
             cwd=tmp,
             stdout=subprocess.PIPE,
@@ -181,7 +189,11 @@ OUTCOMES = {
     "fails": Exit.FAILED,
     "rolledback": Exit.ROLLED_BACK,
     "rejected": Exit.REJECTED,
-    "timedout": Exit.APPROVAL_TIMED_OUT,
+    "approvaltimedout": Exit.APPROVAL_TIMED_OUT,
+    # Another deploy holds the lock: refused before anything changed, like a usage error.
+    "lockheld": Exit.USAGE,
+    # Prefect's own TimedOut (a concurrency slot not acquired in time) is no approval's.
+    "prefecttimedout": Exit.FAILED,
 }
 
 
@@ -244,13 +256,17 @@ def test_summary_has_result_timings_and_link(outcomes: dict[str, Result], served
     result = outcomes["completed"]
     summary = result.summary
     ui = served.server.api_url.removesuffix("/api")
-    assert "### ✅ Deploy to `dev`: deployed (exit 0)" in summary
+    assert f"### ✅ Deploy to `dev`: {RESULTS[Exit.COMPLETED]} (exit 0)" in summary
     assert "| Image | `registry.example/bascule/standin:completed` |" in summary
     assert f"| Commit | `{COMMIT}` |" in summary
     assert f"]({ui}/runs/flow-run/{result.run_ids[0]})" in summary
     for row in ("Created", "Started", "Ended", "Duration"):
         assert re.search(rf"^\| {row} \| \d", summary, re.MULTILINE), summary
-    assert "RolledBack: stand-in: post-switch checks failed" in outcomes["rolledback"].summary
+    assert "| Final state | RolledBack: stand-in: ends RolledBack |" in (
+        outcomes["rolledback"].summary
+    )
+    lock_held = outcomes["lockheld"].summary.splitlines()[0]
+    assert lock_held.endswith(f": {RESULTS[Exit.USAGE]} (exit 2)"), lock_held
 
 
 def test_the_link_opens_the_run_in_the_ui(outcomes: dict[str, Result]) -> None:
@@ -385,6 +401,26 @@ def test_invalid_image_is_refused_before_any_call(served: Served, tmp_path: Path
     )
     assert result.code == Exit.USAGE, result.output
     assert "has no digest" in result.output
+
+
+def _flow_run_count(served: Served) -> int:
+    with httpx.Client(base_url=served.server.api_url, auth=_basic_auth()) as api:
+        count: int = api.post("/flow_runs/count", json={}).raise_for_status().json()
+        return count
+
+
+@pytest.mark.parametrize("image", ["registry.example/bascule/standin:latest", "app", "app:latest"])
+def test_moving_or_missing_tag_is_refused_before_any_run(
+    served: Served, tmp_path: Path, image: str
+) -> None:
+    """The flow refuses a release image without a version tag or digest; the trigger must
+    refuse it first, not create a run that fails (exit 2, not 1, and no failed run)."""
+    before = _flow_run_count(served)
+    result = run_trigger(served, tmp_path, "latest", "dev", "--image", image, "--commit", COMMIT)
+    assert result.code == Exit.USAGE, result.output
+    assert "image" in result.output
+    assert result.run_ids == []
+    assert _flow_run_count(served) == before
 
 
 def test_unreachable_api(tmp_path: Path, served: Served) -> None:

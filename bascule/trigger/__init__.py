@@ -1,0 +1,138 @@
+"""``bascule trigger ENV --image REF``: start the deploy flow of one environment and follow it.
+
+This is what the GitHub workflows run. It creates a flow run of the Prefect deployment
+``deploy/ENV`` through Prefect's client (PREFECT_API_URL; PREFECT_API_KEY for Prefect Cloud or
+PREFECT_API_AUTH_STRING for a self-hosted server with basic auth), with the parameters
+``environment``, ``image`` and ``commit``, then prints the run's state changes and logs until
+it ends and exits with a code that says how it ended (``bascule.outcome``; the CLI table
+lists the ones this command can return in its --help, after the environment variables).
+
+The run is created with an idempotency key made of environment, commit and image: triggering
+the same inputs again (a re-run job, a retry after a network error) follows the run that
+already exists instead of deploying twice. ``--rerun LABEL`` adds a label to the key, for
+deploying the same commit and image again on purpose (for example after a rollback).
+
+A run paused at the approval gate waits for a person in the Prefect UI; that is not an error,
+and the trigger keeps waiting until ``--timeout``.
+
+With GITHUB_STEP_SUMMARY set (or ``--summary PATH``) a markdown summary of the run is appended
+to that file: environment, image, result, timings and a link to the run in the Prefect UI.
+With GITHUB_OUTPUT set, the step gets the outputs ``result``, ``exit-code``, ``flow-run-id``
+and ``flow-run-url``.
+
+The parts: ``options`` (what to do, checked before any call), ``start`` (find the deployment,
+create the run), ``follow`` (its states and logs), ``github`` (masked output, summary, step
+outputs). This module is the command line; it imports Prefect only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from bascule.trigger.options import DEFAULT_API_PATIENCE, DEFAULT_WAIT_TIMEOUT, Options
+
+__all__ = ["ENVIRONMENT_HELP", "add_arguments", "options_from", "run"]
+
+ENVIRONMENT_HELP = """\
+environment (the PREFECT_ ones may also come from the active Prefect profile):
+  PREFECT_API_URL          the Prefect API, e.g. http://127.0.0.1:4200/api (required)
+  PREFECT_API_KEY          bearer token (Prefect Cloud)
+  PREFECT_API_AUTH_STRING  user:password for a self-hosted server with basic auth
+  PREFECT_UI_URL           the UI, for links (default: the API URL without /api)
+  GITHUB_STEP_SUMMARY      a job summary is appended to this file when set
+  GITHUB_OUTPUT            step outputs result, exit-code, flow-run-id, flow-run-url
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``bascule trigger``; its epilog lists the environment variables."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ENVIRONMENT_HELP
+    parser.add_argument("environment", metavar="ENV", help="environment: dev, staging, production")
+    parser.add_argument(
+        "--image",
+        required=True,
+        metavar="REF",
+        help="image reference to deploy, e.g. registry.example/app@sha256:<hex>",
+    )
+    parser.add_argument(
+        "--commit", metavar="SHA", help="commit being deployed; part of the idempotency key"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help="stop waiting after this long (exit 6; the run goes on); "
+        "0: no limit (default: %(default).0f)",
+    )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="start the run, print its URL and exit 0 without following it",
+    )
+    parser.add_argument(
+        "--require-digest",
+        action="store_true",
+        help="refuse an image reference without @sha256:<digest>",
+    )
+    parser.add_argument(
+        "--rerun",
+        metavar="LABEL",
+        help="deploy the same commit and image again: a new label gives a new "
+        "run, the same label the same run",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the arguments and find the deployment; start nothing",
+    )
+    parser.add_argument(
+        "--api-patience",
+        type=float,
+        default=DEFAULT_API_PATIENCE,
+        metavar="SECONDS",
+        help="how long the Prefect API may not answer before giving up with exit 7 "
+        "(default: %(default).0f)",
+    )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        metavar="PATH",
+        help="append a markdown summary here (default: $GITHUB_STEP_SUMMARY)",
+    )
+
+
+def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Options:
+    """The trigger's options from parsed arguments and the GitHub Actions environment; the
+    Prefect settings as Prefect reads them."""
+    from bascule.prefect_client import ApiSettings
+
+    summary: Path | None = args.summary
+    if summary is None and environ.get("GITHUB_STEP_SUMMARY"):
+        summary = Path(environ["GITHUB_STEP_SUMMARY"])
+    return Options(
+        environment=args.environment,
+        image=args.image,
+        api=ApiSettings.from_prefect(),
+        commit=args.commit,
+        rerun=args.rerun,
+        require_digest=args.require_digest,
+        wait=not args.no_wait,
+        check_only=args.check,
+        wait_timeout=args.timeout or None,
+        api_patience=args.api_patience,
+        summary_path=summary,
+        outputs_path=Path(environ["GITHUB_OUTPUT"]) if environ.get("GITHUB_OUTPUT") else None,
+        github_actions=environ.get("GITHUB_ACTIONS") == "true",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``bascule trigger`` with parsed arguments; returns its exit code."""
+    from bascule.trigger.start import trigger
+
+    return int(trigger(options_from(args, os.environ)))

@@ -1,0 +1,114 @@
+"""What ``bascule trigger`` is asked to do, and the checks made before anything is called. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bascule.errors import UsageError
+from bascule.images import parse_image
+
+if TYPE_CHECKING:
+    from bascule.prefect_client import ApiSettings
+
+DEPLOY_FLOW = "deploy"
+DEFAULT_WAIT_TIMEOUT = 7200.0
+# A busy SQLite server answers 503 for a while, a restarting one nothing: no answer yet.
+DEFAULT_API_PATIENCE = 60.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """One trigger: what to deploy where, how long to follow it, where to report."""
+
+    environment: str
+    image: str
+    api: ApiSettings
+    commit: str | None = None
+    # A label that makes another run of the same inputs (see ``idempotency_key``).
+    rerun: str | None = None
+    require_digest: bool = False
+    wait: bool = True
+    # Validate and look the deployment up; start nothing.
+    check_only: bool = False
+    # Seconds to follow the run; None: no limit.
+    wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT
+    # How long the API may fail to answer before giving up with exit 7.
+    api_patience: float = DEFAULT_API_PATIENCE
+    summary_path: Path | None = None
+    outputs_path: Path | None = None
+    github_actions: bool = False
+    poll_interval: float = 2.0
+    # The last logs of a run reach the API after its final state; wait this long for them.
+    log_settle: float = 3.0
+
+    @property
+    def parameters(self) -> dict[str, str | None]:
+        """The deploy flow's parameters."""
+        return {"environment": self.environment, "image": self.image, "commit": self.commit}
+
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key(self.environment, self.commit, self.image, self.rerun)
+
+
+def check(options: Options) -> None:
+    """Raises UsageError for the first argument that cannot make a deploy the flow accepts."""
+    check_environment(options.environment)
+    parse_image(options.image, require_digest=options.require_digest)
+    check_commit(options.commit)
+    check_rerun(options.rerun)
+    for name, seconds in (
+        ("--timeout", options.wait_timeout),
+        ("--api-patience", options.api_patience),
+    ):
+        if seconds is not None and seconds < 0:
+            raise UsageError(f"{name} must be 0 or more seconds, not {seconds:g}")
+
+
+_ENVIRONMENT = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_COMMIT = re.compile(r"[0-9a-f]{7,64}", re.ASCII)
+_RERUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+
+
+def check_environment(name: str) -> str:
+    if not _ENVIRONMENT.fullmatch(name):
+        raise UsageError(
+            f"environment {name!r} is not valid; expected a lowercase name such as "
+            "dev, staging or production (letters, digits and '-')"
+        )
+    return name
+
+
+def check_commit(commit: str | None) -> str | None:
+    if commit is not None and not _COMMIT.fullmatch(commit):
+        raise UsageError(
+            f"commit {commit!r} is not valid; expected a lowercase hex commit SHA (7 to 64 digits)"
+        )
+    return commit
+
+
+def check_rerun(label: str | None) -> str | None:
+    if label is not None and not _RERUN.fullmatch(label):
+        raise UsageError(
+            f"--rerun {label!r} is not valid; use up to 64 letters, digits, '.', '_' or '-'"
+        )
+    return label
+
+
+def idempotency_key(
+    environment: str, commit: str | None, image: str, rerun: str | None = None
+) -> str:
+    """The same inputs give the same key, and Prefect returns the run it already has for it.
+
+    Prefect scopes keys by flow, and every environment's deployment runs the one ``deploy``
+    flow, so the environment is part of the key. A hash keeps the key short for long image
+    references while the readable prefix helps whoever looks at the run.
+    """
+    material = json.dumps([environment, commit, image, rerun])
+    digest = hashlib.sha256(material.encode()).hexdigest()[:32]
+    return f"bascule-trigger/{environment}/{(commit or 'no-commit')[:12]}/{digest}"

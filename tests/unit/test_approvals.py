@@ -1,0 +1,199 @@
+"""``bascule pending | approve | reject``: the answers of Prefect's resume endpoint as exit
+codes (against a scripted fake of the API, through Prefect's client), and the same usage error
+as ``trigger`` when no Prefect API is configured. The real gate is tested in
+tests/integration/test_approval.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from bascule import approvals
+from bascule.errors import OperationFailed, Unreachable, UsageError
+from bascule.outcome import Exit
+from bascule.prefect_client import ApiSettings, Prefect, api_errors, patiently
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = str(uuid4())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pending"],
+        ["approve", RUN, "--as", "alice"],
+        ["reject", RUN, "--as", "alice"],
+        ["trigger", "dev", "--image", "registry.example/app:v1"],
+    ],
+)
+def test_no_prefect_api_url_is_a_usage_error(tmp_path: Path, argv: list[str]) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    # A home of its own: no Prefect profile may set the URL either.
+    env.update(PREFECT_HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-m", "bascule.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == Exit.USAGE, output
+    assert "PREFECT_API_URL is not set" in output
+    assert "Traceback" not in output
+
+
+API = "http://127.0.0.1:4200/api"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture
+def answer(monkeypatch: pytest.MonkeyPatch) -> Callable[[Handler], list[httpx.Request]]:
+    """Makes the commands talk to ``handler`` instead of a server; returns the requests."""
+
+    def install(handler: Handler) -> list[httpx.Request]:
+        seen: list[httpx.Request] = []
+
+        def record(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return handler(request)
+
+        transport = httpx.MockTransport(record)
+        monkeypatch.setattr(approvals, "_prefect", lambda: Prefect(ApiSettings(API), transport))
+        return seen
+
+    return install
+
+
+def resume_answer(status: str, reason: str | None = None) -> Handler:
+    details: dict[str, Any] = {"type": f"{status.lower()}_details"}
+    if reason is not None:
+        details["reason"] = reason
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/resume"):
+            return httpx.Response(200, json={"status": status, "details": details, "state": None})
+        return httpx.Response(404, json={"detail": "not here"})  # the CSRF token: none
+
+    return handle
+
+
+def decision(approver: str = "alice") -> argparse.Namespace:
+    return argparse.Namespace(flow_run=UUID(RUN), approver=approver, comment="LGTM")
+
+
+def test_accepted_decision_sends_the_form_input(
+    answer: Callable[[Handler], list[httpx.Request]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = answer(resume_answer("ACCEPT"))
+    assert approvals.approve(decision()) == Exit.COMPLETED
+    assert f"{RUN}: approved by alice" in capsys.readouterr().out
+    (resume,) = [r for r in seen if r.url.path.endswith("/resume")]
+    body = json.loads(resume.content)
+    assert body == {"run_input": {"approve": True, "approver": "alice", "comment": "LGTM"}}
+
+
+def test_rejected_input_is_a_usage_error_and_abort_a_failure(
+    answer: Callable[[Handler], list[httpx.Request]],
+) -> None:
+    answer(resume_answer("REJECT", "approver: must not be blank"))
+    with pytest.raises(UsageError, match=r"not resumed \(REJECT\): approver: must not be blank"):
+        approvals.reject(decision("   "))
+    answer(resume_answer("ABORT", "This run is not paused"))
+    with pytest.raises(OperationFailed, match=r"not resumed \(ABORT\): This run is not paused"):
+        approvals.approve(decision())
+
+
+def test_unknown_run_is_a_usage_error(answer: Callable[[Handler], list[httpx.Request]]) -> None:
+    answer(lambda request: httpx.Response(404, json={"detail": "Flow run not found"}))
+    with pytest.raises(UsageError, match=f"there is no flow run {RUN}"):
+        approvals.approve(decision())
+
+
+def test_pending_lists_paused_runs(
+    answer: Callable[[Handler], list[httpx.Request]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = {
+        "id": RUN,
+        "name": "brave-fox",
+        "flow_id": str(uuid4()),
+        "parameters": {"environment": "production", "image": "app:v2"},
+    }
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/flow_runs/filter"):
+            return httpx.Response(200, json=[run])
+        return httpx.Response(404, json={"detail": "not here"})
+
+    seen = answer(handle)
+    assert approvals.pending(argparse.Namespace(flow="deploy")) == Exit.COMPLETED
+    assert f"{RUN}  brave-fox  env=production image=app:v2" in capsys.readouterr().out
+    (query,) = [json.loads(r.content) for r in seen if r.url.path.endswith("/flow_runs/filter")]
+    assert query["flow_runs"]["state"]["type"]["any_"] == ["PAUSED"]
+    assert query["flows"]["name"]["any_"] == ["deploy"]
+
+
+# --- how Prefect's and httpx's errors come out -----------------------------------------------
+
+
+def _status_error(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("GET", f"{API}/x")
+    response = httpx.Response(status, json={"detail": "why"}, request=request)
+    return httpx.HTTPStatusError("scripted", request=request, response=response)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "message"),
+    [
+        (_status_error(401), UsageError, "refused the credentials (HTTP 401)"),
+        (_status_error(403), UsageError, "refused the credentials (HTTP 403)"),
+        (_status_error(404), UsageError, "no such thing"),
+        (_status_error(422), UsageError, "reading x: HTTP 422: why"),
+        (_status_error(429), Unreachable, "reading x: HTTP 429"),
+        (_status_error(500), Unreachable, "reading x: HTTP 500"),
+        (httpx.ConnectError("refused"), Unreachable, "reading x: ConnectError: refused"),
+    ],
+)
+def test_api_errors_are_split_by_what_the_caller_can_do(
+    error: Exception, kind: type[Exception], message: str
+) -> None:
+    with (
+        pytest.raises(kind, match=re.escape(message)) as raised,
+        api_errors("reading x", "no such thing"),
+    ):
+        raise error
+    assert type(raised.value) is kind
+
+
+def test_patience_retries_only_what_may_pass() -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise Unreachable("down")
+        return "up"
+
+    assert patiently(flaky, patience=5, interval=0) == "up"
+    with pytest.raises(Unreachable, match=r"gave up after 0s\): down"):
+        patiently(lambda: (_ for _ in ()).throw(Unreachable("down")), patience=0, interval=0)
+
+    def refused() -> None:
+        calls.append(1)
+        raise UsageError("bad")
+
+    calls.clear()
+    with pytest.raises(UsageError):
+        patiently(refused, patience=5, interval=0)
+    assert len(calls) == 1
