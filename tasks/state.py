@@ -12,7 +12,6 @@ from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
 from bascule.kube import KubeError
 from bascule.manifests import (
-    ANNOTATION_IMAGE,
     ANNOTATION_RELEASE,
     COLORS,
     color_of_selector,

@@ -168,21 +168,7 @@ def test_help_lists_exactly_the_commands_exit_codes(
     assert listed == sorted(command.exits)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                strict=True, reason="trigger.EPILOG still lists exit codes of its own"
-            ),
-        )
-        if c.name == "trigger"
-        else c
-        for c in COMMANDS
-    ],
-    ids=[c.name for c in COMMANDS],
-)
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
 def test_help_has_one_list_of_exit_codes(
     command: Command, capsys: pytest.CaptureFixture[str]
 ) -> None:
