@@ -31,7 +31,11 @@ def apiserver_pid(cluster: Cluster) -> int:
     pidfile = cluster.kubeconfig.parent / "pids" / "kube-apiserver"
     if not pidfile.exists():
         pytest.skip("freezing the API server needs a local cluster from tests/cluster")
-    return int(pidfile.read_text())
+    pid = int(pidfile.read_text())
+    comm = Path(f"/proc/{pid}/comm")
+    # Never signal whatever process reuses a stale pid.
+    assert comm.exists() and comm.read_text().strip() == "kube-apiserver", pidfile
+    return pid
 
 
 def freeze(pid: int, seconds: float) -> None:
