@@ -98,6 +98,7 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
     assert done["result"] == "succeeded", done
     waited, verified = step(done, "wait-ready")["seconds"], step(done, "verify")["seconds"]
     print(f"outage_wait_ready_seconds={waited:.1f} outage_verify_seconds={verified:.1f}")
+    print("steps:", [f"{s['name']}: {s['detail']}" for s in done["steps"]])
     assert waited >= FREEZE
     # The window (10 s, a round every 2 s) does not count the API's silence: its rounds are
     # all there, after the freeze.
