@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import deploys
@@ -40,10 +41,29 @@ def apiserver_pid(cluster: Cluster) -> int:
 
 def freeze(pid: int, seconds: float) -> None:
     os.kill(pid, signal.SIGSTOP)
+    print(f"API server frozen at {time.time():.1f} for {seconds} s")
     try:
         time.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def wait_task_running(prefect_api: str, release: dict[str, Any], task: str) -> None:
+    """Until the run's task ``task`` is Running in Prefect (which a frozen Kubernetes API
+    does not stop from answering): the freeze then surely falls inside that step."""
+    query = {
+        "task_runs": {
+            "flow_run_id": {"any_": [release["flow_run_id"]]},
+            "name": {"like_": task},
+            "state": {"type": {"any_": ["RUNNING"]}},
+        }
+    }
+    wait_for(
+        lambda: httpx.post(f"{prefect_api}/task_runs/filter", json=query).json(),
+        120,
+        interval=0.2,
+        what=f"{task} running",
+    )
 
 
 def config(tmp: Path, cluster: Cluster, ns: str, name: str, **over: Any) -> str:
@@ -82,14 +102,10 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
     log = tmp_path / "first.log"
     proc = deploys.start(prefect_server, "deploy", "--dir", slow, "staging", "--image", V1, log=log)
     try:
-        wait_for(
-            lambda: cluster.kubectl("-n", namespace, "get", "pods", "-o", "name"),
-            120,
-            what="the new pods",
-        )
-        time.sleep(2)  # past point-preview: in wait-ready
+        release = deploys.wait_phase(cluster, namespace, V1, {"deploying"})
+        wait_task_running(prefect_server, release, "wait-ready")
         freeze(pid, FREEZE)
-        deploys.wait_phase(cluster, namespace, V1, {"switched", "done"})
+        wait_task_running(prefect_server, release, "verify")
         freeze(pid, FREEZE)
     finally:
         code, out = finish(proc, log)
@@ -105,8 +121,10 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
     rounds = int(step(done, "verify")["detail"].split()[0])
     assert verified >= FREEZE and rounds >= 4, done["steps"]
 
-    # 2. Frozen in the verification window for longer than the bound: the run rolls back,
-    # naming the outage (the rollback itself waits out the rest of the freeze).
+    # 2. Frozen in the verification window for longer than the bound (8 s): the run rolls
+    # back, naming the outage. The rollback has a bound of its own, and waits out the rest
+    # of the freeze: the outage is found 9.5-11.5 s after the freeze began, and a rollback
+    # started then waits until 17.5 s at least.
     short = config(
         tmp_path,
         cluster,
@@ -122,8 +140,9 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
         prefect_server, "deploy", "--dir", short, "staging", "--image", V2, log=log
     )
     try:
-        deploys.wait_phase(cluster, namespace, V2, {"switched"})
-        freeze(pid, 12)
+        release = deploys.wait_phase(cluster, namespace, V2, {"switched"})
+        wait_task_running(prefect_server, release, "verify")
+        freeze(pid, 14)
     finally:
         code, out = finish(proc, log)
     assert code == 3, out  # rolled back
