@@ -88,14 +88,14 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
 ) -> None:
     pid = apiserver_pid(cluster)
 
-    # 1. Frozen during wait-ready (the new pods need 15 s to be Ready) and again during the
+    # 1. Frozen during wait-ready (the new pods need 8 s to be Ready) and again during the
     # verification window: the deploy completes, the window observed for its whole length.
     slow = config(
         tmp_path,
         cluster,
         namespace,
         "slow",
-        env={"START_DELAY": "15", "DRAIN_SECONDS": "1"},
+        env={"START_DELAY": "8", "DRAIN_SECONDS": "1"},
         rollout={"readiness_failure_limit": 0, "scale_down_delay_seconds": 10},
         verification={"window_seconds": 10, "interval_seconds": 2},
     )
