@@ -208,14 +208,23 @@ class Kube:
         with self._lock:
             if self._last_answer is None or self.outage_tolerance <= 0:
                 raise exc
-            if self._silent_since is None:
-                self._silent_since = max(sent, self._last_answer)
-            silent = self._clock() - self._silent_since
+            since = self._silent_since
+            starts = since is None
+            if since is None:
+                since = self._silent_since = max(sent, self._last_answer)
+            silent = self._clock() - since
             if silent >= self.outage_tolerance:
                 # This outage is reported; the clean-up that follows gets a whole bound again.
                 self.outage_seconds += silent
                 self._silent_since = None
                 raise KubeOutage(silent, self.outage_tolerance, exc) from exc
+        if starts:
+            log.warning(
+                "the Kubernetes API at %s does not answer (%s); trying again for up to %g s",
+                self.server,
+                exc,
+                self.outage_tolerance,
+            )
         self._sleep(min(backoff(attempt), self.outage_tolerance - silent))
 
     def _attempt_timeout(self) -> float:

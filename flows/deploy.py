@@ -99,7 +99,7 @@ class Run:
         )
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, detail: str = "") -> T:
-        started = time.monotonic()
+        started, outage = time.monotonic(), self.env.kube.outage_seconds
         self.log.info("%s ...", name)
         try:
             result = fn(*args)
@@ -109,6 +109,9 @@ class Run:
             )
             raise
         text = detail or (result if isinstance(result, str) else "")
+        waited = self.env.kube.outage_seconds - outage
+        if waited:  # why a step took longer than usual
+            text += f" (waited out {waited:.0f} s of Kubernetes API outage)"
         self.release = self.release.with_step(
             h.Step(name, "ok", time.monotonic() - started, text, time.time())
         )

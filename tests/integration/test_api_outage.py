@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import deploys
@@ -31,15 +32,38 @@ def apiserver_pid(cluster: Cluster) -> int:
     pidfile = cluster.kubeconfig.parent / "pids" / "kube-apiserver"
     if not pidfile.exists():
         pytest.skip("freezing the API server needs a local cluster from tests/cluster")
-    return int(pidfile.read_text())
+    pid = int(pidfile.read_text())
+    comm = Path(f"/proc/{pid}/comm")
+    # Never signal whatever process reuses a stale pid.
+    assert comm.exists() and comm.read_text().strip() == "kube-apiserver", pidfile
+    return pid
 
 
 def freeze(pid: int, seconds: float) -> None:
     os.kill(pid, signal.SIGSTOP)
+    print(f"API server frozen at {time.time():.1f} for {seconds} s")
     try:
         time.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def wait_task_running(prefect_api: str, release: dict[str, Any], task: str) -> None:
+    """Until the run's task ``task`` is Running in Prefect (which a frozen Kubernetes API
+    does not stop from answering): the freeze then surely falls inside that step."""
+    query = {
+        "task_runs": {
+            "flow_run_id": {"any_": [release["flow_run_id"]]},
+            "name": {"like_": task},
+            "state": {"type": {"any_": ["RUNNING"]}},
+        }
+    }
+    wait_for(
+        lambda: httpx.post(f"{prefect_api}/task_runs/filter", json=query).json(),
+        120,
+        interval=0.2,
+        what=f"{task} running",
+    )
 
 
 def config(tmp: Path, cluster: Cluster, ns: str, name: str, **over: Any) -> str:
@@ -64,28 +88,24 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
 ) -> None:
     pid = apiserver_pid(cluster)
 
-    # 1. Frozen during wait-ready (the new pods need 15 s to be Ready) and again during the
+    # 1. Frozen during wait-ready (the new pods need 8 s to be Ready) and again during the
     # verification window: the deploy completes, the window observed for its whole length.
     slow = config(
         tmp_path,
         cluster,
         namespace,
         "slow",
-        env={"START_DELAY": "15", "DRAIN_SECONDS": "1"},
+        env={"START_DELAY": "8", "DRAIN_SECONDS": "1"},
         rollout={"readiness_failure_limit": 0, "scale_down_delay_seconds": 10},
         verification={"window_seconds": 10, "interval_seconds": 2},
     )
     log = tmp_path / "first.log"
     proc = deploys.start(prefect_server, "deploy", "--dir", slow, "staging", "--image", V1, log=log)
     try:
-        wait_for(
-            lambda: cluster.kubectl("-n", namespace, "get", "pods", "-o", "name"),
-            120,
-            what="the new pods",
-        )
-        time.sleep(2)  # past point-preview: in wait-ready
+        release = deploys.wait_phase(cluster, namespace, V1, {"deploying"})
+        wait_task_running(prefect_server, release, "wait-ready")
         freeze(pid, FREEZE)
-        deploys.wait_phase(cluster, namespace, V1, {"switched", "done"})
+        wait_task_running(prefect_server, release, "verify")
         freeze(pid, FREEZE)
     finally:
         code, out = finish(proc, log)
@@ -94,14 +114,17 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
     assert done["result"] == "succeeded", done
     waited, verified = step(done, "wait-ready")["seconds"], step(done, "verify")["seconds"]
     print(f"outage_wait_ready_seconds={waited:.1f} outage_verify_seconds={verified:.1f}")
+    print("steps:", [f"{s['name']}: {s['detail']}" for s in done["steps"]])
     assert waited >= FREEZE
     # The window (10 s, a round every 2 s) does not count the API's silence: its rounds are
     # all there, after the freeze.
     rounds = int(step(done, "verify")["detail"].split()[0])
     assert verified >= FREEZE and rounds >= 4, done["steps"]
 
-    # 2. Frozen in the verification window for longer than the bound: the run rolls back,
-    # naming the outage (the rollback itself waits out the rest of the freeze).
+    # 2. Frozen in the verification window for longer than the bound (8 s): the run rolls
+    # back, naming the outage. The rollback has a bound of its own, and waits out the rest
+    # of the freeze: the outage is found 9.5-11.5 s after the freeze began, and a rollback
+    # started then waits until 17.5 s at least.
     short = config(
         tmp_path,
         cluster,
@@ -117,8 +140,9 @@ def test_api_outages_are_waited_out_then_named_past_the_bound(
         prefect_server, "deploy", "--dir", short, "staging", "--image", V2, log=log
     )
     try:
-        deploys.wait_phase(cluster, namespace, V2, {"switched"})
-        freeze(pid, 12)
+        release = deploys.wait_phase(cluster, namespace, V2, {"switched"})
+        wait_task_running(prefect_server, release, "verify")
+        freeze(pid, 14)
     finally:
         code, out = finish(proc, log)
     assert code == 3, out  # rolled back

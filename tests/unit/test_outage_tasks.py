@@ -241,3 +241,32 @@ def test_wait_ready_re_establishes_its_watch_after_an_outage(tmp_path: Path) -> 
 
     api.handlers.append(become_ready)
     assert rollout.wait_ready.fn(env, "green", release) == "2/2 pods of r1 ready"
+
+
+def test_the_endpoints_wait_after_the_switch_outlasts_an_outage(tmp_path: Path) -> None:
+    env, api = make_env(tmp_path)
+    path = serving(env, api, "blue")
+    slices = f"/apis/discovery.k8s.io/v1/namespaces/{env.ns}/endpointslices"
+    moved = api.objects[slices]
+    api.put(slices, {"items": []})  # endpoints follow the switch only after the outage
+
+    def freeze_after_patch(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "PATCH":
+            answer = api.merge_patch(path, json.loads(request.content))
+            api.freeze(20)
+            api.put(slices, moved)
+            return answer
+        return None
+
+    api.handlers.append(freeze_after_patch)
+    started = api.clock.now
+    traffic.switch.fn(env, "green", "blue")
+    assert active(env, api) == "green" and api.clock.now - started >= 20
+
+
+def test_the_smoke_job_wait_outlasts_an_outage(tmp_path: Path) -> None:
+    env, api = make_env(tmp_path)
+    job = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    api.put(k.jobs(env.ns, "smoke-1"), job)
+    api.freeze(20)
+    assert checks._wait_job(env, "smoke-1", 10) == (True, "the smoke Job completed")
