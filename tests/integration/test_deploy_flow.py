@@ -19,11 +19,11 @@ from tests.support.envs import write_envs
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 VERSIONS = ("v1", "v2")  # what /version may answer under load
-# "Well under a second", the README says, for the rollback's PATCH until the endpoints moved
-# (0.03-0.15 s in `make bench`, 0.29 s with 2 cores at load 25), and until clients see only
-# the old version; and one round of post-switch probes.
+# "Well under a second", the README says: the rollback's PATCH until the endpoints moved
+# (0.03-0.15 s in `make bench`, 0.29-0.31 s on 2 cores at load 20); until clients see only
+# the old version kube-proxy's update adds (0.2-0.9 s at load 20); one round of probes.
 SWITCH_SECONDS = 0.5
-OLD_ONLY_SECONDS = 1.0
+OLD_ONLY_SECONDS = 1.5
 PROBE_SECONDS = 1.0
 
 
@@ -281,8 +281,6 @@ def test_killed_deploy_converges_when_run_again(
     res = deploy(prefect_server, cfg, V2)
     report = load.stop()
     assert res.returncode == 0, res.stdout + res.stderr
-    report.assert_sustained()
-    assert report.failures == [], report.failures[:5]
     releases = deploys.history(cluster, namespace)
     killed, rerun = releases[-2], releases[-1]
     assert killed["result"] == "interrupted" and killed["phase"] == "done", killed
@@ -294,6 +292,8 @@ def test_killed_deploy_converges_when_run_again(
     assert active == rerun["color"]
     code, body = cluster.http_get(deploys.service_url(cluster, namespace))
     assert code == 200 and '"v2"' in body
+    report.assert_sustained()
+    assert report.failures == [], report.failures[:5]
 
 
 def test_bad_configuration_is_refused_and_changes_nothing(

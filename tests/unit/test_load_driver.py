@@ -79,8 +79,8 @@ def test_a_driver_that_sent_its_load_passes() -> None:
     ("times", "problem"),
     [
         ([i / 50 for i in range(500)], "too few"),  # half the rate asked
-        ([i / 100 for i in range(400)] + [5 + i / 100 for i in range(500)], "stalled"),
-        ([i / 100 for i in range(850)], "stalled"),  # stopped before the end
+        ([i / 100 for i in range(300)] + [6 + i / 100 for i in range(400)], "stalled"),
+        ([i / 100 for i in range(750)], "stalled"),  # stopped before the end
     ],
     ids=["starved", "stalled-midway", "stopped-early"],
 )
