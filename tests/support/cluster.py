@@ -23,6 +23,8 @@ EXISTING_ENV = "BASCULE_TEST_KUBECONFIG"
 # request's timeout (2 s) no worker was sending, the driver itself had stopped.
 LOAD_FLOOR = 0.8
 LOAD_MAX_GAP = 2.0
+# What /version of the local cluster's sample-app images answers.
+SAMPLE_VERSIONS = ("v1", "v2", "v3")
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class LoadDriver:
         self,
         cluster: Cluster,
         url: str,
-        versions: tuple[str, ...],
+        versions: tuple[str, ...] = SAMPLE_VERSIONS,
         rps: float = 120,
         workers: int = 16,
     ) -> None:
