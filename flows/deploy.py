@@ -217,7 +217,7 @@ def pipeline(
     skip_if_serving: bool = False,
 ) -> Outcome:
     observed, baseline = preflight(env)
-    if skip_if_serving and (serving := already_serving(env, image, observed)):
+    if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
         return Outcome(Completed(message=serving))
     release = plan(env, image, observed, kind, commit)
@@ -296,7 +296,7 @@ def pipeline(
     return Outcome(done, (old, observed.color(old).release) if old else None)
 
 
-def already_serving(env: Env, image: str, observed: bluegreen.Observed) -> str | None:
+def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> str | None:
     """What to say when deploying ``image`` would change nothing, else None."""
     active = observed.active_state
     if active is None:
@@ -313,8 +313,8 @@ def already_serving(env: Env, image: str, observed: bluegreen.Observed) -> str |
         return None
     return (
         f"already serving: {image} serves {env.app} in {env.name} ({active.color}, release "
-        f"{active.release}); nothing changed (redeploy=True, `bascule deploy --redeploy`, "
-        "runs the whole cycle again)"
+        f"{active.release}); nothing changed. To run the whole cycle anyway: "
+        "`bascule deploy --redeploy` (flow parameter redeploy=True)"
     )
 
 

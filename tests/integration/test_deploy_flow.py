@@ -11,6 +11,8 @@ import httpx
 import pytest
 import yaml
 
+from tasks import rollout
+from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import Cluster, LoadDriver, wait_for
 from tests.support.envs import write_envs
@@ -18,6 +20,12 @@ from tests.support.envs import write_envs
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 VERSIONS = ("v1", "v2")  # what /version may answer under load
+# "Well under a second", the README says: the rollback's PATCH until the endpoints moved
+# (0.03-0.15 s in `make bench`, 0.29-0.31 s on 2 cores at load 20); until clients see only
+# the old version kube-proxy's update adds (0.2-0.9 s at load 20); one round of probes.
+SWITCH_SECONDS = 0.5
+OLD_ONLY_SECONDS = 1.5
+PROBE_SECONDS = 1.0
 
 
 def config(tmp: Path, cluster: Cluster, ns: str, name: str = "cfg", **over: Any) -> str:
@@ -63,16 +71,20 @@ def test_zero_failed_requests_through_deploy_and_instant_rollback(
     deploys.kill(proc)  # it was only waiting to retire v1, which the rollback made active
 
     assert res.returncode == 0, res.stdout + res.stderr
+    rollback = deploys.history(cluster, namespace)[-1]
+    assert rollback["kind"] == "rollback" and rollback["result"] == "succeeded"
+    switch = next(s for s in rollback["steps"] if s["name"] == "switch")
+    # From the PATCH back to the last request that v2 answered, as clients saw it.
+    last_v2 = max(s["t"] for s in report.samples if s["version"] == "v2")
+    v2_after = last_v2 - (switch["at"] - switch["seconds"])
+    print(f"rollback_switch_seconds={switch['seconds']:.3f} v2_answered_after={v2_after:.3f}")
+    report.assert_sustained()
     assert report.failures == [], report.failures[:5]
-    assert report.rate() >= 100, report.rate()
     between = [s for s in report.samples if switched_at + 1 < s["t"] < rollback_started]
     assert between and {s["version"] for s in between} == {"v2"}
     assert {s["version"] for s in report.samples if s["t"] > rolled_back + 1} == {"v1"}
-    rollback = deploys.history(cluster, namespace)[-1]
-    assert rollback["kind"] == "rollback" and rollback["result"] == "succeeded"
-    switch_s = next(s["seconds"] for s in rollback["steps"] if s["name"] == "switch")
-    print(f"rollback_switch_seconds={switch_s:.3f} requests={report.total}")
-    assert switch_s < 5
+    assert switch["seconds"] < SWITCH_SECONDS
+    assert v2_after < OLD_ONLY_SECONDS
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
 
@@ -142,12 +154,25 @@ def test_failure_after_switch_rolls_back_automatically(
     assert res.returncode == 3, res.stdout + res.stderr  # rolled back
     last = deploys.history(cluster, namespace)[-1]
     assert last["result"] == "rolled-back" and "verification" in last["reason"]
-    decided = next(s["at"] - s["seconds"] for s in last["steps"] if s["name"] == "rollback-switch")
-    bad_after = [s["t"] for s in report.samples if s["version"] != "v1" or not s["ok"]]
-    old_only_after = max(0.0, max(bad_after, default=decided) - decided)
-    print(f"decision_to_old_only_seconds={old_only_after:.3f}")
-    assert old_only_after < 3
-    assert {s["version"] for s in report.samples if s["t"] > decided + 3} == {"v1"}
+    back = next(s for s in last["steps"] if s["name"] == "rollback-switch")
+    decided = back["at"] - back["seconds"]
+    bad = [s["t"] for s in report.samples if s["version"] != "v1" or not s["ok"]]
+    # v2's first injected error that a client saw
+    went_bad = min(s["t"] for s in report.failures if s["error"] == "HTTP 500")
+    noticed = decided - went_bad
+    old_only_after = max(0.0, max(bad) - decided)
+    print(
+        f"bad_to_decision_seconds={noticed:.3f} rollback_switch_seconds={back['seconds']:.3f} "
+        f"decision_to_old_only_seconds={old_only_after:.3f} failures={len(report.failures)}"
+    )
+    report.assert_sustained()
+    # The window probes every second: failures last one interval and a probe, not longer.
+    assert 0 <= noticed < 1 + PROBE_SECONDS
+    late = [f for f in report.failures if not went_bad <= f["t"] < decided + OLD_ONLY_SECONDS]
+    assert late == [], late[:5]  # no failure outside going bad → rolled back
+    assert back["seconds"] < SWITCH_SECONDS
+    assert old_only_after < OLD_ONLY_SECONDS
+    assert {s["version"] for s in report.samples if s["t"] > decided + OLD_ONLY_SECONDS} == {"v1"}
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
     # The run's report in Prefect says what happened and why.
@@ -185,16 +210,17 @@ def test_deploying_the_image_that_serves_changes_nothing_unless_asked(
     assert "already serving" in again.stdout and "blue" in again.stdout, again.stdout
     assert deploys.snapshot(cluster, namespace) == before  # no color deployed, no switch
     assert deploys.history(cluster, namespace) == releases
-    # A changed configuration is no longer what serves: the same image goes through a cycle.
+    # With a changed configuration the same image is no longer what serves (a dry run).
+    release = releases[-1]["id"]
+    assert rollout.applies_unchanged(Env.open("staging", v1_live), "blue", V1, release)
     changed = config(tmp_path, cluster, namespace, "changed", env={"DRAIN_SECONDS": "2"})
-    res = deploy(prefect_server, changed, V1)
-    assert res.returncode == 0 and "already serving" not in res.stdout, res.stdout + res.stderr
-    assert deploys.history(cluster, namespace)[-1]["color"] == "green"
-    forced = deploy(prefect_server, changed, V1, "--redeploy")
+    assert not rollout.applies_unchanged(Env.open("staging", changed), "blue", V1, release)
+    assert deploys.snapshot(cluster, namespace) == before
+    forced = deploy(prefect_server, v1_live, V1, "--redeploy")
     assert forced.returncode == 0, forced.stdout + forced.stderr
     last = deploys.history(cluster, namespace)[-1]
-    assert (last["image"], last["result"], last["color"]) == (V1, "succeeded", "blue"), last
-    assert deploys.active_color(cluster, namespace) == "blue"
+    assert (last["image"], last["result"], last["color"]) == (V1, "succeeded", "green"), last
+    assert deploys.active_color(cluster, namespace) == "green"
 
 
 def test_scheduled_redeploy_finds_a_hand_changed_image_and_redeploys(
@@ -256,8 +282,6 @@ def test_killed_deploy_converges_when_run_again(
     res = deploy(prefect_server, cfg, V2)
     report = load.stop()
     assert res.returncode == 0, res.stdout + res.stderr
-    report.assert_sustained()
-    assert report.failures == [], report.failures[:5]
     releases = deploys.history(cluster, namespace)
     killed, rerun = releases[-2], releases[-1]
     assert killed["result"] == "interrupted" and killed["phase"] == "done", killed
@@ -269,6 +293,8 @@ def test_killed_deploy_converges_when_run_again(
     assert active == rerun["color"]
     code, body = cluster.http_get(deploys.service_url(cluster, namespace))
     assert code == 200 and '"v2"' in body
+    report.assert_sustained()
+    assert report.failures == [], report.failures[:5]
 
 
 def test_rollback_needs_no_image_in_the_environment_file(

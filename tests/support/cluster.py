@@ -19,9 +19,12 @@ from bascule.kube import Kube, Target
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
 REPO = CLUSTER_DIR.parents[1]
 EXISTING_ENV = "BASCULE_TEST_KUBECONFIG"
-# What a load driver must achieve, of the rate asked, and its longest pause, seconds.
+# What a load driver must achieve, of the rate asked, and its longest pause: past a
+# request's timeout (2 s) no worker was sending, the driver itself had stopped.
 LOAD_FLOOR = 0.8
-LOAD_MAX_GAP = 1.0
+LOAD_MAX_GAP = 2.0
+# What /version of the local cluster's sample-app images answers.
+SAMPLE_VERSIONS = ("v1", "v2", "v3")
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ class LoadDriver:
         self,
         cluster: Cluster,
         url: str,
-        versions: tuple[str, ...],
+        versions: tuple[str, ...] = SAMPLE_VERSIONS,
         rps: float = 120,
         workers: int = 16,
     ) -> None:

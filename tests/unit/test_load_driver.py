@@ -79,8 +79,9 @@ def test_a_driver_that_sent_its_load_passes() -> None:
     ("times", "problem"),
     [
         ([i / 50 for i in range(500)], "too few"),  # half the rate asked
-        ([i / 100 for i in range(400)] + [5 + i / 100 for i in range(500)], "stalled"),
-        ([i / 100 for i in range(850)], "stalled"),  # stopped before the end
+        # enough requests in all, at 120/s, but none for 2.5 s
+        ([i / 120 for i in range(480)] + [6.5 + i / 120 for i in range(420)], "stalled"),
+        ([i / 110 for i in range(860)], "stalled"),  # stopped 2.2 s before the end
     ],
     ids=["starved", "stalled-midway", "stopped-early"],
 )
