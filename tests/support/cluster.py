@@ -15,14 +15,15 @@ from itertools import pairwise
 from pathlib import Path
 
 from bascule.kube import Kube, Target
+from tests.support.load import REQUEST_TIMEOUT
 
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
 REPO = CLUSTER_DIR.parents[1]
 EXISTING_ENV = "BASCULE_TEST_KUBECONFIG"
 # What a load driver must achieve, of the rate asked, and its longest pause: past a
-# request's timeout (2 s) no worker was sending, the driver itself had stopped.
+# request's timeout no worker was sending, the driver itself had stopped.
 LOAD_FLOOR = 0.8
-LOAD_MAX_GAP = 2.0
+LOAD_MAX_GAP = REQUEST_TIMEOUT
 # What /version of the local cluster's sample-app images answers.
 SAMPLE_VERSIONS = ("v1", "v2", "v3")
 

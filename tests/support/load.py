@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+REQUEST_TIMEOUT = 2.0  # seconds; a slower answer is a failure
+
 
 @dataclass
 class Sample:
@@ -77,7 +79,7 @@ def run(
     def worker(offset: float) -> None:
         next_at = time.monotonic() + offset
         while time.monotonic() < deadline and not (stop_file and stop_file.exists()):
-            sample = one_request(host, port, path, 2.0, versions)
+            sample = one_request(host, port, path, REQUEST_TIMEOUT, versions)
             with lock:
                 report.samples.append(sample)
             next_at += interval
