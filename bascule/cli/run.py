@@ -60,6 +60,12 @@ def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("environment", metavar="ENV")
     parser.add_argument("--image", help="image reference (default: the environment's image)")
     parser.add_argument("--commit", help="commit the image was built from, for the record")
+    parser.add_argument(
+        "--redeploy",
+        action="store_true",
+        help="run the whole cycle even when the image already serves (default: say so, "
+        "change nothing)",
+    )
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -73,6 +79,7 @@ def deploy(args: argparse.Namespace) -> int:
             image=args.image,
             commit=args.commit,
             config_dir=str(args.dir),
+            redeploy=args.redeploy,
             return_state=True,
         )
     )
