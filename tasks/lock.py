@@ -54,7 +54,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -187,25 +187,24 @@ class _Holding:
         lock turns out lost."""
         every = self.lease_seconds / RENEWALS_PER_LEASE
         slot_due = time.monotonic()
-        with get_client(sync_client=True) as prefect:
-            while not stop.wait(every):
-                # Whatever fails is retried next period: a renewer that died would let
-                # the Lease expire under a live holder.
-                try:
-                    self.renew()
-                    if self.slot is not None and time.monotonic() >= slot_due:
-                        self._renew_slot(prefect)
-                        slot_due = time.monotonic() + SLOT_LEASE_SECONDS / 4
-                except Exception:
-                    continue
-                if self.lost is not None and not stop.is_set():
-                    _raise_in(holder)
-                    return
+        while not stop.wait(every):
+            # Whatever fails is retried next period: a renewer that died would let the
+            # Lease expire under a live holder.
+            try:
+                self.renew()
+                if self.slot is not None and time.monotonic() >= slot_due:
+                    self._renew_slot(self.slot)
+                    slot_due = time.monotonic() + SLOT_LEASE_SECONDS / 4
+            except Exception:
+                continue
+            if self.lost is not None and not stop.is_set():
+                _raise_in(holder)
+                return
 
-    def _renew_slot(self, prefect: SyncPrefectClient) -> None:
-        assert self.slot is not None
+    def _renew_slot(self, slot: UUID) -> None:
         try:
-            prefect.renew_concurrency_lease(self.slot, lease_duration=SLOT_LEASE_SECONDS)
+            with get_client(sync_client=True) as prefect:
+                prefect.renew_concurrency_lease(slot, lease_duration=SLOT_LEASE_SECONDS)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != 410:
                 raise
