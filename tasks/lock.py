@@ -247,14 +247,14 @@ def take_slot(name: str, deadline: float) -> UUID:
                     names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_SECONDS
                 )
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423 or time.monotonic() >= deadline:
-                    if exc.response.status_code == 423:
-                        raise LockHeld(
-                            f"the Prefect global concurrency limit {name} is taken by another "
-                            "run; wait for it to finish or set rollout.lock_timeout_seconds "
-                            "to queue behind it"
-                        ) from None
+                if exc.response.status_code != 423:  # 423 Locked: the slot is taken
                     raise
+                if time.monotonic() >= deadline:
+                    raise LockHeld(
+                        f"the Prefect global concurrency limit {name} is taken by another "
+                        "run; wait for it to finish or set rollout.lock_timeout_seconds "
+                        "to queue behind it"
+                    ) from None
                 time.sleep(POLL_SECONDS)
                 continue
             body = resp.json()
