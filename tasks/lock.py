@@ -46,7 +46,7 @@ import contextvars
 import ctypes
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,7 +54,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -110,25 +110,27 @@ class _Sighting:
 
 def _try_take(
     env: Env, me: str, seen: _Sighting, lease_seconds: int = LEASE_SECONDS
-) -> lease.LeaseDecision:
+) -> tuple[lease.LeaseDecision, dict[str, Any] | None]:
+    """The decision, and the Lease as written when it was taken."""
     current = env.kube.get_or_none(env.lease)
     decision = lease.decide(current, me, _now(), seen.of(current))
     if decision.action == "held":
-        return decision
+        return decision, None
     body = _lease_body(env, lease.held_spec(me, _now(), lease_seconds), lease.version(current))
     try:
         if current is None:
-            env.kube.create(k.leases(env.ns), body)
+            written = env.kube.create(k.leases(env.ns), body)
         else:
-            env.kube.replace(env.lease, body)
+            written = env.kube.replace(env.lease, body)
     except KubeError as exc:
         if exc.status != 409:
             raise
         # Someone else wrote it first: judge what they wrote, seen just now.
         fresh = env.kube.get_or_none(env.lease)
         raced = lease.decide(fresh, me, _now(), seen.of(fresh))
-        return raced if raced.action == "held" else lease.LeaseDecision("held", raced.holder)
-    return decision
+        held = raced if raced.action == "held" else lease.LeaseDecision("held", raced.holder)
+        return held, None
+    return decision, written
 
 
 def _raise_in(thread: threading.Thread) -> None:
@@ -151,22 +153,17 @@ class _Holding:
     lost: str | None = None  # why the lock was lost, once it was
     _write: threading.Lock = field(default_factory=threading.Lock)
 
-    def renew(self) -> None:
-        """Rewrites the Lease as ours (with the slot lease id); notes a takeover. One PUT
-        on the version we wrote last; a conflict re-reads it and tries once more."""
+    def _rewrite(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Applies ``change`` to the Lease while it is ours, noting a takeover in ``lost``:
+        one PUT on the version we wrote last; a conflict re-reads it and tries once more."""
         with self._write:
             for attempt in (1, 2):
-                current = self.last or self.env.kube.get(self.env.lease)
-                holder = current["spec"].get("holderIdentity")
-                if holder != self.me:
+                current = self.last or self.env.kube.get_or_none(self.env.lease)
+                holder = current["spec"].get("holderIdentity") if current else None
+                if current is None or holder != self.me:
                     self.lost = f"the Lease was taken over by {holder or 'nobody'}"
                     return
-                annotations = current["metadata"].setdefault("annotations", {})
-                if self.slot is not None:
-                    annotations[lease.ANNOTATION_SLOT] = str(self.slot)
-                current["spec"] = lease.held_spec(
-                    self.me, _now(), self.lease_seconds, self.acquired
-                )
+                change(current)
                 try:
                     self.last = self.env.kube.replace(self.env.lease, current)
                     return
@@ -175,42 +172,52 @@ class _Holding:
                     if exc.status != 409 or attempt == 2:
                         raise
 
+    def renew(self) -> None:
+        """Rewrites the Lease as ours, with the slot lease id once there is one."""
+
+        def renewed(current: dict[str, Any]) -> None:
+            if self.slot is not None:
+                annotations = current["metadata"].setdefault("annotations", {})
+                annotations[lease.ANNOTATION_SLOT] = str(self.slot)
+            current["spec"] = lease.held_spec(self.me, _now(), self.lease_seconds, self.acquired)
+
+        self._rewrite(renewed)
+
     def keep(self, stop: threading.Event, holder: threading.Thread) -> None:
         """The background renewal, until ``stop``; raises LockLost in ``holder`` when the
         lock turns out lost."""
         every = self.lease_seconds / RENEWALS_PER_LEASE
         slot_due = time.monotonic()
-        with get_client(sync_client=True) as prefect:
-            while not stop.wait(every):
-                # Whatever fails is retried next period: a renewer that died would let
-                # the Lease expire under a live holder.
-                try:
-                    self.renew()
-                    if self.slot is not None and time.monotonic() >= slot_due:
-                        self._renew_slot(prefect)
-                        slot_due = time.monotonic() + SLOT_LEASE_SECONDS / 4
-                except Exception:
-                    continue
-                if self.lost is not None and not stop.is_set():
-                    _raise_in(holder)
-                    return
+        while not stop.wait(every):
+            # Whatever fails is retried next period: a renewer that died would let the
+            # Lease expire under a live holder.
+            try:
+                self.renew()
+                if self.slot is not None and time.monotonic() >= slot_due:
+                    self._renew_slot(self.slot)
+                    slot_due = time.monotonic() + SLOT_LEASE_SECONDS / 4
+            except Exception:
+                continue
+            if self.lost is not None and not stop.is_set():
+                _raise_in(holder)
+                return
 
-    def _renew_slot(self, prefect: SyncPrefectClient) -> None:
-        assert self.slot is not None
+    def _renew_slot(self, slot: UUID) -> None:
         try:
-            prefect.renew_concurrency_lease(self.slot, lease_duration=SLOT_LEASE_SECONDS)
+            with get_client(sync_client=True) as prefect:
+                prefect.renew_concurrency_lease(slot, lease_duration=SLOT_LEASE_SECONDS)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != 410:
                 raise
             self.lost = "Prefect revoked the concurrency slot lease"
 
     def release(self) -> None:
-        with self._write, suppress(KubeError):  # if this fails, it expires by itself
-            current = self.env.kube.get_or_none(self.env.lease)
-            if current and current["spec"].get("holderIdentity") == self.me:
-                current["spec"] = {"leaseDurationSeconds": self.lease_seconds}
-                current["metadata"].get("annotations", {}).pop(lease.ANNOTATION_SLOT, None)
-                self.env.kube.replace(self.env.lease, current)
+        def released(current: dict[str, Any]) -> None:
+            current["spec"] = {"leaseDurationSeconds": self.lease_seconds}
+            current["metadata"].get("annotations", {}).pop(lease.ANNOTATION_SLOT, None)
+
+        with suppress(KubeError):  # if this fails, it expires by itself
+            self._rewrite(released)
 
 
 def limit_name(env: Env) -> str:
@@ -241,14 +248,14 @@ def take_slot(name: str, deadline: float) -> UUID:
                     names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_SECONDS
                 )
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423 or time.monotonic() >= deadline:
-                    if exc.response.status_code == 423:
-                        raise LockHeld(
-                            f"the Prefect global concurrency limit {name} is taken by another "
-                            "run; wait for it to finish or set rollout.lock_timeout_seconds "
-                            "to queue behind it"
-                        ) from None
+                if exc.response.status_code != 423:  # 423 Locked: the slot is taken
                     raise
+                if time.monotonic() >= deadline:
+                    raise LockHeld(
+                        f"the Prefect global concurrency limit {name} is taken by another "
+                        "run; wait for it to finish or set rollout.lock_timeout_seconds "
+                        "to queue behind it"
+                    ) from None
                 time.sleep(POLL_SECONDS)
                 continue
             body = resp.json()
@@ -263,12 +270,15 @@ def deploy_lock(env: Env, me: str, lease_seconds: int = LEASE_SECONDS) -> Iterat
     keeps it past ``rollout.lock_timeout_seconds``; LockLost in the body if it is lost."""
     deadline = time.monotonic() + env.cfg.rollout.lock_timeout_seconds
     seen = _Sighting()
-    while (decision := _try_take(env, me, seen, lease_seconds)).action != "take":
+    while True:
+        decision, written = _try_take(env, me, seen, lease_seconds)
+        if decision.action == "take":
+            break
         if time.monotonic() >= deadline:
             where = f"Lease {env.ns}/{env.lease.rsplit('/', 1)[1]}"
             raise LockHeld(lease.refusal(env.app, env.name, where, decision))
         time.sleep(POLL_SECONDS)
-    holding = _Holding(env, me, lease_seconds)
+    holding = _Holding(env, me, lease_seconds, last=written)
     stop = threading.Event()
     keep = contextvars.copy_context().run  # the run's Prefect settings, in the renewer too
     renewer = threading.Thread(

@@ -4,6 +4,7 @@ fast a killed holder's lock comes back."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from bascule.kube import Kube
+from bascule.kube import Kube, KubeError
 from bascule.lease import ANNOTATION_SLOT, held_spec
 from tasks import lock
 from tasks.context import Env
 from tests.support import deploys, locks
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
@@ -34,10 +36,10 @@ def config(tmp: Path, cluster: Cluster, ns: str, name: str = "cfg", **over: Any)
 
 
 @pytest.fixture
-def prefect_api(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def prefect_api(prefect_server: str) -> Iterator[str]:
     """This process's Prefect client (the in-process lock) talks to the test server."""
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    return prefect_server
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        yield prefect_server
 
 
 @pytest.fixture
@@ -45,6 +47,13 @@ def env(cluster: Cluster, namespace: str, tmp_path: Path, prefect_api: str) -> I
     opened = Env.open("staging", config(tmp_path, cluster, namespace))
     yield opened
     opened.kube.close()
+
+
+def in_thread(target: Callable[[], None]) -> threading.Thread:
+    """A thread running ``target`` with this test's Prefect settings (a context variable)."""
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,))
+    thread.start()
+    return thread
 
 
 class Barrier(Kube):
@@ -71,7 +80,7 @@ def race(env: Env, seen: Callable[[], lock._Sighting]) -> dict[str, str]:
 
     def take(me: str) -> None:
         own = Env(env.cfg, env.templates, Barrier(env, barrier))
-        results[me] = lock._try_take(own, me, seen()).action
+        results[me] = lock._try_take(own, me, seen())[0].action
         own.kube.close()
 
     threads = [threading.Thread(target=take, args=(f"racer-{i}",)) for i in range(RACERS)]
@@ -123,8 +132,13 @@ def test_the_prefect_limit_alone_refuses_and_queues_a_second_holder(env: Env) ->
     assert holder(env) is None
 
     # Freed, it is taken at once by whoever waits.
-    threading.Timer(1, lock.free_slot, args=(str(first),)).start()
+    def free_later() -> None:
+        time.sleep(1)
+        lock.free_slot(str(first))
+
+    releaser = in_thread(free_later)
     second = lock.take_slot(name, time.monotonic() + 30)
+    releaser.join()
     lock.free_slot(str(second))
 
 
@@ -137,8 +151,7 @@ def test_a_holder_keeps_the_lock_for_longer_than_its_lease(env: Env) -> None:
             entered.set()
             time.sleep(held_for)
 
-    holder_thread = threading.Thread(target=hold)
-    holder_thread.start()
+    holder_thread = in_thread(hold)
     assert entered.wait(timeout=30)
     started = time.monotonic()
     while holder_thread.is_alive() and time.monotonic() - started < held_for - 1:
@@ -171,13 +184,21 @@ def test_a_holder_whose_lease_was_taken_over_is_stopped(env: Env) -> None:
         except lock.LockLost:
             outcome.append("stopped")
 
-    holder_thread = threading.Thread(target=hold)
-    holder_thread.start()
+    holder_thread = in_thread(hold)
     assert entered.wait(timeout=30)
+
     # A successor that judged the holder dead (a frozen holder, say) took the Lease.
-    current = env.kube.get(env.lease)
-    current["spec"] = held_spec("successor", lock._now(), 60)
-    env.kube.replace(env.lease, current)
+    def steal() -> bool:
+        current = env.kube.get(env.lease)
+        current["spec"] = held_spec("successor", lock._now(), 60)
+        try:
+            env.kube.replace(env.lease, current)
+        except KubeError as exc:  # the holder renewed in between: read it again
+            assert exc.status == 409
+            return False
+        return True
+
+    wait_for(steal, 10, interval=0, what="the Lease taken over")
     taken = time.monotonic()
     holder_thread.join(timeout=30)
     assert outcome == ["stopped"]
