@@ -20,12 +20,12 @@ once their leases are no longer renewed, so it queues behind them (for at least
 renews past that wait is alive (its heartbeats were late, not stopped): the recovery then
 ends ``LockHeld`` having changed nothing, and that run finishes by itself.
 
-Unwatched: a run started in-process (``bascule deploy`` on a laptop or a CI runner) has no
-worker to report its death, and its flow run carries no environment tag, so neither
-trigger matches it. Killed after the switch, it leaves the new version serving until the
-next deploy, rollback or recovery of that environment (``prefect deployment run
-recover/<env>``) reconciles it. Runs started through a deployment (``bascule trigger``,
-the GitHub workflows, the schedule) are watched.
+A run started in-process (``bascule deploy`` on a laptop or a CI runner) has no worker to
+report its death; the command tags it and makes it beat like a deployment's run
+(``bascule.cli.run.run_watched``), so only the heartbeat path sees it. With no worker of the
+pool running, nothing executes the recovery: the release stays in flight until the next
+deploy, rollback or recovery of that environment (``prefect deployment run
+recover/<env>``) reconciles it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ anything changes; the flows are imported only when a command runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from bascule.cli.options import add_dir_argument
 from bascule.errors import Unreachable
@@ -55,6 +57,26 @@ def _check_prefect() -> None:
         )
 
 
+# As often as prefect.yaml's work pool has runs beat (tests/unit/test_recover_triggers.py
+# checks they agree): the recover automation's heartbeat trigger then sees this run too.
+HEARTBEAT_SECONDS = 30
+
+
+def run_watched(environment: str, flow: Callable[..., State], **parameters: Any) -> State:
+    """Runs ``flow`` in this process as the recover automations of prefect.yaml watch a
+    deployment's run: tagged with its environment and sending heartbeats, so that if this
+    process dies in flight, the heartbeat trigger starts ``recover/<environment>``."""
+    from prefect import tags
+
+    with tags("bascule", environment):
+        return flow(environment=environment, **parameters, return_state=True)
+
+
+def _beating() -> None:
+    """Heartbeats on unless set otherwise; Prefect reads its settings when first imported."""
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
+
+
 def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
@@ -69,18 +91,19 @@ def deploy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def deploy(args: argparse.Namespace) -> int:
+    _beating()
     from flows.deploy import deploy as deploy_flow
 
     _checked(args).resolve_image(args.image)
     _check_prefect()
     return finish(
-        deploy_flow(
-            environment=args.environment,
+        run_watched(
+            args.environment,
+            deploy_flow,
             image=args.image,
             commit=args.commit,
             config_dir=str(args.dir),
             redeploy=args.redeploy,
-            return_state=True,
         )
     )
 
@@ -97,15 +120,13 @@ def rollback_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rollback(args: argparse.Namespace) -> int:
+    _beating()
     from flows.rollback import rollback as rollback_flow
 
     _checked(args)  # no image: a rollback deploys one from the history
     _check_prefect()
     return finish(
-        rollback_flow(
-            environment=args.environment,
-            to_release=args.to_release,
-            config_dir=str(args.dir),
-            return_state=True,
+        run_watched(
+            args.environment, rollback_flow, to_release=args.to_release, config_dir=str(args.dir)
         )
     )

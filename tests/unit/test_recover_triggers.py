@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import yaml
 from prefect.cli.deploy._triggers import DeploymentTriggerAdapter
+from prefect.context import TagsContext
 from prefect.server.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.server.events.schemas.events import ReceivedEvent
 
+from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
 from bascule.config import ENVIRONMENTS
 from flows.deploy import deploy
 from flows.recover import recover
@@ -86,7 +88,7 @@ def test_no_recovery_for_itself_other_environments_or_untagged_runs(env: str) ->
         for flow, tags in (
             (recover.name, ["bascule", env, "recover"]),  # a crashed recovery: no loop
             ("deploy", ["bascule", other]),
-            ("deploy", []),  # started in-process: unwatched
+            ("deploy", []),  # a run nobody tagged
         ):
             assert not trigger.covers(run_event("prefect.flow-run.Crashed", flow, tags))
             assert not trigger.covers(run_event("prefect.flow-run.heartbeat", flow, tags))
@@ -99,3 +101,22 @@ def test_watched_runs_beat_often_enough_for_the_window() -> None:
         if dep["entrypoint"] != "flows/recover.py:recover":
             env = dep["work_pool"]["job_variables"]["env"]
             assert 3 * int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) <= window, dep["name"]
+            # ``bascule deploy`` beats as often: its runs are watched the same way.
+            assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) == HEARTBEAT_SECONDS
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_runs_started_in_process_are_watched_too(env: str) -> None:
+    """``bascule deploy`` / ``rollback`` run the flow here, tagged as a deployment's run."""
+    seen: dict[str, Any] = {}
+
+    def flow(**parameters: Any) -> Any:
+        seen.update(parameters, tags=sorted(TagsContext.get().current_tags))
+        return "state"
+
+    assert run_watched(env, flow, image="app:v2") == "state"
+    assert seen["environment"] == env and seen["image"] == "app:v2" and seen["return_state"]
+    crashed, silent = recover_triggers(env)
+    for event in ("prefect.flow-run.Crashed", "prefect.flow-run.heartbeat"):
+        trigger = crashed if event.endswith("Crashed") else silent
+        assert trigger.covers(run_event(event, "deploy", seen["tags"]))
