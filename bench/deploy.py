@@ -149,7 +149,7 @@ def main() -> None:
     ns_plain, ns_bascule = f"bench-kubectl-{tag}", f"bench-bascule-{tag}"
     ns_crash = f"bench-crash-{tag}"
     for ns in (ns_plain, ns_bascule, ns_crash):
-        cluster.kubectl("create", "namespace", ns)
+        cluster.create_namespace(ns)
     with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_API_URL"] = server.api_url
         from flows.deploy import deploy  # after PREFECT_API_URL: the flows report there
@@ -164,14 +164,6 @@ def main() -> None:
                 {**MINIMAL, "rollout": {"scale_down_delay_seconds": 600}},
                 ("staging",),
             )
-        )
-        cluster.kubectl(
-            "wait",
-            "--for=jsonpath={.metadata.name}=default",
-            "-n",
-            ns_bascule,
-            "serviceaccount/default",
-            "--timeout=60s",
         )
         deploy(environment="staging", image=IMAGES[0], config_dir=cfg)  # sets the stage
         baseline = kubectl_baseline(cluster, ns_plain, rounds, cfg)

@@ -26,13 +26,6 @@ def cluster() -> Cluster:
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl(
-        "wait",
-        "--for=jsonpath={.metadata.name}=default",
-        f"-n={name}",
-        "serviceaccount/default",
-        "--timeout=60s",
-    )
+    cluster.create_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

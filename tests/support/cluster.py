@@ -48,6 +48,17 @@ class Cluster:
         """An API client for this cluster (the one the flows use)."""
         return Kube(Target(str(self.kubeconfig)))
 
+    def create_namespace(self, name: str, timeout: float = 60) -> None:
+        """A namespace pods can run in: its ``default`` ServiceAccount, which the controller
+        manager adds a moment after the namespace, exists. (`kubectl wait` cannot wait for
+        an object to appear: it fails at once while the account is not there yet.)"""
+        self.kubectl("create", "namespace", name)
+        deadline = time.monotonic() + timeout
+        while not self.kubectl("get", "-n", name, "serviceaccount", "default", check=False):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"namespace {name}: no default ServiceAccount after {timeout} s")
+            time.sleep(0.2)
+
     def get_json(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", "-o", "json", *args))
 
