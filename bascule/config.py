@@ -59,6 +59,7 @@ __all__ = [
     "SmokeHttpScenario",
     "SmokeJob",
     "VerificationConfig",
+    "check_environment_name",
     "describe_schema",
     "environment_files",
     "load_all",
@@ -78,6 +79,7 @@ _JSON_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
 # Room for the longest suffix Bascule adds to the app name (`-preview`, `-history`, `-green`)
 # inside the 63-character limit of Kubernetes names, with some to spare.
 APP_NAME_MAX = 40
+ENVIRONMENT_NAME_MAX = 30
 
 
 class FieldProblem(ValueError):
@@ -135,13 +137,19 @@ def _allows_none(annotation: Any) -> bool:
 
 
 def _check_dns_label(value: str, what: str, pattern: re.Pattern[str], max_len: int) -> str:
-    if len(value) > max_len or not pattern.match(value):
+    # fullmatch: with match, ``$`` also matches before a trailing newline.
+    if len(value) > max_len or not pattern.fullmatch(value):
         first = "a lowercase letter" if pattern is _DNS1035_LABEL else "a lowercase letter or digit"
-        raise ValueError(
+        raise UsageError(
             f"{value!r} is not a valid {what} — use at most {max_len} lowercase letters, digits "
             f"and '-', starting with {first} and ending with a letter or digit"
         )
     return value
+
+
+def check_environment_name(value: str) -> str:
+    """The one rule for environment names, for files and command-line arguments alike."""
+    return _check_dns_label(value, "environment name", _DNS1123_LABEL, ENVIRONMENT_NAME_MAX)
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -170,7 +178,7 @@ EnvValue = Annotated[str, BeforeValidator(_plain_env_value)]
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
     for name in env:
-        if not _ENV_VAR_NAME.match(name):
+        if not _ENV_VAR_NAME.fullmatch(name):
             raise FieldProblem(
                 f"{name!r} is not a valid environment variable name — use letters, digits "
                 "and '_', not starting with a digit",
@@ -366,7 +374,7 @@ class HealthCheck(_HttpTarget):
     @field_validator("json_field")
     @classmethod
     def _valid_json_path(cls, value: str | None) -> str | None:
-        if value is not None and not _JSON_PATH.match(value):
+        if value is not None and not _JSON_PATH.fullmatch(value):
             raise ValueError(f"{value!r} is not a dotted path — write e.g. `version` or `data.id`")
         return value
 
@@ -426,7 +434,7 @@ class SmokeHttpScenario(_HttpTarget):
     @classmethod
     def _valid_json_paths(cls, value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
         for path in value or {}:
-            if not _JSON_PATH.match(path):
+            if not _JSON_PATH.fullmatch(path):
                 raise FieldProblem(
                     f"{path!r} is not a dotted path — write e.g. `version` or `data.id`",
                     path,
@@ -591,7 +599,7 @@ class EnvironmentConfig(_Section):
     @field_validator("environment")
     @classmethod
     def _valid_environment(cls, value: str, info: ValidationInfo) -> str:
-        _check_dns_label(value, "environment name", _DNS1123_LABEL, 30)
+        check_environment_name(value)
         expected = info.context.get("environment") if isinstance(info.context, dict) else None
         if expected is not None and value != expected:
             raise ValueError(

@@ -124,7 +124,7 @@ def selector_patch(app: str, color: Color, resource_version: str) -> dict[str, A
 
 def validate_release_id(release_id: str) -> str:
     """A release id is stored as a label value: at most 63 of [A-Za-z0-9-_.], alphanumeric ends."""
-    if not _LABEL_VALUE.match(release_id):
+    if not _LABEL_VALUE.fullmatch(release_id):
         raise ValueError(
             f"release id {release_id!r} is not a valid label value: use at most 63 letters, "
             "digits, '-', '_' or '.', beginning and ending with a letter or digit"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bascule.config import check_environment_name
 from bascule.errors import UsageError
 from bascule.images import parse_image
 
@@ -58,7 +59,7 @@ class Options:
 
 def check(options: Options) -> None:
     """Raises UsageError for the first argument that cannot make a deploy the flow accepts."""
-    check_environment(options.environment)
+    check_environment_name(options.environment)
     parse_image(options.image, require_digest=options.require_digest)
     check_commit(options.commit)
     check_rerun(options.rerun)
@@ -70,18 +71,8 @@ def check(options: Options) -> None:
             raise UsageError(f"{name} must be 0 or more seconds, not {seconds:g}")
 
 
-_ENVIRONMENT = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 _COMMIT = re.compile(r"[0-9a-f]{7,64}", re.ASCII)
 _RERUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
-
-
-def check_environment(name: str) -> str:
-    if not _ENVIRONMENT.fullmatch(name):
-        raise UsageError(
-            f"environment {name!r} is not valid; expected a lowercase name such as "
-            "dev, staging or production (letters, digits and '-')"
-        )
-    return name
 
 
 def check_commit(commit: str | None) -> str | None:

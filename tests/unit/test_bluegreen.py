@@ -239,16 +239,7 @@ def test_rollback_switches_back_only_while_the_target_runs_at_full_size(
 
 # --- drift --------------------------------------------------------------------------------------
 
-SERVING = Release(
-    id="r-shop:v1",  # the release running() gives a color running shop:v1
-    image="shop:v1",
-    color="blue",
-    previous_image=None,
-    previous_color=None,
-    started="2025-03-01T11:00:00Z",
-    phase="done",
-    result="succeeded",
-)
+SERVING = replace(TARGET, id="r-shop:v1")  # the release running() gives a color on shop:v1
 
 
 def test_no_drift_when_the_recorded_release_serves_as_configured() -> None:

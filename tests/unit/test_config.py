@@ -12,10 +12,12 @@ from bascule.config import (
     ConfigError,
     EnvironmentConfig,
     HealthCheck,
+    check_environment_name,
     describe_schema,
     load_all,
     load_environment,
 )
+from bascule.errors import UsageError
 from bascule.yamlsource import Mark, parse_yaml
 
 REPO_DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
@@ -402,3 +404,10 @@ def test_section_of_the_wrong_shape(tmp_path: Path) -> None:
     [problem] = errors_of(write(tmp_path / "staging.yaml", MINIMAL + "rollout: 5\n")).problems
     assert problem.field == "rollout" and problem.mark is not None and problem.mark.line == 4
     assert "expected a mapping with keys from: ready_timeout_seconds" in problem.message
+
+
+def test_names_allow_nothing_after_them() -> None:
+    # ``re.match`` with ``$`` let a trailing newline through, as it once did for images.
+    assert check_environment_name("dev") == "dev"
+    with pytest.raises(UsageError, match="environment name"):
+        check_environment_name("dev\n")

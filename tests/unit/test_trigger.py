@@ -25,6 +25,7 @@ from prefect.settings import (
 )
 
 from bascule import trigger as tr
+from bascule.config import check_environment_name
 from bascule.errors import UsageError
 from bascule.outcome import RESULTS, TERMINAL_TYPES, Exit
 from bascule.prefect_client import ApiSettings, flow_run_url, redact_url, ui_base_url
@@ -43,13 +44,13 @@ def test_every_exit_has_a_result_phrase() -> None:
 
 @pytest.mark.parametrize("name", ["dev", "staging", "production", "eu-west-1"])
 def test_valid_environments(name: str) -> None:
-    assert options.check_environment(name) == name
+    assert check_environment_name(name) == name
 
 
 @pytest.mark.parametrize("name", ["", "Prod", "../dev", "dev/x", "-dev", "dev-", "a" * 64])
 def test_invalid_environments(name: str) -> None:
     with pytest.raises(UsageError, match="environment"):
-        options.check_environment(name)
+        check_environment_name(name)
 
 
 def test_commit_and_rerun_checks() -> None:
