@@ -55,6 +55,7 @@ __all__ = [
     "KubeConfig",
     "Problem",
     "RolloutConfig",
+    "SecretRef",
     "SmokeConfig",
     "SmokeHttpScenario",
     "SmokeJob",
@@ -186,6 +187,50 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
                 key=True,
             )
     return env
+
+
+class SecretRef(_Section):
+    """Where a secret value comes from: exactly one source, never the value itself."""
+
+    env: str | None = Field(
+        default=None,
+        description=(
+            "Name of an environment variable of the flow's process (GitHub workflows pass a "
+            "GitHub Environment's secrets this way)."
+        ),
+    )
+    prefect_secret: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name of a Prefect Secret block (`prefect block create secret`).",
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _valid_env(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_VAR_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid environment variable name — use letters, digits "
+                "and '_', not starting with a digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.env is None) == (self.prefect_secret is None):
+            raise ValueError(
+                "give exactly one source: `env: VARIABLE` or `prefect_secret: BLOCK_NAME` — "
+                "never the secret value itself"
+            )
+        return self
+
+    def describe(self) -> str:
+        """The source, for messages: safe to print, it holds no value."""
+        return (
+            f"environment variable {self.env}"
+            if self.env
+            else (f"Prefect Secret block {self.prefect_secret!r}")
+        )
 
 
 class KubeConfig(_Section):
