@@ -90,7 +90,10 @@ class App:
 
     def respond(self, path: str) -> tuple[int, str, bytes]:
         """Answers one GET: (status, content type, body)."""
-        if faults.inject_error(path, time.monotonic(), self.started, self.settings, self.rng):
+        now = time.monotonic()
+        if delay := faults.added_latency(path, now, self.started, self.settings):
+            time.sleep(delay)
+        if faults.inject_error(path, now, self.started, self.settings, self.rng):
             return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "injected error (ERROR_RATE)"})
         if path == "/healthz":
             ok, reason = faults.health(self.settings)

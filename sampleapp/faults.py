@@ -1,7 +1,7 @@
 """The app's settings and failure knobs, and the pure decisions made from them.
 
 Tests of Bascule need versions that misbehave in known ways (never ready, unhealthy, erroring
-after a while, crashing, slow to start); these knobs make one image play every such version.
+or slow after a while, crashing, slow to start); these knobs make one image play every such version.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Settings:
     fail_health: bool = False
     error_rate: float = 0.0  # percent of requests answered 500, once error_after has passed
     error_after: float = 0.0  # seconds after start
+    latency_ms: float = 0.0  # added to each request once error_after has passed
     crash_on_start: bool = False
     start_delay: float = 0.0  # seconds during which readiness fails
     drain_seconds: float = 5.0  # seconds of serving, not ready, after SIGTERM
@@ -68,6 +69,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         fail_health=_flag(env, "FAIL_HEALTH"),
         error_rate=_number(env, "ERROR_RATE", 0.0, 100.0),
         error_after=_number(env, "ERROR_AFTER", 0.0),
+        latency_ms=_number(env, "LATENCY_MS", 0.0, 60_000.0),
         crash_on_start=_flag(env, "CRASH_ON_START"),
         start_delay=_number(env, "START_DELAY", 0.0),
         drain_seconds=_number(env, "DRAIN_SECONDS", 5.0),
@@ -92,6 +94,14 @@ def inject_error(
     return path not in EXEMPT_FROM_ERRORS and should_fail(
         now, started, settings.error_rate, settings.error_after, rng
     )
+
+
+def added_latency(path: str, now: float, started: float, settings: Settings) -> float:
+    """Seconds to hold this request: a slow version, which only latency metrics can tell.
+    Probes and metrics stay fast, like the errors."""
+    if path in EXEMPT_FROM_ERRORS or now - started < settings.error_after:
+        return 0.0
+    return settings.latency_ms / 1000
 
 
 def readiness(now: float, started: float, settings: Settings, draining: bool) -> tuple[bool, str]:

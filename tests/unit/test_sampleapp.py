@@ -278,6 +278,20 @@ def test_error_rate_starts_after_error_after() -> None:
         )
 
 
+def test_latency_starts_after_error_after_and_spares_probes() -> None:
+    with running_app(LATENCY_MS="300", ERROR_AFTER="0.5") as app:
+        begin = time.perf_counter()
+        app.get("/version")
+        assert time.perf_counter() - begin < 0.25
+        time.sleep(0.6)
+        begin = time.perf_counter()
+        assert app.get("/version").status == 200
+        assert time.perf_counter() - begin >= 0.3
+        begin = time.perf_counter()
+        assert app.get("/readyz").status == 200
+        assert time.perf_counter() - begin < 0.25
+
+
 def test_error_rate_is_a_fraction_of_requests() -> None:
     with running_app(ERROR_RATE="50") as app:
         codes = [app.get("/version").status for _ in range(100)]

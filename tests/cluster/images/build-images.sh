@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local cluster's images as OCI archives for `ctr -n k8s.io images import`, with no
 # registry and no image builder: the pause image (a static Go binary) and the sample app's v1, v2
-# and v3 (a debootstrap'd Debian rootfs with python3 + psycopg2, plus the app). The rootfs layer is
+# and v3 (a debootstrap'd Debian rootfs with python3, psycopg2 and Alembic, plus the app). The rootfs layer is
 # the slow part; it is cached outside the repository, keyed by what goes into it.
 #
 #   build-images.sh OUTDIR     prints the archive paths, one a line, when done
@@ -11,9 +11,10 @@
 set -euo pipefail
 
 # Bump when the rootfs recipe below changes, so cached rootfs layers are rebuilt.
-ROOTFS_RECIPE=1
+ROOTFS_RECIPE=2
 SUITE=bookworm
-PACKAGES=python3,python3-psycopg2
+# Alembic and SQLAlchemy: the app's migrations run from its own image (Bascule's Job runner).
+PACKAGES=python3,python3-psycopg2,python3-alembic,python3-sqlalchemy
 PAUSE_IMAGE=bascule.local/pause:3.10
 APP_REPO=bascule.local/sample-app
 APP_TAGS=(v1 v2 v3)
