@@ -490,10 +490,11 @@ def squawk_findings(
 
 
 def squawk_input(revision: Revision, settings: Sequence[str]) -> tuple[str, int]:
-    """The SQL squawk checks for ``revision`` (the runner's settings first, as it runs them),
-    and the 0-based line where the revision's first statement starts."""
-    head = "".join(f"{s};\n\n" for s in settings)
-    body = "".join(f"{s};\n\n" for s in revision.sql)
+    """The SQL squawk checks for ``revision``, as the runner runs it (its settings on the
+    connection, then the revision in a transaction of its own), and the 0-based line where the
+    revision's first statement starts."""
+    head = "".join(f"{s};\n\n" for s in (*settings, "BEGIN"))
+    body = "".join(f"{s};\n\n" for s in (*revision.sql, "COMMIT"))
     return head + body, head.count("\n")
 
 
