@@ -23,6 +23,7 @@ from bascule.migrations import (
     squawk_findings,
     squawk_input,
 )
+from tasks.migrations import describe_url, engine_url
 
 E, C = Phase.EXPAND, Phase.CONTRACT
 
@@ -274,3 +275,13 @@ def test_the_migrations_section_is_validated_with_file_and_line(tmp_path: Path) 
     assert isinstance(cfg, MigrationsConfig)
     assert cfg.alembic_ini == tmp_path / "db" / "alembic.ini"
     assert cfg.session_settings() == ("SET lock_timeout = '5000ms'",)
+
+
+def test_database_urls_get_psycopg2_and_errors_never_quote_them() -> None:
+    assert engine_url("postgres://u:pw@h/d").drivername == "postgresql+psycopg2"
+    assert engine_url("postgresql+psycopg2://u:pw@h:6/d").port == 6
+    assert describe_url(engine_url("postgresql://u:s3cret@db:5433/app")) == "db:5433/app"
+    for bad in ("mysql://u:s3cret@h/d", "s3cret not a url"):
+        with pytest.raises(UsageError) as caught:
+            engine_url(bad)
+        assert "s3cret" not in str(caught.value)
