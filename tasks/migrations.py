@@ -75,11 +75,6 @@ def alembic_config(cfg: MigrationsConfig, output: TextIO | None = None) -> Confi
     """Alembic's configuration for ``cfg``; ``output`` receives offline SQL."""
     from alembic.config import Config
 
-    if not cfg.alembic_ini.is_file():
-        raise UsageError(
-            f"migrations.alembic_ini: {display_path(cfg.alembic_ini)} does not exist — fix the "
-            "path (relative to the environment file)"
-        )
     config = Config(str(cfg.alembic_ini), ini_section=cfg.ini_section, output_buffer=output)
     if cfg.script_location is not None:
         config.set_main_option("script_location", str(cfg.script_location))

@@ -265,8 +265,11 @@ def test_the_migrations_section_is_validated_with_file_and_line(tmp_path: Path) 
     with pytest.raises(ConfigError) as caught:
         load_environment(env)
     text = str(caught.value)
+    assert "dev.yaml:5:16: migrations.alembic_ini: " in text and "does not exist" in text
     assert "dev.yaml:7:" in text and "migrations.lock_timeout_seconds" in text
     assert "dev.yaml:8:" in text and "is not a squawk rule name" in text
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "alembic.ini").write_text("[alembic]\n")
     env.write_text(
         "app: a\nenvironment: dev\nnamespace: n\nmigrations:\n  alembic_ini: db/alembic.ini\n"
         "  database_url: {env: DB_URL}\n  statement_timeout_seconds: 0\n"
