@@ -704,7 +704,10 @@ class MigrationsConfig(_Section):
         default=300,
         ge=0,
         le=86400,
-        description="statement_timeout of the migration connection; 0: none.",
+        description=(
+            "statement_timeout of the migration connection; 0: none (then squawk's "
+            "require-statement-timeout blocks a slow statement unless a revision sets one)."
+        ),
     )
     advisory_lock_wait_seconds: float = Field(
         default=60,
