@@ -608,6 +608,17 @@ class Receiver(_Section):
 
     _name = field_validator("name")(_check_name)
 
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _not_the_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                "a webhook URL is a secret and does not belong in this file — put it in an "
+                "environment variable or a Prefect Secret block and write `{env: VARIABLE}` or "
+                "`{prefect_secret: BLOCK_NAME}`"
+            )
+        return value
+
     @field_validator("events")
     @classmethod
     def _no_repeats(cls, value: list[Event]) -> list[Event]:
