@@ -163,13 +163,16 @@ def fit(text: str, limit: int, escape: Callable[[str], str] = str) -> str:
     out = escape(text)
     if len(out) <= limit:
         return out
-    keep = limit - 1
-    while keep > 0:
-        out = escape(text[:keep]) + "…"
-        if len(out) <= limit:
-            return out
-        keep -= len(out) - limit
-    return "…"[:limit]
+    # Escapes only grow text, character by character: the longest prefix that fits is
+    # found by bisection.
+    low, high = 0, min(len(text), limit - 1)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(escape(text[:mid])) <= limit - 1:
+            low = mid
+        else:
+            high = mid - 1
+    return (escape(text[:low]) + "…") if limit > 0 else ""
 
 
 def headline(n: Notice) -> str:

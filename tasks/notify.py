@@ -71,6 +71,28 @@ def post_discord(url: str, body: dict[str, Any], timeout: float) -> nt.Attempt:
     return nt.Attempt(answer.status_code, answer.headers.get("Retry-After"))
 
 
+class _HideUrls(logging.Filter):
+    """Masks webhook URLs in the records of the HTTP libraries' loggers: httpx logs every
+    request's URL at INFO, slack_sdk its retries' and, at DEBUG, every request's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(url in message for url in self.urls):
+            for url in self.urls:
+                message = message.replace(url, "<webhook URL>")
+            record.msg, record.args = message, None
+        return True
+
+
+_HIDE_URLS = _HideUrls()
+for _name in ("httpx", "slack_sdk.webhook.client"):
+    logging.getLogger(_name).addFilter(_HIDE_URLS)
+
+
 POSTS: dict[str, Post] = {"slack": post_slack, "discord": post_discord}
 BUILDERS: dict[str, Callable[[nt.Notice], dict[str, Any]]] = {
     "slack": nt.slack_payload,
@@ -137,6 +159,7 @@ class Notifier:
             except UsageError as exc:
                 notifier._skip(receiver, str(exc))
                 continue
+            _HIDE_URLS.urls.add(url)
             notifier.targets.append(Target(receiver, url))
         if cfg.receivers:
             notifier.ui_url = ui_url(cfg.ui_url)
