@@ -25,6 +25,7 @@ class Request:
     path: str
     body: Any
     at: float
+    status: int = 0
 
 
 @dataclass
@@ -45,8 +46,8 @@ class Receiver:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode(errors="replace")
-                receiver.requests.append(Request(self.path, body, time.time()))
                 status, headers = receiver.answer()
+                receiver.requests.append(Request(self.path, body, time.time(), status))
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -75,7 +76,8 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/{path}/{TOKEN}"
 
     def bodies(self) -> list[Any]:
-        return [r.body for r in self.requests]
+        """The messages it accepted (a 429's or 500's body was not delivered)."""
+        return [r.body for r in self.requests if 200 <= r.status < 300]
 
     def down(self) -> None:
         """Closes the port: a request finds nothing listening (connection refused)."""
@@ -85,8 +87,9 @@ class Receiver:
             self._server = None
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Any]:
+        """The accepted messages, once there are ``count`` (or ``timeout`` passed)."""
         deadline = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < deadline:
+        while len(self.bodies()) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.bodies()
 
