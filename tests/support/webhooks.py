@@ -9,12 +9,16 @@ Retry-After, ``500``), or nothing at all once ``down()`` (the port is closed).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from bascule.markdown import one_line
 
 # The secret part of a webhook URL: tests check it shows up nowhere.
 TOKEN = "XXwebhookTOKEN4711XX"
@@ -34,6 +38,7 @@ class Receiver:
     requests: list[Request] = field(default_factory=list)
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     always: int | None = None  # answer every request with this status
+    echo: bool = False  # print one line per message (make demo)
     _server: ThreadingHTTPServer | None = None
 
     def __post_init__(self) -> None:
@@ -46,8 +51,10 @@ class Receiver:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode(errors="replace")
-                status, headers = receiver.answer()
+                status, headers = receiver.answer(body)
                 receiver.requests.append(Request(self.path, body, time.time(), status))
+                if receiver.echo:
+                    print(receiver.summary(body), flush=True)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -63,12 +70,21 @@ class Receiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.port = self._server.server_address[1]
 
-    def answer(self) -> tuple[int, dict[str, str]]:
+    def answer(self, body: Any) -> tuple[int, dict[str, str]]:
         if self.script:
             return self.script.pop(0)
         if self.always is not None:
             return self.always, {}
+        if self.problem(body):  # as the real APIs do: 400 for a body they do not accept
+            return 400, {}
         return (200, {}) if self.kind == "slack" else (204, {})
+
+    def problem(self, body: Any) -> str | None:
+        try:
+            CHECKS[self.kind](body)
+        except (AssertionError, KeyError, TypeError) as exc:
+            return f"{type(exc).__name__} {exc}"[:200]
+        return None
 
     @property
     def url(self) -> str:
@@ -78,6 +94,14 @@ class Receiver:
     def bodies(self) -> list[Any]:
         """The messages it accepted (a 429's or 500's body was not delivered)."""
         return [r.body for r in self.requests if 200 <= r.status < 300]
+
+    def summary(self, body: Any) -> str:
+        """One line for a person: which webhook, the message's plain text, its shape."""
+        problem = self.problem(body)
+        shape = f"  [NOT what the {self.kind} API accepts: {problem}]" if problem else ""
+        key = "text" if self.kind == "slack" else "content"
+        text = body.get(key, "") if isinstance(body, dict) else body
+        return f"  {self.kind:>7} ← {one_line(str(text), 160)}{shape}"
 
     def down(self) -> None:
         """Closes the port: a request finds nothing listening (connection refused)."""
@@ -181,3 +205,19 @@ CHECKS: dict[str, Callable[[Any], None]] = {"slack": check_slack, "discord": che
 def text_of(body: Any) -> str:
     """Everything a person would read in a message, as one string."""
     return json.dumps(body, ensure_ascii=False)
+
+
+def main(env_file: str) -> None:
+    """``python -m tests.support.webhooks FILE``: a Slack and a Discord receiver for
+    ``make demo``; writes their URLs to FILE as shell assignments, then prints one line per
+    message until stopped."""
+    slack, discord = Receiver("slack", echo=True), Receiver("discord", echo=True)
+    Path(env_file).write_text(
+        f"export DEMO_SLACK_WEBHOOK_URL={slack.url}\n"
+        f"export DEMO_DISCORD_WEBHOOK_URL={discord.url}\n"
+    )
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
