@@ -90,6 +90,8 @@ def test_deploy_rollback_and_failure_notify_slack_and_discord(
     assert "refused" in text.lower()
     logs = run_logs(prefect_server, first["flow_run_id"])
     assert "team-discord (discord) succeeded: NOT delivered" in logs
+    for produced in (text, logs, res.stdout, res.stderr):
+        assert TOKEN not in produced  # the webhook URL is a secret
     print(f"deploy_with_receivers_down_seconds={took:.1f}")
 
     # Up, with Discord rate-limiting the first message: v2 succeeds, then a rollback while
