@@ -46,6 +46,7 @@ from bascule.history import Release
 from tasks import secretref
 
 Post = Callable[[str, dict[str, Any], float], nt.Attempt]
+LATE_S = 1.0  # how far past its deadline the run waits for an attempt under way
 
 
 def post_slack(url: str, body: dict[str, Any], timeout: float) -> nt.Attempt:
@@ -107,7 +108,8 @@ def _error(exc: Exception, url: str) -> str:
 
 def finalize(notice: nt.Notice) -> nt.Notice:
     """The one place a message's text passes before it leaves the run: where the
-    redaction of secret values applies (bascule/redact.py, once it exists)."""
+    redaction of secret values plugs in (``notice.map_text(redact)``, with bascule/redact.py
+    once it exists)."""
     return notice
 
 
@@ -140,7 +142,8 @@ class Notifier:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     deliveries: list[nt.Delivery] = field(default_factory=list)
-    _last: dict[str, threading.Thread] = field(default_factory=dict)
+    _last: dict[str, threading.Thread] = field(default_factory=dict)  # per receiver
+    _threads: list[threading.Thread] = field(default_factory=list)
     _deadline: float = 0.0
 
     @staticmethod
@@ -200,6 +203,7 @@ class Notifier:
             )
             thread.start()
             self._last[target.receiver.name] = thread
+            self._threads.append(thread)
 
     def _deliver(
         self,
@@ -247,6 +251,8 @@ class Notifier:
     def finish(self) -> str:
         """Waits for the messages under way (at most the bound after the last one was
         sent); the account of every message for the run's report, or "" if none."""
-        for thread in list(self._last.values()):
-            thread.join(max(0.0, self._deadline - self.clock()) + 1.0)
+        # An attempt started just before the deadline may end a little after it.
+        until = self._deadline + LATE_S
+        for thread in self._threads:
+            thread.join(max(0.0, until - self.clock()))
         return nt.render(self.deliveries) if self.deliveries else ""

@@ -39,6 +39,7 @@ class Receiver:
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     always: int | None = None  # answer every request with this status
     echo: bool = False  # print one line per message (make demo)
+    delay: float = 0.0  # seconds before answering: a slow receiver
     _server: ThreadingHTTPServer | None = None
 
     def __post_init__(self) -> None:
@@ -51,6 +52,7 @@ class Receiver:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode(errors="replace")
+                time.sleep(receiver.delay)
                 status, headers = receiver.answer(body)
                 receiver.requests.append(Request(self.path, body, time.time(), status))
                 if receiver.echo:
