@@ -51,12 +51,11 @@ LATE_S = 1.0  # how far past its deadline the run waits for an attempt under way
 
 def post_slack(url: str, body: dict[str, Any], timeout: float) -> nt.Attempt:
     from prefect_slack import SlackWebhook
-    from slack_sdk.webhook import WebhookClient
 
+    # slack_sdk's WebhookClient
     client = SlackWebhook(url=SecretStr(url)).get_client(sync_client=True)
-    assert isinstance(client, WebhookClient)
     client.retry_handlers = []  # ours are bounded (and theirs log the URL)
-    client.timeout = timeout  # type: ignore[assignment]  # urllib takes a float
+    client.timeout = timeout  # urllib takes a float
     try:
         answer = client.send_dict(body)
     except Exception as exc:  # urllib's: refused, reset, timed out
