@@ -32,6 +32,7 @@ from pydantic import (
 
 from bascule.errors import UsageError
 from bascule.images import parse_image
+from bascule.notifications import EVENTS, Event
 from bascule.yamlsource import (
     ConfigError,
     Loc,
@@ -56,7 +57,9 @@ __all__ = [
     "MigrationsConfig",
     "MigrationsJob",
     "MigrationsLint",
+    "NotificationsConfig",
     "Problem",
+    "Receiver",
     "RolloutConfig",
     "SecretRef",
     "SmokeConfig",
@@ -749,6 +752,97 @@ class MigrationsConfig(_Section):
         )
 
 
+class Receiver(_Section):
+    """One Slack or Discord webhook and the events it is sent."""
+
+    name: str = Field(
+        description="Short name shown in the run's report and logs, e.g. `team-slack`."
+    )
+    kind: Literal["slack", "discord"] = Field(
+        description="`slack` (an incoming webhook) or `discord` (a channel webhook)."
+    )
+    webhook_url: SecretRef = Field(
+        description=(
+            "Where the webhook URL comes from (it is a secret: whoever has it can post): "
+            "`{env: VARIABLE}` or `{prefect_secret: BLOCK_NAME}`, never the URL itself."
+        ),
+    )
+    events: list[Event] = Field(
+        default_factory=lambda: list(EVENTS),
+        min_length=1,
+        description=f"Events to send, from: {', '.join(EVENTS)}. Default: all.",
+    )
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _not_the_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                "a webhook URL is a secret and does not belong in this file — put it in an "
+                "environment variable or a Prefect Secret block and write `{env: VARIABLE}` or "
+                "`{prefect_secret: BLOCK_NAME}`"
+            )
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _no_repeats(cls, value: list[Event]) -> list[Event]:
+        for i, event in enumerate(value):
+            if event in value[:i]:
+                raise FieldProblem(f"{event!r} is listed twice — list it once", i)
+        return value
+
+
+class NotificationsConfig(_Section):
+    """Slack and Discord messages at each stage of a deploy; they never fail or hold it up."""
+
+    receivers: list[Receiver] = Field(
+        default_factory=list, description="Webhooks to notify. Default: none."
+    )
+    ui_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the Prefect UI that messages link to (run, report, Resume form). "
+            "Default: PREFECT_UI_URL, else derived from PREFECT_API_URL."
+        ),
+    )
+    delivery_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description=(
+            "How long one message may take to be delivered, retries included (backoff; a 429's "
+            "Retry-After is honoured within it). The run waits at most this long at its end "
+            "for messages still under way; an undelivered one is logged and reported."
+        ),
+    )
+
+    @field_validator("receivers")
+    @classmethod
+    def _unique(cls, value: list[Receiver]) -> list[Receiver]:
+        seen: set[str] = set()
+        for i, receiver in enumerate(value):
+            if receiver.name in seen:
+                raise FieldProblem(
+                    f"duplicate name {receiver.name!r} — give each receiver its own", i, "name"
+                )
+            seen.add(receiver.name)
+        return value
+
+    @field_validator("ui_url")
+    @classmethod
+    def _valid_ui_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(
+                    f"{value!r} is not an http(s) URL — write e.g. https://prefect.example.com"
+                )
+        return value
+
+
 class EnvironmentConfig(_Section):
     """One environment of one app: where it runs and how it is deployed and verified."""
 
@@ -791,6 +885,9 @@ class EnvironmentConfig(_Section):
     migrations: MigrationsConfig | None = Field(
         default=None,
         description="Database migrations run by the pipeline. Default: none (the step is skipped).",
+    )
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig, description="Slack and Discord notifications."
     )
 
     @model_validator(mode="before")

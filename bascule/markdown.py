@@ -47,3 +47,19 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
         *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows),
     ]
     return "\n".join(lines)
+
+
+def slack(text: object) -> str:
+    """``text`` safe in Slack's mrkdwn: only ``&``, ``<`` and ``>`` are control characters
+    there (``<`` opens a link or a mention)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def discord(text: object) -> str:
+    """``text`` shown as written in Discord's markdown: its formatting characters escaped."""
+    return "".join("\\" + c if c in _DISCORD_SPECIAL else c for c in str(text))
+
+
+# Masked links ([text](url)) are the reason for the brackets; a run of text never starts a
+# line here, so the line-start markers (#, -) need nothing.
+_DISCORD_SPECIAL = frozenset("\\*_~`|>[]")

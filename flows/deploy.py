@@ -36,6 +36,7 @@ from flows.approval import description, request_approval
 from tasks import checks, rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
+from tasks.notify import Notifier
 from tasks.preflight import preflight
 
 T = TypeVar("T")
@@ -72,6 +73,8 @@ class Run:
                 0.0, description=f"{release.kind} of {release.image} to {env.name}"
             ),
         )
+        self.report_key = f"deploy-{env.app}-{env.name}"
+        self.notifier = Notifier.open(env.cfg.notifications, self.log, self.report_key)
 
     def save(self, **changes: Any) -> None:
         self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
@@ -96,6 +99,15 @@ class Run:
                 "color": self.release.color,
                 **payload,
             },
+        )
+        failing = [f"{c.target} {c.name}: {c.detail}" for c in self.checks if not c.passed]
+        self.notifier.send(
+            stage,
+            self.env.app,
+            self.env.name,
+            self.release,
+            reason=str(payload.get("reason", "")),
+            failed_checks=failing,
         )
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, detail: str = "") -> T:
@@ -129,6 +141,8 @@ class Run:
             raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
     def publish(self) -> None:
+        if delivered := self.notifier.finish():  # waits (bounded) for messages under way
+            self.details.append(delivered)
         update_progress_artifact(self.progress, 100.0, description=self.release.result)
         md = report.render(
             self.env.app,
@@ -139,7 +153,7 @@ class Run:
             self.env.kube.requests,
         )
         create_markdown_artifact(
-            key=f"deploy-{self.env.app}-{self.env.name}",
+            key=self.report_key,
             markdown=md,
             description=f"{self.release.kind} {self.release.id}: {self.release.result}",
         )
@@ -356,7 +370,8 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     run.log.error("no switch: %s", reason)
     rollout.scale(run.env, new, 0)
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
-    run.event(result, reason=reason)
+    timed_out = state_name is StateName.APPROVAL_TIMED_OUT
+    run.event("approval-timed-out" if timed_out else result, reason=reason)
     run.publish()
     return Failed(message=reason, name=state_name)
 
@@ -371,6 +386,7 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
             reason=reason + " (no older release to return to)",
             finished=now_iso(),
         )
+        run.event("failed", reason=run.release.reason)
         run.publish()
         return Failed(message=reason, name=StateName.FAILED)
     started = time.monotonic()

@@ -34,6 +34,26 @@ DATABASE_URL="postgresql://postgres:$pgpass@127.0.0.1:${BASCULE_PG_PORT:-15432}/
   alembic -c sampleapp/alembic.ini upgrade head 2>&1 | sed 's/^/  /'
 unset pgpass
 
+say "Slack and Discord: local webhook receivers print each message the deploys send"
+dir="$cache/demo-deployments"  # the repository's files, plus notifications to the receivers
+rm -rf "$dir" && cp -r deployments "$dir"
+for env in dev staging production; do
+  cat >>"$dir/$env.yaml" <<'YAML'
+notifications:
+  receivers:
+    - {name: demo-slack, kind: slack, webhook_url: {env: DEMO_SLACK_WEBHOOK_URL}}
+    - {name: demo-discord, kind: discord, webhook_url: {env: DEMO_DISCORD_WEBHOOK_URL}}
+YAML
+done
+rm -f "$cache/webhooks.env"
+python -m tests.support.webhooks "$cache/webhooks.env" &
+receivers=$!
+trap 'kill "$receivers" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [[ -s "$cache/webhooks.env" ]] && break; sleep 0.2; done
+# shellcheck disable=SC1091  # written just above
+source "$cache/webhooks.env"
+echo "  receivers on 127.0.0.1 (URLs in the flow's environment: DEMO_SLACK_WEBHOOK_URL, DEMO_DISCORD_WEBHOOK_URL)"
+
 for env in dev staging production; do
   ns="bascule-$env"
   kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
@@ -60,24 +80,24 @@ for version in v1 v2; do
       echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN)"
     fi
     set +e
-    bascule deploy "$env" --image "$image" 2>&1 \
+    bascule deploy --dir "$dir" "$env" --image "$image" 2>&1 \
       | grep --line-buffered -E "\| Flow run '|^[A-Za-z]+: " | grep --line-buffered -v "View at" \
       | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| Flow run '[^']*' - //; s/^/  /"
     rc="${PIPESTATUS[0]}"
     set -e
     [[ -n "${helper:-}" ]] && { kill "$helper" 2>/dev/null || true; wait "$helper" 2>/dev/null || true; unset helper; }
-    bascule status "$env" | sed 's/^/  /'
+    bascule status --dir "$dir" "$env" | sed 's/^/  /'
     ((rc == 0)) || { echo "demo: the $env deploy ended with exit code $rc" >&2; exit "$rc"; }
   done
 done
 
 say "history"
 for env in dev staging production; do
-  echo "$env:"; bascule history "$env" --limit 4 | sed 's/^/  /'
+  echo "$env:"; bascule history --dir "$dir" "$env" --limit 4 | sed 's/^/  /'
 done
 say "where to look"
 echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, events)"
 echo "  kubectl:       KUBECONFIG=$KUBECONFIG $bin/kubectl get deploy,svc -A"
-echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status"
+echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status --dir $dir"
 echo "  stop:          make cluster-down; kill \$(cat $cache/prefect/server.pid)"
 cd "$repo"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import deploys
+from tests.support import deploys, webhooks
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
@@ -16,13 +16,13 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 
 
-def production(tmp: Path, cluster: Cluster, ns: str, timeout_s: int = 300) -> str:
+def production(tmp: Path, cluster: Cluster, ns: str, timeout_s: int = 300, **over: Any) -> str:
     cfg = write_envs(
         tmp / "cfg",
         ns,
         cluster.kubeconfig,
         environments=("production",),
-        overrides={"namespace": ns, "approval": {"timeout_seconds": timeout_s}},
+        overrides={"namespace": ns, "approval": {"timeout_seconds": timeout_s}, **over},
     )
     return str(cfg)
 
@@ -71,15 +71,33 @@ def test_approve_from_the_cli_switches_and_records_the_approver(
 
 
 def test_reject_from_the_cli_switches_nothing(
-    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    v1_in_production: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+    slack = webhooks.Receiver("slack")
+    monkeypatch.setenv("T_SLACK_URL", slack.url)
+    receiver = {"name": "s", "kind": "slack", "webhook_url": {"env": "T_SLACK_URL"}}
+    cfg = production(
+        tmp_path / "notify", cluster, namespace, notifications={"receivers": [receiver]}
+    )
+    proc = start_v2(prefect_server, cfg, tmp_path / "v2.log")
     run_id = paused_run(prefect_server, namespace)
     res = deploys.run(prefect_server, "reject", run_id, "--as", "bob", "--comment", "not today")
     assert res.returncode == 0, res.stderr
     assert proc.wait(timeout=120) == 4  # rejected
     last = deploys.history(cluster, namespace)[-1]
     assert (last["result"], last["approver"]) == ("rejected", "bob")
+    *_, message = slack.bodies()
+    webhooks.check_slack(message)
+    assert (
+        message["blocks"][0]["text"]["text"] == "⛔ rejected at approval: sample-app → production"
+    )
+    facts = [f["text"] for f in message["attachments"][0]["blocks"][0]["fields"]]
+    assert "*Rejected by*\nbob — not today" in facts, facts
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
 
@@ -100,12 +118,27 @@ def test_invalid_input_keeps_the_run_paused_with_a_clear_message(
 
 
 def test_no_decision_in_time_means_no_switch(
-    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    v1_in_production: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # 15 s: Prefect's own pause expiry (checked on the server every 5 s) used to overtake
     # the flow's cleanup and end the run "Failed: The flow was timedout and never resumed."
     timeout_s = 15
-    cfg = production(tmp_path / "short", cluster, namespace, timeout_s=timeout_s)
+    # The team's Discord hears only of timeouts.
+    discord = webhooks.Receiver("discord")
+    monkeypatch.setenv("T_DISCORD_URL", discord.url)
+    receiver = {"name": "d", "kind": "discord", "webhook_url": {"env": "T_DISCORD_URL"}}
+    cfg = production(
+        tmp_path / "short",
+        cluster,
+        namespace,
+        timeout_s=timeout_s,
+        notifications={"receivers": [{**receiver, "events": ["approval-timed-out"]}]},
+    )
     log = tmp_path / "v2.log"
     proc = start_v2(prefect_server, cfg, log)
     deploys.wait_phase(cluster, namespace, V2, {"awaiting-approval"})
@@ -118,5 +151,9 @@ def test_no_decision_in_time_means_no_switch(
     last = deploys.history(cluster, namespace)[-1]
     assert last["result"] == "rejected"
     assert last["reason"] == f"no decision within {timeout_s} s"
+    (message,) = discord.bodies()
+    webhooks.check_discord(message)
+    assert message["embeds"][0]["title"] == "⌛ approval timed out: sample-app → production"
+    assert f"no decision within {timeout_s} s" in message["embeds"][0]["description"]
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0

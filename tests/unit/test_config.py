@@ -172,9 +172,10 @@ def test_unknown_key(deployments: Path) -> None:
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
-    text = MINIMAL + "notifications:\n  slack: x\n"
+    text = MINIMAL + "notification:\n  slack: x\n"
     [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
-    assert (problem.field, problem.mark and problem.mark.line) == ("notifications", 4)
+    assert (problem.field, problem.mark and problem.mark.line) == ("notification", 4)
+    assert "did you mean 'notifications'" in problem.message
     assert "allowed keys: app, environment, namespace" in problem.message
 
 
