@@ -26,7 +26,7 @@ _MIN_PART = 4
 def variants(value: str) -> set[str]:
     """The forms ``value`` may take in text: as is, percent-encoded (as in a URL or a form),
     base64 (a Kubernetes Secret's data), JSON-escaped, and the password of ``user:password``
-    (with or without a scheme, as in a database URL)."""
+    (alone, as a basic-auth string, or in a URL)."""
     if not value:
         return set()
     forms = {
@@ -41,11 +41,12 @@ def variants(value: str) -> set[str]:
     }
     # Inside a longer base64 text a value's own encoding may be padded differently.
     forms |= {form.rstrip("=") for form in forms if form.endswith("=") and len(form) > _MIN_PART}
-    authority = value.split("://", 1)[-1].split("@", 1)
-    if len(authority) == 2:
-        _, colon, password = authority[0].partition(":")
-        if colon and len(password) >= _MIN_PART:
-            forms |= {password, unquote(password), quote(unquote(password), safe="")}
+    # The user information of a URL, or a whole `user:password` (a basic-auth string).
+    _, sep, rest = value.partition("://")
+    userinfo = rest.split("@", 1)[0] if sep and "@" in rest else "" if sep else value
+    _, colon, password = userinfo.partition(":")
+    if colon and len(password) >= _MIN_PART:
+        forms |= {password, unquote(password), quote(unquote(password), safe="")}
     return {form for form in forms if form}
 
 

@@ -32,8 +32,9 @@ from bascule import history as h
 from bascule.checks import CheckResult
 from bascule.manifests import Color, idle_color, service_proxy_path
 from bascule.outcome import StateName
+from bascule.redact import redact, redact_data
 from flows.approval import description, request_approval
-from tasks import checks, rollout, state, traffic
+from tasks import checks, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import preflight
@@ -90,12 +91,14 @@ class Run:
                     "prefect.resource.role": "release",
                 }
             ],
-            payload={
-                "release": self.release.id,
-                "image": self.release.image,
-                "color": self.release.color,
-                **payload,
-            },
+            payload=redact_data(
+                {
+                    "release": self.release.id,
+                    "image": self.release.image,
+                    "color": self.release.color,
+                    **payload,
+                }
+            ),
         )
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, detail: str = "") -> T:
@@ -130,13 +133,15 @@ class Run:
 
     def publish(self) -> None:
         update_progress_artifact(self.progress, 100.0, description=self.release.result)
-        md = report.render(
-            self.env.app,
-            self.env.name,
-            self.release,
-            self.checks,
-            self.details,
-            self.env.kube.requests,
+        md = redact(
+            report.render(
+                self.env.app,
+                self.env.name,
+                self.release,
+                self.checks,
+                self.details,
+                self.env.kube.requests,
+            )
         )
         create_markdown_artifact(
             key=f"deploy-{self.env.app}-{self.env.name}",
@@ -170,7 +175,15 @@ def plan(
         flow_run_id=flow_run_id(),
         kind=kind,
         commit=commit,
+        secret=secret.name if (secret := env.release_secret) else None,
     )
+
+
+def with_secrets(env: Env) -> Env:
+    """``env`` with its secret variables' values: before the lock and any other change, so a
+    missing one stops the run with nothing touched. From here on the process masks them."""
+    env.secrets = secretref.resolve_all(env)
+    return env
 
 
 @flow(name="deploy", flow_run_name="{environment}: {image}")
@@ -185,6 +198,7 @@ def deploy(
     that already serves, with nothing else changed, is left as it is unless ``redeploy``."""
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
+    with_secrets(env)
     return exclusively(
         env,
         lambda: pipeline(
@@ -200,11 +214,25 @@ def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
     try:
         with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
             outcome = work()
+            prune_secrets(env)
     except LockHeld as exc:
         return Failed(message=str(exc), name=StateName.LOCK_HELD)
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     return outcome.state
+
+
+def prune_secrets(env: Env) -> None:
+    """Deletes the Secrets of releases that left the history: a rollback can only return to
+    a release the history still holds. A failure here costs a leftover Secret, not the run."""
+    try:
+        releases, _ = state.read_history(env)
+        gone = rollout.prune_secrets(env, {r.secret for r in releases if r.secret})
+    except Exception as exc:
+        get_run_logger().warning("old release Secrets not deleted: %s", exc)
+        return
+    if gone:
+        get_run_logger().info("deleted the Secrets of releases no longer kept: %s", ", ".join(gone))
 
 
 def pipeline(
@@ -353,6 +381,7 @@ def verify(env: Env, image: str) -> str:
 
 def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateName) -> State:
     """No traffic moved: scale the idle color down and record why."""
+    reason = redact(reason)
     run.log.error("no switch: %s", reason)
     rollout.scale(run.env, new, 0)
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
@@ -363,6 +392,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
 
 def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     """Traffic goes back to the old color, still at full size: one PATCH."""
+    reason = redact(reason)
     run.log.error("rolling back: %s", reason)
     if old is None:  # a first deploy has nothing to go back to; keep serving what we have
         run.save(

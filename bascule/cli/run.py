@@ -29,13 +29,19 @@ def finish(state: State) -> int:
     return Exit.FAILED if code is None else code
 
 
-def _checked(args: argparse.Namespace) -> EnvironmentConfig:
+def _checked(args: argparse.Namespace, secrets: bool = False) -> EnvironmentConfig:
     """The environment's configuration, with its templates and kubeconfig checked too (no
-    request is made): a UsageError naming the file and what to fix if one is wrong."""
+    request is made, but for Kubernetes Secret sources with ``secrets``): a UsageError naming
+    the file and what to fix if one is wrong, or each required secret without a value."""
     from tasks.context import Env
+    from tasks.secretref import resolve_all
 
     env = Env.open(args.environment, args.dir)
-    env.kube.close()
+    try:
+        if secrets:
+            resolve_all(env)
+    finally:
+        env.kube.close()
     return env.cfg
 
 
@@ -94,7 +100,7 @@ def deploy(args: argparse.Namespace) -> int:
     _beating()
     from flows.deploy import deploy as deploy_flow
 
-    _checked(args).resolve_image(args.image)
+    _checked(args, secrets=True).resolve_image(args.image)
     _check_prefect()
     return finish(
         run_watched(
