@@ -21,7 +21,7 @@ from bascule.trigger.report import Report
 from tasks import rollout
 from tasks.context import Env
 from tests.support import deploys
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
@@ -186,27 +186,21 @@ def test_canary_secret_is_in_nothing_the_run_produced(
     produced["task runs"] = api.post(
         "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
     ).text
-    events: list[Any] = []
-    page = api.post(
-        "/events/filter",
-        json={
-            "filter": {"occurred": {"since": _iso(since)}, "order": "ASC"},
-            "limit": 50,
-        },
-    ).json()
-    while True:
-        events += page["events"]
-        if not page.get("next_page"):
-            break
-        page = api.get(page["next_page"]).json()
-    assert any(e["event"] == "bascule.deploy.failed" for e in events), [e["event"] for e in events]
+    # Events reach the server asynchronously: wait for the run's last one.
+    events = wait_for(
+        lambda: (
+            (evs := _events(api, since))
+            and any(e["event"] == "bascule.deploy.failed" for e in evs)
+            and evs
+        ),
+        timeout=30,
+    )
     produced["events"] = json.dumps(events)
     # The GitHub job summary `bascule trigger` writes for this run.
-    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
 
-    with get_client(sync_client=True) as client:
-        report = Report(environment="staging", image=V1)
-        report.take(client.read_flow_run(uuid.UUID(run_id)), f"{prefect_server}/runs/{run_id}")
+    report = Report(environment="staging", image=V1, commit=None)
+    report.take(FlowRun.model_validate(flow_run), f"{prefect_server}/runs/{run_id}")
     produced["job summary"] = render_summary(report)
     assert "smoke" in produced["job summary"]
 
@@ -216,6 +210,18 @@ def test_canary_secret_is_in_nothing_the_run_produced(
         if canary in text or base64.b64encode(canary.encode()).decode() in text
     ]
     assert leaks == [], leaks
+
+
+def _events(api: httpx.Client, since: float) -> list[Any]:
+    """Every event the Prefect server recorded since ``since``, page by page."""
+    events: list[Any] = []
+    query = {"filter": {"occurred": {"since": _iso(since)}, "order": "ASC"}, "limit": 50}
+    page = api.post("/events/filter", json=query).json()
+    while True:
+        events += page["events"]
+        if not page.get("next_page"):
+            return events
+        page = api.get(page["next_page"]).json()
 
 
 def _iso(epoch: float) -> str:
