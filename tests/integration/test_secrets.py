@@ -70,6 +70,13 @@ def test_missing_required_secret_stops_before_anything_changes(
     assert f"secrets.APP_TOKEN: environment variable {SOURCE} is not set" in res.stderr
     assert "nothing was changed" in res.stderr
     assert objects(cluster, namespace) == before
+    # `bascule secrets` says the same, and shows a value only masked.
+    res = deploys.run(prefect_server, "secrets", "--dir", cfg, "staging")
+    assert res.returncode == 2 and f"environment variable {SOURCE} is not set" in res.stdout
+    monkeypatch.setenv(SOURCE, "value-never-shown")
+    res = deploys.run(prefect_server, "secrets", "--dir", cfg, "staging")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "APP_TOKEN  ***  " in res.stdout and "value-never-shown" not in res.stdout
 
 
 def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
