@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bascule.manifests import LABEL_SECRETS
+from bascule.manifests import LABEL_SECRETS, owned_labels
 from bascule.trigger.github import render_summary
 from bascule.trigger.report import Report
 from tasks import rollout
@@ -101,6 +101,12 @@ def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
     assert not rollout.applies_unchanged(env, "blue", V1, release)
     env.kube.close()
 
+    # A release Secret no release nor Deployment uses any more: the next run deletes it.
+    stale = "sample-app-secrets-0000000000"
+    cluster.kubectl("-n", namespace, "create", "secret", "generic", stale, "--from-literal=A=b")
+    labels = [f"{k}={v}" for k, v in owned_labels("sample-app", "staging").items()]
+    cluster.kubectl("-n", namespace, "label", "secret", stale, f"{LABEL_SECRETS}=true", *labels)
+
     # v2 with a new value passes the pre-switch checks, then fails in the window.
     monkeypatch.setenv(SOURCE, "new-value")
     bad = config(
@@ -134,6 +140,7 @@ def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
     recorded = [r["secret"] for r in deploys.history(cluster, namespace)]
     names = [values[v]["metadata"]["name"] for v in ("old-value", "new-value")]
     assert recorded == names and names[0] != names[1]
+    assert stale not in {s["metadata"]["name"] for s in found}
 
 
 def test_canary_secret_is_in_nothing_the_run_produced(
