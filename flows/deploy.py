@@ -30,6 +30,7 @@ from prefect.states import Completed, Failed
 from bascule import bluegreen, report
 from bascule import history as h
 from bascule.checks import CheckResult
+from bascule.errors import UsageError
 from bascule.manifests import Color, idle_color, service_proxy_path
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
@@ -179,11 +180,16 @@ def plan(
     )
 
 
-def with_secrets(env: Env) -> Env:
-    """``env`` with its secret variables' values: before the lock and any other change, so a
-    missing one stops the run with nothing touched. From here on the process masks them."""
-    env.secrets = secretref.resolve_all(env)
-    return env
+def with_secrets(env: Env) -> State | None:
+    """Gives ``env`` its secret variables' values: before the lock and any other change, so
+    a missing one ends the run (the state returned, exit 2) with nothing touched. From here
+    on the process masks them."""
+    try:
+        env.secrets = secretref.resolve_all(env)
+    except UsageError as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), name=StateName.REFUSED)
+    return None
 
 
 @flow(name="deploy", flow_run_name="{environment}: {image}")
@@ -198,7 +204,8 @@ def deploy(
     that already serves, with nothing else changed, is left as it is unless ``redeploy``."""
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
-    with_secrets(env)
+    if refused := with_secrets(env):
+        return refused
     return exclusively(
         env,
         lambda: pipeline(

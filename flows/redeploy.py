@@ -18,7 +18,9 @@ from tasks.preflight import preflight
 
 @flow(name="redeploy", flow_run_name="{environment}: scheduled redeploy")
 def redeploy(environment: str = "staging", config_dir: str = str(DEFAULT_CONFIG_DIR)) -> State:
-    env = with_secrets(Env.open(environment, config_dir))
+    env = Env.open(environment, config_dir)
+    if refused := with_secrets(env):
+        return refused
     return exclusively(env, lambda: _redeploy(env))
 
 

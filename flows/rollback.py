@@ -59,7 +59,8 @@ def _rollback(env: Env, to_release: str | None) -> Outcome:
     if bluegreen.rollback_plan(observed, target) == "redeploy":
         get_run_logger().info("%s is no longer running: redeploying it", target.image)
         # With today's secret values: the old ones are only kept while its color runs.
-        with_secrets(env)
+        if refused := with_secrets(env):
+            return Outcome(refused)
         return pipeline(env, target.image, kind="rollback", approval=False)
     return Outcome(switch_back(env, observed, target))
 

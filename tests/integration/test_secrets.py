@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +23,7 @@ from bascule.trigger.report import Report
 from tasks import rollout
 from tasks.context import Env
 from tests.support import deploys
-from tests.support.cluster import Cluster, wait_for
+from tests.support.cluster import REPO, Cluster, wait_for
 from tests.support.envs import write_envs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
@@ -29,9 +31,34 @@ V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 SOURCE = "BASCULE_TEST_APP_TOKEN"  # the flow process's variable the secret comes from
 
 
-def config(tmp: Path, cluster: Cluster, ns: str, name: str, **over: Any) -> str:
-    secrets = {"secrets": {"APP_TOKEN": {"env": SOURCE}}}
-    return str(write_envs(tmp / name, ns, cluster.kubeconfig, {**secrets, **over}))
+def config(
+    tmp: Path, cluster: Cluster, ns: str, name: str, secrets: Any = None, **over: Any
+) -> str:
+    values = {"secrets": secrets or {"APP_TOKEN": {"env": SOURCE}}}
+    return str(write_envs(tmp / name, ns, cluster.kubeconfig, {**values, **over}))
+
+
+# Besides APP_TOKEN, a key of a Kubernetes Secret the team maintains (External Secrets...).
+WITH_LEGACY = {
+    "APP_TOKEN": {"env": SOURCE},
+    "LEGACY": {"kubernetes_secret": {"name": "legacy", "key": "api-key"}},
+}
+
+
+def set_legacy(cluster: Cluster, ns: str, value: str) -> None:
+    manifest = cluster.kubectl(
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "legacy",
+        f"--from-literal=api-key={value}",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    )
+    cluster.kubectl("-n", ns, "apply", "-f", "-", stdin=manifest)
 
 
 def deploy(api: str, cfg: str, image: str) -> Any:
@@ -39,11 +66,11 @@ def deploy(api: str, cfg: str, image: str) -> Any:
 
 
 def pod_values(cluster: Cluster, ns: str, color: str) -> set[str]:
-    """APP_TOKEN as each running pod of ``color`` sees it."""
+    """APP_TOKEN and LEGACY as each running pod of ``color`` sees them."""
     names = cluster.kubectl(
         "-n", ns, "get", "pods", "-l", f"bascule.io/color={color}", "-o", "name"
     ).split()
-    code = "import os; print(os.environ.get('APP_TOKEN'))"
+    code = "import os; print(os.environ.get('APP_TOKEN'), os.environ.get('LEGACY'))"
     return {
         cluster.kubectl("-n", ns, "exec", name, "--", "python3", "-c", code).strip()
         for name in names
@@ -63,20 +90,38 @@ def test_missing_required_secret_stops_before_anything_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(SOURCE, raising=False)
-    cfg = config(tmp_path, cluster, namespace, "cfg")
+    cfg = config(tmp_path, cluster, namespace, "cfg", WITH_LEGACY)
     before = objects(cluster, namespace)
     res = deploy(prefect_server, cfg, V1)
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"secrets.APP_TOKEN: environment variable {SOURCE} is not set" in res.stderr
+    assert "secrets.LEGACY: no Kubernetes Secret 'legacy' in namespace" in res.stderr
     assert "nothing was changed" in res.stderr
+    # The flow itself refuses the same way when a worker runs it (`bascule trigger`): exit 2.
+    flow = (
+        "from flows.deploy import deploy; import sys; "
+        f"s = deploy(environment='staging', image='{V1}', config_dir=sys.argv[1], "
+        "return_state=True); print(s.name, '|', s.message)"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", flow, cfg],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=deploys.cli_env(prefect_server),
+        timeout=120,
+    )
+    assert ran.stdout.startswith("Refused | 2 required secret(s)"), ran.stdout + ran.stderr
     assert objects(cluster, namespace) == before
     # `bascule secrets` says the same, and shows a value only masked.
     res = deploys.run(prefect_server, "secrets", "--dir", cfg, "staging")
     assert res.returncode == 2 and f"environment variable {SOURCE} is not set" in res.stdout
     monkeypatch.setenv(SOURCE, "value-never-shown")
+    set_legacy(cluster, namespace, "legacy-never-shown")
     res = deploys.run(prefect_server, "secrets", "--dir", cfg, "staging")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "APP_TOKEN  ***  " in res.stdout and "value-never-shown" not in res.stdout
+    assert "APP_TOKEN  ***  " in res.stdout and "LEGACY     ***  " in res.stdout, res.stdout
+    assert "never-shown" not in res.stdout
 
 
 def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
@@ -87,17 +132,18 @@ def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(SOURCE, "old-value")
-    cfg = config(tmp_path, cluster, namespace, "cfg")
+    set_legacy(cluster, namespace, "legacy-1")
+    cfg = config(tmp_path, cluster, namespace, "cfg", WITH_LEGACY)
     assert (res := deploy(prefect_server, cfg, V1)).returncode == 0, res.stdout + res.stderr
-    assert pod_values(cluster, namespace, "blue") == {"old-value"}
+    assert pod_values(cluster, namespace, "blue") == {"old-value legacy-1"}
 
     # The no-op test of `already serving`: same image and values change nothing, a new value
     # does (a dry run, as the flow does it).
     env = Env.open("staging", cfg)
     release = deploys.history(cluster, namespace)[-1]["id"]
-    env.secrets = {"APP_TOKEN": "old-value"}
+    env.secrets = {"APP_TOKEN": "old-value", "LEGACY": "legacy-1"}
     assert rollout.applies_unchanged(env, "blue", V1, release)
-    env.secrets = {"APP_TOKEN": "new-value"}
+    env.secrets = {"APP_TOKEN": "old-value", "LEGACY": "legacy-2"}
     assert not rollout.applies_unchanged(env, "blue", V1, release)
     env.kube.close()
 
@@ -107,13 +153,16 @@ def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
     labels = [f"{k}={v}" for k, v in owned_labels("sample-app", "staging").items()]
     cluster.kubectl("-n", namespace, "label", "secret", stale, f"{LABEL_SECRETS}=true", *labels)
 
-    # v2 with a new value passes the pre-switch checks, then fails in the window.
+    # v2 with new values passes the pre-switch checks, then fails in the window. The
+    # Kubernetes Secret's new value is copied: the old release keeps the one it ran with.
     monkeypatch.setenv(SOURCE, "new-value")
+    set_legacy(cluster, namespace, "legacy-2")
     bad = config(
         tmp_path,
         cluster,
         namespace,
         "bad",
+        WITH_LEGACY,
         env={"ERROR_RATE": "100", "ERROR_AFTER": "12"},
         verification={"window_seconds": 20, "interval_seconds": 1},
         rollout={"scale_down_delay_seconds": 20},
@@ -124,9 +173,9 @@ def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
     deploys.wait_phase(cluster, namespace, V2, {"switched"})
     during = pod_values(cluster, namespace, "green"), pod_values(cluster, namespace, "blue")
     assert proc.wait(timeout=180) == 3, (tmp_path / "v2.log").read_text()[-3000:]
-    assert during == ({"new-value"}, {"old-value"})
+    assert during == ({"new-value legacy-2"}, {"old-value legacy-1"})
     assert deploys.active_color(cluster, namespace) == "blue"
-    assert pod_values(cluster, namespace, "blue") == {"old-value"}
+    assert pod_values(cluster, namespace, "blue") == {"old-value legacy-1"}
 
     # One immutable Secret per set of values, each named in its release's record.
     found = json.loads(
