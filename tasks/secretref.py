@@ -12,9 +12,11 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
+import httpx
+
 from bascule import kube as k
 from bascule.config import AppSecret, SecretRef
-from bascule.errors import UsageError
+from bascule.errors import Unreachable, UsageError
 from bascule.redact import KNOWN
 
 if TYPE_CHECKING:
@@ -58,6 +60,11 @@ def _read(ref: SecretRef, what: str, env: Env | None) -> str:
         raise Missing(
             f"{what}: no Prefect Secret block {ref.prefect_secret!r} — create it with "
             f"`prefect block create secret` or in the UI (Blocks), or fix the name ({exc})"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise Unreachable(
+            f"{what}: the Prefect API did not answer when reading Secret block {name!r} "
+            f"({type(exc).__name__}: {exc}) — is the server up, and PREFECT_API_URL right?"
         ) from None
     if not isinstance(value, str) or not value:
         raise Missing(f"{what}: Prefect Secret block {name!r} holds no text")

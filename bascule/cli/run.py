@@ -100,8 +100,9 @@ def deploy(args: argparse.Namespace) -> int:
     _beating()
     from flows.deploy import deploy as deploy_flow
 
-    _checked(args, secrets=True).resolve_image(args.image)
+    _checked(args).resolve_image(args.image)
     _check_prefect()
+    _checked(args, secrets=True)  # Prefect Secret blocks need the API
     return finish(
         run_watched(
             args.environment,
