@@ -234,7 +234,10 @@ def prune_secrets(env: Env) -> None:
     a release the history still holds. A failure here costs a leftover Secret, not the run."""
     try:
         releases, _ = state.read_history(env)
-        gone = rollout.prune_secrets(env, {r.secret for r in releases if r.secret})
+        keep = {r.secret for r in releases if r.secret}
+        if not keep and not env.cfg.secrets:
+            return  # an app without secrets: no Secret to look for, no permission needed
+        gone = rollout.prune_secrets(env, keep)
     except Exception as exc:
         get_run_logger().warning("old release Secrets not deleted: %s", exc)
         return
