@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -46,6 +46,7 @@ from bascule.yamlsource import (
 __all__ = [
     "DEFAULT_CONFIG_DIR",
     "ENVIRONMENTS",
+    "AppSecret",
     "ApprovalConfig",
     "ChecksConfig",
     "ConfigError",
@@ -54,6 +55,7 @@ __all__ = [
     "HealthCheck",
     "HistoryConfig",
     "KubeConfig",
+    "KubernetesSecretKey",
     "MigrationsConfig",
     "MigrationsJob",
     "MigrationsLint",
@@ -82,6 +84,10 @@ DEFAULT_CONFIG_DIR = Path("deployments")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _JSON_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
 # Room for the longest suffix Bascule adds to the app name (`-preview`, `-history`, `-green`)
 # inside the 63-character limit of Kubernetes names, with some to spare.
@@ -192,7 +198,10 @@ def _check_variable_name(name: str) -> str:
     return name
 
 
-def _check_env(env: dict[str, str]) -> dict[str, str]:
+_V = typing.TypeVar("_V")
+
+
+def _check_env(env: dict[str, _V]) -> dict[str, _V]:
     for name in env:
         try:
             _check_variable_name(name)
@@ -203,6 +212,9 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
 
 class SecretRef(_Section):
     """Where a secret value comes from: exactly one source, never the value itself."""
+
+    # The fields that name a source; a subclass with more sources lists them all.
+    _SOURCES: ClassVar[tuple[str, ...]] = ("env", "prefect_secret")
 
     env: str | None = Field(
         default=None,
@@ -224,11 +236,9 @@ class SecretRef(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        if (self.env is None) == (self.prefect_secret is None):
-            raise ValueError(
-                "give exactly one source: `env: VARIABLE` or `prefect_secret: BLOCK_NAME` — "
-                "never the secret value itself"
-            )
+        if sum(getattr(self, name) is not None for name in self._SOURCES) != 1:
+            keys = " or ".join(f"`{name}: ...`" for name in self._SOURCES)
+            raise ValueError(f"give exactly one source: {keys} — never the secret value itself")
         return self
 
     def describe(self) -> str:
@@ -238,6 +248,54 @@ class SecretRef(_Section):
             if self.env
             else (f"Prefect Secret block {self.prefect_secret!r}")
         )
+
+
+class KubernetesSecretKey(_Section):
+    """One key of a Kubernetes Secret that already exists in the environment's namespace."""
+
+    name: str = Field(description="Name of the Secret (e.g. one External Secrets maintains).")
+    key: str = Field(description="Key in the Secret's data.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid Secret name — lowercase letters, digits, '-' and '.'"
+            )
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _valid_key(cls, value: str) -> str:
+        if len(value) > 253 or not _SECRET_KEY.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid Secret key — letters, digits, '-_.'")
+        return value
+
+
+class AppSecret(SecretRef):
+    """A secret environment variable of the app: its source, and whether it must exist."""
+
+    _SOURCES: ClassVar[tuple[str, ...]] = ("env", "prefect_secret", "kubernetes_secret")
+
+    kubernetes_secret: KubernetesSecretKey | None = Field(
+        default=None,
+        description=(
+            "A key of an existing Kubernetes Secret in the namespace (External Secrets, Sealed "
+            "Secrets); its value is copied into the release's Secret, so a rollback brings "
+            "back the value the release ran with."
+        ),
+    )
+    optional: StrictBool = Field(
+        default=False,
+        description="Deploy without the variable when its source has no value (default: error).",
+    )
+
+    def describe(self) -> str:
+        if self.kubernetes_secret is not None:
+            ref = self.kubernetes_secret
+            return f"key {ref.key!r} of Kubernetes Secret {ref.name!r}"
+        return super().describe()
 
 
 class KubeConfig(_Section):
@@ -506,6 +564,13 @@ class SmokeJob(_Section):
     env: dict[str, EnvValue] = Field(
         default_factory=dict,
         description="Extra environment; BASE_URL is set to the URL of the Service under test.",
+    )
+    secrets: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Names of the environment's `secrets:` the suite gets as environment variables, "
+            "read from the release's Secret (e.g. an API token it logs in with)."
+        ),
     )
     timeout_seconds: int = Field(
         default=300, ge=1, description="How long the Job may run before it counts as failed."
@@ -866,6 +931,16 @@ class EnvironmentConfig(_Section):
     env: dict[str, EnvValue] = Field(
         default_factory=dict, description="Plain environment variables for the app's container."
     )
+    secrets: dict[str, AppSecret] = Field(
+        default_factory=dict,
+        description=(
+            "Secret environment variables for the app's container: variable name → source "
+            "(`env`, `prefect_secret` or `kubernetes_secret`). Each release writes them into "
+            "an immutable Secret <app>-secrets-<hash of the values> that its color's pods "
+            "read, so a rollback returns to the values the old release ran with. A required "
+            "one without a value stops the deploy before anything changes."
+        ),
+    )
     manifests: Path = Field(
         default=Path("manifests"),
         validate_default=True,  # so that the default, too, is taken relative to the file
@@ -934,6 +1009,32 @@ class EnvironmentConfig(_Section):
         return value
 
     _env = field_validator("env")(_check_env)
+    _secrets = field_validator("secrets")(_check_env)
+
+    @model_validator(mode="after")
+    def _secrets_apart_from_env(self) -> Self:
+        for name in self.secrets:
+            if name in self.env:
+                raise FieldProblem(
+                    f"{name!r} is also set in `env:` — a variable is either plain or secret: "
+                    "remove one of them",
+                    "secrets",
+                    name,
+                    key=True,
+                )
+        job = self.checks.smoke.job
+        for i, name in enumerate(job.secrets if job else []):
+            if name not in self.secrets:
+                raise FieldProblem(
+                    f"{name!r} is not one of this environment's `secrets:` — add it there or "
+                    "remove it here",
+                    "checks",
+                    "smoke",
+                    "job",
+                    "secrets",
+                    i,
+                )
+        return self
 
     @field_validator("manifests")
     @classmethod
@@ -977,10 +1078,15 @@ def describe_schema() -> list[str]:
         for name, info in model.model_fields.items():
             path = f"{prefix}{name}"
             inner = _unwrap(info.annotation)
+            below = path
             if typing.get_origin(inner) is list:
                 inner = typing.get_args(inner)[0]
                 if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    path += "[]"
+                    path = below = f"{path}[]"
+            elif typing.get_origin(inner) is dict:
+                inner = typing.get_args(inner)[1]
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    below = f"{path}.<NAME>"
             is_model = isinstance(inner, type) and issubclass(inner, BaseModel)
             if info.is_required():
                 shown = "required"
@@ -991,7 +1097,7 @@ def describe_schema() -> list[str]:
                 shown = f"default {default if isinstance(default, Path) else repr(default)}"
             lines.append(f"{path} ({shown}): {info.description}")
             if is_model:
-                walk(inner, f"{path}.")
+                walk(inner, f"{below}.")
 
     walk(EnvironmentConfig, "")
     return lines

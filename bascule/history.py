@@ -53,6 +53,7 @@ class Release:
     steps: tuple[Step, ...] = field(default_factory=tuple)
     api_requests: int = 0  # Kubernetes API requests the run made
     commit: str | None = None  # the commit the image was built from, as CI gave it
+    secret: str | None = None  # the Secret with the release's secret variables (no values)
 
     @property
     def in_flight(self) -> bool:

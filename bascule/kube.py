@@ -501,6 +501,10 @@ def configmaps(ns: str, name: str = "") -> str:
     return f"/api/v1/namespaces/{ns}/configmaps" + (f"/{name}" if name else "")
 
 
+def secrets(ns: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{ns}/secrets" + (f"/{name}" if name else "")
+
+
 def leases(ns: str, name: str = "") -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases" + (f"/{name}" if name else "")
 

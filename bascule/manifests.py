@@ -8,9 +8,12 @@ so the rest of Bascule can decide what to apply without a cluster.
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -35,9 +38,11 @@ __all__ = [
     "LABEL_NAME",
     "LABEL_RELEASE",
     "LABEL_ROLE",
+    "LABEL_SECRETS",
     "MANAGED_BY",
     "ROLES",
     "Color",
+    "ReleaseSecret",
     "Role",
     "Templates",
     "color_of_selector",
@@ -46,12 +51,16 @@ __all__ = [
     "load_templates",
     "owned_labels",
     "parse_templates",
+    "release_secret",
     "render_deployment",
+    "render_secret",
     "render_service",
+    "secret_refs",
     "selector",
     "selector_patch",
     "service_name",
     "service_proxy_path",
+    "stale_secrets",
     "validate_release_id",
 ]
 
@@ -66,6 +75,7 @@ LABEL_COLOR = "bascule.io/color"
 LABEL_RELEASE = "bascule.io/release"
 LABEL_ROLE = "bascule.io/role"
 LABEL_ENVIRONMENT = "bascule.io/environment"
+LABEL_SECRETS = "bascule.io/release-secrets"  # on the Secrets a release's pods read
 ANNOTATION_RELEASE = "bascule.io/release"
 ANNOTATION_IMAGE = "bascule.io/image"
 MANAGED_BY = "bascule"
@@ -241,11 +251,13 @@ def render_deployment(
     replicas: int | None = None,
     extra_labels: Mapping[str, str] | None = None,
     extra_annotations: Mapping[str, str] | None = None,
+    secret: ReleaseSecret | None = None,
 ) -> dict[str, Any]:
     """The Deployment for one color running one release.
 
     ``replicas`` defaults to the environment's; 0 renders the scaled-down form. Extra labels and
     annotations go on the Deployment and its pod template both; they may not touch Bascule's.
+    ``secret``: the release's Secret, whose keys become the container's secret variables.
     """
     validate_release_id(release_id)
     if replicas is not None and replicas < 0:
@@ -278,21 +290,94 @@ def render_deployment(
 
     container = spec["template"]["spec"]["containers"][0]
     container["image"] = image
-    container["env"] = _merged_env(container.get("env") or [], cfg.env)
+    entries: dict[str, dict[str, Any]] = {
+        name: {"name": name, "value": value} for name, value in cfg.env.items()
+    }
+    if secret is not None:
+        for key in secret.keys:
+            ref = {"name": secret.name, "key": key}
+            entries[key] = {"name": key, "valueFrom": {"secretKeyRef": ref}}
+    container["env"] = _merged_env(container.get("env") or [], entries)
     if not container["env"]:
         del container["env"]
     return obj
 
 
-def _merged_env(template_env: list[dict[str, Any]], env: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The template's env with the environment's values replacing same-named entries in place."""
-    merged = [
-        {"name": item["name"], "value": env[item["name"]]} if item.get("name") in env else item
-        for item in template_env
-    ]
+def _merged_env(
+    template_env: list[dict[str, Any]], entries: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The template's env with the environment's entries replacing same-named ones in place."""
+    merged = [entries.get(item.get("name", ""), item) for item in template_env]
     present = {item.get("name") for item in template_env}
-    merged += [{"name": name, "value": value} for name, value in env.items() if name not in present]
+    merged += [entry for name, entry in entries.items() if name not in present]
     return merged
+
+
+# --- the release's Secret -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseSecret:
+    """The Secret holding one release's secret variables: its name and keys, no values."""
+
+    name: str
+    keys: tuple[str, ...]
+
+
+# Hex digits of the content hash in a Secret's name: a new name whenever a value changes.
+SECRET_HASH_LENGTH = 10
+
+
+def release_secret(app: str, values: Mapping[str, str]) -> ReleaseSecret | None:
+    """Names the Secret for ``values`` (variable → value): ``<app>-secrets-<hash>``, the hash
+    of the app and the values, so equal values share one Secret and changed ones get a new
+    one. None when there are no values."""
+    if not values:
+        return None
+    content = json.dumps([app, sorted(values.items())], ensure_ascii=False).encode()
+    digest = hashlib.sha256(content).hexdigest()[:SECRET_HASH_LENGTH]
+    return ReleaseSecret(f"{app}-secrets-{digest}", tuple(sorted(values)))
+
+
+def render_secret(cfg: EnvironmentConfig, values: Mapping[str, str]) -> dict[str, Any]:
+    """The immutable Secret of ``values``: written once, never changed, only deleted once no
+    release in the history uses it."""
+    secret = release_secret(cfg.app, values)
+    if secret is None:
+        raise ValueError("a release Secret needs at least one value")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "immutable": True,
+        "metadata": {
+            "name": secret.name,
+            "namespace": cfg.namespace,
+            "labels": {**owned_labels(cfg.app, cfg.environment), LABEL_SECRETS: "true"},
+        },
+        "data": {k: base64.b64encode(values[k].encode()).decode() for k in secret.keys},
+    }
+
+
+def secret_refs(deployment: Mapping[str, Any] | None) -> set[str]:
+    """Names of the Secrets a Deployment's containers read through secretKeyRef or envFrom."""
+    names: set[str] = set()
+    spec = ((deployment or {}).get("spec") or {}).get("template", {}).get("spec", {})
+    for container in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+        for item in container.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name"):
+                names.add(ref["name"])
+        for source in container.get("envFrom") or []:
+            ref = source.get("secretRef") or {}
+            if ref.get("name"):
+                names.add(ref["name"])
+    return names
+
+
+def stale_secrets(existing: Iterable[str], in_use: Iterable[str]) -> list[str]:
+    """The release Secrets to delete: those no kept release and no Deployment uses."""
+    return sorted(set(existing) - set(in_use))
 
 
 def render_service(

@@ -61,6 +61,8 @@ class StateName(StrEnum):
     # acquired in time, a flow's timeout_seconds), which are not an approval's.
     APPROVAL_TIMED_OUT = "ApprovalTimedOut"
     LOCK_HELD = "LockHeld"
+    # Refused before anything changed: a required secret without a value.
+    REFUSED = "Refused"
 
 
 # Prefect's state types in which a flow run has ended; Paused and the rest have not.
@@ -71,6 +73,7 @@ _FAILED_NAMED: dict[str, Exit] = {
     StateName.REJECTED: Exit.REJECTED,
     StateName.APPROVAL_TIMED_OUT: Exit.APPROVAL_TIMED_OUT,
     StateName.LOCK_HELD: Exit.USAGE,  # refused before doing anything, like a usage error
+    StateName.REFUSED: Exit.USAGE,
 }
 
 

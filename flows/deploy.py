@@ -30,10 +30,12 @@ from prefect.states import Completed, Failed
 from bascule import bluegreen, report
 from bascule import history as h
 from bascule.checks import CheckResult
+from bascule.errors import UsageError
 from bascule.manifests import Color, idle_color, service_proxy_path
 from bascule.outcome import StateName
+from bascule.redact import redact, redact_data
 from flows.approval import description, request_approval
-from tasks import checks, rollout, state, traffic
+from tasks import checks, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
@@ -93,12 +95,14 @@ class Run:
                     "prefect.resource.role": "release",
                 }
             ],
-            payload={
-                "release": self.release.id,
-                "image": self.release.image,
-                "color": self.release.color,
-                **payload,
-            },
+            payload=redact_data(
+                {
+                    "release": self.release.id,
+                    "image": self.release.image,
+                    "color": self.release.color,
+                    **payload,
+                }
+            ),
         )
         failing = [f"{c.target} {c.name}: {c.detail}" for c in self.checks if not c.passed]
         self.notifier.send(
@@ -144,13 +148,15 @@ class Run:
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)
         update_progress_artifact(self.progress, 100.0, description=self.release.result)
-        md = report.render(
-            self.env.app,
-            self.env.name,
-            self.release,
-            self.checks,
-            self.details,
-            self.env.kube.requests,
+        md = redact(
+            report.render(
+                self.env.app,
+                self.env.name,
+                self.release,
+                self.checks,
+                self.details,
+                self.env.kube.requests,
+            )
         )
         create_markdown_artifact(
             key=self.report_key,
@@ -184,7 +190,20 @@ def plan(
         flow_run_id=flow_run_id(),
         kind=kind,
         commit=commit,
+        secret=secret.name if (secret := env.release_secret) else None,
     )
+
+
+def with_secrets(env: Env) -> State | None:
+    """Gives ``env`` its secret variables' values: before the lock and any other change, so
+    a missing one ends the run (the state returned, exit 2) with nothing touched. From here
+    on the process masks them."""
+    try:
+        env.secrets = secretref.resolve_all(env)
+    except UsageError as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), name=StateName.REFUSED)
+    return None
 
 
 @flow(name="deploy", flow_run_name="{environment}: {image}")
@@ -199,6 +218,8 @@ def deploy(
     that already serves, with nothing else changed, is left as it is unless ``redeploy``."""
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
+    if refused := with_secrets(env):
+        return refused
     return exclusively(
         env,
         lambda: pipeline(
@@ -214,11 +235,28 @@ def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
     try:
         with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
             outcome = work()
+            prune_secrets(env)
     except LockHeld as exc:
         return Failed(message=str(exc), name=StateName.LOCK_HELD)
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     return outcome.state
+
+
+def prune_secrets(env: Env) -> None:
+    """Deletes the Secrets of releases that left the history: a rollback can only return to
+    a release the history still holds. A failure here costs a leftover Secret, not the run."""
+    try:
+        releases, _ = state.read_history(env)
+        keep = {r.secret for r in releases if r.secret}
+        if not keep and not env.cfg.secrets:
+            return  # an app without secrets: no Secret to look for, no permission needed
+        gone = rollout.prune_secrets(env, keep)
+    except Exception as exc:
+        get_run_logger().warning("old release Secrets not deleted: %s", exc)
+        return
+    if gone:
+        get_run_logger().info("deleted the Secrets of releases no longer kept: %s", ", ".join(gone))
 
 
 def pipeline(
@@ -367,6 +405,7 @@ def verify(env: Env, image: str) -> str:
 
 def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateName) -> State:
     """No traffic moved: scale the idle color down and record why."""
+    reason = redact(reason)
     run.log.error("no switch: %s", reason)
     rollout.scale(run.env, new, 0)
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
@@ -378,6 +417,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
 
 def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     """Traffic goes back to the old color, still at full size: one PATCH."""
+    reason = redact(reason)
     run.log.error("rolling back: %s", reason)
     if old is None:  # a first deploy has nothing to go back to; keep serving what we have
         run.save(

@@ -12,7 +12,16 @@ from prefect.states import Completed, Failed
 from bascule import bluegreen
 from bascule import history as h
 from bascule.outcome import StateName
-from flows.deploy import Outcome, Run, exclusively, flow_run_id, new_release_id, now_iso, pipeline
+from flows.deploy import (
+    Outcome,
+    Run,
+    exclusively,
+    flow_run_id,
+    new_release_id,
+    now_iso,
+    pipeline,
+    with_secrets,
+)
 from tasks import rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.preflight import preflight
@@ -49,6 +58,9 @@ def _rollback(env: Env, to_release: str | None) -> Outcome:
         return Outcome(Failed(message=str(exc), name=StateName.FAILED))
     if bluegreen.rollback_plan(observed, target) == "redeploy":
         get_run_logger().info("%s is no longer running: redeploying it", target.image)
+        # With today's secret values: the old ones are only kept while its color runs.
+        if refused := with_secrets(env):
+            return Outcome(refused)
         return pipeline(env, target.image, kind="rollback", approval=False)
     return Outcome(switch_back(env, observed, target))
 

@@ -17,6 +17,7 @@ from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_sce
 from bascule.config import HealthCheck, SmokeHttpScenario
 from bascule.kube import KubeError
 from bascule.manifests import Role, owned_labels, service_name, service_proxy_path
+from bascule.redact import redact
 from tasks.context import Env
 
 
@@ -52,7 +53,14 @@ def _request(
     except httpx.HTTPError as exc:
         ms = (time.perf_counter() - started) * 1000
         return Answer(None, ms, error=f"{type(exc).__name__}: {exc}")
-    return Answer(resp.status_code, seconds * 1000, resp.content)
+    return Answer(resp.status_code, seconds * 1000, _redacted(resp.content))
+
+
+def _redacted(body: bytes) -> bytes:
+    """The app's answer with known secrets masked: check details quote it."""
+    text = body.decode(errors="replace")
+    masked = redact(text)
+    return body if masked == text else masked.encode()
 
 
 def run_check(env: Env, role: Role, check: HealthCheck, image: str, label: str) -> CheckResult:
@@ -127,7 +135,8 @@ def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckRe
         "image": job_cfg.image,
         "args": job_cfg.args,
         "env": [{"name": "BASE_URL", "value": f"http://{cluster_ip}:{port}"}]
-        + [{"name": key, "value": v} for key, v in job_cfg.env.items()],
+        + [{"name": key, "value": v} for key, v in job_cfg.env.items()]
+        + _secret_env(env, job_cfg.secrets),
     }
     # The suite's image reaches the nodes as the app's does: its container's pull policy.
     app = env.templates.deployment["spec"]["template"]["spec"]["containers"][0]
@@ -156,8 +165,18 @@ def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckRe
         log = _job_log(env, name)
     finally:
         env.kube.delete(k.jobs(env.ns, name))
-    detail = why + ("\n" + log if log else "")
+    detail = why + ("\n" + redact(log) if log else "")
     return CheckResult("smoke-job", f"smoke/{role}", passed, detail, 1, time.monotonic() - started)
+
+
+def _secret_env(env: Env, names: list[str]) -> list[dict[str, Any]]:
+    """The suite's secret variables, read from the release's Secret like the app's."""
+    secret = env.release_secret
+    return [
+        {"name": n, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": n}}}
+        for n in names
+        if secret is not None and n in secret.keys
+    ]
 
 
 def _create_job(env: Env, job: dict[str, Any]) -> None:

@@ -3,14 +3,23 @@ client for its cluster. Created once per flow run and passed to the tasks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bascule import kube as k
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
 from bascule.config import EnvironmentConfig, load_environment
 from bascule.kube import Kube
-from bascule.manifests import Color, Role, Templates, deployment_name, load_templates, service_name
+from bascule.manifests import (
+    Color,
+    ReleaseSecret,
+    Role,
+    Templates,
+    deployment_name,
+    load_templates,
+    release_secret,
+    service_name,
+)
 
 
 @dataclass
@@ -18,6 +27,8 @@ class Env:
     cfg: EnvironmentConfig
     templates: Templates
     kube: Kube
+    # The app's secret variables with their values, once a flow resolved them (tasks.secretref).
+    secrets: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def open(environment: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -> Env:
@@ -45,6 +56,11 @@ class Env:
 
     def service(self, role: Role) -> str:
         return k.services(self.ns, service_name(self.app, role))
+
+    @property
+    def release_secret(self) -> ReleaseSecret | None:
+        """The Secret a release with today's secret values reads."""
+        return release_secret(self.app, self.secrets)
 
     @property
     def history_map(self) -> str:

@@ -43,6 +43,7 @@ from bascule import notifications as nt
 from bascule.config import NotificationsConfig, Receiver
 from bascule.errors import UsageError
 from bascule.history import Release
+from bascule.redact import redact
 from tasks import secretref
 
 Post = Callable[[str, dict[str, Any], float], nt.Attempt]
@@ -106,10 +107,9 @@ def _error(exc: Exception, url: str) -> str:
 
 
 def finalize(notice: nt.Notice) -> nt.Notice:
-    """The one place a message's text passes before it leaves the run: where the
-    redaction of secret values plugs in (``notice.map_text(redact)``, with bascule/redact.py
-    once it exists)."""
-    return notice
+    """The one place a message's text passes before it leaves the run: every known secret
+    value is masked here."""
+    return notice.map_text(redact)
 
 
 def ui_url(configured: str | None) -> str | None:

@@ -33,6 +33,13 @@ NEEDED = [
     ("", "events", "list"),
     ("batch", "jobs", "create"),
 ]
+# And with `secrets:` configured: write release Secrets, read Kubernetes Secret sources, prune.
+NEEDED_FOR_SECRETS = [
+    ("", "secrets", "create"),
+    ("", "secrets", "get"),
+    ("", "secrets", "list"),
+    ("", "secrets", "delete"),
+]
 
 
 class PreflightFailed(Exception):
@@ -42,7 +49,7 @@ class PreflightFailed(Exception):
 def permissions(env: Env) -> list[str]:
     """What we may not do, per SelfSubjectAccessReview."""
     denied = []
-    for group, resource, verb in NEEDED:
+    for group, resource, verb in NEEDED + (NEEDED_FOR_SECRETS if env.cfg.secrets else []):
         review = env.kube.create(
             "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
             {

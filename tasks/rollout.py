@@ -11,8 +11,19 @@ from prefect.cache_policies import NO_CACHE
 
 from bascule import kube as k
 from bascule.kube import KubeError
-from bascule.manifests import LABEL_RELEASE, Color, render_deployment, selector
+from bascule.manifests import (
+    LABEL_RELEASE,
+    LABEL_SECRETS,
+    Color,
+    owned_labels,
+    render_deployment,
+    render_secret,
+    secret_refs,
+    selector,
+    stale_secrets,
+)
 from bascule.readiness import Verdict, rollout_verdict
+from bascule.redact import redact
 from tasks.context import Env
 
 FIELD_MANAGER = "bascule"
@@ -26,12 +37,49 @@ class RolloutFailed(Exception):
 
 @task(name="deploy-idle-color", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def apply_color(env: Env, color: Color, image: str, release_id: str) -> None:
-    """Server-side apply of the color's Deployment: one idempotent request, safe to repeat."""
+    """The release's Secret, then a server-side apply of the color's Deployment that reads
+    it: idempotent requests, safe to repeat."""
+    write_secret(env)
     _apply(env, color, image, release_id)
 
 
+def write_secret(env: Env) -> str | None:
+    """Creates the immutable Secret of the environment's secret values unless it exists: its
+    name is the hash of its content, so an existing one holds these very values."""
+    if not env.secrets:
+        return None
+    obj = render_secret(env.cfg, env.secrets)
+    try:
+        env.kube.create(k.secrets(env.ns), obj, idempotent=True)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+    return str(obj["metadata"]["name"])
+
+
+def prune_secrets(env: Env, keep: set[str]) -> list[str]:
+    """Deletes the release Secrets no Deployment and no release in ``keep`` (those the
+    history still holds) uses; returns their names."""
+    labels = {**owned_labels(env.app, env.name), LABEL_SECRETS: "true"}
+    listing = env.kube.get(k.secrets(env.ns), labelSelector=k.selector_string(labels))
+    in_use = set(keep)
+    for color in ("blue", "green"):
+        in_use |= secret_refs(env.kube.get_or_none(env.deployment(color)))
+    stale = stale_secrets((s["metadata"]["name"] for s in listing["items"]), in_use)
+    for name in stale:
+        env.kube.delete(k.secrets(env.ns, name))
+    return stale
+
+
 def _apply(env: Env, color: Color, image: str, release_id: str, **params: str) -> dict[str, Any]:
-    obj = render_deployment(env.cfg, env.templates, color=color, image=image, release_id=release_id)
+    obj = render_deployment(
+        env.cfg,
+        env.templates,
+        color=color,
+        image=image,
+        release_id=release_id,
+        secret=env.release_secret,
+    )
     return env.kube.apply(env.deployment(color), obj, FIELD_MANAGER, **params)
 
 
@@ -63,7 +111,7 @@ def _readiness_failures(env: Env, pod_names: set[str]) -> tuple[dict[str, int], 
         name = ev.get("involvedObject", {}).get("name")
         if name in pod_names and "Readiness probe failed" in ev.get("message", ""):
             counts[name] = counts.get(name, 0) + int(ev.get("count") or 1)
-            last = ev["message"]
+            last = redact(ev["message"])
     return counts, last
 
 
@@ -71,7 +119,8 @@ def _events(env: Env, kind: str, name: str) -> list[str]:
     evs = env.kube.get(k.events(env.ns), fieldSelector=f"involvedObject.name={name}")
     lines = [f"{kind} {name} events:"]
     for ev in evs.get("items", [])[-8:]:
-        lines.append(f"  {ev.get('type')} {ev.get('reason')}: {ev.get('message', '').strip()}")
+        message = redact(ev.get("message", "").strip())
+        lines.append(f"  {ev.get('type')} {ev.get('reason')}: {message}")
     return lines
 
 
@@ -98,7 +147,7 @@ def failure_report(env: Env, pods: list[dict[str, Any]], verdict: Verdict) -> st
         except KubeError as exc:  # a log tail is a courtesy, never a reason to fail differently
             tail = f"(no log: {exc})"
         lines.append(f"pod {name} log tail:")
-        lines.extend(f"  {line}" for line in tail.splitlines()[-20:])
+        lines.extend(f"  {line}" for line in redact(tail).splitlines()[-20:])
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from bascule.manifests import (
     color_of_selector,
     owned_labels,
 )
+from bascule.redact import redact
 from tasks.context import Env
 
 HISTORY_KEY = "releases.json"
@@ -69,7 +70,9 @@ def save(env: Env, release: h.Release) -> None:
 def _save(env: Env, release: h.Release) -> None:
     for _ in range(5):
         releases, cm = read_history(env)
-        data = {HISTORY_KEY: h.encode(h.upsert(releases, release, env.cfg.history.limit))}
+        # Reasons and step details may quote app output: no secret value is kept.
+        history = h.upsert(releases, release, env.cfg.history.limit)
+        data = {HISTORY_KEY: redact(h.encode(history))}
         try:
             if cm is None:
                 env.kube.create(

@@ -103,6 +103,14 @@ COMMANDS: tuple[Command, ...] = (
         (*_ALWAYS, *_READS),
     ),
     Command(
+        "secrets",
+        "the secret variables of an environment: sources, and whether each resolves (masked)",
+        f"{_CLI}.inspect",
+        "secrets_arguments",
+        "secrets",
+        (*_ALWAYS, *_READS),
+    ),
+    Command(
         "trigger",
         "start a deploy on a Prefect server and follow it (for CI)",
         "bascule.trigger",

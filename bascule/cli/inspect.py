@@ -91,3 +91,35 @@ def history(args: argparse.Namespace) -> int:
             f"{(r.approver or '-'):<12} {r.image}" + (f" — {r.reason}" if r.reason else "")
         )
     return Exit.COMPLETED
+
+
+def secrets_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_argument(parser)
+    parser.add_argument("environment", metavar="ENV")
+
+
+def secrets(args: argparse.Namespace) -> int:
+    """Each secret variable, its source and whether it resolves here; values never shown."""
+    from bascule.redact import MASK
+    from tasks.secretref import status
+
+    with _reading(args.environment, args.dir) as env:
+        rows = status(env)
+    if not rows:
+        print(f"{args.environment}: no secret variables (`secrets:` is empty)")
+        return Exit.COMPLETED
+    width = max(len(name) for name, _, _ in rows)
+    missing = 0
+    for name, ref, problem in rows:
+        need = "optional" if ref.optional else "required"
+        shown = MASK if problem is None else "missing"
+        print(f"{name:<{width}}  {shown:<7}  {need:<8}  {ref.describe()}")
+        if problem is not None:
+            print(f"{'':<{width}}  {problem}")
+            missing += not ref.optional
+    if missing:
+        print(
+            f"{missing} required secret(s) without a value: a deploy would stop, changing nothing"
+        )
+        return Exit.USAGE
+    return Exit.COMPLETED

@@ -29,13 +29,19 @@ def finish(state: State) -> int:
     return Exit.FAILED if code is None else code
 
 
-def _checked(args: argparse.Namespace) -> EnvironmentConfig:
+def _checked(args: argparse.Namespace, secrets: bool = False) -> EnvironmentConfig:
     """The environment's configuration, with its templates and kubeconfig checked too (no
-    request is made): a UsageError naming the file and what to fix if one is wrong."""
+    request is made, but for Kubernetes Secret sources with ``secrets``): a UsageError naming
+    the file and what to fix if one is wrong, or each required secret without a value."""
     from tasks.context import Env
+    from tasks.secretref import resolve_all
 
     env = Env.open(args.environment, args.dir)
-    env.kube.close()
+    try:
+        if secrets:
+            resolve_all(env)
+    finally:
+        env.kube.close()
     return env.cfg
 
 
@@ -96,6 +102,7 @@ def deploy(args: argparse.Namespace) -> int:
 
     _checked(args).resolve_image(args.image)
     _check_prefect()
+    _checked(args, secrets=True)  # Prefect Secret blocks need the API
     return finish(
         run_watched(
             args.environment,

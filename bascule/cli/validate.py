@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from bascule.config import (
 )
 from bascule.manifests import load_templates, render_deployment, render_service
 from bascule.outcome import Exit
-from bascule.yamlsource import display_path
+from bascule.yamlsource import display_path, format_path, load_yaml_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             problems.extend(exc.problems)
     problems.extend(_template_problems(configs.values()))
+    warnings = _secret_warnings(configs, paths)
 
     files = [display_path(path) for path in paths]
     files += [p.file for p in problems if p.file not in files]
@@ -69,11 +71,45 @@ def run(args: argparse.Namespace) -> int:
         if not mine:
             out.write(f"{file}: OK\n")
         out.writelines(f"{problem}\n" for problem in mine)
+        out.writelines(f"{warning}\n" for warning in warnings if warning.file == file)
     bad = len({p.file for p in problems})
     if bad:
         out.write(f"{bad} file(s) with problems; nothing was changed\n")
         return Exit.USAGE
     return Exit.COMPLETED
+
+
+def _secret_warnings(configs: dict[str, EnvironmentConfig], paths: list[Path]) -> list[Problem]:
+    """Secret variables from environment variables that are not set here. Warnings, not
+    errors: the deploy reads them in the flow's process (a worker, a CI job), which need not
+    be this one. Prefect blocks and Kubernetes Secrets need a server or a cluster to check:
+    `bascule secrets ENV` does."""
+    warnings: list[Problem] = []
+    for path in paths:
+        cfg = configs.get(path.stem)
+        if cfg is None:
+            continue
+        unset = [
+            (name, ref)
+            for name, ref in cfg.secrets.items()
+            if ref.env and not ref.optional and not os.environ.get(ref.env)
+        ]
+        if not unset:
+            continue
+        doc = load_yaml_file(path)
+        for name, ref in unset:
+            loc = ("secrets", name, "env")
+            warnings.append(
+                Problem(
+                    display_path(path),
+                    f"warning: environment variable {ref.env} is not set here — a deploy run "
+                    "from here would stop; set it where the flow runs (`bascule secrets "
+                    f"{cfg.environment}` checks every source)",
+                    doc.mark_of(loc),
+                    format_path(loc),
+                )
+            )
+    return warnings
 
 
 def _template_problems(configs: Iterable[EnvironmentConfig]) -> list[Problem]:

@@ -32,7 +32,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from bascule.trigger.options import DEFAULT_API_PATIENCE, DEFAULT_WAIT_TIMEOUT, Options
+from bascule.config import DEFAULT_CONFIG_DIR
+from bascule.trigger.options import (
+    DEFAULT_API_PATIENCE,
+    DEFAULT_WAIT_TIMEOUT,
+    Options,
+    app_secret_values,
+)
 
 __all__ = ["ENVIRONMENT_HELP", "add_arguments", "options_from", "run"]
 
@@ -128,6 +134,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
         summary_path=summary,
         outputs_path=Path(environ["GITHUB_OUTPUT"]) if environ.get("GITHUB_OUTPUT") else None,
         github_actions=environ.get("GITHUB_ACTIONS") == "true",
+        app_secrets=app_secret_values(args.environment, environ, DEFAULT_CONFIG_DIR),
     )
 
 

@@ -4,7 +4,6 @@ writes to the streams and files it is given."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -14,6 +13,7 @@ from typing import TextIO
 
 from bascule.markdown import cell, code, one_line
 from bascule.outcome import RESULTS, Exit
+from bascule.redact import Redactor
 from bascule.trigger.report import Report, format_duration, format_time
 
 
@@ -25,22 +25,10 @@ class Output:
         self.stream = stream
         self.last_write = time.monotonic()
         self._retrying_said = False
-        found: set[str] = set()
-        for value in secret_values:
-            if not value:
-                continue
-            found.add(value)
-            found.add(base64.b64encode(value.encode()).decode())
-            _, colon, password = value.partition(":")
-            if colon and len(password) >= 4:
-                found.add(password)
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted(found, key=len, reverse=True)
+        self._redactor = Redactor(secret_values)
 
     def redact(self, text: str) -> str:
-        for value in self._secrets:
-            text = text.replace(value, "***")
-        return text
+        return self._redactor.redact(text)
 
     def line(self, text: str = "") -> None:
         self.stream.write(self.redact(text) + "\n")

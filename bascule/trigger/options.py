@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ class Options:
     poll_interval: float = 2.0
     # The last logs of a run reach the API after its final state; wait this long for them.
     log_settle: float = 3.0
+    # Values of the app's secrets this process has (see ``app_secret_values``), to mask.
+    app_secrets: tuple[str, ...] = ()
 
     @property
     def parameters(self) -> dict[str, str | None]:
@@ -55,6 +58,25 @@ class Options:
     @property
     def idempotency_key(self) -> str:
         return idempotency_key(self.environment, self.commit, self.image, self.rerun)
+
+
+def app_secret_values(
+    environment: str, environ: Mapping[str, str], config_dir: Path
+) -> tuple[str, ...]:
+    """The values of the environment's `secrets:` that come from variables this process has
+    as well (a CI job that passes a GitHub Environment's secrets to the deploy): the run's
+    output is masked for them here too, behind the flow's own masking. A file that is
+    missing or does not load masks nothing more; the flow reports its problems."""
+    from bascule.config import load_environment
+
+    try:
+        config = config_dir / f"{check_environment_name(environment)}.yaml"
+        cfg = load_environment(config) if config.is_file() else None
+    except UsageError:  # a bad name or file: check() and the flow say what is wrong
+        return ()
+    if cfg is None:
+        return ()
+    return tuple(environ[r.env] for r in cfg.secrets.values() if r.env and environ.get(r.env))
 
 
 def check(options: Options) -> None:

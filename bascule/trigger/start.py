@@ -39,7 +39,7 @@ def trigger(
 ) -> Exit:
     """Starts (or finds) the deploy run of ``options.environment`` and follows it; returns
     the exit code. ``transport`` answers for the Prefect server in unit tests."""
-    output = Output(out, options.api.secrets)
+    output = Output(out, [*options.api.secrets, *options.app_secrets])
     report = Report(environment=options.environment, image=options.image, commit=options.commit)
     try:
         check(options)

@@ -139,6 +139,7 @@ def test_rollback_needs_no_image_in_the_file(
         (Failed(name=StateName.REJECTED), Exit.REJECTED),
         (Failed(name=StateName.APPROVAL_TIMED_OUT), Exit.APPROVAL_TIMED_OUT),
         (Failed(name=StateName.LOCK_HELD), Exit.USAGE),
+        (Failed(name=StateName.REFUSED), Exit.USAGE),
         (Failed(), Exit.FAILED),
         # Prefect's own: a concurrency slot not acquired in time is no approval timeout.
         (Failed(name="TimedOut"), Exit.FAILED),

@@ -412,3 +412,45 @@ def test_names_allow_nothing_after_them() -> None:
     assert check_environment_name("dev") == "dev"
     with pytest.raises(UsageError, match="environment name"):
         check_environment_name("dev\n")
+
+
+def test_secrets_section_sources_clashes_and_smoke_job_names(tmp_path: Path) -> None:
+    from bascule.config import AppSecret
+
+    base = (REPO_DEPLOYMENTS / "dev.yaml").read_text()
+    good = base + (
+        "secrets:\n"
+        "  TOKEN: {env: DEV_TOKEN}\n"
+        "  DB: {prefect_secret: dev-db, optional: true}\n"
+        "  LEGACY: {kubernetes_secret: {name: legacy.keys, key: api-key}}\n"
+    )
+    cfg = _write_and_load(tmp_path, good)
+    assert isinstance(cfg.secrets["LEGACY"], AppSecret)
+    assert cfg.secrets["DB"].optional and not cfg.secrets["TOKEN"].optional
+    assert cfg.secrets["LEGACY"].describe() == "key 'api-key' of Kubernetes Secret 'legacy.keys'"
+
+    for text, where, says in (
+        ("secrets:\n  DRAIN_SECONDS: {env: X}\n", "secrets.DRAIN_SECONDS", "also set in `env:`"),
+        ("secrets:\n  T: {env: X, prefect_secret: y}\n", "secrets.T", "exactly one source"),
+        ("secrets:\n  T: {value: hunter2}\n", "secrets.T.value", "unknown key"),
+        (
+            "secrets:\n  T: {kubernetes_secret: {name: Bad_Name, key: k}}\n",
+            "secrets.T.kubernetes_secret.name",
+            "not a valid Secret name",
+        ),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            _write_and_load(tmp_path, base + text)
+        problem = exc.value.problems[0]
+        assert problem.field == where and says in problem.message, problem
+        assert problem.mark is not None and problem.mark.line > base.count("\n")
+    job = "checks:\n  smoke:\n    job: {image: x.example/s:v1, secrets: [NOPE]}\n"
+    with pytest.raises(ConfigError, match="'NOPE' is not one of this environment's"):
+        _write_and_load(tmp_path, base.split("checks:")[0] + job)
+
+
+def _write_and_load(tmp_path: Path, text: str) -> EnvironmentConfig:
+    shutil.copytree(REPO_DEPLOYMENTS / "manifests", tmp_path / "manifests", dirs_exist_ok=True)
+    path = tmp_path / "dev.yaml"
+    path.write_text(text)
+    return load_environment(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,16 @@ from bascule.manifests import (
     idle_color,
     load_templates,
     parse_templates,
+    release_secret,
     render_deployment,
+    render_secret,
     render_service,
+    secret_refs,
     selector,
     selector_patch,
     service_name,
     service_proxy_path,
+    stale_secrets,
     validate_release_id,
 )
 
@@ -220,3 +225,48 @@ def test_missing_templates(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_templates(tmp_path)
     assert [Path(f).name for f in info.value.files] == ["deployment.yaml", "service.yaml"]
+
+
+def _secret_cfg() -> EnvironmentConfig:
+    return EnvironmentConfig.model_validate(
+        {
+            "app": "shop",
+            "environment": "dev",
+            "namespace": "shop-dev",
+            "env": {"PLAIN": "1"},
+            "secrets": {"TOKEN": {"env": "SHOP_TOKEN"}, "APP_COLOR": {"env": "X"}},
+        }
+    )
+
+
+def test_release_secret_name_is_a_hash_of_the_values() -> None:
+    a = release_secret("shop", {"TOKEN": "one", "B": "x"})
+    assert a is not None and a.name.startswith("shop-secrets-") and a.keys == ("B", "TOKEN")
+    assert a == release_secret("shop", {"B": "x", "TOKEN": "one"})  # order does not matter
+    b = release_secret("shop", {"TOKEN": "two", "B": "x"})
+    assert b is not None and b.name != a.name
+    assert "one" not in a.name and release_secret("shop", {}) is None
+
+
+def test_deployment_reads_each_secret_from_the_release_secret(tmp_path: Path) -> None:
+    cfg = _secret_cfg()
+    values = {"TOKEN": "t0ken", "APP_COLOR": "c"}
+    secret = release_secret(cfg.app, values)
+    templates = load_templates(DEPLOYMENTS / "manifests")
+    dep = render_deployment(
+        cfg, templates, color="blue", image="r.example/shop:v1", release_id="r1", secret=secret
+    )
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert secret is not None
+    assert env["TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": secret.name, "key": "TOKEN"}}
+    # A secret replaces the template's entry of the same name, in place.
+    assert env["APP_COLOR"]["valueFrom"]["secretKeyRef"]["name"] == secret.name
+    assert env["PLAIN"] == {"name": "PLAIN", "value": "1"}
+    assert "t0ken" not in str(dep)
+    assert secret_refs(dep) == {secret.name}
+
+    obj = render_secret(cfg, values)
+    assert obj["immutable"] is True and obj["metadata"]["name"] == secret.name
+    assert base64.b64decode(obj["data"]["TOKEN"]).decode() == "t0ken"
+    assert obj["metadata"]["labels"]["bascule.io/release-secrets"] == "true"
+    assert stale_secrets(["a", "b", "c"], {"b"}) == ["a", "c"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from pydantic import ValidationError
 
@@ -27,3 +29,19 @@ def test_resolve_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve(SecretRef(env="BASCULE_T_SECRET"), "migrations.database_url")
     assert "migrations.database_url" in str(err.value)
     assert SecretRef(env="X").describe() == "environment variable X"
+
+
+def test_a_resolved_value_is_masked_in_every_log_record(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BASCULE_UNIT_SECRET", "s3cret/for logs")
+    assert resolve(SecretRef(env="BASCULE_UNIT_SECRET"), "test") == "s3cret/for logs"
+    log = logging.getLogger("bascule.test.masking")
+    with caplog.at_level(logging.INFO):
+        log.info("value %s and %s", "s3cret/for logs", "s3cret%2Ffor%20logs")
+        try:
+            raise RuntimeError("failed with s3cret/for logs")
+        except RuntimeError:
+            log.exception("boom")
+    text = caplog.text
+    assert "s3cret" not in text and text.count("***") >= 3, text

@@ -524,3 +524,21 @@ def test_missing_image_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exc:
         parse("staging")
     assert exc.value.code == Exit.USAGE
+
+
+def test_output_also_masks_the_apps_secrets_this_process_has(tmp_path: Path) -> None:
+    from bascule.trigger.options import app_secret_values
+
+    deployments = Path(__file__).resolve().parents[2] / "deployments"
+    text = (deployments / "dev.yaml").read_text()
+    (tmp_path / "dev.yaml").write_text(
+        text + "secrets:\n  TOKEN: {env: CI_TOKEN}\n  OTHER: {env: NOT_HERE}\n"
+    )
+    environ = {"CI_TOKEN": "ci-t0ken-value"}
+    values = app_secret_values("dev", environ, tmp_path)
+    assert values == ("ci-t0ken-value",)
+    assert app_secret_values("../dev", environ, tmp_path) == ()
+    assert app_secret_values("staging", environ, tmp_path) == ()
+    stream = io.StringIO()
+    github.Output(stream, values).line("state message: ci-t0ken-value")
+    assert stream.getvalue() == "state message: ***\n"
