@@ -31,9 +31,10 @@ from bascule import bluegreen, report
 from bascule import history as h
 from bascule.checks import CheckResult
 from bascule.manifests import Color, idle_color, service_proxy_path
+from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from flows.approval import description, request_approval
-from tasks import checks, rollout, state, traffic
+from tasks import checks, monitoring, rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import preflight
@@ -128,7 +129,10 @@ class Run:
         if failed:
             raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
-    def publish(self) -> None:
+    def publish(self, ending: StateName | None = None) -> None:
+        self.details.append(
+            monitoring.deliver(self.env, self.release, ending == StateName.APPROVAL_TIMED_OUT)
+        )
         update_progress_artifact(self.progress, 100.0, description=self.release.result)
         md = report.render(
             self.env.app,
@@ -157,7 +161,12 @@ class Outcome:
 
 @task(name="plan", cache_policy=NO_CACHE)
 def plan(
-    env: Env, image: str, observed: bluegreen.Observed, kind: str, commit: str | None = None
+    env: Env,
+    image: str,
+    observed: bluegreen.Observed,
+    kind: str,
+    commit: str | None = None,
+    commit_time: str | None = None,
 ) -> h.Release:
     active = observed.active_state
     return h.Release(
@@ -170,6 +179,7 @@ def plan(
         flow_run_id=flow_run_id(),
         kind=kind,
         commit=commit,
+        commit_time=commit_time,
     )
 
 
@@ -180,15 +190,23 @@ def deploy(
     commit: str | None = None,
     config_dir: str = str(DEFAULT_CONFIG_DIR),
     redeploy: bool = False,
+    commit_time: str | None = None,
 ) -> State:
     """Deploys ``image`` (default: the environment's configured image) blue-green. An image
-    that already serves, with nothing else changed, is left as it is unless ``redeploy``."""
+    that already serves, with nothing else changed, is left as it is unless ``redeploy``.
+    ``commit_time`` (ISO-8601) gives the lead time from commit to live."""
+    commit_time = commit_time and normal_time(commit_time)
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
     return exclusively(
         env,
         lambda: pipeline(
-            env, target_image, kind="deploy", commit=commit, skip_if_serving=not redeploy
+            env,
+            target_image,
+            kind="deploy",
+            commit=commit,
+            commit_time=commit_time,
+            skip_if_serving=not redeploy,
         ),
     )
 
@@ -215,12 +233,13 @@ def pipeline(
     note: str = "",
     commit: str | None = None,
     skip_if_serving: bool = False,
+    commit_time: str | None = None,
 ) -> Outcome:
     observed, baseline = preflight(env)
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
         return Outcome(Completed(message=serving))
-    release = plan(env, image, observed, kind, commit)
+    release = plan(env, image, observed, kind, commit, commit_time)
     run = Run(env, release)
     run.checks.extend(baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
@@ -357,7 +376,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     rollout.scale(run.env, new, 0)
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
     run.event(result, reason=reason)
-    run.publish()
+    run.publish(state_name)
     return Failed(message=reason, name=state_name)
 
 
