@@ -8,13 +8,14 @@ log and report say what happened.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run as prefect_runtime_flow_run
+from prefect.utilities.urls import url_for
 from prometheus_client import CollectorRegistry, push_to_gateway
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -23,6 +24,8 @@ from bascule import history as h
 from bascule import monitoring as m
 from tasks import state
 from tasks.context import Env
+
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 class _Snapshot(Collector):
@@ -42,12 +45,14 @@ class _Snapshot(Collector):
 
 
 def run_url(env: Env, release: h.Release) -> str | None:
-    """The run's page in the Prefect UI: under ``monitoring.ui_url`` if set, else Prefect's."""
+    """The run's page in the Prefect UI, under ``monitoring.ui_url`` if set, else under the
+    UI address Prefect knows (PREFECT_UI_URL, or derived from PREFECT_API_URL)."""
+    if not release.flow_run_id:
+        return None
     base = env.cfg.monitoring.ui_url
-    if base and release.flow_run_id:
+    if base:
         return f"{base}/runs/flow-run/{release.flow_run_id}"
-    url = prefect_runtime_flow_run.ui_url
-    return str(url) if url else None
+    return url_for("flow-run", obj_id=release.flow_run_id)
 
 
 def push_metrics(env: Env, release: h.Release) -> str:
@@ -90,7 +95,11 @@ def post_alerts(env: Env, release: h.Release, approval_timed_out: bool) -> str:
 def deliver(env: Env, release: h.Release, approval_timed_out: bool = False) -> str:
     """Pushes the metrics and posts the alerts of a finished run; returns what happened, a
     line per endpoint, for the run's report. Never raises: a failed delivery is logged."""
-    log, cfg = get_run_logger(), env.cfg.monitoring
+    return delivered(env, release, approval_timed_out, get_run_logger())
+
+
+def delivered(env: Env, release: h.Release, approval_timed_out: bool, log: Logger) -> str:
+    cfg = env.cfg.monitoring
     lines = []
     senders: tuple[tuple[str, str | None, Callable[[], str]], ...] = (
         ("metrics", cfg.pushgateway, lambda: push_metrics(env, release)),

@@ -68,7 +68,14 @@ def running(
 
 
 def running_pushgateway() -> contextlib.AbstractContextManager[str]:
-    return running("prometheus-pushgateway", lambda _, listen: [f"--web.listen-address={listen}"])
+    # Debian's build persists to /var/lib/prometheus unless told otherwise.
+    return running(
+        "prometheus-pushgateway",
+        lambda data, listen: [
+            f"--web.listen-address={listen}",
+            f"--persistence.file={data / 'pushgateway.data'}",
+        ],
+    )
 
 
 def running_alertmanager() -> contextlib.AbstractContextManager[str]:
