@@ -606,14 +606,16 @@ class MonitoringConfig(_Section):
         default=None,
         description=(
             "Prometheus Pushgateway base URL, e.g. http://pushgateway:9091: each run replaces "
-            "the group {job=bascule, app, environment} with its deployment metrics."
+            "the group {job=bascule, app, environment} with its deployment metrics. Unset: none "
+            "are pushed, and the run's report says so."
         ),
     )
     alertmanager: str | None = Field(
         default=None,
         description=(
             "Alertmanager base URL, e.g. http://alertmanager:9093: rollbacks, failed production "
-            "deploys and approval timeouts are posted to its /api/v2/alerts."
+            "deploys and approval timeouts are posted to its /api/v2/alerts. Unset: none are "
+            "sent, and the run's report says so."
         ),
     )
     ui_url: str | None = Field(

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from bascule.config import ConfigError, load_environment
+from bascule.errors import UsageError
 from bascule.history import Release, Result, Step
 from bascule.monitoring import Series, alerts, dora, epoch, failures, normal_time, series
+from bascule.prefect_client import ApiSettings
+from bascule.trigger.options import Options, check
 
 RULES = Path(__file__).resolve().parents[2] / "deployments" / "monitoring"
 T0 = epoch("2026-11-01T00:00:00Z")
@@ -250,3 +253,13 @@ def test_rules_pass_promtool_check_and_their_unit_test() -> None:
         )
         assert res.returncode == 0, res.stdout + res.stderr
         assert "SUCCESS" in res.stdout
+
+
+def test_trigger_passes_a_valid_commit_time_to_the_flow() -> None:
+    base = Options("staging", "shop:v1", ApiSettings("http://prefect/api"), commit="abc1234")
+    assert "commit_time" not in base.parameters
+    timed = replace(base, commit_time="2026-11-28T05:30:00Z")
+    check(timed)
+    assert timed.parameters["commit_time"] == "2026-11-28T05:30:00Z"
+    with pytest.raises(UsageError, match="--commit-time: 'soon' is not an ISO-8601 time"):
+        check(replace(base, commit_time="soon"))
