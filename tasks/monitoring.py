@@ -81,10 +81,11 @@ def post_alerts(env: Env, release: h.Release, approval_timed_out: bool) -> str:
         env.app, env.name, release, approval_timed_out, run_url(env, release), time.time()
     )
     names = ", ".join(f"{a['labels']['alertname']} ({a['labels']['severity']})" for a in raised)
+    if manager is None:
+        held = f" ({names} not sent)" if raised else ""
+        return f"alerts: skipped — no monitoring.alertmanager configured{held}"
     if not raised:
         return "alerts: none raised"
-    if manager is None:
-        return f"alerts: {names} not sent — no monitoring.alertmanager configured"
     httpx.post(
         f"{manager}/api/v2/alerts", json=raised, timeout=env.cfg.monitoring.timeout_seconds
     ).raise_for_status()

@@ -221,7 +221,7 @@ def test_metrics_alerts_and_stats_after_deploys_and_a_rollback(
     assert fired["labels"]["app"] == "sample-app" and fired["labels"]["release"] == v2["id"]
 
 
-def test_an_endpoint_that_hangs_costs_its_timeout_and_no_more(
+def test_an_endpoint_that_hangs_costs_its_timeout_and_none_configured_is_skipped(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     with hung_endpoint() as hung:
@@ -245,3 +245,10 @@ def test_an_endpoint_that_hangs_costs_its_timeout_and_no_more(
     assert f"metrics: not delivered to {hung}" in lines and "timed out" in lines, lines
     assert f"alerts: not delivered to {hung} — ReadTimeout" in lines, lines
     assert took < 2 * 1 + 2  # two endpoints, one second each, plus the history read
+    # None configured: both skipped, and said so.
+    env = Env.open("staging", write_envs(tmp_path / "none", namespace, cluster.kubeconfig))
+    assert monitoring.delivered(env, release, False, logging.getLogger("test")).splitlines() == [
+        "metrics: skipped — no monitoring.pushgateway configured",
+        "alerts: skipped — no monitoring.alertmanager configured "
+        "(BasculeRollback (warning) not sent)",
+    ]
