@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import deploys
+from tests.support.alerting import alertmanager  # noqa: F401  (a shared fixture)
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
@@ -16,13 +18,13 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 
 
-def production(tmp: Path, cluster: Cluster, ns: str, timeout_s: int = 300) -> str:
+def production(tmp: Path, cluster: Cluster, ns: str, timeout_s: int = 300, **over: Any) -> str:
     cfg = write_envs(
         tmp / "cfg",
         ns,
         cluster.kubeconfig,
         environments=("production",),
-        overrides={"namespace": ns, "approval": {"timeout_seconds": timeout_s}},
+        overrides={"namespace": ns, "approval": {"timeout_seconds": timeout_s}, **over},
     )
     return str(cfg)
 
@@ -100,12 +102,18 @@ def test_invalid_input_keeps_the_run_paused_with_a_clear_message(
 
 
 def test_no_decision_in_time_means_no_switch(
-    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    alertmanager: str,  # noqa: F811
+    tmp_path: Path,
+    v1_in_production: str,
 ) -> None:
     # 15 s: Prefect's own pause expiry (checked on the server every 5 s) used to overtake
     # the flow's cleanup and end the run "Failed: The flow was timedout and never resumed."
     timeout_s = 15
-    cfg = production(tmp_path / "short", cluster, namespace, timeout_s=timeout_s)
+    monitoring = {"alertmanager": alertmanager}
+    cfg = production(tmp_path / "short", cluster, namespace, timeout_s, monitoring=monitoring)
     log = tmp_path / "v2.log"
     proc = start_v2(prefect_server, cfg, log)
     deploys.wait_phase(cluster, namespace, V2, {"awaiting-approval"})
@@ -120,3 +128,12 @@ def test_no_decision_in_time_means_no_switch(
     assert last["reason"] == f"no decision within {timeout_s} s"
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
+    # Alertmanager was told, with a link to the run.
+    [alert] = [
+        a
+        for a in httpx.get(f"{alertmanager}/api/v2/alerts").json()
+        if a["labels"]["release"] == last["id"]
+    ]
+    assert alert["labels"]["alertname"] == "BasculeApprovalTimedOut"
+    assert alert["labels"]["environment"] == "production"
+    assert alert["annotations"]["run_url"].endswith(f"/runs/flow-run/{last['flow_run_id']}")
