@@ -137,7 +137,10 @@ class Dora:
         def duration(seconds: float | None) -> str:
             if seconds is None:
                 return "-"
-            return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 3600:.2f} h"
+            for unit, size, above in (("d", 86400, 2 * 86400), ("h", 3600, 7200), ("min", 60, 120)):
+                if seconds >= above:
+                    return f"{seconds / size:.1f} {unit}"
+            return f"{seconds:.1f} s"
 
         rate = "-" if self.change_failure_rate is None else f"{self.change_failure_rate:.0%}"
         return [

@@ -97,7 +97,8 @@ def test_dora_figures() -> None:
     assert figures.restores == 2 and figures.mean_time_to_restore_seconds == pytest.approx(506)
     # commit → switch: v1 630 s, v4 1230 s, v5 330 s
     assert figures.lead_times == 3 and figures.median_lead_time_seconds == pytest.approx(630)
-    assert any("change failure rate:    50% (2 of 4)" in line for line in figures.lines())
+    assert "change failure rate:    50% (2 of 4)" in figures.lines()
+    assert "mean time to restore:   8.4 min (2 restores)" in figures.lines()
 
 
 def test_dora_period_leaves_older_records_out() -> None:
