@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from tests.support import deploys
-from tests.support.alerting import alertmanager  # noqa: F401  (a shared fixture)
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
@@ -105,7 +104,7 @@ def test_no_decision_in_time_means_no_switch(
     cluster: Cluster,
     namespace: str,
     prefect_server: str,
-    alertmanager: str,  # noqa: F811
+    alertmanager: str,
     tmp_path: Path,
     v1_in_production: str,
 ) -> None:

@@ -22,7 +22,7 @@ from bascule.history import Release
 from tasks import monitoring
 from tasks.context import Env
 from tests.support import deploys
-from tests.support.alerting import alertmanager, group, pushgateway, running  # noqa: F401
+from tests.support.alerting import group, running
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 from tests.support.prefect_server import free_port
@@ -64,8 +64,8 @@ def test_metrics_alerts_and_stats_after_deploys_and_a_rollback(
     cluster: Cluster,
     namespace: str,
     prefect_server: str,
-    pushgateway: str,  # noqa: F811
-    alertmanager: str,  # noqa: F811
+    pushgateway: str,
+    alertmanager: str,
     tmp_path: Path,
 ) -> None:
     live = {"monitoring": {"pushgateway": pushgateway, "alertmanager": alertmanager}}
