@@ -46,6 +46,7 @@ from bascule.yamlsource import (
 __all__ = [
     "DEFAULT_CONFIG_DIR",
     "ENVIRONMENTS",
+    "PRODUCTION",
     "AppSecret",
     "ApprovalConfig",
     "ChecksConfig",
@@ -59,6 +60,7 @@ __all__ = [
     "MigrationsConfig",
     "MigrationsJob",
     "MigrationsLint",
+    "MonitoringConfig",
     "NotificationsConfig",
     "Problem",
     "Receiver",
@@ -76,8 +78,9 @@ __all__ = [
     "with_image_tag",
 ]
 
+PRODUCTION = "production"  # needs approval by default; a failed deploy there pages
 # Every deployments directory has these; more environments may be added beside them.
-ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
+ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", PRODUCTION)
 # Where the commands and flows look for the environment files unless told otherwise.
 DEFAULT_CONFIG_DIR = Path("deployments")
 
@@ -908,6 +911,56 @@ class NotificationsConfig(_Section):
         return value
 
 
+def _check_http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL — write e.g. http://127.0.0.1:9091")
+    if parts.username or parts.password:
+        # The URL is logged and shown in reports; a credential in it would leak there.
+        raise ValueError("credentials in the URL are not supported — remove the user:password@")
+    return value.rstrip("/")
+
+
+class MonitoringConfig(_Section):
+    """Where a run's deployment metrics and alerts go. Each endpoint is optional: one left out
+    is skipped (the run's report says so); one that does not answer is logged and never fails
+    the deploy."""
+
+    pushgateway: str | None = Field(
+        default=None,
+        description=(
+            "Prometheus Pushgateway base URL, e.g. http://pushgateway:9091: each run replaces "
+            "the group {job=bascule, app, environment} with its deployment metrics. Unset: none "
+            "are pushed, and the run's report says so."
+        ),
+    )
+    alertmanager: str | None = Field(
+        default=None,
+        description=(
+            "Alertmanager base URL, e.g. http://alertmanager:9093: rollbacks, failed production "
+            "deploys and approval timeouts are posted to its /api/v2/alerts. Unset: none are "
+            "sent, and the run's report says so."
+        ),
+    )
+    ui_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the Prefect UI for the run link in alerts (default: the one Prefect "
+            "derives from PREFECT_API_URL / PREFECT_UI_URL)."
+        ),
+    )
+    timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Time limit for each delivery; a slower endpoint is given up on and logged.",
+    )
+
+    _urls = field_validator("pushgateway", "alertmanager", "ui_url")(_check_http_url)
+
+
 class EnvironmentConfig(_Section):
     """One environment of one app: where it runs and how it is deployed and verified."""
 
@@ -964,13 +1017,17 @@ class EnvironmentConfig(_Section):
     notifications: NotificationsConfig = Field(
         default_factory=NotificationsConfig, description="Slack and Discord notifications."
     )
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig,
+        description="Deployment metrics (Pushgateway) and alerts (Alertmanager).",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _production_needs_approval(cls, data: Any) -> Any:
         # The safe default depends on which environment this is, so it cannot be a plain
         # field default.
-        if not isinstance(data, dict) or data.get("environment") != "production":
+        if not isinstance(data, dict) or data.get("environment") != PRODUCTION:
             return data
         approval = data.get("approval")
         if approval is None:

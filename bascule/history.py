@@ -54,6 +54,7 @@ class Release:
     api_requests: int = 0  # Kubernetes API requests the run made
     commit: str | None = None  # the commit the image was built from, as CI gave it
     secret: str | None = None  # the Secret with the release's secret variables (no values)
+    commit_time: str | None = None  # ISO-8601 time of that commit, when CI gave it (lead time)
 
     @property
     def in_flight(self) -> bool:

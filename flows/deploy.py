@@ -32,10 +32,11 @@ from bascule import history as h
 from bascule.checks import CheckResult
 from bascule.errors import UsageError
 from bascule.manifests import Color, idle_color, service_proxy_path
+from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from flows.approval import description, request_approval
-from tasks import checks, rollout, secretref, state, traffic
+from tasks import checks, monitoring, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
@@ -144,9 +145,12 @@ class Run:
         if failed:
             raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
-    def publish(self) -> None:
+    def publish(self, ending: StateName | None = None) -> None:
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)
+        self.details.append(
+            monitoring.deliver(self.env, self.release, ending == StateName.APPROVAL_TIMED_OUT)
+        )
         update_progress_artifact(self.progress, 100.0, description=self.release.result)
         md = redact(
             report.render(
@@ -177,7 +181,12 @@ class Outcome:
 
 @task(name="plan", cache_policy=NO_CACHE)
 def plan(
-    env: Env, image: str, observed: bluegreen.Observed, kind: str, commit: str | None = None
+    env: Env,
+    image: str,
+    observed: bluegreen.Observed,
+    kind: str,
+    commit: str | None = None,
+    commit_time: str | None = None,
 ) -> h.Release:
     active = observed.active_state
     return h.Release(
@@ -191,6 +200,7 @@ def plan(
         kind=kind,
         commit=commit,
         secret=secret.name if (secret := env.release_secret) else None,
+        commit_time=commit_time,
     )
 
 
@@ -213,9 +223,12 @@ def deploy(
     commit: str | None = None,
     config_dir: str = str(DEFAULT_CONFIG_DIR),
     redeploy: bool = False,
+    commit_time: str | None = None,
 ) -> State:
     """Deploys ``image`` (default: the environment's configured image) blue-green. An image
-    that already serves, with nothing else changed, is left as it is unless ``redeploy``."""
+    that already serves, with nothing else changed, is left as it is unless ``redeploy``.
+    ``commit_time`` (ISO-8601) gives the lead time from commit to live."""
+    commit_time = commit_time and normal_time(commit_time)
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
     if refused := with_secrets(env):
@@ -223,7 +236,12 @@ def deploy(
     return exclusively(
         env,
         lambda: pipeline(
-            env, target_image, kind="deploy", commit=commit, skip_if_serving=not redeploy
+            env,
+            target_image,
+            kind="deploy",
+            commit=commit,
+            commit_time=commit_time,
+            skip_if_serving=not redeploy,
         ),
     )
 
@@ -267,12 +285,13 @@ def pipeline(
     note: str = "",
     commit: str | None = None,
     skip_if_serving: bool = False,
+    commit_time: str | None = None,
 ) -> Outcome:
     observed, baseline = preflight(env)
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
         return Outcome(Completed(message=serving))
-    release = plan(env, image, observed, kind, commit)
+    release = plan(env, image, observed, kind, commit, commit_time)
     run = Run(env, release)
     run.checks.extend(baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
@@ -411,7 +430,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
     timed_out = state_name is StateName.APPROVAL_TIMED_OUT
     run.event("approval-timed-out" if timed_out else result, reason=reason)
-    run.publish()
+    run.publish(state_name)
     return Failed(message=reason, name=state_name)
 
 

@@ -59,6 +59,33 @@ for env in dev staging production; do
   kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 done
 
+say "Pushgateway and Alertmanager on loopback: every run's metrics and alerts go there"
+mon="$(mktemp -d "${TMPDIR:-/tmp}/bascule-demo-monitoring.XXXXXX")"
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pushgateway="http://127.0.0.1:$(free_port)"
+alertmanager="http://127.0.0.1:$(free_port)"
+setsid prometheus-pushgateway --web.listen-address="${pushgateway#http://}" \
+  --persistence.file="$mon/pushgateway.data" >"$mon/pushgateway.log" 2>&1 </dev/null &
+echo $! >"$mon/pushgateway.pid"
+printf 'route:\n  receiver: keep\nreceivers:\n  - name: keep\n' >"$mon/alertmanager.yml"
+setsid prometheus-alertmanager --config.file="$mon/alertmanager.yml" --storage.path="$mon/alertmanager" \
+  --web.listen-address="${alertmanager#http://}" --cluster.listen-address= \
+  >"$mon/alertmanager.log" 2>&1 </dev/null &
+echo $! >"$mon/alertmanager.pid"
+for url in "$pushgateway" "$alertmanager"; do
+  for _ in $(seq 60); do curl -fsS "$url/-/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+  curl -fsS "$url/-/ready" >/dev/null
+done
+echo "  Pushgateway $pushgateway, Alertmanager $alertmanager (data and pids in $mon)"
+# The environment files with these endpoints in their monitoring section; the bascule commands
+# below run in $mon, so they read $mon/deployments (their default directory).
+cp -r deployments "$mon/"
+for env in dev staging production; do
+  printf 'monitoring:\n  pushgateway: %s\n  alertmanager: %s\n' "$pushgateway" "$alertmanager" \
+    >>"$mon/deployments/$env.yaml"
+done
+cd "$mon"
+
 # Answers production's approval gate as "demo" as soon as it is asked.
 approver() {
   while sleep 1; do
@@ -91,6 +118,24 @@ for version in v1 v2; do
   done
 done
 
+say "staging: taken back by hand (bascule rollback), which raises an alert"
+bascule rollback staging 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
+  | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| (Flow|Task) run '[^']*' - //; s/^/  /"
+
+say "the Pushgateway's deployment metrics (group job=bascule, app, environment=staging)"
+curl -fsS "$pushgateway/metrics" | grep -E '^bascule_' | grep 'environment="staging"' | sed 's/^/  /'
+say "the alerts Alertmanager holds"
+curl -fsS "$alertmanager/api/v2/alerts" | python -c '
+import json, sys
+for a in json.load(sys.stdin):
+    l, n = a["labels"], a["annotations"]
+    print("  %s [%s] %s/%s release %s: %s" % (
+        l["alertname"], l["severity"], l["app"], l["environment"], l["release"], n["summary"]))
+    print("    run: %s" % n.get("run_url", "-"))
+'
+say "DORA figures (bascule stats)"
+for env in dev staging production; do bascule stats "$env" | sed 's/^/  /'; done
+
 say "history"
 for env in dev staging production; do
   echo "$env:"; bascule history --dir "$dir" "$env" --limit 4 | sed 's/^/  /'
@@ -99,5 +144,7 @@ say "where to look"
 echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, events)"
 echo "  kubectl:       KUBECONFIG=$KUBECONFIG $bin/kubectl get deploy,svc -A"
 echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status --dir $dir"
+echo "  metrics:       $pushgateway/metrics   alerts: $alertmanager/#/alerts"
 echo "  stop:          make cluster-down; kill \$(cat $cache/prefect/server.pid)"
+echo "                 kill \$(cat $mon/pushgateway.pid) \$(cat $mon/alertmanager.pid); rm -r $mon"
 cd "$repo"

@@ -12,6 +12,11 @@ have openssl || need+=(openssl)
 have debootstrap || need+=(debootstrap)
 have /usr/lib/postgresql/15/bin/postgres || need+=(postgresql-15)
 have chromium || need+=(chromium)
+# Monitoring: promtool and Prometheus, the Pushgateway, Alertmanager (run as plain processes by
+# the tests and the demo; Debian's packages try to start services, which no init here does).
+have promtool || need+=(prometheus)
+have prometheus-pushgateway || need+=(prometheus-pushgateway)
+have prometheus-alertmanager || need+=(prometheus-alertmanager)
 if ((${#need[@]})); then
   echo "install-system: apt-get install ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -111,6 +111,14 @@ COMMANDS: tuple[Command, ...] = (
         (*_ALWAYS, *_READS),
     ),
     Command(
+        "stats",
+        "the four DORA figures of an environment, from its history",
+        f"{_CLI}.inspect",
+        "stats_arguments",
+        "stats",
+        (*_ALWAYS, *_READS),
+    ),
+    Command(
         "trigger",
         "start a deploy on a Prefect server and follow it (for CI)",
         "bascule.trigger",

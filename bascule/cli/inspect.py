@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bascule.cli.options import add_dir_argument
 from bascule.config import ENVIRONMENTS
-from bascule.errors import Unreachable
+from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit
 
 if TYPE_CHECKING:
@@ -122,4 +122,45 @@ def secrets(args: argparse.Namespace) -> int:
             f"{missing} required secret(s) without a value: a deploy would stop, changing nothing"
         )
         return Exit.USAGE
+
+
+STATS_EPILOG = """\
+The four DORA figures of one app in one environment, from its history ConfigMap (what
+`bascule history` shows; it keeps history.limit records, so a long period covers fewer):
+
+  deployment frequency   deployments that went live (their switch moved traffic) per day;
+                         runs that failed or were rejected before the switch do not count,
+                         nor do rollbacks
+  change failure rate    the share of those that were then taken back: rolled back by the
+                         post-switch checks, or by a later `bascule rollback` while serving
+  mean time to restore   from a failed deployment's switch to the switch back to the
+                         previous version, averaged over the failures
+  lead time for changes  median time from the commit (deploy --commit-time) to the switch,
+                         over deployments that succeeded and knew their commit's time
+"""
+
+
+def stats_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_argument(parser)
+    parser.add_argument("environment", metavar="ENV")
+    parser.add_argument(
+        "--days", type=float, default=30.0, help="the period, ending now (default: %(default)g)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.epilog = STATS_EPILOG
+
+
+def stats(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from bascule.monitoring import dora
+    from tasks.state import read_history
+
+    if args.days <= 0:
+        raise UsageError(f"--days {args.days:g}: give a positive number of days")
+    with _reading(args.environment, args.dir) as env:
+        releases, _ = read_history(env)
+    figures = dora(env.app, env.name, releases, time.time(), args.days)
+    print(json.dumps(figures.to_json(), indent=1) if args.json else "\n".join(figures.lines()))
     return Exit.COMPLETED

@@ -83,11 +83,27 @@ def _beating() -> None:
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
 
 
+def _commit_time(value: str) -> str:
+    from bascule.monitoring import normal_time
+
+    try:
+        return normal_time(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
     parser.add_argument("--image", help="image reference (default: the environment's image)")
     parser.add_argument("--commit", help="commit the image was built from, for the record")
+    parser.add_argument(
+        "--commit-time",
+        type=_commit_time,
+        metavar="TIME",
+        help="when that commit was made (ISO-8601, e.g. from `git show -s --format=%%cI`): "
+        "gives the lead time from commit to live (metrics, bascule stats)",
+    )
     parser.add_argument(
         "--redeploy",
         action="store_true",
@@ -109,6 +125,7 @@ def deploy(args: argparse.Namespace) -> int:
             deploy_flow,
             image=args.image,
             commit=args.commit,
+            commit_time=args.commit_time,
             config_dir=str(args.dir),
             redeploy=args.redeploy,
         )

@@ -68,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--commit", metavar="SHA", help="commit being deployed; part of the idempotency key"
     )
     parser.add_argument(
+        "--commit-time",
+        metavar="TIME",
+        help="when that commit was made (ISO-8601, `git show -s --format=%%cI`): the lead "
+        "time from commit to live in the metrics and bascule stats",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_WAIT_TIMEOUT,
@@ -125,6 +131,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
         image=args.image,
         api=ApiSettings.from_prefect(),
         commit=args.commit,
+        commit_time=args.commit_time,
         rerun=args.rerun,
         require_digest=args.require_digest,
         wait=not args.no_wait,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from bascule.config import check_environment_name
 from bascule.errors import UsageError
 from bascule.images import parse_image
+from bascule.monitoring import normal_time
 
 if TYPE_CHECKING:
     from bascule.prefect_client import ApiSettings
@@ -31,6 +32,7 @@ class Options:
     image: str
     api: ApiSettings
     commit: str | None = None
+    commit_time: str | None = None  # ISO-8601 time of the commit, for the lead time
     # A label that makes another run of the same inputs (see ``idempotency_key``).
     rerun: str | None = None
     require_digest: bool = False
@@ -53,7 +55,8 @@ class Options:
     @property
     def parameters(self) -> dict[str, str | None]:
         """The deploy flow's parameters."""
-        return {"environment": self.environment, "image": self.image, "commit": self.commit}
+        given = {"environment": self.environment, "image": self.image, "commit": self.commit}
+        return given | ({"commit_time": self.commit_time} if self.commit_time else {})
 
     @property
     def idempotency_key(self) -> str:
@@ -84,6 +87,7 @@ def check(options: Options) -> None:
     check_environment_name(options.environment)
     parse_image(options.image, require_digest=options.require_digest)
     check_commit(options.commit)
+    check_commit_time(options.commit_time)
     check_rerun(options.rerun)
     for name, seconds in (
         ("--timeout", options.wait_timeout),
@@ -103,6 +107,14 @@ def check_commit(commit: str | None) -> str | None:
             f"commit {commit!r} is not valid; expected a lowercase hex commit SHA (7 to 64 digits)"
         )
     return commit
+
+
+def check_commit_time(value: str | None) -> None:
+    if value is not None:
+        try:
+            normal_time(value)
+        except ValueError as exc:
+            raise UsageError(f"--commit-time: {exc}") from None
 
 
 def check_rerun(label: str | None) -> str | None:

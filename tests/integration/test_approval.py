@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import deploys, webhooks
@@ -121,6 +122,7 @@ def test_no_decision_in_time_means_no_switch(
     cluster: Cluster,
     namespace: str,
     prefect_server: str,
+    alertmanager: str,
     tmp_path: Path,
     v1_in_production: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -138,6 +140,7 @@ def test_no_decision_in_time_means_no_switch(
         namespace,
         timeout_s=timeout_s,
         notifications={"receivers": [{**receiver, "events": ["approval-timed-out"]}]},
+        monitoring={"alertmanager": alertmanager},
     )
     log = tmp_path / "v2.log"
     proc = start_v2(prefect_server, cfg, log)
@@ -157,3 +160,12 @@ def test_no_decision_in_time_means_no_switch(
     assert f"no decision within {timeout_s} s" in message["embeds"][0]["description"]
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
+    # Alertmanager was told, with a link to the run.
+    [alert] = [
+        a
+        for a in httpx.get(f"{alertmanager}/api/v2/alerts").json()
+        if a["labels"]["release"] == last["id"]
+    ]
+    assert alert["labels"]["alertname"] == "BasculeApprovalTimedOut"
+    assert alert["labels"]["environment"] == "production"
+    assert alert["annotations"]["run_url"].endswith(f"/runs/flow-run/{last['flow_run_id']}")
