@@ -122,6 +122,7 @@ def secrets(args: argparse.Namespace) -> int:
             f"{missing} required secret(s) without a value: a deploy would stop, changing nothing"
         )
         return Exit.USAGE
+    return Exit.COMPLETED
 
 
 STATS_EPILOG = """\
