@@ -25,6 +25,7 @@ from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, wait_for
 from tests.support.envs import write_envs
+from tests.support.webhooks import Receiver
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -211,7 +212,22 @@ def test_canary_secret_is_in_nothing_the_run_produced(
         "secrets": ["APP_TOKEN"],
         "timeout_seconds": 60,
     }
-    cfg = config(tmp_path, cluster, namespace, "cfg", checks={"smoke": {"job": job}})
+    # Slack and Discord hear of the start and of the failure, whose reason quotes the secret.
+    hooks = {kind: Receiver(kind) for kind in ("slack", "discord")}
+    for kind, hook in hooks.items():
+        monkeypatch.setenv(f"T_{kind.upper()}_URL", hook.url)
+    receivers = [
+        {"name": kind, "kind": kind, "webhook_url": {"env": f"T_{kind.upper()}_URL"}}
+        for kind in hooks
+    ]
+    cfg = config(
+        tmp_path,
+        cluster,
+        namespace,
+        "cfg",
+        checks={"smoke": {"job": job}},
+        notifications={"receivers": receivers},
+    )
     res = deploy(prefect_server, cfg, V1)
     assert res.returncode == 1, res.stdout + res.stderr
 
@@ -265,6 +281,9 @@ def test_canary_secret_is_in_nothing_the_run_produced(
     report = Report(environment="staging", image=V1, commit=None)
     report.take(FlowRun.model_validate(flow_run), f"{prefect_server}/runs/{run_id}")
     produced["job summary"] = render_summary(report)
+    for kind, hook in hooks.items():
+        produced[f"{kind} messages"] = json.dumps(hook.wait_for(2))
+        assert "want" in produced[f"{kind} messages"]  # the reason that quoted the secret
     assert "smoke" in produced["job summary"]
 
     leaks = [
