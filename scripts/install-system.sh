@@ -12,6 +12,7 @@ have openssl || need+=(openssl)
 have debootstrap || need+=(debootstrap)
 have /usr/lib/postgresql/15/bin/postgres || need+=(postgresql-15)
 have chromium || need+=(chromium)
+have prometheus || need+=(prometheus)
 if ((${#need[@]})); then
   echo "install-system: apt-get install ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
