@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.cluster import Cluster, existing, start_local
 from tests.support.prefect_server import prefect_server  # noqa: F401  (a shared fixture)
+from tests.support.prometheus import prometheus  # noqa: F401  (a shared fixture)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
