@@ -90,7 +90,7 @@ def render(
 def evaluation_row(e: Evaluation) -> dict[str, str]:
     """One evaluation as a row of the report's and the artifact's table."""
     return {
-        "time": datetime.fromtimestamp(e.at, UTC).strftime("%H:%M:%S.%f")[:-3],
+        "time": datetime.fromtimestamp(e.at, UTC).isoformat(timespec="milliseconds"),
         "phase": e.phase,
         "name": e.name,
         "query": e.query,

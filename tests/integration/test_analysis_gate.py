@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ import httpx
 import pytest
 
 from tests.support import deploys
-from tests.support.cluster import Cluster, LoadDriver
+from tests.support.cluster import Cluster, LoadDriver, wait_for
 from tests.support.envs import write_envs
-from tests.support.prometheus import Prometheus
+from tests.support.prometheus import Prometheus, running_prometheus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2, V3 = (f"bascule.local/sample-app:{v}" for v in ("v1", "v2", "v3"))
@@ -108,7 +109,13 @@ def live(
     """A namespace with v1 live, deployed through the gate (nothing to compare with yet)."""
     ns = f"t-{uuid.uuid4().hex[:10]}"
     cluster.create_namespace(ns)
-    cfg = config(tmp_path_factory.mktemp("live"), cluster, ns, prometheus.url)
+    cfg = config(
+        tmp_path_factory.mktemp("live"),
+        cluster,
+        ns,
+        prometheus.url,
+        verification={"window_seconds": 2, "interval_seconds": 1},
+    )
     res = deploy(prefect_server, cfg, V1)
     assert res.returncode == 0, res.stdout + res.stderr
     yield ns
@@ -146,11 +153,175 @@ def test_a_healthy_version_passes_and_the_report_shows_each_evaluation(
     }, table
     preview = [r for r in table if r["phase"] == "preview"]
     assert (preview[-1]["value"], preview[-1]["verdict"]) == ("1", "successful"), preview
-    active = [r for r in table if r["phase"] == "active"]
-    assert all(r["verdict"] == "successful" for r in active), active
+    brief = [(r["name"], r["value"], r["verdict"]) for r in table]
+    # The first round after the switch may find no traffic yet in its 3 s (inconclusive).
+    assert all(r["verdict"] != "failed" for r in table), brief
     # Evaluated on data, every second through the window, not passed for want of it.
-    measured = [r for r in table if r["value"] != "-"]
-    assert len([r for r in measured if r["name"] == "error-ratio"]) >= 8, table
-    assert any(r["name"] == "latency-vs-baseline" for r in measured), table
+    measured = [r for r in table if r["value"] != "-" and r["verdict"] == "successful"]
+    assert len([r for r in measured if r["name"] == "error-ratio"]) >= 8, brief
+    assert any(r["name"] == "latency-vs-baseline" for r in measured), brief
     assert "## Analysis" in markdown and markdown.count("| active | error-ratio:") >= 8, markdown
     assert "| smoke-http-active | ok |" in markdown, markdown
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+# Errors and latency start this long after the new pods start: after the post-switch smoke
+# tests, inside the window (the pipeline reaches the switch in ~8 s here, ~12 s on CI).
+BAD_AFTER = "16"
+BAD_WINDOW = {"verification": {"window_seconds": 25, "interval_seconds": 1}}
+
+
+def bad_release(
+    cluster: Cluster, prom: Prometheus, api: str, tmp: Path, ns: str, env: dict[str, str]
+) -> tuple[dict[str, Any], list[dict[str, str]], Any, str]:
+    """Deploys a version that goes bad inside the window, under load; returns its release
+    record, the analysis table, the load report and the version that served before."""
+    before = serving(cluster, ns)
+    cfg = config(
+        tmp,
+        cluster,
+        ns,
+        prom.url,
+        env={**env, "ERROR_AFTER": BAD_AFTER},
+        checks={"health": HEALTH, "smoke": {"after_switch": False}},
+        rollout={"scale_down_delay_seconds": 25},
+        **BAD_WINDOW,
+    )
+    load = LoadDriver(cluster, deploys.service_url(cluster, ns), rps=50, workers=16)
+    res = deploy(api, cfg, V3 if before != "v3" else V2)
+    time.sleep(2)  # who answers after the rollback
+    report = load.stop()
+    assert res.returncode == 3, res.stdout + res.stderr  # rolled back
+    last = deploys.history(cluster, ns)[-1]
+    print("steps:", " ".join(f"{s['name']}={s['seconds']:.1f}" for s in last["steps"]))
+    _, table = artifacts(api, last["flow_run_id"])
+    assert serving(cluster, ns) == before
+    return last, table, report, before
+
+
+def test_an_error_ratio_rising_after_the_switch_is_rolled_back_by_the_gate(
+    cluster: Cluster, prometheus: Prometheus, prefect_server: str, tmp_path: Path, live: str
+) -> None:
+    last, table, report, before = bad_release(
+        cluster, prometheus, prefect_server, tmp_path, live, {"ERROR_RATE": "10"}
+    )
+    assert last["result"] == "rolled-back" and "'error-ratio'" in last["reason"], last
+    back = next(s for s in last["steps"] if s["name"] == "rollback-switch")
+    decided = back["at"] - back["seconds"]
+    first_failed = min(epoch(r["time"]) for r in table if r["verdict"] == "failed")
+    went_bad = min(s["t"] for s in report.failures if s["error"] == "HTTP 500")
+    bad = [s["t"] for s in report.samples if s["version"] != before or not s["ok"]]
+    old_only = max(bad) - first_failed
+    between = [s for s in report.samples if went_bad <= s["t"] < decided]
+    answered = sum(s["ok"] for s in between) / len(between)
+    print(
+        f"gate_detection_seconds={decided - went_bad:.3f} "
+        f"first_failing_evaluation_to_old_only_seconds={old_only:.3f} "
+        f"rollback_switch_seconds={back['seconds']:.3f} answered_while_bad={answered:.2f}"
+    )
+    report.assert_sustained()
+    # Only the metrics could tell: /readyz passed every round, /version mostly answered.
+    assert answered > 0.75, answered
+    assert "ready" not in last["reason"]
+    # Two evaluation intervals (1 s) and a second, with the scrape's second on top.
+    assert 0 < decided - went_bad < 4.5
+    assert old_only < 2.5
+    assert deploys.replicas(cluster, live, last["color"]) == 0
+
+
+def test_added_latency_is_rolled_back_by_the_latency_query(
+    cluster: Cluster, prometheus: Prometheus, prefect_server: str, tmp_path: Path, live: str
+) -> None:
+    last, table, report, _ = bad_release(
+        cluster, prometheus, prefect_server, tmp_path, live, {"LATENCY_MS": "300"}
+    )
+    assert last["result"] == "rolled-back" and "'latency" in last["reason"], last
+    wrong = [f for f in report.failures if f["error"].startswith("HTTP")]
+    assert wrong == [], wrong[:5]  # slow, never wrong
+    failed = [r for r in table if r["verdict"] == "failed"]
+    assert failed and all(r["name"].startswith("latency") for r in failed), table
+    assert float(failed[0]["value"]) > 0.2
+
+
+@pytest.mark.parametrize("policy", ["fail", "pass"])
+def test_prometheus_stopped_in_the_window_follows_the_policy(
+    policy: str, cluster: Cluster, prefect_server: str, tmp_path: Path, live: str
+) -> None:
+    with running_prometheus(cluster) as prom:  # a Prometheus of its own, to stop
+        before = serving(cluster, live)
+        cfg = config(
+            tmp_path,
+            cluster,
+            live,
+            prom.url,
+            analysis={"unreachable": policy},
+            verification={"window_seconds": 8, "interval_seconds": 1},
+        )
+        image = V3 if before != "v3" else V2
+        proc = deploys.start(
+            prefect_server,
+            "deploy",
+            "--dir",
+            cfg,
+            "staging",
+            "--image",
+            image,
+            log=tmp_path / "deploy.log",
+        )
+        deploys.wait_phase(cluster, live, image, {"switched"})
+        time.sleep(2)
+    code = proc.wait(timeout=120)
+    last = deploys.history(cluster, live)[-1]
+    _, table = artifacts(prefect_server, last["flow_run_id"])
+    unreachable = [r for r in table if "Prometheus unreachable" in r["detail"]]
+    assert unreachable, table
+    if policy == "fail":
+        assert code == 3 and last["result"] == "rolled-back", last
+        assert "unreachable" in last["reason"] and serving(cluster, live) == before
+    else:
+        assert code == 0 and last["result"] == "succeeded", last
+        assert all(r["verdict"] == "successful" for r in unreachable)
+        assert serving(cluster, live) != before
+
+
+def test_a_failing_smoke_test_after_the_switch_rolls_back(
+    cluster: Cluster, prefect_server: str, tmp_path: Path, live: str
+) -> None:
+    # Errors on every request after 8 s: the smoke tests pass on preview, the approval
+    # holds the switch until the errors have started, then the ones on active fail.
+    before = serving(cluster, live)
+    image = V3 if before != "v3" else V2
+    cfg = config(
+        tmp_path,
+        cluster,
+        live,
+        None,
+        env={"ERROR_RATE": "100", "ERROR_AFTER": "8"},
+        approval={"required": True, "timeout_seconds": 120},
+    )
+    proc = deploys.start(
+        prefect_server,
+        "deploy",
+        "--dir",
+        cfg,
+        "staging",
+        "--image",
+        image,
+        log=tmp_path / "deploy.log",
+    )
+    deploys.wait_phase(cluster, live, image, {"awaiting-approval"})
+    preview = cluster.get_json("-n", live, "service", "sample-app-preview")["spec"]["clusterIP"]
+    wait_for(lambda: cluster.http_get(f"http://{preview}/version")[0] == 500, 30)
+    pending = deploys.run(prefect_server, "pending", "--flow", "deploy").stdout
+    run_id = next(line.split()[0] for line in pending.splitlines() if image in line)
+    assert deploys.run(prefect_server, "approve", run_id, "--as", "test").returncode == 0
+    assert proc.wait(timeout=120) == 3, (tmp_path / "deploy.log").read_text()[-3000:]
+    last = deploys.history(cluster, live)[-1]
+    assert "post-switch smoke tests" in last["reason"], last
+    assert [s["result"] for s in last["steps"] if s["name"] == "smoke-http-active"] == ["failed"]
+    assert serving(cluster, live) == before
+    markdown, _ = artifacts(prefect_server, last["flow_run_id"])
+    assert "Analysis: skipped: no Prometheus address" in markdown, markdown
