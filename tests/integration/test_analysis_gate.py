@@ -75,8 +75,8 @@ def config(
     base: dict[str, Any] = {
         "env": {"DRAIN_SECONDS": "1", **(env or {})},
         "checks": {"health": HEALTH},
-        "verification": {"window_seconds": 12, "interval_seconds": 1},
-        "rollout": {"scale_down_delay_seconds": 12},
+        "verification": {"window_seconds": 9, "interval_seconds": 1},
+        "rollout": {"scale_down_delay_seconds": 9},
         "analysis": analysis,
     }
     merged = {**base, **over, "analysis": {**analysis, **over.get("analysis", {})}}
@@ -158,9 +158,9 @@ def test_a_healthy_version_passes_and_the_report_shows_each_evaluation(
     assert all(r["verdict"] != "failed" for r in table), brief
     # Evaluated on data, every second through the window, not passed for want of it.
     measured = [r for r in table if r["value"] != "-" and r["verdict"] == "successful"]
-    assert len([r for r in measured if r["name"] == "error-ratio"]) >= 8, brief
+    assert len([r for r in measured if r["name"] == "error-ratio"]) >= 6, brief
     assert any(r["name"] == "latency-vs-baseline" for r in measured), brief
-    assert "## Analysis" in markdown and markdown.count("| active | error-ratio:") >= 8, markdown
+    assert "## Analysis" in markdown and markdown.count("| active | error-ratio:") >= 6, markdown
     assert "| smoke-http-active | ok |" in markdown, markdown
 
 
@@ -169,9 +169,9 @@ def epoch(iso: str) -> float:
 
 
 # Errors and latency start this long after the new pods start: after the post-switch smoke
-# tests, inside the window (the pipeline reaches the switch in ~8 s here, ~12 s on CI).
-BAD_AFTER = "16"
-BAD_WINDOW = {"verification": {"window_seconds": 25, "interval_seconds": 1}}
+# tests, inside the window (the pipeline reaches the switch 3-5 s after the pods start).
+BAD_AFTER = "9"
+BAD_WINDOW = {"verification": {"window_seconds": 16, "interval_seconds": 1}}
 
 
 def bad_release(
@@ -187,7 +187,7 @@ def bad_release(
         prom.url,
         env={**env, "ERROR_AFTER": BAD_AFTER},
         checks={"health": HEALTH, "smoke": {"after_switch": False}},
-        rollout={"scale_down_delay_seconds": 25},
+        rollout={"scale_down_delay_seconds": 16},
         **BAD_WINDOW,
     )
     load = LoadDriver(cluster, deploys.service_url(cluster, ns), rps=50, workers=16)
@@ -228,7 +228,8 @@ def test_an_error_ratio_rising_after_the_switch_is_rolled_back_by_the_gate(
     assert "ready" not in last["reason"]
     # Two evaluation intervals (1 s) and a second, with the scrape's second on top.
     assert 0 < decided - went_bad < 4.5
-    assert old_only < 2.5
+    # The rollback's PATCH (0.1-2 s on 2 busy cores) and kube-proxy's update.
+    assert old_only < 4
     assert deploys.replicas(cluster, live, last["color"]) == 0
 
 
@@ -258,7 +259,8 @@ def test_prometheus_stopped_in_the_window_follows_the_policy(
             live,
             prom.url,
             analysis={"unreachable": policy},
-            verification={"window_seconds": 8, "interval_seconds": 1},
+            verification={"window_seconds": 6, "interval_seconds": 1},
+            rollout={"scale_down_delay_seconds": 6},
         )
         image = V3 if before != "v3" else V2
         proc = deploys.start(
@@ -272,7 +274,7 @@ def test_prometheus_stopped_in_the_window_follows_the_policy(
             log=tmp_path / "deploy.log",
         )
         deploys.wait_phase(cluster, live, image, {"switched"})
-        time.sleep(2)
+        time.sleep(1.5)
     code = proc.wait(timeout=120)
     last = deploys.history(cluster, live)[-1]
     _, table = artifacts(prefect_server, last["flow_run_id"])
@@ -320,8 +322,12 @@ def test_a_failing_smoke_test_after_the_switch_rolls_back(
     assert deploys.run(prefect_server, "approve", run_id, "--as", "test").returncode == 0
     assert proc.wait(timeout=120) == 3, (tmp_path / "deploy.log").read_text()[-3000:]
     last = deploys.history(cluster, live)[-1]
-    assert "post-switch smoke tests" in last["reason"], last
-    assert [s["result"] for s in last["steps"] if s["name"] == "smoke-http-active"] == ["failed"]
+    assert "post-switch smoke tests: version-matches: " in last["reason"], last
+    assert [s["name"] for s in last["steps"]][-3:] == [
+        "switch",
+        "smoke-http-active",
+        "rollback-switch",
+    ]
     assert serving(cluster, live) == before
     markdown, _ = artifacts(prefect_server, last["flow_run_id"])
     assert "Analysis: skipped: no Prometheus address" in markdown, markdown
