@@ -379,11 +379,11 @@ def verify(env: Env, image: str, values: dict[str, str]) -> analysis.Passed:
     failed check, or a failed gate, ends the window and rolls back."""
     window, every = env.cfg.verification.window_seconds, env.cfg.verification.interval_seconds
     gate = env.cfg.analysis
-    every_query = gate.interval_seconds if gate.runs("active") else math.inf
     # On a clock that stands still through an API outage: the window observes the new
     # version for its whole length, however long the control plane blinked.
     start = env.kube.active_time()
-    deadline, next_probe, next_query = start + window, start, start
+    deadline, next_probe = start + window, start
+    next_query = start if gate.runs("active") else math.inf
     evaluations: list[Evaluation] = []
     rounds = 0
     while True:
@@ -396,8 +396,8 @@ def verify(env: Env, image: str, values: dict[str, str]) -> analysis.Passed:
                 raise analysis.VerificationFailed(reason, evaluations)
             next_probe += every
         if env.kube.active_time() >= next_query:
-            analysis.evaluate_round(gate, "active", values, evaluations)
-            next_query += every_query
+            analysis.evaluate_round(gate, "active", values, evaluations, get_run_logger().info)
+            next_query += gate.interval_seconds
         due = min(next_probe, next_query)
         if due > deadline:
             gated = f"; analysis: {summary(evaluations)}" if evaluations else ""

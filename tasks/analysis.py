@@ -4,12 +4,12 @@ What a result means is bascule/analysis.py's decision."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 import httpx
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bascule import analysis as a
@@ -89,10 +89,14 @@ class VerificationFailed(Exception):
 
 
 def evaluate_round(
-    cfg: AnalysisConfig, phase: a.Phase, values: dict[str, str], so_far: list[a.Evaluation]
+    cfg: AnalysisConfig,
+    phase: a.Phase,
+    values: dict[str, str],
+    so_far: list[a.Evaluation],
+    log: Callable[[str], None],
 ) -> None:
-    """Every query of ``phase`` once, added to ``so_far``; VerificationFailed when the
-    gate fails with them."""
+    """Every query of ``phase`` once, added to ``so_far`` and logged; VerificationFailed
+    when the gate fails with them."""
     for q in cfg.runs(phase):
         assert cfg.prometheus is not None  # runs() has queries only with an address
         promql = a.render(q.query, values)
@@ -100,11 +104,11 @@ def evaluate_round(
         verdict, detail = a.judge(
             sample, a.parse_condition(q.condition), cfg.no_data, cfg.unreachable
         )
-        so_far.append(
-            a.Evaluation(
-                q.name, phase, promql, q.condition, sample.values, verdict, detail, time.time()
-            )
+        e = a.Evaluation(
+            q.name, phase, promql, q.condition, sample.values, verdict, detail, time.time()
         )
+        so_far.append(e)
+        log(f"analysis {phase} {e.name} = {e.value}: {e.verdict} ({e.detail})")
     outcome = a.decide(so_far, cfg.failure_limit, cfg.inconclusive_limit)
     if outcome.failed:
         raise VerificationFailed(outcome.reason, so_far)
@@ -119,7 +123,7 @@ def preview(env: Env, values: dict[str, str]) -> Passed:
     for i in range(cfg.preview_evaluations if cfg.runs("preview") else 0):
         if i:
             time.sleep(cfg.interval_seconds)
-        evaluate_round(cfg, "preview", values, evaluations)
+        evaluate_round(cfg, "preview", values, evaluations, get_run_logger().info)
     return Passed(a.summary(evaluations), tuple(evaluations))
 
 
