@@ -71,6 +71,8 @@ for version in v1 v2; do
   done
 done
 
+scripts/demo-gate.sh
+
 say "history"
 for env in dev staging production; do
   echo "$env:"; bascule history "$env" --limit 4 | sed 's/^/  /'
