@@ -96,6 +96,27 @@ def parse_condition(text: str) -> Condition:
     return Condition(text.strip(), tuple(comparisons))
 
 
+def placeholders(
+    namespace: str,
+    app: str,
+    environment: str,
+    color: str,
+    release: str,
+    old_color: str | None,
+    old_release: str | None,
+) -> dict[str, str]:
+    """The value of each of PLACEHOLDERS for one analysis."""
+    return {
+        "namespace": namespace,
+        "app": app,
+        "environment": environment,
+        "color": color,
+        "release": release,
+        "old_color": old_color or "",
+        "old_release": old_release or "",
+    }
+
+
 def placeholders_in(template: str) -> set[str]:
     return set(_PLACEHOLDER.findall(template))
 

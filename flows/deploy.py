@@ -33,7 +33,7 @@ from prefect.states import Completed, Failed
 
 from bascule import bluegreen, report
 from bascule import history as h
-from bascule.analysis import Evaluation, summary
+from bascule.analysis import Evaluation, placeholders, summary
 from bascule.checks import CheckResult
 from bascule.manifests import Color, idle_color, service_proxy_path
 from bascule.outcome import StateName
@@ -273,7 +273,7 @@ def pipeline(
         job = run.step("smoke-job", checks.smoke_job, env, "preview", preview_ip, release.id)
         if job is not None:
             run.checked("smoke job", [job])
-        values = analysis.placeholders(
+        values = placeholders(
             env.ns,
             env.app,
             env.name,

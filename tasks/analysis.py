@@ -14,7 +14,6 @@ from prefect.cache_policies import NO_CACHE
 
 from bascule import analysis as a
 from bascule.config import AnalysisConfig
-from bascule.manifests import Color
 from tasks.context import Env
 
 
@@ -49,26 +48,6 @@ def query(base_url: str, promql: str, timeout: float) -> a.Sample:
     if data["resultType"] == "vector":
         return a.Sample(tuple(float(s["value"][1]) for s in data["result"]))
     return a.Sample(error=f"a {data['resultType']} result: write an instant vector or scalar")
-
-
-def placeholders(
-    namespace: str,
-    app: str,
-    environment: str,
-    color: Color,
-    release: str,
-    old_color: Color | None,
-    old_release: str | None,
-) -> dict[str, str]:
-    return {
-        "namespace": namespace,
-        "app": app,
-        "environment": environment,
-        "color": color,
-        "release": release,
-        "old_color": old_color or "",
-        "old_release": old_release or "",
-    }
 
 
 @dataclass(frozen=True)

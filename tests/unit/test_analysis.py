@@ -73,6 +73,9 @@ def test_placeholders_are_filled_and_promql_braces_left_alone() -> None:
     out = a.render(query, {"namespace": "shop", "old_color": "blue"})
     assert out == 'sum(rate(x{namespace="shop",color="blue",code=~"5.."}[1m]))'
     assert a.unknown_placeholders('x{ns="{nmespace}"}') == ["nmespace"]
+    # Every documented placeholder gets a value; a first deploy has no baseline.
+    first = a.placeholders("shop", "web", "dev", "green", "r1", None, None)
+    assert first.keys() == a.PLACEHOLDERS.keys() and first["old_color"] == ""
 
 
 # --- verdicts ------------------------------------------------------------------------------------
