@@ -692,9 +692,8 @@ class AnalysisConfig(_Section):
         if value is not None:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(
-                    f"{value!r} is not an http(s) URL — write e.g. http://127.0.0.1:9090"
-                )
+                # Not echoed: an address may carry credentials.
+                raise ValueError("not an http(s) URL — write e.g. http://127.0.0.1:9090")
         return value
 
     @field_validator("queries")
