@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from bascule import analysis
 from bascule.errors import UsageError
 from bascule.images import parse_image
 from bascule.notifications import EVENTS, Event
@@ -47,6 +48,8 @@ __all__ = [
     "DEFAULT_CONFIG_DIR",
     "ENVIRONMENTS",
     "PRODUCTION",
+    "AnalysisConfig",
+    "AnalysisQuery",
     "AppSecret",
     "ApprovalConfig",
     "ChecksConfig",
@@ -588,7 +591,7 @@ class SmokeJob(_Section):
     _env = field_validator("env")(_check_env)
 
 
-def _unique_names(items: Sequence[HealthCheck | SmokeHttpScenario]) -> None:
+def _unique_names(items: Sequence[HealthCheck | SmokeHttpScenario | AnalysisQuery]) -> None:
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item.name in seen:
@@ -603,6 +606,13 @@ class SmokeConfig(_Section):
         default_factory=list, description="HTTP scenarios, run in order."
     )
     job: SmokeJob | None = Field(default=None, description="A smoke suite run as a Job.")
+    after_switch: StrictBool = Field(
+        default=True,
+        description=(
+            "Run the HTTP scenarios again against the active Service right after the switch, "
+            "before the verification window; a failure rolls back."
+        ),
+    )
 
     @field_validator("http")
     @classmethod
@@ -649,6 +659,129 @@ class VerificationConfig(_Section):
                 "interval_seconds",
             )
         return self
+
+
+class AnalysisQuery(_Section):
+    """A PromQL query and the condition its result must meet (Argo Rollouts' metric with
+    a Prometheus provider and a successCondition)."""
+
+    name: str = Field(description="Short name shown in reports, e.g. `error-ratio`.")
+    query: str = Field(
+        min_length=1,
+        description=(
+            "PromQL evaluated as an instant query. Placeholders: "
+            + "; ".join(f"{{{k}}}: {v}" for k, v in analysis.PLACEHOLDERS.items())
+            + ". A vector result must meet the condition in every series."
+        ),
+    )
+    condition: str = Field(
+        description=(
+            "What the result must meet: `result OP NUMBER` (OP one of <, <=, >, >=, ==, !=), "
+            "several joined by `and`, e.g. `result < 0.01` or `result >= 0.5 and result <= 2`."
+        ),
+    )
+    phases: list[analysis.Phase] = Field(
+        default_factory=lambda: list[analysis.Phase](["active"]),
+        min_length=1,
+        description=(
+            "Where it runs: `preview` (before the switch, on the preview color's pods, "
+            "analysis.preview_evaluations times) and/or `active` (through the post-switch "
+            "verification window, every analysis.interval_seconds)."
+        ),
+    )
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("query")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        unknown = analysis.unknown_placeholders(value)
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{unknown[0]}}} — use one of "
+                + ", ".join(f"{{{k}}}" for k in analysis.PLACEHOLDERS)
+            )
+        return value
+
+    @field_validator("condition")
+    @classmethod
+    def _valid_condition(cls, value: str) -> str:
+        analysis.parse_condition(value)
+        return value
+
+
+class AnalysisConfig(_Section):
+    """The Prometheus analysis gate: queries evaluated on preview before the switch and on
+    active through the verification window; a failed gate means no switch, or a rollback."""
+
+    prometheus: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090. "
+            "None: the gate is skipped and the report says so."
+        ),
+    )
+    queries: list[AnalysisQuery] = Field(
+        default_factory=list, description="The queries and their conditions."
+    )
+    interval_seconds: float = Field(
+        default=5.0, gt=0, description="Pause between evaluations of a query."
+    )
+    preview_evaluations: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="How many times the preview queries are evaluated before the switch.",
+    )
+    failure_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Failed evaluations of one query tolerated; one more fails the gate.",
+    )
+    inconclusive_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Inconclusive evaluations of one query tolerated; one more fails the gate.",
+    )
+    no_data: analysis.Policy = Field(
+        default="pass",
+        description=(
+            "What a result with no series (or NaN) counts as: fail, pass or inconclusive. "
+            "Default: fail for the production environment, pass elsewhere."
+        ),
+    )
+    unreachable: analysis.Policy = Field(
+        default="pass",
+        description=(
+            "What an evaluation counts as when Prometheus does not answer: fail, pass or "
+            "inconclusive. Default: fail for the production environment, pass elsewhere."
+        ),
+    )
+    timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Time limit for one query to Prometheus."
+    )
+
+    @field_validator("prometheus")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                # Not echoed: an address may carry credentials.
+                raise ValueError("not an http(s) URL — write e.g. http://127.0.0.1:9090")
+        return value
+
+    @field_validator("queries")
+    @classmethod
+    def _unique(cls, value: list[AnalysisQuery]) -> list[AnalysisQuery]:
+        _unique_names(value)
+        return value
+
+    def runs(self, phase: analysis.Phase) -> list[AnalysisQuery]:
+        """The queries of ``phase``; none when no Prometheus is configured."""
+        if self.prometheus is None:
+            return []
+        return [q for q in self.queries if phase in q.phases]
 
 
 class HistoryConfig(_Section):
@@ -1009,6 +1142,9 @@ class EnvironmentConfig(_Section):
     verification: VerificationConfig = Field(
         default_factory=VerificationConfig, description="Post-switch verification window."
     )
+    analysis: AnalysisConfig = Field(
+        default_factory=AnalysisConfig, description="Prometheus analysis gate."
+    )
     history: HistoryConfig = Field(default_factory=HistoryConfig, description="Release history.")
     migrations: MigrationsConfig | None = Field(
         default=None,
@@ -1024,17 +1160,24 @@ class EnvironmentConfig(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _production_needs_approval(cls, data: Any) -> Any:
-        # The safe default depends on which environment this is, so it cannot be a plain
-        # field default.
+    def _production_defaults(cls, data: Any) -> Any:
+        # The safe defaults depend on which environment this is, so they cannot be plain
+        # field defaults: production needs an approval, and an analysis that cannot be
+        # evaluated fails there.
         if not isinstance(data, dict) or data.get("environment") != PRODUCTION:
             return data
-        approval = data.get("approval")
-        if approval is None:
-            return {**data, "approval": {"required": True}}
-        if isinstance(approval, dict) and "required" not in approval:
-            return {**data, "approval": {**approval, "required": True}}
-        return data
+        safe: dict[str, dict[str, Any]] = {
+            "approval": {"required": True},
+            "analysis": {"no_data": "fail", "unreachable": "fail"},
+        }
+        out = dict(data)
+        for section, defaults in safe.items():
+            given = out.get(section)
+            if given is None:
+                out[section] = defaults
+            elif isinstance(given, dict):
+                out[section] = {**defaults, **given}
+        return out
 
     @field_validator("app")
     @classmethod

@@ -4,7 +4,9 @@ results, and why it ended as it did. Pure: rendered from plain records."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
+from bascule.analysis import Evaluation
 from bascule.checks import CheckResult
 from bascule.history import Release
 from bascule.markdown import cell, code
@@ -19,6 +21,8 @@ def render(
     checks: Sequence[CheckResult],
     details: Sequence[str] = (),
     api_requests: int | None = None,
+    evaluations: Sequence[Evaluation] = (),
+    analysis_skipped: str = "",
 ) -> str:
     outcome = {
         "succeeded": "✅ succeeded",
@@ -61,6 +65,36 @@ def render(
             lines.append(
                 f"| {cell(c.target)} | {cell(c.name)} | {mark} | {c.attempts} | {detail} |"
             )
+    if analysis_skipped:
+        lines += ["", f"## Analysis: {analysis_skipped}"]
+    elif evaluations:
+        lines += [
+            "",
+            "## Analysis",
+            "",
+            "| time | phase | query | value | verdict | detail |",
+            "|---|---|---|---:|---|---|",
+        ]
+        for e in evaluations:
+            row = evaluation_row(e)
+            mark = row["verdict"] if e.verdict == "successful" else f"**{row['verdict']}**"
+            lines.append(
+                f"| {row['time']} | {e.phase} | {cell(e.name)}: {code(e.query)} | "
+                f"{row['value']} | {mark} | {cell(e.detail, DETAIL_LIMIT)} |"
+            )
     for block in details:
         lines += ["", "```", block.strip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def evaluation_row(e: Evaluation) -> dict[str, str]:
+    """One evaluation as a row of the report's and the artifact's table."""
+    return {
+        "time": datetime.fromtimestamp(e.at, UTC).isoformat(timespec="milliseconds"),
+        "phase": e.phase,
+        "name": e.name,
+        "query": e.query,
+        "value": e.value,
+        "verdict": str(e.verdict),
+        "detail": e.detail,
+    }

@@ -15,6 +15,8 @@ kubectl doing the same Kubernetes steps, in one script. Prints one name=value pe
 - crash_recovery_seconds: a deploy run by a process worker is SIGKILLed right after the
   switch; from the kill until only the old version answers, with nobody re-running
   anything (the `recover/<env>` automation of prefect.yaml does it).
+- gate_detection_seconds: bench/gate.py's, the Prometheus analysis gate's time from a
+  version's errors starting to the rollback's switch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 from bascule.config import load_environment
 from bascule.manifests import load_templates, render_deployment
+from bench import gate
 from tests.support import workers
 from tests.support.cluster import Cluster, LoadDriver, start_local
 from tests.support.deploys import history, kill, service_url, start, wait_phase
@@ -147,8 +150,8 @@ def main() -> None:
     cluster = start_local()
     tag = uuid.uuid4().hex[:6]
     ns_plain, ns_bascule = f"bench-kubectl-{tag}", f"bench-bascule-{tag}"
-    ns_crash = f"bench-crash-{tag}"
-    for ns in (ns_plain, ns_bascule, ns_crash):
+    ns_crash, ns_gate = f"bench-crash-{tag}", f"bench-gate-{tag}"
+    for ns in (ns_plain, ns_bascule, ns_crash, ns_gate):
         cluster.create_namespace(ns)
     with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_API_URL"] = server.api_url
@@ -225,7 +228,8 @@ def main() -> None:
         report = load.stop()
         recoveries = lock_recovery(cluster, server.api_url, ns_bascule, Path(tmp), rounds)
         crash = crash_recovery(cluster, server.api_url, ns_crash, Path(tmp))
-    for ns in (ns_plain, ns_bascule, ns_crash):
+        detections = gate.detection(cluster, ns_gate, Path(tmp), rounds)
+    for ns in (ns_plain, ns_bascule, ns_crash, ns_gate):
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
     med = statistics.median
     print(f"rounds={rounds}")
@@ -243,6 +247,7 @@ def main() -> None:
     print(f"api_requests_per_deploy={med(requests):.0f}")
     print(f"lock_recovery_seconds={med(recoveries):.1f}")
     print(f"crash_recovery_seconds={crash:.1f}")
+    gate.report(detections)
 
 
 if __name__ == "__main__":

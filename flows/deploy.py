@@ -2,12 +2,15 @@
 
 plan → lock → preflight (reconcile a half-finished earlier run, baseline checks) → deploy
 the idle color → wait ready → pre-switch checks and smoke tests on the preview Service →
-approval (where configured) → switch → post-switch verification window → finish (history,
-delayed scale-down of the old color) or roll back (switch back, scale the new color down).
+the Prometheus analysis of preview → approval (where configured) → switch → smoke tests on
+the active Service → post-switch verification window (health checks and analysis) → finish
+(history, delayed scale-down of the old color) or roll back (switch back, scale the new
+color down).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +23,7 @@ from prefect import State, flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
+    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
@@ -29,6 +33,7 @@ from prefect.states import Completed, Failed
 
 from bascule import bluegreen, report
 from bascule import history as h
+from bascule.analysis import Evaluation, placeholders, summary
 from bascule.checks import CheckResult
 from bascule.errors import UsageError
 from bascule.manifests import Color, idle_color, service_proxy_path
@@ -36,7 +41,7 @@ from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from flows.approval import description, request_approval
-from tasks import checks, monitoring, rollout, secretref, state, traffic
+from tasks import analysis, checks, monitoring, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
@@ -67,6 +72,7 @@ class Run:
     def __init__(self, env: Env, release: h.Release) -> None:
         self.env, self.release = env, release
         self.checks: list[CheckResult] = []
+        self.evaluations: list[Evaluation] = []
         self.details: list[str] = []
         self.log = get_run_logger()
         # Called from sync code it returns the id; its annotation covers the async use too.
@@ -126,6 +132,9 @@ class Run:
             )
             raise
         text = detail or (result if isinstance(result, str) else "")
+        if isinstance(result, analysis.Passed):
+            self.evaluations.extend(result.evaluations)
+            text = result.detail
         waited = self.env.kube.outage_seconds - outage
         if waited:  # why a step took longer than usual
             text += f" (waited out {waited:.0f} s of Kubernetes API outage)"
@@ -136,6 +145,11 @@ class Run:
         done = len(self.release.steps) / max(len(self.release.steps), STEPS) * 100
         update_progress_artifact(self.progress, done, description=f"{name}: done")
         return result
+
+    def failed_with(self, exc: Exception) -> None:
+        """Keeps the evaluations a failed gate made, for the report."""
+        if isinstance(exc, analysis.VerificationFailed):
+            self.evaluations.extend(exc.evaluations)
 
     def checked(self, name: str, results: list[CheckResult]) -> None:
         self.checks.extend(results)
@@ -160,8 +174,16 @@ class Run:
                 self.checks,
                 self.details,
                 self.env.kube.requests,
+                self.evaluations,
+                analysis.skipped(self.env.cfg.analysis),
             )
         )
+        if self.evaluations:
+            create_table_artifact(
+                key=f"analysis-{self.env.app}-{self.env.name}",
+                table=[report.evaluation_row(e) for e in self.evaluations],
+                description=f"Prometheus analysis of {self.release.id}",
+            )
         create_markdown_artifact(
             key=self.report_key,
             markdown=md,
@@ -322,6 +344,17 @@ def pipeline(
         job = run.step("smoke-job", checks.smoke_job, env, "preview", preview_ip, release.id)
         if job is not None:
             run.checked("smoke job", [job])
+        values = placeholders(
+            env.ns,
+            env.app,
+            env.name,
+            new,
+            release.id,
+            old,
+            observed.color(old).release if old else None,
+        )
+        if env.cfg.analysis.runs("preview"):
+            run.step("analysis-preview", analysis.preview, env, values)
         if approval and env.cfg.approval.required:
             run.save(phase="awaiting-approval")
             run.event("awaiting-approval")
@@ -341,6 +374,7 @@ def pipeline(
                 name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
                 return Outcome(abandon(run, new, "rejected", decision.reason, name))
     except Exception as exc:  # any failure before the switch: traffic never moved
+        run.failed_with(exc)
         if isinstance(exc, rollout.RolloutFailed):
             run.details.append(exc.report)
         return Outcome(
@@ -356,8 +390,14 @@ def pipeline(
     run.save(phase="switched")
     run.event("switched", seconds=switch_s)
     try:
-        run.step("verify", verify, env, image)
+        if env.cfg.checks.smoke.after_switch and env.cfg.checks.smoke.http:
+            run.checked(
+                "post-switch smoke tests",
+                run.step("smoke-http-active", checks.smoke_http, env, "active", image),
+            )
+        run.step("verify", verify, env, image, values)
     except Exception as exc:
+        run.failed_with(exc)
         return Outcome(roll_back(run, new, old, f"post-switch verification failed: {exc}"))
 
     run.save(phase="done", result="succeeded", finished=now_iso())
@@ -404,22 +444,38 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
 
 
 @task(name="verify", cache_policy=NO_CACHE)
-def verify(env: Env, image: str) -> str:
+def verify(env: Env, image: str, values: dict[str, str]) -> analysis.Passed:
     """The post-switch window: every health check against the active Service each
-    interval; one failure ends the window and rolls back."""
+    verification interval, and the active analysis queries each analysis interval; a
+    failed check, or a failed gate, ends the window and rolls back."""
     window, every = env.cfg.verification.window_seconds, env.cfg.verification.interval_seconds
+    gate = env.cfg.analysis
     # On a clock that stands still through an API outage: the window observes the new
     # version for its whole length, however long the control plane blinked.
-    deadline = env.kube.active_time() + window
+    start = env.kube.active_time()
+    deadline, next_probe = start + window, start
+    next_query = start if gate.runs("active") else math.inf
+    evaluations: list[Evaluation] = []
     rounds = 0
     while True:
-        rounds += 1
-        failed = [c for c in checks.probe_once(env, "active", image, "active") if not c.passed]
-        if failed:
-            raise CheckFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
-        if env.kube.active_time() + every > deadline:
-            return f"{rounds} rounds over {window} s passed"
-        time.sleep(every)
+        if env.kube.active_time() >= next_probe:
+            rounds += 1
+            probed = checks.probe_once(env, "active", image, "active")
+            failed = [c for c in probed if not c.passed]
+            if failed:
+                reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+                raise analysis.VerificationFailed(reason, evaluations)
+            next_probe += every
+        if env.kube.active_time() >= next_query:
+            analysis.evaluate_round(gate, "active", values, evaluations, get_run_logger().info)
+            next_query += gate.interval_seconds
+        due = min(next_probe, next_query)
+        if due > deadline:
+            gated = f"; analysis: {summary(evaluations)}" if evaluations else ""
+            return analysis.Passed(
+                f"{rounds} rounds over {window} s passed{gated}", tuple(evaluations)
+            )
+        time.sleep(max(0.0, due - env.kube.active_time()))
 
 
 def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateName) -> State:

@@ -135,6 +135,7 @@ for a in json.load(sys.stdin):
 '
 say "DORA figures (bascule stats)"
 for env in dev staging production; do bascule stats "$env" | sed 's/^/  /'; done
+scripts/demo-gate.sh
 
 say "history"
 for env in dev staging production; do

@@ -11,6 +11,7 @@ from tests.support.alerting import alertmanager, pushgateway  # noqa: F401  (sha
 from tests.support.cluster import Cluster, existing, start_local
 from tests.support.postgres import pg_database  # noqa: F401  (a shared fixture)
 from tests.support.prefect_server import prefect_server  # noqa: F401  (a shared fixture)
+from tests.support.prometheus import prometheus  # noqa: F401  (a shared fixture)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

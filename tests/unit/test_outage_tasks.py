@@ -202,7 +202,7 @@ def test_the_verification_window_observes_its_whole_length_through_an_outage(
     env, api = make_env(tmp_path)
     app_answers(api)
     monkeypatch.setattr("flows.deploy.time.sleep", api.clock.sleep)
-    calm = verify.fn(env, V2)
+    calm = verify.fn(env, V2, {})
 
     rounds: list[float] = []
     original = checks.probe_once
@@ -214,7 +214,7 @@ def test_the_verification_window_observes_its_whole_length_through_an_outage(
         return original(*args)
 
     monkeypatch.setattr(checks, "probe_once", probe)
-    assert verify.fn(env, V2) == calm  # as many rounds, none of them failed
+    assert verify.fn(env, V2, {}) == calm  # as many rounds, none of them failed
     assert rounds[-1] - rounds[0] >= env.cfg.verification.window_seconds + 20
 
 
