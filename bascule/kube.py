@@ -524,3 +524,7 @@ def events(ns: str) -> str:
 
 def jobs(ns: str, name: str = "") -> str:
     return f"/apis/batch/v1/namespaces/{ns}/jobs" + (f"/{name}" if name else "")
+
+
+def secrets(ns: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{ns}/secrets" + (f"/{name}" if name else "")

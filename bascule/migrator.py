@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import unquote
 
 RESULT_MARKER = "BASCULE-MIGRATION-RESULT "  # the line of the Job's log that carries the result
-URL_ENV = "DATABASE_URL"  # where the Job finds the URL (a secretKeyRef), as the app's env.py does
 LOCK_POLL_SECONDS = 0.2
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 QUERY_CANCELED = "57014"  # SQLSTATE of a statement_timeout
@@ -46,6 +45,7 @@ class Settings:
     statement_timeout_ms: int
     advisory_lock_wait_seconds: float
     ini_section: str = "alembic"
+    script_location: str | None = None  # overrides the ini's
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
     label: str = ""  # who runs (a release id), shown to a second run waiting for the lock
@@ -196,7 +196,10 @@ def _blockers(conn: Any, statement: str) -> str:
 def _alembic_config(settings: Settings) -> Any:
     from alembic.config import Config
 
-    return Config(settings.alembic_ini, ini_section=settings.ini_section)
+    config = Config(settings.alembic_ini, ini_section=settings.ini_section)
+    if settings.script_location:
+        config.set_main_option("script_location", settings.script_location)
+    return config
 
 
 def _current(conn: Any, settings: Settings) -> str | None:
@@ -230,9 +233,7 @@ def run(url: str, settings: Settings) -> Result:
             with advisory_lock(lock_conn, settings) as waited:
                 before = _current(lock_conn, settings)  # another run may have moved it
                 result = _upgrade(url, settings, lock_conn, before, mask)
-                return replace(
-                    result, seconds=time.monotonic() - started, lock_wait_seconds=waited
-                )
+                return replace(result, seconds=time.monotonic() - started, lock_wait_seconds=waited)
     except LockNotAcquired as exc:
         return Result(False, target, before, before, kind="advisory-lock", error=mask(str(exc)))
     except Exception as exc:  # connecting, reading the version table: no revision ran
@@ -241,7 +242,9 @@ def run(url: str, settings: Settings) -> Result:
         lock_engine.dispose()
 
 
-def _upgrade(url: str, settings: Settings, lock_conn: Any, before: str | None, mask: Masker) -> Result:
+def _upgrade(
+    url: str, settings: Settings, lock_conn: Any, before: str | None, mask: Masker
+) -> Result:
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -312,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version-table", default="alembic_version")
     parser.add_argument("--version-table-schema")
     parser.add_argument("--label", default="")
+    parser.add_argument("--url-variable", default="DATABASE_URL", help="holds the database URL")
     args = parser.parse_args(argv)
-    url = os.environ.get(URL_ENV, "")
+    url = os.environ.get(args.url_variable, "")
     settings = Settings(
         alembic_ini=args.config,
         ini_section=args.section,
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         label=args.label,
     )
     if not url:
-        result = Result(False, settings.target, kind="error", error=f"{URL_ENV} is not set")
+        result = Result(False, settings.target, kind="error", error=f"{args.url_variable} is not set")
     else:
         result = run(url, settings)
     print(RESULT_MARKER + json.dumps(result.to_json()), flush=True)
