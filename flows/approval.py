@@ -49,8 +49,15 @@ class Decision:
 
 
 def description(
-    app: str, environment: str, release: Release, checks: Sequence[CheckResult], preview: str
+    app: str,
+    environment: str,
+    release: Release,
+    checks: Sequence[CheckResult],
+    preview: str,
+    migrations: str = "",
 ) -> str:
+    """``migrations``: the migration plan's Markdown (each pending revision's SQL, the lint
+    findings), so the approver sees what the database will undergo."""
     rows = [(c.target, c.name, "pass" if c.passed else "FAIL", c.detail) for c in checks]
     return (
         f"## Approve {app} in {environment}?\n\n"
@@ -58,6 +65,7 @@ def description(
         f"- Traffic: {release.previous_color or '(none)'} → {release.color}\n"
         f"- Preview: {preview}\n\n"
         + table(("target", "check", "result", "detail"), rows)
+        + (f"\n\n{migrations.strip()}" if migrations else "")
         + "\n\nTick **approve** and give your name to switch traffic. Anything else — no name, "
         "approve left unticked, or no answer in time — means no switch."
     )

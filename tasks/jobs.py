@@ -22,7 +22,7 @@ class JobRun:
 def run(env: Env, job: dict[str, Any], what: str, timeout: float, tail_lines: int = 40) -> JobRun:
     """Runs ``job`` (``what`` names it in messages) and deletes it, whatever happened."""
     name = job["metadata"]["name"]
-    env.kube.retrying(lambda: create(env, job))
+    env.kube.retrying(lambda: create(env, k.jobs(env.ns), job))
     try:
         passed, why = wait(env, name, what, timeout)
         return JobRun(passed, why, log(env, name, tail_lines))
@@ -30,9 +30,10 @@ def run(env: Env, job: dict[str, Any], what: str, timeout: float, tail_lines: in
         env.kube.delete(k.jobs(env.ns, name))
 
 
-def create(env: Env, job: dict[str, Any]) -> None:
+def create(env: Env, path: str, body: dict[str, Any]) -> None:
+    """Creates an object of this run's own (a name no one else uses)."""
     try:
-        env.kube.create(k.jobs(env.ns), job)
+        env.kube.create(path, body)
     except KubeError as exc:
         if exc.status != 409:
             raise
