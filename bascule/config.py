@@ -53,6 +53,9 @@ __all__ = [
     "HealthCheck",
     "HistoryConfig",
     "KubeConfig",
+    "MigrationsConfig",
+    "MigrationsJob",
+    "MigrationsLint",
     "Problem",
     "RolloutConfig",
     "SecretRef",
@@ -177,15 +180,21 @@ def _plain_env_value(value: Any) -> Any:
 EnvValue = Annotated[str, BeforeValidator(_plain_env_value)]
 
 
+def _check_variable_name(name: str) -> str:
+    if not _ENV_VAR_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid environment variable name — use letters, digits "
+            "and '_', not starting with a digit"
+        )
+    return name
+
+
 def _check_env(env: dict[str, str]) -> dict[str, str]:
     for name in env:
-        if not _ENV_VAR_NAME.fullmatch(name):
-            raise FieldProblem(
-                f"{name!r} is not a valid environment variable name — use letters, digits "
-                "and '_', not starting with a digit",
-                name,
-                key=True,
-            )
+        try:
+            _check_variable_name(name)
+        except ValueError as exc:
+            raise FieldProblem(str(exc), name, key=True) from None
     return env
 
 
@@ -208,12 +217,7 @@ class SecretRef(_Section):
     @field_validator("env")
     @classmethod
     def _valid_env(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_VAR_NAME.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid environment variable name — use letters, digits "
-                "and '_', not starting with a digit"
-            )
-        return value
+        return None if value is None else _check_variable_name(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -582,6 +586,160 @@ class HistoryConfig(_Section):
     limit: int = Field(default=20, ge=1, le=200, description="Releases kept, newest first.")
 
 
+# squawk rules about style rather than what the old and the new version may share: shown, not
+# blocking, unless an environment says otherwise.
+SQUAWK_ADVISORY: tuple[str, ...] = (
+    "prefer-robust-stmts",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-text-field",
+    "prefer-timestamptz",
+)
+_SQUAWK_RULE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+def _check_squawk_rules(rules: list[str]) -> list[str]:
+    for i, rule in enumerate(rules):
+        if not _SQUAWK_RULE.fullmatch(rule):
+            raise FieldProblem(
+                f"{rule!r} is not a squawk rule name — write it as squawk prints it, "
+                "e.g. prefer-robust-stmts",
+                i,
+            )
+    return rules
+
+
+class MigrationsJob(_Section):
+    """How the `job` runner runs Alembic in a Kubernetes Job from the new image."""
+
+    alembic_ini: str = Field(
+        default="alembic.ini",
+        min_length=1,
+        description=(
+            "Path of alembic.ini inside the image (absolute, or relative to the image's working "
+            "directory)."
+        ),
+    )
+    timeout_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="How long the Job may run before the migration counts as failed.",
+    )
+
+
+class MigrationsLint(_Section):
+    """What the lint of pending revisions checks besides Bascule's own blue-green rules."""
+
+    squawk_exclude: list[str] = Field(
+        default_factory=list,
+        description="squawk rules not checked at all (squawk's --exclude).",
+    )
+    squawk_advisory: list[str] = Field(
+        default_factory=lambda: list(SQUAWK_ADVISORY),
+        description=(
+            "squawk rules whose findings are shown but do not block; every other squawk finding "
+            "blocks. Default: the style rules " + ", ".join(SQUAWK_ADVISORY) + "."
+        ),
+    )
+
+    _rules = field_validator("squawk_exclude", "squawk_advisory")(_check_squawk_rules)
+
+
+class MigrationsConfig(_Section):
+    """Alembic migrations run by the pipeline: expand revisions before the idle color starts,
+    contract revisions (`phase = "contract"` in the revision file) after the switch is verified
+    and the old color is gone. Pending SQL is linted for blue-green safety first."""
+
+    alembic_ini: Path = Field(description="Path of the app's alembic.ini, relative to this file.")
+    ini_section: str = Field(
+        default="alembic",
+        min_length=1,
+        description="Section of alembic.ini to use (Alembic's -n/--name).",
+    )
+    script_location: Path | None = Field(
+        default=None,
+        description=(
+            "Alembic script directory, relative to this file. Default: the ini's script_location."
+        ),
+    )
+    database_url: SecretRef = Field(
+        description=(
+            "Where the database URL (with its password) comes from: `{env: VARIABLE}` or "
+            "`{prefect_secret: BLOCK_NAME}`; never the URL itself."
+        ),
+    )
+    url_variable: str = Field(
+        default="DATABASE_URL",
+        description=(
+            "Environment variable the app's migrations/env.py reads the URL from; the runners "
+            "set it."
+        ),
+    )
+    version_table: str = Field(
+        default="alembic_version",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=63,
+        description="Alembic's version table (env.py's version_table).",
+    )
+    runner: Literal["process", "job"] = Field(
+        default="process",
+        description=(
+            "`process`: Alembic runs in the flow's process; `job`: in a Kubernetes Job from the "
+            "new image, for a database only the cluster can reach."
+        ),
+    )
+    lock_timeout_seconds: float = Field(
+        default=5,
+        ge=0,
+        le=600,
+        description=(
+            "lock_timeout of the migration connection: a statement waiting this long for a lock "
+            "fails instead of queueing the app's queries behind it. 0: Bascule sets none, and "
+            "each revision must SET its own (the lint checks)."
+        ),
+    )
+    statement_timeout_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="statement_timeout of the migration connection; 0: none.",
+    )
+    advisory_lock_wait_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a run waits for another run's advisory lock on the same database and "
+            "version table before failing; 0: try once."
+        ),
+    )
+    job: MigrationsJob = Field(
+        default_factory=MigrationsJob, description="The `job` runner's settings."
+    )
+    lint: MigrationsLint = Field(
+        default_factory=MigrationsLint, description="The lint of pending revisions."
+    )
+
+    @field_validator("alembic_ini", "script_location")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+    _variable = field_validator("url_variable")(_check_variable_name)
+
+    def session_settings(self) -> tuple[str, ...]:
+        """The SQL the runners run on the migration connection first (what the lint assumes)."""
+        settings = (
+            ("lock_timeout", self.lock_timeout_seconds),
+            ("statement_timeout", self.statement_timeout_seconds),
+        )
+        return tuple(
+            f"SET {name} = '{round(seconds * 1000)}ms'" for name, seconds in settings if seconds
+        )
+
+
 class EnvironmentConfig(_Section):
     """One environment of one app: where it runs and how it is deployed and verified."""
 
@@ -621,6 +779,10 @@ class EnvironmentConfig(_Section):
         default_factory=VerificationConfig, description="Post-switch verification window."
     )
     history: HistoryConfig = Field(default_factory=HistoryConfig, description="Release history.")
+    migrations: MigrationsConfig | None = Field(
+        default=None,
+        description="Database migrations run by the pipeline. Default: none (the step is skipped).",
+    )
 
     @model_validator(mode="before")
     @classmethod

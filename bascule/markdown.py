@@ -7,6 +7,7 @@ table, and ``<`` opens HTML that some renderers show.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 CELL_LIMIT = 1000
@@ -29,6 +30,13 @@ def code(text: object, limit: int = CELL_LIMIT) -> str:
     flat = one_line(str(text), limit).replace("|", "\\|")
     fence = "``" if "`" in flat else "`"
     return f"{fence} {flat} {fence}" if fence == "``" else f"`{flat}`"
+
+
+def block(text: str, language: str = "") -> str:
+    """``text`` as a fenced code block that no backtick run inside it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text}\n{fence}"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
