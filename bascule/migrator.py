@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         label=args.label,
     )
     if not url:
-        result = Result(False, settings.target, kind="error", error=f"{args.url_variable} is not set")
+        result = Result(
+            False, settings.target, kind="error", error=f"{args.url_variable} is not set"
+        )
     else:
         result = run(url, settings)
     print(RESULT_MARKER + json.dumps(result.to_json()), flush=True)

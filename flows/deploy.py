@@ -14,8 +14,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -34,8 +34,8 @@ from bascule import bluegreen, report
 from bascule import history as h
 from bascule.checks import CheckResult
 from bascule.manifests import Color, idle_color, service_proxy_path
-from bascule.outcome import StateName
 from bascule.migrations import MigrationPlan, Phase, render_markdown
+from bascule.outcome import StateName
 from flows.approval import description, request_approval
 from flows.migrate import contract, plan_and_lint, run_phase
 from tasks import checks, rollout, state, traffic
@@ -125,9 +125,7 @@ class Run:
                 h.Step(name, "failed", time.monotonic() - started, str(exc), time.time())
             )
             raise
-        text = detail or (
-            summary(result) if summary else result if isinstance(result, str) else ""
-        )
+        text = detail or (summary(result) if summary else result if isinstance(result, str) else "")
         waited = self.env.kube.outage_seconds - outage
         if waited:  # why a step took longer than usual
             text += f" (waited out {waited:.0f} s of Kubernetes API outage)"

@@ -14,6 +14,7 @@ from bascule import history as h
 from bascule.errors import OperationFailed
 from bascule.manifests import Color
 from bascule.migrations import MigrationPlan, Phase, render_markdown, summary
+from bascule.migrator import Result
 from tasks import migrate, rollout, state
 from tasks.context import Env
 from tasks.migrations import build_plan, database_url
@@ -66,7 +67,7 @@ def plan_and_lint(run: Run, image: str) -> MigrationPlan | None:
 
 
 @task(name="migrate", cache_policy=NO_CACHE)
-def upgrade(env: Env, image: str, target: str, label: str) -> migrate.migrator.Result:
+def upgrade(env: Env, image: str, target: str, label: str) -> Result:
     return migrate.upgrade(env, image, target, label)
 
 
@@ -81,7 +82,7 @@ def run_phase(run: Run, plan: MigrationPlan | None, phase: Phase, image: str) ->
         run.skip(name, f"no pending {phase} revision")
         return
     runner = run.env.cfg.migrations.runner if run.env.cfg.migrations else "process"
-    results: list[migrate.migrator.Result] = []
+    results: list[Result] = []
 
     def attempt() -> str:
         result = upgrade(run.env, image, target, run.release.id)
@@ -96,8 +97,17 @@ def run_phase(run: Run, plan: MigrationPlan | None, phase: Phase, image: str) ->
         if results:
             r = results[0]
             record = h.Migration(
-                str(phase), runner, r.target, r.before, r.after, r.ok, tuple(r.applied),
-                r.failed_revision, r.statement, r.error, r.seconds,
+                str(phase),
+                runner,
+                r.target,
+                r.before,
+                r.after,
+                r.ok,
+                tuple(r.applied),
+                r.failed_revision,
+                r.statement,
+                r.error,
+                r.seconds,
             )
             run.save(migrations=(*run.release.migrations, record))
 

@@ -95,7 +95,10 @@ def in_job(env: Env, image: str, url: str, wanted: migrator.Settings) -> migrato
     try:
         env.kube.retrying(lambda: jobs.create(env, k.configmaps(env.ns), runner))
         ran = jobs.run(
-            env, _job(env, name, image, wanted), "migration Job", cfg.job.timeout_seconds + 30,
+            env,
+            _job(env, name, image, wanted),
+            "migration Job",
+            cfg.job.timeout_seconds + 30,
             LOG_LINES,
         )
     finally:

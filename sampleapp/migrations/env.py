@@ -1,9 +1,10 @@
 """Alembic environment of the sample app's schema.
 
 The database comes from DATABASE_URL; offline (`--sql`) runs need none, they only render
-PostgreSQL SQL. A connection passed in ``config.attributes["connection"]`` (Alembic's cookbook
-pattern) is used instead of DATABASE_URL. Each revision runs in its own transaction, so a failed one leaves the schema at
-the last revision that succeeded. BASCULE_UNSAFE_MIGRATIONS=1 adds the deliberately unsafe
+PostgreSQL SQL. A connection passed in ``config.attributes["connection"]`` (Alembic's
+cookbook pattern; Bascule's runner passes one with its timeouts set) is used instead. Each
+revision runs in its own transaction, so a failed one leaves the schema at the last revision
+that succeeded. BASCULE_UNSAFE_MIGRATIONS=1 adds the deliberately unsafe
 revisions in unsafe/ (see alembic.ini).
 """
 
