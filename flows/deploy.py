@@ -129,6 +129,8 @@ class Run:
         waited = self.env.kube.outage_seconds - outage
         if waited:  # why a step took longer than usual
             text += f" (waited out {waited:.0f} s of Kubernetes API outage)"
+        if text:
+            self.log.info("%s: %s", name, text)
         self.release = self.release.with_step(
             h.Step(name, "ok", time.monotonic() - started, text, time.time())
         )

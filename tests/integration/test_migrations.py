@@ -291,7 +291,7 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
     assert deploy(prefect_server, cfg_v1, V1).returncode == 0
     cfg = config(tmp_path, cluster, namespace, ini, env=app_db)
     items = deploys.service_url(cluster, namespace).replace("/version", "/api/items")
-    load = LoadDriver(cluster, items, ("v1", "v2"), rps=110)
+    load = LoadDriver(cluster, items, ("v1", "v2"), rps=130)
     watcher = ColumnWatcher(cluster, namespace, db)
     try:
         time.sleep(2)
@@ -301,11 +301,15 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
         watcher.stop()
 
     assert res.returncode == 0, res.stdout + res.stderr
+    release = deploys.history(cluster, namespace)[-1]
+    for s in release["steps"]:
+        print(f"step {s['name']}: {s['at'] - s['seconds']:.2f} .. {s['at']:.2f}")
+    for f in report.failures:
+        print(f"failure at {f['t']:.2f}: {f['error']}")
     report.assert_sustained()
     assert report.rate() >= 100 and report.failures == [], report.failures[:5]
     assert db.revision() == "0003"
     assert "description" in db.columns() and "legacy" not in db.columns()
-    release = deploys.history(cluster, namespace)[-1]
     expand, contract = release["migrations"]
     assert (expand["phase"], expand["before"], expand["after"]) == ("expand", "0001a", "0002")
     assert (contract["phase"], contract["before"], contract["after"]) == (
