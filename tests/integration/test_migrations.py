@@ -7,8 +7,6 @@ database URL nowhere in what a run leaves behind."""
 from __future__ import annotations
 
 import json
-import shutil
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -23,57 +21,20 @@ from bascule import migrator
 from tasks import migrate
 from tasks.context import Env
 from tests.support import deploys
-from tests.support.cluster import REPO, Cluster, LoadDriver
+from tests.support.cluster import Cluster, LoadDriver
 from tests.support.envs import write_envs
+from tests.support.migrations import legacy_chain, revision, scripts, section, upgrade_directly
 from tests.support.postgres import Database, database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 URL_VARIABLE = "BASCULE_TEST_DATABASE_URL"
-JOB_INI = "/app/sampleapp/alembic.ini"  # the revisions in the sample image
 
 
 @pytest.fixture
 def db(cluster: Cluster) -> Iterator[Database]:
     with database(cluster) as created:
         yield created
-
-
-def revision(rev: str, down: str, body: str, phase: str = "expand") -> tuple[str, str]:
-    """A revision file: its name and text."""
-    text = f'''"""Test revision {rev}."""
-
-from alembic import op
-
-revision = "{rev}"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-phase = "{phase}"
-
-
-def upgrade() -> None:
-{textwrap.indent(textwrap.dedent(body).strip(), "    ")}
-
-
-def downgrade() -> None:
-    raise NotImplementedError
-'''
-    return f"{rev}_test.py", text
-
-
-def scripts(tmp: Path, *extra: tuple[str, str]) -> Path:
-    """The sample app's alembic.ini and revisions, plus ``extra`` ones; the ini's path."""
-    app = tmp / "app"
-    shutil.copytree(REPO / "sampleapp" / "migrations", app / "migrations", ignore=ignore_cache)
-    shutil.copy(REPO / "sampleapp" / "alembic.ini", app / "alembic.ini")
-    for name, text in extra:
-        (app / "migrations" / "versions" / name).write_text(text)
-    return app / "alembic.ini"
-
-
-def ignore_cache(_: str, names: list[str]) -> list[str]:
-    return [n for n in names if n == "__pycache__"]
 
 
 def config(
@@ -87,28 +48,13 @@ def config(
     """Staging (and production) files; with a migrations section when ``ini`` is given."""
     overrides: dict[str, Any] = dict(over)
     if ini is not None:
-        overrides["migrations"] = {
-            "alembic_ini": str(ini),
-            "database_url": {"env": URL_VARIABLE},
-            "runner": runner,
-            "lock_timeout_seconds": 1,
-            "statement_timeout_seconds": 20,
-            "advisory_lock_wait_seconds": 3,
-            "job": {"alembic_ini": JOB_INI, "timeout_seconds": 60},
-            **overrides.pop("migrations", {}),
-        }
+        overrides["migrations"] = section(ini, URL_VARIABLE, runner) | over.get("migrations", {})
     return str(write_envs(tmp / "cfg", ns, cluster.kubeconfig, overrides, ("staging",)))
 
 
 def use_database(monkeypatch: pytest.MonkeyPatch, db: Database, runner: str = "process") -> None:
     """The URL the flow reads (from its environment): as pods see it for the job runner."""
     monkeypatch.setenv(URL_VARIABLE, db.url(in_cluster=runner == "job"))
-
-
-def upgrade_directly(db: Database, ini: Path, target: str) -> None:
-    """Puts the database at ``target`` as an earlier release would have."""
-    result = migrator.run(db.url(), migrator.Settings(str(ini), target, 5000, 60000, 5))
-    assert result.ok, result
 
 
 def deploy(api: str, cfg: str, image: str) -> Any:
@@ -272,18 +218,7 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
 ) -> None:
     """v1 serves /api/items at ≥100 req/s while v2's deploy adds a nullable column (expand)
     and, once v2 serves and no v1 pod is left, drops a column nobody reads (contract)."""
-    legacy = revision(
-        "0001a",
-        "0001",
-        'import sqlalchemy as sa\nop.add_column("items", sa.Column("legacy", sa.Text()))',
-    )
-    drop = revision("0003", "0002", 'op.drop_column("items", "legacy")', phase="contract")
-    ini = scripts(tmp_path, legacy, drop)
-    (ini.parent / "migrations" / "versions" / "0002_add_description.py").write_text(
-        (REPO / "sampleapp/migrations/versions/0002_add_description.py")
-        .read_text()
-        .replace('down_revision = "0001"', 'down_revision = "0001a"')
-    )
+    ini = legacy_chain(tmp_path)
     upgrade_directly(db, ini, "0001a")
     use_database(monkeypatch, db)
     app_db = {"DATABASE_URL": db.url(in_cluster=True)}
@@ -302,10 +237,6 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
 
     assert res.returncode == 0, res.stdout + res.stderr
     release = deploys.history(cluster, namespace)[-1]
-    for s in release["steps"]:
-        print(f"step {s['name']}: {s['at'] - s['seconds']:.2f} .. {s['at']:.2f}")
-    for f in report.failures:
-        print(f"failure at {f['t']:.2f}: {f['error']}")
     report.assert_sustained()
     assert report.rate() >= 100 and report.failures == [], report.failures[:5]
     assert db.revision() == "0003"
@@ -381,7 +312,7 @@ def assert_nowhere(
     ).json()
     events = httpx.post(
         f"{api}/events/filter",
-        json={"filter": {"any_resource": {"id_prefix": ["bascule."]}}, "limit": 200},
+        json={"filter": {"any_resource": {"id_prefix": ["bascule."]}}, "limit": 50},
     ).json()
     places = {
         "logs": json.dumps(logs),
