@@ -704,7 +704,10 @@ class MigrationsConfig(_Section):
         default=300,
         ge=0,
         le=86400,
-        description="statement_timeout of the migration connection; 0: none.",
+        description=(
+            "statement_timeout of the migration connection; 0: none (then squawk's "
+            "require-statement-timeout blocks a slow statement unless a revision sets one)."
+        ),
     )
     advisory_lock_wait_seconds: float = Field(
         default=60,
@@ -725,7 +728,13 @@ class MigrationsConfig(_Section):
     @field_validator("alembic_ini", "script_location")
     @classmethod
     def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_path(value, info)
+        resolved = _resolve_path(value, info)
+        wanted = Path.is_file if info.field_name == "alembic_ini" else Path.is_dir
+        if resolved is not None and not wanted(resolved):
+            raise ValueError(
+                f"{display_path(resolved)} does not exist — fix the path (relative to this file)"
+            )
+        return resolved
 
     _variable = field_validator("url_variable")(_check_variable_name)
 

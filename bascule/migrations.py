@@ -17,7 +17,13 @@ from typing import Any, Literal
 
 import pglast
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType, VariableSetKind
+from pglast.enums import (
+    AlterTableType,
+    ConstrType,
+    ObjectType,
+    TransactionStmtKind,
+    VariableSetKind,
+)
 from pydantic import JsonValue
 
 from bascule.errors import UsageError
@@ -141,10 +147,13 @@ def split_offline_sql(text: str, version_table: str) -> dict[str, tuple[str, ...
             result[marker.group(2)] = (chunk.strip().rstrip(";"),)
             continue
         statements = [s for s in raw if not _is_version_bookkeeping(s, version_table)]
-        while statements and _is_transaction(statements[0]):
-            statements.pop(0)
-        while statements and _is_transaction(statements[-1]):
-            statements.pop()
+        # Alembic ends a revision with COMMIT, and BEGINs the next one before its marker.
+        for closing in (
+            TransactionStmtKind.TRANS_STMT_BEGIN,
+            TransactionStmtKind.TRANS_STMT_COMMIT,
+        ):
+            if statements and _is_transaction(statements[-1], closing):
+                statements.pop()
         result[marker.group(2)] = tuple(statements)
     return result
 
@@ -158,8 +167,9 @@ def _parse_one(statement: str) -> ast.Node | None:
     return node if isinstance(node, ast.Node) else None
 
 
-def _is_transaction(statement: str) -> bool:
-    return isinstance(_parse_one(statement), ast.TransactionStmt)
+def _is_transaction(statement: str, kind: TransactionStmtKind) -> bool:
+    node = _parse_one(statement)
+    return isinstance(node, ast.TransactionStmt) and node.kind == kind
 
 
 def _is_version_bookkeeping(statement: str, version_table: str) -> bool:
@@ -480,10 +490,11 @@ def squawk_findings(
 
 
 def squawk_input(revision: Revision, settings: Sequence[str]) -> tuple[str, int]:
-    """The SQL squawk checks for ``revision`` (the runner's settings first, as it runs them),
-    and the 0-based line where the revision's first statement starts."""
-    head = "".join(f"{s};\n\n" for s in settings)
-    body = "".join(f"{s};\n\n" for s in revision.sql)
+    """The SQL squawk checks for ``revision``, as the runner runs it (its settings on the
+    connection, then the revision in a transaction of its own), and the 0-based line where the
+    revision's first statement starts."""
+    head = "".join(f"{s};\n\n" for s in (*settings, "BEGIN"))
+    body = "".join(f"{s};\n\n" for s in (*revision.sql, "COMMIT"))
     return head + body, head.count("\n")
 
 

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
@@ -52,6 +53,11 @@ def engine_url(raw: str) -> URL:
             f"{URL_WHAT}: the value is not a database URL — write "
             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from None
+    if url.get_backend_name() != "postgresql":
+        raise UsageError(
+            f"{URL_WHAT}: a {url.get_backend_name()} URL — Bascule's migrations step and its "
+            "lint are for PostgreSQL (postgresql://...)"
+        )
     return url.set(drivername="postgresql+psycopg2") if url.drivername == "postgresql" else url
 
 
@@ -69,11 +75,6 @@ def alembic_config(cfg: MigrationsConfig, output: TextIO | None = None) -> Confi
     """Alembic's configuration for ``cfg``; ``output`` receives offline SQL."""
     from alembic.config import Config
 
-    if not cfg.alembic_ini.is_file():
-        raise UsageError(
-            f"migrations.alembic_ini: {display_path(cfg.alembic_ini)} does not exist — fix the "
-            "path (relative to the environment file)"
-        )
     config = Config(str(cfg.alembic_ini), ini_section=cfg.ini_section, output_buffer=output)
     if cfg.script_location is not None:
         config.set_main_option("script_location", str(cfg.script_location))
@@ -226,9 +227,7 @@ def build_plan(
         sql = offline_sql(cfg, pending_from, chain[-1].id)
         ids = [r.id for r in chain]
         first = ids.index(pending_from) + 1 if pending_from in ids else 0
-        chain = chain[:first] + tuple(
-            Revision(**{**vars(r), "sql": sql.get(r.id, ())}) for r in chain[first:]
-        )
+        chain = chain[:first] + tuple(replace(r, sql=sql.get(r.id, ())) for r in chain[first:])
     else:
         first = 0
     squawk = [

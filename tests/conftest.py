@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.cluster import Cluster, existing, start_local
+from tests.support.postgres import pg_database  # noqa: F401  (a shared fixture)
 from tests.support.prefect_server import prefect_server  # noqa: F401  (a shared fixture)
 
 

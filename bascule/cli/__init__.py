@@ -77,6 +77,15 @@ COMMANDS: tuple[Command, ...] = (
         "rollback",
         (*_ALWAYS, *_DEPLOYS),
     ),
+    # `plan` always completes; `lint` fails (1) when a finding blocks the deploy.
+    Command(
+        "migrations",
+        "plan or lint an environment's pending database migrations, without deploying",
+        f"{_CLI}.migrations",
+        "add_arguments",
+        "run",
+        (*_ALWAYS, Exit.FAILED),
+    ),
     Command(
         "status",
         "active color and image per environment",

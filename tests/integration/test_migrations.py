@@ -24,12 +24,18 @@ from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import Cluster, LoadDriver
 from tests.support.envs import write_envs
-from tests.support.migrations import legacy_chain, revision, scripts, section, upgrade_directly
+from tests.support.migrations import (
+    URL_VARIABLE,
+    legacy_chain,
+    revision,
+    scripts,
+    section,
+    upgrade_directly,
+)
 from tests.support.postgres import Database, database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
-URL_VARIABLE = "BASCULE_TEST_DATABASE_URL"
 
 
 @pytest.fixture

@@ -24,10 +24,8 @@ from tests.integration.test_approval import (  # noqa: F401  (v1_in_production: 
 from tests.support import deploys
 from tests.support.browser import browser_page  # noqa: F401  (a fixture)
 from tests.support.cluster import Cluster
-from tests.support.migrations import legacy_chain, section, upgrade_directly
+from tests.support.migrations import URL_VARIABLE, legacy_chain, section, upgrade_directly
 from tests.support.postgres import database
-
-URL_VARIABLE = "BASCULE_TEST_DATABASE_URL"
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.browser]
 

@@ -1,16 +1,25 @@
-"""Alembic revision trees for tests: the sample app's own revisions plus test ones, in a
-temporary directory."""
+"""Alembic revisions for tests: running ``bascule migrations`` on an environment file whose
+migrations section points at the sample app's or the fixture revisions; revision trees of the
+sample app's own revisions plus test ones in a temporary directory; a ``migrations:``
+section for the pipeline's tests."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from bascule import migrator
-from tests.support.cluster import REPO
 from tests.support.postgres import Database
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_INI = REPO / "sampleapp" / "alembic.ini"
+CASES_INI = REPO / "tests" / "migrations" / "alembic.ini"
+URL_VARIABLE = "BASCULE_TEST_MIGRATIONS_URL"
 
 JOB_INI = "/app/sampleapp/alembic.ini"  # the sample image's own revisions
 
@@ -87,3 +96,26 @@ def upgrade_directly(db: Database, ini: Path, target: str) -> None:
     """Puts the database at ``target`` as an earlier release would have."""
     result = migrator.run(db.url(), migrator.Settings(str(ini), target, 5000, 60000, 5))
     assert result.ok, result
+
+
+def write_env(directory: Path, ini: Path, section: str = "alembic") -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / "dev.yaml").write_text(
+        "app: sample-app\nenvironment: dev\nnamespace: bascule-dev\nmigrations:\n"
+        f"  alembic_ini: {ini}\n  ini_section: {section}\n"
+        f"  database_url: {{env: {URL_VARIABLE}}}\n"
+    )
+    return directory
+
+
+def bascule(*args: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != URL_VARIABLE}
+    return subprocess.run(
+        [sys.executable, "-m", "bascule.cli", "migrations", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO), **environ},
+        timeout=120,
+        check=False,
+    )

@@ -1,6 +1,7 @@
-"""The local cluster's PostgreSQL, for tests: a database of its own per test (CREATE DATABASE,
-dropped afterwards), reachable from here (a loopback port) and from pods (the node's address
-in the cluster's network namespace, tests/cluster/env.sh)."""
+"""The local cluster's PostgreSQL as tests reach it: from the host, on the port tests/cluster
+forwards (BASCULE_PG_PORT), as the superuser whose password up.sh wrote beside the kubeconfig;
+from pods, at the node's address in the cluster's network namespace (tests/cluster/env.sh).
+Each test gets a database of its own, dropped afterwards."""
 
 from __future__ import annotations
 
@@ -12,21 +13,46 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import pytest
 
 from tests.support.cluster import Cluster
 
 NODE_IP = "10.123.0.2"  # tests/cluster/env.sh: where pods reach PostgreSQL
 
 
+def admin_url(cluster: Cluster) -> str:
+    """The superuser's URL (password included: for tests only, never for logs)."""
+    if cluster.cluster_dir is None:
+        pytest.skip("an existing cluster: no PostgreSQL of tests/cluster to use")
+    password = (cluster.cluster_dir / "postgres.password").read_text().strip()
+    port = os.environ.get("BASCULE_PG_PORT", "15432")
+    return f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
+
+
+def _admin(cluster: Cluster, sql: str) -> None:
+    connection = psycopg2.connect(admin_url(cluster), connect_timeout=10)
+    connection.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
 @dataclass(frozen=True)
 class Database:
+    admin: str  # the superuser's URL, of the postgres database
     name: str
-    password: str
-    port: int
+
+    @property
+    def password(self) -> str:
+        return self.admin.split(":", 2)[2].split("@", 1)[0]
 
     def url(self, in_cluster: bool = False) -> str:
-        where = f"{NODE_IP}:5432" if in_cluster else f"127.0.0.1:{self.port}"
-        return f"postgresql://postgres:{self.password}@{where}/{self.name}"
+        base = self.admin.rsplit("/", 1)[0]
+        if in_cluster:
+            base = base.rsplit("@", 1)[0] + f"@{NODE_IP}:5432"
+        return f"{base}/{self.name}"
 
     @contextmanager
     def connect(self, **kwargs: Any) -> Iterator[Any]:
@@ -59,19 +85,17 @@ class Database:
 
 @contextmanager
 def database(cluster: Cluster) -> Iterator[Database]:
-    """A fresh, empty database on the cluster's PostgreSQL, dropped afterwards."""
-    if cluster.cluster_dir is None:
-        raise RuntimeError("an existing cluster has no PostgreSQL of ours")
-    password = (cluster.cluster_dir / "postgres.password").read_text().strip()
-    port = int(os.environ.get("BASCULE_PG_PORT", "15432"))
-    db = Database(f"t_{uuid.uuid4().hex[:10]}", password, port)
-    admin = Database("postgres", password, port)
-    with admin.connect() as conn:
-        conn.autocommit = True
-        conn.cursor().execute(f"CREATE DATABASE {db.name}")
+    """A new, empty database on the cluster's PostgreSQL, dropped afterwards."""
+    db = Database(admin_url(cluster), f"t_{uuid.uuid4().hex[:12]}")
+    _admin(cluster, f"CREATE DATABASE {db.name}")
     try:
         yield db
     finally:
-        with admin.connect() as conn:
-            conn.autocommit = True
-            conn.cursor().execute(f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
+        _admin(cluster, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_database(cluster: Cluster) -> Iterator[str]:
+    """The URL of a new, empty database on the cluster's PostgreSQL."""
+    with database(cluster) as db:
+        yield db.url()

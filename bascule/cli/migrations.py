@@ -1,0 +1,71 @@
+"""``bascule migrations plan | lint ENV``: what a deploy of ENV would migrate, and whether it is
+safe for blue-green, without deploying (so CI can lint a pull request).
+
+The current revision comes from the database when it answers; without one (CI has none) it is
+unknown and every revision is shown as pending, unless ``--from REV`` says where to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bascule.cli.options import add_dir_argument
+from bascule.config import check_environment_name, load_environment
+from bascule.errors import UsageError
+from bascule.migrations import MigrationPlan, plan_json, render_markdown, summary
+from bascule.outcome import Exit
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, about in (
+        ("plan", "the pending revisions per phase (expand, contract), their SQL and findings"),
+        ("lint", "the findings only; exit 1 if one blocks the deploy"),
+    ):
+        sub = actions.add_parser(name, help=about, description=about)
+        add_dir_argument(sub)
+        sub.add_argument("environment", metavar="ENV", help="environment whose database to plan")
+        sub.add_argument(
+            "--from",
+            dest="start",
+            metavar="REV",
+            help="plan from this revision (`base`: an empty database) instead of asking the "
+            "database for its current one",
+        )
+        sub.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _plan(args: argparse.Namespace) -> MigrationPlan:
+    from tasks.migrations import build_plan  # loads Alembic and SQLAlchemy: only when used
+
+    name = check_environment_name(args.environment)
+    cfg = load_environment(args.dir / f"{name}.yaml")
+    if cfg.migrations is None:
+        raise UsageError(
+            f"{name} has no migrations section — add one (see `bascule validate --schema`, "
+            "migrations.*)"
+        )
+    return build_plan(cfg.migrations, start=args.start, database="try")
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    blocked = bool(plan.blocking)
+    if args.json:
+        json.dump(plan_json(plan), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.action == "plan":
+        sys.stdout.write(render_markdown(plan, heading="#"))
+    else:
+        for finding in plan.findings:
+            kind = "BLOCKS" if finding.blocking else "note"
+            print(f"{kind}: {finding.revision}: {finding.rule}: {finding.message}")
+            if finding.statement:
+                print(f"    statement: {' '.join(finding.statement.split())}")
+            print(f"    fix: {finding.fix}")
+        print(summary(plan))
+    if args.action == "lint" and blocked:
+        return Exit.FAILED
+    return Exit.COMPLETED

@@ -1,0 +1,290 @@
+"""The pure core of the migration plan: the phase split, Bascule's blue-green rules on SQL,
+Alembic's offline output cut per revision, squawk's reports mapped to statements, and the
+markdown that the report, the approval form and the CLI show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bascule.config import ConfigError, MigrationsConfig, load_environment
+from bascule.errors import UsageError
+from bascule.migrations import (
+    Finding,
+    Phase,
+    Revision,
+    lint_revisions,
+    make_plan,
+    parse_phase,
+    render_markdown,
+    split_offline_sql,
+    split_phases,
+    squawk_findings,
+    squawk_input,
+)
+from tasks.migrations import describe_url, engine_url
+
+E, C = Phase.EXPAND, Phase.CONTRACT
+
+
+def rev(id_: str, *sql: str, phase: Phase = E, down: str | None = None) -> Revision:
+    return Revision(id=id_, down_revision=down, phase=phase, path=f"{id_}.py", doc=id_, sql=sql)
+
+
+def rules(*sql: str, phase: Phase = E, contract_phase: bool = False, timeout: bool = True) -> set:
+    found = lint_revisions(
+        [rev("r1", *sql, phase=phase)], contract_phase=contract_phase, lock_timeout_set=timeout
+    )
+    return {f.rule for f in found}
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("DROP TABLE items", "drop-table"),
+        ("ALTER TABLE items DROP COLUMN name", "drop-column"),
+        ("ALTER TABLE items RENAME TO things", "rename-table"),
+        ("ALTER TABLE items RENAME COLUMN name TO title", "rename-column"),
+        ("ALTER TABLE items ALTER COLUMN name TYPE varchar(100)", "column-type-change"),
+        ("ALTER TABLE items ADD COLUMN sku text NOT NULL", "not-null-without-default"),
+        ("ALTER TABLE items ALTER COLUMN name SET NOT NULL", "not-null-without-default"),
+        ("CREATE INDEX ix ON items (name)", "non-concurrent-index"),
+        ("ALTER TABLE items DROP COLUMN", "unparsable"),
+    ],
+)
+def test_each_blue_green_rule_blocks_an_expand_revision(sql: str, rule: str) -> None:
+    [finding] = lint_revisions([rev("r1", sql)], contract_phase=False, lock_timeout_set=True)
+    assert (finding.rule, finding.revision, finding.statement) == (rule, "r1", sql)
+    assert finding.blocking and finding.source == "bascule"
+    assert "r1" in finding.message and finding.fix
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ALTER TABLE items ADD COLUMN description text",
+        "ALTER TABLE items ADD COLUMN sku text NOT NULL DEFAULT ''",
+        "ALTER TABLE items ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY",
+        "CREATE INDEX CONCURRENTLY ix ON items (name)",
+        "INSERT INTO items (name) VALUES ('x')",
+        "ALTER TABLE items ALTER COLUMN name DROP NOT NULL",
+    ],
+)
+def test_what_the_old_version_survives_passes(sql: str) -> None:
+    assert rules(sql) == set()
+
+
+def test_a_table_created_by_a_pending_revision_is_new_and_free_to_change() -> None:
+    created = rev("r1", "CREATE TABLE things (id int, name text)")
+    changed = rev(
+        "r2",
+        "CREATE INDEX ix ON things (name)",
+        "ALTER TABLE things DROP COLUMN name",
+        "ALTER TABLE things ADD COLUMN n int NOT NULL",
+    )
+    both = [created, changed]
+    assert lint_revisions(both, contract_phase=False, lock_timeout_set=False) == []
+    # Without the database's revision, r1 may have run long ago: only a table the revision
+    # itself creates is new.
+    unknown = lint_revisions(both, contract_phase=False, lock_timeout_set=True, schema_known=False)
+    assert [f.rule for f in unknown] == [
+        "non-concurrent-index",
+        "drop-column",
+        "not-null-without-default",
+    ]
+
+
+def test_a_contract_revision_may_break_compatibility_but_not_the_lock_rules() -> None:
+    sql = ("ALTER TABLE items DROP COLUMN name", "CREATE INDEX ix ON items (x)")
+    assert rules(*sql, phase=C, contract_phase=True) == {"non-concurrent-index"}
+    # The same revision declared as expand gets every rule.
+    assert rules(*sql, phase=E, contract_phase=True) == {"drop-column", "non-concurrent-index"}
+    # And a contract revision is exempt only in the contract phase.
+    assert rules(*sql, phase=C, contract_phase=False) == {"drop-column", "non-concurrent-index"}
+
+
+def test_a_lock_needs_a_lock_timeout_from_bascule_or_the_revision() -> None:
+    alter = "ALTER TABLE items ADD COLUMN note text"
+    assert rules(alter, timeout=True) == set()
+    assert rules(alter, timeout=False) == {"lock-timeout"}
+    assert rules("SET LOCAL lock_timeout = '2s'", alter, timeout=False) == set()
+    for off in ("SET lock_timeout = 0", "SET LOCAL lock_timeout TO '0ms'", "RESET lock_timeout"):
+        assert rules(off, alter, timeout=True) == {"lock-timeout"}, off
+    # A statement on a table the revision creates waits for nobody.
+    assert (
+        rules("CREATE TABLE t (id int)", "ALTER TABLE t ADD COLUMN x int", timeout=False) == set()
+    )
+    # Each revision starts from the connection's setting again.
+    first = rev("r1", "SET LOCAL lock_timeout = 0", alter)
+    found = lint_revisions([first, rev("r2", alter)], contract_phase=False, lock_timeout_set=True)
+    assert [(f.revision, f.rule) for f in found] == [("r1", "lock-timeout")]
+
+
+def test_phases_split_after_the_current_revision() -> None:
+    chain = [rev("a"), rev("b"), rev("c", phase=C), rev("d", phase=C)]
+    expand, contract, findings = split_phases(chain, "a")
+    assert ([r.id for r in expand], [r.id for r in contract], findings) == (["b"], ["c", "d"], ())
+    assert split_phases(chain, None)[0] == tuple(chain[:2])
+    assert split_phases(chain, "d") == ((), (), ())
+
+
+def test_an_expand_revision_after_a_pending_contract_one_blocks() -> None:
+    chain = [rev("a"), rev("c", phase=C), rev("e")]
+    expand, contract, [finding] = split_phases(chain, None)
+    assert [r.id for r in expand] == ["a"] and [r.id for r in contract] == ["c", "e"]
+    assert (finding.rule, finding.revision, finding.blocking) == ("phase-order", "e", True)
+    assert "c" in finding.fix
+
+
+def test_a_current_revision_the_scripts_lack_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"'zz'.*does not have"):
+        split_phases([rev("a")], "zz")
+
+
+def test_a_revision_declares_its_phase() -> None:
+    assert parse_phase(None, "x.py") is E
+    assert parse_phase("contract", "x.py") is C
+    with pytest.raises(UsageError, match=r"x\.py: phase = 'later'"):
+        parse_phase("later", "x.py")
+
+
+OFFLINE = """BEGIN;
+
+CREATE TABLE alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
+-- Running upgrade  -> 0001
+
+CREATE TABLE items (id SERIAL NOT NULL, name TEXT NOT NULL, PRIMARY KEY (id));
+
+INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;
+
+COMMIT;
+
+BEGIN;
+
+-- Running upgrade 0001 -> 0002
+
+COMMIT;
+
+CREATE INDEX CONCURRENTLY ix ON items (name);
+
+BEGIN;
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
+COMMIT;
+
+BEGIN;
+
+-- Running upgrade 0002 -> 0003
+
+ALTER TABEL items;
+
+COMMIT;
+"""
+
+
+def test_offline_sql_is_cut_per_revision_without_alembics_bookkeeping() -> None:
+    assert split_offline_sql(OFFLINE, "alembic_version") == {
+        "0001": ("CREATE TABLE items (id SERIAL NOT NULL, name TEXT NOT NULL, PRIMARY KEY (id))",),
+        # An autocommit block keeps its COMMIT and BEGIN: they are the revision's own.
+        "0002": ("COMMIT", "CREATE INDEX CONCURRENTLY ix ON items (name)", "BEGIN"),
+        "0003": ("ALTER TABEL items;\n\nCOMMIT",),
+    }
+
+
+def test_squawk_reports_map_to_statements_and_bascule_decides_its_own_rules() -> None:
+    revision = rev("r1", "ALTER TABLE items\n  ADD COLUMN a int", "ALTER TABLE items DROP COLUMN b")
+    sql, first = squawk_input(revision, ("SET lock_timeout = '5000ms'",))
+    assert sql.splitlines()[first] == "ALTER TABLE items"
+    assert sql.splitlines()[first + 3] == "ALTER TABLE items DROP COLUMN b;"
+    reports = [
+        {"line": first + 1, "rule_name": "prefer-robust-stmts", "message": "m1", "help": None},
+        {"line": first + 3, "rule_name": "ban-drop-column", "message": "m2", "help": None},
+        {"line": first + 3, "rule_name": "adding-foreign-key-constraint", "message": "m3"},
+    ]
+    found = squawk_findings(revision, first, reports, advisory=["prefer-robust-stmts"])
+    assert [(f.rule, f.statement, f.blocking, f.source) for f in found] == [
+        ("squawk:prefer-robust-stmts", revision.sql[0], False, "squawk"),
+        ("squawk:adding-foreign-key-constraint", revision.sql[1], True, "squawk"),
+    ]
+
+
+def test_the_plan_in_markdown_shows_phases_sql_and_findings() -> None:
+    chain = [
+        rev("0001", "CREATE TABLE items (id int)"),
+        rev("0002", "ALTER TABLE items ADD COLUMN d text", down="0001"),
+        rev("0003", "ALTER TABLE items DROP COLUMN name", phase=C, down="0002"),
+    ]
+    note = Finding("0002", chain[1].sql[0], "squawk:x", "m | y", "f", blocking=False)
+    plan = make_plan(
+        chain,
+        "0001",
+        current_known=True,
+        current_source="read from the database",
+        settings=("SET lock_timeout = '5000ms'",),
+        lock_timeout_set=True,
+        squawk=[note],
+    )
+    assert (plan.expand_target, plan.contract_target, plan.blocking) == ("0002", "0003", ())
+    text = render_markdown(plan)
+    assert "- Current revision: 0001 — read from the database" in text
+    assert "#### Expand: before the new version starts" in text
+    assert "**0003** (contract)" in text
+    assert "```sql\nALTER TABLE items DROP COLUMN name;\n```" in text
+    assert "| note | 0002 | squawk:x | m \\| y |" in text
+    assert "SET lock_timeout = '5000ms'" in text
+
+
+def test_an_unknown_current_revision_says_why() -> None:
+    plan = make_plan(
+        [rev("0001", "ALTER TABLE items DROP COLUMN name")],
+        None,
+        current_known=False,
+        current_source="the database was not asked",
+        settings=(),
+        lock_timeout_set=False,
+    )
+    assert "unknown (the database was not asked); every revision shown as pending" in (
+        render_markdown(plan)
+    )
+    assert {f.rule for f in plan.blocking} == {"drop-column", "lock-timeout"}
+
+
+def test_the_migrations_section_is_validated_with_file_and_line(tmp_path: Path) -> None:
+    env = tmp_path / "dev.yaml"
+    env.write_text(
+        "app: a\nenvironment: dev\nnamespace: n\nmigrations:\n  alembic_ini: db/alembic.ini\n"
+        "  database_url: {env: DB_URL}\n  lock_timeout_seconds: -1\n"
+        "  lint: {squawk_advisory: [Not A Rule]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_environment(env)
+    text = str(caught.value)
+    assert "dev.yaml:5:16: migrations.alembic_ini: " in text and "does not exist" in text
+    assert "dev.yaml:7:" in text and "migrations.lock_timeout_seconds" in text
+    assert "dev.yaml:8:" in text and "is not a squawk rule name" in text
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "alembic.ini").write_text("[alembic]\n")
+    env.write_text(
+        "app: a\nenvironment: dev\nnamespace: n\nmigrations:\n  alembic_ini: db/alembic.ini\n"
+        "  database_url: {env: DB_URL}\n  statement_timeout_seconds: 0\n"
+    )
+    cfg = load_environment(env).migrations
+    assert isinstance(cfg, MigrationsConfig)
+    assert cfg.alembic_ini == tmp_path / "db" / "alembic.ini"
+    assert cfg.session_settings() == ("SET lock_timeout = '5000ms'",)
+
+
+def test_database_urls_get_psycopg2_and_errors_never_quote_them() -> None:
+    assert engine_url("postgres://u:pw@h/d").drivername == "postgresql+psycopg2"
+    assert engine_url("postgresql+psycopg2://u:pw@h:6/d").port == 6
+    assert describe_url(engine_url("postgresql://u:s3cret@db:5433/app")) == "db:5433/app"
+    for bad in ("mysql://u:s3cret@h/d", "s3cret not a url"):
+        with pytest.raises(UsageError) as caught:
+            engine_url(bad)
+        assert "s3cret" not in str(caught.value)
