@@ -342,6 +342,7 @@ def assert_nowhere(
         assert secret not in text, f"the database password is in the run's {where}"
 
 
+@pytest.mark.parametrize("runner", ["process", "job"])
 def test_a_locked_table_stops_the_deploy_before_the_switch(
     cluster: Cluster,
     namespace: str,
@@ -349,11 +350,14 @@ def test_a_locked_table_stops_the_deploy_before_the_switch(
     tmp_path: Path,
     db: Database,
     monkeypatch: pytest.MonkeyPatch,
+    runner: str,
 ) -> None:
+    """The whole pipeline with either runner (the job runner reads the current revision and
+    migrates in Jobs from the new image)."""
     ini = scripts(tmp_path)
     upgrade_directly(db, ini, "0001")
-    use_database(monkeypatch, db)
-    cfg = config(tmp_path, cluster, namespace, ini)
+    use_database(monkeypatch, db, runner)
+    cfg = config(tmp_path, cluster, namespace, ini, runner)
     with db.connect(application_name="test-blocker") as blocker:
         blocker.cursor().execute("LOCK TABLE items IN ROW EXCLUSIVE MODE")
         res = deploy(prefect_server, cfg, V1)
