@@ -49,6 +49,7 @@ class Settings:
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
     label: str = ""  # who runs (a release id), shown to a second run waiting for the lock
+    url_variable: str = "DATABASE_URL"  # where the app's env.py reads the URL
 
 
 @dataclass(frozen=True)
@@ -255,9 +256,11 @@ def _upgrade(
         return Result(True, target, before, before)  # there already: nothing to do, never down
     pending = _path(script, target, before)
     engine = _engine(url, settings, timeouts=True)
-    # An env.py that opens its own connection (older images) gets the timeouts too.
-    previous = os.environ.get("PGOPTIONS")
-    os.environ["PGOPTIONS"] = _timeouts(settings)
+    # An env.py that opens its own connection (older images) finds the URL where it looks
+    # and gets the timeouts too; both only for the upgrade's duration.
+    overrides = {"PGOPTIONS": _timeouts(settings), settings.url_variable: url}
+    previous = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
     try:
         with engine.connect() as conn:
             config.attributes["connection"] = conn
@@ -286,10 +289,11 @@ def _upgrade(
             error=error,
         )
     finally:
-        if previous is None:
-            os.environ.pop("PGOPTIONS", None)
-        else:
-            os.environ["PGOPTIONS"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         engine.dispose()
     return Result(True, target, before, _current(lock_conn, settings), applied=pending)
 
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         version_table=args.version_table,
         version_table_schema=args.version_table_schema,
         label=args.label,
+        url_variable=args.url_variable,
     )
     if not url:
         result = Result(

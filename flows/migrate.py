@@ -58,6 +58,9 @@ def plan_and_lint(run: Run, image: str) -> MigrationPlan | None:
     if run.env.cfg.migrations is None:
         run.skip("migrations", SKIPPED)
         return None
+    if run.release.kind == "rollback":  # the schema stays: never downgraded, nothing contracted
+        run.skip("migrations", "a rollback runs no migrations")
+        return None
     plan = run.step(
         "migration-plan", plan_migrations, run.env, image, run.release.id, summary=summary
     )

@@ -59,6 +59,7 @@ def settings(cfg: MigrationsConfig, target: str, label: str) -> migrator.Setting
         advisory_lock_wait_seconds=cfg.advisory_lock_wait_seconds,
         version_table=cfg.version_table,
         label=label,
+        url_variable=cfg.url_variable,
     )
 
 
@@ -125,7 +126,7 @@ def _job(env: Env, name: str, image: str, wanted: migrator.Settings) -> dict[str
         f"--advisory-lock-wait-seconds={wanted.advisory_lock_wait_seconds}",
         f"--version-table={wanted.version_table}",
         f"--label={wanted.label}",
-        f"--url-variable={cfg.url_variable}",
+        f"--url-variable={wanted.url_variable}",
     ]
     container: dict[str, Any] = {
         "name": "migrate",
@@ -133,7 +134,7 @@ def _job(env: Env, name: str, image: str, wanted: migrator.Settings) -> dict[str
         "command": ["python3", f"{MOUNT}/{SCRIPT}", *args],
         "env": [
             {
-                "name": cfg.url_variable,
+                "name": wanted.url_variable,
                 "valueFrom": {"secretKeyRef": {"name": name, "key": URL_KEY}},
             }
         ],
