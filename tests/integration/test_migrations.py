@@ -272,10 +272,15 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
 
 
 def when(failures: list[dict[str, Any]], release: dict[str, Any]) -> str:
-    """Failures by the step they fell in, for a failed assertion's message."""
+    """Failures by the step they fell in (or followed), for a failed assertion's message."""
     spans = [(s["at"] - s["seconds"], s["at"], s["name"]) for s in release["steps"]]
-    where = [next((n for a, b, n in spans if a <= f["t"] <= b), "between steps") for f in failures]
-    return f"{len(failures)} failed: {Counter(where)}; first: {failures[0]}"
+
+    def place(t: float) -> str:
+        inside = next((n for a, b, n in spans if a <= t <= b), None)
+        before = [(t - b, n) for _, b, n in spans if b < t]
+        return inside or (f"{min(before)[0]:.1f} s after {min(before)[1]}" if before else "first")
+
+    return f"{len(failures)} failed: {Counter(place(f['t']) for f in failures)}"
 
 
 class ColumnWatcher:
