@@ -35,6 +35,11 @@ def _prefect() -> Prefect:
 
 def pending_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow", default=None, help="only runs of this flow (e.g. deploy)")
+    parser.add_argument(
+        "--details",
+        action="store_true",
+        help="also what each approver is shown: the checks and the migration plan (its SQL)",
+    )
 
 
 def pending(args: argparse.Namespace) -> int:
@@ -46,11 +51,16 @@ def pending(args: argparse.Namespace) -> int:
 
     with _prefect() as prefect:
         runs = patiently(read, DEFAULT_API_PATIENCE)
-    if not runs:
-        print("no run is waiting for approval")
-    for run in runs:
-        params = run.parameters
-        print(f"{run.id}  {run.name}  env={params.get('environment')} image={params.get('image')}")
+        if not runs:
+            print("no run is waiting for approval")
+        for run in runs:
+            params = run.parameters
+            env, image = params.get("environment"), params.get("image")
+            print(f"{run.id}  {run.name}  env={env} image={image}")
+            if args.details:
+                with api_errors("reading the approval form"):
+                    text = prefect.approval_text(run)
+                print("\n".join("    " + line for line in (text or "(no form)").splitlines()))
     return int(Exit.COMPLETED)
 
 

@@ -154,3 +154,17 @@ def already_serving(
         and recorded.id == active.release
         and spec_unchanged
     )
+
+
+def contract_blocker(
+    obs: Observed, release: Release, old: Color | None, old_pods: int
+) -> str | None:
+    """Why a release's contract migrations may not run now, or None when they may: the new
+    color must still be the active one with this release, and the old one gone to the last
+    pod (a draining pod still reads the schema)."""
+    new = obs.color(release.color)
+    if obs.active != release.color or new.release != release.id:
+        return f"{release.color} is no longer the active color of release {release.id}"
+    if old is not None and (obs.color(old).replicas or old_pods):
+        return f"the old color {old} still runs ({old_pods} pods)"
+    return None

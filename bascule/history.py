@@ -35,6 +35,23 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """One migration run of a release: a phase's upgrade, the revision before and after."""
+
+    phase: str  # expand, contract
+    runner: str  # process, job
+    target: str
+    before: str | None
+    after: str | None
+    ok: bool
+    applied: tuple[str, ...] = ()
+    failed_revision: str | None = None
+    statement: str = ""
+    error: str = ""  # the database's words; never the URL
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Release:
     id: str
     image: str
@@ -55,6 +72,7 @@ class Release:
     commit: str | None = None  # the commit the image was built from, as CI gave it
     secret: str | None = None  # the Secret with the release's secret variables (no values)
     commit_time: str | None = None  # ISO-8601 time of that commit, when CI gave it (lead time)
+    migrations: tuple[Migration, ...] = ()
 
     @property
     def in_flight(self) -> bool:
@@ -66,6 +84,7 @@ class Release:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["steps"] = [asdict(s) for s in self.steps]
+        data["migrations"] = [asdict(m) for m in self.migrations]
         return data
 
     @staticmethod
@@ -74,8 +93,12 @@ class Release:
         steps = tuple(
             Step(**{k: v for k, v in s.items() if k in fields}) for s in data.get("steps", [])
         )
+        migrations = tuple(
+            Migration(**{**m, "applied": tuple(m.get("applied", ()))})
+            for m in data.get("migrations", [])
+        )
         known = {k: v for k, v in data.items() if k in Release.__dataclass_fields__}
-        return Release(**{**known, "steps": steps})
+        return Release(**{**known, "steps": steps, "migrations": migrations})
 
 
 def upsert(history: list[Release], release: Release, limit: int) -> list[Release]:

@@ -20,6 +20,7 @@ refused, no such deployment or run, input rejected). No message carries a creden
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -133,6 +134,20 @@ class Prefect:
             sort=FlowRunSort.START_TIME_DESC,
             limit=50,
         )
+
+    def approval_text(self, run: FlowRun) -> str | None:
+        """What the paused run's form shows the approver (its description), if it has one."""
+        from prefect.input import keyset_from_paused_state
+
+        if run.state is None or not run.state.is_paused():
+            return None
+        key = keyset_from_paused_state(run.state)["description"]
+        try:
+            text = self.client.read_flow_run_input(run.id, key)
+        except ObjectNotFound:
+            return None
+        # Stored JSON-encoded, as every run input is.
+        return str(json.loads(text)) if text else None
 
     def resume(self, flow_run_id: UUID, run_input: dict[str, Any]) -> tuple[str, str]:
         """Resumes a paused run with input. The HTTP code does not tell whether it worked: the

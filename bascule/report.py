@@ -23,7 +23,9 @@ def render(
     api_requests: int | None = None,
     evaluations: Sequence[Evaluation] = (),
     analysis_skipped: str = "",
+    sections: Sequence[str] = (),
 ) -> str:
+    """``sections``: Markdown of its own (e.g. the migration plan), appended as it is."""
     outcome = {
         "succeeded": "✅ succeeded",
         "failed": "❌ failed",
@@ -82,6 +84,27 @@ def render(
                 f"| {row['time']} | {e.phase} | {cell(e.name)}: {code(e.query)} | "
                 f"{row['value']} | {mark} | {cell(e.detail, DETAIL_LIMIT)} |"
             )
+    if release.migrations:
+        lines += [
+            "",
+            "## Migrations",
+            "",
+            "| phase | runner | revision before | after | result | detail |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in release.migrations:
+            detail = (
+                f"applied {', '.join(m.applied) or 'nothing'} in {m.seconds:.2f} s"
+                if m.ok
+                else f"revision {m.failed_revision or '?'} failed: {m.error}"
+                + (f" — statement: {m.statement}" if m.statement else "")
+            )
+            lines.append(
+                f"| {m.phase} | {m.runner} | {code(m.before or 'base')} | "
+                f"{code(m.after or 'base')} | {'ok' if m.ok else '**FAILED**'} | "
+                f"{cell(detail, DETAIL_LIMIT * 2)} |"
+            )
+    lines += [s for section in sections for s in ("", section.strip())]
     for block in details:
         lines += ["", "```", block.strip(), "```"]
     return "\n".join(lines) + "\n"

@@ -49,15 +49,29 @@ class Decision:
 
 
 def description(
-    app: str, environment: str, release: Release, checks: Sequence[CheckResult], preview: str
+    app: str,
+    environment: str,
+    release: Release,
+    checks: Sequence[CheckResult],
+    preview: str,
+    migrations: str = "",
 ) -> str:
+    """``migrations``: the migration plan's Markdown (each revision's SQL, the lint findings):
+    the approver sees what the expand phase did and what the contract phase will do."""
     rows = [(c.target, c.name, "pass" if c.passed else "FAIL", c.detail) for c in checks]
     return (
         f"## Approve {app} in {environment}?\n\n"
         f"- Image: {code(release.previous_image or '(none)')} → {code(release.image)}\n"
         f"- Traffic: {release.previous_color or '(none)'} → {release.color}\n"
-        f"- Preview: {preview}\n\n"
+        f"- Preview: {preview}\n"
+        + "".join(
+            f"- Migrations ({m.phase}, done before the idle color started): "
+            f"{code(m.before or 'base')} → {code(m.after or 'base')}\n"
+            for m in release.migrations
+        )
+        + "\n"
         + table(("target", "check", "result", "detail"), rows)
+        + (f"\n\n{migrations.strip()}" if migrations else "")
         + "\n\nTick **approve** and give your name to switch traffic. Anything else — no name, "
         "approve left unticked, or no answer in time — means no switch."
     )

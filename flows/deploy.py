@@ -5,7 +5,9 @@ the idle color → wait ready → pre-switch checks and smoke tests on the previ
 the Prometheus analysis of preview → approval (where configured) → switch → smoke tests on
 the active Service → post-switch verification window (health checks and analysis) → finish
 (history, delayed scale-down of the old color) or roll back (switch back, scale the new
-color down).
+color down). With a ``migrations:`` section: migration plan + lint after preflight, expand
+revisions before the idle color starts, contract revisions once the old color is gone (again
+under the lock).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -37,10 +40,12 @@ from bascule.analysis import Evaluation, placeholders, summary
 from bascule.checks import CheckResult
 from bascule.errors import UsageError
 from bascule.manifests import Color, idle_color, service_proxy_path
+from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from flows.approval import description, request_approval
+from flows.migrate import contract, plan_and_lint, run_phase
 from tasks import analysis, checks, monitoring, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
@@ -74,6 +79,7 @@ class Run:
         self.checks: list[CheckResult] = []
         self.evaluations: list[Evaluation] = []
         self.details: list[str] = []
+        self.sections: list[str] = []  # Markdown of its own in the report (the migration plan)
         self.log = get_run_logger()
         # Called from sync code it returns the id; its annotation covers the async use too.
         self.progress = cast(
@@ -121,7 +127,18 @@ class Run:
             failed_checks=failing,
         )
 
-    def step(self, name: str, fn: Callable[..., T], *args: Any, detail: str = "") -> T:
+    def skip(self, name: str, why: str) -> None:
+        self.log.info("%s: %s", name, why)
+        self.release = self.release.with_step(h.Step(name, "skipped", 0.0, why, time.time()))
+
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        detail: str = "",
+        summary: Callable[[T], str] | None = None,
+    ) -> T:
         started, outage = time.monotonic(), self.env.kube.outage_seconds
         self.log.info("%s ...", name)
         try:
@@ -131,13 +148,15 @@ class Run:
                 h.Step(name, "failed", time.monotonic() - started, str(exc), time.time())
             )
             raise
-        text = detail or (result if isinstance(result, str) else "")
+        text = detail or (summary(result) if summary else result if isinstance(result, str) else "")
         if isinstance(result, analysis.Passed):
             self.evaluations.extend(result.evaluations)
             text = result.detail
         waited = self.env.kube.outage_seconds - outage
         if waited:  # why a step took longer than usual
             text += f" (waited out {waited:.0f} s of Kubernetes API outage)"
+        if text:
+            self.log.info("%s: %s", name, text)
         self.release = self.release.with_step(
             h.Step(name, "ok", time.monotonic() - started, text, time.time())
         )
@@ -176,6 +195,7 @@ class Run:
                 self.env.kube.requests,
                 self.evaluations,
                 analysis.skipped(self.env.cfg.analysis),
+                self.sections,
             )
         )
         if self.evaluations:
@@ -199,6 +219,7 @@ class CheckFailed(Exception):
 class Outcome:
     state: State
     retire: tuple[Color, str | None] | None = None  # old color to scale down after the delay
+    then: Callable[[], Outcome] | None = None  # once the old color is gone, under the lock again
 
 
 @task(name="plan", cache_policy=NO_CACHE)
@@ -271,7 +292,8 @@ def deploy(
 def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
     """Runs ``work`` holding the app and environment's deploy lock; a refused lock ends the
     run as LockHeld. The old color's delayed scale-down comes after the lock is released,
-    so a rollback can still take it back meanwhile."""
+    so a rollback can still take it back meanwhile; what must wait until the old color is
+    gone (contract migrations) then takes the lock again."""
     try:
         with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
             outcome = work()
@@ -280,6 +302,8 @@ def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
         return Failed(message=str(exc), name=StateName.LOCK_HELD)
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
+    if outcome.then is not None:
+        return exclusively(env, outcome.then)
     return outcome.state
 
 
@@ -323,6 +347,8 @@ def pipeline(
     new: Color = release.color
     old: Color | None = release.previous_color
     try:
+        migrations = plan_and_lint(run, image)
+        run_phase(run, migrations, Phase.EXPAND, image)
         run.save(phase="deploying")
         run.step(
             "deploy-idle-color",
@@ -366,6 +392,7 @@ def pipeline(
                     run.checks,
                     env.kube.server
                     + service_proxy_path(env.cfg, env.templates, role="preview", path="/"),
+                    render_markdown(migrations) if migrations else "",
                 ),
                 env.cfg.approval.timeout_seconds,
             )
@@ -404,7 +431,23 @@ def pipeline(
     run.event("succeeded")
     run.publish()
     done: State = Completed(message=f"{image} serves {env.app} in {env.name} ({new})")
-    return Outcome(done, (old, observed.color(old).release) if old else None)
+    after = None
+    if migrations is not None and migrations.contract_target is not None:
+        after = partial(contract_phase, run, migrations, image, old)
+    return Outcome(done, (old, observed.color(old).release) if old else None, after)
+
+
+def contract_phase(run: Run, migrations: MigrationPlan, image: str, old: Color | None) -> Outcome:
+    """The contract revisions of a release that already serves: a failure leaves it serving
+    and ends the run failed, with the failing revision in the report."""
+    try:
+        note = contract(run, migrations, image, old)
+    except Exception as exc:
+        run.save(reason=f"{run.release.image} serves; {exc}")
+        run.publish()
+        return Outcome(Failed(message=str(exc), name=StateName.FAILED))
+    run.publish()
+    return Outcome(Completed(message=f"{image} serves {run.env.app} in {run.env.name}; {note}"))
 
 
 def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> str | None:

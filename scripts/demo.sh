@@ -28,11 +28,29 @@ if ! curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1; then
 fi
 curl -fsS "$PREFECT_API_URL/health" >/dev/null
 
-say "PostgreSQL in the cluster: the sample app's migrations"
+say "PostgreSQL in the cluster: a fresh database for the sample app; the deploys migrate it"
 pgpass="$(cat /var/lib/bascule/clusters/bascule/postgres.password)"
-DATABASE_URL="postgresql://postgres:$pgpass@127.0.0.1:${BASCULE_PG_PORT:-15432}/postgres" \
-  alembic -c sampleapp/alembic.ini upgrade head 2>&1 | sed 's/^/  /'
+# The flow reads the URL from its environment (deployments/*.yaml: migrations.database_url).
+export SAMPLE_APP_DATABASE_URL="postgresql://postgres:$pgpass@127.0.0.1:${BASCULE_PG_PORT:-15432}/sampleapp_demo"
 unset pgpass
+python - <<'PY'
+import os, psycopg2
+conn = psycopg2.connect(os.environ["SAMPLE_APP_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
+conn.autocommit = True
+conn.cursor().execute("DROP DATABASE IF EXISTS sampleapp_demo WITH (FORCE)")
+conn.cursor().execute("CREATE DATABASE sampleapp_demo")
+PY
+# Each version deploys from its own commit's files: v1's carries revision 0001 only, v2's
+# adds the expand revision 0002, which the pipeline runs before v2's color starts.
+v1_tree="$(mktemp -d)"
+trap 'rm -rf "$v1_tree"' EXIT
+cp -r deployments "$v1_tree/deployments"
+mkdir -p "$v1_tree/sampleapp"
+cp sampleapp/alembic.ini "$v1_tree/sampleapp/"
+cp -r sampleapp/migrations "$v1_tree/sampleapp/"
+rm -rf "$v1_tree"/sampleapp/migrations/versions/0002_* "$v1_tree"/sampleapp/migrations/*/__pycache__
+echo "  v1's revisions: $(cd "$v1_tree/sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
+echo "  v2's revisions: $(cd sampleapp/migrations/versions && ls *.py | tr '\n' ' ')"
 
 say "Slack and Discord: local webhook receivers print each message the deploys send"
 dir="$cache/demo-deployments"  # the repository's files, plus notifications to the receivers
@@ -98,6 +116,8 @@ approver() {
 
 for version in v1 v2; do
   image="bascule.local/sample-app:$version"
+  dir=deployments
+  [[ "$version" == v1 ]] && dir="$v1_tree/deployments"
   for env in dev staging production; do
     say "$env ← $image"
     if [[ "$env" == production && "${APPROVE:-auto}" != manual ]]; then

@@ -12,12 +12,11 @@ import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bascule import kube as k
 from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_scenario, streak
 from bascule.config import HealthCheck, SmokeHttpScenario
-from bascule.kube import KubeError
 from bascule.manifests import Role, owned_labels, service_name, service_proxy_path
 from bascule.redact import redact
+from tasks import jobs
 from tasks.context import Env
 
 
@@ -159,14 +158,11 @@ def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckRe
         },
     }
     started = time.monotonic()
-    env.kube.retrying(lambda: _create_job(env, job))
-    try:
-        passed, why = _wait_job(env, name, job_cfg.timeout_seconds + 30)
-        log = _job_log(env, name)
-    finally:
-        env.kube.delete(k.jobs(env.ns, name))
-    detail = why + ("\n" + redact(log) if log else "")
-    return CheckResult("smoke-job", f"smoke/{role}", passed, detail, 1, time.monotonic() - started)
+    ran = jobs.run(env, job, "smoke Job", job_cfg.timeout_seconds + 30)
+    detail = ran.why + ("\n" + ran.log if ran.log else "")
+    return CheckResult(
+        "smoke-job", f"smoke/{role}", ran.passed, detail, 1, time.monotonic() - started
+    )
 
 
 def _secret_env(env: Env, names: list[str]) -> list[dict[str, Any]]:
@@ -177,40 +173,3 @@ def _secret_env(env: Env, names: list[str]) -> list[dict[str, Any]]:
         for n in names
         if secret is not None and n in secret.keys
     ]
-
-
-def _create_job(env: Env, job: dict[str, Any]) -> None:
-    try:
-        env.kube.create(k.jobs(env.ns), job)
-    except KubeError as exc:
-        if exc.status != 409:
-            raise
-        # The name is this run's own: it exists because a try whose answer was lost landed.
-
-
-def _wait_job(env: Env, name: str, timeout: float) -> tuple[bool, str]:
-    deadline = env.kube.active_time() + timeout
-    while env.kube.active_time() < deadline:
-        status = env.kube.get(k.jobs(env.ns, name)).get("status", {})
-        for cond in status.get("conditions", []):
-            if cond["status"] == "True" and cond["type"] in ("Complete", "SuccessCriteriaMet"):
-                return True, "the smoke Job completed"
-            if cond["status"] == "True" and cond["type"] in ("Failed", "FailureTarget"):
-                return (
-                    False,
-                    f"the smoke Job failed: {cond.get('reason')} {cond.get('message', '')}",
-                )
-        time.sleep(0.5)
-    return False, f"the smoke Job did not finish in {timeout:.0f} s"
-
-
-def _job_log(env: Env, name: str) -> str:
-    pods = env.kube.get(k.pods(env.ns), labelSelector=f"job-name={name}")["items"]
-    if not pods:
-        return ""
-    try:
-        return env.kube.get_text(
-            f"{k.pods(env.ns)}/{pods[0]['metadata']['name']}/log", tailLines="40"
-        ).strip()
-    except KubeError:
-        return ""

@@ -103,6 +103,18 @@ def scale(env: Env, color: Color, replicas: int) -> None:
             raise
 
 
+def pods_left(env: Env, color: Color, timeout: float) -> int:
+    """Waits up to ``timeout`` until no pod of ``color`` is left (drained and gone); the
+    number still there."""
+    labels = k.selector_string(selector(env.app, color))
+    deadline = env.kube.active_time() + timeout
+    while True:
+        left = len(env.kube.get(k.pods(env.ns), labelSelector=labels)["items"])
+        if not left or env.kube.active_time() >= deadline:
+            return left
+        time.sleep(0.5)
+
+
 def _readiness_failures(env: Env, pod_names: set[str]) -> tuple[dict[str, int], str]:
     evs = env.kube.get(k.events(env.ns), fieldSelector="reason=Unhealthy")
     counts: dict[str, int] = {}

@@ -1,8 +1,10 @@
 """Alembic environment of the sample app's schema.
 
 The database comes from DATABASE_URL; offline (`--sql`) runs need none, they only render
-PostgreSQL SQL. Each revision runs in its own transaction, so a failed one leaves the schema at
-the last revision that succeeded. BASCULE_UNSAFE_MIGRATIONS=1 adds the deliberately unsafe
+PostgreSQL SQL. A connection passed in ``config.attributes["connection"]`` (Alembic's
+cookbook pattern; Bascule's runner passes one with its timeouts set) is used instead. Each
+revision runs in its own transaction, so a failed one leaves the schema at the last revision
+that succeeded. BASCULE_UNSAFE_MIGRATIONS=1 adds the deliberately unsafe
 revisions in unsafe/ (see alembic.ini).
 """
 
@@ -60,6 +62,13 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
+    # A runner that holds locks and sets timeouts (Bascule's) hands over its connection.
+    given = config.attributes.get("connection")
+    if given is not None:
+        context.configure(connection=given, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
     url = os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from playwright.sync_api import Locator, Page, expect
 
 from tests.integration.test_approval import (  # noqa: F401  (v1_in_production: a fixture)
@@ -23,34 +24,47 @@ from tests.integration.test_approval import (  # noqa: F401  (v1_in_production: 
 from tests.support import deploys
 from tests.support.browser import browser_page  # noqa: F401  (a fixture)
 from tests.support.cluster import Cluster
+from tests.support.migrations import URL_VARIABLE, legacy_chain, section, upgrade_directly
+from tests.support.postgres import database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.browser]
 
 
 @pytest.fixture
 def v2_paused(
+    cluster: Cluster,
     prefect_server: str,
     namespace: str,
     tmp_path: Path,
     v1_in_production: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A deploy of v2 to production, paused at the approval gate: its process and run id.
+    v2 comes with migrations: the expand revision 0002 runs before its color starts, the
+    contract revision 0003 (its SQL in the form) after the switch.
 
     A run that a failed test leaves paused is rejected through the CLI, so that it releases
     its locks (the Prefect concurrency limit is per app and environment, shared by every
     namespace of the session) instead of holding them until their lease runs out."""
-    proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
-    run_id = None
-    try:
-        run_id = paused_run(prefect_server, namespace)
-        yield proc, run_id
-    finally:
-        if proc.poll() is None and run_id is not None:
-            deploys.run(prefect_server, "reject", run_id, "--as", "test-cleanup", timeout=60)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=60)
-        if proc.poll() is None:
-            deploys.kill(proc)
+    with database(cluster) as db:
+        ini = legacy_chain(tmp_path)
+        upgrade_directly(db, ini, "0001a")
+        monkeypatch.setenv(URL_VARIABLE, db.url())
+        env_file = Path(v1_in_production) / "production.yaml"
+        data = yaml.safe_load(env_file.read_text())
+        env_file.write_text(yaml.safe_dump({**data, "migrations": section(ini, URL_VARIABLE)}))
+        proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+        run_id = None
+        try:
+            run_id = paused_run(prefect_server, namespace)
+            yield proc, run_id
+        finally:
+            if proc.poll() is None and run_id is not None:
+                deploys.run(prefect_server, "reject", run_id, "--as", "test-cleanup", timeout=60)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=60)
+            if proc.poll() is None:
+                deploys.kill(proc)
 
 
 def open_approval_form(page: Page, api_url: str, run_id: str, shot: Path) -> Locator:
@@ -65,7 +79,10 @@ def open_approval_form(page: Page, api_url: str, run_id: str, shot: Path) -> Loc
     expect(dialog).to_contain_text(re.compile(rf"{re.escape(V1)}\s*→\s*{re.escape(V2)}"))
     expect(dialog).to_contain_text(re.compile(r"Traffic: (blue → green|green → blue)"))
     expect(dialog).to_contain_text("Preview:")
-    expect(dialog.get_by_role("table")).to_contain_text("pass")  # the pre-switch checks
+    expect(dialog.get_by_role("table").first).to_contain_text("pass")  # the pre-switch checks
+    # The migrations: the expand revision already applied, the contract one's SQL to come.
+    expect(dialog).to_contain_text(re.compile(r"Migrations \(expand.*0001a\s*→\s*0002"))
+    expect(dialog).to_contain_text("ALTER TABLE items DROP COLUMN legacy")
     page.screenshot(path=str(shot))
     return dialog
 

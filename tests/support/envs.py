@@ -46,6 +46,9 @@ def write_envs(
     shutil.copytree(REPO / "deployments" / "manifests", directory / "manifests", dirs_exist_ok=True)
     for env in environments:
         data = yaml.safe_load((REPO / "deployments" / f"{env}.yaml").read_text())
+        # Its path is relative to the repository and it needs a database: a test that
+        # migrates passes a section of its own.
+        data.pop("migrations", None)
         data = merge(
             data,
             {

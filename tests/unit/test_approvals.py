@@ -121,24 +121,33 @@ def test_unknown_run_is_a_usage_error(answer: Callable[[Handler], list[httpx.Req
         approvals.approve(decision())
 
 
+@pytest.mark.parametrize("details", [False, True])
 def test_pending_lists_paused_runs(
-    answer: Callable[[Handler], list[httpx.Request]], capsys: pytest.CaptureFixture[str]
+    answer: Callable[[Handler], list[httpx.Request]],
+    capsys: pytest.CaptureFixture[str],
+    details: bool,
 ) -> None:
     run = {
         "id": RUN,
         "name": "brave-fox",
         "flow_id": str(uuid4()),
         "parameters": {"environment": "production", "image": "app:v2"},
+        "state": {"type": "PAUSED", "name": "Paused", "state_details": {"pause_key": "approval"}},
     }
+    form = "## Approve app in production?\n```sql\nALTER TABLE items DROP COLUMN legacy\n```"
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/flow_runs/filter"):
             return httpx.Response(200, json=[run])
+        if request.url.path.endswith(f"/flow_runs/{RUN}/input/paused-approval-description"):
+            return httpx.Response(200, content=json.dumps(form).encode())
         return httpx.Response(404, json={"detail": "not here"})
 
     seen = answer(handle)
-    assert approvals.pending(argparse.Namespace(flow="deploy")) == Exit.COMPLETED
-    assert f"{RUN}  brave-fox  env=production image=app:v2" in capsys.readouterr().out
+    assert approvals.pending(argparse.Namespace(flow="deploy", details=details)) == Exit.COMPLETED
+    out = capsys.readouterr().out
+    assert f"{RUN}  brave-fox  env=production image=app:v2" in out
+    assert ("    ALTER TABLE items DROP COLUMN legacy" in out) is details
     (query,) = [json.loads(r.content) for r in seen if r.url.path.endswith("/flow_runs/filter")]
     assert query["flow_runs"]["state"]["type"]["any_"] == ["PAUSED"]
     assert query["flows"]["name"]["any_"] == ["deploy"]

@@ -25,9 +25,13 @@ REPO_DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 
 @pytest.fixture
 def deployments(tmp_path: Path) -> Path:
-    """A writable copy of the repository's deployments directory."""
+    """A writable copy of the repository's deployments directory, with the sample app's
+    migrations beside it where the files' migrations section points."""
     target = tmp_path / "deployments"
     shutil.copytree(REPO_DEPLOYMENTS, target)
+    sampleapp = REPO_DEPLOYMENTS.parent / "sampleapp"
+    shutil.copytree(sampleapp / "migrations", tmp_path / "sampleapp" / "migrations")
+    shutil.copy(sampleapp / "alembic.ini", tmp_path / "sampleapp")
     return target
 
 

@@ -16,7 +16,7 @@ from bascule.config import load_environment
 from bascule.kube import KubeOutage
 from bascule.manifests import load_templates, selector
 from flows.deploy import verify
-from tasks import checks, rollout, traffic
+from tasks import checks, jobs, rollout, traffic
 from tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube, status
 
@@ -269,4 +269,4 @@ def test_the_smoke_job_wait_outlasts_an_outage(tmp_path: Path) -> None:
     job = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     api.put(k.jobs(env.ns, "smoke-1"), job)
     api.freeze(20)
-    assert checks._wait_job(env, "smoke-1", 10) == (True, "the smoke Job completed")
+    assert jobs.wait(env, "smoke-1", "smoke Job", 10) == (True, "the smoke Job completed")

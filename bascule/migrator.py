@@ -1,0 +1,349 @@
+"""Runs Alembic upgrades the same way wherever they run: in the flow's process (``process``
+runner) or in a Kubernetes Job from the app's own image (``job`` runner, which mounts this
+very file and runs it with the image's python3).
+
+So this module needs only the standard library, Alembic and SQLAlchemy, and works with
+Debian's Alembic 1.8 / SQLAlchemy 1.4 as well as with the project's newer ones. It imports
+nothing else of Bascule.
+
+One run: a session-level advisory lock on a connection of its own (bounded wait; the key
+is derived from the database and the Alembic version table, so two runs on one database
+never both migrate), ``lock_timeout`` and ``statement_timeout`` on the migration connection
+(handed to env.py in ``config.attributes["connection"]``, Alembic's cookbook pattern, and
+set in PGOPTIONS for an env.py that opens its own), an upgrade to one target revision,
+never a downgrade. The result says the revision before and after and, on failure, the
+failing revision, its statement and the database's error. No text it returns carries the
+database URL or its password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from urllib.parse import unquote
+
+RESULT_MARKER = "BASCULE-MIGRATION-RESULT "  # the line of the Job's log that carries the result
+LOCK_POLL_SECONDS = 0.2
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
+QUERY_CANCELED = "57014"  # SQLSTATE of a statement_timeout
+
+
+@dataclass(frozen=True)
+class Settings:
+    alembic_ini: str
+    target: str  # a revision id, or "current" to only read where the database is
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+    advisory_lock_wait_seconds: float
+    ini_section: str = "alembic"
+    script_location: str | None = None  # overrides the ini's
+    version_table: str = "alembic_version"
+    version_table_schema: str | None = None
+    label: str = ""  # who runs (a release id), shown to a second run waiting for the lock
+    url_variable: str = "DATABASE_URL"  # where the app's env.py reads the URL
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    target: str
+    before: str | None = None
+    after: str | None = None
+    applied: list[str] = field(default_factory=list)
+    kind: str = ""  # on failure: advisory-lock, lock-timeout, statement-timeout, error
+    failed_revision: str | None = None
+    statement: str = ""
+    error: str = ""
+    seconds: float = 0.0
+    lock_wait_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Result:
+        known = {k: v for k, v in data.items() if k in Result.__dataclass_fields__}
+        return Result(**known)
+
+
+class Masker:
+    """Removes the database URL and its password from any text before it leaves."""
+
+    def __init__(self, url: str) -> None:
+        secrets = {url}
+        password = re.match(r"^[^:/]+://[^:/@]*:([^@]*)@", url)
+        if password and password.group(1):
+            secrets |= {password.group(1), unquote(password.group(1))}
+        self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def lock_key(database: str, schema: str, version_table: str) -> int:
+    """The advisory lock's key (a signed 64-bit integer) for one database's version table."""
+    digest = hashlib.sha256(f"bascule-migrations:{database}:{schema}.{version_table}".encode())
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
+
+
+def _timeouts(settings: Settings) -> str:
+    """libpq ``options``: the timeouts every migration connection starts with."""
+    return (
+        f"-c lock_timeout={settings.lock_timeout_ms}ms "
+        f"-c statement_timeout={settings.statement_timeout_ms}ms"
+    )
+
+
+def _engine(url: str, settings: Settings, timeouts: bool) -> Any:
+    from sqlalchemy import create_engine, pool
+    from sqlalchemy.engine import make_url
+
+    # As tasks/migrations.engine_url, which this file cannot import inside the Job.
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    args: dict[str, Any] = {
+        "connect_timeout": 10,
+        "application_name": f"bascule-migrations {settings.label}".strip()[:63],
+    }
+    if timeouts:
+        args["options"] = _timeouts(settings)
+    return create_engine(parsed, poolclass=pool.NullPool, connect_args=args)
+
+
+def _scalar(conn: Any, sql: str, **params: Any) -> Any:
+    from sqlalchemy import text
+
+    return conn.execute(text(sql), params).scalar()
+
+
+class LockNotAcquired(Exception):
+    pass
+
+
+@contextmanager
+def advisory_lock(conn: Any, settings: Settings) -> Iterator[float]:
+    """Holds the run's session-level advisory lock; yields the seconds waited for it."""
+    schema = settings.version_table_schema or _scalar(conn, "SELECT current_schema()")
+    database = _scalar(conn, "SELECT current_database()")
+    key = lock_key(database, schema, settings.version_table)
+    started = time.monotonic()
+    deadline = started + settings.advisory_lock_wait_seconds
+    while not _scalar(conn, "SELECT pg_try_advisory_lock(:k)", k=key):
+        if time.monotonic() >= deadline:
+            raise LockNotAcquired(
+                f"another migration run holds the advisory lock of {database} "
+                f"({schema}.{settings.version_table}): {_lock_holder(conn, key)}; waited "
+                f"{settings.advisory_lock_wait_seconds:g} s (advisory_lock_wait_seconds) — "
+                "nothing was migrated; run again when it is done"
+            )
+        time.sleep(LOCK_POLL_SECONDS)
+    try:
+        yield time.monotonic() - started
+    finally:
+        _scalar(conn, "SELECT pg_advisory_unlock(:k)", k=key)
+
+
+def _lock_holder(conn: Any, key: int) -> str:
+    from sqlalchemy import text
+
+    # A bigint key is stored as two oids: classid (high half) and objid (low half).
+    row = conn.execute(
+        text(
+            "SELECT a.pid, a.application_name FROM pg_locks l"
+            " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+            " AND l.granted AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1"
+        ),
+        {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
+    ).first()
+    if row is None:
+        return "its holder has just let go"
+    return f"pid {row[0]} ({row[1] or 'no application_name'})"
+
+
+def _blockers(conn: Any, statement: str) -> str:
+    """Who holds locks on the tables ``statement`` names, for a lock timeout's message."""
+    from sqlalchemy import text
+
+    rows = conn.execute(
+        text(
+            "SELECT l.relation::regclass::text, l.mode, a.pid, a.application_name, a.state,"
+            " a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    ).fetchall()
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", statement.lower()))
+    named = [r for r in rows if r[0].split(".")[-1].strip('"').lower() in words]
+    if not named:
+        return "the lock was held by another session (it has let go since)"
+    return "; ".join(
+        f"{rel} is locked ({mode}) by pid {pid} ({app or 'no application_name'}, {st}: "
+        f"{(q or '').strip()[:120]})"
+        for rel, mode, pid, app, st, q in named
+    )
+
+
+def _alembic_config(settings: Settings) -> Any:
+    from alembic.config import Config
+
+    config = Config(settings.alembic_ini, ini_section=settings.ini_section)
+    if settings.script_location:
+        config.set_main_option("script_location", settings.script_location)
+    return config
+
+
+def _current(conn: Any, settings: Settings) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    opts = {"version_table": settings.version_table}
+    if settings.version_table_schema:
+        opts["version_table_schema"] = settings.version_table_schema
+    heads = MigrationContext.configure(conn, opts=opts).get_current_heads()
+    return ",".join(heads) if heads else None
+
+
+def _path(script: Any, upper: str, lower: str | None) -> list[str]:
+    """The revisions an upgrade from ``lower`` to ``upper`` applies, oldest first."""
+    return [r.revision for r in script.iterate_revisions(upper, lower or "base")][::-1]
+
+
+def run(url: str, settings: Settings) -> Result:
+    """Upgrades the database to ``settings.target``, or with target "current" only reads
+    where it is; never raises for a database error, the result says it."""
+    mask = Masker(url)
+    started = time.monotonic()
+    lock_engine = _engine(url, settings, timeouts=False)
+    target, before = settings.target, None
+    try:
+        with lock_engine.connect() as raw:
+            lock_conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            before = _current(lock_conn, settings)
+            if target == "current":
+                return Result(True, target, before, before, seconds=time.monotonic() - started)
+            with advisory_lock(lock_conn, settings) as waited:
+                before = _current(lock_conn, settings)  # another run may have moved it
+                result = _upgrade(url, settings, lock_conn, before, mask)
+                return replace(result, seconds=time.monotonic() - started, lock_wait_seconds=waited)
+    except LockNotAcquired as exc:
+        return Result(False, target, before, before, kind="advisory-lock", error=mask(str(exc)))
+    except Exception as exc:  # connecting, reading the version table: no revision ran
+        return Result(False, target, before, before, kind="error", error=_describe(exc, mask))
+    finally:
+        lock_engine.dispose()
+
+
+def _upgrade(
+    url: str, settings: Settings, lock_conn: Any, before: str | None, mask: Masker
+) -> Result:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(settings)
+    script = ScriptDirectory.from_config(config)
+    target = settings.target
+    if before is not None and target in _path(script, before, None):
+        return Result(True, target, before, before)  # there already: nothing to do, never down
+    pending = _path(script, target, before)
+    engine = _engine(url, settings, timeouts=True)
+    # An env.py that opens its own connection (older images) finds the URL where it looks
+    # and gets the timeouts too; both only for the upgrade's duration.
+    overrides = {"PGOPTIONS": _timeouts(settings), settings.url_variable: url}
+    previous = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, target)
+    except Exception as exc:
+        after = _current(lock_conn, settings)
+        remaining = _path(script, target, after)
+        statement = mask(str(getattr(exc, "statement", "") or "").strip())
+        sqlstate = getattr(getattr(exc, "orig", None), "pgcode", None)
+        kind = {LOCK_NOT_AVAILABLE: "lock-timeout", QUERY_CANCELED: "statement-timeout"}.get(
+            sqlstate or "", "error"
+        )
+        error = _describe(exc, mask)
+        if kind == "lock-timeout":
+            error += f" after lock_timeout {settings.lock_timeout_ms} ms: "
+            error += mask(_blockers(lock_conn, statement))
+        return Result(
+            False,
+            target,
+            before,
+            after,
+            applied=[r for r in pending if r not in remaining],
+            kind=kind,
+            failed_revision=remaining[0] if remaining else None,
+            statement=statement,
+            error=error,
+        )
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        engine.dispose()
+    return Result(True, target, before, _current(lock_conn, settings), applied=pending)
+
+
+def _describe(exc: BaseException, mask: Masker) -> str:
+    """The database's own words (its first line), else the exception's, masked."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return mask(f"{type(orig or exc).__name__}: {first}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The Job's entry point: the URL comes from the environment, the result is one JSON
+    line on stdout after RESULT_MARKER; exit 0 when it succeeded, 1 when not."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="path of alembic.ini")
+    parser.add_argument("--section", default="alembic")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--lock-timeout-ms", type=int, required=True)
+    parser.add_argument("--statement-timeout-ms", type=int, required=True)
+    parser.add_argument("--advisory-lock-wait-seconds", type=float, required=True)
+    parser.add_argument("--version-table", default="alembic_version")
+    parser.add_argument("--version-table-schema")
+    parser.add_argument("--label", default="")
+    parser.add_argument("--url-variable", default="DATABASE_URL", help="holds the database URL")
+    args = parser.parse_args(argv)
+    url = os.environ.get(args.url_variable, "")
+    settings = Settings(
+        alembic_ini=args.config,
+        ini_section=args.section,
+        target=args.target,
+        lock_timeout_ms=args.lock_timeout_ms,
+        statement_timeout_ms=args.statement_timeout_ms,
+        advisory_lock_wait_seconds=args.advisory_lock_wait_seconds,
+        version_table=args.version_table,
+        version_table_schema=args.version_table_schema,
+        label=args.label,
+        url_variable=args.url_variable,
+    )
+    if not url:
+        result = Result(
+            False, settings.target, kind="error", error=f"{args.url_variable} is not set"
+        )
+    else:
+        result = run(url, settings)
+    print(RESULT_MARKER + json.dumps(result.to_json()), flush=True)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

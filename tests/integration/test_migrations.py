@@ -1,0 +1,395 @@
+"""Migrations as a pipeline step, on the real cluster, the real Prefect server and the
+cluster's real PostgreSQL (a database of its own per test): expand before the idle color,
+contract once the old color is gone, unsafe SQL blocked before anything changes, lock and
+statement failures that stop the run before traffic moves, the two runners alike, and the
+database URL nowhere in what a run leaves behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bascule import migrator
+from tasks import migrate
+from tasks.context import Env
+from tests.support import deploys
+from tests.support.cluster import Cluster, LoadDriver
+from tests.support.envs import write_envs
+from tests.support.migrations import (
+    URL_VARIABLE,
+    legacy_chain,
+    revision,
+    scripts,
+    section,
+    upgrade_directly,
+)
+from tests.support.postgres import Database, database
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
+V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
+
+
+@pytest.fixture
+def db(cluster: Cluster) -> Iterator[Database]:
+    with database(cluster) as created:
+        yield created
+
+
+def config(
+    tmp: Path,
+    cluster: Cluster,
+    ns: str,
+    ini: Path | None,
+    runner: str = "process",
+    **over: Any,
+) -> str:
+    """Staging (and production) files; with a migrations section when ``ini`` is given."""
+    overrides: dict[str, Any] = dict(over)
+    if ini is not None:
+        overrides["migrations"] = section(ini, URL_VARIABLE, runner) | over.get("migrations", {})
+    return str(write_envs(tmp / "cfg", ns, cluster.kubeconfig, overrides, ("staging",)))
+
+
+def use_database(monkeypatch: pytest.MonkeyPatch, db: Database, runner: str = "process") -> None:
+    """The URL the flow reads (from its environment): as pods see it for the job runner."""
+    monkeypatch.setenv(URL_VARIABLE, db.url(in_cluster=runner == "job"))
+
+
+def deploy(api: str, cfg: str, image: str) -> Any:
+    return deploys.run(api, "deploy", "--dir", cfg, "staging", "--image", image)
+
+
+def report_of(api: str, release: dict[str, Any]) -> str:
+    arts = httpx.post(
+        f"{api}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [release["flow_run_id"]]}}},
+    ).json()
+    return "\n".join(str(a["data"]) for a in arts if a["type"] == "markdown")
+
+
+def step(release: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in release["steps"] if s["name"] == name)
+
+
+def deployments(cluster: Cluster, ns: str) -> list[str]:
+    return cluster.kubectl("-n", ns, "get", "deployments", "-o", "name").split()
+
+
+UNSAFE = [
+    revision("0003", "0002", 'op.drop_column("items", "created_at")'),
+    revision("0004", "0003", 'op.alter_column("items", "name", new_column_name="title")'),
+    revision(
+        "0005",
+        "0004",
+        'import sqlalchemy as sa\nop.add_column("items", sa.Column("n", sa.Integer(), '
+        "nullable=False))",
+    ),
+    revision(
+        "0006",
+        "0005",
+        'import sqlalchemy as sa\nop.alter_column("items", "name", type_=sa.Integer)',
+    ),
+]
+
+
+def test_unsafe_revisions_are_blocked_before_anything_changes(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ini = scripts(tmp_path, *UNSAFE)
+    upgrade_directly(db, ini, "0002")
+    columns = db.columns()
+    use_database(monkeypatch, db)
+    cfg = config(tmp_path, cluster, namespace, ini)
+
+    res = deploy(prefect_server, cfg, V1)
+
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert db.revision() == "0002" and db.columns() == columns
+    assert deployments(cluster, namespace) == []
+    release = deploys.history(cluster, namespace)[-1]
+    assert step(release, "migration-lint")["result"] == "failed"
+    report = report_of(prefect_server, release)
+    for rev, rule, statement in [
+        ("0003", "drop-column", "DROP COLUMN created_at"),
+        ("0004", "rename-column", "RENAME name TO title"),
+        ("0005", "not-null-without-default", "ADD COLUMN n INTEGER NOT NULL"),
+        ("0006", "column-type-change", "TYPE INTEGER"),
+    ]:
+        assert f"revision {rev}: {rule}: " in release["reason"], (rule, release["reason"])
+        assert statement in release["reason"] and statement in report, statement
+
+
+def test_a_revision_failing_halfway_is_rolled_back_and_nothing_moves(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    half = revision(
+        "0003",
+        "0002",
+        'import sqlalchemy as sa\nop.add_column("items", sa.Column("half", sa.Text()))\n'
+        'op.execute("UPDATE items SET half = (1 / (id - id))::text")',
+    )
+    ini = scripts(tmp_path, half)
+    upgrade_directly(db, ini, "0002")
+    use_database(monkeypatch, db)
+    cfg = config(tmp_path, cluster, namespace, ini)
+
+    res = deploy(prefect_server, cfg, V1)
+
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert db.revision() == "0002" and "half" not in db.columns()
+    assert deployments(cluster, namespace) == []
+    release = deploys.history(cluster, namespace)[-1]
+    (record,) = release["migrations"]
+    assert record["phase"] == "expand" and not record["ok"]
+    assert record["before"] == record["after"] == "0002"
+    assert record["failed_revision"] == "0003"
+    assert "UPDATE items SET half" in record["statement"]
+    assert "division by zero" in record["error"]
+    assert "revision 0003" in release["reason"] and "division by zero" in release["reason"]
+
+
+@pytest.mark.parametrize("runner", ["process", "job"])
+def test_runner_lock_timeout_concurrency_and_upgrade(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: str,
+) -> None:
+    """The same runner logic in the process and in a Job from the new image: a table
+    another session locks makes the upgrade give up after lock_timeout and say what was
+    locked; of two runs at once only one migrates; the revisions before and after."""
+    ini = scripts(tmp_path)
+    upgrade_directly(db, ini, "0001")
+    use_database(monkeypatch, db, runner)
+    env = Env.open("staging", config(tmp_path, cluster, namespace, ini, runner))
+
+    with db.connect(application_name="test-blocker") as blocker:
+        blocker.cursor().execute("LOCK TABLE items IN ACCESS SHARE MODE")
+        locked = migrate.upgrade(env, V2, "0002", "r-locked")
+        blocker.rollback()
+    assert not locked.ok and locked.kind == "lock-timeout", locked
+    assert locked.failed_revision == "0002" and locked.before == locked.after == "0001"
+    assert "ALTER TABLE items ADD COLUMN description" in locked.statement
+    assert "items is locked (AccessShareLock)" in locked.error and "test-blocker" in locked.error
+    assert db.revision() == "0001" and "description" not in db.columns()
+
+    # Two runs at once: one migrates, the other waits for the advisory lock, then finds
+    # nothing left to do; never both.
+    with db.connect(application_name="test-holder") as holder:
+        holder.autocommit = True
+        key = migrator.lock_key(db.name, "public", "alembic_version")
+        holder.cursor().execute("SELECT pg_advisory_lock(%s)", (key,))
+        refused = migrate.upgrade(env, V2, "0002", "r-refused")
+    assert not refused.ok and refused.kind == "advisory-lock", refused
+    assert "test-holder" in refused.error and "advisory_lock_wait_seconds" in refused.error
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda label: migrate.upgrade(env, V2, "0002", label), ["a", "b"]))
+    assert all(r.ok for r in both), both
+    assert sorted(len(r.applied) for r in both) == [0, 1], both
+    assert {(r.before, r.after) for r in both} == {("0001", "0002"), ("0002", "0002")}
+    assert db.revision() == "0002" and "description" in db.columns()
+    password = db.password
+    assert all(password not in json.dumps(r.to_json()) for r in [locked, refused, *both])
+    leftovers = cluster.kubectl("-n", namespace, "get", "secrets,configmaps,jobs", "-o", "name")
+    assert "migrate" not in leftovers, leftovers
+
+
+def test_expand_under_load_then_contract_once_the_old_color_is_gone(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v1 serves /api/items at ≥100 req/s while v2's deploy adds a nullable column (expand)
+    and, once v2 serves and no v1 pod is left, drops a column nobody reads (contract)."""
+    ini = legacy_chain(tmp_path)
+    upgrade_directly(db, ini, "0001a")
+    use_database(monkeypatch, db)
+    app_db = {"DATABASE_URL": db.url(in_cluster=True)}
+    cfg_v1 = config(tmp_path / "v1", cluster, namespace, None, env=app_db)
+    assert deploy(prefect_server, cfg_v1, V1).returncode == 0
+    cfg = config(tmp_path, cluster, namespace, ini, env=app_db)
+    items = deploys.service_url(cluster, namespace).replace("/version", "/api/items")
+    load = LoadDriver(cluster, items, ("v1", "v2"), rps=130, workers=32)
+    watcher = ColumnWatcher(cluster, namespace, db)
+    try:
+        time.sleep(2)
+        res = deploy(prefect_server, cfg, V2)
+    finally:
+        report = load.stop()
+        watcher.stop()
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    first, release = deploys.history(cluster, namespace)[-2:]
+    # v1's files had no migrations section: the step was skipped, and its report says so.
+    skipped = step(first, "migrations")
+    assert (skipped["result"], skipped["detail"]) == (
+        "skipped",
+        "no migrations section: step skipped",
+    )
+    assert "| migrations | skipped |" in report_of(prefect_server, first)
+    report.assert_sustained()
+    assert report.rate() >= 100
+    assert report.failures == [], when(report.failures, release)
+    assert db.revision() == "0003"
+    assert "description" in db.columns() and "legacy" not in db.columns()
+    expand, contract = release["migrations"]
+    assert (expand["phase"], expand["before"], expand["after"]) == ("expand", "0001a", "0002")
+    assert (contract["phase"], contract["before"], contract["after"]) == (
+        "contract",
+        "0002",
+        "0003",
+    )
+    names = [s["name"] for s in release["steps"]]
+    assert names.index("migrate-expand") < names.index("deploy-idle-color")
+    assert names.index("verify") < names.index("migrate-contract")
+    # v1 answered on the new schema: requests between the expand and the switch succeeded.
+    expanded, switched = step(release, "migrate-expand")["at"], step(release, "switch")["at"]
+    assert [s for s in report.samples if expanded < s["t"] < switched - 1]
+    # The column vanished only when the new color served and no old pod was left.
+    assert watcher.gone_at is not None and watcher.old_pods_when_gone == 0
+    assert watcher.active_when_gone == release["color"]
+    text = report_of(prefect_server, release)
+    assert "migrate-expand" in text and "migrate-contract" in text
+    assert "ALTER TABLE items DROP COLUMN legacy" in text  # the plan, with each revision's SQL
+    assert_nowhere(db.password, cluster, namespace, prefect_server, release, res)
+
+
+def when(failures: list[dict[str, Any]], release: dict[str, Any]) -> str:
+    """Failures by the step they fell in (or followed), for a failed assertion's message."""
+    spans = [(s["at"] - s["seconds"], s["at"], s["name"]) for s in release["steps"]]
+
+    def place(t: float) -> str:
+        inside = next((n for a, b, n in spans if a <= t <= b), None)
+        before = [(t - b, n) for _, b, n in spans if b < t]
+        return inside or (f"{min(before)[0]:.1f} s after {min(before)[1]}" if before else "first")
+
+    return f"{len(failures)} failed: {Counter(place(f['t']) for f in failures)}"
+
+
+class ColumnWatcher:
+    """Polls the schema and the old color's pods until stopped: when ``legacy`` vanished,
+    how many pods of the color that served before were still there, and which was active."""
+
+    def __init__(self, cluster: Cluster, ns: str, db: Database) -> None:
+        self.cluster, self.ns, self.db = cluster, ns, db
+        self.gone_at: float | None = None
+        self.old_pods_when_gone: int | None = None
+        self.active_when_gone: str | None = None
+        self.old = deploys.active_color(cluster, ns)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # Through the API client and one connection: kubectl and new connections at this pace
+        # would take CPU from the app under load.
+        kube = self.cluster.client()
+        old_pods = {"labelSelector": f"bascule.io/color={self.old}"}
+        with self.db.connect() as conn:
+            conn.autocommit = True
+            while not self._stop.is_set() and self.gone_at is None:
+                pods = kube.get(f"/api/v1/namespaces/{self.ns}/pods", **old_pods)["items"]
+                service = kube.get(f"/api/v1/namespaces/{self.ns}/services/sample-app")
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT count(*) FROM information_schema.columns"
+                        " WHERE table_name = 'items' AND column_name = 'legacy'"
+                    )
+                    gone = cur.fetchone()[0] == 0
+                if gone:
+                    self.gone_at = time.time()
+                    self.old_pods_when_gone = len(pods)
+                    self.active_when_gone = service["spec"]["selector"].get("bascule.io/color")
+                time.sleep(0.3)
+        kube.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def assert_nowhere(
+    secret: str,
+    cluster: Cluster,
+    ns: str,
+    api: str,
+    release: dict[str, Any],
+    res: Any,
+) -> None:
+    """``secret`` is in no log, artifact, event or history entry of the run, nor in what
+    the command printed or the namespace's Kubernetes events."""
+    run_id = release["flow_run_id"]
+    logs = httpx.post(
+        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+    ).json()
+    artifacts = httpx.post(
+        f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    ).json()
+    events = httpx.post(
+        f"{api}/events/filter",
+        json={"filter": {"any_resource": {"id_prefix": ["bascule."]}}, "limit": 50},
+    ).json()
+    places = {
+        "logs": json.dumps(logs),
+        "artifacts": json.dumps(artifacts),
+        "events": json.dumps(events),
+        "history": cluster.kubectl("-n", ns, "get", "configmaps", "-o", "json"),
+        "kubernetes events": cluster.kubectl("-n", ns, "get", "events", "-o", "json"),
+        "output": res.stdout + res.stderr,
+    }
+    assert len(logs) > 5 and artifacts and events["events"], "nothing to search"
+    for where, text in places.items():
+        assert secret not in text, f"the database password is in the run's {where}"
+
+
+def test_a_locked_table_stops_the_deploy_before_the_switch(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole pipeline with the job runner (it reads the current revision and migrates in
+    Jobs from the new image); the process runner's pipeline runs in the other tests, its lock
+    timeout in test_runner_lock_timeout_concurrency_and_upgrade."""
+    ini = scripts(tmp_path)
+    upgrade_directly(db, ini, "0001")
+    use_database(monkeypatch, db, "job")
+    cfg = config(tmp_path, cluster, namespace, ini, "job")
+    with db.connect(application_name="test-blocker") as blocker:
+        blocker.cursor().execute("LOCK TABLE items IN ROW EXCLUSIVE MODE")
+        res = deploy(prefect_server, cfg, V1)
+        blocker.rollback()
+
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert db.revision() == "0001" and "description" not in db.columns()
+    release = deploys.history(cluster, namespace)[-1]
+    assert "switch" not in [s["name"] for s in release["steps"]]
+    assert "lock timeout" in release["reason"] and "items is locked" in release["reason"]
+    assert "test-blocker" in release["reason"]
+    assert deployments(cluster, namespace) == []  # the idle color never started
