@@ -23,6 +23,16 @@ FAST: dict[str, Any] = {
 }
 
 
+def copy_deployments(tmp: Path) -> Path:
+    """A writable copy of the repository's deployments directory, with the sample app's
+    migrations beside it where the files' `migrations:` sections point."""
+    target = tmp / "deployments"
+    shutil.copytree(REPO / "deployments", target)
+    shutil.copytree(REPO / "sampleapp" / "migrations", tmp / "sampleapp" / "migrations")
+    shutil.copy(REPO / "sampleapp" / "alembic.ini", tmp / "sampleapp")
+    return target
+
+
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():

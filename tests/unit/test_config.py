@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,14 @@ from bascule.config import (
 )
 from bascule.errors import UsageError
 from bascule.yamlsource import Mark, parse_yaml
+from tests.support.envs import copy_deployments
 
 REPO_DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 
 
 @pytest.fixture
 def deployments(tmp_path: Path) -> Path:
-    """A writable copy of the repository's deployments directory, with the sample app's
-    migrations beside it where the files' migrations section points."""
-    target = tmp_path / "deployments"
-    shutil.copytree(REPO_DEPLOYMENTS, target)
-    sampleapp = REPO_DEPLOYMENTS.parent / "sampleapp"
-    shutil.copytree(sampleapp / "migrations", tmp_path / "sampleapp" / "migrations")
-    shutil.copy(sampleapp / "alembic.ini", tmp_path / "sampleapp")
-    return target
+    return copy_deployments(tmp_path)
 
 
 def write(path: Path, text: str) -> Path:
@@ -418,7 +411,7 @@ def test_names_allow_nothing_after_them() -> None:
         check_environment_name("dev\n")
 
 
-def test_secrets_section_sources_clashes_and_smoke_job_names(tmp_path: Path) -> None:
+def test_secrets_section_sources_clashes_and_smoke_job_names(deployments: Path) -> None:
     from bascule.config import AppSecret
 
     base = (REPO_DEPLOYMENTS / "dev.yaml").read_text()
@@ -428,7 +421,7 @@ def test_secrets_section_sources_clashes_and_smoke_job_names(tmp_path: Path) -> 
         "  DB: {prefect_secret: dev-db, optional: true}\n"
         "  LEGACY: {kubernetes_secret: {name: legacy.keys, key: api-key}}\n"
     )
-    cfg = _write_and_load(tmp_path, good)
+    cfg = _write_and_load(deployments, good)
     assert isinstance(cfg.secrets["LEGACY"], AppSecret)
     assert cfg.secrets["DB"].optional and not cfg.secrets["TOKEN"].optional
     assert cfg.secrets["LEGACY"].describe() == "key 'api-key' of Kubernetes Secret 'legacy.keys'"
@@ -444,17 +437,16 @@ def test_secrets_section_sources_clashes_and_smoke_job_names(tmp_path: Path) -> 
         ),
     ):
         with pytest.raises(ConfigError) as exc:
-            _write_and_load(tmp_path, base + text)
+            _write_and_load(deployments, base + text)
         problem = exc.value.problems[0]
         assert problem.field == where and says in problem.message, problem
         assert problem.mark is not None and problem.mark.line > base.count("\n")
     job = "checks:\n  smoke:\n    job: {image: x.example/s:v1, secrets: [NOPE]}\n"
     with pytest.raises(ConfigError, match="'NOPE' is not one of this environment's"):
-        _write_and_load(tmp_path, base.split("checks:")[0] + job)
+        _write_and_load(deployments, base.split("checks:")[0] + job)
 
 
-def _write_and_load(tmp_path: Path, text: str) -> EnvironmentConfig:
-    shutil.copytree(REPO_DEPLOYMENTS / "manifests", tmp_path / "manifests", dirs_exist_ok=True)
-    path = tmp_path / "dev.yaml"
+def _write_and_load(deployments: Path, text: str) -> EnvironmentConfig:
+    path = deployments / "dev.yaml"
     path.write_text(text)
     return load_environment(path)

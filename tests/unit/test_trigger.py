@@ -32,6 +32,7 @@ from bascule.prefect_client import ApiSettings, flow_run_url, redact_url, ui_bas
 from bascule.trigger import follow, github, options
 from bascule.trigger.report import Report, format_duration
 from bascule.trigger.start import trigger
+from tests.support.envs import copy_deployments
 
 DIGEST = "sha256:" + "ab" * 32
 API = "http://127.0.0.1:4200/api"
@@ -529,16 +530,14 @@ def test_missing_image_is_a_usage_error() -> None:
 def test_output_also_masks_the_apps_secrets_this_process_has(tmp_path: Path) -> None:
     from bascule.trigger.options import app_secret_values
 
-    deployments = Path(__file__).resolve().parents[2] / "deployments"
-    text = (deployments / "dev.yaml").read_text()
-    (tmp_path / "dev.yaml").write_text(
-        text + "secrets:\n  TOKEN: {env: CI_TOKEN}\n  OTHER: {env: NOT_HERE}\n"
-    )
+    deployments = copy_deployments(tmp_path)
+    with (deployments / "dev.yaml").open("a") as f:
+        f.write("secrets:\n  TOKEN: {env: CI_TOKEN}\n  OTHER: {env: NOT_HERE}\n")
     environ = {"CI_TOKEN": "ci-t0ken-value"}
-    values = app_secret_values("dev", environ, tmp_path)
+    values = app_secret_values("dev", environ, deployments)
     assert values == ("ci-t0ken-value",)
-    assert app_secret_values("../dev", environ, tmp_path) == ()
-    assert app_secret_values("staging", environ, tmp_path) == ()
+    assert app_secret_values("../dev", environ, deployments) == ()
+    assert app_secret_values("staging", environ, deployments) == ()
     stream = io.StringIO()
     github.Output(stream, values).line("state message: ci-t0ken-value")
     assert stream.getvalue() == "state message: ***\n"
