@@ -661,6 +661,19 @@ class VerificationConfig(_Section):
         return self
 
 
+def _check_http_url(value: str | None) -> str | None:
+    """The one rule for the http(s) endpoints an environment names. The value is not echoed,
+    and credentials are refused: the URL is logged and shown in reports."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL — write e.g. http://127.0.0.1:9090")
+    if parts.username or parts.password:
+        raise ValueError("credentials in the URL are not supported — remove the user:password@")
+    return value.rstrip("/")
+
+
 class AnalysisQuery(_Section):
     """A PromQL query and the condition its result must meet (Argo Rollouts' metric with
     a Prometheus provider and a successCondition)."""
@@ -761,15 +774,7 @@ class AnalysisConfig(_Section):
         default=5.0, gt=0, description="Time limit for one query to Prometheus."
     )
 
-    @field_validator("prometheus")
-    @classmethod
-    def _valid_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                # Not echoed: an address may carry credentials.
-                raise ValueError("not an http(s) URL — write e.g. http://127.0.0.1:9090")
-        return value
+    _url = field_validator("prometheus")(_check_http_url)
 
     @field_validator("queries")
     @classmethod
@@ -1032,28 +1037,7 @@ class NotificationsConfig(_Section):
             seen.add(receiver.name)
         return value
 
-    @field_validator("ui_url")
-    @classmethod
-    def _valid_ui_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(
-                    f"{value!r} is not an http(s) URL — write e.g. https://prefect.example.com"
-                )
-        return value
-
-
-def _check_http_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL — write e.g. http://127.0.0.1:9091")
-    if parts.username or parts.password:
-        # The URL is logged and shown in reports; a credential in it would leak there.
-        raise ValueError("credentials in the URL are not supported — remove the user:password@")
-    return value.rstrip("/")
+    _url = field_validator("ui_url")(_check_http_url)
 
 
 class MonitoringConfig(_Section):
