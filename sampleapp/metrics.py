@@ -12,6 +12,7 @@ from collections.abc import Iterable
 KNOWN_PATHS = ("/healthz", "/readyz", "/version", "/metrics", "/api/items")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ERROR_CODE = 500  # what the app answers when it fails (injected errors included)
 
 
 def path_label(path: str) -> str:
@@ -45,6 +46,9 @@ class Metrics:
     def observe(self, path: str, code: int, seconds: float) -> None:
         label = path_label(path)
         with self._lock:
+            # The error series exists at 0 from a path's first request: an error ratio (a
+            # rate() over it) then has data from the first error on, not from the second scrape.
+            self._requests.setdefault((label, ERROR_CODE), 0)
             self._requests[(label, code)] += 1
             counts = self._buckets.setdefault(label, [0] * (len(BUCKETS) + 1))
             counts[bisect.bisect_left(BUCKETS, seconds)] += 1

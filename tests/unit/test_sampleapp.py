@@ -103,6 +103,8 @@ def test_metrics_render_counters_histogram_and_info() -> None:
     assert 'http_requests_total{path="/version",code="200"} 2' in text
     assert 'http_requests_total{path="/version",code="500"} 1' in text
     assert 'http_requests_total{path="other",code="404"} 1' in text
+    # The error series of every path seen exists before its first error.
+    assert 'http_requests_total{path="other",code="500"} 0' in text
     assert 'http_request_duration_seconds_bucket{path="/version",le="0.005"} 1' in text
     assert 'http_request_duration_seconds_bucket{path="/version",le="0.5"} 2' in text
     assert 'http_request_duration_seconds_bucket{path="/version",le="+Inf"} 3' in text
