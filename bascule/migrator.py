@@ -199,6 +199,8 @@ def _alembic_config(settings: Settings) -> Any:
     from alembic.config import Config
 
     config = Config(settings.alembic_ini, ini_section=settings.ini_section)
+    # An env.py that honours it leaves the flow's logging alone (Alembic's cookbook key).
+    config.attributes["configure_logger"] = False
     if settings.script_location:
         config.set_main_option("script_location", settings.script_location)
     return config

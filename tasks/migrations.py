@@ -76,6 +76,7 @@ def alembic_config(cfg: MigrationsConfig, output: TextIO | None = None) -> Confi
     from alembic.config import Config
 
     config = Config(str(cfg.alembic_ini), ini_section=cfg.ini_section, output_buffer=output)
+    config.attributes["configure_logger"] = False  # env.py's logging would print INFO lines
     if cfg.script_location is not None:
         config.set_main_option("script_location", str(cfg.script_location))
     if not config.get_main_option("script_location"):

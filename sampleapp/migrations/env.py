@@ -22,7 +22,8 @@ UNSAFE_DIR = Path(__file__).resolve().parent / "unsafe"
 OFFLINE_URL = "postgresql+psycopg2://"  # offline SQL needs the dialect, not a server
 
 config = context.config
-if config.config_file_name is not None:
+# A program that runs Alembic through its API (Bascule) keeps its own logging.
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
