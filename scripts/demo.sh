@@ -5,7 +5,6 @@
 # itself unless APPROVE=manual, in which case it waits for you in the Prefect UI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo="$PWD"
 cache="${BASCULE_CACHE:-$HOME/.cache/bascule}"
 port="${BASCULE_PREFECT_PORT:-4200}"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -40,29 +39,7 @@ conn.autocommit = True
 conn.cursor().execute("DROP DATABASE IF EXISTS sampleapp_demo WITH (FORCE)")
 conn.cursor().execute("CREATE DATABASE sampleapp_demo")
 PY
-# Each version deploys from its own commit's files: v1's carries revision 0001 only, v2's
-# adds the expand revision 0002, which the pipeline runs before v2's color starts.
-v1_tree="$(mktemp -d)"
-trap 'rm -rf "$v1_tree"' EXIT
-cp -r deployments "$v1_tree/deployments"
-mkdir -p "$v1_tree/sampleapp"
-cp sampleapp/alembic.ini "$v1_tree/sampleapp/"
-cp -r sampleapp/migrations "$v1_tree/sampleapp/"
-rm -rf "$v1_tree"/sampleapp/migrations/versions/0002_* "$v1_tree"/sampleapp/migrations/*/__pycache__
-echo "  v1's revisions: $(cd "$v1_tree/sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
-echo "  v2's revisions: $(cd sampleapp/migrations/versions && ls *.py | tr '\n' ' ')"
-
 say "Slack and Discord: local webhook receivers print each message the deploys send"
-dir="$cache/demo-deployments"  # the repository's files, plus notifications to the receivers
-rm -rf "$dir" && cp -r deployments "$dir"
-for env in dev staging production; do
-  cat >>"$dir/$env.yaml" <<'YAML'
-notifications:
-  receivers:
-    - {name: demo-slack, kind: slack, webhook_url: {env: DEMO_SLACK_WEBHOOK_URL}}
-    - {name: demo-discord, kind: discord, webhook_url: {env: DEMO_DISCORD_WEBHOOK_URL}}
-YAML
-done
 rm -f "$cache/webhooks.env"
 python -m tests.support.webhooks "$cache/webhooks.env" &
 receivers=$!
@@ -71,11 +48,6 @@ for _ in $(seq 50); do [[ -s "$cache/webhooks.env" ]] && break; sleep 0.2; done
 # shellcheck disable=SC1091  # written just above
 source "$cache/webhooks.env"
 echo "  receivers on 127.0.0.1 (URLs in the flow's environment: DEMO_SLACK_WEBHOOK_URL, DEMO_DISCORD_WEBHOOK_URL)"
-
-for env in dev staging production; do
-  ns="bascule-$env"
-  kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
-done
 
 say "Pushgateway and Alertmanager on loopback: every run's metrics and alerts go there"
 mon="$(mktemp -d "${TMPDIR:-/tmp}/bascule-demo-monitoring.XXXXXX")"
@@ -95,14 +67,41 @@ for url in "$pushgateway" "$alertmanager"; do
   curl -fsS "$url/-/ready" >/dev/null
 done
 echo "  Pushgateway $pushgateway, Alertmanager $alertmanager (data and pids in $mon)"
-# The environment files with these endpoints in their monitoring section; the bascule commands
-# below run in $mon, so they read $mon/deployments (their default directory).
-cp -r deployments "$mon/"
+
+# Each version deploys from its own commit's files: v1's carries revision 0001 only, v2's adds
+# the expand revision 0002, which the pipeline runs before v2's color starts. Both get this
+# demo's webhook receivers and monitoring endpoints.
+tree() {  # tree NAME [REVISION LEFT OUT...]: prints the tree's deployments directory
+  local t="$cache/demo/$1"
+  shift
+  rm -rf "$t" && mkdir -p "$t/sampleapp"
+  cp -r deployments "$t/"
+  cp sampleapp/alembic.ini "$t/sampleapp/"
+  cp -r sampleapp/migrations "$t/sampleapp/"
+  find "$t/sampleapp" -name __pycache__ -prune -exec rm -rf {} +
+  for rev in "$@"; do rm -f "$t/sampleapp/migrations/versions/${rev}_"*; done
+  for env in dev staging production; do
+    cat >>"$t/deployments/$env.yaml" <<YAML
+notifications:
+  receivers:
+    - {name: demo-slack, kind: slack, webhook_url: {env: DEMO_SLACK_WEBHOOK_URL}}
+    - {name: demo-discord, kind: discord, webhook_url: {env: DEMO_DISCORD_WEBHOOK_URL}}
+monitoring:
+  pushgateway: $pushgateway
+  alertmanager: $alertmanager
+YAML
+  done
+  echo "$t/deployments"
+}
+v1_dir="$(tree v1 0002)"
+v2_dir="$(tree v2)"
+echo "  v1's revisions: $(cd "$v1_dir/../sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
+echo "  v2's revisions: $(cd "$v2_dir/../sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
+
 for env in dev staging production; do
-  printf 'monitoring:\n  pushgateway: %s\n  alertmanager: %s\n' "$pushgateway" "$alertmanager" \
-    >>"$mon/deployments/$env.yaml"
+  ns="bascule-$env"
+  kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 done
-cd "$mon"
 
 # Answers production's approval gate as "demo" as soon as it is asked.
 approver() {
@@ -116,8 +115,8 @@ approver() {
 
 for version in v1 v2; do
   image="bascule.local/sample-app:$version"
-  dir=deployments
-  [[ "$version" == v1 ]] && dir="$v1_tree/deployments"
+  dir="$v2_dir"
+  [[ "$version" == v1 ]] && dir="$v1_dir"
   for env in dev staging production; do
     say "$env ← $image"
     if [[ "$env" == production && "${APPROVE:-auto}" != manual ]]; then
@@ -139,7 +138,7 @@ for version in v1 v2; do
 done
 
 say "staging: taken back by hand (bascule rollback), which raises an alert"
-bascule rollback staging 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
+bascule rollback staging --dir "$v2_dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
   | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| (Flow|Task) run '[^']*' - //; s/^/  /"
 
 say "the Pushgateway's deployment metrics (group job=bascule, app, environment=staging)"
@@ -154,7 +153,7 @@ for a in json.load(sys.stdin):
     print("    run: %s" % n.get("run_url", "-"))
 '
 say "DORA figures (bascule stats)"
-for env in dev staging production; do bascule stats "$env" | sed 's/^/  /'; done
+for env in dev staging production; do bascule stats "$env" --dir "$v2_dir" | sed 's/^/  /'; done
 scripts/demo-gate.sh
 
 say "history"
@@ -168,4 +167,3 @@ echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status --dir $di
 echo "  metrics:       $pushgateway/metrics   alerts: $alertmanager/#/alerts"
 echo "  stop:          make cluster-down; kill \$(cat $cache/prefect/server.pid)"
 echo "                 kill \$(cat $mon/pushgateway.pid) \$(cat $mon/alertmanager.pid); rm -r $mon"
-cd "$repo"

@@ -76,6 +76,7 @@ def write_gated(
     )
     if namespace:
         data["namespace"] = namespace
+    data.pop("migrations", None)  # the copy has no sample app beside it; the gate needs none
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
