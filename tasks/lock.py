@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -199,6 +200,8 @@ class _Holding:
             except Exception:
                 continue
             if self.lost is not None and not stop.is_set():
+                # LockLost carries no text into the holder's thread: say here why.
+                logging.getLogger(__name__).error("deploy lock lost: %s", self.lost)
                 _raise_in(holder)
                 return
 
