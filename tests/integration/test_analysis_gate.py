@@ -92,6 +92,13 @@ def live(
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
+def answers(cluster: Cluster, url: str, status: int) -> bool:
+    try:
+        return cluster.http_get(url)[0] == status
+    except ConnectionError:  # kube-proxy may not route a Service's new address yet (timed out)
+        return False
+
+
 def serving(cluster: Cluster, ns: str) -> str:
     code, body = cluster.http_get(deploys.service_url(cluster, ns))
     assert code == 200, body
@@ -288,7 +295,7 @@ def test_a_failing_smoke_test_after_the_switch_rolls_back(
     )
     deploys.wait_phase(cluster, live, image, {"awaiting-approval"})
     preview = cluster.get_json("-n", live, "service", "sample-app-preview")["spec"]["clusterIP"]
-    wait_for(lambda: cluster.http_get(f"http://{preview}/version")[0] == 500, 30)
+    wait_for(lambda: answers(cluster, f"http://{preview}/version", 500), 30)
     pending = deploys.run(prefect_server, "pending", "--flow", "deploy").stdout
     run_id = next(line.split()[0] for line in pending.splitlines() if image in line)
     assert deploys.run(prefect_server, "approve", run_id, "--as", "test").returncode == 0
