@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support import deploys
@@ -60,10 +59,7 @@ def deploy(api: str, cfg: str, image: str) -> Any:
 
 def artifacts(api: str, run_id: str) -> tuple[str, list[dict[str, str]]]:
     """The run's markdown report and its analysis table."""
-    arts = httpx.post(
-        f"{api}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
-    ).json()
+    arts = deploys.run_artifacts(api, run_id)
     markdown = next(a["data"] for a in arts if a["type"] == "markdown")
     tables = [json.loads(a["data"]) for a in arts if a["type"] == "table"]
     return markdown, tables[0] if tables else []

@@ -338,13 +338,7 @@ def test_bad_configuration_is_refused_and_changes_nothing(
     )
 
 
-def run_report(api: str, flow_run_id: str) -> str:
-    """The Markdown report the run left in Prefect."""
-    arts = httpx.post(
-        f"{api}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
-    ).json()
-    return str(next(a["data"] for a in arts if a["type"] == "markdown"))
+run_report = deploys.run_report
 
 
 def failed_in_wait_ready(

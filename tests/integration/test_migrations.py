@@ -69,10 +69,7 @@ def deploy(api: str, cfg: str, image: str) -> Any:
 
 
 def report_of(api: str, release: dict[str, Any]) -> str:
-    arts = httpx.post(
-        f"{api}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [release["flow_run_id"]]}}},
-    ).json()
+    arts = deploys.run_artifacts(api, release["flow_run_id"])
     return "\n".join(str(a["data"]) for a in arts if a["type"] == "markdown")
 
 

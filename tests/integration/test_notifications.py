@@ -50,11 +50,7 @@ def headlines(slack: Receiver, discord: Receiver) -> list[tuple[str, str]]:
     return list(zip(s, d, strict=True))
 
 
-def report(api: str, run_id: str) -> str:
-    arts = httpx.post(
-        f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
-    ).json()
-    return str(next(a["data"] for a in arts if a["type"] == "markdown"))
+report = deploys.run_report
 
 
 def run_logs(api: str, run_id: str) -> str:

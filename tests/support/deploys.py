@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bascule.manifests import LABEL_COLOR
 from tests.support.cluster import REPO, Cluster, wait_for
 
@@ -156,3 +158,16 @@ def snapshot(cluster: Cluster, ns: str, app: str = "sample-app") -> dict[str, tu
         )
         for i in items["items"]
     }
+
+
+def run_artifacts(api: str, run_id: str) -> list[dict[str, Any]]:
+    """The artifacts a flow run left in Prefect (its reports, tables, progress)."""
+    found: list[dict[str, Any]] = httpx.post(
+        f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    ).json()
+    return found
+
+
+def run_report(api: str, run_id: str) -> str:
+    """The Markdown report the run left in Prefect."""
+    return str(next(a["data"] for a in run_artifacts(api, run_id) if a["type"] == "markdown"))
