@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -28,6 +28,7 @@ from kubernetes import config as kconfig
 from kubernetes.client import Configuration
 
 from bascule.errors import OperationFailed, Unreachable, UsageError
+from bascule.rbac import Permission, request_permission
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -40,6 +41,9 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 4.0
 PROBE_PATH, PROBE_TIMEOUT = "/version", 2.0
 # Longest watch of wait_for_change: a frozen API shows as a stream silent past its end.
 WATCH_MAX = 5.0
+# A file to append each distinct permission a run's requests ask of RBAC to, one JSON line
+# each: what a least-privilege Role must grant (the RBAC test checks it against ours).
+RECORD_ENV = "BASCULE_KUBE_RECORD"
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,8 @@ class Kube:
         if self._cfg.cert_file:
             ssl_ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
         self.requests = 0  # API requests made, for reports and benchmarks
+        self._record = os.environ.get(RECORD_ENV) or None
+        self._recorded: set[Permission] = set()
         self.timeout = timeout
         self.outage_tolerance = outage_tolerance
         self.outage_seconds = 0.0  # time the API was found silent, summed over outages
@@ -169,8 +175,23 @@ class Kube:
     def server(self) -> str:
         return str(self._cfg.host)
 
-    def _count(self, _: httpx.Request) -> None:
+    def _count(self, request: httpx.Request) -> None:
         self.requests += 1
+        if self._record is not None:
+            self._note(request, self._record)
+
+    def _note(self, request: httpx.Request, record: str) -> None:
+        asked = request_permission(request.method, request.url.path, request.url.params)
+        if asked is None:
+            return
+        with self._lock:
+            if asked in self._recorded:
+                return
+            self._recorded.add(asked)
+            # One short line per write in append mode: processes sharing the file interleave
+            # whole lines.
+            with open(record, "a", encoding="utf-8") as out:
+                out.write(json.dumps(asdict(asked)) + "\n")
 
     def headers(self) -> dict[str, str]:
         hook = self._cfg.refresh_api_key_hook

@@ -7,68 +7,86 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bascule import bluegreen, capacity
+from bascule import bluegreen, capacity, rbac
 from bascule import history as h
 from bascule import kube as k
 from bascule.checks import CheckResult
+from bascule.errors import UsageError
 from bascule.kube import KubeError
 from bascule.manifests import Color, idle_color, selector
 from tasks import checks, rollout, state, traffic
 from tasks.context import Env
 
-# (group, resource, verb) a deploy needs in its namespace.
-NEEDED = [
-    ("apps", "deployments", "patch"),
-    ("apps", "deployments", "get"),
-    ("", "services", "create"),
-    ("", "services", "patch"),
-    ("", "configmaps", "update"),
-    ("coordination.k8s.io", "leases", "update"),
-    ("apps", "replicasets", "list"),
-    ("", "pods", "list"),
-    ("", "events", "list"),
-    ("batch", "jobs", "create"),
-]
-# And with `secrets:` configured: write release Secrets, read Kubernetes Secret sources, prune.
-NEEDED_FOR_SECRETS = [
-    ("", "secrets", "create"),
-    ("", "secrets", "get"),
-    ("", "secrets", "list"),
-    ("", "secrets", "delete"),
-]
+# The Roles a run is given (deployments/rbac/): what preflight checks is what they grant.
+RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
+RBAC_FILES = ("deployer.yaml", "secrets.yaml", "promote-source.yaml")
 
 
 class PreflightFailed(Exception):
     pass
 
 
+@cache
+def definition() -> dict[rbac.Feature, tuple[rbac.Rule, ...]]:
+    """The shipped Roles' rules by feature (read once per process)."""
+    out: dict[rbac.Feature, tuple[rbac.Rule, ...]] = {}
+    for name in RBAC_FILES:
+        path = RBAC_DIR / name
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UsageError(
+                f"{path}: cannot read Bascule's Role definition ({exc.strerror}) — run from a "
+                "checkout of the repository, which ships deployments/rbac/"
+            ) from None
+        for feature, rules in rbac.parse(text, str(path)).items():
+            out[feature] = out.get(feature, ()) + rules
+    return out
+
+
 def permissions(env: Env) -> list[str]:
-    """What we may not do, per SelfSubjectAccessReview."""
-    denied = []
-    for group, resource, verb in NEEDED + (NEEDED_FOR_SECRETS if env.cfg.secrets else []):
-        review = env.kube.create(
-            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-            {
-                "apiVersion": "authorization.k8s.io/v1",
-                "kind": "SelfSubjectAccessReview",
-                "spec": {
-                    "resourceAttributes": {
-                        "namespace": env.ns,
-                        "group": group,
-                        "resource": resource,
-                        "verb": verb,
-                    }
-                },
-            },
-            idempotent=True,  # a question, not a change
-        )
-        if not review.get("status", {}).get("allowed"):
-            denied.append(f"{verb} {resource}")
-    return denied
+    """What we may not do of what the shipped Roles grant, for this environment's features.
+    One SelfSubjectRulesReview answers for everything RBAC grants; a SelfSubjectAccessReview
+    asks about each permission it does not show (another authorizer may allow it)."""
+    needed = rbac.needed(definition(), rbac.features(env.cfg), env.ns)
+    review = env.kube.create(
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": env.ns},
+        },
+        idempotent=True,  # a question, not a change
+    )
+    granted = rbac.rules_of_review(review.get("status", {}))
+    return [str(p) for p in needed if not rbac.allows(granted, p) and not _allowed(env, p)]
+
+
+def _allowed(env: Env, want: rbac.Permission) -> bool:
+    attributes = {
+        "namespace": want.namespace,
+        "verb": want.verb,
+        "group": want.group,
+        "resource": want.resource,
+        "subresource": want.subresource,
+        "name": want.name,
+    }
+    review = env.kube.create(
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {k: v for k, v in attributes.items() if v}},
+        },
+        idempotent=True,
+    )
+    return bool(review.get("status", {}).get("allowed"))
 
 
 def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
@@ -110,7 +128,10 @@ def preflight(env: Env, baseline: bool = True) -> tuple[bluegreen.Observed, list
         )
     denied = permissions(env)
     if denied:
-        raise PreflightFailed(f"not allowed in namespace {env.ns}: {', '.join(denied)}")
+        raise PreflightFailed(
+            f"not allowed in namespace {env.ns}: {', '.join(denied)} — give the run's account "
+            f"the Roles in {RBAC_DIR} (README: Permissions)"
+        )
     observed = reconcile(env, state.observe(env))
     results: list[CheckResult] = []
     active = observed.active_state
