@@ -18,32 +18,38 @@ from bascule.manifests import LABEL_COLOR
 from tests.support.cluster import REPO, Cluster, wait_for
 
 
-def cli_env(prefect_api: str) -> dict[str, str]:
+def cli_env(prefect_api: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {
         **os.environ,
         "PREFECT_API_URL": prefect_api,
         "PYTHONPATH": str(REPO),
         "PREFECT_LOGGING_LEVEL": "INFO",
+        **(extra or {}),
     }
 
 
-def run(prefect_api: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run(
+    prefect_api: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``env`` adds variables to the process's environment (the test's own is not changed)."""
     return subprocess.run(
         [sys.executable, "-m", "bascule.cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env=cli_env(prefect_api),
+        env=cli_env(prefect_api, env),
         timeout=timeout,
     )
 
 
-def start(prefect_api: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+def start(
+    prefect_api: str, *args: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A deploy in the background, in its own process group so a SIGKILL takes it whole."""
     return subprocess.Popen(
         [sys.executable, "-m", "bascule.cli", *args],
         cwd=REPO,
-        env=cli_env(prefect_api),
+        env=cli_env(prefect_api, env),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
