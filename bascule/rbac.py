@@ -104,10 +104,10 @@ def permissions(rules: Iterable[Rule], namespace: str = "") -> list[Permission]:
         for group in rule.groups:
             for full in rule.resources:
                 resource, _, sub = full.partition("/")
+                # The namespace itself is asked for by name: that is how its GET is authorized.
+                names = rule.names or {namespace if resource == "namespaces" else ""}
                 for verb in rule.verbs:
-                    # The namespace itself is asked for by name: that is how its GET is authorized.
-                    name = namespace if resource == "namespaces" else ""
-                    out.add(Permission(verb, group, resource, sub, namespace, name))
+                    out |= {Permission(verb, group, resource, sub, namespace, n) for n in names}
     return sorted(out)
 
 
