@@ -51,16 +51,20 @@ def definition() -> dict[rbac.Feature, tuple[rbac.Rule, ...]]:
 
 
 def permissions(env: Env) -> list[str]:
-    """What we may not do of what the shipped Roles grant, for this environment's features.
-    One SelfSubjectRulesReview answers for everything RBAC grants; a SelfSubjectAccessReview
-    asks about each permission it does not show (another authorizer may allow it)."""
-    needed = rbac.needed(definition(), rbac.features(env.cfg), env.ns)
+    """What we may not do of what the shipped Roles grant, for this environment's features."""
+    return missing(env, rbac.needed(definition(), rbac.features(env.cfg), env.ns), env.ns)
+
+
+def missing(env: Env, needed: list[rbac.Permission], namespace: str) -> list[str]:
+    """Those of ``needed`` we may not do in ``namespace``. One SelfSubjectRulesReview answers
+    for everything RBAC grants there; a SelfSubjectAccessReview asks about each permission it
+    does not show (another authorizer may allow it)."""
     review = env.kube.create(
         "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
         {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectRulesReview",
-            "spec": {"namespace": env.ns},
+            "spec": {"namespace": namespace},
         },
         idempotent=True,  # a question, not a change
     )
