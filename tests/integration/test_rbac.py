@@ -16,6 +16,8 @@ import yaml
 
 from bascule import rbac
 from bascule.kube import RECORD_ENV, Kube, KubeError, Target
+from tasks import preflight
+from tasks.context import Env
 from tasks.preflight import RBAC_DIR, definition
 from tests.support import deploys
 from tests.support.cluster import Cluster
@@ -159,3 +161,44 @@ def test_the_pipeline_runs_with_the_shipped_roles_and_nothing_more(
         with pytest.raises(KubeError) as denied:
             token.get(path)
         assert denied.value.status == 403, path
+
+
+def test_preflight_names_what_a_narrower_role_lacks(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Against the cluster's RBAC: a Role without one of the shipped rules, and no Secrets
+    Role, is refused by name; the shipped Roles pass; the promote-source Role, applied in
+    another namespace and bound to this account as the file says, grants what it lists."""
+    shipped = (RBAC_DIR / "deployer.yaml").read_text()
+    narrower = shipped.replace(
+        "verbs: [list, watch]\n  # the history", "verbs: [list]\n  # the history"
+    )
+    assert narrower != shipped
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=narrower)
+    kubeconfig = token_kubeconfig(cluster, namespace, tmp_path / "kubeconfig")
+    over = {"secrets": {"APP_TOKEN": {"env": SOURCE}}}
+    env = Env.open("staging", write_envs(tmp_path, namespace, kubeconfig, over, ("staging",)))
+    assert preflight.permissions(env) == [
+        "create secrets",
+        "delete secrets",
+        "get secrets",
+        "list secrets",
+        "watch discovery.k8s.io/endpointslices",
+    ]
+    for name in ("deployer.yaml", "secrets.yaml"):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(RBAC_DIR / name))
+    assert preflight.permissions(env) == []
+
+    source = f"{namespace}-source"
+    cluster.create_namespace(source)
+    try:
+        history = rbac.needed(preflight.definition(), ["promote-source"], source)
+        assert preflight.missing(env, history, source) == ["get configmaps"]
+        cluster.kubectl("apply", "-n", source, "-f", str(RBAC_DIR / "promote-source.yaml"))
+        cluster.kubectl(
+            *("create", "rolebinding", "bascule-promote-source", "-n", source),
+            *("--role=bascule-promote-source", f"--serviceaccount={namespace}:{ACCOUNT}"),
+        )
+        assert preflight.missing(env, history, source) == []
+    finally:
+        cluster.kubectl("delete", "namespace", source, "--wait=false", check=False)
