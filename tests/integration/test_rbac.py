@@ -1,9 +1,10 @@
 """Least privilege on the real cluster: the pipeline runs as the ServiceAccount of the Roles
 shipped in deployments/rbac/, through a token bound to nothing else, with every API request
 recorded: a first deploy with a smoke Job and secrets, a deploy killed at the switch and run
-again (the reconcile, the old color's scale-down) and a rollback. Each recorded request is one
-the Roles allow, each permission they grant was used (or is named below with what uses it),
-and the token reads no Secret of another namespace and no node."""
+again (the reconcile, the old color's scale-down), a rollback, and a migration Job. Each
+recorded request is one the Roles allow, each permission they grant was used (or is named
+below with what uses it), and the token reads no Secret of another namespace and no node.
+Preflight, against the cluster's RBAC, names what a narrower Role lacks."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import yaml
 
 from bascule import rbac
 from bascule.kube import RECORD_ENV, Kube, KubeError, Target
-from tasks import preflight
+from tasks import migrate, preflight
 from tasks.context import Env
 from tasks.preflight import RBAC_DIR, definition
 from tests.support import deploys
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
+from tests.support.migrations import URL_VARIABLE, scripts, section
+from tests.support.postgres import database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -40,8 +43,8 @@ NOT_ALWAYS_HERE = {
     "update services/proxy": "smoke scenarios with method PUT",
     "patch services/proxy": "smoke scenarios with method PATCH",
     "delete services/proxy": "smoke scenarios with method DELETE",
-    "delete configmaps": "the migration Job's script (test_migrations, job runner)",
-    "delete secrets": "the migration Job's URL; pruning a release Secret no release uses",
+    "delete configmaps": "the migration Job's script (the last test)",
+    "delete secrets": "the migration Job's URL (the last test); pruning an unused release Secret",
     "get secrets": "a `kubernetes_secret:` source of `secrets:` (test_secrets)",
     # A server-side apply that creates the Deployment is a PATCH the API server also
     # authorizes as create.
@@ -81,6 +84,20 @@ def token_kubeconfig(cluster: Cluster, ns: str, path: Path) -> Path:
 
 def recorded(path: Path) -> set[rbac.Permission]:
     return {rbac.Permission(**json.loads(line)) for line in path.read_text().splitlines()}
+
+
+def not_allowed(
+    asked: set[rbac.Permission], granted: tuple[rbac.Rule, ...], namespace: str
+) -> list[str]:
+    """The requests the Roles, bound in ``namespace``, do not allow (beyond what every
+    account may do, and the optional cluster-wide reads)."""
+    return sorted(
+        str(p)
+        for p in asked
+        if not (p.namespace == namespace and rbac.allows(granted, p))
+        and (p.verb, p.group, p.resource) not in EVERYONE
+        and (p.verb, p.group, p.resource, p.namespace) not in OPTIONAL
+    )
 
 
 def test_the_pipeline_runs_with_the_shipped_roles_and_nothing_more(
@@ -138,17 +155,9 @@ def test_the_pipeline_runs_with_the_shipped_roles_and_nothing_more(
     assert releases[1]["steps"][-1]["name"] == "reconciled"
     assert deploys.active_color(cluster, namespace) == "blue"
 
-    roles = definition()
-    granted = roles["deploy"] + roles["secrets"]
+    granted = definition()["deploy"] + definition()["secrets"]
     asked = recorded(record)
-    beyond = sorted(
-        str(p)
-        for p in asked
-        if not (p.namespace == namespace and rbac.allows(granted, p))
-        and (p.verb, p.group, p.resource) not in EVERYONE
-        and (p.verb, p.group, p.resource, p.namespace) not in OPTIONAL
-    )
-    assert beyond == [], f"requests the Roles do not allow: {beyond}"
+    assert not_allowed(asked, granted, namespace) == []
     used = {str(rbac.Permission(p.verb, p.group, p.resource, p.subresource)) for p in asked}
     unused = sorted(
         str(p) for p in rbac.permissions(granted) if str(p) not in used | NOT_ALWAYS_HERE.keys()
@@ -202,3 +211,27 @@ def test_preflight_names_what_a_narrower_role_lacks(
         assert preflight.missing(env, history, source) == []
     finally:
         cluster.kubectl("delete", "namespace", source, "--wait=false", check=False)
+
+
+def test_the_migration_job_runs_with_the_shipped_roles(
+    cluster: Cluster, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job runner's Secret, ConfigMap, Job and log, as this account: one Job reading the
+    database's revision (the upgrade Job asks for the same)."""
+    for name in ("deployer.yaml", "secrets.yaml"):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(RBAC_DIR / name))
+    kubeconfig = token_kubeconfig(cluster, namespace, tmp_path / "kubeconfig")
+    record = tmp_path / "requests.jsonl"
+    with database(cluster) as db:
+        monkeypatch.setenv(URL_VARIABLE, db.url(in_cluster=True))
+        monkeypatch.setenv(RECORD_ENV, str(record))
+        over = {"migrations": section(scripts(tmp_path), URL_VARIABLE, "job")}
+        cfg = write_envs(tmp_path / "cfg", namespace, kubeconfig, over, ("staging",))
+        env = Env.open("staging", cfg)
+        assert preflight.permissions(env) == []
+        assert migrate.current_in_job(env, V1, "rbac") is None  # a new, empty database
+
+    asked = recorded(record)
+    assert not_allowed(asked, definition()["deploy"] + definition()["secrets"], namespace) == []
+    used = {str(p) for p in asked}
+    assert {"create secrets", "delete secrets", "delete configmaps", "get pods/log"} <= used
