@@ -133,7 +133,10 @@ def allows(rules: Iterable[Rule], want: Permission) -> bool:
     return any(
         has(r.verbs, want.verb)
         and has(r.groups, want.group)
-        and (has(r.resources, want.full_resource) or f"{want.resource}/*" in r.resources)
+        and (
+            has(r.resources, want.full_resource)
+            or (bool(want.subresource) and f"*/{want.subresource}" in r.resources)
+        )
         and (not r.names or want.name in r.names)
         for r in rules
     )

@@ -85,6 +85,7 @@ def test_rules_match_as_rbac_matches_them() -> None:
         Rule(frozenset({""}), frozenset({"pods/log", "services"}), frozenset({"get"})),
         Rule(frozenset({"apps"}), frozenset({"*"}), frozenset({"list"})),
         Rule(frozenset({""}), frozenset({"secrets"}), frozenset({"*"}), frozenset({"one"})),
+        Rule(frozenset({"*"}), frozenset({"*/status"}), frozenset({"get"})),
     ]
     assert rbac.allows(rules, Permission("get", "", "pods", "log"))
     assert not rbac.allows(rules, Permission("get", "", "pods"))  # the subresource only
@@ -93,6 +94,8 @@ def test_rules_match_as_rbac_matches_them() -> None:
     assert not rbac.allows(rules, Permission("list", "batch", "jobs"))
     assert rbac.allows(rules, Permission("delete", "", "secrets", name="one"))
     assert not rbac.allows(rules, Permission("delete", "", "secrets", name="two"))
+    assert rbac.allows(rules, Permission("get", "batch", "jobs", "status"))  # */status
+    assert not rbac.allows(rules, Permission("get", "", "status"))
 
 
 @pytest.mark.parametrize(
