@@ -324,8 +324,18 @@ def test_creates_the_run_with_parameters_key_and_basic_auth(tmp_path: Path) -> N
     assert fake.created_body["idempotency_key"] == options.idempotency_key(
         "staging", "abc1234", f"registry.example/app@{DIGEST}"
     )
+    # prefect.yaml's pull step clones the repository at this commit.
+    assert fake.created_body["job_variables"] == {"env": {"BASCULE_COMMIT": "abc1234"}}
     expected = "Basic " + base64.b64encode(SECRET.encode()).decode()
     assert {r.headers["Authorization"] for r in fake.requests} == {expected}
+
+
+def test_without_a_commit_the_run_gets_no_commit_to_clone(tmp_path: Path) -> None:
+    fake = FakePrefect([("COMPLETED", "Completed")])
+    run_fake(fake, tmp_path, commit=None)
+    assert fake.created_body is not None
+    assert fake.created_body["parameters"]["commit"] is None
+    assert not fake.created_body.get("job_variables")
 
 
 def test_api_key_is_sent_as_bearer_token(tmp_path: Path) -> None:
