@@ -28,12 +28,18 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def commit(work: Path, cluster: Cluster, namespace: str, marker: str) -> str:
+def commit(
+    work: Path, cluster: Cluster, namespace: str, marker: str, broken_flows: bool = False
+) -> str:
     """This checkout's code and a dev configuration for ``namespace`` whose app gets
-    MARKER=``marker``, committed in ``work``; returns the commit."""
+    MARKER=``marker``, committed in ``work``; returns the commit. ``broken_flows``: the deploy
+    flow's module raises as it is imported."""
     for package in ("bascule", "flows", "tasks"):
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(REPO / package, work / package, ignore=ignore, dirs_exist_ok=True)
+    if broken_flows:
+        with (work / "flows" / "deploy.py").open("a") as f:
+            f.write(f"\nraise RuntimeError({B_FLOWS!r})\n")
     write_envs(
         work / "deployments",
         namespace,
@@ -59,9 +65,7 @@ def test_a_run_for_commit_a_runs_as_code_and_configuration(
     git(tmp_path, "init", "-q", "-b", "main", str(work))
     a = commit(work, cluster, namespace, "commit-A")
     # B: other configuration, and flows that cannot run.
-    with (work / "flows" / "deploy.py").open("a") as f:
-        f.write(f"\nraise RuntimeError({B_FLOWS!r})\n")
-    b = commit(work, cluster, namespace, "commit-B")
+    b = commit(work, cluster, namespace, "commit-B", broken_flows=True)
     git(work, "push", "-q", str(bare), "main")
     # The worker's own checkout, and its import path, hold B.
     checkout = tmp_path / "worker-checkout"
