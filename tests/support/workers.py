@@ -33,15 +33,27 @@ def prefect(api: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def register(
-    api: str, cfg: Path | None, prefect_file: Path, schedules: list[Any] | None = None
+    api: str,
+    cfg: Path | None,
+    prefect_file: Path,
+    schedules: list[Any] | None = None,
+    only: str | None = None,
 ) -> None:
     """Every deployment of prefect.yaml (and the automations of its triggers), pointed at the
     configuration in ``cfg``; scheduled ones get ``schedules`` instead of theirs, or none.
     With a ``cfg`` the runs use this checkout's code (no pull step); without, prefect.yaml's
-    pull step clones the worker's BASCULE_REPOSITORY and its `deployments/` configure them."""
+    pull step clones the worker's BASCULE_REPOSITORY and its `deployments/` configure them.
+    ``only`` ("flow/name"): that deployment alone, quicker to register."""
     spec: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
     if cfg is not None:
         del spec["pull"]
+    if only is not None:
+        spec["deployments"] = [
+            dep
+            for dep in spec["deployments"]
+            if f"{dep['entrypoint'].rsplit(':', 1)[1]}/{dep['name']}" == only
+        ]
+        assert spec["deployments"], f"no deployment {only} in prefect.yaml"
     for dep in spec["deployments"]:
         if cfg is not None:
             dep["parameters"]["config_dir"] = str(cfg)
