@@ -1,6 +1,7 @@
 """prefect.yaml's pull step with a real Prefect server, a real process worker and a local bare
 repository: a run for commit A runs A's flows and `deployments/` although the repository's
-head and the worker's own checkout moved on to B; a run without a commit runs the head."""
+head and the worker's own checkout moved on to B; a run without a commit runs the head; a
+production run of a commit that is not on the default branch stops before any flow code."""
 
 from __future__ import annotations
 
@@ -67,12 +68,18 @@ def test_a_run_for_commit_a_runs_as_code_and_configuration(
     # B: other configuration, and flows that cannot run.
     b = commit(work, cluster, namespace, "commit-B", broken_flows=True)
     git(work, "push", "-q", str(bare), "main")
+    # C: a branch not merged into main.
+    git(work, "checkout", "-q", "-b", "unmerged", a)
+    c = commit(work, cluster, namespace, "commit-C")
+    git(work, "push", "-q", str(bare), "unmerged")
     # The worker's own checkout, and its import path, hold B.
     checkout = tmp_path / "worker-checkout"
     git(tmp_path, "clone", "-q", str(bare), str(checkout))
     assert git(checkout, "rev-parse", "HEAD") == b
 
-    workers.register(prefect_server, None, tmp_path / "prefect.yaml", only="deploy/dev")
+    workers.register(
+        prefect_server, None, tmp_path / "prefect.yaml", only=("deploy/dev", "deploy/production")
+    )
     env = {"BASCULE_REPOSITORY": str(bare), "PYTHONPATH": str(checkout)}
     log = tmp_path / "worker.log"
     with workers.process_worker(prefect_server, log, cwd=checkout, env=env):
@@ -87,20 +94,26 @@ def test_a_run_for_commit_a_runs_as_code_and_configuration(
         (container,) = pod_spec["spec"]["template"]["spec"]["containers"]
         assert {"name": "MARKER", "value": "commit-A"} in container["env"], container["env"]
 
-        # No commit: the default branch's head, B, whose flows fail on import.
+        # No commit: the default branch's head, B, whose flows fail on import. In parallel,
+        # production with C: only commits on the default branch. Its pull step fails before
+        # any code of the commit runs; the reason is in the worker's log (a pull step has no
+        # run logger), and the run ends Crashed.
         deployment = httpx.get(f"{prefect_server}/deployments/name/deploy/dev").json()
         started = httpx.post(
             f"{prefect_server}/deployments/{deployment['id']}/create_flow_run",
             json={"parameters": {"environment": "dev", "image": V1}},
         )
         assert started.status_code == 201, started.text
+        res = deploys.run(prefect_server, "trigger", "production", "--image", V1, "--commit", c)
         run = wait_for(
             lambda: run_ended(prefect_server, started.json()["id"]), 90, what="the head's run"
         )
+    assert res.returncode == 1, res.stdout[-3000:]
+    assert "Crashed" in res.stdout, res.stdout[-3000:]
+    assert f"commit {c} is not on the default branch" in log.read_text()
     assert run["state"]["type"] in ("FAILED", "CRASHED"), run["state"]
     logs = httpx.post(
-        f"{prefect_server}/logs/filter",
-        json={"logs": {"flow_run_id": {"any_": [run["id"]]}}},
+        f"{prefect_server}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}
     ).json()
-    assert any(B_FLOWS in entry["message"] for entry in logs), [e["message"] for e in logs]
+    assert any(B_FLOWS in entry["message"] for entry in logs), logs
     assert len(deploys.history(cluster, namespace)) == 1

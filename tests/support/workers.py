@@ -37,23 +37,25 @@ def register(
     cfg: Path | None,
     prefect_file: Path,
     schedules: list[Any] | None = None,
-    only: str | None = None,
+    only: tuple[str, ...] = (),
 ) -> None:
     """Every deployment of prefect.yaml (and the automations of its triggers), pointed at the
     configuration in ``cfg``; scheduled ones get ``schedules`` instead of theirs, or none.
     With a ``cfg`` the runs use this checkout's code (no pull step); without, prefect.yaml's
     pull step clones the worker's BASCULE_REPOSITORY and its `deployments/` configure them.
-    ``only`` ("flow/name"): that deployment alone, quicker to register."""
+    ``only`` ("flow/name", ...): those deployments alone, quicker to register."""
     spec: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
     if cfg is not None:
         del spec["pull"]
-    if only is not None:
+        for dep in spec["deployments"]:
+            dep.pop("pull", None)
+    if only:
         spec["deployments"] = [
             dep
             for dep in spec["deployments"]
-            if f"{dep['entrypoint'].rsplit(':', 1)[1]}/{dep['name']}" == only
+            if f"{dep['entrypoint'].rsplit(':', 1)[1]}/{dep['name']}" in only
         ]
-        assert spec["deployments"], f"no deployment {only} in prefect.yaml"
+        assert len(spec["deployments"]) == len(only), f"not all of {only} in prefect.yaml"
     for dep in spec["deployments"]:
         if cfg is not None:
             dep["parameters"]["config_dir"] = str(cfg)

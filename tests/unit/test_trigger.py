@@ -337,7 +337,14 @@ def test_the_pull_step_clones_the_commit_trigger_passes() -> None:
     clone = step["prefect.deployments.steps.git_clone"]
     assert clone["commit_sha"] == "{{ $" + options.COMMIT_VARIABLE + " }}"
     assert clone["repository"] == "{{ $BASCULE_REPOSITORY }}"
-    assert not [d["name"] for d in spec["deployments"] if "pull" in d], "one pull for all"
+    # Production's runs also check that the commit is on the default branch.
+    for dep in spec["deployments"]:
+        if dep["name"] == "production":
+            assert dep["pull"][0] == step, dep["entrypoint"]
+            (check,) = dep["pull"][1:]
+            assert "merge-base --is-ancestor HEAD origin/HEAD" in str(check)
+        else:
+            assert "pull" not in dep, dep
 
 
 def test_without_a_commit_the_run_gets_no_commit_to_clone(tmp_path: Path) -> None:
