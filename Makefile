@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: deps system cluster-up cluster-down images demo test test-unit bench lint
+.PHONY: deps system cluster-up cluster-down images demo test test-unit bench lint lock
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -37,3 +37,12 @@ bench: deps
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports --no-cache
+
+# requirements.lock: every package the deploy workflow installs (pyproject.toml's dependencies
+# and its build backend), pinned with their hashes, for `pip install --require-hashes`. Run it
+# after changing those dependencies (`make test` says when the lock no longer matches); it keeps
+# the pins it can, LOCK_ARGS=--upgrade moves every one to the newest release.
+lock: deps
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
+		--allow-unsafe --strip-extras --build-deps-for wheel --no-emit-index-url \
+		--no-emit-find-links $(LOCK_ARGS) -o requirements.lock pyproject.toml

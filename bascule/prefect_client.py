@@ -116,13 +116,20 @@ class Prefect:
             self._created.append(response.status_code)
 
     def create_flow_run(
-        self, deployment_id: UUID, parameters: dict[str, Any], idempotency_key: str
+        self,
+        deployment_id: UUID,
+        parameters: dict[str, Any],
+        idempotency_key: str,
+        job_variables: dict[str, Any] | None = None,
     ) -> tuple[FlowRun, bool]:
         """The flow run and whether it is new: for a key it has seen, the server answers 200
         with the run it has instead of 201 with a new one."""
         self._created.clear()
         run = self.client.create_flow_run_from_deployment(
-            deployment_id, parameters=parameters, idempotency_key=idempotency_key
+            deployment_id,
+            parameters=parameters,
+            idempotency_key=idempotency_key,
+            job_variables=job_variables,
         )
         return run, self._created[-1:] == [201]
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from bascule.prefect_client import ApiSettings
 
 DEPLOY_FLOW = "deploy"
+# The variable prefect.yaml's pull step reads the commit to clone from.
+COMMIT_VARIABLE = "BASCULE_COMMIT"
 DEFAULT_WAIT_TIMEOUT = 7200.0
 # A busy SQLite server answers 503 for a while, a restarting one nothing: no answer yet.
 DEFAULT_API_PATIENCE = 60.0
@@ -57,6 +59,12 @@ class Options:
         """The deploy flow's parameters."""
         given = {"environment": self.environment, "image": self.image, "commit": self.commit}
         return given | ({"commit_time": self.commit_time} if self.commit_time else {})
+
+    @property
+    def job_variables(self) -> dict[str, dict[str, str]]:
+        """The run's job variables: the commit for prefect.yaml's pull step, which clones the
+        repository at it (pull steps see environment variables, not parameters)."""
+        return {"env": {COMMIT_VARIABLE: self.commit}} if self.commit else {}
 
     @property
     def idempotency_key(self) -> str:

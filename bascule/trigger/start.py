@@ -81,7 +81,10 @@ class _Start:
         flow_run, created = self._call(
             # Safe to retry: the idempotency key makes a repeated create return the same run.
             lambda: self.prefect.create_flow_run(
-                deployment.id, dict(options.parameters), options.idempotency_key
+                deployment.id,
+                dict(options.parameters),
+                options.idempotency_key,
+                options.job_variables,
             ),
             f"starting {name}",
             not_found=f"deployment {name} disappeared while starting it",

@@ -32,12 +32,33 @@ def prefect(api: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def register(api: str, cfg: Path, prefect_file: Path, schedules: list[Any] | None = None) -> None:
+def register(
+    api: str,
+    cfg: Path | None,
+    prefect_file: Path,
+    schedules: list[Any] | None = None,
+    only: tuple[str, ...] = (),
+) -> None:
     """Every deployment of prefect.yaml (and the automations of its triggers), pointed at the
-    configuration in ``cfg``; scheduled ones get ``schedules`` instead of theirs, or none."""
+    configuration in ``cfg``; scheduled ones get ``schedules`` instead of theirs, or none.
+    With a ``cfg`` the runs use this checkout's code (no pull step); without, prefect.yaml's
+    pull step clones the worker's BASCULE_REPOSITORY and its `deployments/` configure them.
+    ``only`` ("flow/name", ...): those deployments alone, quicker to register."""
     spec: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    if cfg is not None:
+        del spec["pull"]
+        for dep in spec["deployments"]:
+            dep.pop("pull", None)
+    if only:
+        spec["deployments"] = [
+            dep
+            for dep in spec["deployments"]
+            if f"{dep['entrypoint'].rsplit(':', 1)[1]}/{dep['name']}" in only
+        ]
+        assert len(spec["deployments"]) == len(only), f"not all of {only} in prefect.yaml"
     for dep in spec["deployments"]:
-        dep["parameters"]["config_dir"] = str(cfg)
+        if cfg is not None:
+            dep["parameters"]["config_dir"] = str(cfg)
         if dep.get("schedules"):
             dep["schedules"] = schedules or []
     prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -48,12 +69,15 @@ def register(api: str, cfg: Path, prefect_file: Path, schedules: list[Any] | Non
 
 
 @contextlib.contextmanager
-def process_worker(api: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A process worker of the `bascule` pool, polling every 2 s, stopped by its group."""
-    env = {**deploys.cli_env(api), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+def process_worker(
+    api: str, log: Path, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process worker of the `bascule` pool, polling every 2 s, stopped by its group;
+    started in ``cwd``, with ``env`` added to its environment."""
+    env = {**deploys.cli_env(api), "PREFECT_WORKER_QUERY_SECONDS": "2", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bascule"],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

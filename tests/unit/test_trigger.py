@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+import yaml
 from prefect.client.schemas.objects import Log
 from prefect.settings import (
     PREFECT_API_AUTH_STRING,
@@ -32,7 +33,7 @@ from bascule.prefect_client import ApiSettings, flow_run_url, redact_url, ui_bas
 from bascule.trigger import follow, github, options
 from bascule.trigger.report import Report, format_duration
 from bascule.trigger.start import trigger
-from tests.support.envs import copy_deployments
+from tests.support.envs import REPO, copy_deployments
 
 DIGEST = "sha256:" + "ab" * 32
 API = "http://127.0.0.1:4200/api"
@@ -324,8 +325,34 @@ def test_creates_the_run_with_parameters_key_and_basic_auth(tmp_path: Path) -> N
     assert fake.created_body["idempotency_key"] == options.idempotency_key(
         "staging", "abc1234", f"registry.example/app@{DIGEST}"
     )
+    # prefect.yaml's pull step clones the repository at this commit.
+    assert fake.created_body["job_variables"] == {"env": {"BASCULE_COMMIT": "abc1234"}}
     expected = "Basic " + base64.b64encode(SECRET.encode()).decode()
     assert {r.headers["Authorization"] for r in fake.requests} == {expected}
+
+
+def test_the_pull_step_clones_the_commit_trigger_passes() -> None:
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    (step,) = spec["pull"]
+    clone = step["prefect.deployments.steps.git_clone"]
+    assert clone["commit_sha"] == "{{ $" + options.COMMIT_VARIABLE + " }}"
+    assert clone["repository"] == "{{ $BASCULE_REPOSITORY }}"
+    # Production's runs also check that the commit is on the default branch.
+    for dep in spec["deployments"]:
+        if dep["name"] == "production":
+            assert dep["pull"][0] == step, dep["entrypoint"]
+            (check,) = dep["pull"][1:]
+            assert "merge-base --is-ancestor HEAD origin/HEAD" in str(check)
+        else:
+            assert "pull" not in dep, dep
+
+
+def test_without_a_commit_the_run_gets_no_commit_to_clone(tmp_path: Path) -> None:
+    fake = FakePrefect([("COMPLETED", "Completed")])
+    run_fake(fake, tmp_path, commit=None)
+    assert fake.created_body is not None
+    assert fake.created_body["parameters"]["commit"] is None
+    assert not fake.created_body.get("job_variables")
 
 
 def test_api_key_is_sent_as_bearer_token(tmp_path: Path) -> None:

@@ -44,6 +44,29 @@ def steps_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [step for job in doc["jobs"].values() for step in job.get("steps", [])]
 
 
+def deploy_job(name: str) -> dict[str, Any]:
+    """The caller's job that runs the reusable deploy workflow."""
+    (job,) = (job for job in load(name)["jobs"].values() if "uses" in job)
+    return job
+
+
+def run_step(
+    step: dict[str, Any], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """A step's script, run as a GitHub runner runs it (bash -eo pipefail), with ``env``
+    standing for the step's `env:` expressions."""
+    script = cwd / "step.sh"
+    script.write_text(step["run"])
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": os.environ["PATH"], **env},
+        timeout=60,
+    )
+
+
 # --- linters --------------------------------------------------------------------------------
 
 
@@ -117,8 +140,7 @@ def test_inline_zizmor_ignores_say_why() -> None:
 def test_three_environment_workflows_call_the_reusable_one() -> None:
     assert set(CALLERS) <= set(all_workflows())
     for name, environment in CALLERS.items():
-        doc = load(name)
-        (job,) = doc["jobs"].values()
+        job = deploy_job(name)
         assert job["uses"] == REUSABLE
         assert job["with"]["environment"] == environment
         assert "secrets" not in job, "secrets come from the GitHub environment, not the caller"
@@ -134,8 +156,7 @@ def test_triggers() -> None:
     image = production["workflow_dispatch"]["inputs"]["image"]
     assert image["required"] is True
     assert "sha256" in image["description"]
-    (job,) = load("deploy-production.yml")["jobs"].values()
-    assert job["with"]["require-digest"] is True
+    assert deploy_job("deploy-production.yml")["with"]["require-digest"] is True
 
 
 def test_reusable_workflow() -> None:
@@ -169,7 +190,9 @@ def test_least_privilege(name: str) -> None:
     doc = load(name)
     assert doc["permissions"] == {}
     for job in doc["jobs"].values():
-        assert job["permissions"] == {"contents": "read"}
+        deploys = "uses" in job or "environment" in job
+        # The jobs that only check something before the deploy read nothing, not even code.
+        assert job["permissions"] == ({"contents": "read"} if deploys else {}), job["name"]
 
 
 @pytest.mark.parametrize("name", ["_deploy.yml", *CALLERS])
@@ -196,3 +219,115 @@ def test_secrets_only_where_used() -> None:
     for step in job["steps"]:
         uses_secret = any("secrets." in str(value) for value in step.get("env", {}).values())
         assert uses_secret == ("bascule trigger" in step.get("run", "")), step.get("name")
+
+
+# --- the policy: production from main only, dev after its image exists ----------------------
+
+
+def test_production_deploy_needs_the_main_only_check() -> None:
+    doc = load("deploy-production.yml")
+    check = doc["jobs"]["main-only"]
+    assert deploy_job("deploy-production.yml")["needs"] == "main-only"
+    assert "environment" not in check, "checked before reviewers are asked or secrets exist"
+    (step,) = check["steps"]
+    assert step["env"] == {"REF": "${{ github.ref }}"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "allowed"),
+    [
+        ("refs/heads/main", True),
+        ("refs/heads/feature", False),
+        ("refs/heads/main-hotfix", False),
+        ("refs/heads/x/refs/heads/main", False),
+        ("refs/tags/v1.0.0", False),
+        ("refs/pull/7/merge", False),
+    ],
+)
+def test_main_only_check(tmp_path: Path, ref: str, allowed: bool) -> None:
+    (step,) = load("deploy-production.yml")["jobs"]["main-only"]["steps"]
+    result = run_step(step, {"REF": ref}, tmp_path)
+    assert (result.returncode == 0) == allowed, result.stdout + result.stderr
+    if not allowed:
+        assert result.stdout.startswith("::error title=Production deploys only from main::")
+        assert ref in result.stdout and "Use workflow from: main" in result.stdout
+
+
+def test_dev_deploy_deploys_the_image_it_waited_for() -> None:
+    doc = load("deploy-dev.yml")
+    image = doc["jobs"]["image"]
+    deploy = deploy_job("deploy-dev.yml")
+    assert deploy["needs"] == "image"
+    assert deploy["with"]["image"] == "${{ needs.image.outputs.image }}"
+    assert image["outputs"]["image"] == "${{ steps.wait.outputs.image }}"
+    (step,) = image["steps"]
+    assert step["env"]["IMAGE"] == (
+        "${{ inputs.image || format('{0}:{1}', vars.IMAGE_REPOSITORY, github.sha) }}"
+    )
+    assert image["timeout-minutes"] > 30, "the job outlives the default wait"
+
+
+def fake_docker(tmp_path: Path, failures: int) -> Path:
+    """A `docker` whose `buildx imagetools inspect` answers "not found" ``failures`` times,
+    then finds the image; it records each call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(
+        f"""#!/usr/bin/env bash
+echo "$*" >> {tmp_path}/calls
+[[ "$1 $2 $3" == "buildx imagetools inspect" ]] || exit 2
+if (( $(wc -l < {tmp_path}/calls) <= {failures} )); then
+    echo "ERROR: $4: not found" >&2
+    exit 1
+fi
+echo "Name: $4"
+"""
+    )
+    docker.chmod(0o755)
+    return bin_dir
+
+
+def wait_step() -> dict[str, Any]:
+    (step,) = load("deploy-dev.yml")["jobs"]["image"]["steps"]
+    return step
+
+
+def test_dev_waits_until_the_registry_has_the_image(tmp_path: Path) -> None:
+    image = "ghcr.io/example/app:0123abc"
+    bin_dir = fake_docker(tmp_path, failures=2)
+    output = tmp_path / "github_output"
+    env = {
+        "IMAGE": image,
+        "WAIT_MINUTES": "1",
+        "INTERVAL_SECONDS": "0",
+        "GITHUB_OUTPUT": str(output),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    result = run_step(wait_step(), env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        f"buildx imagetools inspect {image}"
+    ] * 3
+    assert result.stdout.count(f"waiting for {image}: ERROR: {image}: not found") == 2
+    assert output.read_text() == f"image={image}\n"
+
+
+def test_dev_wait_is_bounded_and_says_why(tmp_path: Path) -> None:
+    image = "ghcr.io/example/app:0123abc"
+    bin_dir = fake_docker(tmp_path, failures=10**6)
+    output = tmp_path / "github_output"
+    env = {
+        "IMAGE": image,
+        "WAIT_MINUTES": "0",
+        "INTERVAL_SECONDS": "0",
+        "GITHUB_OUTPUT": str(output),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    result = run_step(wait_step(), env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"::error title=Image not found::{image} is not in the registry after 0 min" in (
+        result.stdout
+    )
+    assert f"Last answer: ERROR: {image}: not found" in result.stdout
+    assert not output.exists(), "no image for the deploy job"
