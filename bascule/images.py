@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from bascule.errors import UsageError
 
@@ -111,6 +112,18 @@ def parse_image(ref: str, *, pinned: bool = True, require_digest: bool = False) 
                 f"image {ref!r} uses the moving tag '{MOVING_TAG}' — pin a version tag or a digest"
             )
     return image
+
+
+def pods_digest(pods: list[dict[str, Any]]) -> str | None:
+    """The one manifest digest the first container (the app's) of ``pods`` runs; None when
+    a pod reports none, or the pods do not all run the same."""
+    digests = set()
+    for pod in pods:
+        name = pod["spec"]["containers"][0]["name"]
+        statuses = pod.get("status", {}).get("containerStatuses", [])
+        found = next((s.get("imageID", "") for s in statuses if s.get("name") == name), "")
+        digests.add(running_digest(found))
+    return digests.pop() if len(digests) == 1 else None
 
 
 def running_digest(image_id: str) -> str | None:
