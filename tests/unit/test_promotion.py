@@ -17,7 +17,9 @@ LATER = "sha256:" + "b2" * 32
 NEVER = "sha256:" + "c3" * 32
 
 
-def rel(rid: str, digest: str | None, result: Result = "succeeded", color: Color = "blue") -> Release:
+def rel(
+    rid: str, digest: str | None, result: Result = "succeeded", color: Color = "blue"
+) -> Release:
     return Release(
         id=rid,
         image=f"registry.example/shop:{rid}",
