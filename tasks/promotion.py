@@ -47,17 +47,13 @@ def check(env: Env, image: str, config_dir: str | Path) -> h.Release | None:
         source.kube.close()
 
 
-def serving_image(environment: str, config_dir: str | Path) -> tuple[str, h.Release]:
-    """``environment``'s serving release, pinned to the digest it ran, and that release:
-    what ``bascule promote`` deploys. Refused when nothing verified serves there."""
-    source = Env.open(environment, config_dir)
-    try:
-        svc = source.kube.get_or_none(source.service("active"))
-        active = color_of_selector(source.app, svc["spec"].get("selector")) if svc else None
-        releases, _ = state.read_history(source)
-    finally:
-        source.kube.close()
-    return promotion.serving_image(releases, active, environment)
+def serving_image(source: Env) -> tuple[str, h.Release]:
+    """``source``'s serving release, pinned to the digest it ran, and that release: what
+    ``bascule promote`` deploys. Refused when nothing verified serves there."""
+    svc = source.kube.get_or_none(source.service("active"))
+    active = color_of_selector(source.app, svc["spec"].get("selector")) if svc else None
+    releases, _ = state.read_history(source)
+    return promotion.serving_image(releases, active, source.name)
 
 
 def label_run(flow_run_id: str | None, digest: str | None) -> None:

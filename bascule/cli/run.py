@@ -143,15 +143,16 @@ def promote_arguments(parser: argparse.ArgumentParser) -> None:
         "`bascule trigger` does, instead of running the flow here",
     )
     parser.epilog = (
-        "Deploys SRC's serving release pinned to the digest its pods ran "
-        "(repository[:tag]@sha256:…), with its commit. Reads SRC's active Service and history "
-        "with SRC's configuration. DST's deploy flow checks the digest again if DST has "
-        "promote_from:."
+        "Deploys SRC's serving release pinned to the digest its pods ran\n"
+        "(repository[:tag]@sha256:…), with its commit. Reads SRC's active Service and\n"
+        "history with SRC's configuration; DST's deploy flow checks the digest again when\n"
+        "DST has promote_from:."
     )
 
 
 def promote(args: argparse.Namespace) -> int:
     _beating()
+    from bascule.cli.inspect import reading
     from tasks.promotion import serving_image
 
     cfg = _checked(args)
@@ -160,7 +161,8 @@ def promote(args: argparse.Namespace) -> int:
             f"{args.environment} takes only what {cfg.promote_from} verified (promote_from: in "
             f"its file) — `bascule promote {cfg.promote_from} {args.environment}`"
         )
-    image, release = serving_image(args.source, args.dir)
+    with reading(args.source, args.dir) as source:
+        image, release = serving_image(source)
     print(f"promoting {image} (release {release.id} in {args.source}) to {args.environment}")
     if args.trigger:
         from bascule.trigger import add_arguments, options_from
