@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,9 @@ def cfg(cluster: Cluster, namespace: str, production_ns: str, tmp_path: Path) ->
 
 
 @pytest.fixture
-def served(prefect_server: str, cfg: str, tmp_path: Path) -> Iterator[str]:
-    """The id of deployment deploy/production, served by a process running the real flow."""
+def served(prefect_server: str, cfg: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Deployment deploy/production served by a process running the real flow, started at
+    once; the fixture gives a function that waits until it is registered (its id)."""
     env = {**deploys.cli_env(prefect_server), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = tmp_path / "serve.log"
     proc = subprocess.Popen(
@@ -93,7 +94,7 @@ def served(prefect_server: str, cfg: str, tmp_path: Path) -> Iterator[str]:
         return str(res.json()["id"]) if res.status_code == 200 else None
 
     try:
-        yield str(wait_for(registered, 90, interval=0.5, what="deploy/production served"))
+        yield lambda: str(wait_for(registered, 90, interval=0.5, what="deploy/production served"))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -120,7 +121,7 @@ def test_production_takes_only_digests_staging_verified(
     production_ns: str,
     prefect_server: str,
     cfg: str,
-    served: str,
+    served: Callable[[], str],
     tmp_path: Path,
 ) -> None:
     digests = archive_digests()
@@ -131,43 +132,45 @@ def test_production_takes_only_digests_staging_verified(
     assert staged.returncode == 0, staged.stderr[-3000:]
     record = deploys.history(cluster, namespace)[-1]
     assert (record["result"], record["digest"]) == ("succeeded", verified), record
-    listed = deploys.run(prefect_server, "history", "--dir", cfg, "staging").stdout
-    assert f"{V1} (ran {verified})" in listed, listed
 
-    # Refused by the flow, run here: a digest staging never verified, and a tag.
-    for image, why in (
-        (f"{NAME}@{never}", f"{never} is not recorded as verified in staging"),
-        (V1, "names no digest, so it cannot be checked"),
-    ):
-        res = deploys.run(prefect_server, "deploy", "--dir", cfg, "production", "--image", image)
-        assert res.returncode == Exit.USAGE, res.stdout + res.stderr[-3000:]
-        assert why in res.stderr and "bascule promote staging production" in res.stderr
-        assert f"{StateName.REFUSED}:" in res.stderr
-    # ... through `bascule trigger` (a run of the Prefect deployment) ...
+    # Refused by the flow: run here by `bascule deploy` (a digest staging never verified, and
+    # a tag), through `bascule trigger` (a run of the Prefect deployment), and as the custom
+    # run the Prefect UI creates (the deployment's run with an image parameter a person typed,
+    # tag and digest, the digest not verified). All at once: each is refused before the lock.
+    deployment = served()
     summary = tmp_path / "refused.md"
-    res = deploys.run(
-        prefect_server,
-        "trigger",
-        "production",
-        "--image",
-        f"{NAME}@{never}",
-        "--summary",
-        str(summary),
-        "--timeout",
-        "120",
-    )
-    assert res.returncode == Exit.USAGE, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "refused; nothing changed" in summary.read_text()
-    assert f"{never} is not recorded as verified in staging" in res.stdout
-    # ... and through the custom run the Prefect UI creates: the deployment's run with the
-    # image parameter a person typed (tag and digest, the digest not verified).
+    summarized = ("--summary", str(summary), "--timeout", "120")
+    started = {
+        name: deploys.start(prefect_server, *args, log=tmp_path / f"{name}.log")
+        for name, args in {
+            "digest": ("deploy", "--dir", cfg, "production", "--image", f"{NAME}@{never}"),
+            "tag": ("deploy", "--dir", cfg, "production", "--image", V1),
+            "trigger": ("trigger", "production", "--image", f"{NAME}@{never}", *summarized),
+            "history": ("history", "--dir", cfg, "staging"),
+        }.items()
+    }
     run = httpx.post(
-        f"{prefect_server}/deployments/{served}/create_flow_run",
+        f"{prefect_server}/deployments/{deployment}/create_flow_run",
         json={"parameters": {"environment": "production", "image": f"{V2}@{never}"}},
     ).json()
     state = final_state(prefect_server, run["id"])
     assert (state["type"], state["name"]) == ("FAILED", StateName.REFUSED), state
-    assert f"{never} is not recorded as verified in staging" in state["message"]
+    unverified = f"{never} is not recorded as verified in staging"
+    assert unverified in state["message"]
+    for name, why in (
+        ("digest", unverified),
+        ("tag", "names no digest, so it cannot be checked"),
+        ("trigger", unverified),
+    ):
+        code = started[name].wait(180)
+        output = (tmp_path / f"{name}.log").read_text()
+        assert code == Exit.USAGE, output[-3000:]
+        assert why in output and "bascule promote staging production" in output, output[-3000:]
+    assert f"{StateName.REFUSED}: " in (tmp_path / "digest.log").read_text()
+    assert "refused; nothing changed" in summary.read_text()
+    assert started["history"].wait(60) == 0
+    listed = (tmp_path / "history.log").read_text()
+    assert f"{V1} (ran {verified})" in listed, listed
     untouched(cluster, production_ns)
 
     # `bascule promote` deploys exactly what staging serves, here through Prefect; the job
