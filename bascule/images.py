@@ -116,13 +116,14 @@ def parse_image(ref: str, *, pinned: bool = True, require_digest: bool = False) 
 
 def pods_digest(pods: list[dict[str, Any]]) -> str | None:
     """The one manifest digest the first container (the app's) of ``pods`` runs; None when
-    a pod reports none, or the pods do not all run the same."""
+    a started one reports no repository digest, or they do not all run the same. A pod whose
+    container has not started yet (no imageID) says nothing."""
     digests = set()
     for pod in pods:
         name = pod["spec"]["containers"][0]["name"]
         statuses = pod.get("status", {}).get("containerStatuses", [])
-        found = next((s.get("imageID", "") for s in statuses if s.get("name") == name), "")
-        digests.add(running_digest(found))
+        if found := next((s.get("imageID") for s in statuses if s.get("name") == name), None):
+            digests.add(running_digest(found))
     return digests.pop() if len(digests) == 1 else None
 
 

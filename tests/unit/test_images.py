@@ -126,7 +126,9 @@ def test_pods_digest_is_the_one_digest_of_the_first_container() -> None:
     sidecar = f"registry.example/proxy@{other}"
     assert pods_digest([pod(ran, sidecar=sidecar), pod(ran, name="web")]) == DIGEST
     assert pods_digest([pod(ran), pod(f"registry.example/app@{other}")]) is None  # disagree
-    assert pods_digest([pod(ran), pod("")]) is None  # one not reported
+    assert pods_digest([pod(ran), pod(DIGEST)]) is None  # one runs what no registry serves
+    assert pods_digest([pod(ran), pod("")]) == DIGEST  # one not started yet
+    assert pods_digest([{"spec": {"containers": [{"name": "app"}]}, "status": {}}]) is None
     assert pods_digest([]) is None
 
 
