@@ -1147,8 +1147,9 @@ class EnvironmentConfig(_Section):
             "Another environment whose verified releases are the only ones this one deploys: "
             "the deploy flow (whatever started it) refuses, before changing anything, an image "
             "not given by digest or whose digest no release of that environment succeeded "
-            "running. `bascule promote <it> <this>` deploys the digest it serves. Rollbacks and "
-            "redeploys of this environment's own releases are not checked. Default: none."
+            "running (and kept: not rolled back by hand). `bascule promote <it> <this>` "
+            "deploys the digest it serves. Rollbacks and redeploys of this environment's own "
+            "releases are not checked. Default: none."
         ),
     )
 

@@ -2,9 +2,9 @@
 ``bascule promote`` deploys. Pure: decided from the source environment's history.
 
 A digest is verified in an environment when a release there succeeded (its checks and its
-verification window passed) with its pods running that digest. Only a digest names one
-image for good: a tag can be moved to other content after it was verified, so an image
-given by tag is refused rather than trusted.
+verification window passed) with its pods running that digest, and was not rolled back
+by hand afterwards. Only a digest names one image for good: a tag can be moved to other
+content after it was verified, so an image given by tag is refused rather than trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from bascule import history as h
 from bascule.errors import Refused
 from bascule.images import parse_image, pinned_to
+from bascule.monitoring import failures
 
 # The flow run label that carries the digest a release ran (the UI shows it; the trigger's
 # job summary reads it).
@@ -23,9 +24,16 @@ def _promote_hint(source: str, target: str) -> str:
 
 
 def verified(history: list[h.Release], digest: str) -> h.Release | None:
-    """The newest release of ``history`` that succeeded running ``digest``."""
+    """The newest release of ``history`` that succeeded running ``digest`` and was not then
+    taken back by hand (`bascule rollback` while it served: someone found it bad)."""
+    taken_back = {f.release.id for f in failures(history) if f.manual}
     return next(
-        (r for r in reversed(history) if r.result == "succeeded" and r.digest == digest), None
+        (
+            r
+            for r in reversed(history)
+            if r.result == "succeeded" and r.digest == digest and r.id not in taken_back
+        ),
+        None,
     )
 
 
@@ -43,7 +51,8 @@ def check(image: str, source: str, target: str, history: list[h.Release]) -> h.R
     if release is None:
         raise Refused(
             f"{digest} is not recorded as verified in {source}: no release there succeeded "
-            f"running it (see `bascule history {source}`) — deploy it to {source} first, or: "
+            f"running it without being rolled back by hand (see `bascule history {source}`) — "
+            f"deploy it to {source} first, or: "
             f"{_promote_hint(source, target)}"
         )
     return release

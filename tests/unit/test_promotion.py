@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bascule.errors import Refused
-from bascule.history import Release, Result, decode, encode
+from bascule.history import Release, Result, Step, decode, encode
 from bascule.manifests import Color
 from bascule.promotion import check, serving_image, verified
 
@@ -111,3 +111,14 @@ def test_promote_refuses_when_nothing_verified_serves() -> None:
 def test_a_rollback_record_keeps_the_digest_of_the_release_it_returned_to() -> None:
     back = replace(STAGING[0], id="r-back", digest=VERIFIED)
     assert serving_image([*STAGING, back], "blue", "staging")[0].endswith(f"@{VERIFIED}")
+
+
+def test_a_digest_rolled_back_by_hand_is_no_longer_verified() -> None:
+    switched = (Step("switch", "ok", 0.1, at=1.0),)  # went live
+    live = replace(rel("v4", LATER, color="green"), steps=switched)
+    back = replace(rel("back", VERIFIED), kind="rollback")  # `bascule rollback` while v4 served
+    assert verified([*STAGING, live], LATER) == live
+    assert verified([*STAGING, live, back], LATER) is None
+    assert verified([*STAGING, live, back], VERIFIED) == back
+    again = replace(rel("v5", LATER, color="green"), steps=switched)  # again later; it stayed
+    assert verified([*STAGING, live, back, again], LATER) == again
