@@ -196,3 +196,7 @@ def test_production_takes_only_digests_staging_verified(
     ), release
     assert f"| Digest | `{verified}` |" in job_summary.read_text()
     assert f"`{verified}`" in deploys.run_report(prefect_server, release["flow_run_id"])
+    # Promoting again, in this process: the check passes, and the digest already serves.
+    again = deploys.run(prefect_server, "promote", "--dir", cfg, "staging", "production")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"already serving: {pinned} serves" in again.stdout
