@@ -22,7 +22,8 @@ from tasks import state
 from tasks.context import Env
 
 
-def _source_history(env: Env, source: Env) -> list[h.Release]:
+def source_history(env: Env, source: Env) -> list[h.Release]:
+    """``source``'s history, read for a deploy to ``env``; Refused when it cannot be read."""
     try:
         releases, _ = state.read_history(source)
     except KubeError as exc:  # fail safe: what cannot be checked is not deployed
@@ -42,7 +43,7 @@ def check(env: Env, image: str, config_dir: str | Path) -> h.Release | None:
         return None
     source = Env.open(name, config_dir)
     try:
-        return promotion.check(image, name, env.name, _source_history(env, source))
+        return promotion.check(image, name, env.name, source_history(env, source))
     finally:
         source.kube.close()
 

@@ -4,13 +4,22 @@ accepts, and what `bascule promote` deploys, decided from the source's history."
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from bascule.config import load_environment
 from bascule.errors import Refused
 from bascule.history import Release, Result, Step, decode, encode
-from bascule.manifests import Color
+from bascule.manifests import Color, load_templates, selector
 from bascule.promotion import check, serving_image, verified
+from tasks.context import Env
+from tasks.promotion import serving_image as serving_from
+from tasks.promotion import source_history
+from tasks.state import HISTORY_KEY
+from tests.support.fakekube import FakeApi, fake_kube, status
+
+REPO = Path(__file__).resolve().parents[2]
 
 VERIFIED = "sha256:" + "a1" * 32
 LATER = "sha256:" + "b2" * 32
@@ -122,3 +131,35 @@ def test_a_digest_rolled_back_by_hand_is_no_longer_verified() -> None:
     assert verified([*STAGING, live, back], VERIFIED) == back
     again = replace(rel("v5", LATER, color="green"), steps=switched)  # again later; it stayed
     assert verified([*STAGING, live, back, again], LATER) == again
+
+
+# --- the reads around it (tasks.promotion), on a fake API --------------------------------------
+
+
+def fake_env(tmp: Path, name: str) -> tuple[Env, FakeApi]:
+    cfg = load_environment(REPO / "deployments" / f"{name}.yaml")
+    kube, api = fake_kube(tmp)
+    return Env(cfg, load_templates(cfg.manifests), kube), api
+
+
+def test_a_source_history_that_cannot_be_read_refuses(tmp_path: Path) -> None:
+    production, _ = fake_env(tmp_path, "production")
+    staging, api = fake_env(tmp_path, "staging")
+    assert source_history(production, staging) == []  # none yet: nothing is verified
+    api.handlers.append(lambda request: status(403, "Forbidden"))
+    with pytest.raises(Refused) as info:
+        source_history(production, staging)
+    assert "cannot read the history of staging" in str(info.value)
+    assert "ConfigMap sample-app-bascule-history in namespace bascule-staging" in str(info.value)
+    assert api.requests[-1] == ("GET", staging.history_map)
+
+
+def test_promote_reads_the_active_service_and_the_history(tmp_path: Path) -> None:
+    staging, api = fake_env(tmp_path, "staging")
+    api.put(staging.service("active"), {"spec": {"selector": dict(selector(staging.app, "blue"))}})
+    api.put(staging.history_map, {"data": {HISTORY_KEY: encode(STAGING)}})
+    assert serving_from(staging) == (f"registry.example/shop:v1@{VERIFIED}", STAGING[0])
+    assert sorted(api.requests) == [
+        ("GET", staging.history_map),
+        ("GET", staging.service("active")),
+    ]
