@@ -1141,6 +1141,17 @@ class EnvironmentConfig(_Section):
         default_factory=MonitoringConfig,
         description="Deployment metrics (Pushgateway) and alerts (Alertmanager).",
     )
+    promote_from: str | None = Field(
+        default=None,
+        description=(
+            "Another environment whose verified releases are the only ones this one deploys: "
+            "the deploy flow (whatever started it) refuses, before changing anything, an image "
+            "not given by digest or whose digest no release of that environment succeeded "
+            "running (and kept: not rolled back by hand). `bascule promote <it> <this>` "
+            "deploys the digest it serves. Rollbacks and redeploys of this environment's own "
+            "releases are not checked. Default: none."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -1177,6 +1188,28 @@ class EnvironmentConfig(_Section):
             raise ValueError(
                 f"{value!r} does not match the file name — write `environment: {expected}` or "
                 "rename the file"
+            )
+        return value
+
+    @field_validator("promote_from")
+    @classmethod
+    def _valid_promote_from(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        check_environment_name(value)
+        if value == info.data.get("environment"):
+            raise ValueError(
+                f"{value!r} is this environment — name the one whose verified releases it "
+                "takes, e.g. staging"
+            )
+        base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+        if isinstance(base, Path) and not (base / f"{value}.yaml").is_file():
+            others = sorted(p.stem for p in base.glob("*.yaml") if p.stem != value)
+            close = difflib.get_close_matches(value, others, n=1)
+            maybe = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"there is no environment {value!r} ({value}.yaml) beside this file{maybe} — "
+                f"name one of {', '.join(others)}"
             )
         return value
 

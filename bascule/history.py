@@ -73,6 +73,8 @@ class Release:
     secret: str | None = None  # the Secret with the release's secret variables (no values)
     commit_time: str | None = None  # ISO-8601 time of that commit, when CI gave it (lead time)
     migrations: tuple[Migration, ...] = ()
+    # The manifest digest its pods ran (their imageID), once Ready: what promotion checks.
+    digest: str | None = None
 
     @property
     def in_flight(self) -> bool:

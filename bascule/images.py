@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from bascule.errors import UsageError
 
@@ -111,3 +112,40 @@ def parse_image(ref: str, *, pinned: bool = True, require_digest: bool = False) 
                 f"image {ref!r} uses the moving tag '{MOVING_TAG}' — pin a version tag or a digest"
             )
     return image
+
+
+def pods_digest(pods: list[dict[str, Any]]) -> str | None:
+    """The one manifest digest the first container (the app's) of ``pods`` runs; None when
+    a started one reports no repository digest, or they do not all run the same. A pod whose
+    container has not started yet (no imageID) says nothing."""
+    digests = set()
+    for pod in pods:
+        name = pod["spec"]["containers"][0]["name"]
+        statuses = pod.get("status", {}).get("containerStatuses", [])
+        if found := next((s.get("imageID") for s in statuses if s.get("name") == name), None):
+            digests.add(running_digest(found))
+    return digests.pop() if len(digests) == 1 else None
+
+
+def running_digest(image_id: str) -> str | None:
+    """The manifest digest in a container's ``status.containerStatuses[].imageID``.
+
+    Runtimes give the repository digest the image was pulled by (``registry/app@sha256:…``,
+    dockershim with a ``docker-pullable://`` prefix). A bare ``sha256:…`` is the runtime's
+    local image id (the config's digest), which no registry serves: None, as for an empty id
+    (a container not started yet) or anything that is not a reference.
+    """
+    ref = image_id.rpartition("://")[2]
+    if "@" not in ref:
+        return None
+    try:
+        return parse_image(ref, pinned=False).digest
+    except ImageError:
+        return None
+
+
+def pinned_to(image: str, digest: str) -> str:
+    """``image`` pinned to ``digest``: its repository and tag (kept for people and for
+    ``{image_tag}``; a runtime given both pulls by the digest) with ``@digest``."""
+    ref = parse_image(image, pinned=False)
+    return str(ImageRef(ref.domain, ref.path, ref.tag, digest))

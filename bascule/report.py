@@ -41,6 +41,7 @@ def render(
         f"- **Image**: {code(release.previous_image or '(none)')} → {code(release.image)}"
         + (f" (commit {code(release.commit)})" if release.commit else ""),
         f"- **Color**: {release.previous_color or '(none)'} → {release.color}",
+        f"- **Digest** (what its pods ran): {code(release.digest) if release.digest else '-'}",
         f"- **Started**: {release.started}; **finished**: {release.finished or '-'}",
     ]
     if release.reason:

@@ -38,7 +38,7 @@ from bascule import bluegreen, report
 from bascule import history as h
 from bascule.analysis import Evaluation, placeholders, summary
 from bascule.checks import CheckResult
-from bascule.errors import UsageError
+from bascule.errors import Refused, UsageError
 from bascule.manifests import Color, idle_color, service_proxy_path
 from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
@@ -46,7 +46,7 @@ from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from flows.approval import description, request_approval
 from flows.migrate import contract, plan_and_lint, run_phase
-from tasks import analysis, checks, monitoring, rollout, secretref, state, traffic
+from tasks import analysis, checks, monitoring, promotion, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
@@ -259,6 +259,22 @@ def with_secrets(env: Env) -> State | None:
     return None
 
 
+def promoted(env: Env, image: str, config_dir: str) -> State | None:
+    """With ``promote_from:``, refuses (exit 2) an image whose digest that environment never
+    verified: before the lock and any change, whatever started the run. Rollbacks and
+    redeploys return to this environment's own releases and are not checked."""
+    try:
+        source = promotion.check(env, image, config_dir)
+    except Refused as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), name=StateName.REFUSED)
+    if source is not None:
+        get_run_logger().info(
+            "%s was verified in %s by release %s", source.digest, env.cfg.promote_from, source.id
+        )
+    return None
+
+
 @flow(name="deploy", flow_run_name="{environment}: {image}")
 def deploy(
     environment: str,
@@ -274,7 +290,7 @@ def deploy(
     commit_time = commit_time and normal_time(commit_time)
     env = Env.open(environment, config_dir)
     target_image = env.cfg.resolve_image(image)
-    if refused := with_secrets(env):
+    if refused := promoted(env, target_image, config_dir) or with_secrets(env):
         return refused
     return exclusively(
         env,
@@ -361,7 +377,8 @@ def pipeline(
         )
         preview_ip = run.step("point-preview", traffic.point_preview, env, new)
         run.step("wait-ready", rollout.wait_ready, env, new, release.id)
-        run.save(phase="checking")
+        run.save(phase="checking", digest=rollout.running_digest(env, new, release.id))
+        promotion.label_run(release.flow_run_id, run.release.digest)
         run.checked(
             "pre-switch health",
             run.step("pre-switch-checks", checks.health_checks, env, "preview", image, "preview"),

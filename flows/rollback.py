@@ -78,6 +78,7 @@ def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> St
             started=now_iso(),
             flow_run_id=flow_run_id(),
             kind="rollback",
+            digest=target.digest,  # the same pods serve again
         ),
     )
     run.save(phase="planned")

@@ -125,8 +125,11 @@ for version in v1 v2; do
     elif [[ "$env" == production ]]; then
       echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN)"
     fi
+    # Production takes only what staging verified (promote_from): its digest, not the tag.
+    run=(deploy --dir "$dir" "$env" --image "$image")
+    [[ "$env" == production ]] && run=(promote --dir "$dir" staging production)
     set +e
-    bascule deploy --dir "$dir" "$env" --image "$image" 2>&1 \
+    bascule "${run[@]}" 2>&1 \
       | grep --line-buffered -E "\| Flow run '|^[A-Za-z]+: " | grep --line-buffered -v "View at" \
       | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| Flow run '[^']*' - //; s/^/  /"
     rc="${PIPESTATUS[0]}"

@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bascule import kube as k
+from bascule.images import pods_digest
 from bascule.kube import KubeError
 from bascule.manifests import (
     LABEL_RELEASE,
@@ -221,6 +222,13 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
             min(remaining, 3),
             labelSelector=sel,
         )
+
+
+def running_digest(env: Env, color: Color, release_id: str) -> str | None:
+    """The manifest digest the release's pods run (their imageID): what the release is
+    recorded as having verified. None when the runtime reports no repository digest."""
+    sel = k.selector_string({**selector(env.app, color), LABEL_RELEASE: release_id})
+    return pods_digest(env.kube.get(k.pods(env.ns), labelSelector=sel)["items"])
 
 
 def _ready(pod: dict[str, Any]) -> bool:

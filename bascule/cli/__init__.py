@@ -68,6 +68,14 @@ COMMANDS: tuple[Command, ...] = (
         "deploy",
         (*_ALWAYS, *_DEPLOYS, *_GATE),
     ),
+    Command(
+        "promote",
+        "deploy to an environment exactly the digest another one serves (runs the flow here)",
+        f"{_CLI}.run",
+        "promote_arguments",
+        "promote",
+        (*_ALWAYS, *_DEPLOYS, *_GATE, Exit.WAIT_TIMED_OUT),
+    ),
     # A rollback that has to redeploy goes through the whole pipeline, without approval.
     Command(
         "rollback",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def _reading(environment: str, directory: str) -> Iterator[Env]:
+def reading(environment: str, directory: str) -> Iterator[Env]:
     """The environment opened for reading; its client closed afterwards."""
     from bascule.kube import KubeUnreachable
     from tasks.context import Env
@@ -50,7 +50,7 @@ def status(args: argparse.Namespace) -> int:
     from tasks.state import observe
 
     for name in args.environments or ENVIRONMENTS:
-        with _reading(name, args.dir) as env:
+        with reading(name, args.dir) as env:
             obs = observe(env)
         active = obs.active_state
         print(f"{name} ({env.ns}): ", end="")
@@ -78,7 +78,7 @@ def history_arguments(parser: argparse.ArgumentParser) -> None:
 def history(args: argparse.Namespace) -> int:
     from tasks.state import read_history
 
-    with _reading(args.environment, args.dir) as env:
+    with reading(args.environment, args.dir) as env:
         releases, _ = read_history(env)
     print(
         f"{'release':<24} {'kind':<8} {'result':<12} {'color':<6} {'seconds':>7}  "
@@ -88,7 +88,9 @@ def history(args: argparse.Namespace) -> int:
         total = sum(s.seconds for s in r.steps)
         print(
             f"{r.id:<24} {r.kind:<8} {r.result:<12} {r.color:<6} {total:7.1f}  "
-            f"{(r.approver or '-'):<12} {r.image}" + (f" — {r.reason}" if r.reason else "")
+            f"{(r.approver or '-'):<12} {r.image}"
+            + (f" (ran {r.digest})" if r.digest and r.digest not in r.image else "")
+            + (f" — {r.reason}" if r.reason else "")
         )
     return Exit.COMPLETED
 
@@ -103,7 +105,7 @@ def secrets(args: argparse.Namespace) -> int:
     from bascule.redact import MASK
     from tasks.secretref import status
 
-    with _reading(args.environment, args.dir) as env:
+    with reading(args.environment, args.dir) as env:
         rows = status(env)
     if not rows:
         print(f"{args.environment}: no secret variables (`secrets:` is empty)")
@@ -160,7 +162,7 @@ def stats(args: argparse.Namespace) -> int:
 
     if args.days <= 0:
         raise UsageError(f"--days {args.days:g}: give a positive number of days")
-    with _reading(args.environment, args.dir) as env:
+    with reading(args.environment, args.dir) as env:
         releases, _ = read_history(env)
     figures = dora(env.app, env.name, releases, time.time(), args.days)
     print(json.dumps(figures.to_json(), indent=1) if args.json else "\n".join(figures.lines()))

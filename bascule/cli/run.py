@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bascule.cli.options import add_dir_argument
-from bascule.errors import Unreachable
+from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit, exit_code
 
 if TYPE_CHECKING:
@@ -128,6 +128,65 @@ def deploy(args: argparse.Namespace) -> int:
             commit_time=args.commit_time,
             config_dir=str(args.dir),
             redeploy=args.redeploy,
+        )
+    )
+
+
+def promote_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_argument(parser)
+    parser.add_argument("source", metavar="SRC", help="environment it passed, e.g. staging")
+    parser.add_argument("environment", metavar="DST", help="environment to deploy to")
+    parser.add_argument(
+        "--trigger",
+        action="store_true",
+        help="start it on the Prefect server (deployment deploy/DST) and follow it, as "
+        "`bascule trigger` does, instead of running the flow here",
+    )
+    parser.epilog = (
+        "Deploys SRC's serving release pinned to the digest its pods ran\n"
+        "(repository[:tag]@sha256:…), with its commit. Reads SRC's active Service and\n"
+        "history with SRC's configuration; DST's deploy flow checks the digest again when\n"
+        "DST has promote_from:."
+    )
+
+
+def promote(args: argparse.Namespace) -> int:
+    _beating()
+    from bascule.cli.inspect import reading
+    from tasks.promotion import serving_image
+
+    cfg = _checked(args)
+    if cfg.promote_from not in (None, args.source):
+        raise UsageError(
+            f"{args.environment} takes only what {cfg.promote_from} verified (promote_from: in "
+            f"its file) — `bascule promote {cfg.promote_from} {args.environment}`"
+        )
+    with reading(args.source, args.dir) as source:
+        image, release = serving_image(source)
+    print(f"promoting {image} (release {release.id} in {args.source}) to {args.environment}")
+    if args.trigger:
+        from bascule.trigger import add_arguments, options_from
+        from bascule.trigger.start import trigger
+
+        # Exactly what `bascule trigger DST --image ... --commit ...` would do.
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        commit = ["--commit", release.commit] if release.commit else []
+        when = ["--commit-time", release.commit_time] if release.commit_time else []
+        given = parser.parse_args([args.environment, "--image", image, *commit, *when])
+        return int(trigger(options_from(given, os.environ)))
+    from flows.deploy import deploy as deploy_flow
+
+    _check_prefect()
+    _checked(args, secrets=True)
+    return finish(
+        run_watched(
+            args.environment,
+            deploy_flow,
+            image=image,
+            commit=release.commit,
+            commit_time=release.commit_time,
+            config_dir=str(args.dir),
         )
     )
 

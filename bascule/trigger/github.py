@@ -84,6 +84,7 @@ def render_summary(report: Report) -> str:
     rows: list[tuple[str, str]] = [
         ("Environment", code(report.environment)),
         ("Image", code(report.image)),
+        ("Digest", code(report.digest) if report.digest else "-"),
         ("Commit", code(report.commit) if report.commit else "-"),
         ("Result", cell(result)),
     ]

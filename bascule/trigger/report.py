@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from bascule.outcome import Exit
+from bascule.promotion import DIGEST_LABEL
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -31,9 +32,12 @@ class Report:
     created: datetime | None = None
     start: datetime | None = None
     end: datetime | None = None
+    digest: str | None = None  # the digest the release ran, from the run's label
 
     def take(self, run: FlowRun, url: str) -> None:
         self.run_id, self.run_name, self.run_url = run.id, run.name, url
+        if ran := run.labels.get(DIGEST_LABEL):
+            self.digest = str(ran)
         if run.state is not None:
             self.state = state_label(run.state.name, run.state.type.value)
             self.state_message = run.state.message

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Imports the locally built images (pause, sample app) into the cluster's containerd.
-# No registry is involved: manifests use fixed tags with imagePullPolicy Never.
+# No registry is involved: manifests use fixed tags with imagePullPolicy Never. Each image also
+# gets the repository digest reference (name@sha256:<manifest digest>) a registry pull records:
+# pods then report it as their imageID, and can run the image by digest.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
@@ -8,8 +10,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 bin="$1"
 out="$BASCULE_CACHE/images/archives"
 mapfile -t archives < <("$here/images/build-images.sh" "$out" | grep '\.tar$')
+ctr() { "$bin/ctr" --address "$CLUSTER_DIR/containerd/containerd.sock" -n k8s.io "$@"; }
 for a in "${archives[@]}"; do
-  "$bin/ctr" --address "$CLUSTER_DIR/containerd/containerd.sock" -n k8s.io images import \
-    "$a" >/dev/null
+  ctr images import "$a" >/dev/null
 done
+# REF TYPE DIGEST ...: each name:tag also as name@digest.
+ctr images ls 2>/dev/null | awk 'NR > 1 && $1 !~ /^sha256:/ && $1 !~ /@/ {
+    name = $1; sub(/:[^:\/]*$/, "", name); print $1, name "@" $3 }' |
+  while read -r ref digested; do
+    ctr images tag --force "$ref" "$digested" >/dev/null
+  done
 echo "images: imported ${#archives[@]} archives" >&2

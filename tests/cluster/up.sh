@@ -17,6 +17,9 @@ all_alive() { local f; for f in "$S"/pids/*; do kill -0 "$(cat "$f")" 2>/dev/nul
 if [[ -f "$S/node.started" ]] && all_alive && kubectl get --raw /readyz >/dev/null 2>&1 \
   && kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s >/dev/null 2>&1; then
   log "reusing the running cluster $CLUSTER_NAME"
+  # A cluster started before images.sh added the repository digest references gets them now.
+  "$bin/ctr" --address "$S/containerd/containerd.sock" -n k8s.io images ls -q 2>/dev/null |
+    grep '^bascule.local/sample-app@sha256:' >/dev/null || "$here/images.sh" "$bin"
   echo "KUBECONFIG=$KUBECONFIG_PATH"
   exit 0
 fi

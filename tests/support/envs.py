@@ -59,6 +59,8 @@ def write_envs(
         # Its path is relative to the repository and it needs a database: a test that
         # migrates passes a section of its own.
         data.pop("migrations", None)
+        # Production takes only digests staging verified: the promotion test sets it again.
+        data.pop("promote_from", None)
         data = merge(
             data,
             {

@@ -83,6 +83,22 @@ def test_deploy_of_a_bad_image_is_a_usage_error(unreachable: Path) -> None:
     assert_clean(res, 2, "bascule: image reference 'Bad'", "lowercase")
 
 
+def test_promote_from_another_source_than_promote_from_is_a_usage_error(
+    unreachable: Path,
+) -> None:
+    path = unreachable / "production.yaml"
+    path.write_text(path.read_text() + "promote_from: staging\n")
+    res = bascule("promote", "--dir", str(unreachable), "dev", "production")
+    assert_clean(
+        res, 2, "production takes only what staging verified", "promote staging production"
+    )
+
+
+def test_promote_from_an_unreachable_source_says_so(unreachable: Path) -> None:
+    res = bascule("promote", "--dir", str(unreachable), "staging", "production")
+    assert_clean(res, 7, "the Kubernetes API of staging at", "did not answer")
+
+
 @pytest.mark.parametrize("command", [("status", "staging"), ("history", "staging")])
 def test_missing_kubeconfig_names_the_file(tmp_path: Path, command: tuple[str, ...]) -> None:
     missing = tmp_path / "no-such-kubeconfig"

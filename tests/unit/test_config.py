@@ -450,3 +450,30 @@ def _write_and_load(deployments: Path, text: str) -> EnvironmentConfig:
     path = deployments / "dev.yaml"
     path.write_text(text)
     return load_environment(path)
+
+
+def test_promote_from_names_another_existing_environment(tmp_path: Path) -> None:
+    write(tmp_path / "staging.yaml", MINIMAL)
+    production = MINIMAL.replace("staging", "production")
+    ok = load_environment(
+        write(tmp_path / "production.yaml", production + "promote_from: staging\n")
+    )
+    assert ok.promote_from == "staging"
+    assert load_environment(tmp_path / "staging.yaml").promote_from is None
+    for given, expected in (
+        (
+            "stagin",
+            "no environment 'stagin' (stagin.yaml) beside this file (did you mean 'staging'?)",
+        ),
+        ("production", "'production' is this environment"),
+        ("Staging", "not a valid environment name"),
+    ):
+        text = production + f"promote_from: {given}\n"
+        [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+        assert problem.field == "promote_from" and problem.mark is not None, problem
+        assert problem.mark.line == 4 and expected in problem.message, problem.message
+
+
+def test_repository_production_takes_only_what_staging_verified() -> None:
+    assert load_environment(REPO_DEPLOYMENTS / "production.yaml").promote_from == "staging"
+    assert load_environment(REPO_DEPLOYMENTS / "staging.yaml").promote_from is None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bascule.errors import UsageError
-from bascule.images import ImageError, parse_image
+from bascule.images import ImageError, parse_image, pinned_to, pods_digest, running_digest
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -90,3 +92,48 @@ def test_image_errors_are_usage_errors() -> None:
     # The CLI maps UsageError to exit 2; pydantic validators need a ValueError.
     assert issubclass(ImageError, UsageError)
     assert issubclass(ImageError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("image_id", "digest"),
+    [
+        # containerd and CRI-O: the repository digest the image was pulled (or imported) by.
+        (f"bascule.local/sample-app@{DIGEST}", DIGEST),
+        (f"docker.io/library/nginx@{DIGEST}", DIGEST),
+        # dockershim's form.
+        (f"docker-pullable://registry.example/app@{DIGEST}", DIGEST),
+        # The runtime's local image id (the config's digest): no registry serves it.
+        (DIGEST, None),
+        (f"docker://{DIGEST}", None),
+        ("", None),  # a container not started yet
+        ("registry.example/app@sha256:short", None),
+        ("registry.example/app:v1", None),
+    ],
+)
+def test_running_digest_from_image_id(image_id: str, digest: str | None) -> None:
+    assert running_digest(image_id) == digest
+
+
+def pod(image_id: str, name: str = "app", sidecar: str = "") -> dict[str, Any]:
+    containers = [{"name": name}, {"name": "sidecar"}]
+    statuses = [{"name": "sidecar", "imageID": sidecar}, {"name": name, "imageID": image_id}]
+    return {"spec": {"containers": containers}, "status": {"containerStatuses": statuses}}
+
+
+def test_pods_digest_is_the_one_digest_of_the_first_container() -> None:
+    other = "sha256:" + "cd" * 32
+    ran = f"registry.example/app@{DIGEST}"
+    sidecar = f"registry.example/proxy@{other}"
+    assert pods_digest([pod(ran, sidecar=sidecar), pod(ran, name="web")]) == DIGEST
+    assert pods_digest([pod(ran), pod(f"registry.example/app@{other}")]) is None  # disagree
+    assert pods_digest([pod(ran), pod(DIGEST)]) is None  # one runs what no registry serves
+    assert pods_digest([pod(ran), pod("")]) == DIGEST  # one not started yet
+    assert pods_digest([{"spec": {"containers": [{"name": "app"}]}, "status": {}}]) is None
+    assert pods_digest([]) is None
+
+
+def test_pinned_to_keeps_repository_and_tag() -> None:
+    other = "sha256:" + "cd" * 32
+    assert pinned_to("registry.example/app:v1", DIGEST) == f"registry.example/app:v1@{DIGEST}"
+    assert pinned_to(f"registry.example/app@{other}", DIGEST) == f"registry.example/app@{DIGEST}"
+    assert pinned_to(f"localhost:5000/app:v2@{other}", DIGEST) == f"localhost:5000/app:v2@{DIGEST}"

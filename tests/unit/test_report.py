@@ -48,6 +48,7 @@ def test_report_names_the_release_its_steps_checks_and_reason() -> None:
     assert lines[0] == "# shop → production: ↩️ rolled back"
     assert "- **Image**: `bascule.local/sample-app:v1` → `bascule.local/sample-app:v2`" in lines
     assert "- **Color**: blue → green" in lines
+    assert "- **Digest** (what its pods ran): -" in lines
     assert ("- **Reason**: post-switch verification failed: version: HTTP 503, want 200") in lines
     assert "- **Approved by**: Ann Lee — ship it" in lines
     assert "- **Kubernetes API requests**: 42" in lines
@@ -99,3 +100,9 @@ def test_long_details_are_cut_and_extra_details_fenced() -> None:
     md = render("shop", "staging", release, [], details=["pod shop-green-a events:\n  Warning\n"])
     assert row(md, "wait-ready") == f"| wait-ready | failed | 30.00 | {'x' * 299}… |"
     assert md.endswith("```\npod shop-green-a events:\n  Warning\n```\n")
+
+
+def test_report_names_the_digest_the_release_ran() -> None:
+    digest = "sha256:" + "ab" * 32
+    md = render("shop", "staging", replace(ROLLED_BACK, digest=digest), [])
+    assert f"- **Digest** (what its pods ran): `{digest}`" in md.splitlines()

@@ -30,6 +30,7 @@ from bascule.config import check_environment_name
 from bascule.errors import UsageError
 from bascule.outcome import RESULTS, TERMINAL_TYPES, Exit
 from bascule.prefect_client import ApiSettings, flow_run_url, redact_url, ui_base_url
+from bascule.promotion import DIGEST_LABEL
 from bascule.trigger import follow, github, options
 from bascule.trigger.report import Report, format_duration
 from bascule.trigger.start import trigger
@@ -145,9 +146,12 @@ def test_summary_escapes_what_the_run_says() -> None:
         start=start,
         end=start + timedelta(seconds=75),
     )
+    assert github.render_summary(report).count("| Digest | - |") == 1  # none recorded
+    report.digest = DIGEST
     text = github.render_summary(report)
     assert text.startswith("### ↩️ Deploy to `staging`: rolled back after the switch (exit 3)\n")
     assert "| Image | `registry.example/app@sha256:" in text
+    assert f"| Digest | `{DIGEST}` |" in text
     assert (
         "| Final state | RolledBack: error rate 7% \\| p99 &lt;b&gt;2s&lt;/b&gt; second line |"
         in text
@@ -179,6 +183,7 @@ class FakePrefect:
         self.t0 = datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC)
         self.history: list[dict[str, Any]] = []
         self.logs: list[dict[str, Any]] = []
+        self.labels: dict[str, str] = {}
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -218,6 +223,7 @@ class FakePrefect:
             "created": self.t0.isoformat(),
             "start_time": (self.t0 + timedelta(seconds=5)).isoformat(),
             "end_time": state["timestamp"] if ended else None,
+            "labels": self.labels,
         }
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -309,6 +315,15 @@ def test_follows_the_run_to_its_exit_code(
     assert lines[-1].endswith(f"{RESULTS[code]} (exit {int(code)})")
     assert f"(exit {int(code)})" in summary.splitlines()[0]
     assert SECRET.split(":")[1] not in output + summary
+
+
+def test_summary_names_the_digest_the_run_labelled(tmp_path: Path) -> None:
+    fake = FakePrefect([RUNNING, ("COMPLETED", "Completed")])
+    ran = "sha256:" + "cd" * 32
+    fake.labels = {DIGEST_LABEL: ran}
+    code, _, summary = run_fake(fake, tmp_path)
+    assert code == Exit.COMPLETED
+    assert f"| Digest | `{ran}` |" in summary
 
 
 def test_creates_the_run_with_parameters_key_and_basic_auth(tmp_path: Path) -> None:

@@ -1,0 +1,69 @@
+"""Promotion by digest, the reads around ``bascule.promotion``: the source environment's
+history (the check a deploy with ``promote_from:`` makes) and what serves there (what
+``bascule promote`` deploys), each read with the source environment's own configuration.
+
+The check reads one object: GET the history ConfigMap ``<app>-bascule-history`` in the
+source's namespace. ``bascule promote`` also reads the source's active Service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+
+from bascule import history as h
+from bascule import promotion
+from bascule.errors import Refused
+from bascule.kube import KubeError
+from bascule.manifests import color_of_selector
+from tasks import state
+from tasks.context import Env
+
+
+def source_history(env: Env, source: Env) -> list[h.Release]:
+    """``source``'s history, read for a deploy to ``env``; Refused when it cannot be read."""
+    try:
+        releases, _ = state.read_history(source)
+    except KubeError as exc:  # fail safe: what cannot be checked is not deployed
+        raise Refused(
+            f"cannot read the history of {source.name} to check the image ({exc}) — "
+            f"{env.name}'s deploys need to read ConfigMap {source.app}-bascule-history in "
+            f"namespace {source.ns}"
+        ) from None
+    return releases
+
+
+def check(env: Env, image: str, config_dir: str | Path) -> h.Release | None:
+    """The release of ``env``'s ``promote_from:`` environment that verified ``image``'s
+    digest (None when ``env`` has none); Refused when no release there did."""
+    name = env.cfg.promote_from
+    if name is None:
+        return None
+    source = Env.open(name, config_dir)
+    try:
+        return promotion.check(image, name, env.name, source_history(env, source))
+    finally:
+        source.kube.close()
+
+
+def serving_image(source: Env) -> tuple[str, h.Release]:
+    """``source``'s serving release, pinned to the digest it ran, and that release: what
+    ``bascule promote`` deploys. Refused when nothing verified serves there."""
+    svc = source.kube.get_or_none(source.service("active"))
+    active = color_of_selector(source.app, svc["spec"].get("selector")) if svc else None
+    releases, _ = state.read_history(source)
+    return promotion.serving_image(releases, active, source.name)
+
+
+def label_run(flow_run_id: str | None, digest: str | None) -> None:
+    """Puts the digest a release ran on its flow run, where the UI shows it and ``bascule
+    trigger`` reads it for the job summary. A label not set costs the summary a row only."""
+    if flow_run_id is None or digest is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(UUID(flow_run_id), {promotion.DIGEST_LABEL: digest})
+    except Exception as exc:
+        get_run_logger().warning("digest not labelled on the flow run: %s", exc)

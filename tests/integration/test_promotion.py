@@ -1,0 +1,202 @@
+"""Promotion by digest on the real cluster and Prefect server: staging records the digest its
+pods ran; production (``promote_from: staging``) refuses, before changing anything, a digest
+staging never verified and an image given by tag, whether the run was started by `bascule
+deploy`, by `bascule trigger` or by a custom run of its Prefect deployment (what the UI's
+"Custom run" sends: a flow run of ``deploy/production`` with an ``image`` parameter of the
+user's choosing); `bascule promote staging production` deploys exactly staging's digest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bascule.outcome import Exit, StateName
+from tests.support import deploys
+from tests.support.cluster import REPO, Cluster, wait_for
+from tests.support.envs import write_envs
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
+NAME = "bascule.local/sample-app"
+V1, V2 = f"{NAME}:v1", f"{NAME}:v2"
+# The real deploy flow served as deployment deploy/production, as a worker would run it.
+SERVE = """
+import sys
+from prefect import serve
+from flows.deploy import deploy
+serve(deploy.to_deployment(name="production", parameters={"config_dir": sys.argv[1]}))
+"""
+
+
+def archive_digests() -> dict[str, str]:
+    """The manifest digest of each sample-app tag, from the archive the cluster imported."""
+    cache = Path(os.environ.get("BASCULE_CACHE", Path.home() / ".cache" / "bascule"))
+    with tarfile.open(cache / "images" / "archives" / "sample-app.oci.tar") as tar:
+        member = tar.extractfile("index.json")
+        assert member is not None
+        index = json.load(member)
+    return {m["annotations"]["io.containerd.image.name"]: m["digest"] for m in index["manifests"]}
+
+
+@pytest.fixture
+def production_ns(cluster: Cluster, namespace: str) -> Iterator[str]:
+    name = f"{namespace}-production"
+    cluster.create_namespace(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def cfg(cluster: Cluster, namespace: str, production_ns: str, tmp_path: Path) -> str:
+    """Staging and production copies, one replica each, production with no approval gate
+    (not under test here) and ``promote_from: staging``."""
+    directory = write_envs(
+        tmp_path / "cfg",
+        namespace,
+        cluster.kubeconfig,
+        {"replicas": 1, "approval": {"required": False}},
+        environments=("staging", "production"),
+    )
+    path = directory / "production.yaml"
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "promote_from": "staging"}, sort_keys=False))
+    return str(directory)
+
+
+@pytest.fixture
+def served(prefect_server: str, cfg: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Deployment deploy/production served by a process running the real flow, started at
+    once; the fixture gives a function that waits until it is registered (its id)."""
+    env = {**deploys.cli_env(prefect_server), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE, cfg],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def registered() -> str | None:
+        assert proc.poll() is None, log.read_text()
+        res = httpx.get(f"{prefect_server}/deployments/name/deploy/production")
+        return str(res.json()["id"]) if res.status_code == 200 else None
+
+    try:
+        yield lambda: str(wait_for(registered, 90, interval=0.5, what="deploy/production served"))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def untouched(cluster: Cluster, ns: str) -> None:
+    """Nothing of the app in ``ns``: no Deployment, Service, history, lock or Secret."""
+    found = cluster.get_json("-n", ns, "deployments,services,configmaps,leases,secrets")
+    names = [f"{i['kind']}/{i['metadata']['name']}" for i in found["items"]]
+    assert [n for n in names if "sample-app" in n] == [], names
+
+
+def final_state(api: str, run_id: str) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+
+    return dict(wait_for(ended, 120, interval=0.5, what=f"flow run {run_id} to end"))
+
+
+def test_production_takes_only_digests_staging_verified(
+    cluster: Cluster,
+    namespace: str,
+    production_ns: str,
+    prefect_server: str,
+    cfg: str,
+    served: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    digests = archive_digests()
+    verified, never = digests[V1], digests[V2]
+
+    # Staging deploys by tag and records the digest its pods ran: the image's manifest digest.
+    staged = deploys.run(prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1)
+    assert staged.returncode == 0, staged.stderr[-3000:]
+    record = deploys.history(cluster, namespace)[-1]
+    assert (record["result"], record["digest"]) == ("succeeded", verified), record
+
+    # Refused by the flow: run here by `bascule deploy` (a digest staging never verified, and
+    # a tag), through `bascule trigger` (a run of the Prefect deployment), and as the custom
+    # run the Prefect UI creates (the deployment's run with an image parameter a person typed,
+    # tag and digest, the digest not verified). All at once: each is refused before the lock.
+    deployment = served()
+    summary = tmp_path / "refused.md"
+    summarized = ("--summary", str(summary), "--timeout", "120")
+    started = {
+        name: deploys.start(prefect_server, *args, log=tmp_path / f"{name}.log")
+        for name, args in {
+            "digest": ("deploy", "--dir", cfg, "production", "--image", f"{NAME}@{never}"),
+            "tag": ("deploy", "--dir", cfg, "production", "--image", V1),
+            "trigger": ("trigger", "production", "--image", f"{NAME}@{never}", *summarized),
+            "history": ("history", "--dir", cfg, "staging"),
+        }.items()
+    }
+    run = httpx.post(
+        f"{prefect_server}/deployments/{deployment}/create_flow_run",
+        json={"parameters": {"environment": "production", "image": f"{V2}@{never}"}},
+    ).json()
+    state = final_state(prefect_server, run["id"])
+    assert (state["type"], state["name"]) == ("FAILED", StateName.REFUSED), state
+    unverified = f"{never} is not recorded as verified in staging"
+    assert unverified in state["message"]
+    for name, why in (
+        ("digest", unverified),
+        ("tag", "names no digest, so it cannot be checked"),
+        ("trigger", unverified),
+    ):
+        code = started[name].wait(180)
+        output = (tmp_path / f"{name}.log").read_text()
+        assert code == Exit.USAGE, output[-3000:]
+        assert why in output and "bascule promote staging production" in output, output[-3000:]
+    assert f"{StateName.REFUSED}: " in (tmp_path / "digest.log").read_text()
+    assert "refused; nothing changed" in summary.read_text()
+    assert started["history"].wait(60) == 0
+    listed = (tmp_path / "history.log").read_text()
+    assert f"{V1} (ran {verified})" in listed, listed
+    untouched(cluster, production_ns)
+
+    # `bascule promote` deploys exactly what staging serves, here through Prefect; the job
+    # summary and production's history name the digest.
+    job_summary = tmp_path / "promoted.md"
+    promote = ["promote", "--dir", cfg, "staging", "production", "--trigger"]
+    promoted = subprocess.run(
+        [sys.executable, "-m", "bascule.cli", *promote],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**deploys.cli_env(prefect_server), "GITHUB_STEP_SUMMARY": str(job_summary)},
+        timeout=300,
+    )
+    assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-3000:]
+    pinned = f"{V1}@{verified}"
+    assert f"promoting {pinned}" in promoted.stdout
+    release = deploys.history(cluster, production_ns)[-1]
+    assert (release["result"], release["image"], release["digest"]) == (
+        "succeeded",
+        pinned,
+        verified,
+    ), release
+    assert f"| Digest | `{verified}` |" in job_summary.read_text()
+    assert f"`{verified}`" in deploys.run_report(prefect_server, release["flow_run_id"])
+    # Promoting again, in this process: the check passes, and the digest already serves.
+    again = deploys.run(prefect_server, "promote", "--dir", cfg, "staging", "production")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"already serving: {pinned} serves" in again.stdout
