@@ -73,6 +73,9 @@ class Release:
     secret: str | None = None  # the Secret with the release's secret variables (no values)
     commit_time: str | None = None  # ISO-8601 time of that commit, when CI gave it (lead time)
     migrations: tuple[Migration, ...] = ()
+    # The fingerprint of the SSH key that signed the approval, listed in allowed_signers:
+    # ``approver`` is then that key's principal. None: the approver's name was typed.
+    approver_key: str | None = None
 
     @property
     def in_flight(self) -> bool:

@@ -44,7 +44,8 @@ from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
-from flows.approval import description, request_approval
+from bascule.signoff import Request
+from flows.approval import Signing, description, request_approval
 from flows.migrate import contract, plan_and_lint, run_phase
 from tasks import analysis, checks, monitoring, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
@@ -395,8 +396,13 @@ def pipeline(
                     render_markdown(migrations) if migrations else "",
                 ),
                 env.cfg.approval.timeout_seconds,
+                signing(env, run.release),
             )
-            run.save(approver=decision.approver, comment=decision.comment)
+            run.save(
+                approver=decision.approver,
+                comment=decision.comment,
+                approver_key=decision.approver_key,
+            )
             if not decision.approved:
                 name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
                 return Outcome(abandon(run, new, "rejected", decision.reason, name))
@@ -448,6 +454,18 @@ def contract_phase(run: Run, migrations: MigrationPlan, image: str, old: Color |
         return Outcome(Failed(message=str(exc), name=StateName.FAILED))
     run.publish()
     return Outcome(Completed(message=f"{image} serves {run.env.app} in {run.env.name}; {note}"))
+
+
+def signing(env: Env, release: h.Release) -> Signing | None:
+    """What an approver signs in this run, where the environment takes signed approvals only."""
+    signers = env.cfg.approval.allowed_signers
+    if signers is None:
+        return None
+    run_id = flow_run_id()
+    if run_id is None:  # the gate pauses a flow run: there is always one
+        raise RuntimeError("an approval can only be asked for inside a flow run")
+    subject = Request(run_id, env.name, env.app, release.image, release.id)
+    return Signing(subject, signers)
 
 
 def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> str | None:
