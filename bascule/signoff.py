@@ -70,7 +70,9 @@ def armor(text: str) -> str | None:
     compact = "".join(text.split())
     if not compact:
         return None
-    body = compact.removeprefix(ARMOR_BEGIN).removesuffix(ARMOR_END)
+    # Whitespace goes first, the markers' own spaces with it.
+    begin, end = ("".join(marker.split()) for marker in (ARMOR_BEGIN, ARMOR_END))
+    body = compact.removeprefix(begin).removesuffix(end)
     if not _BASE64.fullmatch(body):
         raise ValueError("not an SSH signature (expected the output of ssh-keygen -Y sign)")
     lines = textwrap.wrap(body, ARMOR_WIDTH)

@@ -59,6 +59,8 @@ def write_envs(
         # Its path is relative to the repository and it needs a database: a test that
         # migrates passes a section of its own.
         data.pop("migrations", None)
+        # Relative too, and it lists nobody: a test of signed approvals passes its own.
+        data.get("approval", {}).pop("allowed_signers", None)
         data = merge(
             data,
             {
