@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,46 +134,75 @@ def judge(answer: Approval, signed: Signer | Unverified | None = None) -> Decisi
     return Decision(False, None, comment, "approval without an approver's name is not valid")
 
 
-def request_approval(text: str, timeout_s: int, signing: Signing | None = None) -> Decision:
+def request_approval(
+    text: str,
+    timeout_s: int,
+    signing: Signing | None = None,
+    on_refused: Callable[[str], None] = lambda reason: None,
+) -> Decision:
     """Pauses the run with the approval form until someone answers or ``timeout_s`` pass;
-    with ``signing``, an approval counts only with a good signature of its request."""
+    with ``signing``, an approval counts only with a good signature of its request. An
+    approval whose signature does not verify moves nothing: ``on_refused`` is told why and
+    the run pauses again, with the reason on the form, until a valid answer or the deadline
+    (whoever can resume runs could reject it anyway; a mistyped paste costs no deploy)."""
     run_id = UUID(str(flow_run.id))
     if signing is not None:
         text += signing.instructions()
     until = datetime.now(UTC) + timedelta(seconds=timeout_s)
-    # Initial data would replace a field with a bare one and drop its constraints: only
-    # the description is given.
-    form = Approval.with_initial_data(
-        description=f"{text}\n\nThe run waits for an answer until {until:%H:%M:%S} UTC."
-    )
-    paused: State[None] = Paused(timeout_seconds=timeout_s + SERVER_GRACE_S, pause_key=PAUSE_KEY)
-    keyset = keyset_from_paused_state(paused)
-    paused.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
+    text += f"\n\nThe run waits for an answer until {until:%H:%M:%S} UTC."
     deadline = time.monotonic() + timeout_s
+    refused: list[str] = []
     with get_client(sync_client=True) as client:
-        state = propose_state_sync(client, paused, flow_run_id=run_id)
-        if not state.is_paused():
-            raise RuntimeError(f"the run could not pause for approval: {state.message}")
-        form.save(keyset)
         if signing is not None:
             value = json.dumps(asdict(signing.request))
             client.create_flow_run_input(run_id, REQUEST_KEY, value)
-        get_run_logger().info("waiting up to %d s for an approval", timeout_s)
-        while not _resumed(client, run_id):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                # Taken back from the pause, the run cannot be resumed any more; an answer
-                # that got in first is still read below.
-                propose_state_sync(client, Running(), flow_run_id=run_id)
-                break
-            time.sleep(min(POLL_S, left))
+        while True:
+            # A pause key fires once: each pause after a refused approval needs its own.
+            key = PAUSE_KEY if not refused else f"{PAUSE_KEY}-{len(refused)}"
+            notice = f"**Approval refused**: {refused[-1]}\n\n" if refused else ""
+            answer = _pause_for_answer(client, run_id, key, notice + text, deadline)
+            if answer is None:
+                why = f"; refused: {refused[-1]}" if refused else ""
+                return Decision(
+                    False, None, None, f"no decision within {timeout_s} s{why}", timed_out=True
+                )
+            if signing is None or not answer.approve:
+                return judge(answer)
+            signed = verify(signing.request, answer.signature, signing.allowed_signers)
+            decision = judge(answer, signed)
+            if decision.approved:
+                return decision
+            get_run_logger().warning("%s; the run waits for a valid answer", decision.reason)
+            on_refused(decision.reason)
+            refused.append(decision.reason)
+
+
+def _pause_for_answer(
+    client: SyncPrefectClient, run_id: UUID, key: str, text: str, deadline: float
+) -> Approval | None:
+    """One pause with the form: the answer, or None if none came before ``deadline``."""
+    left_s = max(1, round(deadline - time.monotonic()))
+    # Initial data would replace a field with a bare one and drop its constraints: only
+    # the description is given.
+    form = Approval.with_initial_data(description=text)
+    paused: State[None] = Paused(timeout_seconds=left_s + SERVER_GRACE_S, pause_key=key)
+    keyset = keyset_from_paused_state(paused)
+    paused.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
+    state = propose_state_sync(client, paused, flow_run_id=run_id)
+    if not state.is_paused():
+        raise RuntimeError(f"the run could not pause for approval: {state.message}")
+    form.save(keyset)
+    get_run_logger().info("waiting up to %d s for an approval", left_s)
+    while not _resumed(client, run_id):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            # Taken back from the pause, the run cannot be resumed any more; an answer
+            # that got in first is still read below.
+            propose_state_sync(client, Running(), flow_run_id=run_id)
+            break
+        time.sleep(min(POLL_S, left))
     answer = read_flow_run_input(keyset["response"], flow_run_id=run_id)
-    if answer is None:
-        return Decision(False, None, None, f"no decision within {timeout_s} s", timed_out=True)
-    decision = form.model_validate(answer)
-    if signing is None or not decision.approve:
-        return judge(decision)
-    return judge(decision, verify(signing.request, decision.signature, signing.allowed_signers))
+    return None if answer is None else form.model_validate(answer)
 
 
 def _resumed(client: SyncPrefectClient, run_id: UUID) -> bool:

@@ -128,6 +128,12 @@ class Run:
             failed_checks=failing,
         )
 
+    def approval_refused(self, reason: str) -> None:
+        """An approval that did not verify: kept in the history; traffic did not move."""
+        step = h.Step("approval-refused", "failed", 0.0, redact(reason), time.time())
+        self.release = self.release.with_step(step)
+        self.save()
+
     def skip(self, name: str, why: str) -> None:
         self.log.info("%s: %s", name, why)
         self.release = self.release.with_step(h.Step(name, "skipped", 0.0, why, time.time()))
@@ -397,6 +403,7 @@ def pipeline(
                 ),
                 env.cfg.approval.timeout_seconds,
                 signing(env, run.release),
+                on_refused=run.approval_refused,
             )
             run.save(
                 approver=decision.approver,
