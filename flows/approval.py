@@ -159,7 +159,7 @@ def request_approval(
         while True:
             # A pause key fires once: each pause after a refused approval needs its own.
             key = PAUSE_KEY if not refused else f"{PAUSE_KEY}-{len(refused)}"
-            notice = f"**Approval refused**: {refused[-1]}\n\n" if refused else ""
+            notice = f"**Not approved yet** — {refused[-1]}\n\n" if refused else ""
             answer = _pause_for_answer(client, run_id, key, notice + text, deadline)
             if answer is None:
                 why = f"; refused: {refused[-1]}" if refused else ""

@@ -1,6 +1,7 @@
 """The production approval gate through the Prefect UI, in a real browser (Playwright driving
 Debian's chromium), on the real cluster and Prefect server: a person opens the paused run,
-reads what is being approved, fills the form and submits; only an approval moves traffic."""
+reads what is being approved, fills the form and submits; only an approval moves traffic, and
+where approvals are signed only one with a signature made by the command the form shows."""
 
 from __future__ import annotations
 
@@ -180,7 +181,10 @@ def test_approve_in_the_ui_switches_and_records_the_signer(
     paused_again(prefect_server, run_id, 1)
     assert deploys.active_color(cluster, namespace) == before
     dialog = open_approval_form(browser_page, prefect_server, run_id, tmp_path / "again.png")
-    expect(dialog).to_contain_text("Approval refused")
+    expect(dialog).to_contain_text(
+        "approval refused (typed name: Alice UI): no signature: this environment takes only "
+        "signed approvals"
+    )
     fill_and_submit(
         browser_page,
         dialog,
