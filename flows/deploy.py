@@ -126,6 +126,7 @@ class Run:
             self.release,
             reason=str(payload.get("reason", "")),
             failed_checks=failing,
+            signed=self.env.cfg.approval.allowed_signers is not None,
         )
 
     def approval_refused(self, reason: str) -> None:
