@@ -123,7 +123,7 @@ def judge(answer: Approval, signed: Signer | Unverified | None = None) -> Decisi
     if isinstance(signed, Signer):
         who = f"{signed.principal} (SSH key {signed.fingerprint})"
         return Decision(
-            True, signed.principal, comment, f"approved by {who}", False, signed.fingerprint
+            True, signed.principal, comment, f"approved by {who}", approver_key=signed.fingerprint
         )
     if isinstance(signed, Unverified):
         # The typed name is a claim only: it goes in the reason, not in the approver field.
