@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-from typing import TYPE_CHECKING
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from bascule.errors import OperationFailed, UsageError
 from bascule.outcome import Exit
+from bascule.signoff import DEFAULT_KEY, REQUEST_KEY, Request
 from bascule.trigger.options import DEFAULT_API_PATIENCE
 
 if TYPE_CHECKING:
@@ -77,23 +80,45 @@ def decision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comment", default="", help="recorded with the decision")
 
 
+def approve_arguments(parser: argparse.ArgumentParser) -> None:
+    decision_arguments(parser)
+    parser.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        help=(
+            "sign the approval with this SSH key (ssh-keygen -Y sign), as environments with "
+            "approval.allowed_signers require; the history then records the key's principal "
+            "from that file instead of --as"
+        ),
+    )
+
+
 def decide(args: argparse.Namespace, approve: bool) -> int:
     from bascule.prefect_client import api_errors, patiently
 
     run_input = {"approve": approve, "approver": args.approver, "comment": args.comment}
+    key: Path | None = getattr(args, "key", None)
+    not_found = f"there is no flow run {args.flow_run}; see bascule pending"
+
+    def asked() -> Any:
+        with api_errors(f"reading flow run {args.flow_run}", not_found=not_found):
+            return prefect.run_input(args.flow_run, REQUEST_KEY)
 
     def resume() -> tuple[str, str]:
-        with api_errors(
-            f"resuming flow run {args.flow_run}",
-            not_found=f"there is no flow run {args.flow_run}; see bascule pending",
-        ):
+        with api_errors(f"resuming flow run {args.flow_run}", not_found=not_found):
             return prefect.resume(args.flow_run, run_input)
 
     with _prefect() as prefect:
+        if approve:
+            request = patiently(asked, DEFAULT_API_PATIENCE)
+            if request is not None or key is not None:
+                run_input["signature"] = signature(args.flow_run, request, key)
         status, reason = patiently(resume, DEFAULT_API_PATIENCE)
     if status == "ACCEPT":
         word = "approved" if approve else "rejected"
-        print(f"{args.flow_run}: {word} by {args.approver}")
+        who = f"the key {key}" if approve and key else args.approver
+        print(f"{args.flow_run}: {word} by {who}")
         return int(Exit.COMPLETED)
     message = (
         f"{args.flow_run} not resumed ({status}): {reason or 'no reason given'}; "
@@ -109,3 +134,29 @@ def approve(args: argparse.Namespace) -> int:
 
 def reject(args: argparse.Namespace) -> int:
     return decide(args, False)
+
+
+def signature(run: UUID, asked: Any, key: Path | None) -> str:
+    """The signature of what ``run`` asks to be approved. The run id is the one typed here,
+    never one read from the server: whoever can write the run's inputs cannot make this sign
+    an approval of another run."""
+    from bascule.sshsig import sign
+
+    if key is None:
+        raise UsageError(
+            f"{run} takes signed approvals only: give --key with your SSH key "
+            f"(e.g. --key {DEFAULT_KEY}); nothing was sent"
+        )
+    if not isinstance(asked, dict):
+        raise UsageError(
+            f"{run} does not take signed approvals (its environment has no "
+            "approval.allowed_signers): approve without --key"
+        )
+    try:
+        request = Request(**{**asked, "run": str(run)})
+    except TypeError:
+        raise UsageError(
+            f"{run}: the approval request it saved is not one this bascule knows"
+        ) from None
+    print(f"signing with {key}: {request.message()}", file=sys.stderr)
+    return sign(request, key)

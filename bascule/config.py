@@ -34,6 +34,7 @@ from bascule import analysis
 from bascule.errors import UsageError
 from bascule.images import parse_image
 from bascule.notifications import EVENTS, Event
+from bascule.signoff import signers_line_problem
 from bascule.yamlsource import (
     ConfigError,
     Loc,
@@ -353,6 +354,33 @@ class ApprovalConfig(_Section):
         le=7 * 24 * 3600,
         description="How long to wait for a decision; no answer in time means no switch.",
     )
+    allowed_signers: Path | None = Field(
+        default=None,
+        description=(
+            "An allowed_signers file (ssh-keygen's format, as git uses it; relative to this "
+            "file): an approval counts only when signed (`bascule approve RUN --key KEY`, or "
+            "the command the approval form shows) by a key listed there, and the history "
+            "records that key's principal. Keep it in the repository so that changing who may "
+            "approve takes a reviewed commit; production must have one. Unset: the typed name "
+            "is recorded, unverified."
+        ),
+    )
+
+    @field_validator("allowed_signers")
+    @classmethod
+    def _signers_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        resolved = _resolve_path(value, info)
+        if resolved is None:
+            return None
+        if not resolved.is_file():
+            raise ValueError(
+                f"{display_path(resolved)} does not exist — fix the path (relative to this "
+                "file) or create it with one `principal ssh-ed25519 AAAA…` line per approver"
+            )
+        for number, line in enumerate(resolved.read_text().splitlines(), 1):
+            if (problem := signers_line_problem(line)) is not None:
+                raise ValueError(f"{display_path(resolved)}:{number}: {problem}")
+        return resolved
 
 
 class RolloutConfig(_Section):

@@ -75,6 +75,9 @@ class Release:
     migrations: tuple[Migration, ...] = ()
     # The manifest digest its pods ran (their imageID), once Ready: what promotion checks.
     digest: str | None = None
+    # The fingerprint of the SSH key that signed the approval, listed in allowed_signers:
+    # ``approver`` is then that key's principal. None: the approver's name was typed.
+    approver_key: str | None = None
 
     @property
     def in_flight(self) -> bool:

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from bascule import markdown as md
+from bascule.signoff import DEFAULT_KEY
 
 if TYPE_CHECKING:  # config imports the event names from here; history imports config
     from bascule.history import Release
@@ -117,8 +118,10 @@ def notice(
     failed_checks: Sequence[str] = (),
     ui_url: str | None = None,
     report_key: str | None = None,
+    signed: bool = False,
 ) -> Notice:
-    """The notice of ``event`` for ``release`` at ``now``."""
+    """The notice of ``event`` for ``release`` at ``now``; ``signed``: approvals of this
+    environment count only when signed (the command to give signs)."""
     started = datetime.strptime(release.started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     run_id = release.flow_run_id
     base = ui_url.rstrip("/") if ui_url else None
@@ -140,7 +143,7 @@ def notice(
         run_url=f"{base}/runs/flow-run/{run_id}" if base and run_id else None,
         report_url=f"{base}/artifacts/key/{report_key}" if base and report_key else None,
         approve_command=(
-            f"bascule approve {run_id} --as YOUR_NAME"
+            f"bascule approve {run_id} " + (f"--key {DEFAULT_KEY}" if signed else "--as YOUR_NAME")
             if event == "awaiting-approval" and run_id
             else None
         ),

@@ -156,6 +156,18 @@ class Prefect:
         # Stored JSON-encoded, as every run input is.
         return str(json.loads(text)) if text else None
 
+    def run_input(self, flow_run_id: UUID, key: str) -> Any:
+        """A run input the flow saved (JSON), or None if it saved none under ``key``."""
+        try:
+            text = self.client.read_flow_run_input(flow_run_id, key)
+        except ObjectNotFound:
+            return None
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
+        return json.loads(text) if text else None
+
     def resume(self, flow_run_id: UUID, run_input: dict[str, Any]) -> tuple[str, str]:
         """Resumes a paused run with input. The HTTP code does not tell whether it worked: the
         orchestration status does (ACCEPT, REJECT or ABORT), with the reason."""

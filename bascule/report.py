@@ -47,7 +47,15 @@ def render(
     if release.reason:
         lines.append(f"- **Reason**: {cell(release.reason)}")
     if release.approver:
-        lines.append(f"- **Approved by**: {cell(release.approver)} — {cell(release.comment or '')}")
+        label = "Rejected by" if release.result == "rejected" else "Approved by"
+        proof = (
+            f"verified: SSH key {code(release.approver_key)}"
+            if release.approver_key
+            else "typed name, not verified"
+        )
+        lines.append(
+            f"- **{label}**: {cell(release.approver)} ({proof}) — {cell(release.comment or '')}"
+        )
     if api_requests is not None:
         lines.append(f"- **Kubernetes API requests**: {api_requests}")
     lines += ["", "## Steps", "", "| step | result | seconds | detail |", "|---|---|---:|---|"]

@@ -1,12 +1,16 @@
 """The approval gate: the run pauses with a form that shows what is being approved, and
-only an explicit approval with an approver's name lets traffic move."""
+only an explicit approval with an approver's name lets traffic move. Where the environment
+has an allowed_signers file, only an approval signed by a key listed there does, and the
+history records the key's principal, not the typed name (``bascule.signoff``)."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 from prefect import State, get_run_logger
@@ -21,6 +25,8 @@ from pydantic import Field
 from bascule.checks import CheckResult
 from bascule.history import Release
 from bascule.markdown import code, table
+from bascule.signoff import DEFAULT_KEY, REQUEST_KEY, Request, Signer, Unverified, sign_command
+from bascule.sshsig import verify
 
 # Prefect fails a paused run on the server once its pause times out, and from then on
 # refuses the flow's own final state ("The flow was … and never resumed."): the flow's
@@ -37,6 +43,12 @@ class Approval(RunInput):
     # Required and non-blank: the server refuses a resume without it and the run stays paused.
     approver: str = Field(min_length=1, pattern=r"\S", description="Your name, for the record")
     comment: str = Field(default="", description="Why; kept in the history")
+    signature: str = Field(
+        default="",
+        description=(
+            "Where approvals are signed: the output of the command above (line breaks may go)"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,27 @@ class Decision:
     comment: str | None
     reason: str
     timed_out: bool = False
+    approver_key: str | None = None  # the fingerprint of the key that signed the approval
+
+
+@dataclass(frozen=True)
+class Signing:
+    """An approval that must be signed: what, and whose keys may."""
+
+    request: Request
+    allowed_signers: Path
+
+    def instructions(self) -> str:
+        run = self.request.run
+        return (
+            "\n\n### Sign to approve\n\n"
+            f"Only a signature by a key listed in {code(self.allowed_signers.name)} approves; "
+            "the history records that key's principal. Run this and paste its output into "
+            "**signature**:\n\n"
+            f"```\n{sign_command(self.request)}\n```\n\n"
+            f"or run {code(f'bascule approve {run} --key {DEFAULT_KEY}')}. "
+            "The signature is good for this run only. A rejection needs no signature."
+        )
 
 
 def description(
@@ -77,48 +110,99 @@ def description(
     )
 
 
-def judge(answer: Approval) -> Decision:
-    """Fail safe: only a ticked approve with a named approver approves."""
+def judge(answer: Approval, signed: Signer | Unverified | None = None) -> Decision:
+    """Fail safe: only a ticked approve with a named approver approves, and where approvals
+    are signed (``signed`` is the verification of its signature) only a good signature;
+    then the signer's principal is the approver, whatever name was typed."""
     name = answer.approver.strip()
     comment = answer.comment.strip() or None
-    if answer.approve and name:
+    if not answer.approve:
+        return Decision(
+            False, name or None, comment, f"rejected by {name or 'an unnamed reviewer'}"
+        )
+    if isinstance(signed, Signer):
+        who = f"{signed.principal} (SSH key {signed.fingerprint})"
+        return Decision(
+            True, signed.principal, comment, f"approved by {who}", approver_key=signed.fingerprint
+        )
+    if isinstance(signed, Unverified):
+        # The typed name is a claim only: it goes in the reason, not in the approver field.
+        claimed = f" (typed name: {name})" if name else ""
+        return Decision(False, None, comment, f"approval refused{claimed}: {signed.reason}")
+    if name:
         return Decision(True, name, comment, f"approved by {name}")
-    if answer.approve:
-        return Decision(False, None, comment, "approval without an approver's name is not valid")
-    return Decision(False, name or None, comment, f"rejected by {name or 'an unnamed reviewer'}")
+    return Decision(False, None, comment, "approval without an approver's name is not valid")
 
 
-def request_approval(text: str, timeout_s: int) -> Decision:
-    """Pauses the run with the approval form until someone answers or ``timeout_s`` pass."""
+def request_approval(
+    text: str,
+    timeout_s: int,
+    signing: Signing | None = None,
+    on_refused: Callable[[str], None] = lambda reason: None,
+) -> Decision:
+    """Pauses the run with the approval form until someone answers or ``timeout_s`` pass;
+    with ``signing``, an approval counts only with a good signature of its request. An
+    approval whose signature does not verify moves nothing: ``on_refused`` is told why and
+    the run pauses again, with the reason on the form, until a valid answer or the deadline
+    (whoever can resume runs could reject it anyway; a mistyped paste costs no deploy)."""
     run_id = UUID(str(flow_run.id))
+    if signing is not None:
+        text += signing.instructions()
     until = datetime.now(UTC) + timedelta(seconds=timeout_s)
+    text += f"\n\nThe run waits for an answer until {until:%H:%M:%S} UTC."
+    deadline = time.monotonic() + timeout_s
+    refused: list[str] = []
+    with get_client(sync_client=True) as client:
+        if signing is not None:
+            value = json.dumps(asdict(signing.request))
+            client.create_flow_run_input(run_id, REQUEST_KEY, value)
+        while True:
+            # A pause key fires once: each pause after a refused approval needs its own.
+            key = PAUSE_KEY if not refused else f"{PAUSE_KEY}-{len(refused)}"
+            notice = f"**Not approved yet** — {refused[-1]}\n\n" if refused else ""
+            answer = _pause_for_answer(client, run_id, key, notice + text, deadline)
+            if answer is None:
+                why = f"; refused: {refused[-1]}" if refused else ""
+                return Decision(
+                    False, None, None, f"no decision within {timeout_s} s{why}", timed_out=True
+                )
+            if signing is None or not answer.approve:
+                return judge(answer)
+            signed = verify(signing.request, answer.signature, signing.allowed_signers)
+            decision = judge(answer, signed)
+            if decision.approved:
+                return decision
+            get_run_logger().warning("%s; the run waits for a valid answer", decision.reason)
+            on_refused(decision.reason)
+            refused.append(decision.reason)
+
+
+def _pause_for_answer(
+    client: SyncPrefectClient, run_id: UUID, key: str, text: str, deadline: float
+) -> Approval | None:
+    """One pause with the form: the answer, or None if none came before ``deadline``."""
+    left_s = max(1, round(deadline - time.monotonic()))
     # Initial data would replace a field with a bare one and drop its constraints: only
     # the description is given.
-    form = Approval.with_initial_data(
-        description=f"{text}\n\nThe run waits for an answer until {until:%H:%M:%S} UTC."
-    )
-    paused: State[None] = Paused(timeout_seconds=timeout_s + SERVER_GRACE_S, pause_key=PAUSE_KEY)
+    form = Approval.with_initial_data(description=text)
+    paused: State[None] = Paused(timeout_seconds=left_s + SERVER_GRACE_S, pause_key=key)
     keyset = keyset_from_paused_state(paused)
     paused.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        state = propose_state_sync(client, paused, flow_run_id=run_id)
-        if not state.is_paused():
-            raise RuntimeError(f"the run could not pause for approval: {state.message}")
-        form.save(keyset)
-        get_run_logger().info("waiting up to %d s for an approval", timeout_s)
-        while not _resumed(client, run_id):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                # Taken back from the pause, the run cannot be resumed any more; an answer
-                # that got in first is still read below.
-                propose_state_sync(client, Running(), flow_run_id=run_id)
-                break
-            time.sleep(min(POLL_S, left))
+    state = propose_state_sync(client, paused, flow_run_id=run_id)
+    if not state.is_paused():
+        raise RuntimeError(f"the run could not pause for approval: {state.message}")
+    form.save(keyset)
+    get_run_logger().info("waiting up to %d s for an approval", left_s)
+    while not _resumed(client, run_id):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            # Taken back from the pause, the run cannot be resumed any more; an answer
+            # that got in first is still read below.
+            propose_state_sync(client, Running(), flow_run_id=run_id)
+            break
+        time.sleep(min(POLL_S, left))
     answer = read_flow_run_input(keyset["response"], flow_run_id=run_id)
-    if answer is None:
-        return Decision(False, None, None, f"no decision within {timeout_s} s", timed_out=True)
-    return judge(form.model_validate(answer))
+    return None if answer is None else form.model_validate(answer)
 
 
 def _resumed(client: SyncPrefectClient, run_id: UUID) -> bool:

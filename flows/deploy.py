@@ -44,7 +44,8 @@ from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
-from flows.approval import description, request_approval
+from bascule.signoff import Request
+from flows.approval import Signing, description, request_approval
 from flows.migrate import contract, plan_and_lint, run_phase
 from tasks import analysis, checks, monitoring, promotion, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
@@ -125,7 +126,14 @@ class Run:
             self.release,
             reason=str(payload.get("reason", "")),
             failed_checks=failing,
+            signed=self.env.cfg.approval.allowed_signers is not None,
         )
+
+    def approval_refused(self, reason: str) -> None:
+        """An approval that did not verify: kept in the history; traffic did not move."""
+        step = h.Step("approval-refused", "failed", 0.0, redact(reason), time.time())
+        self.release = self.release.with_step(step)
+        self.save()
 
     def skip(self, name: str, why: str) -> None:
         self.log.info("%s: %s", name, why)
@@ -412,8 +420,14 @@ def pipeline(
                     render_markdown(migrations) if migrations else "",
                 ),
                 env.cfg.approval.timeout_seconds,
+                signing(env, run.release),
+                on_refused=run.approval_refused,
             )
-            run.save(approver=decision.approver, comment=decision.comment)
+            run.save(
+                approver=decision.approver,
+                comment=decision.comment,
+                approver_key=decision.approver_key,
+            )
             if not decision.approved:
                 name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
                 return Outcome(abandon(run, new, "rejected", decision.reason, name))
@@ -465,6 +479,18 @@ def contract_phase(run: Run, migrations: MigrationPlan, image: str, old: Color |
         return Outcome(Failed(message=str(exc), name=StateName.FAILED))
     run.publish()
     return Outcome(Completed(message=f"{image} serves {run.env.app} in {run.env.name}; {note}"))
+
+
+def signing(env: Env, release: h.Release) -> Signing | None:
+    """What an approver signs in this run, where the environment takes signed approvals only."""
+    signers = env.cfg.approval.allowed_signers
+    if signers is None:
+        return None
+    run_id = flow_run_id()
+    if run_id is None:  # the gate pauses a flow run: there is always one
+        raise RuntimeError("an approval can only be asked for inside a flow run")
+    subject = Request(run_id, env.name, env.app, release.image, release.id)
+    return Signing(subject, signers)
 
 
 def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> str | None:

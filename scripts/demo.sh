@@ -68,6 +68,14 @@ for url in "$pushgateway" "$alertmanager"; do
 done
 echo "  Pushgateway $pushgateway, Alertmanager $alertmanager (data and pids in $mon)"
 
+# Production takes only approvals signed by a key in its allowed_signers: the demo's approver
+# key is made once, and each tree's copy of that file lists it (the repository's lists nobody).
+approver_key="$cache/demo/approver_ed25519"
+if [[ ! -f "$approver_key" ]]; then
+  mkdir -p "$cache/demo"
+  ssh-keygen -q -t ed25519 -N '' -C "bascule demo approver" -f "$approver_key"
+fi
+
 # Each version deploys from its own commit's files: v1's carries revision 0001 only, v2's adds
 # the expand revision 0002, which the pipeline runs before v2's color starts. Both get this
 # demo's webhook receivers and monitoring endpoints.
@@ -80,6 +88,8 @@ tree() {  # tree NAME [REVISION LEFT OUT...]: prints the tree's deployments dire
   cp -r sampleapp/migrations "$t/sampleapp/"
   find "$t/sampleapp" -name __pycache__ -prune -exec rm -rf {} +
   for rev in "$@"; do rm -f "$t/sampleapp/migrations/versions/${rev}_"*; done
+  echo "demo@bascule.local namespaces=\"bascule-approval\" $(cat "$approver_key.pub")" \
+    >>"$t/deployments/allowed_signers"
   for env in dev staging production; do
     cat >>"$t/deployments/$env.yaml" <<YAML
 notifications:
@@ -103,12 +113,12 @@ for env in dev staging production; do
   kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 done
 
-# Answers production's approval gate as "demo" as soon as it is asked.
+# Answers production's approval gate as soon as it is asked, signed with the demo's key.
 approver() {
   while sleep 1; do
     id="$(bascule pending --flow deploy 2>/dev/null | awk '/env=production/ {print $1; exit}')"
     if [[ -n "$id" ]]; then
-      bascule approve "$id" --as demo --comment "approved by make demo" && return
+      bascule approve "$id" --key "$approver_key" --comment "approved by make demo" && return
     fi
   done
 }
@@ -123,7 +133,7 @@ for version in v1 v2; do
       approver &
       helper=$!
     elif [[ "$env" == production ]]; then
-      echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN)"
+      echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN --key $approver_key)"
     fi
     # Production takes only what staging verified (promote_from): its digest, not the tag.
     run=(deploy --dir "$dir" "$env" --image "$image")

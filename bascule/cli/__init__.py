@@ -146,7 +146,7 @@ COMMANDS: tuple[Command, ...] = (
         "approve",
         "approve a paused deploy: traffic switches",
         "bascule.approvals",
-        "decision_arguments",
+        "approve_arguments",
         "approve",
         (*_ALWAYS, *_READS),
     ),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bascule.cli.options import add_dir_argument
 from bascule.config import (
+    PRODUCTION,
     ConfigError,
     EnvironmentConfig,
     Problem,
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             problems.extend(exc.problems)
     problems.extend(_template_problems(configs.values()))
-    warnings = _secret_warnings(configs, paths)
+    warnings = _secret_warnings(configs, paths) + _approval_warnings(configs, paths)
 
     files = [display_path(path) for path in paths]
     files += [p.file for p in problems if p.file not in files]
@@ -106,6 +107,28 @@ def _secret_warnings(configs: dict[str, EnvironmentConfig], paths: list[Path]) -
                     "from here would stop; set it where the flow runs (`bascule secrets "
                     f"{cfg.environment}` checks every source)",
                     doc.mark_of(loc),
+                    format_path(loc),
+                )
+            )
+    return warnings
+
+
+def _approval_warnings(configs: dict[str, EnvironmentConfig], paths: list[Path]) -> list[Problem]:
+    """Production approving on a typed name: allowed, as before signed approvals, but said."""
+    warnings: list[Problem] = []
+    for path in paths:
+        cfg = configs.get(path.stem)
+        if cfg is None or cfg.environment != PRODUCTION:
+            continue
+        if cfg.approval.required and cfg.approval.allowed_signers is None:
+            loc = ("approval",)
+            warnings.append(
+                Problem(
+                    display_path(path),
+                    "warning: production's approvals are typed names anyone with a Prefect "
+                    "credential can give — set approval.allowed_signers to a file of approvers' "
+                    "SSH keys (README: signed approvals)",
+                    load_yaml_file(path).mark_of(loc, key=True),
                     format_path(loc),
                 )
             )

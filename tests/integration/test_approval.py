@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
 
-from tests.support import deploys, webhooks
+from bascule.signoff import Request
+from bascule.sshsig import sign
+from tests.support import deploys, signers, webhooks
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
@@ -57,18 +61,67 @@ def v1_in_production(cluster: Cluster, namespace: str, prefect_server: str, tmp_
     return cfg
 
 
-def test_approve_from_the_cli_switches_and_records_the_approver(
+def resume(api: str, run_id: str, **run_input: Any) -> None:
+    """Resumes the run through Prefect's API, as anyone holding a Prefect credential can."""
+    answer = httpx.post(f"{api}/flow_runs/{run_id}/resume", json={"run_input": run_input})
+    assert answer.json()["status"] == "ACCEPT", answer.text
+
+
+def paused_again(api: str, run_id: str, times: int) -> None:
+    """Waits for the run to pause for the ``times``-th time after a refused approval."""
+
+    def paused() -> bool:
+        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
+        key = state["state_details"].get("pause_key")
+        return bool(state["type"] == "PAUSED" and key == f"approval-{times}")
+
+    wait_for(paused, 60, interval=0.3, what=f"pause number {times + 1}")
+
+
+def test_only_an_approval_signed_by_an_allowed_key_switches(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
 ) -> None:
-    proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
+    ann, eve = (signers.keypair(tmp_path / "keys", name) for name in ("ann", "eve"))
+    (tmp_path / "signed" / "cfg").mkdir(parents=True)
+    signers.allowed_signers(tmp_path / "signed/cfg/allowed_signers", {"ann@example.com": ann})
+    approval = {"timeout_seconds": 300, "allowed_signers": "allowed_signers"}
+    cfg = production(tmp_path / "signed", cluster, namespace, approval=approval)
+    proc = start_v2(prefect_server, cfg, tmp_path / "v2.log")
     run_id = paused_run(prefect_server, namespace)
-    assert deploys.active_color(cluster, namespace) == "blue"  # nothing moved while paused
-    res = deploys.run(prefect_server, "approve", run_id, "--as", "alice", "--comment", "LGTM")
+    release = deploys.wait_phase(cluster, namespace, V2, {"awaiting-approval"})["id"]
+    this_run = Request(run_id, "production", "sample-app", V2, release)
+    attempts = {
+        "no signature": "",
+        "a key not in allowed_signers": sign(this_run, eve),
+        "another run's signature": sign(replace(this_run, run=str(uuid4())), ann),
+    }
+    for n, signature in enumerate(attempts.values(), 1):
+        resume(prefect_server, run_id, approve=True, approver="ann", signature=signature)
+        paused_again(prefect_server, run_id, n)
+        assert deploys.active_color(cluster, namespace) == "blue"  # nothing moved
+    # The typed name is not who approved: the key's principal is.
+    res = deploys.run(
+        prefect_server, "approve", run_id, "--key", str(ann), "--as", "mallory", "--comment", "LGTM"
+    )
     assert res.returncode == 0, res.stderr
     assert proc.wait(timeout=180) == 0, (tmp_path / "v2.log").read_text()[-2000:]
-    last = deploys.history(cluster, namespace)[-1]
-    assert (last["result"], last["approver"], last["comment"]) == ("succeeded", "alice", "LGTM")
     assert deploys.active_color(cluster, namespace) == "green"
+    last = deploys.history(cluster, namespace)[-1]
+    assert (last["result"], last["approver"], last["comment"]) == (
+        "succeeded",
+        "ann@example.com",
+        "LGTM",
+    )
+    assert last["approver_key"] == signers.fingerprint(ann)
+    refused = [s["detail"] for s in last["steps"] if s["name"] == "approval-refused"]
+    assert len(refused) == 3, last["steps"]
+    assert "no signature" in refused[0]
+    assert "not in allowed_signers" in refused[1]
+    assert "does not match this run" in refused[2]
+    report = deploys.run_report(prefect_server, run_id)
+    assert (
+        f"**Approved by**: ann@example.com (verified: SSH key `{last['approver_key']}`)" in report
+    )
 
 
 def test_reject_from_the_cli_switches_nothing(

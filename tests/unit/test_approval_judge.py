@@ -6,6 +6,7 @@ import pytest
 
 from bascule.checks import CheckResult
 from bascule.history import Release
+from bascule.signoff import Signer, Unverified
 from flows.approval import Approval, description, judge
 
 
@@ -74,6 +75,36 @@ def test_judge(
         reason,
     )
     assert decision.timed_out is False
+
+
+ANN = Signer("ann@example.com", "SHA256:I9+y9/Ktk4EKpUdEQ4wrZcOjRuJ0V1Awiq2cgzZ/1hg")
+
+
+def test_a_signed_approval_records_the_signer_not_the_typed_name() -> None:
+    decision = judge(Approval(approve=True, approver="Mallory", comment=" ok "), ANN)
+    assert decision == judge(Approval(approve=True, approver="ann", comment="ok"), ANN)
+    assert (decision.approved, decision.approver, decision.approver_key, decision.comment) == (
+        True,
+        "ann@example.com",
+        ANN.fingerprint,
+        "ok",
+    )
+    assert decision.reason == f"approved by ann@example.com (SSH key {ANN.fingerprint})"
+
+
+def test_an_approval_whose_signature_does_not_verify_does_not_approve() -> None:
+    refused = Unverified("the signing key is not in allowed_signers")
+    decision = judge(Approval(approve=True, approver="Ann Lee", comment="go"), refused)
+    assert (decision.approved, decision.approver, decision.approver_key) == (False, None, None)
+    assert decision.reason == (
+        "approval refused (typed name: Ann Lee): the signing key is not in allowed_signers"
+    )
+    assert decision.timed_out is False
+
+
+def test_a_rejection_needs_no_signature_and_stays_unverified() -> None:
+    decision = judge(Approval(approve=False, approver="Bob", comment="no"), None)
+    assert (decision.approved, decision.approver, decision.approver_key) == (False, "Bob", None)
 
 
 def test_the_form_keeps_a_multi_line_log_in_its_table_cell() -> None:

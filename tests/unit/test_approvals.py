@@ -23,6 +23,9 @@ from bascule import approvals
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.outcome import Exit
 from bascule.prefect_client import ApiSettings, Prefect, api_errors, patiently
+from bascule.signoff import REQUEST_KEY, Request, Signer, Unverified
+from bascule.sshsig import verify
+from tests.support.signers import allowed_signers, fingerprint, keypair
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = str(uuid4())
@@ -206,3 +209,56 @@ def test_patience_retries_only_what_may_pass() -> None:
     with pytest.raises(UsageError):
         patiently(refused, patience=5, interval=0)
     assert len(calls) == 1
+
+
+# --- signed approvals ----------------------------------------------------------------------------
+
+
+def signed_run(asked: dict[str, str] | None) -> Handler:
+    """A paused run that saved ``asked`` as its approval request (None: it saved none)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(f"/flow_runs/{RUN}/input/{REQUEST_KEY}") and asked:
+            return httpx.Response(200, content=json.dumps(asked).encode())
+        return resume_answer("ACCEPT")(request)
+
+    return handle
+
+
+def test_approve_with_a_key_signs_the_typed_run(
+    answer: Callable[[Handler], list[httpx.Request]], tmp_path: Path
+) -> None:
+    key = keypair(tmp_path, "ann")
+    # What the server holds names another run: the signature must still be for RUN.
+    other = {"run": str(uuid4()), "environment": "production", "app": "shop"}
+    asked = {**other, "image": "shop:v2", "release": "r1"}
+    seen = answer(signed_run(asked))
+    args = decision()
+    args.key = key
+    assert approvals.approve(args) == Exit.COMPLETED
+    (resume,) = [r for r in seen if r.url.path.endswith("/resume")]
+    signature = json.loads(resume.content)["run_input"]["signature"]
+    signers = allowed_signers(tmp_path / "allowed_signers", {"ann": key})
+    mine = Request(**{**asked, "run": RUN})
+    assert verify(mine, signature, signers) == Signer("ann", fingerprint(key))
+    assert isinstance(verify(Request(**asked), signature, signers), Unverified)
+
+
+def test_approving_a_signed_run_without_a_key_sends_nothing(
+    answer: Callable[[Handler], list[httpx.Request]],
+) -> None:
+    asked = {"run": RUN, "environment": "production", "app": "shop", "image": "a:1", "release": "r"}
+    seen = answer(signed_run(asked))
+    with pytest.raises(UsageError, match="takes signed approvals only: give --key"):
+        approvals.approve(decision())
+    assert not [r for r in seen if r.url.path.endswith("/resume")]
+
+
+def test_a_key_for_a_run_that_takes_no_signature_is_a_usage_error(
+    answer: Callable[[Handler], list[httpx.Request]], tmp_path: Path
+) -> None:
+    answer(signed_run(None))
+    args = decision()
+    args.key = tmp_path / "unused"
+    with pytest.raises(UsageError, match="does not take signed approvals"):
+        approvals.approve(args)

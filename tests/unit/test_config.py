@@ -477,3 +477,42 @@ def test_promote_from_names_another_existing_environment(tmp_path: Path) -> None
 def test_repository_production_takes_only_what_staging_verified() -> None:
     assert load_environment(REPO_DEPLOYMENTS / "production.yaml").promote_from == "staging"
     assert load_environment(REPO_DEPLOYMENTS / "staging.yaml").promote_from is None
+
+
+# --- signed approvals ---------------------------------------------------------------------------
+
+
+def test_production_lists_its_approvers_in_the_repository() -> None:
+    cfg = load_environment(REPO_DEPLOYMENTS / "production.yaml")
+    assert cfg.approval.allowed_signers == REPO_DEPLOYMENTS / "allowed_signers"
+
+
+def test_allowed_signers_errors_name_the_file_and_line(deployments: Path) -> None:
+    production = deployments / "production.yaml"
+    text = production.read_text()
+    where = f"production.yaml:{line_of(text, 'allowed_signers: allowed_signers')}:20"
+    write(production, text.replace("allowed_signers: allowed_signers", "allowed_signers: nobody"))
+    message = str(errors_of(production))
+    assert f"{where}: approval.allowed_signers: " in message
+    assert "nobody does not exist — fix the path (relative to this file)" in message
+    write(production, text)
+    signers = deployments / "allowed_signers"
+    write(signers, signers.read_text() + "ann@example.com ssh-ed25519\n")
+    message = str(errors_of(production))
+    assert f"{where}: approval.allowed_signers: " in message
+    assert (
+        f"allowed_signers:{line_of(signers.read_text(), 'ann@')}: not an allowed_signers line"
+        in (message)
+    )
+
+
+def test_validate_warns_when_production_takes_typed_names(
+    deployments: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    production = deployments / "production.yaml"
+    text = production.read_text()
+    write(production, text.replace("  allowed_signers: allowed_signers\n", ""))
+    assert main(["validate", "--dir", str(deployments), "production"]) == 0
+    out = capsys.readouterr().out
+    assert f"production.yaml:{line_of(text, 'approval:')}:" in out
+    assert "approval: warning: production's approvals are typed names" in out

@@ -92,6 +92,11 @@ def test_an_approval_request_links_the_resume_form_and_gives_the_command() -> No
     assert f"[Open the run in Prefect]({UI}/runs/flow-run/{RELEASE.flow_run_id})" in discord
 
 
+def test_where_approvals_are_signed_the_command_signs() -> None:
+    n = nt.notice("awaiting-approval", "shop", "production", RELEASE, now=T0, signed=True)
+    assert n.approve_command == f"bascule approve {RELEASE.flow_run_id} --key ~/.ssh/id_ed25519"
+
+
 def test_a_failure_names_the_failing_check_and_the_reason() -> None:
     n = make(
         "failed", "CheckFailed: smoke tests: list-items: HTTP 500", ("preview smoke: HTTP 500",)

@@ -50,7 +50,11 @@ def test_report_names_the_release_its_steps_checks_and_reason() -> None:
     assert "- **Color**: blue → green" in lines
     assert "- **Digest** (what its pods ran): -" in lines
     assert ("- **Reason**: post-switch verification failed: version: HTTP 503, want 200") in lines
-    assert "- **Approved by**: Ann Lee — ship it" in lines
+    assert "- **Approved by**: Ann Lee (typed name, not verified) — ship it" in lines
+    signed = render("shop", "production", replace(ROLLED_BACK, approver_key="SHA256:abc"), [])
+    assert "- **Approved by**: Ann Lee (verified: SSH key `SHA256:abc`) — ship it" in signed
+    rejected = render("shop", "production", replace(ROLLED_BACK, result="rejected"), [])
+    assert "- **Rejected by**: Ann Lee (typed name, not verified) — ship it" in rejected
     assert "- **Kubernetes API requests**: 42" in lines
     assert row(md, "deploy-idle-color") == "| deploy-idle-color | ok | 0.31 | green ← v2 |"
     assert row(md, "switch") == "| switch | ok | 0.42 |  |"

@@ -1,0 +1,100 @@
+"""Signed approvals: what an approver signs, and what the flow makes of a signature. Pure.
+
+An approval of an environment with ``approval.allowed_signers`` counts only with an SSH
+signature (``ssh-keygen -Y sign``, namespace ``bascule-approval``) over ``message(request)``
+by a key that the allowed_signers file lists. The message names the flow run, environment,
+app, image and release, so a signature approves that run and nothing else: it cannot be
+replayed on another run, nor moved to another image. ``bascule.sshsig`` runs ssh-keygen.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import textwrap
+from dataclasses import dataclass
+
+NAMESPACE = "bascule-approval"  # ssh-keygen -n: a signature for git or anything else is no use
+ARMOR_BEGIN, ARMOR_END = "-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----"
+ARMOR_WIDTH = 70  # ssh-keygen's own line length
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+DEFAULT_KEY = "~/.ssh/id_ed25519"
+# The run input where a paused run keeps its Request, for `bascule approve --key`.
+REQUEST_KEY = "bascule-approval-request"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one paused run asks to be approved."""
+
+    run: str  # the flow run id
+    environment: str
+    app: str
+    image: str
+    release: str
+
+    def message(self) -> str:
+        """The exact text to sign: one line, no trailing newline."""
+        return (
+            f"{NAMESPACE} approve=true run={self.run} environment={self.environment} "
+            f"app={self.app} image={self.image} release={self.release}"
+        )
+
+
+def sign_command(request: Request, key: str = DEFAULT_KEY) -> str:
+    """The shell command that prints the signature of ``request``, for people without the CLI."""
+    return (
+        f"printf '%s' {shlex.quote(request.message())} | ssh-keygen -Y sign -f {key} -n {NAMESPACE}"
+    )
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Whom a good signature is from: the principal allowed_signers gives its key."""
+
+    principal: str
+    fingerprint: str  # SHA256:…
+
+
+@dataclass(frozen=True)
+class Unverified:
+    """Why an approval's signature does not count."""
+
+    reason: str
+
+
+def armor(text: str) -> str | None:
+    """The signature as ssh-keygen reads it, from what was pasted: the armored text with or
+    without its line breaks (a one-line form field drops them), or its base64 alone. None
+    for a blank field; ValueError for anything else that is not a signature."""
+    compact = "".join(text.split())
+    if not compact:
+        return None
+    # Whitespace goes first, the markers' own spaces with it.
+    begin, end = ("".join(marker.split()) for marker in (ARMOR_BEGIN, ARMOR_END))
+    body = compact.removeprefix(begin).removesuffix(end)
+    if not _BASE64.fullmatch(body):
+        raise ValueError("not an SSH signature (expected the output of ssh-keygen -Y sign)")
+    lines = textwrap.wrap(body, ARMOR_WIDTH)
+    return "\n".join([ARMOR_BEGIN, *lines, ARMOR_END]) + "\n"
+
+
+_KEY_TYPE = re.compile(r"^(ssh-|ecdsa-|sk-)[-@.a-z0-9]+$")
+
+
+def signers_line_problem(line: str) -> str | None:
+    """What is wrong with one line of an allowed_signers file (``principals [options]
+    key-type base64-key [comment]``); None for a good, blank or comment line."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError as exc:  # an unclosed quote in the options
+        return f"{exc} — check the quotes of its options"
+    if not words:
+        return None
+    at = next((i for i, w in enumerate(words) if _KEY_TYPE.fullmatch(w)), None)
+    if at is None or at == 0 or at + 1 >= len(words) or not _BASE64.fullmatch(words[at + 1]):
+        return (
+            "not an allowed_signers line — write `principal ssh-ed25519 AAAA…` (the principal, "
+            "then the public key as in the .pub file)"
+        )
+    return None

@@ -1,0 +1,40 @@
+"""Throwaway SSH keys for signed approvals: ed25519 keys made by ssh-keygen in a test's
+directory, and an allowed_signers file that lists some of them."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def keypair(directory: Path, name: str) -> Path:
+    """A new ed25519 key without a passphrase: its private key file (``.pub`` beside it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+        check=True,
+        timeout=30,
+    )
+    return key
+
+
+def allowed_signers(path: Path, signers: dict[str, Path]) -> Path:
+    """Writes an allowed_signers file: principal → private key (its .pub is listed)."""
+    lines = [
+        f'{principal} namespaces="bascule-approval" {key.with_suffix(".pub").read_text().strip()}'
+        for principal, key in signers.items()
+    ]
+    path.write_text("# approvers of this test\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def fingerprint(key: Path) -> str:
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(key.with_suffix(".pub"))],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return out.split()[1]
