@@ -35,6 +35,7 @@ from typing import Any
 from bascule.config import load_environment
 from bascule.manifests import load_templates, render_deployment
 from bench import gate
+from bench.argo.compare import compare
 from tests.support import workers
 from tests.support.cluster import Cluster, LoadDriver, start_local
 from tests.support.deploys import history, kill, service_url, start, wait_phase
@@ -229,7 +230,10 @@ def main() -> None:
         recoveries = lock_recovery(cluster, server.api_url, ns_bascule, Path(tmp), rounds)
         crash = crash_recovery(cluster, server.api_url, ns_crash, Path(tmp))
         detections = gate.detection(cluster, ns_gate, Path(tmp), rounds)
-    for ns in (ns_plain, ns_bascule, ns_crash, ns_gate):
+        # Against Argo Rollouts: its own namespaces, alternating rounds under load.
+        versus = compare(cluster, Path(tmp), tag, rounds, MINIMAL, IMAGES)
+    ns_versus = [f"bench-vsb-{tag}-dev", f"bench-vsa-{tag}-dev"]
+    for ns in (ns_plain, ns_bascule, ns_crash, ns_gate, *ns_versus):
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
     med = statistics.median
     print(f"rounds={rounds}")
@@ -248,6 +252,8 @@ def main() -> None:
     print(f"lock_recovery_seconds={med(recoveries):.1f}")
     print(f"crash_recovery_seconds={crash:.1f}")
     gate.report(detections)
+    for name, value in versus.items():
+        print(f"{name}={value}")
 
 
 if __name__ == "__main__":
