@@ -254,6 +254,8 @@ def main() -> None:
     gate.report(detections)
     for name, value in versus.items():
         print(f"{name}={value}")
+    argo_gate = float(versus["argo_gate_detection_seen_seconds"])
+    print(f"gate_vs_argo={med(detections.seen) / argo_gate:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ metrics text, so both tools are measured the same way, by what the outside saw."
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from bascule.images import parse_image
 
 # One APF counter line: every request the API server let through, by the FlowSchema it matched.
 _DISPATCHED = re.compile(
@@ -50,3 +53,21 @@ def settled_at(samples: Iterable[Mapping[str, Any]], since: float, version: str)
     if settled is None:
         raise ValueError(f"{version} never answered alone after {since:.3f}")
     return settled
+
+
+def version(image: str) -> str:
+    """What the sample app's /version answers for ``image``: its tag."""
+    return parse_image(image).tag or ""
+
+
+def failure_kinds(samples: Iterable[Mapping[str, Any]]) -> str:
+    """The failed samples by kind (the error up to its first colon), e.g.
+    ``ConnectionRefusedError:3,HTTP 503:1``, most frequent first; ``none`` when none failed."""
+    kinds = Counter(str(s["error"]).split(":", 1)[0] for s in samples if not s["ok"])
+    return ",".join(f"{k}:{n}" for k, n in kinds.most_common()) or "none"
+
+
+def answering_before(samples: Iterable[Mapping[str, Any]], t: float) -> str | None:
+    """The version of the last successful answer to a request sent before ``t``."""
+    before = [s for s in samples if s["ok"] and s["t"] < t]
+    return max(before, key=lambda s: s["t"])["version"] if before else None

@@ -12,6 +12,7 @@ API server itself, per client identity (one ServiceAccount and FlowSchema each).
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bascule.config import load_environment
-from bascule.images import parse_image
+from bench.argo import gate as argo_gate
 from bench.argo.rollouts import (
     Argo,
     api_counts,
@@ -34,19 +35,14 @@ from bench.argo.rollouts import (
     rollout_objects,
     running_controller,
 )
-from bench.measure import requests_between, settled_at
-from tests.support.cluster import Cluster, LoadDriver, LoadReport
+from bench.measure import answering_before, failure_kinds, requests_between, settled_at, version
+from tests.support.cluster import Cluster, LoadDriver, LoadReport, wait_for
 from tests.support.deploys import history, kill, service_url, wait_phase
 from tests.support.envs import merge, write_envs
 
 RPS = 100
 IDLE_SECONDS = 30
 KEEP_OLD_SECONDS = 600  # the old color / ReplicaSet outlives every rollback round
-
-
-def version(image: str) -> str:
-    """What the sample app's /version answers for ``image``: its tag."""
-    return parse_image(image).tag or ""
 
 
 @dataclass
@@ -57,14 +53,15 @@ class Tool:
     deploy_done: list[float] = field(default_factory=list)
     rollback_seen: list[float] = field(default_factory=list)
     api_requests: list[int] = field(default_factory=list)
-    failed: int = 0
     sent: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def under_load(
-        self, cluster: Cluster, url: str, target: str, act: Callable[[], float]
+        self, cluster: Cluster, url: str, source: str, target: str, act: Callable[[], float]
     ) -> float:
         """Runs ``act`` (which returns when it asked for the change) under load; seconds from
-        then until only ``target`` answered."""
+        then until only ``target`` answered. ``source`` must have been answering until then,
+        or the round measured nothing."""
         load = LoadDriver(cluster, url, rps=RPS)
         time.sleep(1.5)  # the driver is sending before anything moves
         try:
@@ -73,13 +70,29 @@ class Tool:
         finally:
             report = load.stop()
         self.count(report)
-        if not any(s["t"] < asked for s in report.samples):
-            raise RuntimeError("the load driver sent nothing before the change was asked for")
+        was = answering_before(report.samples, asked)
+        if was != version(source):
+            raise RuntimeError(f"{was} answered when the change was asked for, not {source}")
         return settled_at(report.samples, asked, version(target)) - asked
 
     def count(self, report: LoadReport) -> None:
-        self.failed += len(report.failures)
+        self.failures += report.failures
         self.sent += report.total
+
+
+def answers(cluster: Cluster, url: str, image: str, times: int = 3) -> None:
+    """Until the Service answered ``image``'s version ``times`` in a row: the switch reached
+    kube-proxy, not only the API."""
+    streak = 0
+
+    def got() -> bool:
+        nonlocal streak
+        status, body = cluster.http_get(url)
+        ok = status == 200 and json.loads(body).get("version") == version(image)
+        streak = streak + 1 if ok else 0
+        return streak >= times
+
+    wait_for(got, 60, interval=0.1, what=f"{url} to answer {image}")
 
 
 def compare(
@@ -146,8 +159,9 @@ def compare(
                     )
                     return asked
 
-                b.deploy_seen.append(b.under_load(cluster, b_url, image, ours_deploy))
-                a.deploy_seen.append(a.under_load(cluster, a_url, image, argo_deploy))
+                old = images[i % 2]
+                b.deploy_seen.append(b.under_load(cluster, b_url, old, image, ours_deploy))
+                a.deploy_seen.append(a.under_load(cluster, a_url, old, image, argo_deploy))
 
             # Rollbacks while the old version still runs: Bascule keeps the old color for the
             # scale-down delay, Argo the old ReplicaSet; `undo` to it within that delay is
@@ -177,6 +191,7 @@ def compare(
                     )
                     try:
                         wait_phase(cluster, f"{ns_b}-dev", other, {"done"}, ignore=seen)
+                        answers(cluster, b_url, other)
                         asked = time.time()
                         state = rollback(environment="dev", config_dir=str(fast), return_state=True)
                         assert state.is_completed(), state.message
@@ -187,13 +202,16 @@ def compare(
                 def argo_rollback() -> float:
                     argo.set_image(other)
                     argo.wait(other, alone=False)
+                    answers(cluster, a_url, other)
                     asked = time.time()
                     argo.undo()
                     argo.wait(current, alone=False)
                     return asked
 
-                b.rollback_seen.append(b.under_load(cluster, b_url, current, ours_rollback))
-                a.rollback_seen.append(a.under_load(cluster, a_url, current, argo_rollback))
+                b.rollback_seen.append(b.under_load(cluster, b_url, other, current, ours_rollback))
+                a.rollback_seen.append(a.under_load(cluster, a_url, other, current, argo_rollback))
+            # Detection by an AnalysisTemplate with the gate's query (bench/gate.py's twin).
+            gate_times = argo_gate.detection(cluster, argo, tmp, rounds, images)
     finally:
         forget_identities(cluster, ours, ctrl, cli)
 
@@ -213,9 +231,11 @@ def compare(
         "bascule_rollback_seen_seconds": f"{med(b.rollback_seen):.2f}",
         "argo_rollback_seen_seconds": f"{med(a.rollback_seen):.2f}",
         "rollback_vs_argo": f"{med(b.rollback_seen) / med(a.rollback_seen):.2f}",
-        "bascule_failed_requests_vs": str(b.failed),
+        "bascule_failed_requests_vs": str(len(b.failures)),
         "bascule_requests_sent_vs": str(b.sent),
-        "argo_failed_requests": str(a.failed),
+        "argo_failed_requests": str(len(a.failures)),
+        "bascule_failure_kinds_vs": failure_kinds(b.failures),
+        "argo_failure_kinds": failure_kinds(a.failures),
         "argo_requests_sent": str(a.sent),
         "bascule_api_requests_per_deploy_server": f"{med(b.api_requests):.0f}",
         "argo_api_requests_per_deploy": f"{med(a.api_requests):.0f}",
@@ -223,6 +243,7 @@ def compare(
         "argo_idle_cpu_percent": f"{cpu_pct:.2f}",
         "argo_idle_api_requests_per_minute": f"{idle_requests * 60 / IDLE_SECONDS:.0f}",
         "bascule_cli_start_seconds": f"{cli_start:.2f}",
+        "argo_gate_detection_seen_seconds": f"{med(gate_times):.2f}",
     }
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure import dispatched_requests, requests_between, settled_at
+from bench.measure import (
+    answering_before,
+    dispatched_requests,
+    failure_kinds,
+    requests_between,
+    settled_at,
+    version,
+)
 
 METRICS = """\
 # HELP apiserver_flowcontrol_dispatched_requests_total [BETA] Number of requests executed
@@ -48,3 +55,24 @@ def test_settled_at_is_the_first_answer_after_the_last_old_one() -> None:
 def test_settled_at_refuses_a_version_that_never_answered_alone() -> None:
     with pytest.raises(ValueError, match="v2 never answered alone"):
         settled_at([sample(1.0, "v2"), sample(2.0, "v1")], 0.0, "v2")
+
+
+def test_failure_kinds_counts_failed_samples_by_the_error_before_its_colon() -> None:
+    samples = [
+        {"ok": False, "error": "ConnectionRefusedError: [Errno 111] Connection refused"},
+        {"ok": True, "error": None},
+        {"ok": False, "error": "HTTP 503"},
+        {"ok": False, "error": "ConnectionRefusedError: [Errno 111] Connection refused"},
+    ]
+    assert failure_kinds(samples) == "ConnectionRefusedError:2,HTTP 503:1"
+    assert failure_kinds(samples[1:2]) == "none"
+
+
+def test_version_is_what_the_sample_app_answers_for_an_image() -> None:
+    assert version("bascule.local/sample-app:v2") == "v2"
+
+
+def test_answering_before_is_the_last_good_answer_sent_before_the_change() -> None:
+    samples = [sample(1.0, "v1"), sample(2.0, "v2"), sample(2.5, None, ok=False), sample(3.0, "v1")]
+    assert answering_before(samples, 2.9) == "v2"
+    assert answering_before(samples, 0.5) is None
