@@ -17,6 +17,9 @@ kubectl doing the same Kubernetes steps, in one script. Prints one name=value pe
   anything (the `recover/<env>` automation of prefect.yaml does it).
 - gate_detection_seconds: bench/gate.py's, the Prometheus analysis gate's time from a
   version's errors starting to the rollback's switch.
+- Against Argo Rollouts on the same cluster (bench/argo/compare.py): deploy_vs_argo,
+  rollback_vs_argo, gate_vs_argo (Bascule ÷ Argo), failed requests, API requests per deploy
+  and the controller's idle footprint. Every figure is described in bench/README.md.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from bascule.config import load_environment
 from bascule.manifests import load_templates, render_deployment
 from bench import gate
 from bench.argo.compare import compare
+from bench.argo.rollouts import build
 from tests.support import workers
 from tests.support.cluster import Cluster, LoadDriver, start_local
 from tests.support.deploys import history, kill, service_url, start, wait_phase
@@ -148,6 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     rounds = ap.parse_args().rounds
+    argo = build()  # first: a cold build takes minutes, and a failed one should stop us early
     cluster = start_local()
     tag = uuid.uuid4().hex[:6]
     ns_plain, ns_bascule = f"bench-kubectl-{tag}", f"bench-bascule-{tag}"
@@ -231,7 +236,7 @@ def main() -> None:
         crash = crash_recovery(cluster, server.api_url, ns_crash, Path(tmp))
         detections = gate.detection(cluster, ns_gate, Path(tmp), rounds)
         # Against Argo Rollouts: its own namespaces, alternating rounds under load.
-        versus = compare(cluster, Path(tmp), tag, rounds, MINIMAL, IMAGES)
+        versus = compare(cluster, argo, Path(tmp), tag, rounds, MINIMAL, IMAGES)
     ns_versus = [f"bench-vsb-{tag}-dev", f"bench-vsa-{tag}-dev"]
     for ns in (ns_plain, ns_bascule, ns_crash, ns_gate, *ns_versus):
         cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -96,13 +96,19 @@ def answers(cluster: Cluster, url: str, image: str, times: int = 3) -> None:
 
 
 def compare(
-    cluster: Cluster, tmp: Path, tag: str, rounds: int, minimal: dict[str, Any], images: list[str]
+    cluster: Cluster,
+    bindir: Path,
+    tmp: Path,
+    tag: str,
+    rounds: int,
+    minimal: dict[str, Any],
+    images: list[str],
 ) -> dict[str, str]:
-    """Runs the rounds; returns the name=value figures, in print order."""
+    """Runs the rounds with the Argo Rollouts in ``bindir`` (``build()``); returns the
+    name=value figures, in print order."""
     from flows.deploy import deploy
     from flows.rollback import rollback
 
-    bindir = build()
     install_crds(cluster, bindir)
     ns_b, ns_a = f"bench-vsb-{tag}", f"bench-vsa-{tag}"
     for ns in (ns_b, ns_a):
@@ -259,11 +265,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     rounds = ap.parse_args().rounds
-    cluster, tag = start_local(), uuid.uuid4().hex[:6]
+    bindir, cluster, tag = build(), start_local(), uuid.uuid4().hex[:6]
     with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_API_URL"] = server.api_url
         try:
-            figures = compare(cluster, Path(tmp), tag, rounds, MINIMAL, IMAGES)
+            figures = compare(cluster, bindir, Path(tmp), tag, rounds, MINIMAL, IMAGES)
         finally:
             for ns in (f"bench-vsb-{tag}-dev", f"bench-vsa-{tag}-dev"):
                 cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
