@@ -17,6 +17,9 @@ kubectl doing the same Kubernetes steps, in one script. Prints one name=value pe
   anything (the `recover/<env>` automation of prefect.yaml does it).
 - gate_detection_seconds: bench/gate.py's, the Prometheus analysis gate's time from a
   version's errors starting to the rollback's switch.
+- Against Argo Rollouts on the same cluster (bench/argo/compare.py): deploy_vs_argo,
+  rollback_vs_argo, gate_vs_argo (Bascule ÷ Argo), failed requests, API requests per deploy
+  and the controller's idle footprint. Every figure is described in bench/README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Any
 from bascule.config import load_environment
 from bascule.manifests import load_templates, render_deployment
 from bench import gate
+from bench.argo.compare import compare
+from bench.argo.rollouts import build
 from tests.support import workers
 from tests.support.cluster import Cluster, LoadDriver, start_local
 from tests.support.deploys import history, kill, service_url, start, wait_phase
@@ -147,6 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     rounds = ap.parse_args().rounds
+    argo = build()  # first: a cold build takes minutes, and a failed one should stop us early
     cluster = start_local()
     tag = uuid.uuid4().hex[:6]
     ns_plain, ns_bascule = f"bench-kubectl-{tag}", f"bench-bascule-{tag}"
@@ -229,7 +235,10 @@ def main() -> None:
         recoveries = lock_recovery(cluster, server.api_url, ns_bascule, Path(tmp), rounds)
         crash = crash_recovery(cluster, server.api_url, ns_crash, Path(tmp))
         detections = gate.detection(cluster, ns_gate, Path(tmp), rounds)
-    for ns in (ns_plain, ns_bascule, ns_crash, ns_gate):
+        # Against Argo Rollouts: its own namespaces, alternating rounds under load.
+        versus = compare(cluster, argo, Path(tmp), tag, rounds, MINIMAL, IMAGES)
+    ns_versus = [f"bench-vsb-{tag}-dev", f"bench-vsa-{tag}-dev"]
+    for ns in (ns_plain, ns_bascule, ns_crash, ns_gate, *ns_versus):
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
     med = statistics.median
     print(f"rounds={rounds}")
@@ -248,6 +257,10 @@ def main() -> None:
     print(f"lock_recovery_seconds={med(recoveries):.1f}")
     print(f"crash_recovery_seconds={crash:.1f}")
     gate.report(detections)
+    for name, value in versus.items():
+        print(f"{name}={value}")
+    argo_gate = float(versus["argo_gate_detection_seen_seconds"])
+    print(f"gate_vs_argo={med(detections.seen) / argo_gate:.2f}")
 
 
 if __name__ == "__main__":
