@@ -19,16 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar, cast
-from uuid import UUID
+from typing import Any, TypeVar
 
 from prefect import State, flow, get_run_logger, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run as prefect_runtime_flow_run
@@ -45,8 +38,9 @@ from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from flows.approval import description, request_approval
+from flows.engine import heartbeats_unjoined, untracked
 from flows.migrate import contract, plan_and_lint, run_phase
-from tasks import analysis, checks, monitoring, rollout, secretref, state, traffic
+from tasks import analysis, artifacts, checks, monitoring, rollout, secretref, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
@@ -54,6 +48,8 @@ from tasks.preflight import preflight
 
 T = TypeVar("T")
 STEPS = 10  # steps of a deploy, for the progress artifact
+
+heartbeats_unjoined()
 
 
 def now_iso() -> str:
@@ -81,19 +77,17 @@ class Run:
         self.details: list[str] = []
         self.sections: list[str] = []  # Markdown of its own in the report (the migration plan)
         self.log = get_run_logger()
-        # Called from sync code it returns the id; its annotation covers the async use too.
-        self.progress = cast(
-            UUID,
-            create_progress_artifact(
-                0.0, description=f"{release.kind} of {release.image} to {env.name}"
-            ),
-        )
+        self.artifacts = artifacts.Writer(self.log)
+        self.artifacts.progress(0.0, f"{release.kind} of {release.image} to {env.name}")
+        self._history: dict[str, Any] | None = None  # the history ConfigMap as last written
         self.report_key = f"deploy-{env.app}-{env.name}"
         self.notifier = Notifier.open(env.cfg.notifications, self.log, self.report_key)
 
     def save(self, **changes: Any) -> None:
         self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
-        state.record(self.env, self.release)
+        # A plain call, no task run of its own (its 409 and outage retries are its own); the
+        # ConfigMap it wrote spares the next save a read.
+        self._history = state.save(self.env, self.release, self._history)
 
     def event(self, stage: str, **payload: Any) -> None:
         emit_event(
@@ -162,7 +156,7 @@ class Run:
         )
         self.event(name)
         done = len(self.release.steps) / max(len(self.release.steps), STEPS) * 100
-        update_progress_artifact(self.progress, done, description=f"{name}: done")
+        self.artifacts.progress(done, f"{name}: done")
         return result
 
     def failed_with(self, exc: Exception) -> None:
@@ -182,9 +176,11 @@ class Run:
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)
         self.details.append(
-            monitoring.deliver(self.env, self.release, ending == StateName.APPROVAL_TIMED_OUT)
+            untracked(monitoring.deliver)(
+                self.env, self.release, ending == StateName.APPROVAL_TIMED_OUT
+            )
         )
-        update_progress_artifact(self.progress, 100.0, description=self.release.result)
+        self.artifacts.progress(100.0, self.release.result)
         md = redact(
             report.render(
                 self.env.app,
@@ -199,16 +195,17 @@ class Run:
             )
         )
         if self.evaluations:
-            create_table_artifact(
+            self.artifacts.table(
                 key=f"analysis-{self.env.app}-{self.env.name}",
                 table=[report.evaluation_row(e) for e in self.evaluations],
                 description=f"Prometheus analysis of {self.release.id}",
             )
-        create_markdown_artifact(
+        self.artifacts.markdown(
             key=self.report_key,
             markdown=md,
             description=f"{self.release.kind} {self.release.id}: {self.release.result}",
         )
+        self.artifacts.flush()
 
 
 class CheckFailed(Exception):
@@ -337,7 +334,7 @@ def pipeline(
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
         return Outcome(Completed(message=serving))
-    release = plan(env, image, observed, kind, commit, commit_time)
+    release = untracked(plan)(env, image, observed, kind, commit, commit_time)
     run = Run(env, release)
     run.checks.extend(baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
@@ -352,22 +349,34 @@ def pipeline(
         run.save(phase="deploying")
         run.step(
             "deploy-idle-color",
-            rollout.apply_color,
+            untracked(rollout.apply_color),
             env,
             new,
             image,
             release.id,
             detail=f"{new} ← {image}",
         )
-        preview_ip = run.step("point-preview", traffic.point_preview, env, new)
+        preview_ip = run.step("point-preview", untracked(traffic.point_preview), env, new)
         run.step("wait-ready", rollout.wait_ready, env, new, release.id)
         run.save(phase="checking")
         run.checked(
             "pre-switch health",
-            run.step("pre-switch-checks", checks.health_checks, env, "preview", image, "preview"),
+            run.step(
+                "pre-switch-checks",
+                untracked(checks.health_checks),
+                env,
+                "preview",
+                image,
+                "preview",
+            ),
         )
-        run.checked("smoke tests", run.step("smoke-http", checks.smoke_http, env, "preview", image))
-        job = run.step("smoke-job", checks.smoke_job, env, "preview", preview_ip, release.id)
+        run.checked(
+            "smoke tests",
+            run.step("smoke-http", untracked(checks.smoke_http), env, "preview", image),
+        )
+        job = run.step(
+            "smoke-job", untracked(checks.smoke_job), env, "preview", preview_ip, release.id
+        )
         if job is not None:
             run.checked("smoke job", [job])
         values = placeholders(
@@ -409,7 +418,7 @@ def pipeline(
         )
 
     try:
-        switch_s = run.step("switch", traffic.switch, env, new, old)
+        switch_s = run.step("switch", untracked(traffic.switch), env, new, old)
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
@@ -420,7 +429,7 @@ def pipeline(
         if env.cfg.checks.smoke.after_switch and env.cfg.checks.smoke.http:
             run.checked(
                 "post-switch smoke tests",
-                run.step("smoke-http-active", checks.smoke_http, env, "active", image),
+                run.step("smoke-http-active", untracked(checks.smoke_http), env, "active", image),
             )
         run.step("verify", verify, env, image, values)
     except Exception as exc:
@@ -482,7 +491,7 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
     color = observed.color(old)
     if observed.active == old or color.release != old_release or not color.replicas:
         return f"{old} kept: it is active again or was reused"
-    rollout.scale(env, old, 0)
+    untracked(rollout.scale)(env, old, 0)
     return f"{old} scaled to zero"
 
 
@@ -525,7 +534,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     """No traffic moved: scale the idle color down and record why."""
     reason = redact(reason)
     run.log.error("no switch: %s", reason)
-    rollout.scale(run.env, new, 0)
+    untracked(rollout.scale)(run.env, new, 0)
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
     timed_out = state_name is StateName.APPROVAL_TIMED_OUT
     run.event("approval-timed-out" if timed_out else result, reason=reason)
@@ -555,7 +564,7 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     run.release = run.release.with_step(
         h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())
     )
-    rollout.scale(run.env, new, 0)
+    untracked(rollout.scale)(run.env, new, 0)
     run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
     run.event("rolled-back", reason=reason, seconds=seconds)
     run.publish()
