@@ -173,6 +173,12 @@ class Run:
             raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
     def publish(self, ending: StateName | None = None) -> None:
+        """Notifications, monitoring and the report, once the deploy lock is released
+        (``exclusively``): they need no lock and may wait (for a slow webhook, up to the
+        notifications' bound), and a rollback or deploy may be waiting for it."""
+        self.env.after_unlock.append(partial(self._publish, ending))
+
+    def _publish(self, ending: StateName | None) -> None:
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)
         self.details.append(
@@ -288,7 +294,8 @@ def deploy(
 
 def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
     """Runs ``work`` holding the app and environment's deploy lock; a refused lock ends the
-    run as LockHeld. The old color's delayed scale-down comes after the lock is released,
+    run as LockHeld. The run's report and notifications (``Run.publish``) come right after
+    the lock is released, and the old color's delayed scale-down after them,
     so a rollback can still take it back meanwhile; what must wait until the old color is
     gone (contract migrations) then takes the lock again."""
     try:
@@ -297,6 +304,8 @@ def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
             prune_secrets(env)
     except LockHeld as exc:
         return Failed(message=str(exc), name=StateName.LOCK_HELD)
+    while env.after_unlock:
+        env.after_unlock.pop(0)()
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     if outcome.then is not None:
