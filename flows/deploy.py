@@ -19,16 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar, cast
-from uuid import UUID
+from typing import Any, TypeVar
 
 from prefect import State, flow, get_run_logger, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run as prefect_runtime_flow_run
@@ -46,8 +39,19 @@ from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from bascule.signoff import Request
 from flows.approval import Signing, description, request_approval
+from flows.engine import heartbeats_unjoined, untracked
 from flows.migrate import contract, plan_and_lint, run_phase
-from tasks import analysis, checks, monitoring, promotion, rollout, secretref, state, traffic
+from tasks import (
+    analysis,
+    artifacts,
+    checks,
+    monitoring,
+    promotion,
+    rollout,
+    secretref,
+    state,
+    traffic,
+)
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
@@ -55,6 +59,8 @@ from tasks.preflight import preflight
 
 T = TypeVar("T")
 STEPS = 10  # steps of a deploy, for the progress artifact
+
+heartbeats_unjoined()
 
 
 def now_iso() -> str:
@@ -82,19 +88,17 @@ class Run:
         self.details: list[str] = []
         self.sections: list[str] = []  # Markdown of its own in the report (the migration plan)
         self.log = get_run_logger()
-        # Called from sync code it returns the id; its annotation covers the async use too.
-        self.progress = cast(
-            UUID,
-            create_progress_artifact(
-                0.0, description=f"{release.kind} of {release.image} to {env.name}"
-            ),
-        )
+        self.artifacts = artifacts.Writer(self.log)
+        self.artifacts.progress(0.0, f"{release.kind} of {release.image} to {env.name}")
+        self._history: dict[str, Any] | None = None  # the history ConfigMap as last written
         self.report_key = f"deploy-{env.app}-{env.name}"
         self.notifier = Notifier.open(env.cfg.notifications, self.log, self.report_key)
 
     def save(self, **changes: Any) -> None:
         self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
-        state.record(self.env, self.release)
+        # A plain call, no task run of its own (its 409 and outage retries are its own); the
+        # ConfigMap it wrote spares the next save a read.
+        self._history = state.save(self.env, self.release, self._history)
 
     def event(self, stage: str, **payload: Any) -> None:
         emit_event(
@@ -170,7 +174,7 @@ class Run:
         )
         self.event(name)
         done = len(self.release.steps) / max(len(self.release.steps), STEPS) * 100
-        update_progress_artifact(self.progress, done, description=f"{name}: done")
+        self.artifacts.progress(done, f"{name}: done")
         return result
 
     def failed_with(self, exc: Exception) -> None:
@@ -187,12 +191,20 @@ class Run:
             raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
     def publish(self, ending: StateName | None = None) -> None:
+        """Notifications, monitoring and the report, once the deploy lock is released
+        (``exclusively``): they need no lock and may wait (for a slow webhook, up to the
+        notifications' bound), and a rollback or deploy may be waiting for it."""
+        self.env.after_unlock.append(partial(self._publish, ending))
+
+    def _publish(self, ending: StateName | None) -> None:
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)
         self.details.append(
-            monitoring.deliver(self.env, self.release, ending == StateName.APPROVAL_TIMED_OUT)
+            untracked(monitoring.deliver)(
+                self.env, self.release, ending == StateName.APPROVAL_TIMED_OUT
+            )
         )
-        update_progress_artifact(self.progress, 100.0, description=self.release.result)
+        self.artifacts.progress(100.0, self.release.result)
         md = redact(
             report.render(
                 self.env.app,
@@ -207,16 +219,17 @@ class Run:
             )
         )
         if self.evaluations:
-            create_table_artifact(
+            self.artifacts.table(
                 key=f"analysis-{self.env.app}-{self.env.name}",
                 table=[report.evaluation_row(e) for e in self.evaluations],
                 description=f"Prometheus analysis of {self.release.id}",
             )
-        create_markdown_artifact(
+        self.artifacts.markdown(
             key=self.report_key,
             markdown=md,
             description=f"{self.release.kind} {self.release.id}: {self.release.result}",
         )
+        self.artifacts.flush()
 
 
 class CheckFailed(Exception):
@@ -315,7 +328,8 @@ def deploy(
 
 def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
     """Runs ``work`` holding the app and environment's deploy lock; a refused lock ends the
-    run as LockHeld. The old color's delayed scale-down comes after the lock is released,
+    run as LockHeld. The run's report and notifications (``Run.publish``) come right after
+    the lock is released, and the old color's delayed scale-down after them,
     so a rollback can still take it back meanwhile; what must wait until the old color is
     gone (contract migrations) then takes the lock again."""
     try:
@@ -324,6 +338,8 @@ def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
             prune_secrets(env)
     except LockHeld as exc:
         return Failed(message=str(exc), name=StateName.LOCK_HELD)
+    while env.after_unlock:
+        env.after_unlock.pop(0)()
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     if outcome.then is not None:
@@ -361,7 +377,7 @@ def pipeline(
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
         return Outcome(Completed(message=serving))
-    release = plan(env, image, observed, kind, commit, commit_time)
+    release = untracked(plan)(env, image, observed, kind, commit, commit_time)
     run = Run(env, release)
     run.checks.extend(baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
@@ -376,23 +392,35 @@ def pipeline(
         run.save(phase="deploying")
         run.step(
             "deploy-idle-color",
-            rollout.apply_color,
+            untracked(rollout.apply_color),
             env,
             new,
             image,
             release.id,
             detail=f"{new} ← {image}",
         )
-        preview_ip = run.step("point-preview", traffic.point_preview, env, new)
+        preview_ip = run.step("point-preview", untracked(traffic.point_preview), env, new)
         run.step("wait-ready", rollout.wait_ready, env, new, release.id)
         run.save(phase="checking", digest=rollout.running_digest(env, new, release.id))
         promotion.label_run(release.flow_run_id, run.release.digest)
         run.checked(
             "pre-switch health",
-            run.step("pre-switch-checks", checks.health_checks, env, "preview", image, "preview"),
+            run.step(
+                "pre-switch-checks",
+                untracked(checks.health_checks),
+                env,
+                "preview",
+                image,
+                "preview",
+            ),
         )
-        run.checked("smoke tests", run.step("smoke-http", checks.smoke_http, env, "preview", image))
-        job = run.step("smoke-job", checks.smoke_job, env, "preview", preview_ip, release.id)
+        run.checked(
+            "smoke tests",
+            run.step("smoke-http", untracked(checks.smoke_http), env, "preview", image),
+        )
+        job = run.step(
+            "smoke-job", untracked(checks.smoke_job), env, "preview", preview_ip, release.id
+        )
         if job is not None:
             run.checked("smoke job", [job])
         values = placeholders(
@@ -440,7 +468,7 @@ def pipeline(
         )
 
     try:
-        switch_s = run.step("switch", traffic.switch, env, new, old)
+        switch_s = run.step("switch", untracked(traffic.switch), env, new, old)
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
@@ -451,7 +479,7 @@ def pipeline(
         if env.cfg.checks.smoke.after_switch and env.cfg.checks.smoke.http:
             run.checked(
                 "post-switch smoke tests",
-                run.step("smoke-http-active", checks.smoke_http, env, "active", image),
+                run.step("smoke-http-active", untracked(checks.smoke_http), env, "active", image),
             )
         run.step("verify", verify, env, image, values)
     except Exception as exc:
@@ -525,7 +553,7 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
     color = observed.color(old)
     if observed.active == old or color.release != old_release or not color.replicas:
         return f"{old} kept: it is active again or was reused"
-    rollout.scale(env, old, 0)
+    untracked(rollout.scale)(env, old, 0)
     return f"{old} scaled to zero"
 
 
@@ -568,7 +596,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     """No traffic moved: scale the idle color down and record why."""
     reason = redact(reason)
     run.log.error("no switch: %s", reason)
-    rollout.scale(run.env, new, 0)
+    untracked(rollout.scale)(run.env, new, 0)
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
     timed_out = state_name is StateName.APPROVAL_TIMED_OUT
     run.event("approval-timed-out" if timed_out else result, reason=reason)
@@ -598,7 +626,7 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     run.release = run.release.with_step(
         h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())
     )
-    rollout.scale(run.env, new, 0)
+    untracked(rollout.scale)(run.env, new, 0)
     run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
     run.event("rolled-back", reason=reason, seconds=seconds)
     run.publish()

@@ -22,6 +22,7 @@ from flows.deploy import (
     pipeline,
     with_secrets,
 )
+from flows.engine import untracked
 from tasks import rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.preflight import preflight
@@ -83,11 +84,11 @@ def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> St
     )
     run.save(phase="planned")
     started = time.monotonic()
-    run.step("switch", traffic.switch, env, target.color, bad)
+    run.step("switch", untracked(traffic.switch), env, target.color, bad)
     seconds = time.monotonic() - started
     run.save(phase="switched")
     if bad:
-        run.step("scale-down-bad", rollout.scale, env, bad, 0)
+        run.step("scale-down-bad", untracked(rollout.scale), env, bad, 0)
     run.save(
         phase="done",
         result="succeeded",

@@ -3,6 +3,7 @@ client for its cluster. Created once per flow run and passed to the tasks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class Env:
     kube: Kube
     # The app's secret variables with their values, once a flow resolved them (tasks.secretref).
     secrets: dict[str, str] = field(default_factory=dict)
+    # What the run does once its deploy lock is released (its report and notifications).
+    after_unlock: list[Callable[[], None]] = field(default_factory=list)
 
     @staticmethod
     def open(environment: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -> Env:

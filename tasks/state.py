@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
 from bascule.kube import KubeError
@@ -60,22 +57,28 @@ def observe(env: Env) -> Observed:
     )
 
 
-def save(env: Env, release: h.Release) -> None:
-    """Upserts ``release`` into the history ConfigMap. Optimistic concurrency: re-read and
-    retry when someone else wrote in between. Each try re-reads, so a write whose answer an
-    API outage lost is repeated safely."""
-    env.kube.retrying(lambda: _save(env, release))
+def save(env: Env, release: h.Release, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Upserts ``release`` into the history ConfigMap; returns the ConfigMap as written.
+    Optimistic concurrency: the write carries the resourceVersion it read, and a conflict
+    (someone else wrote in between) reads again and retries. ``known``, the ConfigMap a run
+    wrote last, spares the read while nobody else writes. A write whose answer an API
+    outage lost is repeated safely: had it landed, the repeat conflicts and reads again."""
+    return env.kube.retrying(lambda: _save(env, release, known))
 
 
-def _save(env: Env, release: h.Release) -> None:
-    for _ in range(5):
-        releases, cm = read_history(env)
+def _save(env: Env, release: h.Release, known: dict[str, Any] | None) -> dict[str, Any]:
+    for attempt in range(5):
+        if attempt == 0 and known is not None:
+            cm: dict[str, Any] | None = known
+            releases = h.decode(known.get("data", {}).get(HISTORY_KEY))
+        else:
+            releases, cm = read_history(env)
         # Reasons and step details may quote app output: no secret value is kept.
         history = h.upsert(releases, release, env.cfg.history.limit)
         data = {HISTORY_KEY: redact(h.encode(history))}
         try:
             if cm is None:
-                env.kube.create(
+                return env.kube.create(
                     env.history_map.rsplit("/", 1)[0],
                     {
                         "apiVersion": "v1",
@@ -87,16 +90,9 @@ def _save(env: Env, release: h.Release) -> None:
                         "data": data,
                     },
                 )
-            else:
-                cm["data"] = data
-                env.kube.replace(env.history_map, cm)
-            return
+            return env.kube.replace(env.history_map, {**cm, "data": data})
         except KubeError as exc:
-            if exc.status not in (409,):
+            # Changed (or, for one we knew, deleted) since our read: read it again.
+            if not (exc.status == 409 or (exc.status == 404 and cm is not None)):
                 raise
     raise RuntimeError(f"could not write the history of {env.app} in {env.ns}: kept conflicting")
-
-
-@task(name="record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def record(env: Env, release: h.Release) -> None:
-    save(env, release)

@@ -114,7 +114,7 @@ def kill_at_switch(
 ) -> None:
     """SIGKILLs ``proc`` the moment the active Service selects ``to``: after the switch's
     PATCH landed and before the run records it (it still waits for the endpoints to move,
-    then saves through a Prefect task, hundreds of milliseconds at least)."""
+    tens to hundreds of milliseconds, then writes the record)."""
     kube, path = cluster.client(), f"/api/v1/namespaces/{ns}/services"
     by_name = "metadata.name=sample-app"
 
