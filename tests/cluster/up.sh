@@ -130,15 +130,17 @@ EOT
 # CoreDNS answers for the cluster's names from what the API server says of Services and
 # EndpointSlices, and NXDOMAIN for every other name: nothing is forwarded out of the cluster.
 cat >"$S/Corefile" <<EOT
-.:53 {
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
     bind $NODE_IP
     errors
     ready 127.0.0.1:8181
-    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+    kubernetes {
         kubeconfig "$S/coredns.kubeconfig"
-        fallthrough in-addr.arpa ip6.arpa
         ttl 5
     }
+}
+.:53 {
+    bind $NODE_IP
     template ANY ANY {
         rcode NXDOMAIN
     }
