@@ -14,10 +14,11 @@ bin="$("$here/build.sh")"
 kubectl() { "$bin/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 all_alive() { local f; for f in "$S"/pids/*; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done; }
-# A cluster started before it had cluster DNS is stale too.
-if [[ -f "$S/node.started" && -f "$S/pids/coredns" ]] && all_alive && kubectl get --raw /readyz >/dev/null 2>&1 \
+if [[ -f "$S/node.started" ]] && all_alive && kubectl get --raw /readyz >/dev/null 2>&1 \
   && kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s >/dev/null 2>&1; then
   log "reusing the running cluster $CLUSTER_NAME"
+  # Not restarted behind its users' backs: say what it lacks.
+  [[ -f "$S/pids/coredns" ]] || log "it has no cluster DNS (started by an older up.sh): make cluster-down cluster-up"
   echo "KUBECONFIG=$KUBECONFIG_PATH"
   exit 0
 fi
