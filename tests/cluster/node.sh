@@ -72,15 +72,6 @@ start kube-scheduler "$bin/kube-scheduler" --kubeconfig "$S/scheduler.kubeconfig
   --authentication-kubeconfig "$S/scheduler.kubeconfig" --authorization-kubeconfig "$S/scheduler.kubeconfig" \
   --leader-elect=false --bind-address 127.0.0.1 --v 1
 
-# CoreDNS needs its read access (and kube-system, which the API server creates a moment
-# after it is ready) before it starts, or its first lists fail and back off.
-for _ in $(seq 50); do
-  "$bin/kubectl" --kubeconfig "$S/admin-internal.kubeconfig" apply -f "$S/cluster-objects.yaml" \
-    >"$S/logs/cluster-objects.log" 2>&1 && break
-  sleep 0.2
-done
-start coredns "$bin/coredns" -conf "$S/Corefile"
-
 start containerd "$bin/containerd" --config "$S/containerd.toml"
 until [[ -S "$S/containerd/containerd.sock" ]]; do sleep 0.1; done
 
@@ -94,6 +85,15 @@ if [[ -x /usr/lib/postgresql/15/bin/postgres ]]; then
     -c listen_addresses="127.0.0.1,$NODE_IP" -c port=5432 -c unix_socket_directories="$PG_DIR/run" \
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off
 fi
+
+# Last, as nothing else waits for it. CoreDNS needs its read access (and kube-system, which
+# the API server creates a moment after it is ready) before it starts, or its lists back off.
+for _ in $(seq 50); do
+  "$bin/kubectl" --kubeconfig "$S/admin-internal.kubeconfig" apply -f "$S/cluster-objects.yaml" \
+    >"$S/logs/cluster-objects.log" 2>&1 && break
+  sleep 0.2
+done
+start coredns "$bin/coredns" -conf "$S/Corefile"
 
 echo ok >"$S/node.started"
 wait
