@@ -39,6 +39,15 @@ if missing kube-apiserver kube-controller-manager kube-scheduler kubelet kube-pr
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
     k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl)
 fi
+# CoreDNS has a cache directory of its own, so a new version of it leaves the others' builds be.
+dns="$cache/bin/coredns-$COREDNS_VERSION"
+if [[ ! -x "$dns/coredns" ]]; then
+  grep -q "github.com/coredns/coredns $COREDNS_VERSION\$" "$here/coredns/go.mod" \
+    || { log "coredns/go.mod does not require CoreDNS $COREDNS_VERSION (versions.env)"; exit 1; }
+  log "coredns $COREDNS_VERSION"
+  (cd "$here/coredns" && go build -ldflags "-s -w" -o "$dns/coredns" .)
+fi
+ln -sfn "$dns/coredns" "$out/coredns"
 # Our own helper is small and changes with the repository: rebuild when its source is newer.
 if [[ ! -x "$out/nsforward" || "$here/nsforward/main.go" -nt "$out/nsforward" ]]; then
   (cd "$here/nsforward" && go build -ldflags "-s -w" -o "$out/nsforward" .)

@@ -13,6 +13,9 @@ NODE_IP="10.123.0.2"
 POD_SUBNET="10.124.0.0/24"
 SERVICE_CIDR="10.125.0.0/16"
 SERVICE_IP="10.125.0.1"
+# The kube-dns Service: CoreDNS runs on the node (node.sh) and pods resolve through it.
+DNS_IP="10.125.0.10"
+CLUSTER_DOMAIN="cluster.local"
 # Host loopback ports that lead into the namespace.
 API_PORT="${BASCULE_API_PORT:-16443}"
 PG_PORT="${BASCULE_PG_PORT:-15432}"

@@ -86,5 +86,14 @@ if [[ -x /usr/lib/postgresql/15/bin/postgres ]]; then
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off
 fi
 
+# Last, as nothing else waits for it. CoreDNS needs its read access (and kube-system, which
+# the API server creates a moment after it is ready) before it starts, or its lists back off.
+for _ in $(seq 50); do
+  "$bin/kubectl" --kubeconfig "$S/admin-internal.kubeconfig" apply -f "$S/cluster-objects.yaml" \
+    >"$S/logs/cluster-objects.log" 2>&1 && break
+  sleep 0.2
+done
+start coredns "$bin/coredns" -conf "$S/Corefile"
+
 echo ok >"$S/node.started"
 wait

@@ -36,5 +36,6 @@ cert controller-manager "/CN=system:kube-controller-manager" clientAuth
 cert scheduler "/CN=system:kube-scheduler" clientAuth
 cert kubelet "/O=system:nodes/CN=system:node:$node" clientAuth
 cert kube-proxy "/CN=system:kube-proxy" clientAuth
+cert coredns "/CN=system:coredns" clientAuth
 openssl genrsa -out sa.key 2048 2>/dev/null
 openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null

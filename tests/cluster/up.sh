@@ -20,6 +20,8 @@ if [[ -f "$S/node.started" ]] && all_alive && kubectl get --raw /readyz >/dev/nu
   # A cluster started before images.sh added the repository digest references gets them now.
   "$bin/ctr" --address "$S/containerd/containerd.sock" -n k8s.io images ls -q 2>/dev/null |
     grep '^bascule.local/sample-app@sha256:' >/dev/null || "$here/images.sh" "$bin"
+  # Not restarted behind its users' backs: say what it lacks.
+  [[ -f "$S/pids/coredns" ]] || log "it has no cluster DNS (started by an older up.sh): make cluster-down cluster-up"
   echo "KUBECONFIG=$KUBECONFIG_PATH"
   exit 0
 fi
@@ -58,6 +60,7 @@ kubeconfig "$S/controller-manager.kubeconfig" "$inside" controller-manager
 kubeconfig "$S/scheduler.kubeconfig" "$inside" scheduler
 kubeconfig "$S/kubelet.kubeconfig" "$inside" kubelet
 kubeconfig "$S/kube-proxy.kubeconfig" "$inside" kube-proxy
+kubeconfig "$S/coredns.kubeconfig" "$inside" coredns
 
 cat >"$S/containerd.toml" <<EOT
 version = 3
@@ -115,6 +118,8 @@ cgroupRoot: "$CGROUP_PODS"
 containerRuntimeEndpoint: "unix://$S/containerd/containerd.sock"
 failSwapOn: false
 resolvConf: "$S/resolv.conf"
+clusterDNS: ["$DNS_IP"]
+clusterDomain: "$CLUSTER_DOMAIN"
 serializeImagePulls: false
 # Images come from local archives and are never pulled: never garbage-collect them.
 imageGCHighThresholdPercent: 100
@@ -124,6 +129,83 @@ nodeStatusUpdateFrequency: 4s
 syncFrequency: 10s
 fileCheckFrequency: 10s
 protectKernelDefaults: false
+EOT
+
+# CoreDNS answers for the cluster's names from what the API server says of Services and
+# EndpointSlices, and NXDOMAIN for every other name: nothing is forwarded out of the cluster.
+cat >"$S/Corefile" <<EOT
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $NODE_IP
+    errors
+    ready 127.0.0.1:8181
+    kubernetes {
+        kubeconfig "$S/coredns.kubeconfig"
+        ttl 5
+    }
+}
+.:53 {
+    bind $NODE_IP
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+EOT
+# Objects node.sh creates before it starts CoreDNS: CoreDNS's read access, the kube-dns
+# Service at kubelet's clusterDNS address, and a name for PostgreSQL (postgres.db) — both
+# Services lead to host processes on the node, so their EndpointSlices are written here.
+cat >"$S/cluster-objects.yaml" <<EOT
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+  - {apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS}
+spec:
+  clusterIP: "$DNS_IP"
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-node
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: bascule.local}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: db}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: postgres, namespace: db}
+spec:
+  ports: [{name: postgres, port: 5432, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: postgres-node
+  namespace: db
+  labels: {kubernetes.io/service-name: postgres, endpointslice.kubernetes.io/managed-by: bascule.local}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports: [{name: postgres, port: 5432, protocol: TCP}]
 EOT
 
 cat >"$S/kube-proxy.yaml" <<EOT
@@ -187,5 +269,11 @@ done
 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null
 # The default ServiceAccount must exist before pods can be created in a namespace.
 until kubectl -n default get serviceaccount default >/dev/null 2>&1; do sleep 0.3; done
+# CoreDNS is ready once it has read every Service and EndpointSlice.
+until nsenter --net="/run/netns/$NETNS" curl -fsS --max-time 2 http://127.0.0.1:8181/ready >/dev/null 2>&1; do
+  check_alive
+  ((SECONDS < deadline)) || { log "CoreDNS not ready; see $S/logs/coredns.log"; exit 1; }
+  sleep 0.3
+done
 log "ready in $((SECONDS - t0)) s"
 echo "KUBECONFIG=$KUBECONFIG_PATH"

@@ -124,6 +124,82 @@ def test_load_driver_sees_every_request(cluster: Cluster, namespace: str) -> Non
     assert report.versions() == {"v1": report.total}
 
 
+# Run in a pod: what each name resolves to (or the error), whether each HOST:PORT accepts
+# a TCP connection, and the pod's resolv.conf.
+RESOLVE = """
+import json, socket, sys
+names, connects = sys.argv[1].split(), sys.argv[2].split()
+def address(name):
+    try:
+        return socket.gethostbyname(name)
+    except OSError as exc:
+        return f"error: {exc}"
+def connects_to(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+        return "ok"
+    except OSError as exc:
+        return f"error: {exc}"
+print(json.dumps({
+    "addresses": {n: address(n) for n in names},
+    "connects": {t: connects_to(t) for t in connects},
+    "resolv.conf": open("/etc/resolv.conf").read(),
+}))
+"""
+
+
+def test_pods_resolve_services_by_name(cluster: Cluster, namespace: str) -> None:
+    """Cluster DNS: a pod finds a Service of its namespace by its short and its full name,
+    the node's PostgreSQL as postgres.db, and names outside the cluster not at all."""
+    cluster.apply(namespace, sample.service("web"))
+    web = service_ip(cluster, namespace, "web")
+    names = ["web", f"web.{namespace}.svc.cluster.local", "kubernetes.default", "example.com"]
+    connects = []
+    if cluster.cluster_dir is not None:  # tests/cluster's own Service for its PostgreSQL
+        names.append("postgres.db")
+        connects.append("postgres.db:5432")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "resolve"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    **sample.pod_container("v1"),
+                    "command": ["python3", "-c", RESOLVE, " ".join(names), " ".join(connects)],
+                    "readinessProbe": None,
+                }
+            ],
+        },
+    }
+    cluster.apply(namespace, pod)
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/resolve",
+        "--timeout=60s",
+    )
+    seen = json.loads(cluster.kubectl("-n", namespace, "logs", "pod/resolve"))
+
+    dns_ip = service_ip(cluster, "kube-system", "kube-dns")
+    assert f"nameserver {dns_ip}" in seen["resolv.conf"], seen["resolv.conf"]
+    addresses = seen["addresses"]
+    assert addresses["web"] == addresses[f"web.{namespace}.svc.cluster.local"] == web, addresses
+    assert addresses["kubernetes.default"] == service_ip(cluster, "default", "kubernetes")
+    assert addresses["example.com"].startswith("error:"), addresses  # nothing is forwarded
+    if connects:
+        assert addresses["postgres.db"] == service_ip(cluster, "db", "postgres"), addresses
+        assert seen["connects"] == {"postgres.db:5432": "ok"}, seen["connects"]
+    events = cluster.get_json(
+        "-n", namespace, "events", "--field-selector", "involvedObject.name=resolve"
+    )["items"]
+    assert "MissingClusterDNS" not in {e["reason"] for e in events}, events
+
+
 def running(pid: int) -> bool:
     """Alive and not a zombie (a killed process waiting for its parent is gone already)."""
     try:
