@@ -27,6 +27,7 @@ import yaml
 from kubernetes import config as kconfig
 from kubernetes.client import Configuration
 
+from bascule import __version__
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.rbac import Permission, request_permission
 
@@ -169,6 +170,8 @@ class Kube:
             timeout=timeout,
             transport=transport,
             event_hooks={"request": [self._count]},
+            # Names Bascule in the API server's audit log and per-client metrics.
+            headers={"User-Agent": f"bascule/{__version__}"},
         )
 
     @property
