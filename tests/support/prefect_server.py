@@ -35,7 +35,8 @@ START_TIMEOUT = 120.0
 # What the server logs for each 503 it answers (PREFECT_SERVER_LOG_RETRYABLE_ERRORS): a
 # database error its clients retry. It answers no 429, 502 or 408 of its own.
 RETRYABLE_LOGGED = "Encountered retryable exception in request"
-_RETRIES = pytest.StashKey[int]()
+# Those counts of every server this session started and stopped, for the terminal summary.
+_RETRIED: list[int] = []
 
 
 @dataclass(frozen=True)
@@ -125,11 +126,13 @@ def running_prefect_server(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        server = PrefectServer(api_url=api_url, home=home, pid=proc.pid, auth_string=auth_string)
         try:
             _wait_healthy(api_url, proc, log_path)
-            yield PrefectServer(api_url=api_url, home=home, pid=proc.pid, auth_string=auth_string)
+            yield server
         finally:
             _stop(proc)
+            _RETRIED.append(server.retried_answers())
 
 
 def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -164,26 +167,27 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+@contextlib.contextmanager
+def server_database(cluster: Cluster) -> Iterator[str | None]:
+    """A new database of the cluster's PostgreSQL for a Prefect server, as its connection
+    URL, dropped afterwards (so each server starts clean); None (SQLite) when the cluster
+    under test has no PostgreSQL of tests/cluster."""
+    if cluster.cluster_dir is None:
+        yield None
+        return
+    with database(cluster) as db:
+        yield db.url().replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
 @pytest.fixture(scope="session")
-def prefect_server(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
-    """The API URL of a Prefect server shared by the whole test session, on a new database
-    of the cluster's PostgreSQL (dropped afterwards, so each session starts clean); on SQLite
-    when the cluster under test has no PostgreSQL of tests/cluster."""
-    with contextlib.ExitStack() as stack:
-        url = None
-        if cluster.cluster_dir is not None:
-            db = stack.enter_context(database(cluster))
-            url = db.url().replace("postgresql://", "postgresql+asyncpg://", 1)
-        # Entered last, so stopped before its database is dropped.
-        server = stack.enter_context(running_prefect_server(database_url=url))
-        try:
-            yield server.api_url
-        finally:
-            request.config.stash[_RETRIES] = server.retried_answers()
+def prefect_server(cluster: Cluster) -> Iterator[str]:
+    """The API URL of a Prefect server shared by the whole test session."""
+    # The server stops before its database is dropped.
+    with server_database(cluster) as url, running_prefect_server(database_url=url) as server:
+        yield server.api_url
 
 
 def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
-    """``prefect_api_retries=N``: the 503s the session's server answered, if it ran."""
-    retries = terminalreporter.config.stash.get(_RETRIES, None)
-    if retries is not None:
-        terminalreporter.write_line(f"prefect_api_retries={retries}")
+    """``prefect_api_retries=N``: the 503s the session's Prefect servers answered."""
+    if _RETRIED:
+        terminalreporter.write_line(f"prefect_api_retries={sum(_RETRIED)}")
