@@ -25,7 +25,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _pytest.terminal import TerminalReporter
 
 from tests.support.cluster import Cluster
 from tests.support.postgres import database
@@ -187,7 +186,7 @@ def prefect_server(cluster: Cluster) -> Iterator[str]:
         yield server.api_url
 
 
-def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """``prefect_api_retries=N``: the 503s the session's Prefect servers answered."""
     if _RETRIED:
         terminalreporter.write_line(f"prefect_api_retries={sum(_RETRIED)}")
