@@ -34,7 +34,7 @@ START_TIMEOUT = 120.0
 # What the server logs for each 503 it answers (PREFECT_SERVER_LOG_RETRYABLE_ERRORS): a
 # database error its clients retry. It answers no 429, 502 or 408 of its own.
 RETRYABLE_LOGGED = "Encountered retryable exception in request"
-# Those counts of every server this session started and stopped, for the terminal summary.
+# That count for each server this session started and stopped, for the terminal summary.
 _RETRIED: list[int] = []
 
 
