@@ -21,6 +21,7 @@ refused, no such deployment or run, input rejected). No message carries a creden
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +48,10 @@ from prefect.settings import get_current_settings
 from bascule.errors import Unreachable, UsageError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({408, 429})
+# The answers Prefect's client waits out and sends again (prefect.client.base).
+_PREFECT_RETRIES = frozenset({408, 429, 502, 503})
 _CLOUD_API = re.compile(
     r"^https://api\.prefect\.cloud/api/accounts/(?P<account>[^/]+)/workspaces/(?P<workspace>[^/]+)/?$"
 )
@@ -97,6 +101,8 @@ class Prefect:
     def __init__(self, api: ApiSettings, transport: httpx.BaseTransport | None = None) -> None:
         # The status of each create_flow_run answer: Prefect's method returns the run only.
         self._created: list[int] = []
+        # Answers Prefect's client retried: a busy server shows here before it fails a call.
+        self.retries = 0
         settings: dict[str, Any] = {"event_hooks": {"response": [self._record]}}
         if transport is not None:  # unit tests answer for the server
             settings["transport"] = transport
@@ -110,8 +116,15 @@ class Prefect:
 
     def __exit__(self, *exc_info: object) -> None:
         self.client.__exit__(*exc_info)
+        log.log(
+            logging.WARNING if self.retries else logging.DEBUG,
+            "Prefect's client retried 408/429/502/503 answers: prefect_api_retries=%d",
+            self.retries,
+        )
 
     def _record(self, response: httpx.Response) -> None:
+        if response.status_code in _PREFECT_RETRIES:
+            self.retries += 1
         if response.request.url.path.endswith("/create_flow_run"):
             self._created.append(response.status_code)
 

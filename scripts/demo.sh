@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a blue-green deployment of the sample app, v1 then v2, through dev, staging
-# and production, on the embedded default: the local cluster, a local Prefect server on
-# SQLite and the cluster's PostgreSQL. The approval of production is answered by the demo
-# itself unless APPROVE=manual, in which case it waits for you in the Prefect UI.
+# and production, on the embedded default: the local cluster and its PostgreSQL, which also
+# holds the local Prefect server's database (prefect_demo). The approval of production is
+# answered by the demo itself unless APPROVE=manual, in which case it waits for you in the
+# Prefect UI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${BASCULE_CACHE:-$HOME/.cache/bascule}"
@@ -15,30 +16,38 @@ export KUBECONFIG="${kubeconfig_line#KUBECONFIG=}"
 bin="$(tests/cluster/build.sh)"
 kubectl() { "$bin/kubectl" "$@"; }
 
-say "Prefect server on 127.0.0.1:$port (SQLite under $cache/prefect)"
+say "PostgreSQL in the cluster: a fresh database for the sample app (the deploys migrate it); Prefect's"
+pgpass="$(cat /var/lib/bascule/clusters/bascule/postgres.password)"
+pg="postgres:$pgpass@127.0.0.1:${BASCULE_PG_PORT:-15432}"
+unset pgpass
+# The flow reads the URL from its environment (deployments/*.yaml: migrations.database_url).
+export SAMPLE_APP_DATABASE_URL="postgresql://$pg/sampleapp_demo"
+PG_ADMIN_URL="postgresql://$pg/postgres" python - <<'PY'
+import os, psycopg2
+conn = psycopg2.connect(os.environ["PG_ADMIN_URL"])
+conn.autocommit = True
+conn.cursor().execute("DROP DATABASE IF EXISTS sampleapp_demo WITH (FORCE)")
+conn.cursor().execute("CREATE DATABASE sampleapp_demo")
+cur = conn.cursor()
+cur.execute("SELECT 1 FROM pg_database WHERE datname = 'prefect_demo'")
+if cur.fetchone() is None:  # kept across demos, as the runs in its UI are
+    cur.execute("CREATE DATABASE prefect_demo")
+PY
+
+say "Prefect server on 127.0.0.1:$port (its database: prefect_demo on the cluster's PostgreSQL)"
 export PREFECT_API_URL="http://127.0.0.1:$port/api"
 if ! curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1; then
   mkdir -p "$cache/prefect"
+  # The URL (with the password) goes to the server's environment only, never to a log.
   PREFECT_HOME="$cache/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://$pg/prefect_demo" \
     setsid python -m prefect server start --host 127.0.0.1 --port "$port" \
     >"$cache/prefect/server.log" 2>&1 </dev/null &
   echo $! >"$cache/prefect/server.pid"
   for _ in $(seq 120); do curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1 && break; sleep 1; done
 fi
 curl -fsS "$PREFECT_API_URL/health" >/dev/null
-
-say "PostgreSQL in the cluster: a fresh database for the sample app; the deploys migrate it"
-pgpass="$(cat /var/lib/bascule/clusters/bascule/postgres.password)"
-# The flow reads the URL from its environment (deployments/*.yaml: migrations.database_url).
-export SAMPLE_APP_DATABASE_URL="postgresql://postgres:$pgpass@127.0.0.1:${BASCULE_PG_PORT:-15432}/sampleapp_demo"
-unset pgpass
-python - <<'PY'
-import os, psycopg2
-conn = psycopg2.connect(os.environ["SAMPLE_APP_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
-conn.autocommit = True
-conn.cursor().execute("DROP DATABASE IF EXISTS sampleapp_demo WITH (FORCE)")
-conn.cursor().execute("CREATE DATABASE sampleapp_demo")
-PY
+unset pg
 say "Slack and Discord: local webhook receivers print each message the deploys send"
 rm -f "$cache/webhooks.env"
 python -m tests.support.webhooks "$cache/webhooks.env" &
@@ -178,5 +187,5 @@ echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, e
 echo "  kubectl:       KUBECONFIG=$KUBECONFIG $bin/kubectl get deploy,svc -A"
 echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status --dir $dir"
 echo "  metrics:       $pushgateway/metrics   alerts: $alertmanager/#/alerts"
-echo "  stop:          make cluster-down; kill \$(cat $cache/prefect/server.pid)"
+echo "  stop:          kill \$(cat $cache/prefect/server.pid); make cluster-down"
 echo "                 kill \$(cat $mon/pushgateway.pid) \$(cat $mon/alertmanager.pid); rm -r $mon"

@@ -10,7 +10,10 @@ import pytest
 from tests.support.alerting import alertmanager, pushgateway  # noqa: F401  (shared fixtures)
 from tests.support.cluster import Cluster, existing, start_local
 from tests.support.postgres import pg_database  # noqa: F401  (a shared fixture)
-from tests.support.prefect_server import prefect_server  # noqa: F401  (a shared fixture)
+from tests.support.prefect_server import (  # noqa: F401  (a shared fixture, its summary line)
+    prefect_server,
+    pytest_terminal_summary,
+)
 from tests.support.prometheus import prometheus  # noqa: F401  (a shared fixture)
 
 

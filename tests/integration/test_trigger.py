@@ -24,9 +24,15 @@ import httpx
 import pytest
 
 from bascule.outcome import RESULTS, Exit
-from tests.support.prefect_server import PrefectServer, free_port, running_prefect_server
+from tests.support.cluster import Cluster
+from tests.support.prefect_server import (
+    PrefectServer,
+    free_port,
+    running_prefect_server,
+    server_database,
+)
 
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.cluster]  # the cluster: its PostgreSQL
 
 REPO = Path(__file__).resolve().parents[2]
 # Fake, but shaped like a real one so that redaction is tested on something realistic.
@@ -89,10 +95,11 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
+def served(cluster: Cluster) -> Iterator[Served]:
     """A Prefect server requiring basic auth, and the stand-in flows served on it."""
     with (
-        running_prefect_server(auth_string=AUTH_STRING) as server,
+        server_database(cluster) as url,
+        running_prefect_server(auth_string=AUTH_STRING, database_url=url) as server,
         tempfile.TemporaryDirectory(prefix="bascule-standin-") as tmp,
     ):
         (Path(tmp) / "standin_flows.py").write_text(STAND_IN_FLOWS)

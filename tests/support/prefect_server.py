@@ -1,9 +1,12 @@
 """A real Prefect server for tests: ``prefect server start`` on loopback, with its own
-PREFECT_HOME (so its SQLite database) in a temporary directory, stopped by its pid.
+PREFECT_HOME in a temporary directory, stopped by its pid.
 
-``prefect_server`` is a session-scoped fixture yielding the API URL; import it into
-tests/conftest.py (or a test module) to use it. ``running_prefect_server`` is the same as a
-context manager, for a test that needs a server of its own (for example one with basic auth).
+``prefect_server`` is a session-scoped fixture yielding the API URL, on a database of its own
+on the local cluster's PostgreSQL (SQLite answered 503 under the suite's concurrent flows);
+import it into tests/conftest.py with ``pytest_terminal_summary``, which prints how many
+answers the server gave that its clients had to retry. ``running_prefect_server`` is the same
+as a context manager, for a test that needs a server of its own (for example one with basic
+auth), on SQLite unless given a database.
 """
 
 from __future__ import annotations
@@ -23,8 +26,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-# A cold start migrates a fresh SQLite database and builds the UI's static files.
+from tests.support.cluster import Cluster
+from tests.support.postgres import database
+
+# A cold start migrates a fresh database and builds the UI's static files.
 START_TIMEOUT = 120.0
+# What the server logs for each 503 it answers (PREFECT_SERVER_LOG_RETRYABLE_ERRORS): a
+# database error its clients retry. It answers no 429, 502 or 408 of its own.
+RETRYABLE_LOGGED = "Encountered retryable exception in request"
+# That count for each server this session started and stopped, for the terminal summary.
+_RETRIED: list[int] = []
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,10 @@ class PrefectServer:
     home: Path
     pid: int
     auth_string: str | None
+
+    def retried_answers(self) -> int:
+        """How many 503s the server has answered so far (each one retried by its client)."""
+        return (self.home / "server.log").read_text(errors="replace").count(RETRYABLE_LOGGED)
 
     def client_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for a Prefect client process (serve, worker, CLI) using this server."""
@@ -57,11 +72,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_prefect_server(auth_string: str | None = None) -> Iterator[PrefectServer]:
+def running_prefect_server(
+    auth_string: str | None = None, database_url: str | None = None
+) -> Iterator[PrefectServer]:
     """Starts a Prefect server, waits until ``/api/health`` answers, stops it on exit.
 
     With ``auth_string`` ("user:password") the server requires HTTP basic auth, as a
-    self-hosted server with PREFECT_SERVER_API_AUTH_STRING does.
+    self-hosted server with PREFECT_SERVER_API_AUTH_STRING does. With ``database_url``
+    (``postgresql+asyncpg://…``) it keeps its data there, else in SQLite under its home.
     """
     with tempfile.TemporaryDirectory(prefix="bascule-prefect-") as tmp:
         home = Path(tmp)
@@ -79,7 +97,11 @@ def running_prefect_server(auth_string: str | None = None) -> Iterator[PrefectSe
             # Paused runs whose pause timed out are failed by the server only this often
             # (default 5 s): a flow that raced that expiry loses every time, not sometimes.
             PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS="60",
+            # One log line per 503 answered: what prefect_api_retries counts.
+            PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",
         )
+        if database_url is not None:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
         if auth_string is not None:
             env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
         log_path = home / "server.log"
@@ -103,11 +125,13 @@ def running_prefect_server(auth_string: str | None = None) -> Iterator[PrefectSe
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        server = PrefectServer(api_url=api_url, home=home, pid=proc.pid, auth_string=auth_string)
         try:
             _wait_healthy(api_url, proc, log_path)
-            yield PrefectServer(api_url=api_url, home=home, pid=proc.pid, auth_string=auth_string)
+            yield server
         finally:
             _stop(proc)
+            _RETRIED.append(server.retried_answers())
 
 
 def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -142,8 +166,27 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+@contextlib.contextmanager
+def server_database(cluster: Cluster) -> Iterator[str | None]:
+    """A new database of the cluster's PostgreSQL for a Prefect server, as its connection
+    URL, dropped afterwards (so each server starts clean); None (SQLite) when the cluster
+    under test has no PostgreSQL of tests/cluster."""
+    if cluster.cluster_dir is None:
+        yield None
+        return
+    with database(cluster) as db:
+        yield db.url().replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[str]:
+def prefect_server(cluster: Cluster) -> Iterator[str]:
     """The API URL of a Prefect server shared by the whole test session."""
-    with running_prefect_server() as server:
+    # The server stops before its database is dropped.
+    with server_database(cluster) as url, running_prefect_server(database_url=url) as server:
         yield server.api_url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """``prefect_api_retries=N``: the 503s the session's Prefect servers answered."""
+    if _RETRIED:
+        terminalreporter.write_line(f"prefect_api_retries={sum(_RETRIED)}")

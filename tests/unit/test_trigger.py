@@ -8,6 +8,7 @@ import argparse
 import base64
 import io
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -455,15 +456,18 @@ def test_refused_credentials_are_a_config_error_and_not_printed(tmp_path: Path) 
         assert SECRET.split(":")[1] not in text
 
 
-def test_transient_failures_are_retried(tmp_path: Path) -> None:
+def test_transient_failures_are_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fake = FakePrefect([RUNNING, ("COMPLETED", "Completed")])
-    # Prefect's client retries the 503 itself; the refused connection before any answer is
-    # Bascule's to retry.
-    fake.fail_next = [503, httpx.ConnectError]
-    code, output, _ = run_fake(fake, tmp_path, api_patience=5.0)
+    # Prefect's client retries the 503 and the 429 itself; the refused connection before any
+    # answer is Bascule's to retry.
+    fake.fail_next = [503, 429, httpx.ConnectError]
+    with caplog.at_level(logging.DEBUG, logger="bascule.prefect_client"):
+        code, output, _ = run_fake(fake, tmp_path, api_patience=5.0)
     assert code == Exit.COMPLETED
     assert output.count("Prefect API not answering") == 1
     assert fake.fail_next == []
+    counts = [r.getMessage().rsplit("=", 1)[1] for r in caplog.records if "retries=" in r.message]
+    assert counts == ["2"], counts  # the 503 and the 429; the refused connection is not one
 
 
 def test_unreachable_api(tmp_path: Path) -> None:
