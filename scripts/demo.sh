@@ -116,6 +116,7 @@ done
 # Answers production's approval gate as soon as it is asked, signed with the demo's key.
 approver() {
   while sleep 1; do
+    local line id
     line="$(bascule pending --flow deploy 2>/dev/null | awk '/env=production/ {print; exit}')"
     id="${line%% *}"
     if [[ -n "$id" ]]; then

@@ -55,7 +55,10 @@ def v1_in_production(cluster: Cluster, namespace: str, prefect_server: str, tmp_
     )
     deploys.wait_phase(cluster, namespace, V1, {"awaiting-approval"})
     res = deploys.run(prefect_server, "pending", "--flow", "deploy")
-    run_id = next(line.split()[0] for line in res.stdout.splitlines() if V1 in line)
+    line = next(line for line in res.stdout.splitlines() if V1 in line)
+    # The sample's production.yaml link, as `make demo` prints it from this listing.
+    assert line.endswith("  preview=https://sample-app-preview.production.example/"), line
+    run_id = line.split()[0]
     assert deploys.run(prefect_server, "approve", run_id, "--as", "setup").returncode == 0
     assert proc.wait(timeout=180) == 0, (tmp_path / "v1.log").read_text()[-2000:]
     return cfg
