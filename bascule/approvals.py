@@ -21,7 +21,7 @@ from uuid import UUID
 
 from bascule.errors import OperationFailed, UsageError
 from bascule.outcome import Exit
-from bascule.signoff import DEFAULT_KEY, REQUEST_KEY, Request
+from bascule.signoff import DEFAULT_KEY, PREVIEW_KEY, REQUEST_KEY, Request
 from bascule.trigger.options import DEFAULT_API_PATIENCE
 
 if TYPE_CHECKING:
@@ -59,7 +59,10 @@ def pending(args: argparse.Namespace) -> int:
         for run in runs:
             params = run.parameters
             env, image = params.get("environment"), params.get("image")
-            print(f"{run.id}  {run.name}  env={env} image={image}")
+            with api_errors("reading the preview link"):
+                preview = prefect.run_input(run.id, PREVIEW_KEY)
+            link = f"  preview={preview}" if isinstance(preview, str) else ""
+            print(f"{run.id}  {run.name}  env={env} image={image}{link}")
             if args.details:
                 with api_errors("reading the approval form"):
                     text = prefect.approval_text(run)

@@ -702,6 +702,47 @@ def _check_http_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
+# What a preview link names: the release waiting for approval, on the color it runs on.
+PREVIEW_PLACEHOLDERS = ("app", "environment", "namespace", "color", "release")
+
+
+class PreviewConfig(_Section):
+    """The preview link people open before the switch: the form, `bascule pending`, the
+    approval request's message and the report show it. Checks do not use it."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "URL template of the preview Service as a browser reaches it (e.g. behind an "
+            "Ingress host), e.g. https://{app}-preview.staging.example. Placeholders: "
+            + ", ".join(f"{{{k}}}" for k in PREVIEW_PLACEHOLDERS)
+            + " (the new color and its release id). Default: none; the form then shows the "
+            "Kubernetes API server's service proxy path, which needs cluster credentials."
+        ),
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        unknown = sorted(analysis.placeholders_in(value) - set(PREVIEW_PLACEHOLDERS))
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{unknown[0]}}} — use one of "
+                + ", ".join(f"{{{k}}}" for k in PREVIEW_PLACEHOLDERS)
+            )
+        sample = analysis.render(value, {k: "x" for k in PREVIEW_PLACEHOLDERS})
+        if "{" in sample or "}" in sample:
+            raise ValueError("a brace that is no placeholder — write placeholders as {app}")
+        _check_http_url(sample)
+        return value
+
+    def link(self, values: Mapping[str, str]) -> str | None:
+        """The URL for one release (``values``: analysis.placeholders), if one is configured."""
+        return None if self.url is None else analysis.render(self.url, values)
+
+
 class AnalysisQuery(_Section):
     """A PromQL query and the condition its result must meet (Argo Rollouts' metric with
     a Prometheus provider and a successCondition)."""
@@ -1168,6 +1209,9 @@ class EnvironmentConfig(_Section):
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig,
         description="Deployment metrics (Pushgateway) and alerts (Alertmanager).",
+    )
+    preview: PreviewConfig = Field(
+        default_factory=PreviewConfig, description="The preview link people open."
     )
     promote_from: str | None = Field(
         default=None,

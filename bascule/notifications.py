@@ -95,6 +95,7 @@ class Notice:
     run_url: str | None = None
     report_url: str | None = None
     approve_command: str | None = None
+    preview_url: str | None = None  # shown with an approval request
 
     def map_text(self, fn: Callable[[str], str]) -> Notice:
         """The notice with ``fn`` applied to every text that may carry outside output."""
@@ -119,6 +120,7 @@ def notice(
     ui_url: str | None = None,
     report_key: str | None = None,
     signed: bool = False,
+    preview_url: str | None = None,
 ) -> Notice:
     """The notice of ``event`` for ``release`` at ``now``; ``signed``: approvals of this
     environment count only when signed (the command to give signs)."""
@@ -147,6 +149,7 @@ def notice(
             if event == "awaiting-approval" and run_id
             else None
         ),
+        preview_url=preview_url if event == "awaiting-approval" else None,
     )
 
 
@@ -234,6 +237,9 @@ def slack_payload(n: Notice) -> dict[str, Any]:
             }
         )
     if n.event == "awaiting-approval":
+        if n.preview_url:
+            preview = {"type": "mrkdwn", "text": fit(f"*Preview*: <{n.preview_url}>", SLACK_TEXT)}
+            blocks.append({"type": "section", "text": preview})
         how = []
         if n.run_url:
             how.append(f"<{n.run_url}|Open the run in Prefect> and press *Resume* to decide")
@@ -285,6 +291,8 @@ def discord_payload(n: Notice) -> dict[str, Any]:
     if n.reason and n.event != "started":
         lines.append(md.discord(md.one_line(n.reason, REASON_LIMIT)))
     if n.event == "awaiting-approval":
+        if n.preview_url:
+            lines.append(f"**Preview**: {n.preview_url}")
         if n.run_url:
             lines.append(f"[Open the run in Prefect]({n.run_url}) and press **Resume** to decide")
         if n.approve_command:

@@ -24,8 +24,10 @@ def render(
     evaluations: Sequence[Evaluation] = (),
     analysis_skipped: str = "",
     sections: Sequence[str] = (),
+    preview: str | None = None,
 ) -> str:
-    """``sections``: Markdown of its own (e.g. the migration plan), appended as it is."""
+    """``sections``: Markdown of its own (e.g. the migration plan), appended as it is;
+    ``preview``: the configured preview link of the new color."""
     outcome = {
         "succeeded": "✅ succeeded",
         "failed": "❌ failed",
@@ -40,7 +42,8 @@ def render(
         f"- **Release**: {code(release.id)} ({release.kind})",
         f"- **Image**: {code(release.previous_image or '(none)')} → {code(release.image)}"
         + (f" (commit {code(release.commit)})" if release.commit else ""),
-        f"- **Color**: {release.previous_color or '(none)'} → {release.color}",
+        f"- **Color**: {release.previous_color or '(none)'} → {release.color}"
+        + (f" (preview: {preview})" if preview else ""),
         f"- **Digest** (what its pods ran): {code(release.digest) if release.digest else '-'}",
         f"- **Started**: {release.started}; **finished**: {release.finished or '-'}",
     ]

@@ -21,6 +21,8 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 DEFAULT_KEY = "~/.ssh/id_ed25519"
 # The run input where a paused run keeps its Request, for `bascule approve --key`.
 REQUEST_KEY = "bascule-approval-request"
+# The preview link the approval form shows, as a run input: `bascule pending` lists it.
+PREVIEW_KEY = "bascule-approval-preview"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,15 @@ from pydantic import Field
 from bascule.checks import CheckResult
 from bascule.history import Release
 from bascule.markdown import code, table
-from bascule.signoff import DEFAULT_KEY, REQUEST_KEY, Request, Signer, Unverified, sign_command
+from bascule.signoff import (
+    DEFAULT_KEY,
+    PREVIEW_KEY,
+    REQUEST_KEY,
+    Request,
+    Signer,
+    Unverified,
+    sign_command,
+)
 from bascule.sshsig import verify
 
 # Prefect fails a paused run on the server once its pause times out, and from then on
@@ -139,12 +147,14 @@ def request_approval(
     timeout_s: int,
     signing: Signing | None = None,
     on_refused: Callable[[str], None] = lambda reason: None,
+    preview: str | None = None,
 ) -> Decision:
     """Pauses the run with the approval form until someone answers or ``timeout_s`` pass;
     with ``signing``, an approval counts only with a good signature of its request. An
     approval whose signature does not verify moves nothing: ``on_refused`` is told why and
     the run pauses again, with the reason on the form, until a valid answer or the deadline
-    (whoever can resume runs could reject it anyway; a mistyped paste costs no deploy)."""
+    (whoever can resume runs could reject it anyway; a mistyped paste costs no deploy).
+    ``preview``: the link the form shows, kept as a run input for ``bascule pending``."""
     run_id = UUID(str(flow_run.id))
     if signing is not None:
         text += signing.instructions()
@@ -156,6 +166,8 @@ def request_approval(
         if signing is not None:
             value = json.dumps(asdict(signing.request))
             client.create_flow_run_input(run_id, REQUEST_KEY, value)
+        if preview is not None:
+            client.create_flow_run_input(run_id, PREVIEW_KEY, json.dumps(preview))
         while True:
             # A pause key fires once: each pause after a refused approval needs its own.
             key = PAUSE_KEY if not refused else f"{PAUSE_KEY}-{len(refused)}"

@@ -87,6 +87,7 @@ class Run:
         self.evaluations: list[Evaluation] = []
         self.details: list[str] = []
         self.sections: list[str] = []  # Markdown of its own in the report (the migration plan)
+        self.preview: str | None = None  # the configured preview link (preview.url), once known
         self.log = get_run_logger()
         self.artifacts = artifacts.Writer(self.log)
         self.artifacts.progress(0.0, f"{release.kind} of {release.image} to {env.name}")
@@ -130,6 +131,7 @@ class Run:
             self.release,
             reason=str(payload.get("reason", "")),
             failed_checks=failing,
+            preview_url=self.preview,
             signed=self.env.cfg.approval.allowed_signers is not None,
         )
 
@@ -216,6 +218,7 @@ class Run:
                 self.evaluations,
                 analysis.skipped(self.env.cfg.analysis),
                 self.sections,
+                self.preview,
             )
         )
         if self.evaluations:
@@ -432,24 +435,29 @@ def pipeline(
             old,
             observed.color(old).release if old else None,
         )
+        run.preview = env.cfg.preview.link(values)
         if env.cfg.analysis.runs("preview"):
             run.step("analysis-preview", analysis.preview, env, values)
         if approval and env.cfg.approval.required:
             run.save(phase="awaiting-approval")
             run.event("awaiting-approval")
+            # Without preview.url, the API server's proxy: it needs cluster credentials.
+            preview = run.preview or env.kube.server + service_proxy_path(
+                env.cfg, env.templates, role="preview", path="/"
+            )
             decision = request_approval(
                 description(
                     env.app,
                     env.name,
                     run.release,
                     run.checks,
-                    env.kube.server
-                    + service_proxy_path(env.cfg, env.templates, role="preview", path="/"),
+                    preview,
                     render_markdown(migrations) if migrations else "",
                 ),
                 env.cfg.approval.timeout_seconds,
                 signing(env, run.release),
                 on_refused=run.approval_refused,
+                preview=preview,
             )
             run.save(
                 approver=decision.approver,

@@ -125,8 +125,11 @@ done
 # Answers production's approval gate as soon as it is asked, signed with the demo's key.
 approver() {
   while sleep 1; do
-    id="$(bascule pending --flow deploy 2>/dev/null | awk '/env=production/ {print $1; exit}')"
+    local line id
+    line="$(bascule pending --flow deploy 2>/dev/null | awk '/env=production/ {print; exit}')"
+    id="${line%% *}"
     if [[ -n "$id" ]]; then
+      echo "  approval asked (bascule pending): preview at ${line##*preview=}"
       bascule approve "$id" --key "$approver_key" --comment "approved by make demo" && return
     fi
   done

@@ -55,7 +55,10 @@ def v1_in_production(cluster: Cluster, namespace: str, prefect_server: str, tmp_
     )
     deploys.wait_phase(cluster, namespace, V1, {"awaiting-approval"})
     res = deploys.run(prefect_server, "pending", "--flow", "deploy")
-    run_id = next(line.split()[0] for line in res.stdout.splitlines() if V1 in line)
+    line = next(line for line in res.stdout.splitlines() if V1 in line)
+    # The sample's production.yaml link, as `make demo` prints it from this listing.
+    assert line.endswith("  preview=https://sample-app-preview.production.example/"), line
+    run_id = line.split()[0]
     assert deploys.run(prefect_server, "approve", run_id, "--as", "setup").returncode == 0
     assert proc.wait(timeout=180) == 0, (tmp_path / "v1.log").read_text()[-2000:]
     return cfg
@@ -136,10 +139,22 @@ def test_reject_from_the_cli_switches_nothing(
     monkeypatch.setenv("T_SLACK_URL", slack.url)
     receiver = {"name": "s", "kind": "slack", "webhook_url": {"env": "T_SLACK_URL"}}
     cfg = production(
-        tmp_path / "notify", cluster, namespace, notifications={"receivers": [receiver]}
+        tmp_path / "notify",
+        cluster,
+        namespace,
+        notifications={"receivers": [receiver]},
+        preview={"url": "https://{app}-{color}.{namespace}.example/{release}"},
     )
     proc = start_v2(prefect_server, cfg, tmp_path / "v2.log")
     run_id = paused_run(prefect_server, namespace)
+    # The link people open is the configured one, wherever the request is shown.
+    release = deploys.wait_phase(cluster, namespace, V2, {"awaiting-approval"})["id"]
+    link = f"https://sample-app-green.{namespace}.example/{release}"
+    listed = deploys.run(prefect_server, "pending", "--details").stdout
+    assert f"{run_id}  " in listed and f"preview={link}" in listed, listed
+    assert f"- Preview: {link}\n" in listed, listed
+    asked = [str(b) for b in slack.wait_for(2) if "waiting for approval" in str(b)]
+    assert len(asked) == 1 and f"*Preview*: <{link}>" in asked[0], asked
     res = deploys.run(prefect_server, "reject", run_id, "--as", "bob", "--comment", "not today")
     assert res.returncode == 0, res.stderr
     assert proc.wait(timeout=120) == 4  # rejected
@@ -154,6 +169,9 @@ def test_reject_from_the_cli_switches_nothing(
     assert "*Rejected by*\nbob — not today" in facts, facts
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
+    assert f"- **Color**: blue → green (preview: {link})" in deploys.run_report(
+        prefect_server, run_id
+    )
 
 
 def test_invalid_input_keeps_the_run_paused_with_a_clear_message(

@@ -23,7 +23,7 @@ from bascule import approvals
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.outcome import Exit
 from bascule.prefect_client import ApiSettings, Prefect, api_errors, patiently
-from bascule.signoff import REQUEST_KEY, Request, Signer, Unverified
+from bascule.signoff import PREVIEW_KEY, REQUEST_KEY, Request, Signer, Unverified
 from bascule.sshsig import verify
 from tests.support.signers import allowed_signers, fingerprint, keypair
 
@@ -144,12 +144,15 @@ def test_pending_lists_paused_runs(
             return httpx.Response(200, json=[run])
         if request.url.path.endswith(f"/flow_runs/{RUN}/input/paused-approval-description"):
             return httpx.Response(200, content=json.dumps(form).encode())
+        if request.url.path.endswith(f"/flow_runs/{RUN}/input/{PREVIEW_KEY}"):
+            return httpx.Response(200, content=json.dumps(link).encode())
         return httpx.Response(404, json={"detail": "not here"})
 
+    link = "https://app-preview.production.example/"
     seen = answer(handle)
     assert approvals.pending(argparse.Namespace(flow="deploy", details=details)) == Exit.COMPLETED
     out = capsys.readouterr().out
-    assert f"{RUN}  brave-fox  env=production image=app:v2" in out
+    assert f"{RUN}  brave-fox  env=production image=app:v2  preview={link}\n" in out
     assert ("    ALTER TABLE items DROP COLUMN legacy" in out) is details
     (query,) = [json.loads(r.content) for r in seen if r.url.path.endswith("/flow_runs/filter")]
     assert query["flow_runs"]["state"]["type"]["any_"] == ["PAUSED"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bascule import analysis
 from bascule.cli import main
 from bascule.config import (
     ConfigError,
@@ -516,3 +517,45 @@ def test_validate_warns_when_production_takes_typed_names(
     out = capsys.readouterr().out
     assert f"production.yaml:{line_of(text, 'approval:')}:" in out
     assert "approval: warning: production's approvals are typed names" in out
+
+
+# --- the preview link ---------------------------------------------------------------------------
+
+
+def test_preview_url_renders_its_placeholders_for_one_release(tmp_path: Path) -> None:
+    url = "https://{app}-{color}.{environment}.example/{namespace}/{release}"
+    cfg = load_environment(write(tmp_path / "staging.yaml", MINIMAL + f"preview:\n  url: {url}\n"))
+    values = analysis.placeholders(
+        "shop-staging", "shop", "staging", "green", "r20261128-abc123", "blue", "r1"
+    )
+    assert cfg.preview.link(values) == (
+        "https://shop-green.staging.example/shop-staging/r20261128-abc123"
+    )
+    assert load_environment(write(tmp_path / "staging.yaml", MINIMAL)).preview.link(values) is None
+
+
+def test_repository_previews_are_links_people_can_open() -> None:
+    values = analysis.placeholders("ns", "sample-app", "production", "green", "r1", None, None)
+    for env in ("staging", "production"):
+        link = load_environment(REPO_DEPLOYMENTS / f"{env}.yaml").preview.link(values)
+        assert link == f"https://sample-app-preview.{env}.example/"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("https://{app}.{old_color}.example", "unknown placeholder {old_color} — use one of {app}"),
+        ("https://{app.example", "a brace that is no placeholder"),
+        ("ftp://{app}.example", "not an http(s) URL"),
+        ("{app}.example", "not an http(s) URL"),
+        ("https://ann:pw@{app}.example", "credentials in the URL are not supported"),
+    ],
+)
+def test_a_bad_preview_url_names_file_line_and_what_to_write(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    text = MINIMAL + f"preview:\n  url: '{url}'\n"
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert problem.field == "preview.url" and says in problem.message, problem
+    assert problem.mark is not None and problem.mark.line == line_of(text, "url:")
+    assert url not in str(problem)  # it may hold a password: not echoed

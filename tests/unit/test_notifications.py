@@ -92,6 +92,20 @@ def test_an_approval_request_links_the_resume_form_and_gives_the_command() -> No
     assert f"[Open the run in Prefect]({UI}/runs/flow-run/{RELEASE.flow_run_id})" in discord
 
 
+def test_an_approval_request_links_the_configured_preview() -> None:
+    url = "https://shop-preview.production.example/?release=r1&color=green"
+    n = nt.notice("awaiting-approval", "shop", "production", RELEASE, now=T0, preview_url=url)
+    slack, discord = nt.slack_payload(n), nt.discord_payload(n)
+    check_slack(slack)
+    check_discord(discord)
+    assert f"*Preview*: <{url}>" in str(slack)
+    assert f"**Preview**: {url}" in discord["embeds"][0]["description"]
+    # Only the request shows it: afterwards the preview color serves, or is gone.
+    later = nt.notice("succeeded", "shop", "production", RELEASE, now=T0, preview_url=url)
+    assert later.preview_url is None and url not in str(nt.slack_payload(later))
+    assert "Preview" not in str(nt.slack_payload(make("awaiting-approval")))
+
+
 def test_where_approvals_are_signed_the_command_signs() -> None:
     n = nt.notice("awaiting-approval", "shop", "production", RELEASE, now=T0, signed=True)
     assert n.approve_command == f"bascule approve {RELEASE.flow_run_id} --key ~/.ssh/id_ed25519"

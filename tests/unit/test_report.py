@@ -56,6 +56,8 @@ def test_report_names_the_release_its_steps_checks_and_reason() -> None:
     rejected = render("shop", "production", replace(ROLLED_BACK, result="rejected"), [])
     assert "- **Rejected by**: Ann Lee (typed name, not verified) — ship it" in rejected
     assert "- **Kubernetes API requests**: 42" in lines
+    previewed = render("shop", "production", ROLLED_BACK, [], preview="https://p.example/")
+    assert "- **Color**: blue → green (preview: https://p.example/)" in previewed.splitlines()
     assert row(md, "deploy-idle-color") == "| deploy-idle-color | ok | 0.31 | green ← v2 |"
     assert row(md, "switch") == "| switch | ok | 0.42 |  |"
     assert row(md, "verify") == "| verify | failed | 12.50 | version: HTTP 503, want 200 |"
