@@ -27,6 +27,9 @@ HOPELESS_WAITING = {
     "CreateContainerError": "the container cannot be created",
     "RunContainerError": "the container cannot be started",
 }
+# ... except the kubelet's own catching up: a Secret or ConfigMap created moments before the pod
+# is not in its cache yet ("failed to sync secret cache"), and it retries by itself.
+TRANSIENT_MESSAGE = "failed to sync"
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,8 @@ def pod_problem(pod: Obj, readiness_grace_restarts: int = 2) -> str | None:
     for cs in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
         waiting = cs.get("state", {}).get("waiting") or {}
         why = HOPELESS_WAITING.get(waiting.get("reason", ""))
-        if why:
-            msg = waiting.get("message", "")
+        msg = waiting.get("message", "")
+        if why and TRANSIENT_MESSAGE not in msg:
             return f"{waiting['reason']}: {why}" + (f" ({msg})" if msg else "")
         terminated = (cs.get("lastState") or {}).get("terminated") or {}
         if terminated and cs.get("restartCount", 0) >= readiness_grace_restarts:

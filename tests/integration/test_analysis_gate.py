@@ -303,6 +303,9 @@ def test_a_failing_smoke_test_after_the_switch_rolls_back(
         "smoke-http-active",
         "rollback-switch",
     ]
-    assert serving(cluster, live) == before
+    # The switch returns once the EndpointSlices name the old color; kube-proxy follows
+    # within its sync period.
+    url = deploys.service_url(cluster, live)
+    wait_for(lambda: answers(cluster, url, 200) and serving(cluster, live) == before, 5)
     markdown, _ = artifacts(prefect_server, last["flow_run_id"])
     assert "Analysis: skipped: no Prometheus address" in markdown, markdown

@@ -77,6 +77,11 @@ def cfg(cluster: Cluster, namespace: str, production_ns: str, tmp_path: Path) ->
 def served(prefect_server: str, cfg: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Deployment deploy/production served by a process running the real flow, started at
     once; the fixture gives a function that waits until it is registered (its id)."""
+    # The session's server may hold a deploy/production an earlier test registered from
+    # prefect.yaml (with its pull step): this test's runs must reach the served one.
+    found = httpx.get(f"{prefect_server}/deployments/name/deploy/production")
+    if found.status_code == 200:
+        httpx.delete(f"{prefect_server}/deployments/{found.json()['id']}").raise_for_status()
     env = {**deploys.cli_env(prefect_server), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = tmp_path / "serve.log"
     proc = subprocess.Popen(

@@ -48,6 +48,10 @@ def commit(
         {"namespace": namespace, "env": {"MARKER": marker}},
         environments=("dev",),
     )
+    # The Roles preflight checks against ship with the configuration.
+    shutil.copytree(
+        REPO / "deployments" / "rbac", work / "deployments" / "rbac", dirs_exist_ok=True
+    )
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", marker)
     return git(work, "rev-parse", "HEAD")

@@ -193,12 +193,13 @@ def test_preflight_names_what_neither_review_allows(tmp_path: Path) -> None:
     rules = [{"apiGroups": ["*"], "resources": shown, "verbs": ["*"]}]
     asked = answer_reviews(api, rules, {"leases"})
     assert preflight.permissions(env) == []
-    assert sorted(a["verb"] for a in asked) == ["create", "get", "update"]
+    assert sorted(a["verb"] for a in asked) == ["create", "get", "update", "watch"]
     answer_reviews(api, rules, set())
     assert preflight.permissions(env) == [
         "create coordination.k8s.io/leases",
         "get coordination.k8s.io/leases",
         "update coordination.k8s.io/leases",
+        "watch coordination.k8s.io/leases",
     ]
 
 

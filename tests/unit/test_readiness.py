@@ -137,8 +137,13 @@ def test_hopeless_containers_are_named_with_their_reason(status: Obj, expected: 
         container(waiting="PodInitializing"),
         container(restarts=1, terminated=CRASHED),  # one restart is within the grace
         container(restarts=5),  # restarts without a recorded termination: nothing to judge
+        # The kubelet has not seen a Secret created just before the pod yet: it retries.
+        container(
+            waiting="CreateContainerConfigError",
+            message="failed to sync secret cache: timed out waiting for the condition",
+        ),
     ],
-    ids=["running", "creating", "initializing", "one-restart", "no-last-state"],
+    ids=["running", "creating", "initializing", "one-restart", "no-last-state", "secret-cache"],
 )
 def test_pods_that_may_still_become_ready_have_no_problem(status: Obj) -> None:
     assert pod_problem(pod("p", status)) is None
