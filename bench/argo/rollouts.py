@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -32,6 +31,7 @@ from bascule.manifests import (
     service_name,
 )
 from bench.measure import dispatched_requests
+from tests.support import processes
 from tests.support.cluster import Cluster, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -320,9 +320,4 @@ def running_controller(bindir: Path, who: Identity, ns: str, log: Path) -> Itera
         wait_for(healthy, 60, interval=0.2, what="rollouts-controller /healthz")
         yield Controller(proc.pid, metrics)
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        processes.stop(proc)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from bascule.outcome import RESULTS, Exit
+from tests.support import processes
 from tests.support.cluster import Cluster
 from tests.support.prefect_server import (
     PrefectServer,
@@ -121,13 +121,7 @@ def served(cluster: Cluster) -> Iterator[Served]:
             _wait_for_deployments(server, proc, Path(tmp) / "serve.log")
             yield Served(server)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            processes.stop(proc, group=True)
             log.close()
 
 

@@ -10,8 +10,6 @@ short-lived Prometheus with it).
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import processes
 from tests.support.prefect_server import free_port
 
 START_TIMEOUT = 30.0
@@ -58,13 +57,7 @@ def running(
                 time.sleep(0.1)
             yield url
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            processes.stop(proc, timeout=10, group=True)
 
 
 def running_pushgateway() -> contextlib.AbstractContextManager[str]:

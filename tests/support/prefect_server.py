@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import processes
 from tests.support.cluster import Cluster
 from tests.support.postgres import database
 
@@ -130,7 +130,7 @@ def running_prefect_server(
             _wait_healthy(api_url, proc, log_path)
             yield server
         finally:
-            _stop(proc)
+            processes.stop(proc, group=True)
             _RETRIED.append(server.retried_answers())
 
 
@@ -144,22 +144,8 @@ def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log_path: Path) -
             if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
                 return
         time.sleep(0.25)
-    _stop(proc)
+    processes.stop(proc, group=True)
     raise RuntimeError(f"prefect server not healthy after {START_TIMEOUT:.0f}s:\n{_tail(log_path)}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    # The group id is the server's pid (start_new_session), so this only reaches our processes.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -32,6 +32,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.support import processes
 from tests.support.cluster import REPO, Cluster, existing, start_local
 from tests.support.prefect_server import free_port
 
@@ -111,14 +112,7 @@ class Prometheus:
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            processes.stop(proc, timeout=15)
 
 
 def _inside_kubeconfig(cluster: Cluster, directory: Path) -> Path:
