@@ -597,7 +597,10 @@ class SmokeJob(_Section):
     args: list[str] = Field(default_factory=list, description="Arguments for the command.")
     env: dict[str, EnvValue] = Field(
         default_factory=dict,
-        description="Extra environment; BASE_URL is set to the URL of the Service under test.",
+        description=(
+            "Extra environment; BASE_URL is set to the Service under test by its cluster DNS "
+            "name: http://<service>.<namespace>.svc:<port>."
+        ),
     )
     secrets: list[str] = Field(
         default_factory=list,

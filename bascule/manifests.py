@@ -104,6 +104,12 @@ def service_name(app: str, role: Role) -> str:
     return app if role == "active" else f"{app}-preview"
 
 
+def service_host(app: str, role: Role, namespace: str) -> str:
+    """The Service's name as pods resolve it through the cluster DNS, on any cluster domain
+    (the pods' search list completes ``<svc>.<ns>.svc``)."""
+    return f"{service_name(app, role)}.{namespace}.svc"
+
+
 def owned_labels(app: str, environment: str | None = None) -> dict[str, str]:
     """The labels on every object Bascule creates for an app (in an environment)."""
     labels = {LABEL_NAME: app, LABEL_MANAGED_BY: MANAGED_BY}

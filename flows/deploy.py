@@ -402,7 +402,7 @@ def pipeline(
             release.id,
             detail=f"{new} ← {image}",
         )
-        preview_ip = run.step("point-preview", untracked(traffic.point_preview), env, new)
+        run.step("point-preview", untracked(traffic.point_preview), env, new)
         run.step("wait-ready", rollout.wait_ready, env, new, release.id)
         run.save(phase="checking", digest=rollout.running_digest(env, new, release.id))
         promotion.label_run(release.flow_run_id, run.release.digest)
@@ -421,9 +421,7 @@ def pipeline(
             "smoke tests",
             run.step("smoke-http", untracked(checks.smoke_http), env, "preview", image),
         )
-        job = run.step(
-            "smoke-job", untracked(checks.smoke_job), env, "preview", preview_ip, release.id
-        )
+        job = run.step("smoke-job", untracked(checks.smoke_job), env, "preview", release.id)
         if job is not None:
             run.checked("smoke job", [job])
         values = placeholders(

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_scenario, streak
 from bascule.config import HealthCheck, SmokeHttpScenario
-from bascule.manifests import Role, owned_labels, service_name, service_proxy_path
+from bascule.manifests import Role, owned_labels, service_host, service_name, service_proxy_path
 from bascule.redact import redact
 from tasks import jobs
 from tasks.context import Env
@@ -122,18 +122,20 @@ def smoke_http(env: Env, role: Role, image: str) -> list[CheckResult]:
 
 
 @task(name="smoke-job", cache_policy=NO_CACHE)
-def smoke_job(env: Env, role: Role, cluster_ip: str, release_id: str) -> CheckResult | None:
-    """Runs the app's own smoke suite as a Job against the Service; its log goes in the report."""
+def smoke_job(env: Env, role: Role, release_id: str) -> CheckResult | None:
+    """Runs the app's own smoke suite as a Job against the Service, which it reaches by name
+    as any pod would; its log goes in the report."""
     job_cfg = env.cfg.checks.smoke.job
     if job_cfg is None:
         return None
     port = env.templates.service["spec"]["ports"][0]["port"]
+    base_url = f"http://{service_host(env.app, role, env.ns)}:{port}"
     name = f"{env.app}-smoke-{release_id[-12:]}-{uuid.uuid4().hex[:4]}".lower()
     container: dict[str, Any] = {
         "name": "smoke",
         "image": job_cfg.image,
         "args": job_cfg.args,
-        "env": [{"name": "BASE_URL", "value": f"http://{cluster_ip}:{port}"}]
+        "env": [{"name": "BASE_URL", "value": base_url}]
         + [{"name": key, "value": v} for key, v in job_cfg.env.items()]
         + _secret_env(env, job_cfg.secrets),
     }

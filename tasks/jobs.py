@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bascule import kube as k
+from bascule.dns import unresolved_hint
 from bascule.kube import KubeError
 from bascule.redact import redact
 from tasks.context import Env
@@ -26,8 +27,12 @@ def run(env: Env, job: dict[str, Any], what: str, timeout: float, tail_lines: in
     env.kube.retrying(lambda: create(env, k.jobs(env.ns), job))
     try:
         passed, why = wait(env, name, what, timeout)
+        text = log(env, name, tail_lines)
+        hint = None if passed else unresolved_hint(text)
+        if hint:
+            why = f"{why} — {hint}"
         # Job output is the app's: it may print a secret value.
-        return JobRun(passed, redact(why), redact(log(env, name, tail_lines)))
+        return JobRun(passed, redact(why), redact(text))
     finally:
         env.kube.delete(k.jobs(env.ns, name))
 

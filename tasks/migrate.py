@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bascule import kube as k
 from bascule import migrator
 from bascule.config import MigrationsConfig
+from bascule.dns import unresolved_hint
 from bascule.errors import OperationFailed, UsageError
 from bascule.manifests import owned_labels
 from tasks import jobs
@@ -108,7 +110,9 @@ def in_job(env: Env, image: str, url: str, wanted: migrator.Settings) -> migrato
     for line in reversed(ran.log.splitlines()):
         if line.startswith(migrator.RESULT_MARKER):
             data = json.loads(line.removeprefix(migrator.RESULT_MARKER))
-            return migrator.Result.from_json(data)
+            result = migrator.Result.from_json(data)
+            hint = None if result.ok else unresolved_hint(result.error)
+            return replace(result, error=f"{result.error} — {hint}") if hint else result
     tail = mask("\n".join(ran.log.splitlines()[-10:]))
     return migrator.Result(
         False, wanted.target, kind="error", error=f"{ran.why}; no result in its log: {tail}"

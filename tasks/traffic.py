@@ -24,8 +24,8 @@ class SwitchConflict(Exception):
     """The active Service changed under us: someone else moved traffic."""
 
 
-def _ensure(env: Env, role: Role, color: Color) -> str:
-    """The Service of ``role`` exists and selects ``color``; returns its ClusterIP."""
+def _ensure(env: Env, role: Role, color: Color) -> None:
+    """The Service of ``role`` exists and selects ``color``."""
     path = env.service(role)
     svc = env.kube.get_or_none(path)
     if svc is None:
@@ -38,13 +38,12 @@ def _ensure(env: Env, role: Role, color: Color) -> str:
             svc = env.kube.get(path)
     if color_of_selector(env.app, svc["spec"].get("selector")) != color:
         patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"])
-        svc = env.kube.patch(path, patch)
-    return str(svc["spec"].get("clusterIP", ""))
+        env.kube.patch(path, patch)
 
 
 @task(name="point-preview", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
-def point_preview(env: Env, color: Color) -> str:
-    return env.kube.retrying(lambda: _ensure(env, "preview", color))
+def point_preview(env: Env, color: Color) -> None:
+    env.kube.retrying(lambda: _ensure(env, "preview", color))
 
 
 # A 409 on the guarded PATCH means the Service changed after our read: read and try again,

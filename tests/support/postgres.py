@@ -1,6 +1,7 @@
 """The local cluster's PostgreSQL as tests reach it: from the host, on the port tests/cluster
 forwards (BASCULE_PG_PORT), as the superuser whose password up.sh wrote beside the kubeconfig;
-from pods, at the node's address in the cluster's network namespace (tests/cluster/env.sh).
+from pods, by the name the cluster's DNS gives it (the postgres Service in namespace db, whose
+endpoint is the node: tests/cluster/up.sh).
 Each test gets a database of its own, dropped afterwards."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from tests.support.cluster import Cluster
 
-NODE_IP = "10.123.0.2"  # tests/cluster/env.sh: where pods reach PostgreSQL
+IN_CLUSTER_HOST = "postgres.db.svc.cluster.local"  # where pods reach PostgreSQL
 
 
 def admin_url(cluster: Cluster) -> str:
@@ -51,7 +52,7 @@ class Database:
     def url(self, in_cluster: bool = False) -> str:
         base = self.admin.rsplit("/", 1)[0]
         if in_cluster:
-            base = base.rsplit("@", 1)[0] + f"@{NODE_IP}:5432"
+            base = base.rsplit("@", 1)[0] + f"@{IN_CLUSTER_HOST}:5432"
         return f"{base}/{self.name}"
 
     @contextmanager
