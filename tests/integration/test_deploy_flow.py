@@ -131,6 +131,11 @@ def test_broken_version_never_gets_traffic(
     last = deploys.history(cluster, namespace)[-1]
     assert last["image"] == V2 and last["result"] == "failed"
     assert reason in last["reason"], last["reason"]
+    if case == "failing-smoke":
+        # The Job reached the preview Service by its DNS name, as pods on any cluster do: every
+        # check but the forced one passed.
+        url = f"http://sample-app-preview.{namespace}.svc:"
+        assert f"smoke: 3/4 checks passed ({url}" in last["reason"], last["reason"]
     code, body = cluster.http_get(deploys.service_url(cluster, namespace))
     assert code == 200 and '"v1"' in body
 

@@ -6,6 +6,7 @@ database URL nowhere in what a run leaves behind."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
@@ -14,11 +15,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from bascule import migrator
+from bascule.errors import OperationFailed
 from tasks import migrate
 from tasks.context import Env
 from tests.support import deploys
@@ -32,7 +35,7 @@ from tests.support.migrations import (
     section,
     upgrade_directly,
 )
-from tests.support.postgres import Database, database
+from tests.support.postgres import IN_CLUSTER_HOST, Database, database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -60,8 +63,21 @@ def config(
 
 
 def use_database(monkeypatch: pytest.MonkeyPatch, db: Database, runner: str = "process") -> None:
-    """The URL the flow reads (from its environment): as pods see it for the job runner."""
-    monkeypatch.setenv(URL_VARIABLE, db.url(in_cluster=runner == "job"))
+    """The URL the flow reads (from its environment): for the job runner as pods see it, by
+    the name the cluster's DNS serves, as on any cluster (never the node's address)."""
+    url = db.url(in_cluster=runner == "job")
+    if runner == "job":
+        host = urlsplit(url).hostname or ""
+        assert host == IN_CLUSTER_HOST and not is_address(host), host
+    monkeypatch.setenv(URL_VARIABLE, url)
+
+
+def is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def deploy(api: str, cfg: str, image: str) -> Any:
@@ -210,6 +226,26 @@ def test_runner_lock_timeout_concurrency_and_upgrade(
     assert all(password not in json.dumps(r.to_json()) for r in [locked, refused, *both])
     leftovers = cluster.kubectl("-n", namespace, "get", "secrets,configmaps,jobs", "-o", "name")
     assert "migrate" not in leftovers, leftovers
+
+
+def test_a_database_host_pods_cannot_resolve_is_called_a_dns_failure(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job runner's pod cannot resolve the database's host: the error names the lookup
+    and where to look (the cluster's DNS), not only libpq's words."""
+    nowhere = f"nowhere.{namespace}.svc.cluster.local"
+    monkeypatch.setenv(URL_VARIABLE, db.url(in_cluster=True).replace(IN_CLUSTER_HOST, nowhere))
+    env = Env.open("staging", config(tmp_path, cluster, namespace, scripts(tmp_path), "job"))
+    with pytest.raises(OperationFailed) as failed:
+        migrate.current_in_job(env, V1, "dns")
+    message = str(failed.value)
+    assert f'could not translate host name "{nowhere}"' in message, message
+    assert "a name did not resolve inside the pod: check the cluster's DNS" in message, message
+    assert db.password not in message
 
 
 def test_expand_under_load_then_contract_once_the_old_color_is_gone(
