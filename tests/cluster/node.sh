@@ -2,11 +2,14 @@
 # Runs inside the cluster's network namespace and a private mount namespace (see up.sh):
 # starts every daemon of the control plane and the node, records their pids, then waits.
 # Mounts made by kubelet and containerd stay in this mount namespace and vanish with it.
+# `node.sh BIN kubelet coredns` (up.sh, in those namespaces) starts only the daemons named,
+# in a node that runs already, and returns.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
 . "$here/env.sh"
 bin="$1"
+shift
 S="$CLUSTER_DIR"
 P="$S/pki"
 mkdir -p "$S/logs" "$S/pids"
@@ -26,18 +29,36 @@ for h in /sys/fs/cgroup/*/; do
   echo $$ >"$h${CGROUP_SYSTEM#/}/cgroup.procs"
 done
 
+start() { # start NAME CMD...
+  local name="$1"; shift
+  "$@" >"$S/logs/$name.log" 2>&1 &
+  echo $! >"$S/pids/$name"
+}
+start_kubelet() {
+  start kubelet "$bin/kubelet" --config "$S/kubelet.yaml" --kubeconfig "$S/kubelet.kubeconfig" \
+    --root-dir "$S/kubelet" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1
+}
+# CoreDNS needs its read access (and kube-system, which the API server creates a moment after
+# it is ready) before it starts, or its lists back off.
+start_coredns() {
+  for _ in $(seq 50); do
+    "$bin/kubectl" --kubeconfig "$S/admin-internal.kubeconfig" apply -f "$S/cluster-objects.yaml" \
+      >"$S/logs/cluster-objects.log" 2>&1 && break
+    sleep 0.2
+  done
+  start coredns "$bin/coredns" -conf "$S/Corefile"
+}
+if (($#)); then
+  for daemon in "$@"; do "start_$daemon"; done
+  exit 0
+fi
+
 ip link set lo up
 ip link add node0 type veth peer name node0p 2>/dev/null || true
 ip link set node0 up && ip link set node0p up
 ip addr replace "$NODE_IP/24" dev node0
 ip route replace default dev node0
 sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.ipv4.conf.all.route_localnet=1
-
-start() { # start NAME CMD...
-  local name="$1"; shift
-  "$@" >"$S/logs/$name.log" 2>&1 &
-  echo $! >"$S/pids/$name"
-}
 
 start etcd "$bin/etcd" --name "$NODE_NAME" --data-dir "$S/etcd" --log-level warn \
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
@@ -75,8 +96,7 @@ start kube-scheduler "$bin/kube-scheduler" --kubeconfig "$S/scheduler.kubeconfig
 start containerd "$bin/containerd" --config "$S/containerd.toml"
 until [[ -S "$S/containerd/containerd.sock" ]]; do sleep 0.1; done
 
-start kubelet "$bin/kubelet" --config "$S/kubelet.yaml" --kubeconfig "$S/kubelet.kubeconfig" \
-  --root-dir "$S/kubelet" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1
+start_kubelet
 
 start kube-proxy "$bin/kube-proxy" --config "$S/kube-proxy.yaml" --v 1
 
@@ -86,14 +106,8 @@ if [[ -x /usr/lib/postgresql/15/bin/postgres ]]; then
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off
 fi
 
-# Last, as nothing else waits for it. CoreDNS needs its read access (and kube-system, which
-# the API server creates a moment after it is ready) before it starts, or its lists back off.
-for _ in $(seq 50); do
-  "$bin/kubectl" --kubeconfig "$S/admin-internal.kubeconfig" apply -f "$S/cluster-objects.yaml" \
-    >"$S/logs/cluster-objects.log" 2>&1 && break
-  sleep 0.2
-done
-start coredns "$bin/coredns" -conf "$S/Corefile"
+# Last, as nothing else waits for it.
+start_coredns
 
 echo ok >"$S/node.started"
 wait

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Generates the local cluster's CA, serving and client certificates and the service
 # account key pair, all locally with openssl. Usage: pki.sh DIR NODE_NAME NODE_IP SERVICE_IP
+# Makes only what DIR lacks: a running cluster's CA stays, and a newer part gets its certificate.
 set -euo pipefail
 dir="$1" node="$2" node_ip="$3" svc_ip="$4"
 mkdir -p "$dir" && cd "$dir"
 umask 077
-[[ -f ca.crt ]] && exit 0
 
 key() { openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null; }
-key ca
-openssl req -x509 -new -key ca.key -subj "/CN=bascule-local-ca" -days 3650 -out ca.crt 2>/dev/null
+if [[ ! -f ca.crt ]]; then
+  key ca
+  openssl req -x509 -new -key ca.key -subj "/CN=bascule-local-ca" -days 3650 -out ca.crt 2>/dev/null
+fi
 
 # cert NAME SUBJECT EXTKEYUSAGE [SANS]
 cert() {
   local name="$1" subj="$2" usage="$3" sans="${4:-}"
+  [[ -f "$name.crt" ]] && return
   key "$name"
   openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr" 2>/dev/null
   {
@@ -37,5 +40,7 @@ cert scheduler "/CN=system:kube-scheduler" clientAuth
 cert kubelet "/O=system:nodes/CN=system:node:$node" clientAuth
 cert kube-proxy "/CN=system:kube-proxy" clientAuth
 cert coredns "/CN=system:coredns" clientAuth
-openssl genrsa -out sa.key 2048 2>/dev/null
-openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+if [[ ! -f sa.pub ]]; then
+  openssl genrsa -out sa.key 2048 2>/dev/null
+  openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+fi

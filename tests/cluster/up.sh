@@ -13,28 +13,6 @@ log() { echo "cluster-up: $*" >&2; }
 bin="$("$here/build.sh")"
 kubectl() { "$bin/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
-all_alive() { local f; for f in "$S"/pids/*; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done; }
-if [[ -f "$S/node.started" ]] && all_alive && kubectl get --raw /readyz >/dev/null 2>&1 \
-  && kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s >/dev/null 2>&1; then
-  log "reusing the running cluster $CLUSTER_NAME"
-  # A cluster started before images.sh added the repository digest references gets them now.
-  "$bin/ctr" --address "$S/containerd/containerd.sock" -n k8s.io images ls -q 2>/dev/null |
-    grep '^bascule.local/sample-app@sha256:' >/dev/null || "$here/images.sh" "$bin"
-  # Not restarted behind its users' backs: say what it lacks.
-  [[ -f "$S/pids/coredns" ]] || log "it has no cluster DNS (started by an older up.sh): make cluster-down cluster-up"
-  echo "KUBECONFIG=$KUBECONFIG_PATH"
-  exit 0
-fi
-if [[ -e "$S" ]] || ip netns list 2>/dev/null | grep -qw "$NETNS"; then
-  log "cleaning up a stale cluster $CLUSTER_NAME"
-  "$here/down.sh"
-fi
-
-"$here/../../scripts/install-system.sh"
-mkdir -p "$S"/{pids,logs,cni/net.d,cni/ipam,containerd,kubelet}
-chmod 700 "$S"
-"$here/pki.sh" "$S/pki" "$NODE_NAME" "$NODE_IP" "$SERVICE_IP"
-
 kubeconfig() { # kubeconfig FILE SERVER CERTNAME
   local ca crt key
   ca="$(base64 -w0 <"$S/pki/ca.crt")" crt="$(base64 -w0 <"$S/pki/$3.crt")" key="$(base64 -w0 <"$S/pki/$3.key")"
@@ -53,52 +31,8 @@ contexts:
 current-context: $CLUSTER_NAME
 KC
 }
-inside="https://127.0.0.1:6443"
-kubeconfig "$KUBECONFIG_PATH" "https://127.0.0.1:$API_PORT" admin
-kubeconfig "$S/admin-internal.kubeconfig" "$inside" admin
-kubeconfig "$S/controller-manager.kubeconfig" "$inside" controller-manager
-kubeconfig "$S/scheduler.kubeconfig" "$inside" scheduler
-kubeconfig "$S/kubelet.kubeconfig" "$inside" kubelet
-kubeconfig "$S/kube-proxy.kubeconfig" "$inside" kube-proxy
-kubeconfig "$S/coredns.kubeconfig" "$inside" coredns
 
-cat >"$S/containerd.toml" <<EOT
-version = 3
-root = "$S/containerd/root"
-state = "$S/containerd/state"
-[grpc]
-  address = "$S/containerd/containerd.sock"
-[plugins.'io.containerd.cri.v1.images']
-  snapshotter = "overlayfs"
-  [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = "bascule.local/pause:3.10"
-[plugins.'io.containerd.cri.v1.runtime']
-  enable_cdi = false
-  # This machine withholds CAP_SYS_RESOURCE even from root, so negative oom_score_adj
-  # values are refused; keep containers' scores at or above containerd's own.
-  restrict_oom_score_adj = true
-  [plugins.'io.containerd.cri.v1.runtime'.containerd]
-    default_runtime_name = "runc"
-    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-        BinaryName = "$(command -v runc)"
-        SystemdCgroup = false
-        Root = "$S/runc"
-  [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "$S/cni/net.d"
-    use_internal_loopback = true
-EOT
-
-cat >"$S/cni/net.d/10-bascule.conflist" <<EOT
-{"cniVersion": "1.0.0", "name": "bascule", "plugins": [
-  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "dataDir": "$S/cni/ipam",
-            "ranges": [[{"subnet": "$POD_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-EOT
-
+kubelet_config() {
 : >"$S/resolv.conf"
 cat >"$S/kubelet.yaml" <<EOT
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -130,7 +64,10 @@ syncFrequency: 10s
 fileCheckFrequency: 10s
 protectKernelDefaults: false
 EOT
+}
 
+dns_config() {
+  kubeconfig "$S/coredns.kubeconfig" "https://127.0.0.1:6443" coredns
 # CoreDNS answers for the cluster's names from what the API server says of Services and
 # EndpointSlices, and NXDOMAIN for every other name: nothing is forwarded out of the cluster.
 cat >"$S/Corefile" <<EOT
@@ -207,6 +144,109 @@ addressType: IPv4
 endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
 ports: [{name: postgres, port: 5432, protocol: TCP}]
 EOT
+}
+
+all_alive() { local f; for f in "$S"/pids/*; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done; }
+dns_ready() { nsenter --net="/run/netns/$NETNS" curl -fsS --max-time 2 http://127.0.0.1:8181/ready >/dev/null 2>&1; }
+has_dns() {
+  [[ -f "$S/pids/coredns" ]] && grep -q '^clusterDNS:' "$S/kubelet.yaml" \
+    && kubectl -n kube-system get service kube-dns >/dev/null 2>&1 \
+    && kubectl -n db get service postgres >/dev/null 2>&1
+}
+# A running cluster started before it had cluster DNS gets it without a restart of the rest:
+# CoreDNS and its Services, and kubelet again with clusterDNS (its pods keep running; those
+# started before keep their resolv.conf, without the cluster's DNS, until they are replaced).
+add_dns() {
+  local daemons=() kubelet deadline=$((SECONDS + 60))
+  log "adding cluster DNS (CoreDNS, the kube-dns and postgres.db Services) to $CLUSTER_NAME"
+  "$here/pki.sh" "$S/pki" "$NODE_NAME" "$NODE_IP" "$SERVICE_IP"
+  dns_config
+  kubectl apply -f "$S/cluster-objects.yaml" >"$S/logs/cluster-objects.log"
+  if ! grep -q '^clusterDNS:' "$S/kubelet.yaml"; then
+    kubelet_config
+    kubelet="$(cat "$S/pids/kubelet")"
+    kill -TERM "$kubelet"
+    while kill -0 "$kubelet" 2>/dev/null; do sleep 0.2; done
+    daemons+=(kubelet)
+  fi
+  [[ -f "$S/pids/coredns" ]] || daemons+=(coredns)
+  if ((${#daemons[@]})); then
+    # As node.sh started the others: in the node's network and mount namespaces.
+    setsid -w nsenter --net="/run/netns/$NETNS" --mount="/proc/$(cat "$S/pids/supervisor")/ns/mnt" \
+      -- "$here/node.sh" "$bin" "${daemons[@]}" >>"$S/logs/node.log" 2>&1 </dev/null
+  fi
+  until dns_ready && kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { log "cluster DNS not ready; see $S/logs/coredns.log and kubelet.log"; exit 1; }
+    sleep 0.3
+  done
+}
+if [[ -f "$S/node.started" ]] && all_alive && kubectl get --raw /readyz >/dev/null 2>&1 \
+  && kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s >/dev/null 2>&1; then
+  log "reusing the running cluster $CLUSTER_NAME"
+  # A cluster started before images.sh added the repository digest references gets them now.
+  "$bin/ctr" --address "$S/containerd/containerd.sock" -n k8s.io images ls -q 2>/dev/null |
+    grep '^bascule.local/sample-app@sha256:' >/dev/null || "$here/images.sh" "$bin"
+  has_dns || add_dns
+  echo "KUBECONFIG=$KUBECONFIG_PATH"
+  exit 0
+fi
+if [[ -e "$S" ]] || ip netns list 2>/dev/null | grep -qw "$NETNS"; then
+  log "cleaning up a stale cluster $CLUSTER_NAME"
+  "$here/down.sh"
+fi
+
+"$here/../../scripts/install-system.sh"
+mkdir -p "$S"/{pids,logs,cni/net.d,cni/ipam,containerd,kubelet}
+chmod 700 "$S"
+"$here/pki.sh" "$S/pki" "$NODE_NAME" "$NODE_IP" "$SERVICE_IP"
+
+inside="https://127.0.0.1:6443"
+kubeconfig "$KUBECONFIG_PATH" "https://127.0.0.1:$API_PORT" admin
+kubeconfig "$S/admin-internal.kubeconfig" "$inside" admin
+kubeconfig "$S/controller-manager.kubeconfig" "$inside" controller-manager
+kubeconfig "$S/scheduler.kubeconfig" "$inside" scheduler
+kubeconfig "$S/kubelet.kubeconfig" "$inside" kubelet
+kubeconfig "$S/kube-proxy.kubeconfig" "$inside" kube-proxy
+
+cat >"$S/containerd.toml" <<EOT
+version = 3
+root = "$S/containerd/root"
+state = "$S/containerd/state"
+[grpc]
+  address = "$S/containerd/containerd.sock"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "bascule.local/pause:3.10"
+[plugins.'io.containerd.cri.v1.runtime']
+  enable_cdi = false
+  # This machine withholds CAP_SYS_RESOURCE even from root, so negative oom_score_adj
+  # values are refused; keep containers' scores at or above containerd's own.
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "$(command -v runc)"
+        SystemdCgroup = false
+        Root = "$S/runc"
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$S/cni/net.d"
+    use_internal_loopback = true
+EOT
+
+cat >"$S/cni/net.d/10-bascule.conflist" <<EOT
+{"cniVersion": "1.0.0", "name": "bascule", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": "$S/cni/ipam",
+            "ranges": [[{"subnet": "$POD_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOT
+
+kubelet_config
+dns_config
 
 cat >"$S/kube-proxy.yaml" <<EOT
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -270,7 +310,7 @@ kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null
 # The default ServiceAccount must exist before pods can be created in a namespace.
 until kubectl -n default get serviceaccount default >/dev/null 2>&1; do sleep 0.3; done
 # CoreDNS is ready once it has read every Service and EndpointSlice.
-until nsenter --net="/run/netns/$NETNS" curl -fsS --max-time 2 http://127.0.0.1:8181/ready >/dev/null 2>&1; do
+until dns_ready; do
   check_alive
   ((SECONDS < deadline)) || { log "CoreDNS not ready; see $S/logs/coredns.log"; exit 1; }
   sleep 0.3
