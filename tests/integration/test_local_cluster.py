@@ -152,6 +152,10 @@ print(json.dumps({
 def test_pods_resolve_services_by_name(cluster: Cluster, namespace: str) -> None:
     """Cluster DNS: a pod finds a Service of its namespace by its short and its full name,
     the node's PostgreSQL as postgres.db, and names outside the cluster not at all."""
+    assert_pods_resolve_by_name(cluster, namespace)
+
+
+def assert_pods_resolve_by_name(cluster: Cluster, namespace: str) -> None:
     cluster.apply(namespace, sample.service("web"))
     web = service_ip(cluster, namespace, "web")
     names = ["web", f"web.{namespace}.svc.cluster.local", "kubernetes.default", "example.com"]
@@ -198,6 +202,62 @@ def test_pods_resolve_services_by_name(cluster: Cluster, namespace: str) -> None
         "-n", namespace, "events", "--field-selector", "involvedObject.name=resolve"
     )["items"]
     assert "MissingClusterDNS" not in {e["reason"] for e in events}, events
+
+
+@pytest.mark.slow
+def test_a_running_cluster_without_dns_gets_it_when_reused() -> None:
+    """A throwaway cluster as an up.sh from before cluster DNS left it (no CoreDNS, no kube-dns
+    or postgres.db Service, kubelet without clusterDNS) gets all of it from the next up.sh,
+    which restarts kubelet alone: a pod started before keeps running, new pods resolve names;
+    the up.sh after that changes nothing."""
+    name = "bascule-dns"
+    env = cluster_env(name, BASCULE_API_PORT="16643", BASCULE_PG_PORT="15632")
+    cluster = start_local(env)
+    try:
+        state = cluster.cluster_dir
+        assert state is not None
+        pids = state / "pids"
+        coredns = int((pids / "coredns").read_text())
+        subprocess.run(["kill", "-TERM", str(coredns)], check=True)
+        wait_for(lambda: not running(coredns), 10, what="CoreDNS to stop")
+        (pids / "coredns").unlink()
+        (state / "pki" / "coredns.crt").unlink()
+        kubelet_yaml = state / "kubelet.yaml"
+        lines = kubelet_yaml.read_text().splitlines(keepends=True)
+        kubelet_yaml.write_text("".join(x for x in lines if not x.startswith("cluster")))
+        cluster.kubectl("-n", "kube-system", "delete", "service", "kube-dns")
+        cluster.kubectl("-n", "db", "delete", "service", "postgres")
+        cluster.create_namespace("before")
+        keep = {"name": "keep"}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": keep}
+        cluster.apply("before", pod | {"spec": {"containers": [sample.pod_container("v1")]}})
+        cluster.kubectl("-n", "before", "wait", "--for=condition=Ready", "pod/keep", "--timeout=1m")
+        (container,) = cluster.get_json("-n", "before", "pod", "keep")["status"][
+            "containerStatuses"
+        ]
+        kubelet = int((pids / "kubelet").read_text())
+
+        added = subprocess.run(
+            [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert added.returncode == 0, added.stderr
+        assert "adding cluster DNS" in added.stderr, added.stderr
+        assert int((pids / "kubelet").read_text()) != kubelet and not running(kubelet)
+        assert running(int((pids / "coredns").read_text()))
+        assert "clusterDNS:" in kubelet_yaml.read_text()
+        kept = cluster.get_json("-n", "before", "pod", "keep")["status"]
+        (now,) = kept["containerStatuses"]
+        assert kept["phase"] == "Running", kept
+        assert (now["containerID"], now["restartCount"]) == (container["containerID"], 0), now
+        cluster.create_namespace("after")
+        assert_pods_resolve_by_name(cluster, "after")
+
+        again = subprocess.run(
+            [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert again.returncode == 0 and "adding" not in again.stderr, again.stderr
+    finally:
+        subprocess.run([str(CLUSTER_DIR / "down.sh")], env=env, check=True, timeout=120)
 
 
 def running(pid: int) -> bool:
