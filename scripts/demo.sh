@@ -19,9 +19,12 @@ kubectl() { "$bin/kubectl" "$@"; }
 say "PostgreSQL in the cluster: a fresh database for the sample app (the deploys migrate it); Prefect's"
 pgpass="$(cat /var/lib/bascule/clusters/bascule/postgres.password)"
 pg="postgres:$pgpass@127.0.0.1:${BASCULE_PG_PORT:-15432}"
-unset pgpass
-# The flow reads the URL from its environment (deployments/*.yaml: migrations.database_url).
+# The flow, on this machine, reads the URL from its environment (deployments/*.yaml:
+# migrations.database_url); the app's pods reach the same database by the name the cluster's
+# DNS gives PostgreSQL, through each release's Secret (the demo's files: secrets.DATABASE_URL).
 export SAMPLE_APP_DATABASE_URL="postgresql://$pg/sampleapp_demo"
+export DEMO_APP_DATABASE_URL="postgresql://postgres:$pgpass@postgres.db.svc.cluster.local:5432/sampleapp_demo"
+unset pgpass
 PG_ADMIN_URL="postgresql://$pg/postgres" python - <<'PY'
 import os, psycopg2
 conn = psycopg2.connect(os.environ["PG_ADMIN_URL"])
@@ -101,6 +104,8 @@ tree() {  # tree NAME [REVISION LEFT OUT...]: prints the tree's deployments dire
     >>"$t/deployments/allowed_signers"
   for env in dev staging production; do
     cat >>"$t/deployments/$env.yaml" <<YAML
+secrets:
+  DATABASE_URL: {env: DEMO_APP_DATABASE_URL}
 notifications:
   receivers:
     - {name: demo-slack, kind: slack, webhook_url: {env: DEMO_SLACK_WEBHOOK_URL}}
@@ -161,6 +166,11 @@ for version in v1 v2; do
     ((rc == 0)) || { echo "demo: the $env deploy ended with exit code $rc" >&2; exit "$rc"; }
   done
 done
+
+say "production's pods read their database by name (postgres.db.svc.cluster.local): GET /api/items"
+kubectl get --raw "/api/v1/namespaces/bascule-production/services/sample-app:http/proxy/api/items" \
+  | sed 's/^/  /'
+echo
 
 say "staging: taken back by hand (bascule rollback), which raises an alert"
 bascule rollback staging --dir "$v2_dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
