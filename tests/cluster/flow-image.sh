@@ -47,12 +47,17 @@ if [[ -f "$deps/.complete" ]]; then
   log "dependency layer cached: $deps"
 else
   log "installing requirements.lock into the dependency layer"
+  # Every manylinux tag glibc 2.36 runs (pip does not expand one to the older ones).
+  platforms=()
+  for minor in $(seq 5 36); do platforms+=(--platform "manylinux_2_${minor}_$machine"); done
+  platforms+=(--platform "manylinux2014_$machine" --platform "manylinux2010_$machine"
+    --platform "manylinux1_$machine")
   rm -rf "$deps.tmp" && mkdir -p "$deps.tmp/root$PREFIX"
   # Wheels for the image's interpreter (Debian bookworm's CPython 3.11, glibc 2.36),
   # whatever this machine's Python is; the lock's hashes are checked as in the workflows.
   "$python" -m pip install --quiet --disable-pip-version-check --no-compile --no-deps \
     --require-hashes --only-binary=:all: --implementation cp --python-version 3.11 \
-    --abi cp311 --abi abi3 --abi none --platform "manylinux_2_36_$machine" \
+    --abi cp311 --abi abi3 --abi none "${platforms[@]}" \
     --target "$deps.tmp/root$PREFIX/site" -r "$repo/requirements.lock" >&2
   # Layer mtimes are 0 and the flow runs as nobody: bytecode checked by hash, not time.
   "$python" -m compileall -q --invalidation-mode unchecked-hash "$deps.tmp/root$PREFIX/site" \
