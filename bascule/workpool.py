@@ -89,9 +89,7 @@ def job_template(default: Mapping[str, Any], settings: JobSettings) -> dict[str,
         if name not in props:
             raise ValueError(f"not a Kubernetes base job template: no variable {name!r}")
         props[name]["default"] = value
-    pod["volumes"] = [
-        {"name": "deployments", "configMap": {"name": CONFIG_MAP, "optional": True}}
-    ]
+    pod["volumes"] = [{"name": "deployments", "configMap": {"name": CONFIG_MAP, "optional": True}}]
     container["volumeMounts"] = [
         {"name": "deployments", "mountPath": CONFIG_MOUNT, "readOnly": True}
     ]

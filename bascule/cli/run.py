@@ -64,8 +64,6 @@ def _check_prefect() -> None:
         )
 
 
-
-
 def run_watched(environment: str, flow: Callable[..., State], **parameters: Any) -> State:
     """Runs ``flow`` in this process as the recover automations of prefect.yaml watch a
     deployment's run: tagged with its environment and sending heartbeats, so that if this

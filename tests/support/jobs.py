@@ -113,7 +113,8 @@ def reachable_from_pods(cluster: Cluster, api_url: str) -> Iterator[PodReachable
     try:
         deadline = time.monotonic() + 30
         while not ready.exists():
-            assert proc.poll() is None, f"nsforward exited: {proc.stderr.read() if proc.stderr else ''}"
+            if proc.poll() is not None:
+                raise RuntimeError(f"nsforward exited: {proc.communicate()[1].decode()}")
             assert time.monotonic() < deadline, "nsforward not ready after 30 s"
             time.sleep(0.1)
         name = f"prefect-{port}"
@@ -171,8 +172,7 @@ def kubernetes_worker(cluster: Cluster, api: str, log: Path) -> Iterator[subproc
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--type", "kubernetes"]
-        + ["--pool", POOL],
+        [sys.executable, "-m", "prefect", "worker", "start", "--type=kubernetes", f"--pool={POOL}"],
         cwd=REPO,
         env=env,
         stdout=log.open("wb"),

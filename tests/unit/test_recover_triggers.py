@@ -14,8 +14,8 @@ from prefect.context import TagsContext
 from prefect.server.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.server.events.schemas.events import ReceivedEvent
 
-from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
 from bascule import workpool
+from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
 from bascule.config import ENVIRONMENTS
 from flows.deploy import deploy
 from flows.recover import recover

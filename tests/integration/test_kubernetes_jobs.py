@@ -1,0 +1,156 @@
+"""The deploy and rollback flows as Kubernetes Jobs: prefect.yaml's `*-kubernetes` deployments
+on the Kubernetes work pool (bascule/workpool.py), run by a real `prefect worker --type
+kubernetes` from the flow image (tests/cluster/flow-image.sh) under the least-privilege
+`bascule` ServiceAccount, with in-cluster configuration and the session's Prefect server as
+pods reach it; a failed deploy's Job exits as `bascule deploy` does."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bascule import workpool
+from bascule.outcome import Exit, StateName, exit_code
+from tests.support import deploys, jobs, workers
+from tests.support.cluster import REPO, Cluster
+from tests.support.envs import write_envs
+from tests.support.jobs import PodReachable, pod_prefect  # noqa: F401  (a shared fixture)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
+V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
+# Not on the node, and never pulled: its pods stop at ErrImageNeverPull.
+MISSING = "bascule.local/sample-app:missing"
+DEPLOYMENTS = ("deploy/staging-kubernetes", "rollback/staging-kubernetes")
+
+
+def job_config(cluster: Cluster, namespace: str, tmp: Path) -> dict[str, str]:
+    """staging.yaml for the flow in the pod: no kubeconfig (in-cluster configuration), the
+    image's manifests; as the ConfigMap the pool's template mounts (CONFIG_MOUNT)."""
+    cfg = write_envs(tmp / "cfg", namespace, cluster.kubeconfig, environments=("staging",))
+    data = yaml.safe_load((cfg / "staging.yaml").read_text())
+    del data["kube"]
+    data["manifests"] = f"{workpool.WORKDIR}/deployments/manifests"
+    return {"staging.yaml": yaml.safe_dump(data, sort_keys=False)}
+
+
+def run_deployment(api: str, name: str, namespace: str, **parameters: Any) -> str:
+    flow, deployment = name.split("/")
+    found = httpx.get(f"{api}/deployments/name/{flow}/{deployment}", timeout=30)
+    found.raise_for_status()
+    run = httpx.post(
+        f"{api}/deployments/{found.json()['id']}/create_flow_run",
+        json={
+            "parameters": {"config_dir": workpool.CONFIG_MOUNT, **parameters},
+            "job_variables": {"namespace": namespace},
+        },
+        timeout=30,
+    )
+    run.raise_for_status()
+    return str(run.json()["id"])
+
+
+def wait_run(api: str, run_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+        if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return dict(state)
+        time.sleep(1)
+    raise TimeoutError(f"flow run {run_id} did not end in {timeout} s")
+
+
+def run_pod(cluster: Cluster, namespace: str, run_id: str) -> dict[str, Any]:
+    """The pod of the run's Job (the worker labels both with the flow run's id)."""
+    pods = cluster.get_json("-n", namespace, "pods", "-l", f"prefect.io/flow-run-id={run_id}")
+    (pod,) = pods["items"]
+    return dict(pod)
+
+
+def container_exit(cluster: Cluster, namespace: str, run_id: str) -> int:
+    deadline = time.monotonic() + 60
+    while True:
+        status = run_pod(cluster, namespace, run_id)["status"].get("containerStatuses") or []
+        terminated = status[0]["state"].get("terminated") if status else None
+        if terminated:
+            return int(terminated["exitCode"])
+        assert time.monotonic() < deadline, f"the pod of {run_id} never terminated"
+        time.sleep(0.5)
+
+
+def run_logs(api: str, run_id: str) -> list[str]:
+    found = httpx.post(
+        f"{api}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200},
+        timeout=30,
+    )
+    found.raise_for_status()
+    return [str(entry["message"]) for entry in found.json()]
+
+
+def test_deploy_and_rollback_run_as_kubernetes_jobs(
+    cluster: Cluster,
+    namespace: str,
+    pod_prefect: PodReachable,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    api = pod_prefect.host_url
+    started = time.monotonic()
+    image = jobs.flow_image(cluster)
+    print(f"flow image {image}: {time.monotonic() - started:.1f} s")
+    cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "deployments/rbac/deployer.yaml"))
+    cluster.apply(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": workpool.CONFIG_MAP},
+            "data": job_config(cluster, namespace, tmp_path),
+        },
+    )
+    jobs.create_pool(pod_prefect, image, tmp_path, namespace)
+    workers.register(api, None, tmp_path / "prefect.yaml", only=DEPLOYMENTS)
+    # The release a rollback goes back to, deployed here as a laptop does.
+    local_cfg = write_envs(tmp_path / "local", namespace, cluster.kubeconfig)
+    seeded = deploys.run(api, "deploy", "--dir", str(local_cfg), "staging", "--image", V1)
+    assert seeded.returncode == 0, seeded.stderr
+
+    with jobs.kubernetes_worker(cluster, api, tmp_path / "worker.log"):
+        deployed = run_deployment(api, "deploy/staging-kubernetes", namespace, image=V2)
+        state = wait_run(api, deployed)
+        worker_log = (tmp_path / "worker.log").read_text()
+        assert state["type"] == "COMPLETED", f"{state}\n{worker_log[-3000:]}"
+        pod = run_pod(cluster, namespace, deployed)
+        assert pod["spec"]["serviceAccountName"] == workpool.SERVICE_ACCOUNT
+        assert container_exit(cluster, namespace, deployed) == Exit.COMPLETED
+        latest = deploys.history(cluster, namespace)[0]
+        assert (latest["image"], latest["phase"], latest["flow_run_id"]) == (V2, "done", deployed)
+        assert cluster.http_get(deploys.service_url(cluster, namespace))[1].find('"v2"') >= 0
+        # The flow's own log lines, from inside the pod, in the run's logs.
+        assert any(line == "switch ..." for line in run_logs(api, deployed)), run_logs(
+            api, deployed
+        )
+
+        rolled = run_deployment(api, "rollback/staging-kubernetes", namespace)
+        state = wait_run(api, rolled)
+        assert state["type"] == "COMPLETED", state
+        assert run_pod(cluster, namespace, rolled)["spec"]["serviceAccountName"] == "bascule"
+        assert '"v1"' in cluster.http_get(deploys.service_url(cluster, namespace))[1]
+        assert deploys.history(cluster, namespace)[0]["kind"] == "rollback"
+
+        failed = run_deployment(api, "deploy/staging-kubernetes", namespace, image=MISSING)
+        state = wait_run(api, failed)
+        in_job = (state["type"], state["name"], container_exit(cluster, namespace, failed))
+
+    local = deploys.run(api, "deploy", "--dir", str(local_cfg), "staging", "--image", MISSING)
+    assert in_job[:2] == ("FAILED", StateName.FAILED), in_job
+    assert in_job[2] == local.returncode == exit_code(*in_job[:2]) == Exit.FAILED, (
+        in_job,
+        local.stderr[-2000:],
+    )
+    assert '"v1"' in cluster.http_get(deploys.service_url(cluster, namespace))[1]
+    print(f"jobs test: {time.monotonic() - started:.1f} s")
