@@ -82,6 +82,11 @@ def container_exit(cluster: Cluster, namespace: str, run_id: str) -> int:
         time.sleep(0.5)
 
 
+def released(cluster: Cluster, namespace: str, run_id: str) -> dict[str, Any]:
+    """The history's record of the release the run made."""
+    return next(r for r in deploys.history(cluster, namespace) if r["flow_run_id"] == run_id)
+
+
 def run_logs(api: str, run_id: str) -> list[str]:
     found = httpx.post(
         f"{api}/logs/filter",
@@ -119,6 +124,7 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
     seeded = deploys.run(api, "deploy", "--dir", str(local_cfg), "staging", "--image", V1)
     assert seeded.returncode == 0, seeded.stderr
 
+    print(f"set up: {time.monotonic() - started:.1f} s")
     with jobs.kubernetes_worker(cluster, api, tmp_path / "worker.log"):
         deployed = run_deployment(api, "deploy/staging-kubernetes", namespace, image=V2)
         state = wait_run(api, deployed)
@@ -127,21 +133,23 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
         pod = run_pod(cluster, namespace, deployed)
         assert pod["spec"]["serviceAccountName"] == workpool.SERVICE_ACCOUNT
         assert container_exit(cluster, namespace, deployed) == Exit.COMPLETED
-        latest = deploys.history(cluster, namespace)[0]
-        assert (latest["image"], latest["phase"], latest["flow_run_id"]) == (V2, "done", deployed)
+        record = released(cluster, namespace, deployed)
+        assert (record["kind"], record["image"], record["phase"]) == ("deploy", V2, "done")
         assert cluster.http_get(deploys.service_url(cluster, namespace))[1].find('"v2"') >= 0
         # The flow's own log lines, from inside the pod, in the run's logs.
         assert any(line == "switch ..." for line in run_logs(api, deployed)), run_logs(
             api, deployed
         )
 
+        print(f"deploy in a Job: {time.monotonic() - started:.1f} s")
         rolled = run_deployment(api, "rollback/staging-kubernetes", namespace)
         state = wait_run(api, rolled)
         assert state["type"] == "COMPLETED", state
         assert run_pod(cluster, namespace, rolled)["spec"]["serviceAccountName"] == "bascule"
         assert '"v1"' in cluster.http_get(deploys.service_url(cluster, namespace))[1]
-        assert deploys.history(cluster, namespace)[0]["kind"] == "rollback"
+        assert released(cluster, namespace, rolled)["kind"] == "rollback"
 
+        print(f"rollback in a Job: {time.monotonic() - started:.1f} s")
         failed = run_deployment(api, "deploy/staging-kubernetes", namespace, image=MISSING)
         state = wait_run(api, failed)
         in_job = (state["type"], state["name"], container_exit(cluster, namespace, failed))
