@@ -117,12 +117,16 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
             "data": job_config(cluster, namespace, tmp_path),
         },
     )
-    jobs.create_pool(pod_prefect, image, tmp_path, namespace)
-    workers.register(api, None, tmp_path / "prefect.yaml", only=DEPLOYMENTS)
-    # The release a rollback goes back to, deployed here as a laptop does.
+    cluster.create_namespace(f"{namespace}-dev")  # the local failing deploy's, below
+    # The release a rollback goes back to, deployed here as a laptop does, meanwhile.
     local_cfg = write_envs(tmp_path / "local", namespace, cluster.kubeconfig)
-    seeded = deploys.run(api, "deploy", "--dir", str(local_cfg), "staging", "--image", V1)
-    assert seeded.returncode == 0, seeded.stderr
+    seed_log = tmp_path / "seed.log"
+    seed = deploys.start(
+        api, "deploy", "--dir", str(local_cfg), "staging", "--image", V1, log=seed_log
+    )
+    jobs.create_pool(pod_prefect, image, namespace)
+    workers.register(api, None, tmp_path / "prefect.yaml", only=DEPLOYMENTS)
+    assert seed.wait(timeout=300) == 0, seed_log.read_text()[-3000:]
 
     print(f"set up: {time.monotonic() - started:.1f} s")
     with jobs.kubernetes_worker(cluster, api, tmp_path / "worker.log"):
@@ -150,15 +154,22 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
         assert released(cluster, namespace, rolled)["kind"] == "rollback"
 
         print(f"rollback in a Job: {time.monotonic() - started:.1f} s")
+        # The same failure in a Job and here, at once (here in dev: the two would otherwise
+        # wait for each other's lock).
         failed = run_deployment(api, "deploy/staging-kubernetes", namespace, image=MISSING)
+        local_log = tmp_path / "local.log"
+        local = deploys.start(
+            api, "deploy", "--dir", str(local_cfg), "dev", "--image", MISSING, log=local_log
+        )
         state = wait_run(api, failed)
         in_job = (state["type"], state["name"], container_exit(cluster, namespace, failed))
+        local_exit = local.wait(timeout=300)
 
-    local = deploys.run(api, "deploy", "--dir", str(local_cfg), "staging", "--image", MISSING)
     assert in_job[:2] == ("FAILED", StateName.FAILED), in_job
-    assert in_job[2] == local.returncode == exit_code(*in_job[:2]) == Exit.FAILED, (
+    assert in_job[2] == local_exit == exit_code(*in_job[:2]) == Exit.FAILED, (
         in_job,
-        local.stderr[-2000:],
+        local_log.read_text()[-2000:],
     )
     assert '"v1"' in cluster.http_get(deploys.service_url(cluster, namespace))[1]
     print(f"jobs test: {time.monotonic() - started:.1f} s")
+    cluster.kubectl("delete", "namespace", f"{namespace}-dev", "--wait=false", check=False)
