@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from bascule.workpool import POOL, JobSettings, job_template
+from bascule.cli.workpool import template as workpool_template
+from bascule.workpool import POOL, JobSettings
 from tests.support import processes
 from tests.support.cluster import CLUSTER_DIR, REPO, Cluster
 from tests.support.deploys import cli_env
@@ -140,10 +141,8 @@ def create_pool(server: PodReachable, image: str, namespace: str) -> None:
     """The Kubernetes work pool with Bascule's template (bascule/workpool.py): what README's
     `prefect work-pool create --type kubernetes --base-job-template` makes, through the API
     (three `prefect` commands' start-up time less)."""
-    from prefect_kubernetes.worker import KubernetesWorker
-
     settings = JobSettings(image, server.pod_url, namespace, pull_policy="Never")
-    template = job_template(KubernetesWorker.get_default_base_job_template(), settings)
+    template = workpool_template(settings)
     made = httpx.post(
         f"{server.host_url}/work_pools/",
         json={"name": POOL, "type": "kubernetes", "base_job_template": template},
