@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +25,8 @@ import pytest
 
 from bascule.cli.workpool import template as workpool_template
 from bascule.workpool import POOL, JobSettings
-from tests.support import processes
-from tests.support.cluster import CLUSTER_DIR, REPO, Cluster
-from tests.support.deploys import cli_env
+from tests.support import processes, workers
+from tests.support.cluster import CLUSTER_DIR, Cluster
 from tests.support.postgres import NODE_IP
 from tests.support.prefect_server import prefect_server  # noqa: F401  (a fixture used here)
 
@@ -157,24 +155,10 @@ def create_pool(server: PodReachable, image: str, namespace: str) -> None:
     made.raise_for_status()
 
 
-@contextlib.contextmanager
-def kubernetes_worker(cluster: Cluster, api: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def kubernetes_worker(
+    cluster: Cluster, api: str, log: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """``prefect worker start --type kubernetes`` on the host, with the admin kubeconfig (the
     worker's, not the flows': they get the pod's ServiceAccount), stopped by its group."""
-    env = {
-        **cli_env(api),
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--type=kubernetes", f"--pool={POOL}"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        processes.stop(proc, group=True)
+    env = {"KUBECONFIG": str(cluster.kubeconfig), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    return workers.process_worker(api, log, env=env, pool=POOL, options=("--type", "kubernetes"))

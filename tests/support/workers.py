@@ -70,13 +70,19 @@ def register(
 
 @contextlib.contextmanager
 def process_worker(
-    api: str, log: Path, cwd: Path = REPO, env: dict[str, str] | None = None
+    api: str,
+    log: Path,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    pool: str = "bascule",
+    options: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A process worker of the `bascule` pool, polling every 2 s, stopped by its group;
-    started in ``cwd``, with ``env`` added to its environment."""
+    """A process worker of the `bascule` pool (or a worker of ``pool`` with ``options``,
+    e.g. ``--type kubernetes``), polling every 2 s, stopped by its group; started in
+    ``cwd``, with ``env`` added to its environment."""
     env = {**deploys.cli_env(api), "PREFECT_WORKER_QUERY_SECONDS": "2", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bascule"],
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, *options],
         cwd=cwd,
         env=env,
         stdout=log.open("wb"),
