@@ -1,20 +1,14 @@
 """Flows as Kubernetes Jobs in tests: the flow image, the session's Prefect server as pods
-reach it, the Kubernetes work pool and a real ``prefect worker`` of type kubernetes.
-
-Pods reach the server (a host process on loopback) the way they reach the node's PostgreSQL:
-at the node's address inside the cluster's network namespace, where an nsforward started in
-that namespace relays each connection back to the host's loopback (its ``-netns`` is this
-process's own namespace), behind a Service with a hand-written EndpointSlice, so flows use a
-name (``prefect-<port>.bascule-system``). Nothing leaves loopback or the cluster's namespace.
-"""
+reach it (``prefect-<port>.bascule-system``, tests/cluster/host-service.sh), the Kubernetes work
+pool and a real ``prefect worker`` of type kubernetes."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import signal
 import subprocess
-import time
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +19,11 @@ import pytest
 
 from bascule.cli.workpool import template as workpool_template
 from bascule.workpool import POOL, JobSettings
-from tests.support import processes, workers
+from tests.support import workers
 from tests.support.cluster import CLUSTER_DIR, Cluster
-from tests.support.postgres import NODE_IP
 from tests.support.prefect_server import prefect_server  # noqa: F401  (a fixture used here)
 
 SYSTEM_NAMESPACE = "bascule-system"
-SERVICE_PORT = 4200
 
 
 @dataclass(frozen=True)
@@ -55,77 +47,35 @@ def flow_image(cluster: Cluster, commit: str = "HEAD") -> str:
     return res.stdout.strip().splitlines()[-1]
 
 
-def _host_service(cluster: Cluster, name: str, port: int) -> None:
-    """A Service ``name`` in SYSTEM_NAMESPACE whose one endpoint is the node's address."""
-    objects = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
-            "spec": {
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": port}],
-            },
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{name}-node",
-                "namespace": SYSTEM_NAMESPACE,
-                "labels": {
-                    "kubernetes.io/service-name": name,
-                    "endpointslice.kubernetes.io/managed-by": "bascule.local",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": True}}],
-            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        },
-    ]
-    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
-    cluster.kubectl("apply", "-f", "-", stdin=doc)
-
-
 @contextlib.contextmanager
 def reachable_from_pods(cluster: Cluster, api_url: str) -> Iterator[PodReachable]:
-    """The server at ``api_url`` (http://127.0.0.1:PORT/api) reachable from pods too."""
+    """The server at ``api_url`` (http://127.0.0.1:PORT/api) reachable from pods too, through
+    tests/cluster/host-service.sh, whose relay is stopped by its pid afterwards."""
     if cluster.netns is None:
         pytest.skip("pods reach the host only in the local cluster (its network namespace)")
     port = urlsplit(api_url).port
     assert port is not None, api_url
-    nsforward = Path(cluster.kubectl_bin).parent / "nsforward"
-    ready = Path(f"/tmp/bascule-prefect-forward-{port}.ready")
-    ready.unlink(missing_ok=True)
-    argv = cluster.in_netns(
-        [
-            str(nsforward),
-            "-netns",
-            f"/proc/{os.getpid()}/ns/net",
-            "-ready-file",
-            str(ready),
-            "-map",
-            f"{NODE_IP}:{port}=127.0.0.1:{port}",
-        ]
-    )
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None:
-                raise RuntimeError(f"nsforward exited: {proc.communicate()[1].decode()}")
-            assert time.monotonic() < deadline, "nsforward not ready after 30 s"
-            time.sleep(0.1)
-        name = f"prefect-{port}"
-        _host_service(cluster, name, port)
-        yield PodReachable(api_url, f"http://{name}.{SYSTEM_NAMESPACE}:{SERVICE_PORT}/api")
-        cluster.kubectl("-n", SYSTEM_NAMESPACE, "delete", "service", name, check=False)
-        cluster.kubectl(
-            "-n", SYSTEM_NAMESPACE, "delete", "endpointslice", f"{name}-node", check=False
+    name = f"prefect-{port}"
+    with tempfile.TemporaryDirectory(prefix="bascule-host-service-") as tmp:
+        pidfile = Path(tmp) / "nsforward.pid"
+        res = subprocess.run(
+            [str(CLUSTER_DIR / "host-service.sh"), name, str(port), str(pidfile)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BASCULE_CLUSTER_NAME": cluster.netns},
+            timeout=120,
         )
-    finally:
-        processes.stop(proc)  # type: ignore[arg-type]
-        ready.unlink(missing_ok=True)
+        try:
+            assert res.returncode == 0, res.stderr
+            yield PodReachable(api_url, res.stdout.strip() + "/api")
+        finally:
+            if pidfile.exists():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            cluster.kubectl("-n", SYSTEM_NAMESPACE, "delete", "service", name, check=False)
+            cluster.kubectl(
+                "-n", SYSTEM_NAMESPACE, "delete", "endpointslice", f"{name}-node", check=False
+            )
 
 
 @pytest.fixture(scope="session")
