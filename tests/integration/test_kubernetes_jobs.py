@@ -25,17 +25,27 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 # Not on the node, and never pulled: its pods stop at ErrImageNeverPull.
 MISSING = "bascule.local/sample-app:missing"
-DEPLOYMENTS = ("deploy/staging-kubernetes", "rollback/staging-kubernetes")
+# A required secret whose source is not set: the deploy is refused before it does anything.
+REFUSED = {"secrets": {"API_TOKEN": {"env": "BASCULE_TEST_NEVER_SET"}}}
+DEPLOYMENTS = (
+    "deploy/staging-kubernetes",
+    "rollback/staging-kubernetes",
+    "deploy/dev-kubernetes",
+)
 
 
 def job_config(cluster: Cluster, namespace: str, tmp: Path) -> dict[str, str]:
-    """staging.yaml for the flow in the pod: no kubeconfig (in-cluster configuration), the
-    image's manifests; as the ConfigMap the pool's template mounts (CONFIG_MOUNT)."""
-    cfg = write_envs(tmp / "cfg", namespace, cluster.kubeconfig, environments=("staging",))
-    data = yaml.safe_load((cfg / "staging.yaml").read_text())
-    del data["kube"]
-    data["manifests"] = f"{workpool.WORKDIR}/deployments/manifests"
-    return {"staging.yaml": yaml.safe_dump(data, sort_keys=False)}
+    """The environments' files for the flows in the pods: no kubeconfig (in-cluster
+    configuration), the image's manifests; as the ConfigMap the pool's template mounts
+    (CONFIG_MOUNT). Staging as the tests have it; dev, in the same namespace, REFUSED."""
+    cfg = write_envs(tmp / "cfg", namespace, cluster.kubeconfig, environments=("staging", "dev"))
+    files = {}
+    for env, over in (("staging", {}), ("dev", {"namespace": namespace, **REFUSED})):
+        data = yaml.safe_load((cfg / f"{env}.yaml").read_text()) | over
+        del data["kube"]
+        data["manifests"] = f"{workpool.WORKDIR}/deployments/manifests"
+        files[f"{env}.yaml"] = yaml.safe_dump(data, sort_keys=False)
+    return files
 
 
 def run_deployment(api: str, name: str, namespace: str, **parameters: Any) -> str:
@@ -154,22 +164,43 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
         assert released(cluster, namespace, rolled)["kind"] == "rollback"
 
         print(f"rollback in a Job: {time.monotonic() - started:.1f} s")
-        # The same failure in a Job and here, at once (here in dev: the two would otherwise
-        # wait for each other's lock).
+        # The same failures in Jobs and here, at once: a deploy whose pods never start
+        # (here in dev: the two would otherwise wait for each other's lock), and a deploy
+        # refused for a missing secret (before the lock).
         failed = run_deployment(api, "deploy/staging-kubernetes", namespace, image=MISSING)
-        local_log = tmp_path / "local.log"
-        local = deploys.start(
-            api, "deploy", "--dir", str(local_cfg), "dev", "--image", MISSING, log=local_log
+        refused = run_deployment(api, "deploy/dev-kubernetes", namespace, image=V2)
+        refused_cfg = write_envs(
+            tmp_path / "refused", namespace, cluster.kubeconfig, REFUSED, ("staging",)
         )
-        state = wait_run(api, failed)
-        in_job = (state["type"], state["name"], container_exit(cluster, namespace, failed))
-        local_exit = local.wait(timeout=300)
+        local_runs = {
+            "failed": (str(local_cfg), "dev", MISSING),
+            "refused": (str(refused_cfg), "staging", V2),
+        }
+        local = {
+            what: deploys.start(
+                api, "deploy", "--dir", cfg, env, "--image", image, log=tmp_path / f"{what}.log"
+            )
+            for what, (cfg, env, image) in local_runs.items()
+        }
+        in_job = {}
+        for what, run_id in (("failed", failed), ("refused", refused)):
+            state = wait_run(api, run_id)
+            exited = container_exit(cluster, namespace, run_id)
+            in_job[what] = (state["type"], state["name"], exited)
+        local_exit = {what: proc.wait(timeout=300) for what, proc in local.items()}
 
-    assert in_job[:2] == ("FAILED", StateName.FAILED), in_job
-    assert in_job[2] == local_exit == exit_code(*in_job[:2]) == Exit.FAILED, (
-        in_job,
-        local_log.read_text()[-2000:],
-    )
+    # The state `bascule deploy` ends in, and its exit code, in the Job's container as here.
+    # (`prefect flow-run execute` alone exits 1 for both.)
+    expected = {
+        "failed": ("FAILED", StateName.FAILED, Exit.FAILED),
+        "refused": ("FAILED", StateName.REFUSED, Exit.USAGE),
+    }
+    assert in_job == expected, in_job
+    for what, (kind, name, code) in expected.items():
+        assert exit_code(kind, name) == code == local_exit[what], (
+            what,
+            (tmp_path / f"{what}.log").read_text()[-2000:],
+        )
     assert '"v1"' in cluster.http_get(deploys.service_url(cluster, namespace))[1]
     print(f"jobs test: {time.monotonic() - started:.1f} s")
     cluster.kubectl("delete", "namespace", f"{namespace}-dev", "--wait=false", check=False)
