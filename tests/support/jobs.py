@@ -21,7 +21,6 @@ from bascule.cli.workpool import template as workpool_template
 from bascule.workpool import POOL, JobSettings
 from tests.support import workers
 from tests.support.cluster import CLUSTER_DIR, Cluster
-from tests.support.prefect_server import prefect_server  # noqa: F401  (a fixture used here)
 
 SYSTEM_NAMESPACE = "bascule-system"
 
@@ -34,7 +33,8 @@ class PodReachable:
 
 def flow_image(cluster: Cluster, commit: str = "HEAD") -> str:
     """tests/cluster/flow-image.sh: the flow image at ``commit``, imported into the cluster
-    (cached: seconds when it is there already)."""
+    (cached: seconds when it is there already). Committed code only: a working tree's
+    uncommitted changes are not in it."""
     env = {**os.environ, "BASCULE_CLUSTER_NAME": cluster.netns or "bascule"}
     res = subprocess.run(
         [str(CLUSTER_DIR / "flow-image.sh"), commit],
@@ -79,7 +79,7 @@ def reachable_from_pods(cluster: Cluster, api_url: str) -> Iterator[PodReachable
 
 
 @pytest.fixture(scope="session")
-def pod_prefect(cluster: Cluster, prefect_server: str) -> Iterator[PodReachable]:  # noqa: F811
+def pod_prefect(cluster: Cluster, prefect_server: str) -> Iterator[PodReachable]:
     """The session's Prefect server, reachable from the host and from pods."""
     with reachable_from_pods(cluster, prefect_server) as server:
         yield server
