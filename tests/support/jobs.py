@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from bascule.cli.workpool import template as workpool_template
@@ -87,22 +86,9 @@ def pod_prefect(cluster: Cluster, prefect_server: str) -> Iterator[PodReachable]
 
 def create_pool(server: PodReachable, image: str, namespace: str) -> None:
     """The Kubernetes work pool with Bascule's template (bascule/workpool.py): what README's
-    `prefect work-pool create --type kubernetes --base-job-template` makes, through the API
-    (three `prefect` commands' start-up time less)."""
+    `prefect work-pool create --type kubernetes --base-job-template` makes, through the API."""
     settings = JobSettings(image, server.pod_url, namespace, pull_policy="Never")
-    template = workpool_template(settings)
-    made = httpx.post(
-        f"{server.host_url}/work_pools/",
-        json={"name": POOL, "type": "kubernetes", "base_job_template": template},
-        timeout=30,
-    )
-    if made.status_code == 409:  # a test before this one made it
-        made = httpx.patch(
-            f"{server.host_url}/work_pools/{POOL}",
-            json={"base_job_template": template},
-            timeout=30,
-        )
-    made.raise_for_status()
+    workers.kubernetes_pool(server.host_url, workpool_template(settings))
 
 
 def kubernetes_worker(
