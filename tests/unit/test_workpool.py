@@ -4,6 +4,7 @@ renders it from prefect-kubernetes' own default, and the Jobs' exit code (flows/
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from typing import Any
 
@@ -12,6 +13,7 @@ from prefect.utilities.templating import apply_values
 from prefect_kubernetes.worker import KubernetesWorker
 
 from bascule import workpool
+from bascule.cli import workpool as cli
 from bascule.outcome import Exit
 from flows import job
 
@@ -137,3 +139,21 @@ def test_the_job_exits_as_bascule_deploy(
 def test_without_a_run_the_job_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(job.RUN_ID_ENV, raising=False)
     assert job.main() == Exit.USAGE
+
+
+def test_the_command_prints_the_template_for_prefect_work_pool_create(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--image", SETTINGS.image, "--api-url", SETTINGS.api_url, "--pull-policy", "Never"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == workpool.job_template(
+        DEFAULT, workpool.JobSettings(SETTINGS.image, SETTINGS.api_url, pull_policy="Never")
+    )
+
+
+def test_the_command_refuses_a_bad_url_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--image", "img", "--api-url", "prefect:4200/api"])
+    assert exited.value.code == 2
+    assert "PREFECT_API_URL 'prefect:4200/api' is not an http(s) URL" in capsys.readouterr().err
