@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: deps system cluster-up cluster-down images demo test test-unit bench lint lock
+.PHONY: deps system cluster-up cluster-down images flow-image demo test test-unit bench lint lock
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ cluster-up: system
 
 cluster-down:
 	@tests/cluster/down.sh
+
+# The Kubernetes work pool's flow image, Bascule at COMMIT (default HEAD), imported into the
+# local cluster (README: Flows as Kubernetes Jobs); prints its reference.
+flow-image: system
+	@tests/cluster/flow-image.sh $(COMMIT)
 
 demo: deps
 	@PATH=$(abspath $(VENV))/bin:$$PATH scripts/demo.sh

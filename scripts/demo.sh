@@ -51,6 +51,13 @@ if ! curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1; then
 fi
 curl -fsS "$PREFECT_API_URL/health" >/dev/null
 unset pg
+# Pods reach it too, by name (flows as Kubernetes Jobs: README); one relay across demos.
+mkdir -p "$cache/prefect"
+relay="$cache/prefect/host-service.pid"
+if ! { [[ -f "$relay" ]] && kill -0 "$(cat "$relay")" 2>/dev/null; }; then
+  tests/cluster/host-service.sh prefect-demo "$port" "$relay" >/dev/null
+fi
+pod_api="http://prefect-demo.bascule-system/api"
 say "Slack and Discord: local webhook receivers print each message the deploys send"
 rm -f "$cache/webhooks.env"
 python -m tests.support.webhooks "$cache/webhooks.env" &
@@ -199,6 +206,7 @@ say "where to look"
 echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, events)"
 echo "  kubectl:       KUBECONFIG=$KUBECONFIG $bin/kubectl get deploy,svc -A"
 echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status --dir $dir"
+echo "  from pods:      PREFECT_API_URL=$pod_api (flows as Kubernetes Jobs: make flow-image, README)"
 echo "  metrics:       $pushgateway/metrics   alerts: $alertmanager/#/alerts"
-echo "  stop:          kill \$(cat $cache/prefect/server.pid); make cluster-down"
+echo "  stop:          kill \$(cat $cache/prefect/server.pid) \$(cat $relay); make cluster-down"
 echo "                 kill \$(cat $mon/pushgateway.pid) \$(cat $mon/alertmanager.pid); rm -r $mon"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from bascule.cli.options import add_dir_argument
 from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit, exit_code
+from bascule.workpool import HEARTBEAT_SECONDS
 
 if TYPE_CHECKING:
     from prefect import State
@@ -61,11 +62,6 @@ def _check_prefect() -> None:
             f"the Prefect API at {url} did not answer ({type(error).__name__}: {error}) — "
             "is the Prefect server up, and PREFECT_API_URL right?"
         )
-
-
-# As often as prefect.yaml's work pool has runs beat (tests/unit/test_recover_triggers.py
-# checks they agree): the recover automation's heartbeat trigger then sees this run too.
-HEARTBEAT_SECONDS = 30
 
 
 def run_watched(environment: str, flow: Callable[..., State], **parameters: Any) -> State:

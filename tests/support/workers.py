@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
+from bascule import workpool
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, LoadDriver, LoadReport, wait_for
 
@@ -64,19 +66,49 @@ def register(
     prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     made = prefect(api, "work-pool", "create", "bascule", "--type", "process")
     assert made.returncode == 0 or "already exists" in made.stdout + made.stderr, made.stderr
+    if any(dep["work_pool"]["name"] == workpool.POOL for dep in spec["deployments"]):
+        kubernetes_pool(api)  # `prefect deploy` refuses a deployment on a missing pool
     res = prefect(api, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
+def kubernetes_pool(api: str, template: dict[str, Any] | None = None) -> None:
+    """The Kubernetes work pool (bascule/workpool.py): made, or given ``template`` if it is
+    there already; without one, made with prefect-kubernetes' default if missing."""
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    made = httpx.post(
+        f"{api}/work_pools/",
+        json={
+            "name": workpool.POOL,
+            "type": "kubernetes",
+            "base_job_template": template or KubernetesWorker.get_default_base_job_template(),
+        },
+        timeout=30,
+    )
+    if made.status_code == 409 and template is not None:
+        made = httpx.patch(
+            f"{api}/work_pools/{workpool.POOL}", json={"base_job_template": template}, timeout=30
+        )
+    if made.status_code != 409:
+        made.raise_for_status()
+
+
 @contextlib.contextmanager
 def process_worker(
-    api: str, log: Path, cwd: Path = REPO, env: dict[str, str] | None = None
+    api: str,
+    log: Path,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    pool: str = "bascule",
+    options: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A process worker of the `bascule` pool, polling every 2 s, stopped by its group;
-    started in ``cwd``, with ``env`` added to its environment."""
+    """A process worker of the `bascule` pool (or a worker of ``pool`` with ``options``,
+    e.g. ``--type kubernetes``), polling every 2 s, stopped by its group; started in
+    ``cwd``, with ``env`` added to its environment."""
     env = {**deploys.cli_env(api), "PREFECT_WORKER_QUERY_SECONDS": "2", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bascule"],
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, *options],
         cwd=cwd,
         env=env,
         stdout=log.open("wb"),

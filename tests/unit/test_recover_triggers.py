@@ -14,6 +14,7 @@ from prefect.context import TagsContext
 from prefect.server.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.server.events.schemas.events import ReceivedEvent
 
+from bascule import workpool
 from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
 from bascule.config import ENVIRONMENTS
 from flows.deploy import deploy
@@ -94,12 +95,22 @@ def test_no_recovery_for_itself_other_environments_or_untagged_runs(env: str) ->
             assert not trigger.covers(run_event("prefect.flow-run.heartbeat", flow, tags))
 
 
+def heartbeat_env(dep: dict[str, Any]) -> dict[str, str]:
+    """The environment a deployment's runs get: its job variables', or on the Kubernetes
+    pool the pool's own (bascule/workpool.py), which a deployment's ``env`` would replace."""
+    pool = dep["work_pool"]
+    if pool["name"] == workpool.POOL:
+        assert "env" not in pool.get("job_variables", {}), dep["name"]
+        return workpool.default_env(workpool.JobSettings("image", "http://prefect/api"))
+    return dict(pool["job_variables"]["env"])
+
+
 def test_watched_runs_beat_often_enough_for_the_window() -> None:
     """Three beats fit in the window, so one late beat is no death."""
     window = min(silent.within.total_seconds() for _, silent in map(recover_triggers, ENVIRONMENTS))
     for dep in deployments():
         if dep["entrypoint"] != "flows/recover.py:recover":
-            env = dep["work_pool"]["job_variables"]["env"]
+            env = heartbeat_env(dep)
             assert 3 * int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) <= window, dep["name"]
             # ``bascule deploy`` beats as often: its runs are watched the same way.
             assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) == HEARTBEAT_SECONDS

@@ -27,6 +27,7 @@ from prefect.settings import (
 )
 
 from bascule import trigger as tr
+from bascule import workpool
 from bascule.config import check_environment_name
 from bascule.errors import UsageError
 from bascule.outcome import RESULTS, TERMINAL_TYPES, Exit
@@ -359,6 +360,11 @@ def test_the_pull_step_clones_the_commit_trigger_passes() -> None:
             assert dep["pull"][0] == step, dep["entrypoint"]
             (check,) = dep["pull"][1:]
             assert "merge-base --is-ancestor HEAD origin/HEAD" in str(check)
+        elif dep["work_pool"]["name"] == workpool.POOL:
+            # Its code is in the flow image, at the commit.
+            (in_image,) = dep["pull"]
+            directory = in_image["prefect.deployments.steps.set_working_directory"]["directory"]
+            assert directory == workpool.WORKDIR, dep
         else:
             assert "pull" not in dep, dep
 

@@ -5,6 +5,7 @@
 # the slow part; it is cached outside the repository, keyed by what goes into it.
 #
 #   build-images.sh OUTDIR     prints the archive paths, one a line, when done
+#   build-images.sh --rootfs   builds (or finds) the rootfs layer alone, prints its path
 #
 # Environment: BASCULE_CACHE (default ~/.cache/bascule); BASCULE_DEBIAN_MIRROR overrides the
 # Debian mirror, otherwise the one this machine's apt uses is taken.
@@ -20,13 +21,15 @@ APP_REPO=bascule.local/sample-app
 APP_TAGS=(v1 v2 v3)
 
 if [[ $# -ne 1 ]]; then
-  echo "usage: $0 OUTDIR" >&2
+  echo "usage: $0 OUTDIR|--rootfs" >&2
   exit 2
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
-mkdir -p "$1"
-outdir="$(cd "$1" && pwd)"
+if [[ "$1" != --rootfs ]]; then
+  mkdir -p "$1"
+  outdir="$(cd "$1" && pwd)"
+fi
 cache="${BASCULE_CACHE:-$HOME/.cache/bascule}/images"
 mkdir -p "$cache"
 log() { echo "images: $*" >&2; }
@@ -141,6 +144,10 @@ if [[ -f "$base/.complete" ]]; then
   log "rootfs layer cached: $base"
 else
   build_base
+fi
+if [[ "$1" == --rootfs ]]; then
+  echo "$base/rootfs.tar.gz"
+  exit 0
 fi
 
 work="$(mktemp -d "$cache/work.XXXXXX")"

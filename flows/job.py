@@ -1,0 +1,51 @@
+"""The command of the Kubernetes work pool's Jobs (bascule/workpool.py): runs the flow run the
+worker names (PREFECT__FLOW_RUN_ID) with ``prefect flow-run execute``, then exits with the code
+``bascule deploy`` gives for the run's final state (bascule/outcome.py), so a Job's pod says
+what the local command says: 0 deployed, 1 failed, 2 refused, 3 rolled back, ...
+
+``prefect flow-run execute`` exits 1 for every failed run. A non-zero exit after a final state
+is harmless: the worker then proposes Crashed, which the server refuses for an ended run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+
+from bascule.outcome import Exit, exit_code
+
+RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
+
+
+def final_exit(flow_run_id: str) -> Exit | None:
+    """The run's exit code, or None while it has not ended (paused, rescheduled)."""
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+    return None if state is None else exit_code(state.type.value, state.name)
+
+
+def main() -> int:
+    run_id = os.environ.get(RUN_ID_ENV)
+    if not run_id:
+        print(f"flows.job: {RUN_ID_ENV} is not set: the worker starts this", file=sys.stderr)
+        return int(Exit.USAGE)
+    execute = subprocess.Popen([sys.executable, "-m", "prefect", "flow-run", "execute"])
+    # The kubelet stops the pod with SIGTERM to PID 1 (this process): the engine must hear it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: execute.send_signal(number))
+    returncode = execute.wait()
+    try:
+        code = final_exit(run_id)
+    except Exception as exc:  # the API is gone: the engine's own code is all we know
+        print(f"flows.job: the run's final state is unknown: {exc}", file=sys.stderr)
+        return returncode
+    return returncode if code is None else int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
