@@ -307,12 +307,14 @@ def deploy(
     config_dir: str = str(DEFAULT_CONFIG_DIR),
     redeploy: bool = False,
     commit_time: str | None = None,
+    app: str | None = None,
 ) -> State:
     """Deploys ``image`` (default: the environment's configured image) blue-green. An image
     that already serves, with nothing else changed, is left as it is unless ``redeploy``.
-    ``commit_time`` (ISO-8601) gives the lead time from commit to live."""
+    ``commit_time`` (ISO-8601) gives the lead time from commit to live. ``app``: one of the
+    environment's apps (default: its file's own)."""
     commit_time = commit_time and normal_time(commit_time)
-    env = Env.open(environment, config_dir)
+    env = Env.open(environment, config_dir, app)
     target_image = env.cfg.resolve_image(image)
     if refused := promoted(env, target_image, config_dir) or with_secrets(env):
         return refused

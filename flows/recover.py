@@ -46,10 +46,13 @@ LOCK_WAIT_SECONDS = 300
 
 @flow(name="recover", flow_run_name="{environment}: recover")
 def recover(
-    environment: str, config_dir: str = str(DEFAULT_CONFIG_DIR), cause: str = "started by hand"
+    environment: str,
+    config_dir: str = str(DEFAULT_CONFIG_DIR),
+    cause: str = "started by hand",
+    app: str | None = None,
 ) -> State:
     """Puts right a release a dead run left in flight; ``cause`` says what started it."""
-    env = Env.open(environment, config_dir)
+    env = Env.open(environment, config_dir, app)
     get_run_logger().info("recovering %s in %s: %s", env.app, env.name, cause)
     return exclusively(queued(env), lambda: _recover(env))
 

@@ -17,8 +17,10 @@ from tasks.preflight import preflight
 
 
 @flow(name="redeploy", flow_run_name="{environment}: scheduled redeploy")
-def redeploy(environment: str = "staging", config_dir: str = str(DEFAULT_CONFIG_DIR)) -> State:
-    env = Env.open(environment, config_dir)
+def redeploy(
+    environment: str = "staging", config_dir: str = str(DEFAULT_CONFIG_DIR), app: str | None = None
+) -> State:
+    env = Env.open(environment, config_dir, app)
     if refused := with_secrets(env):
         return refused
     return exclusively(env, lambda: _redeploy(env))

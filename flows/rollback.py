@@ -43,9 +43,12 @@ def choose_target(history: list[h.Release], active: str | None, to: str | None) 
 
 @flow(name="rollback", flow_run_name="{environment}: rollback")
 def rollback(
-    environment: str, to_release: str | None = None, config_dir: str = str(DEFAULT_CONFIG_DIR)
+    environment: str,
+    to_release: str | None = None,
+    config_dir: str = str(DEFAULT_CONFIG_DIR),
+    app: str | None = None,
 ) -> State:
-    env = Env.open(environment, config_dir)
+    env = Env.open(environment, config_dir, app)
     return exclusively(env, lambda: _rollback(env, to_release))
 
 
