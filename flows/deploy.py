@@ -299,7 +299,20 @@ def promoted(env: Env, image: str, config_dir: str) -> State | None:
     return None
 
 
-@flow(name="deploy", flow_run_name="{environment}: {image}")
+def run_name(what: str) -> Callable[[], str]:
+    """A flow run's name: its environment, its app when the run names one (an environment's
+    runs of ten apps must be told apart), and ``what``, formatted with its parameters."""
+
+    def name() -> str:
+        params: dict[str, Any] = prefect_runtime_flow_run.parameters
+        app = params.get("app")
+        where = f"{params['environment']}/{app}" if app else params["environment"]
+        return f"{where}: {what.format(**params)}"
+
+    return name
+
+
+@flow(name="deploy", flow_run_name=run_name("{image}"))
 def deploy(
     environment: str,
     image: str | None = None,

@@ -38,7 +38,7 @@ from prefect.states import Completed
 
 from bascule import history as h
 from bascule.config import app_names
-from flows.deploy import Outcome, exclusively
+from flows.deploy import Outcome, exclusively, run_name
 from tasks import state
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.preflight import preflight
@@ -46,7 +46,7 @@ from tasks.preflight import preflight
 LOCK_WAIT_SECONDS = 300
 
 
-@flow(name="recover", flow_run_name="{environment}: recover")
+@flow(name="recover", flow_run_name=run_name("recover"))
 def recover(
     environment: str,
     config_dir: str = str(DEFAULT_CONFIG_DIR),
