@@ -12,11 +12,16 @@ on the cluster's PostgreSQL. Prints one name=value per line.
 - apps_failed_requests / apps_requests_sent: over the ten drivers during the ten deploys.
 - prefect_server_peak_rss_mb: the Prefect server's processes' resident memory at its peak
   while the ten ran, sampled from /proc every 0.2 s.
+- apps_cpu_seconds, apps_one_deploy_cpu_seconds, cpu_cores: CPU time (user + system) of the
+  ten deploy processes and of the one alone, and the machine's cores: ten deploys cannot take
+  less wall time than apps_cpu_seconds ÷ cpu_cores (other work on the machine aside).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import tempfile
 import time
 import uuid
@@ -36,6 +41,12 @@ from tests.support.prefect_server import running_prefect_server, server_database
 
 IMAGES = [f"bascule.local/sample-app:{v}" for v in ("v1", "v2", "v3")]
 RPS = 20
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have ended and were waited for."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def main() -> None:
@@ -59,7 +70,9 @@ def main() -> None:
 
         stage = wait_deploys(start_deploys(api, cfg, apps, IMAGES[0], work / "stage"))
         assert not failed(stage), failed(stage)
+        cpu = children_cpu()
         one = wait_deploys(start_deploys(api, cfg, apps[:1], IMAGES[1], work / "one"))
+        one_cpu = children_cpu() - cpu
         assert not failed(one), failed(one)
         loads = [
             LoadDriver(cluster, deploys.service_url(cluster, ns, app), ("v1", "v2", "v3"), RPS, 4)
@@ -68,9 +81,9 @@ def main() -> None:
         try:
             time.sleep(2)
             with rss_peak(server.pid) as peak:
-                started = time.monotonic()
+                started, cpu = time.monotonic(), children_cpu()
                 batch = wait_deploys(start_deploys(api, cfg, apps, IMAGES[2], work / "many"))
-                wall = time.monotonic() - started
+                wall, cpu = time.monotonic() - started, children_cpu() - cpu
         finally:
             reports = [load.stop() for load in loads]
         assert not failed(batch), failed(batch)
@@ -82,6 +95,9 @@ def main() -> None:
     print(f"apps_failed_requests={sum(len(r.failures) for r in reports)}")
     print(f"apps_requests_sent={sum(r.total for r in reports)}")
     print(f"prefect_server_peak_rss_mb={peak.peak_kb / 1024:.0f}")
+    print(f"apps_cpu_seconds={cpu:.1f}")
+    print(f"apps_one_deploy_cpu_seconds={one_cpu:.1f}")
+    print(f"cpu_cores={os.cpu_count()}")
 
 
 if __name__ == "__main__":
