@@ -1607,6 +1607,17 @@ def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDo
     doc = load_yaml_file(path)
     data = _mapping_of(doc)
     layers = _Layers(doc)
+    stray = overlay_file(path.parent, str(app), path.stem)
+    if app is not None and app == data.get("app") and stray.is_file():
+        raise ConfigError(
+            [
+                Problem(
+                    display_path(stray),
+                    f"{app} is {path.name}'s own app, whose settings are that file's — move "
+                    f"them there and remove this file",
+                )
+            ]
+        )
     if app is not None and app != data.get("app"):
         over_path = overlay_file(path.parent, app, path.stem)
         over_doc = load_yaml_file(over_path)

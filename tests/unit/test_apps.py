@@ -86,6 +86,12 @@ def test_an_error_in_an_overlay_names_the_overlays_line(deployments: Path) -> No
     ]
 
 
+def test_the_environment_files_own_app_has_no_overlay(deployments: Path) -> None:
+    add_app(deployments, "sample-app", "dev", "replicas: 5\n")
+    with pytest.raises(ConfigError, match=r"dev\.yaml's own app"):
+        load_apps(deployments, ["dev"])
+
+
 def test_an_overlay_that_breaks_a_rule_across_fields_is_reported(deployments: Path) -> None:
     """The rule's field is written in the environment file, but the overlay broke it."""
     add_app(deployments, "sample-api", "dev", "verification:\n  window_seconds: 500\n")
