@@ -12,6 +12,7 @@ on the cluster's PostgreSQL. Prints one name=value per line.
 - apps_failed_requests / apps_requests_sent: over the ten drivers during the ten deploys.
 - prefect_server_peak_rss_mb: the Prefect server's processes' resident memory at its peak
   while the ten ran, sampled from /proc every 0.2 s.
+- prefect_server_cpu_seconds: the Prefect server's CPU time while the ten ran.
 - apps_cpu_seconds, apps_one_deploy_cpu_seconds, cpu_cores: CPU time (user + system) of the
   ten deploy processes and of the one alone, and the machine's cores: ten deploys cannot take
   less wall time than apps_cpu_seconds ÷ cpu_cores (other work on the machine aside).
@@ -31,8 +32,8 @@ from tests.support import deploys
 from tests.support.apps import (
     Deploy,
     app_names,
-    rss_peak,
     start_deploys,
+    usage_of,
     wait_deploys,
     write_apps,
 )
@@ -80,7 +81,7 @@ def main() -> None:
         ]
         try:
             time.sleep(2)
-            with rss_peak(server.pid) as peak:
+            with usage_of(server.pid) as peak:
                 started, cpu = time.monotonic(), children_cpu()
                 batch = wait_deploys(start_deploys(api, cfg, apps, IMAGES[2], work / "many"))
                 wall, cpu = time.monotonic() - started, children_cpu() - cpu
@@ -95,6 +96,7 @@ def main() -> None:
     print(f"apps_failed_requests={sum(len(r.failures) for r in reports)}")
     print(f"apps_requests_sent={sum(r.total for r in reports)}")
     print(f"prefect_server_peak_rss_mb={peak.peak_kb / 1024:.0f}")
+    print(f"prefect_server_cpu_seconds={peak.cpu_seconds:.1f}")
     print(f"apps_cpu_seconds={cpu:.1f}")
     print(f"apps_one_deploy_cpu_seconds={one_cpu:.1f}")
     print(f"cpu_cores={os.cpu_count()}")

@@ -94,9 +94,11 @@ def wait_deploys(running: list[Deploy], timeout: float = 300) -> list[Deploy]:
     return running
 
 
-def group_rss_kb(pgid: int) -> int:
-    """Resident memory of every process in the process group ``pgid``, from /proc."""
-    total = 0
+def group_usage(pgid: int) -> tuple[int, float]:
+    """Resident memory (kB) and CPU seconds so far of the processes in the process group
+    ``pgid``, from /proc."""
+    rss_kb, cpu = 0, 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -109,31 +111,36 @@ def group_rss_kb(pgid: int) -> int:
             status = Path(entry.path, "status").read_text()
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        total += next(
+        cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        rss_kb += next(
             (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")),
             0,
         )
-    return total
+    return rss_kb, cpu
 
 
 @dataclass
-class RssPeak:
-    """The peak of a process group's resident memory, sampled in a thread until stopped."""
+class GroupPeak:
+    """A process group's peak resident memory and its CPU time, sampled in a thread."""
 
     pgid: int
     interval: float = 0.2
     peak_kb: int = 0
+    cpu_seconds: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
+        first: float | None = None
         while not self._stop.is_set():
-            self.peak_kb = max(self.peak_kb, group_rss_kb(self.pgid))
+            rss_kb, cpu = group_usage(self.pgid)
+            first = cpu if first is None else first
+            self.peak_kb, self.cpu_seconds = max(self.peak_kb, rss_kb), cpu - first
             self._stop.wait(self.interval)
 
 
 @contextmanager
-def rss_peak(pgid: int) -> Iterator[RssPeak]:
-    sampler = RssPeak(pgid)
+def usage_of(pgid: int) -> Iterator[GroupPeak]:
+    sampler = GroupPeak(pgid)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     try:
