@@ -1622,6 +1622,11 @@ def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDo
         over_path = overlay_file(path.parent, app, path.stem)
         over_doc = load_yaml_file(over_path)
         over = _mapping_of(over_doc, empty_ok=True)
+        try:
+            _check_dns_label(app, "app name", _DNS1035_LABEL, APP_NAME_MAX)
+        except ValueError as exc:
+            message = f"{exc} — rename the directory {APPS_DIR}/{app}/"
+            raise ConfigError([Problem(over_doc.file, message)]) from None
         if over.get("app", app) != app:
             raise ConfigError(
                 [

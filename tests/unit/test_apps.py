@@ -92,6 +92,15 @@ def test_the_environment_files_own_app_has_no_overlay(deployments: Path) -> None
         load_apps(deployments, ["dev"])
 
 
+def test_an_apps_directory_must_be_an_app_name(deployments: Path) -> None:
+    add_app(deployments, "Bad_Name", "dev", "")
+    with pytest.raises(ConfigError) as info:
+        load_apps(deployments, ["dev"])
+    (problem,) = info.value.problems
+    assert problem.file.endswith("apps/Bad_Name/dev.yaml")
+    assert "rename the directory" in str(problem)
+
+
 def test_an_overlay_that_breaks_a_rule_across_fields_is_reported(deployments: Path) -> None:
     """The rule's field is written in the environment file, but the overlay broke it."""
     add_app(deployments, "sample-api", "dev", "verification:\n  window_seconds: 500\n")
