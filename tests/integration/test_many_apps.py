@@ -1,11 +1,13 @@
 """Ten apps in one environment (one namespace), deployed at once by ten `bascule deploy`
 processes as ten workers would, under load on every app's active Service: every deploy
 succeeds, no request fails, each app's history holds its own releases only; and two deploys
-of the same app and environment exclude each other."""
+of the same app and environment exclude each other; a run that dies is put right for its app."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,12 +15,13 @@ import pytest
 
 from tests.support import deploys
 from tests.support.apps import app_names, start_deploys, wait_deploys, write_apps
-from tests.support.cluster import Cluster, LoadDriver
+from tests.support.cluster import REPO, Cluster, LoadDriver
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 APPS = 10
 RPS = 20  # per app, through its active Service
+IDLE = {"blue": "green", "green": "blue"}
 
 
 def test_ten_apps_deploy_at_once_under_load_and_one_app_still_excludes_itself(
@@ -82,3 +85,34 @@ def test_ten_apps_deploy_at_once_under_load_and_one_app_still_excludes_itself(
         ids |= mine
     status = deploys.run(prefect_server, "status", "--dir", str(cfg), "staging")
     assert status.stdout.count("serving bascule.local/sample-app:v2") == APPS, status.stdout
+
+    # One app's run dies right after its switch. The recover flow, started as prefect.yaml's
+    # automations start it (for the environment: they do not know the app), finds that app's
+    # release in flight and puts its traffic back; the other apps are left as they are.
+    victim = apps[5]
+    serving = str(deploys.active_color(cluster, namespace, victim))
+    proc = start_deploys(prefect_server, cfg, [victim], V1, tmp_path / "killed")[0].proc
+    deploys.kill_at_switch(cluster, namespace, proc, IDLE[serving], app=victim)
+    recovered = recover(prefect_server, cfg)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert f"{victim}: " in recovered.stdout, recovered.stdout
+    assert deploys.active_color(cluster, namespace, victim) == serving
+    assert deploys.history(cluster, namespace, victim)[-1]["result"] == "interrupted"
+    assert len(deploys.history(cluster, namespace, apps[0])) == 2
+
+
+def recover(api: str, cfg: Path) -> subprocess.CompletedProcess[str]:
+    """The recover flow for staging with no app, in a process of its own as a worker runs it."""
+    code = (
+        "import sys\nfrom flows.recover import recover\n"
+        "s = recover('staging', sys.argv[1], cause='test', return_state=True)\n"
+        "print(f'{s.name}: {s.message}')\nsys.exit(0 if s.is_completed() else 1)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=deploys.cli_env(api),
+        timeout=300,
+    )
