@@ -77,13 +77,17 @@ class Options:
 def local_app(environment: str, app: str | None, config_dir: Path) -> str | None:
     """The app to deploy, checked against the environment's files where this checkout has
     them (UsageError naming the apps when ``app`` is not one, or is needed and missing);
-    ``app`` as given where it has none: the flow checks it."""
+    ``app`` as given where it has none or they do not load: the flow checks it. None for the
+    environment file's own app when not named, so its runs' parameters stay as they were."""
     from bascule.apps import choose_app
-    from bascule.config import app_names
+    from bascule.config import ConfigError, app_names
 
     if not (config_dir / f"{check_environment_name(environment)}.yaml").is_file():
         return app
-    apps = app_names(config_dir, environment)
+    try:
+        apps = app_names(config_dir, environment)
+    except ConfigError:  # the flow reports the file's problems, as for app_secret_values
+        return app
     chosen = choose_app(environment, app, apps)
     return None if app is None and chosen == apps[0] else chosen
 
