@@ -62,7 +62,9 @@ def pending(args: argparse.Namespace) -> int:
             with api_errors("reading the preview link"):
                 preview = prefect.run_input(run.id, PREVIEW_KEY)
             link = f"  preview={preview}" if isinstance(preview, str) else ""
-            print(f"{run.id}  {run.name}  env={env} image={image}{link}")
+            # A run without one deploys its environment file's own app.
+            app = f" app={params['app']}" if params.get("app") else ""
+            print(f"{run.id}  {run.name}  env={env}{app} image={image}{link}")
             if args.details:
                 with api_errors("reading the approval form"):
                     text = prefect.approval_text(run)

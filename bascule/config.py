@@ -13,6 +13,7 @@ import string
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from pydantic import (
 )
 
 from bascule import analysis
+from bascule.apps import APPS_DIR, overlay, overlay_file
 from bascule.errors import UsageError
 from bascule.images import parse_image
 from bascule.notifications import EVENTS, Event
@@ -38,6 +40,7 @@ from bascule.signoff import signers_line_problem
 from bascule.yamlsource import (
     ConfigError,
     Loc,
+    Mark,
     Problem,
     YamlDocument,
     display_path,
@@ -74,10 +77,12 @@ __all__ = [
     "SmokeHttpScenario",
     "SmokeJob",
     "VerificationConfig",
+    "app_names",
     "check_environment_name",
     "describe_schema",
     "environment_files",
     "load_all",
+    "load_apps",
     "load_environment",
     "with_image_tag",
 ]
@@ -1155,8 +1160,11 @@ class EnvironmentConfig(_Section):
 
     app: str = Field(
         description=(
-            "Name of the application (a DNS-1035 label): Deployments <app>-blue/<app>-green and "
-            "Services <app>/<app>-preview are named after it."
+            "Name of the application (a DNS-1035 label): Deployments <app>-blue/<app>-green, "
+            "Services <app>/<app>-preview, its history and deploy lock are named after it. In "
+            "<env>.yaml: the environment's own (default) app; further apps of the environment "
+            f"are {APPS_DIR}/<app>/<env>.yaml beside it, which lay their keys over <env>.yaml's "
+            "(mappings merge, other values and lists replace) and may leave `app:` out."
         ),
     )
     environment: str = Field(description="Name of this environment; must equal the file name.")
@@ -1406,9 +1414,62 @@ def environment_files(deployments_dir: Path) -> dict[str, Path]:
     return files
 
 
-def load_environment(path: str | Path) -> EnvironmentConfig:
-    """Load and validate one environment file; ConfigError lists every problem in it."""
-    return _load(Path(path))[0]
+def load_environment(path: str | Path, app: str | None = None) -> EnvironmentConfig:
+    """Load and validate one environment file, for its own app or (``app``) for one of its
+    further apps, whose overlay file is laid over it; ConfigError lists every problem."""
+    return _load(Path(path), app)[0]
+
+
+def app_names(deployments_dir: str | Path, environment: str) -> list[str]:
+    """The apps of an environment: the environment file's own first, then those with an
+    overlay file for it, by name. ConfigError if the environment file cannot be read."""
+    directory = Path(deployments_dir)
+    default = _load(directory / f"{environment}.yaml")[0].app
+    extra = sorted(
+        p.parent.name
+        for p in directory.glob(f"{APPS_DIR}/*/{environment}.yaml")
+        if p.parent.name != default
+    )
+    return [default, *extra]
+
+
+def load_apps(
+    deployments_dir: str | Path, environments: Sequence[str]
+) -> dict[Path, EnvironmentConfig]:
+    """Every overlay file of these environments, loaded over its environment file, by path.
+
+    ConfigError lists every problem of every overlay (an environment file's own problems are
+    ``load_all``'s to report). Overlay files of no such environment are problems too.
+    """
+    directory = Path(deployments_dir)
+    problems: list[Problem] = []
+    loaded: dict[Path, EnvironmentConfig] = {}
+    envs = set(environments)
+    for path in sorted(directory.glob(f"{APPS_DIR}/*/*.yaml")):
+        app, environment = path.parent.name, path.stem
+        if environment not in envs:
+            if not (directory / f"{environment}.yaml").exists():
+                problems.append(
+                    Problem(
+                        display_path(path),
+                        f"there is no environment {environment!r} ({environment}.yaml in "
+                        f"{display_path(directory)}) — rename the file after one",
+                    )
+                )
+            continue
+        base = directory / f"{environment}.yaml"
+        try:
+            loaded[path] = _load(base, app)[0]
+        except ConfigError as exc:
+            try:
+                _load(base)
+                own: set[Problem] = set()
+            except ConfigError as base_exc:
+                own = set(base_exc.problems)
+            problems.extend(p for p in exc.problems if p not in own)
+    if problems:
+        raise ConfigError(problems)
+    return loaded
 
 
 def load_all(deployments_dir: str | Path) -> dict[str, EnvironmentConfig]:
@@ -1455,8 +1516,9 @@ def _cross_file_problems(
             problems.append(
                 Problem(
                     doc.file,
-                    f"{cfg.app!r} differs from {first[1].app!r} in {first[0]} — one deployments "
-                    "directory describes one app",
+                    f"{cfg.app!r} differs from {first[1].app!r} in {first[0]} — the environment "
+                    "files share their own app; give another app its own "
+                    f"{APPS_DIR}/{cfg.app}/{name}.yaml",
                     doc.mark_of(("app",)),
                     "app",
                 )
@@ -1477,29 +1539,120 @@ def _cross_file_problems(
     return problems
 
 
-def _load(path: Path) -> tuple[EnvironmentConfig, YamlDocument]:
+@dataclass(frozen=True)
+class _Layers:
+    """An environment file and, for a further app, its overlay: which of them wrote a value."""
+
+    base: YamlDocument
+    over: YamlDocument | None = None
+
+    def locate(self, loc: Sequence[str | int], *, key: bool = False) -> tuple[str, Mark]:
+        """The file and position of the value at ``loc``: the overlay's where it wrote that
+        value or the nearest ancestor of it that the environment file also has."""
+        if self.over is not None:
+            depth = {
+                doc.file: max((n for n in range(1, len(loc) + 1) if doc.has(loc[:n])), default=0)
+                for doc in (self.base, self.over)
+            }
+            if depth[self.over.file] and depth[self.over.file] >= depth[self.base.file]:
+                return self.over.file, self.over.mark_of(loc, key=key)
+        return self.base.file, self.base.mark_of(loc, key=key)
+
+
+def _mapping_of(doc: YamlDocument, *, empty_ok: bool = False) -> dict[str, Any]:
+    if doc.data is None and empty_ok:
+        return {}
+    if isinstance(doc.data, dict):
+        return doc.data
+    found = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
+    raise ConfigError(
+        [
+            Problem(
+                doc.file,
+                f"expected a mapping of settings (app, environment, namespace, …), found "
+                f"{found} — see deployments/dev.yaml for an example",
+                doc.mark_of(()),
+            )
+        ]
+    )
+
+
+def _file_paths(model: type[BaseModel], prefix: Loc = ()) -> list[Loc]:
+    """Where the models hold paths, which are taken relative to the file that writes them."""
+    found: list[Loc] = []
+    for name, info in model.model_fields.items():
+        inner = _unwrap(info.annotation)
+        if inner is Path:
+            found.append((*prefix, name))
+        elif isinstance(inner, type) and issubclass(inner, BaseModel):
+            found.extend(_file_paths(inner, (*prefix, name)))
+    return found
+
+
+def _anchored(data: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``data`` with its relative paths made absolute from ``directory``: an overlay's paths
+    are relative to the overlay, not to the environment file it is merged into."""
+    out = dict(data)
+    for loc in _file_paths(EnvironmentConfig):
+        holder: Any = out
+        for part in loc[:-1]:
+            if not isinstance(holder.get(part), dict):
+                break
+            holder[part] = holder = dict(holder[part])
+        else:
+            value = holder.get(loc[-1])
+            if isinstance(value, str) and not value.startswith("~"):
+                holder[loc[-1]] = str(directory / value)
+    return out
+
+
+def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDocument]:
     doc = load_yaml_file(path)
-    if not isinstance(doc.data, dict):
-        found = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
+    data = _mapping_of(doc)
+    layers = _Layers(doc)
+    stray = overlay_file(path.parent, str(app), path.stem)
+    if app is not None and app == data.get("app") and stray.is_file():
         raise ConfigError(
             [
                 Problem(
-                    doc.file,
-                    f"expected a mapping of settings (app, environment, namespace, …), found "
-                    f"{found} — see deployments/dev.yaml for an example",
-                    doc.mark_of(()),
+                    display_path(stray),
+                    f"{app} is {path.name}'s own app, whose settings are that file's — move "
+                    f"them there and remove this file",
                 )
             ]
         )
+    if app is not None and app != data.get("app"):
+        over_path = overlay_file(path.parent, app, path.stem)
+        over_doc = load_yaml_file(over_path)
+        over = _mapping_of(over_doc, empty_ok=True)
+        try:
+            _check_dns_label(app, "app name", _DNS1035_LABEL, APP_NAME_MAX)
+        except ValueError as exc:
+            message = f"{exc} — rename the directory {APPS_DIR}/{app}/"
+            raise ConfigError([Problem(over_doc.file, message)]) from None
+        if over.get("app", app) != app:
+            raise ConfigError(
+                [
+                    Problem(
+                        over_doc.file,
+                        f"{over['app']!r} is not the app this file is for — write `app: {app}` "
+                        f"or leave it out ({APPS_DIR}/<app>/ names the app)",
+                        over_doc.mark_of(("app",)),
+                        "app",
+                    )
+                ]
+            )
+        data = overlay(data, {**_anchored(over, over_path.parent.absolute()), "app": app})
+        layers = _Layers(doc, over_doc)
     context = {"environment": path.stem, "base_dir": path.parent.absolute()}
     try:
-        cfg = EnvironmentConfig.model_validate(doc.data, context=context)
+        cfg = EnvironmentConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(_problems(doc, exc)) from None
+        raise ConfigError(_problems(layers, exc)) from None
     return cfg, doc
 
 
-def _problems(doc: YamlDocument, exc: ValidationError) -> list[Problem]:
+def _problems(layers: _Layers, exc: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc: list[str | int] = list(err["loc"])
@@ -1526,10 +1679,11 @@ def _problems(doc: YamlDocument, exc: ValidationError) -> list[Problem]:
             message = f"expected a mapping with keys from: {keys} — fix the value"
         else:
             message += " — fix the value"
-        problems.append(
-            Problem(doc.file, message, doc.mark_of(loc, key=key), format_path(loc) or "(file)")
-        )
-    return sorted(problems, key=lambda p: (p.mark.line, p.mark.column) if p.mark else (0, 0))
+        file, mark = layers.locate(loc, key=key)
+        problems.append(Problem(file, message, mark, format_path(loc) or "(file)"))
+    return sorted(
+        problems, key=lambda p: (p.file, p.mark.line, p.mark.column) if p.mark else (p.file, 0, 0)
+    )
 
 
 def _unknown_key_message(loc: Sequence[str | int]) -> str:

@@ -299,7 +299,20 @@ def promoted(env: Env, image: str, config_dir: str) -> State | None:
     return None
 
 
-@flow(name="deploy", flow_run_name="{environment}: {image}")
+def run_name(what: str) -> Callable[[], str]:
+    """A flow run's name: its environment, its app when the run names one (an environment's
+    runs of ten apps must be told apart), and ``what``, formatted with its parameters."""
+
+    def name() -> str:
+        params: dict[str, Any] = prefect_runtime_flow_run.parameters
+        app = params.get("app")
+        where = f"{params['environment']}/{app}" if app else params["environment"]
+        return f"{where}: {what.format(**params)}"
+
+    return name
+
+
+@flow(name="deploy", flow_run_name=run_name("{image}"))
 def deploy(
     environment: str,
     image: str | None = None,
@@ -307,12 +320,14 @@ def deploy(
     config_dir: str = str(DEFAULT_CONFIG_DIR),
     redeploy: bool = False,
     commit_time: str | None = None,
+    app: str | None = None,
 ) -> State:
     """Deploys ``image`` (default: the environment's configured image) blue-green. An image
     that already serves, with nothing else changed, is left as it is unless ``redeploy``.
-    ``commit_time`` (ISO-8601) gives the lead time from commit to live."""
+    ``commit_time`` (ISO-8601) gives the lead time from commit to live. ``app``: one of the
+    environment's apps (default: its file's own)."""
     commit_time = commit_time and normal_time(commit_time)
-    env = Env.open(environment, config_dir)
+    env = Env.open(environment, config_dir, app)
     target_image = env.cfg.resolve_image(image)
     if refused := promoted(env, target_image, config_dir) or with_secrets(env):
         return refused

@@ -31,12 +31,14 @@ recover/<env>``) reconciles it.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed
 
 from bascule import history as h
-from flows.deploy import Outcome, exclusively
+from bascule.config import app_names
+from flows.deploy import Outcome, exclusively, run_name
 from tasks import state
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.preflight import preflight
@@ -44,14 +46,28 @@ from tasks.preflight import preflight
 LOCK_WAIT_SECONDS = 300
 
 
-@flow(name="recover", flow_run_name="{environment}: recover")
+@flow(name="recover", flow_run_name=run_name("recover"))
 def recover(
-    environment: str, config_dir: str = str(DEFAULT_CONFIG_DIR), cause: str = "started by hand"
+    environment: str,
+    config_dir: str = str(DEFAULT_CONFIG_DIR),
+    cause: str = "started by hand",
+    app: str | None = None,
 ) -> State:
-    """Puts right a release a dead run left in flight; ``cause`` says what started it."""
-    env = Env.open(environment, config_dir)
-    get_run_logger().info("recovering %s in %s: %s", env.app, env.name, cause)
-    return exclusively(queued(env), lambda: _recover(env))
+    """Puts right a release a dead run left in flight; ``cause`` says what started it.
+    ``app``: that app's; default: the environment file's own app and every other app of the
+    environment with a release in flight (the automations do not know which app died)."""
+    names = [app] if app is not None else app_names(config_dir, environment)
+    states: dict[str, State] = {}
+    for name in names:
+        env = Env.open(environment, config_dir, name)
+        if name != names[0] and h.in_flight(state.read_history(env)[0]) is None:
+            continue  # nothing of this app to put right
+        get_run_logger().info("recovering %s in %s: %s", env.app, env.name, cause)
+        states[name] = exclusively(queued(env), partial(_recover, env))
+    failed = [s for s in states.values() if not s.is_completed()]
+    if failed or len(states) == 1:
+        return failed[0] if failed else states[names[0]]
+    return Completed(message="; ".join(f"{n}: {s.message}" for n, s in states.items()))
 
 
 def queued(env: Env) -> Env:

@@ -20,6 +20,7 @@ from flows.deploy import (
     new_release_id,
     now_iso,
     pipeline,
+    run_name,
     with_secrets,
 )
 from flows.engine import untracked
@@ -41,11 +42,14 @@ def choose_target(history: list[h.Release], active: str | None, to: str | None) 
     return target
 
 
-@flow(name="rollback", flow_run_name="{environment}: rollback")
+@flow(name="rollback", flow_run_name=run_name("rollback"))
 def rollback(
-    environment: str, to_release: str | None = None, config_dir: str = str(DEFAULT_CONFIG_DIR)
+    environment: str,
+    to_release: str | None = None,
+    config_dir: str = str(DEFAULT_CONFIG_DIR),
+    app: str | None = None,
 ) -> State:
-    env = Env.open(environment, config_dir)
+    env = Env.open(environment, config_dir, app)
     return exclusively(env, lambda: _rollback(env, to_release))
 
 

@@ -122,6 +122,10 @@ monitoring:
   alertmanager: $alertmanager
 YAML
   done
+  # A second app in dev beside the sample app: its own Deployments, Services, history and
+  # lock in the same namespace, with dev's settings but one replica and no database.
+  mkdir -p "$t/deployments/apps/sample-api"
+  printf 'replicas: 1\nmigrations: null\n' >"$t/deployments/apps/sample-api/dev.yaml"
   echo "$t/deployments"
 }
 v1_dir="$(tree v1 0002)"
@@ -160,8 +164,8 @@ for version in v1 v2; do
       echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN --key $approver_key)"
     fi
     # Production takes only what staging verified (promote_from): its digest, not the tag.
-    run=(deploy --dir "$dir" "$env" --image "$image")
-    [[ "$env" == production ]] && run=(promote --dir "$dir" staging production)
+    run=(deploy --dir "$dir" "$env" --app sample-app --image "$image")
+    [[ "$env" == production ]] && run=(promote --dir "$dir" staging production --app sample-app)
     set +e
     bascule "${run[@]}" 2>&1 \
       | grep --line-buffered -E "\| Flow run '|^[A-Za-z]+: " | grep --line-buffered -v "View at" \
@@ -180,7 +184,7 @@ kubectl get --raw "/api/v1/namespaces/bascule-production/services/sample-app:htt
 echo
 
 say "staging: taken back by hand (bascule rollback), which raises an alert"
-bascule rollback staging --dir "$v2_dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
+bascule rollback staging --app sample-app --dir "$v2_dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
   | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| (Flow|Task) run '[^']*' - //; s/^/  /"
 
 say "the Pushgateway's deployment metrics (group job=bascule, app, environment=staging)"
@@ -195,13 +199,22 @@ for a in json.load(sys.stdin):
     print("    run: %s" % n.get("run_url", "-"))
 '
 say "DORA figures (bascule stats)"
-for env in dev staging production; do bascule stats "$env" --dir "$v2_dir" | sed 's/^/  /'; done
+for env in dev staging production; do
+  bascule stats "$env" --app sample-app --dir "$v2_dir" | sed 's/^/  /'
+done
 scripts/demo-gate.sh
 
+say "dev ← a second app, sample-api (deployments/apps/sample-api/dev.yaml), beside sample-app"
+bascule deploy --dir "$v2_dir" dev --app sample-api --image bascule.local/sample-app:v2 2>&1 \
+  | grep --line-buffered -E "^[A-Za-z]+: " | sed 's/^/  /'
+
+say "status: every app of every environment"
+bascule status --dir "$dir" | sed 's/^/  /'
 say "history"
 for env in dev staging production; do
-  echo "$env:"; bascule history --dir "$dir" "$env" --limit 4 | sed 's/^/  /'
+  echo "$env:"; bascule history --dir "$dir" "$env" --app sample-app --limit 4 | sed 's/^/  /'
 done
+echo "dev, sample-api:"; bascule history --dir "$dir" dev --app sample-api --limit 4 | sed "s/^/  /"
 say "where to look"
 echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, events)"
 echo "  kubectl:       KUBECONFIG=$KUBECONFIG $bin/kubectl get deploy,svc -A"

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bascule import kube as k
+from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
-from bascule.config import EnvironmentConfig, load_environment
+from bascule.config import EnvironmentConfig, app_names, load_environment
 from bascule.kube import Kube
 from bascule.manifests import (
     Color,
@@ -34,8 +35,13 @@ class Env:
     after_unlock: list[Callable[[], None]] = field(default_factory=list)
 
     @staticmethod
-    def open(environment: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -> Env:
-        cfg = load_environment(Path(config_dir) / f"{environment}.yaml")
+    def open(
+        environment: str, config_dir: str | Path = DEFAULT_CONFIG_DIR, app: str | None = None
+    ) -> Env:
+        """The environment for ``app`` (default: the environment file's own app)."""
+        if app is not None:
+            choose_app(environment, app, app_names(config_dir, environment))
+        cfg = load_environment(Path(config_dir) / f"{environment}.yaml", app)
         templates = load_templates(cfg.manifests)
         target = k.Target(
             str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None, cfg.kube.context

@@ -41,7 +41,7 @@ def check(env: Env, image: str, config_dir: str | Path) -> h.Release | None:
     name = env.cfg.promote_from
     if name is None:
         return None
-    source = Env.open(name, config_dir)
+    source = Env.open(name, config_dir, env.app)  # the same app there
     try:
         return promotion.check(image, name, env.name, source_history(env, source))
     finally:

@@ -11,22 +11,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from bascule.cli.options import add_dir_argument
+from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
 from bascule.config import ENVIRONMENTS
 from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit
 
 if TYPE_CHECKING:
+    from bascule.bluegreen import Observed
     from tasks.context import Env
 
 
 @contextmanager
-def reading(environment: str, directory: str) -> Iterator[Env]:
-    """The environment opened for reading; its client closed afterwards."""
+def reading(environment: str, directory: str, app: str | None = None) -> Iterator[Env]:
+    """The environment opened for reading (for ``app``: default its file's own); its client
+    closed afterwards."""
     from bascule.kube import KubeUnreachable
     from tasks.context import Env
 
-    env = Env.open(environment, directory)
+    env = Env.open(environment, directory, app)
     try:
         yield env
     except KubeUnreachable as exc:  # an answer (403, 404...) says itself what went wrong
@@ -42,43 +44,56 @@ def reading(environment: str, directory: str) -> Iterator[Env]:
 def status_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument(
+        "--app", metavar="NAME", help="only this app (default: every app of each environment)"
+    )
+    parser.add_argument(
         "environments", nargs="*", metavar="ENV", help="default: " + ", ".join(ENVIRONMENTS)
     )
 
 
 def status(args: argparse.Namespace) -> int:
+    from bascule.config import app_names
     from tasks.state import observe
 
     for name in args.environments or ENVIRONMENTS:
-        with reading(name, args.dir) as env:
-            obs = observe(env)
-        active = obs.active_state
-        print(f"{name} ({env.ns}): ", end="")
-        if active is None:
-            print("nothing deployed yet")
-        else:
-            print(
-                f"{active.color} serving {active.image} ({active.ready}/{active.replicas} "
-                f"ready, release {active.release})"
-            )
-        for c in obs.colors.values():
-            if c.color != obs.active and c.replicas:
-                print(f"  idle {c.color}: {c.image} ({c.ready}/{c.replicas} ready)")
-        if obs.in_flight:
-            print(f"  in flight: {obs.in_flight.id} ({obs.in_flight.phase})")
+        apps = app_names(args.dir, name)
+        if args.app is not None:
+            apps = [resolve_app(args, name)]
+        for app in apps:
+            with reading(name, args.dir, app) as env:
+                obs = observe(env)
+            _print_status(name, env, obs, several=len(apps) > 1 or args.app is not None)
     return Exit.COMPLETED
+
+
+def _print_status(name: str, env: Env, obs: Observed, several: bool) -> None:
+    active = obs.active_state
+    print(f"{name} ({env.ns}): {env.app}: " if several else f"{name} ({env.ns}): ", end="")
+    if active is None:
+        print("nothing deployed yet")
+    else:
+        print(
+            f"{active.color} serving {active.image} ({active.ready}/{active.replicas} "
+            f"ready, release {active.release})"
+        )
+    for c in obs.colors.values():
+        if c.color != obs.active and c.replicas:
+            print(f"  idle {c.color}: {c.image} ({c.ready}/{c.replicas} ready)")
+    if obs.in_flight:
+        print(f"  in flight: {obs.in_flight.id} ({obs.in_flight.phase})")
 
 
 def history_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
+    add_app_argument(parser)
     parser.add_argument("--limit", type=int, default=10, help="default: %(default)s")
 
 
 def history(args: argparse.Namespace) -> int:
     from tasks.state import read_history
 
-    with reading(args.environment, args.dir) as env:
+    with reading(args.environment, args.dir, resolve_app(args)) as env:
         releases, _ = read_history(env)
     print(
         f"{'release':<24} {'kind':<8} {'result':<12} {'color':<6} {'seconds':>7}  "
@@ -98,6 +113,7 @@ def history(args: argparse.Namespace) -> int:
 def secrets_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
+    add_app_argument(parser)
 
 
 def secrets(args: argparse.Namespace) -> int:
@@ -105,7 +121,7 @@ def secrets(args: argparse.Namespace) -> int:
     from bascule.redact import MASK
     from tasks.secretref import status
 
-    with reading(args.environment, args.dir) as env:
+    with reading(args.environment, args.dir, resolve_app(args)) as env:
         rows = status(env)
     if not rows:
         print(f"{args.environment}: no secret variables (`secrets:` is empty)")
@@ -146,6 +162,7 @@ The four DORA figures of one app in one environment, from its history ConfigMap 
 def stats_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
+    add_app_argument(parser)
     parser.add_argument(
         "--days", type=float, default=30.0, help="the period, ending now (default: %(default)g)"
     )
@@ -162,7 +179,7 @@ def stats(args: argparse.Namespace) -> int:
 
     if args.days <= 0:
         raise UsageError(f"--days {args.days:g}: give a positive number of days")
-    with reading(args.environment, args.dir) as env:
+    with reading(args.environment, args.dir, resolve_app(args)) as env:
         releases, _ = read_history(env)
     figures = dora(env.app, env.name, releases, time.time(), args.days)
     print(json.dumps(figures.to_json(), indent=1) if args.json else "\n".join(figures.lines()))

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from bascule.cli.options import add_dir_argument
+from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
 from bascule.config import check_environment_name, load_environment
 from bascule.errors import UsageError
 from bascule.migrations import MigrationPlan, plan_json, render_markdown, summary
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub = actions.add_parser(name, help=about, description=about)
         add_dir_argument(sub)
         sub.add_argument("environment", metavar="ENV", help="environment whose database to plan")
+        add_app_argument(sub)
         sub.add_argument(
             "--from",
             dest="start",
@@ -41,7 +42,7 @@ def _plan(args: argparse.Namespace) -> MigrationPlan:
     from tasks.migrations import build_plan  # loads Alembic and SQLAlchemy: only when used
 
     name = check_environment_name(args.environment)
-    cfg = load_environment(args.dir / f"{name}.yaml")
+    cfg = load_environment(args.dir / f"{name}.yaml", resolve_app(args))
     if cfg.migrations is None:
         raise UsageError(
             f"{name} has no migrations section — add one (see `bascule validate --schema`, "

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bascule.cli.options import add_dir_argument
+from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
 from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit, exit_code
 from bascule.workpool import HEARTBEAT_SECONDS
@@ -37,7 +37,7 @@ def _checked(args: argparse.Namespace, secrets: bool = False) -> EnvironmentConf
     from tasks.context import Env
     from tasks.secretref import resolve_all
 
-    env = Env.open(args.environment, args.dir)
+    env = Env.open(args.environment, args.dir, resolve_app(args))
     try:
         if secrets:
             resolve_all(env)
@@ -64,14 +64,14 @@ def _check_prefect() -> None:
         )
 
 
-def run_watched(environment: str, flow: Callable[..., State], **parameters: Any) -> State:
-    """Runs ``flow`` in this process as the recover automations of prefect.yaml watch a
-    deployment's run: tagged with its environment and sending heartbeats, so that if this
-    process dies in flight, the heartbeat trigger starts ``recover/<environment>``."""
+def run_watched(environment: str, app: str, flow: Callable[..., State], **parameters: Any) -> State:
+    """Runs ``flow`` for ``app`` in this process as the recover automations of prefect.yaml
+    watch a deployment's run: tagged with its environment (and app) and sending heartbeats, so
+    that if this process dies in flight, the heartbeat trigger starts ``recover/<environment>``."""
     from prefect import tags
 
-    with tags("bascule", environment):
-        return flow(environment=environment, **parameters, return_state=True)
+    with tags("bascule", environment, f"app:{app}"):
+        return flow(environment=environment, app=app, **parameters, return_state=True)
 
 
 def _beating() -> None:
@@ -91,6 +91,7 @@ def _commit_time(value: str) -> str:
 def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
+    add_app_argument(parser)
     parser.add_argument("--image", help="image reference (default: the environment's image)")
     parser.add_argument("--commit", help="commit the image was built from, for the record")
     parser.add_argument(
@@ -118,6 +119,7 @@ def deploy(args: argparse.Namespace) -> int:
     return finish(
         run_watched(
             args.environment,
+            args.app,
             deploy_flow,
             image=args.image,
             commit=args.commit,
@@ -132,6 +134,7 @@ def promote_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("source", metavar="SRC", help="environment it passed, e.g. staging")
     parser.add_argument("environment", metavar="DST", help="environment to deploy to")
+    add_app_argument(parser)
     parser.add_argument(
         "--trigger",
         action="store_true",
@@ -157,7 +160,7 @@ def promote(args: argparse.Namespace) -> int:
             f"{args.environment} takes only what {cfg.promote_from} verified (promote_from: in "
             f"its file) — `bascule promote {cfg.promote_from} {args.environment}`"
         )
-    with reading(args.source, args.dir) as source:
+    with reading(args.source, args.dir, args.app) as source:
         image, release = serving_image(source)
     print(f"promoting {image} (release {release.id} in {args.source}) to {args.environment}")
     if args.trigger:
@@ -169,7 +172,8 @@ def promote(args: argparse.Namespace) -> int:
         add_arguments(parser)
         commit = ["--commit", release.commit] if release.commit else []
         when = ["--commit-time", release.commit_time] if release.commit_time else []
-        given = parser.parse_args([args.environment, "--image", image, *commit, *when])
+        app = ["--app", args.app]
+        given = parser.parse_args([args.environment, *app, "--image", image, *commit, *when])
         return int(trigger(options_from(given, os.environ)))
     from flows.deploy import deploy as deploy_flow
 
@@ -178,6 +182,7 @@ def promote(args: argparse.Namespace) -> int:
     return finish(
         run_watched(
             args.environment,
+            args.app,
             deploy_flow,
             image=image,
             commit=release.commit,
@@ -190,6 +195,7 @@ def promote(args: argparse.Namespace) -> int:
 def rollback_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
+    add_app_argument(parser)
     parser.add_argument(
         "--to",
         dest="to_release",
@@ -206,6 +212,10 @@ def rollback(args: argparse.Namespace) -> int:
     _check_prefect()
     return finish(
         run_watched(
-            args.environment, rollback_flow, to_release=args.to_release, config_dir=str(args.dir)
+            args.environment,
+            args.app,
+            rollback_flow,
+            to_release=args.to_release,
+            config_dir=str(args.dir),
         )
     )

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from bascule.apps import APPS_DIR
 from bascule.cli.options import add_dir_argument
 from bascule.config import (
     PRODUCTION,
@@ -18,6 +19,7 @@ from bascule.config import (
     describe_schema,
     environment_files,
     load_all,
+    load_apps,
     load_environment,
 )
 from bascule.manifests import load_templates, render_deployment, render_service
@@ -36,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "environments",
         nargs="*",
         metavar="ENV",
-        help="environments to check (default: all; dev, staging and production must exist)",
+        help="environments to check, each with every app of it (default: all; dev, staging "
+        "and production must exist)",
     )
 
 
@@ -62,8 +65,16 @@ def run(args: argparse.Namespace) -> int:
             configs = load_all(directory)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    problems.extend(_template_problems(configs.values()))
+    # Every app of the environments checked: the overlays of further apps, each laid over
+    # its environment's file (whose own problems are reported once, above).
+    apps: dict[Path, EnvironmentConfig] = {}
+    try:
+        apps = load_apps(directory, names or list(environment_files(directory)))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    problems.extend(_template_problems([*configs.values(), *apps.values()]))
     warnings = _secret_warnings(configs, paths) + _approval_warnings(configs, paths)
+    paths += [p for p in sorted(directory.glob(f"{APPS_DIR}/*/*.yaml")) if p.stem in configs]
 
     files = [display_path(path) for path in paths]
     files += [p.file for p in problems if p.file not in files]

@@ -38,6 +38,7 @@ from bascule.trigger.options import (
     DEFAULT_WAIT_TIMEOUT,
     Options,
     app_secret_values,
+    local_app,
 )
 
 __all__ = ["ENVIRONMENT_HELP", "add_arguments", "options_from", "run"]
@@ -58,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ENVIRONMENT_HELP
     parser.add_argument("environment", metavar="ENV", help="environment: dev, staging, production")
+    parser.add_argument(
+        "--app",
+        metavar="NAME",
+        help="the app of the environment, passed to the flow as its `app` parameter "
+        "(default: the environment's only one)",
+    )
     parser.add_argument(
         "--image",
         required=True,
@@ -124,6 +131,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
     from bascule.prefect_client import ApiSettings
 
     summary: Path | None = args.summary
+    app = local_app(args.environment, args.app, DEFAULT_CONFIG_DIR)
     if summary is None and environ.get("GITHUB_STEP_SUMMARY"):
         summary = Path(environ["GITHUB_STEP_SUMMARY"])
     return Options(
@@ -141,7 +149,8 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
         summary_path=summary,
         outputs_path=Path(environ["GITHUB_OUTPUT"]) if environ.get("GITHUB_OUTPUT") else None,
         github_actions=environ.get("GITHUB_ACTIONS") == "true",
-        app_secrets=app_secret_values(args.environment, environ, DEFAULT_CONFIG_DIR),
+        app_secrets=app_secret_values(args.environment, environ, DEFAULT_CONFIG_DIR, app),
+        app=app,
     )
 
 

@@ -53,11 +53,14 @@ class Options:
     log_settle: float = 3.0
     # Values of the app's secrets this process has (see ``app_secret_values``), to mask.
     app_secrets: tuple[str, ...] = ()
+    # One of the environment's apps; None: its file's own (see ``local_app``).
+    app: str | None = None
 
     @property
     def parameters(self) -> dict[str, str | None]:
         """The deploy flow's parameters."""
         given = {"environment": self.environment, "image": self.image, "commit": self.commit}
+        given |= {"app": self.app} if self.app else {}
         return given | ({"commit_time": self.commit_time} if self.commit_time else {})
 
     @property
@@ -68,11 +71,29 @@ class Options:
 
     @property
     def idempotency_key(self) -> str:
-        return idempotency_key(self.environment, self.commit, self.image, self.rerun)
+        return idempotency_key(self.environment, self.commit, self.image, self.rerun, self.app)
+
+
+def local_app(environment: str, app: str | None, config_dir: Path) -> str | None:
+    """The app to deploy, checked against the environment's files where this checkout has
+    them (UsageError naming the apps when ``app`` is not one, or is needed and missing);
+    ``app`` as given where it has none or they do not load: the flow checks it. None for the
+    environment file's own app when not named, so its runs' parameters stay as they were."""
+    from bascule.apps import choose_app
+    from bascule.config import ConfigError, app_names
+
+    if not (config_dir / f"{check_environment_name(environment)}.yaml").is_file():
+        return app
+    try:
+        apps = app_names(config_dir, environment)
+    except ConfigError:  # the flow reports the file's problems, as for app_secret_values
+        return app
+    chosen = choose_app(environment, app, apps)
+    return None if app is None and chosen == apps[0] else chosen
 
 
 def app_secret_values(
-    environment: str, environ: Mapping[str, str], config_dir: Path
+    environment: str, environ: Mapping[str, str], config_dir: Path, app: str | None = None
 ) -> tuple[str, ...]:
     """The values of the environment's `secrets:` that come from variables this process has
     as well (a CI job that passes a GitHub Environment's secrets to the deploy): the run's
@@ -82,7 +103,7 @@ def app_secret_values(
 
     try:
         config = config_dir / f"{check_environment_name(environment)}.yaml"
-        cfg = load_environment(config) if config.is_file() else None
+        cfg = load_environment(config, app) if config.is_file() else None
     except UsageError:  # a bad name or file: check() and the flow say what is wrong
         return ()
     if cfg is None:
@@ -134,14 +155,19 @@ def check_rerun(label: str | None) -> str | None:
 
 
 def idempotency_key(
-    environment: str, commit: str | None, image: str, rerun: str | None = None
+    environment: str,
+    commit: str | None,
+    image: str,
+    rerun: str | None = None,
+    app: str | None = None,
 ) -> str:
     """The same inputs give the same key, and Prefect returns the run it already has for it.
 
     Prefect scopes keys by flow, and every environment's deployment runs the one ``deploy``
-    flow, so the environment is part of the key. A hash keeps the key short for long image
-    references while the readable prefix helps whoever looks at the run.
+    flow, so the environment is part of the key, and so is the app when one is named (the
+    environment's own app keeps the key it always had). A hash keeps the key short for long
+    image references while the readable prefix helps whoever looks at the run.
     """
-    material = json.dumps([environment, commit, image, rerun])
+    material = json.dumps([environment, commit, image, rerun, *([app] if app else [])])
     digest = hashlib.sha256(material.encode()).hexdigest()[:32]
     return f"bascule-trigger/{environment}/{(commit or 'no-commit')[:12]}/{digest}"

@@ -110,13 +110,18 @@ def service_url(cluster: Cluster, ns: str, app: str = "sample-app") -> str:
 
 
 def kill_at_switch(
-    cluster: Cluster, ns: str, proc: subprocess.Popen[bytes], to: str, timeout: float = 180
+    cluster: Cluster,
+    ns: str,
+    proc: subprocess.Popen[bytes],
+    to: str,
+    timeout: float = 180,
+    app: str = "sample-app",
 ) -> None:
     """SIGKILLs ``proc`` the moment the active Service selects ``to``: after the switch's
     PATCH landed and before the run records it (it still waits for the endpoints to move,
     tens to hundreds of milliseconds, then writes the record)."""
     kube, path = cluster.client(), f"/api/v1/namespaces/{ns}/services"
-    by_name = "metadata.name=sample-app"
+    by_name = f"metadata.name={app}"
 
     def selects(svc: dict[str, Any]) -> bool:
         return (svc.get("spec", {}).get("selector") or {}).get("bascule.io/color") == to

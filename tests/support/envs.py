@@ -9,6 +9,9 @@ from typing import Any
 
 import yaml
 
+# The same deep merge as an app's file over its environment's.
+from bascule.apps import overlay as merge
+
 REPO = Path(__file__).resolve().parents[2]
 
 # The shortest waits that still exercise every step.
@@ -31,16 +34,6 @@ def copy_deployments(tmp: Path) -> Path:
     shutil.copytree(REPO / "sampleapp" / "migrations", tmp / "sampleapp" / "migrations")
     shutil.copy(REPO / "sampleapp" / "alembic.ini", tmp / "sampleapp")
     return target
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def write_envs(

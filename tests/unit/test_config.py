@@ -316,7 +316,7 @@ def test_environments_may_not_share_a_namespace_or_differ_in_app(deployments: Pa
         load_all(deployments)
     problems = {(Path(p.file).name, p.field): p for p in info.value.problems}
     assert "also dev's namespace" in problems["staging.yaml", "namespace"].message
-    assert "one app" in problems["production.yaml", "app"].message
+    assert "apps/other-app/production.yaml" in problems["production.yaml", "app"].message
 
 
 def test_extra_environment_files_are_loaded(deployments: Path) -> None:

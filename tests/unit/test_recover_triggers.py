@@ -125,8 +125,9 @@ def test_runs_started_in_process_are_watched_too(env: str) -> None:
         seen.update(parameters, tags=sorted(TagsContext.get().current_tags))
         return "state"
 
-    assert run_watched(env, flow, image="app:v2") == "state"
+    assert run_watched(env, "sample-api", flow, image="app:v2") == "state"
     assert seen["environment"] == env and seen["image"] == "app:v2" and seen["return_state"]
+    assert seen["app"] == "sample-api" and "app:sample-api" in seen["tags"]
     crashed, silent = recover_triggers(env)
     for event in ("prefect.flow-run.Crashed", "prefect.flow-run.heartbeat"):
         trigger = crashed if event.endswith("Crashed") else silent

@@ -1,6 +1,6 @@
 """Checks on the GitHub workflows: actionlint and zizmor with zero findings, and the rules the
 deploy workflows promise (pinned actions, least privilege, no expressions inside scripts, one
-concurrency group per environment)."""
+concurrency group per app and environment)."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_reusable_workflow() -> None:
     (job,) = doc["jobs"].values()
     assert job["environment"]["name"] == "${{ inputs.environment }}"
     assert job["concurrency"] == {
-        "group": "bascule-deploy-${{ inputs.environment }}",
+        "group": "bascule-deploy-${{ inputs.environment }}-${{ inputs.app }}",
         "cancel-in-progress": False,
     }
     assert "timeout-minutes" in job
