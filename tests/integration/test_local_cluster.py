@@ -204,60 +204,52 @@ def assert_pods_resolve_by_name(cluster: Cluster, namespace: str) -> None:
     assert "MissingClusterDNS" not in {e["reason"] for e in events}, events
 
 
-@pytest.mark.slow
-def test_a_running_cluster_without_dns_gets_it_when_reused() -> None:
-    """A throwaway cluster as an up.sh from before cluster DNS left it (no CoreDNS, no kube-dns
+def assert_dns_added_on_reuse(cluster: Cluster, env: dict[str, str]) -> None:
+    """A running cluster as an up.sh from before cluster DNS left it (no CoreDNS, no kube-dns
     or postgres.db Service, kubelet without clusterDNS) gets all of it from the next up.sh,
     which restarts kubelet alone: a pod started before keeps running, new pods resolve names;
-    the up.sh after that changes nothing."""
-    name = "bascule-dns"
-    env = cluster_env(name, BASCULE_API_PORT="16643", BASCULE_PG_PORT="15632")
-    cluster = start_local(env)
-    try:
-        state = cluster.cluster_dir
-        assert state is not None
-        pids = state / "pids"
-        coredns = int((pids / "coredns").read_text())
-        subprocess.run(["kill", "-TERM", str(coredns)], check=True)
-        wait_for(lambda: not running(coredns), 10, what="CoreDNS to stop")
-        (pids / "coredns").unlink()
-        (state / "pki" / "coredns.crt").unlink()
-        kubelet_yaml = state / "kubelet.yaml"
-        lines = kubelet_yaml.read_text().splitlines(keepends=True)
-        kubelet_yaml.write_text("".join(x for x in lines if not x.startswith("cluster")))
-        cluster.kubectl("-n", "kube-system", "delete", "service", "kube-dns")
-        cluster.kubectl("-n", "db", "delete", "service", "postgres")
-        cluster.create_namespace("before")
-        keep = {"name": "keep"}
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": keep}
-        cluster.apply("before", pod | {"spec": {"containers": [sample.pod_container("v1")]}})
-        cluster.kubectl("-n", "before", "wait", "--for=condition=Ready", "pod/keep", "--timeout=1m")
-        (container,) = cluster.get_json("-n", "before", "pod", "keep")["status"][
-            "containerStatuses"
-        ]
-        kubelet = int((pids / "kubelet").read_text())
+    the up.sh after that changes nothing. (Run on the throwaway cluster of the last test,
+    which saves starting one more.)"""
+    state = cluster.cluster_dir
+    assert state is not None
+    pids = state / "pids"
+    coredns = int((pids / "coredns").read_text())
+    subprocess.run(["kill", "-TERM", str(coredns)], check=True)
+    wait_for(lambda: not running(coredns), 10, what="CoreDNS to stop")
+    (pids / "coredns").unlink()
+    (state / "pki" / "coredns.crt").unlink()
+    kubelet_yaml = state / "kubelet.yaml"
+    lines = kubelet_yaml.read_text().splitlines(keepends=True)
+    kubelet_yaml.write_text("".join(x for x in lines if not x.startswith("cluster")))
+    cluster.kubectl("-n", "kube-system", "delete", "service", "kube-dns")
+    cluster.kubectl("-n", "db", "delete", "service", "postgres")
+    cluster.create_namespace("before")
+    keep = {"name": "keep"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": keep}
+    cluster.apply("before", pod | {"spec": {"containers": [sample.pod_container("v1")]}})
+    cluster.kubectl("-n", "before", "wait", "--for=condition=Ready", "pod/keep", "--timeout=1m")
+    (container,) = cluster.get_json("-n", "before", "pod", "keep")["status"]["containerStatuses"]
+    kubelet = int((pids / "kubelet").read_text())
 
-        added = subprocess.run(
-            [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=300
-        )
-        assert added.returncode == 0, added.stderr
-        assert "adding cluster DNS" in added.stderr, added.stderr
-        assert int((pids / "kubelet").read_text()) != kubelet and not running(kubelet)
-        assert running(int((pids / "coredns").read_text()))
-        assert "clusterDNS:" in kubelet_yaml.read_text()
-        kept = cluster.get_json("-n", "before", "pod", "keep")["status"]
-        (now,) = kept["containerStatuses"]
-        assert kept["phase"] == "Running", kept
-        assert (now["containerID"], now["restartCount"]) == (container["containerID"], 0), now
-        cluster.create_namespace("after")
-        assert_pods_resolve_by_name(cluster, "after")
+    added = subprocess.run(
+        [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert added.returncode == 0, added.stderr
+    assert "adding cluster DNS" in added.stderr, added.stderr
+    assert int((pids / "kubelet").read_text()) != kubelet and not running(kubelet)
+    assert running(int((pids / "coredns").read_text()))
+    assert "clusterDNS:" in kubelet_yaml.read_text()
+    kept = cluster.get_json("-n", "before", "pod", "keep")["status"]
+    (now,) = kept["containerStatuses"]
+    assert kept["phase"] == "Running", kept
+    assert (now["containerID"], now["restartCount"]) == (container["containerID"], 0), now
+    cluster.create_namespace("after")
+    assert_pods_resolve_by_name(cluster, "after")
 
-        again = subprocess.run(
-            [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=300
-        )
-        assert again.returncode == 0 and "adding" not in again.stderr, again.stderr
-    finally:
-        subprocess.run([str(CLUSTER_DIR / "down.sh")], env=env, check=True, timeout=120)
+    again = subprocess.run(
+        [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert again.returncode == 0 and "adding" not in again.stderr, again.stderr
 
 
 def running(pid: int) -> bool:
@@ -284,12 +276,14 @@ def cluster_processes(cluster_dir: Path) -> list[int]:
 
 @pytest.mark.last
 def test_cluster_down_leaves_nothing_behind(tmp_path: Path) -> None:
-    """A second, throwaway cluster: started, broken (SIGKILL), started again over the stale
-    remains, then taken down; no process, mount, cgroup or namespace of it may be left."""
+    """A second, throwaway cluster: started, stripped of its DNS and given it again by up.sh
+    on reuse, broken (SIGKILL), started again over the stale remains, then taken down; no
+    process, mount, cgroup or namespace of it may be left."""
     name = "bascule-td"
     env = cluster_env(name, BASCULE_API_PORT="16543", BASCULE_PG_PORT="15532")
     first = start_local(env)
     assert first.cluster_dir is not None
+    assert_dns_added_on_reuse(first, env)
     pids_dir = first.cluster_dir / "pids"
     kubelet_pid = int((pids_dir / "kubelet").read_text())
     supervisor = int((pids_dir / "supervisor").read_text())
