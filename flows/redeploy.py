@@ -25,7 +25,7 @@ def redeploy(environment: str = "staging", config_dir: str = str(DEFAULT_CONFIG_
 
 
 def _redeploy(env: Env) -> Outcome:
-    observed, _ = preflight(env)
+    observed = preflight(env)
     releases, _ = state.read_history(env)
     serving = h.serving(releases, observed.active)
     if serving is None:

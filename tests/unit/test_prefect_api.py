@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from uuid import uuid4
 
 import httpx
@@ -65,7 +66,7 @@ class Busy(BaseHTTPRequestHandler):
     database is locked for a moment."""
 
     busy = 0
-    patches: list[float] = []
+    patches: ClassVar[list[float]] = []
 
     def do_GET(self) -> None:  # the client's version check; no CSRF tokens (404)
         body = json.dumps("3.0.0").encode()
