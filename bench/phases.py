@@ -68,7 +68,14 @@ def instrument(rec: Recorder) -> None:
     from tasks import artifacts, promotion, rollout, state
     from tasks.context import Env
 
-    for name in ("promoted", "with_secrets", "preflight", "prune_secrets", "pipeline"):
+    for name in (
+        "promoted",
+        "with_secrets",
+        "preflight",
+        "baseline_checks",
+        "prune_secrets",
+        "pipeline",
+    ):
         setattr(d, name, rec.wrap(name, getattr(d, name)))
     d.deploy_lock = rec.wrap_cm("lock", d.deploy_lock)
     d.verify = rec.wrap("verify", d.verify)
@@ -79,6 +86,7 @@ def instrument(rec: Recorder) -> None:
     open_env = Env.open
     Env.open = staticmethod(rec.wrap("env-open", open_env))  # type: ignore[method-assign]
     d.Run._publish = rec.wrap("publish", d.Run._publish)  # type: ignore[method-assign]
+    d.Run.join_baseline = rec.wrap("join-baseline", d.Run.join_baseline)  # type: ignore[method-assign]
     artifacts.Writer.flush = rec.wrap("artifacts-flush", artifacts.Writer.flush)  # type: ignore[method-assign]
     d.retire_old_color = rec.wrap("retire-old-color", d.retire_old_color)
 
@@ -86,7 +94,14 @@ def instrument(rec: Recorder) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
-    rounds = ap.parse_args().rounds
+    ap.add_argument(
+        "--configured-checks",
+        action="store_true",
+        help="staging's own health checks (3 passes 1 s apart), not the bench's minimum",
+    )
+    args = ap.parse_args()
+    rounds = args.rounds
+    over = {k: v for k, v in MINIMAL.items() if k != "checks"} if args.configured_checks else MINIMAL
     cluster = start_local()
     ns = f"bench-phases-{uuid.uuid4().hex[:6]}"
     for name in (ns, f"{ns}-kubectl"):
@@ -98,7 +113,7 @@ def main() -> None:
             from flows.deploy import deploy
 
             # Staging (2 replicas), as bench/deploy.py's deploy_seconds and its kubectl baseline.
-            cfg = str(write_envs(Path(tmp), ns, cluster.kubeconfig, MINIMAL, ("staging",)))
+            cfg = str(write_envs(Path(tmp), ns, cluster.kubeconfig, over, ("staging",)))
             deploy(environment="staging", image=IMAGES[0], config_dir=cfg)  # sets the stage
             ready: list[float] = []
             baseline = kubectl_baseline(cluster, f"{ns}-kubectl", rounds, cfg, ready)
