@@ -101,7 +101,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     rounds = args.rounds
-    over = {k: v for k, v in MINIMAL.items() if k != "checks"} if args.configured_checks else MINIMAL
+    over = MINIMAL
+    if args.configured_checks:
+        over = {k: v for k, v in MINIMAL.items() if k != "checks"}
     cluster = start_local()
     ns = f"bench-phases-{uuid.uuid4().hex[:6]}"
     for name in (ns, f"{ns}-kubectl"):
