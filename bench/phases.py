@@ -147,6 +147,11 @@ def main() -> None:
             cluster.kubectl("delete", "namespace", name, "--wait=false")
     med = statistics.median
     print(f"kubectl: apply + rollout status {med(ready):.2f} s, all steps {med(baseline):.2f} s")
+    deploys = [r["call → return"][2] for r in per_round]
+    # The verification window (1 s here) has no counterpart in the kubectl steps.
+    unverified = [r["call → return"][2] - r["verify"][2] for r in per_round]
+    print(f"deploy_ratio={med(deploys) / med(baseline):.2f}")
+    print(f"deploy_ratio_without_window={med(unverified) / med(baseline):.2f}")
     names = [n for n in per_round[0] if all(n in r for r in per_round)]
     names.sort(key=lambda n: med(r[n][0] for r in per_round))
     print(f"{'phase':<26} {'from':>6} {'to':>6} {'seconds':>7}")
