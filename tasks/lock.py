@@ -245,11 +245,12 @@ def free_slot(slot: str) -> None:
 
 def take_slot(name: str, deadline: float) -> UUID:
     """A slot of the limit ``name``, waiting until ``deadline`` (monotonic); returns its
-    lease id. LockHeld when the slot stays taken.
+    lease id. LockHeld when the slot stays taken. Creates the limit when Prefect has none of
+    that name: one request per deploy fewer than creating it every time.
 
     A busy server's answers are retried at once (``prefect_api.quickly``): py-spy found a
     deploy or rollback waiting here 1-2 s in `make bench` with Prefect's own backoff."""
-    tries = PREFECT_CLIENT_MAX_RETRIES.value()
+    tries, created = PREFECT_CLIENT_MAX_RETRIES.value(), False
     with prefect_api.client() as client:
         while True:
             try:
@@ -274,9 +275,14 @@ def take_slot(name: str, deadline: float) -> UUID:
                 time.sleep(POLL_SECONDS)
                 continue
             body = resp.json()
-            if not body["limits"]:
+            if body["limits"]:
+                return UUID(body["lease_id"])
+            if created:  # never silently unlocked
                 raise RuntimeError(f"the Prefect global concurrency limit {name} does not exist")
-            return UUID(body["lease_id"])
+            # An environment's first deploy: the lease Prefect gave holds nothing.
+            client.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
+            ensure_limit(name)
+            created = True
 
 
 @contextmanager
@@ -309,7 +315,6 @@ def deploy_lock(env: Env, me: str, lease_seconds: int = LEASE_SECONDS) -> Iterat
     try:
         if decision.stale_slot is not None:
             free_slot(decision.stale_slot)  # its holder is dead: the Lease is ours now
-        ensure_limit(limit_name(env))
         holding.slot = take_slot(limit_name(env), deadline)
         with suppress(KubeError):  # else the renewer records it within a period
             holding.renew()
