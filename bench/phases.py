@@ -1,9 +1,11 @@
-"""Where one deploy's time goes, phase by phase: the deploy flow run in-process as the bench
-runs it (dev settings, checks at their minimum, its own Prefect server and namespace), with
-each phase's start and end taken around the functions the flow calls. Prints one line per
-phase (median seconds over the rounds, from the call), for bench/README.md's profile table.
+"""Where one deploy's time goes, phase by phase: the deploy flow run in-process as
+bench/deploy.py runs it for ``deploy_seconds`` (staging, 2 replicas, checks at their minimum,
+its own Prefect server and namespace), each phase timed around the functions the flow
+calls, in rounds alternating with bench/deploy.py's kubectl steps. Prints one line per
+phase (median seconds over the rounds, from the call) for bench/README.md's profile table,
+and ``deploy_ratio`` with and without the verification window.
 
-    python -m bench.phases [--rounds N]
+    python -m bench.phases [--rounds N] [--configured-checks]
 
 For a view of every thread, run it under py-spy: ``py-spy record --idle --threads -f raw
 -o deploy.txt -- python -m bench.phases``.
