@@ -125,6 +125,9 @@ def main() -> None:
             per_round: list[dict[str, tuple[float, float, float]]] = []
             for i in range(rounds):
                 # Alternating with the kubectl steps: a busy moment of the machine hits both.
+                # Each call sets the stage (web-a) and measures web-b, from zero pods.
+                if i:
+                    cluster.kubectl("-n", f"{ns}-kubectl", "scale", "deploy/web-b", "--replicas=0")
                 baseline += kubectl_baseline(cluster, f"{ns}-kubectl", 1, cfg, ready)
                 rec.spans, rec.origin = [], time.perf_counter()
                 state = deploy(
