@@ -73,9 +73,12 @@ def same_pods(cfg_dir: str, name: str, image: str) -> dict[str, Any]:
     return dep
 
 
-def kubectl_baseline(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[float]:
+def kubectl_baseline(
+    c: Cluster, ns: str, rounds: int, cfg_dir: str, ready: list[float] | None = None
+) -> list[float]:
     """The same steps by hand: apply the idle color (from zero pods, as Bascule's is), wait
-    for it, patch the Service, scale the old color to zero."""
+    for it, patch the Service, scale the old color to zero. ``ready`` gets each round's
+    apply + rollout status alone."""
     c.apply(ns, service("web", {"app": "web-a"}))
     times = []
     for i in range(rounds + 1):
@@ -84,6 +87,8 @@ def kubectl_baseline(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[flo
         started = time.perf_counter()
         c.apply(ns, dep)
         c.kubectl("-n", ns, "rollout", "status", f"deployment/web-{color}", "--timeout=120s")
+        if i and ready is not None:
+            ready.append(time.perf_counter() - started)
         c.kubectl(
             "-n",
             ns,

@@ -12,10 +12,12 @@ under the lock).
 
 from __future__ import annotations
 
+import contextvars
 import math
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -55,7 +57,7 @@ from tasks import (
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
-from tasks.preflight import preflight
+from tasks.preflight import baseline_checks, preflight
 
 T = TypeVar("T")
 STEPS = 10  # steps of a deploy, for the progress artifact
@@ -81,9 +83,12 @@ class Run:
     """The imperative shell of one run: times each step, keeps the release record in the
     cluster current, and emits a Prefect event per stage."""
 
-    def __init__(self, env: Env, release: h.Release) -> None:
+    def __init__(
+        self, env: Env, release: h.Release, baseline: Future[list[CheckResult]] | None = None
+    ) -> None:
         self.env, self.release = env, release
         self.checks: list[CheckResult] = []
+        self._baseline = baseline  # preflight's baseline checks, under way
         self.evaluations: list[Evaluation] = []
         self.details: list[str] = []
         self.sections: list[str] = []  # Markdown of its own in the report (the migration plan)
@@ -179,6 +184,17 @@ class Run:
         self.artifacts.progress(done, f"{name}: done")
         return result
 
+    def join_baseline(self) -> None:
+        """Puts the baseline checks' results first among the run's checks, once they are
+        done; their failure to run is a warning, as a failed baseline check is."""
+        if self._baseline is None:
+            return
+        future, self._baseline = self._baseline, None
+        try:
+            self.checks[:0] = future.result()
+        except Exception as exc:
+            self.log.warning("baseline checks not run: %s", exc)
+
     def failed_with(self, exc: Exception) -> None:
         """Keeps the evaluations a failed gate made, for the report."""
         if isinstance(exc, analysis.VerificationFailed):
@@ -199,6 +215,7 @@ class Run:
         self.env.after_unlock.append(partial(self._publish, ending))
 
     def _publish(self, ending: StateName | None) -> None:
+        self.join_baseline()  # a run that failed before the switch did not join them yet
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)
         self.details.append(
@@ -269,6 +286,14 @@ def plan(
         secret=secret.name if (secret := env.release_secret) else None,
         commit_time=commit_time,
     )
+
+
+def in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``fn`` run in a thread of its own, in the run's context (its logger and settings)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bascule-baseline")
+    future = pool.submit(contextvars.copy_context().run, fn, *args)
+    pool.shutdown(wait=False)  # the thread ends with fn
+    return future
 
 
 def with_secrets(env: Env) -> State | None:
@@ -391,13 +416,14 @@ def pipeline(
     skip_if_serving: bool = False,
     commit_time: str | None = None,
 ) -> Outcome:
-    observed, baseline = preflight(env)
+    observed = preflight(env)
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
         return Outcome(Completed(message=serving))
+    # They only warn: they run while the idle color starts, and join before the switch.
+    baseline = in_thread(baseline_checks, env, observed)
     release = untracked(plan)(env, image, observed, kind, commit, commit_time)
-    run = Run(env, release)
-    run.checks.extend(baseline)
+    run = Run(env, release, baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
         run.release = run.release.with_step(h.Step("drift-check", "ok", 0.0, note, time.time()))
     run.save(phase="planned")
@@ -419,8 +445,10 @@ def pipeline(
         )
         run.step("point-preview", untracked(traffic.point_preview), env, new)
         run.step("wait-ready", rollout.wait_ready, env, new, release.id)
+        run.join_baseline()
         run.save(phase="checking", digest=rollout.running_digest(env, new, release.id))
-        promotion.label_run(release.flow_run_id, run.release.digest)
+        # The switch need not wait for the label (its digest is in the history already).
+        run.artifacts.later(promotion.label_run, release.flow_run_id, run.release.digest)
         run.checked(
             "pre-switch health",
             run.step(

@@ -79,7 +79,7 @@ def queued(env: Env) -> Env:
 
 def _recover(env: Env) -> Outcome:
     stranded = h.in_flight(state.read_history(env)[0])
-    observed, _ = preflight(env, baseline=False)  # the reconcile every run starts with
+    observed = preflight(env)  # the reconcile every run starts with
     if stranded is None:
         return Outcome(Completed(message=f"nothing in flight in {env.name}: nothing to recover"))
     releases, _ = state.read_history(env)

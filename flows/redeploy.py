@@ -27,7 +27,7 @@ def redeploy(
 
 
 def _redeploy(env: Env) -> Outcome:
-    observed, _ = preflight(env)
+    observed = preflight(env)
     releases, _ = state.read_history(env)
     serving = h.serving(releases, observed.active)
     if serving is None:

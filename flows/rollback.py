@@ -55,7 +55,7 @@ def rollback(
 
 def _rollback(env: Env, to_release: str | None) -> Outcome:
     # No baseline checks: the version being left is the one presumed bad.
-    observed, _ = preflight(env, baseline=False)
+    observed = preflight(env)
     releases, _ = state.read_history(env)
     try:
         target = choose_target(releases, observed.active, to_release)

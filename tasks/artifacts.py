@@ -1,5 +1,6 @@
-"""A run's Prefect artifacts (its progress bar, report and analysis table), written from a
-thread of their own while the run goes on.
+"""A run's Prefect artifacts (its progress bar, report and analysis table) and its other
+Prefect writes (the flow run's digest label), made from a thread of their own while the run
+goes on.
 
 Each write is an HTTP request to the Prefect API on a client of its own (40-90 ms each on a
 busy machine, ten or more per deploy, measured with py-spy), and no later step needs its
@@ -49,6 +50,10 @@ class Writer:
             self._progress = cast(UUID, create_progress_artifact(percent, description=description))
         else:
             update_progress_artifact(self._progress, percent, description=description)
+
+    def later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Another Prefect write no later step needs, in order with the artifacts."""
+        self._submit(fn, *args)
 
     def markdown(self, key: str, markdown: str, description: str) -> None:
         self._submit(create_markdown_artifact, key=key, markdown=markdown, description=description)

@@ -57,22 +57,19 @@ from uuid import UUID
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import ObjectAlreadyExists
-from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, Settings
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
 from bascule import kube as k
 from bascule import lease
 from bascule.errors import Refused
 from bascule.kube import KubeError
+from tasks import prefect_api
 from tasks.context import Env
 
 LEASE_SECONDS = 10
 RENEWALS_PER_LEASE = 5
 SLOT_LEASE_SECONDS = 60  # the shortest Prefect accepts
-# Answers (0: none) after which Prefect's client would try again, and our first wait then.
-BUSY = (0, 408, 429, 502, 503)
-BUSY_RETRY_SECONDS = 0.1
 POLL_SECONDS = 1.0  # how often a waiting deploy looks again, if the Lease does not change
 
 
@@ -246,42 +243,28 @@ def free_slot(slot: str) -> None:
         client.release_concurrency_slots_with_lease(UUID(slot))
 
 
-# The settings of a context without Prefect's client retries, by the settings they derive
-# from: deriving them (``temporary_settings``) costs ~0.1 s of CPU, so once per process.
-_NO_RETRIES: dict[int, tuple[Settings, Settings]] = {}
-
-
-def _without_client_retries() -> SettingsContext:
-    current = get_settings_context()
-    known = _NO_RETRIES.get(id(current.settings))
-    if known is None or known[0] is not current.settings:
-        derived = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
-        known = _NO_RETRIES[id(current.settings)] = (current.settings, derived)
-    return SettingsContext(profile=current.profile, settings=known[1])
-
-
 def take_slot(name: str, deadline: float) -> UUID:
     """A slot of the limit ``name``, waiting until ``deadline`` (monotonic); returns its
-    lease id. LockHeld when the slot stays taken.
+    lease id. LockHeld when the slot stays taken. Creates the limit when Prefect has none of
+    that name: one request per deploy fewer than creating it every time.
 
-    A busy Prefect server answers 503 now and then (its SQLite database locked by another
-    write: py-spy found a deploy or rollback waiting here 1-2 s in `make bench`), which
-    Prefect's client retries after 2, 4, 8 ... s; here the retries come after 0.1, 0.2,
-    0.4 ... s instead, as many as Prefect's would be."""
-    busy, tries = 0, PREFECT_CLIENT_MAX_RETRIES.value()
-    with _without_client_retries(), get_client(sync_client=True) as client:
+    A busy server's answers are retried at once (``prefect_api.quickly``): py-spy found a
+    deploy or rollback waiting here 1-2 s in `make bench` with Prefect's own backoff."""
+    tries, created = PREFECT_CLIENT_MAX_RETRIES.value(), False
+    with prefect_api.client() as client:
         while True:
             try:
-                resp = client.increment_concurrency_slots_with_lease(
-                    names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_SECONDS
+                resp = prefect_api.quickly(
+                    lambda: client.increment_concurrency_slots_with_lease(
+                        names=[name],
+                        slots=1,
+                        mode="concurrency",
+                        lease_duration=SLOT_LEASE_SECONDS,
+                    ),
+                    tries,
                 )
             except (httpx.HTTPStatusError, httpx.TransportError) as exc:
-                status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else 0
-                if status in BUSY and busy < tries:
-                    time.sleep(BUSY_RETRY_SECONDS * 2**busy)
-                    busy += 1
-                    continue
-                if status != 423:  # 423 Locked: the slot is taken
+                if prefect_api.status_of(exc) != 423:  # 423 Locked: the slot is taken
                     raise
                 if time.monotonic() >= deadline:
                     raise LockHeld(
@@ -292,9 +275,14 @@ def take_slot(name: str, deadline: float) -> UUID:
                 time.sleep(POLL_SECONDS)
                 continue
             body = resp.json()
-            if not body["limits"]:
+            if body["limits"]:
+                return UUID(body["lease_id"])
+            if created:  # never silently unlocked
                 raise RuntimeError(f"the Prefect global concurrency limit {name} does not exist")
-            return UUID(body["lease_id"])
+            # An environment's first deploy: the lease Prefect gave holds nothing.
+            client.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
+            ensure_limit(name)
+            created = True
 
 
 @contextmanager
@@ -327,7 +315,6 @@ def deploy_lock(env: Env, me: str, lease_seconds: int = LEASE_SECONDS) -> Iterat
     try:
         if decision.stale_slot is not None:
             free_slot(decision.stale_slot)  # its holder is dead: the Lease is ours now
-        ensure_limit(limit_name(env))
         holding.slot = take_slot(limit_name(env), deadline)
         with suppress(KubeError):  # else the renewer records it within a period
             holding.renew()

@@ -120,7 +120,7 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
-def preflight(env: Env, baseline: bool = True) -> tuple[bluegreen.Observed, list[CheckResult]]:
+def preflight(env: Env) -> bluegreen.Observed:
     try:
         env.kube.get("/version")
     except KubeError as exc:
@@ -136,10 +136,16 @@ def preflight(env: Env, baseline: bool = True) -> tuple[bluegreen.Observed, list
             f"not allowed in namespace {env.ns}: {', '.join(denied)} — give the run's account "
             f"the Roles in {RBAC_DIR} (README: Permissions)"
         )
-    observed = reconcile(env, state.observe(env))
+    return reconcile(env, state.observe(env))
+
+
+def baseline_checks(env: Env, observed: bluegreen.Observed) -> list[CheckResult]:
+    """The active version's health and whether the idle color seems to fit: evidence for
+    the report and warnings, never a refusal, so a deploy runs them while its idle color
+    starts (``flows.deploy``)."""
     results: list[CheckResult] = []
     active = observed.active_state
-    if baseline and active is not None and active.image:
+    if active is not None and active.image:
         results = checks.health_checks.fn(env, "active", active.image, "baseline")
         failed = [c for c in results if not c.passed]
         if failed:
@@ -148,11 +154,10 @@ def preflight(env: Env, baseline: bool = True) -> tuple[bluegreen.Observed, list
             get_run_logger().warning(
                 "baseline: the active version fails %s", ", ".join(c.name for c in failed)
             )
-    if baseline:
-        room = fits(env, idle_color(observed.active))
-        if room is not None:
-            results.append(room)
-    return observed, results
+    room = fits(env, idle_color(observed.active))
+    if room is not None:
+        results.append(room)
+    return results
 
 
 def fits(env: Env, idle: Color) -> CheckResult | None:

@@ -11,14 +11,14 @@ from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
 from bascule import history as h
 from bascule import promotion
 from bascule.errors import Refused
 from bascule.kube import KubeError
 from bascule.manifests import color_of_selector
-from tasks import state
+from tasks import prefect_api, state
 from tasks.context import Env
 
 
@@ -59,11 +59,18 @@ def serving_image(source: Env) -> tuple[str, h.Release]:
 
 def label_run(flow_run_id: str | None, digest: str | None) -> None:
     """Puts the digest a release ran on its flow run, where the UI shows it and ``bascule
-    trigger`` reads it for the job summary. A label not set costs the summary a row only."""
+    trigger`` reads it for the job summary. A label not set costs the summary a row only.
+    A busy server's answers are retried at once (``prefect_api.quickly``)."""
     if flow_run_id is None or digest is None:
         return
+    tries = PREFECT_CLIENT_MAX_RETRIES.value()
     try:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run_labels(UUID(flow_run_id), {promotion.DIGEST_LABEL: digest})
+        with prefect_api.client() as client:
+            prefect_api.quickly(
+                lambda: client.update_flow_run_labels(
+                    UUID(flow_run_id), {promotion.DIGEST_LABEL: digest}
+                ),
+                tries,
+            )
     except Exception as exc:
         get_run_logger().warning("digest not labelled on the flow run: %s", exc)

@@ -1,0 +1,81 @@
+"""Prefect API calls a run makes on its way (the lock's slot, the flow run's digest label)
+that must not wait out Prefect's client's backoff.
+
+A busy Prefect server answers 503 now and then (its SQLite database locked by another
+write), which Prefect's client retries after 2, 4, 8 ... s. py-spy found a deploy waiting
+1-2 s there for its slot, and 2 s for its flow run's label in most `make bench` deploys
+(bench/README.md: profile). Here the retries come after 0.1, 0.2, 0.4 ... s instead, as many
+as Prefect's would be.
+
+Setting PREFECT_CLIENT_MAX_RETRIES to 0 is not enough: Prefect 3's client
+(``PrefectHttpxSyncClient._send_with_retry``) still sleeps its 2 s backoff once before it
+returns the busy answer. So the client of ``client()`` raises a busy answer from an httpx
+response hook, before Prefect's retry loop sees it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.context import SettingsContext, get_settings_context
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, Settings
+
+T = TypeVar("T")
+
+# No answer, or an answer Prefect's client would send again.
+BUSY = (0, 408, 429, 502, 503)
+BUSY_RETRY_SECONDS = 0.1
+
+# The settings of a context without Prefect's client retries, by the settings they derive
+# from: deriving them (``temporary_settings``) costs ~0.1 s of CPU, so once per process.
+_NO_RETRIES: dict[int, tuple[Settings, Settings]] = {}
+
+
+def _without_client_retries() -> SettingsContext:
+    current = get_settings_context()
+    known = _NO_RETRIES.get(id(current.settings))
+    if known is None or known[0] is not current.settings:
+        derived = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+        known = _NO_RETRIES[id(current.settings)] = (current.settings, derived)
+    return SettingsContext(profile=current.profile, settings=known[1])
+
+
+def raise_busy(response: httpx.Response) -> None:
+    """An httpx response hook: a busy answer raises at once."""
+    if response.status_code in BUSY:
+        raise httpx.HTTPStatusError(
+            f"Prefect answered {response.status_code}", request=response.request, response=response
+        )
+
+
+@contextmanager
+def client() -> Iterator[SyncPrefectClient]:
+    """Prefect's sync client, leaving every retry to ``quickly``."""
+    hooks = {"event_hooks": {"response": [raise_busy]}}
+    with _without_client_retries(), get_client(hooks, sync_client=True) as opened:
+        yield opened
+
+
+def status_of(exc: httpx.HTTPError) -> int:
+    """The answer's status, 0 for none (a connection that failed or dropped)."""
+    return exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else 0
+
+
+def quickly(call: Callable[[], T], tries: int) -> T:
+    """``call`` (a request through a client of ``client()``), sent again on a busy answer
+    after 0.1, 0.2, 0.4 ... s, up to ``tries`` times (PREFECT_CLIENT_MAX_RETRIES, read
+    before ``client()`` sets it to 0); any other error, or the last busy one, is raised."""
+    busy = 0
+    while True:
+        try:
+            return call()
+        except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+            if status_of(exc) not in BUSY or busy >= tries:
+                raise
+        time.sleep(BUSY_RETRY_SECONDS * 2**busy)
+        busy += 1
