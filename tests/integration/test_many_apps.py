@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from tests.support import deploys
 from tests.support.apps import app_names, start_deploys, wait_deploys, write_apps
-from tests.support.cluster import REPO, Cluster, LoadDriver
+from tests.support.cluster import Cluster, LoadDriver
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -103,16 +102,5 @@ def test_ten_apps_deploy_at_once_under_load_and_one_app_still_excludes_itself(
 
 def recover(api: str, cfg: Path) -> subprocess.CompletedProcess[str]:
     """The recover flow for staging with no app, in a process of its own as a worker runs it."""
-    code = (
-        "import sys\nfrom flows.recover import recover\n"
-        "s = recover('staging', sys.argv[1], cause='test', return_state=True)\n"
-        "print(f'{s.name}: {s.message}')\nsys.exit(0 if s.is_completed() else 1)\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, str(cfg)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=deploys.cli_env(api),
-        timeout=300,
-    )
+    call = "flows.recover:recover('staging', {dir}, cause='test', return_state=True)"
+    return deploys.run_flow(api, str(cfg), call, timeout=300)

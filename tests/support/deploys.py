@@ -140,11 +140,16 @@ def kill_at_switch(
     raise TimeoutError(f"the active Service never selected {to}")
 
 
-def run_redeploy(prefect_api: str, config_dir: str) -> subprocess.CompletedProcess[str]:
-    """The scheduled staging redeploy flow, in a process of its own as a worker runs it."""
+def run_flow(
+    prefect_api: str, config_dir: str, call: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """A flow in a process of its own, as a worker runs it: ``call`` is ``module:function(…)``
+    with ``{dir}`` where the config directory goes; exit 0 if the run completed."""
+    module, expr = call.split(":", 1)
+    name = expr.split("(", 1)[0]
     code = (
-        "import sys\nfrom flows.redeploy import redeploy\n"
-        "s = redeploy('staging', sys.argv[1], return_state=True)\n"
+        f"import sys\nfrom {module} import {name}\n"
+        f"s = {expr.replace('{dir}', 'sys.argv[1]')}\n"
         "print(f'{s.name}: {s.message}')\nsys.exit(0 if s.is_completed() else 1)\n"
     )
     return subprocess.run(
@@ -153,7 +158,14 @@ def run_redeploy(prefect_api: str, config_dir: str) -> subprocess.CompletedProce
         text=True,
         cwd=REPO,
         env=cli_env(prefect_api),
-        timeout=600,
+        timeout=timeout,
+    )
+
+
+def run_redeploy(prefect_api: str, config_dir: str) -> subprocess.CompletedProcess[str]:
+    """The scheduled staging redeploy flow, in a process of its own as a worker runs it."""
+    return run_flow(
+        prefect_api, config_dir, "flows.redeploy:redeploy('staging', {dir}, return_state=True)"
     )
 
 
