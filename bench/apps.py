@@ -45,17 +45,13 @@ from tests.support.prefect_server import running_prefect_server, server_database
 
 IMAGES = [f"bascule.local/sample-app:{v}" for v in ("v1", "v2", "v3")]
 RPS = 20
+SELF, CHILDREN = resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN
 
 
-def children_cpu() -> float:
-    """CPU seconds of this process's children that have ended and were waited for."""
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
-def own_cpu() -> float:
-    """CPU seconds of this process so far: its load drivers' threads, mostly."""
-    used = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_of(who: int) -> float:
+    """CPU seconds so far (user + system) of this process (SELF: its load drivers' threads,
+    mostly) or of its children that ended and were waited for (CHILDREN)."""
+    used = resource.getrusage(who)
     return used.ru_utime + used.ru_stime
 
 
@@ -88,15 +84,15 @@ def main() -> None:
         ]
         try:
             time.sleep(2)
-            cpu = children_cpu()
+            cpu = cpu_of(CHILDREN)
             one = wait_deploys(start_deploys(api, cfg, apps[:1], IMAGES[1], work / "one"))
-            one_cpu = children_cpu() - cpu
+            one_cpu = cpu_of(CHILDREN) - cpu
             assert not failed(one), failed(one)
             with usage_of(server.pid) as peak:
-                started, cpu, own = time.monotonic(), children_cpu(), own_cpu()
+                started, cpu, own = time.monotonic(), cpu_of(CHILDREN), cpu_of(SELF)
                 batch = wait_deploys(start_deploys(api, cfg, apps, IMAGES[2], work / "many"))
-                wall, cpu = time.monotonic() - started, children_cpu() - cpu
-                own = own_cpu() - own
+                wall, cpu = time.monotonic() - started, cpu_of(CHILDREN) - cpu
+                own = cpu_of(SELF) - own
         finally:
             reports = [load.stop() for load in loads]
         assert not failed(batch), failed(batch)

@@ -58,7 +58,6 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists
-from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
 from bascule import kube as k
 from bascule import lease
@@ -248,20 +247,19 @@ def take_slot(name: str, deadline: float) -> UUID:
     lease id. LockHeld when the slot stays taken. Creates the limit when Prefect has none of
     that name: one request per deploy fewer than creating it every time.
 
-    A busy server's answers are retried at once (``prefect_api.quickly``): py-spy found a
+    A busy server's answers are retried at once (``prefect_api.Quick.send``): py-spy found a
     deploy or rollback waiting here 1-2 s in `make bench` with Prefect's own backoff."""
-    tries, created = PREFECT_CLIENT_MAX_RETRIES.value(), False
-    with prefect_api.client() as client:
+    created = False
+    with prefect_api.client() as prefect:
         while True:
             try:
-                resp = prefect_api.quickly(
-                    lambda: client.increment_concurrency_slots_with_lease(
+                resp = prefect.send(
+                    lambda api: api.increment_concurrency_slots_with_lease(
                         names=[name],
                         slots=1,
                         mode="concurrency",
                         lease_duration=SLOT_LEASE_SECONDS,
-                    ),
-                    tries,
+                    )
                 )
             except (httpx.HTTPStatusError, httpx.TransportError) as exc:
                 if prefect_api.status_of(exc) != 423:  # 423 Locked: the slot is taken
@@ -280,7 +278,7 @@ def take_slot(name: str, deadline: float) -> UUID:
             if created:  # never silently unlocked
                 raise RuntimeError(f"the Prefect global concurrency limit {name} does not exist")
             # An environment's first deploy: the lease Prefect gave holds nothing.
-            client.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
+            prefect.api.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
             ensure_limit(name)
             created = True
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
@@ -53,12 +54,25 @@ def raise_busy(response: httpx.Response) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Quick:
+    """A Prefect client without retries of its own, and the tries ``send`` makes instead."""
+
+    api: SyncPrefectClient
+    tries: int  # PREFECT_CLIENT_MAX_RETRIES as it was before the client set it to 0
+
+    def send(self, call: Callable[[SyncPrefectClient], T]) -> T:
+        """``call(api)``, sent again on a busy answer (``quickly``)."""
+        return quickly(lambda: call(self.api), self.tries)
+
+
 @contextmanager
-def client() -> Iterator[SyncPrefectClient]:
-    """Prefect's sync client, leaving every retry to ``quickly``."""
+def client() -> Iterator[Quick]:
+    """Prefect's sync client, leaving every retry to ``Quick.send``."""
+    tries = PREFECT_CLIENT_MAX_RETRIES.value()
     hooks = {"event_hooks": {"response": [raise_busy]}}
     with _without_client_retries(), get_client(hooks, sync_client=True) as opened:
-        yield opened
+        yield Quick(opened, tries)
 
 
 def status_of(exc: httpx.HTTPError) -> int:
@@ -68,8 +82,8 @@ def status_of(exc: httpx.HTTPError) -> int:
 
 def quickly(call: Callable[[], T], tries: int) -> T:
     """``call`` (a request through a client of ``client()``), sent again on a busy answer
-    after 0.1, 0.2, 0.4 ... s, up to ``tries`` times (PREFECT_CLIENT_MAX_RETRIES, read
-    before ``client()`` sets it to 0); any other error, or the last busy one, is raised."""
+    after 0.1, 0.2, 0.4 ... s, up to ``tries`` times; any other error, or the last busy
+    one, is raised."""
     busy = 0
     while True:
         try:

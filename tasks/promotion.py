@@ -11,7 +11,6 @@ from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
 from bascule import history as h
 from bascule import promotion
@@ -60,17 +59,15 @@ def serving_image(source: Env) -> tuple[str, h.Release]:
 def label_run(flow_run_id: str | None, digest: str | None) -> None:
     """Puts the digest a release ran on its flow run, where the UI shows it and ``bascule
     trigger`` reads it for the job summary. A label not set costs the summary a row only.
-    A busy server's answers are retried at once (``prefect_api.quickly``)."""
+    A busy server's answers are retried at once (``prefect_api.Quick.send``)."""
     if flow_run_id is None or digest is None:
         return
-    tries = PREFECT_CLIENT_MAX_RETRIES.value()
     try:
-        with prefect_api.client() as client:
-            prefect_api.quickly(
-                lambda: client.update_flow_run_labels(
+        with prefect_api.client() as prefect:
+            prefect.send(
+                lambda api: api.update_flow_run_labels(
                     UUID(flow_run_id), {promotion.DIGEST_LABEL: digest}
-                ),
-                tries,
+                )
             )
     except Exception as exc:
         get_run_logger().warning("digest not labelled on the flow run: %s", exc)

@@ -272,20 +272,11 @@ class Controller:
 
     def footprint(self, seconds: float) -> tuple[float, float]:
         """Resident memory (MiB) at the end and CPU used (% of one core) over ``seconds``."""
-        tick = os.sysconf("SC_CLK_TCK")
-
-        def cpu() -> float:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-
-        start, t0 = cpu(), time.monotonic()
+        _, start, _ = processes.usage(self.pid)
+        t0 = time.monotonic()
         time.sleep(seconds)
-        used, elapsed = cpu() - start, time.monotonic() - t0
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        rss_kb = int(
-            next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]
-        )
-        return rss_kb / 1024, 100 * used / elapsed
+        rss_kb, end, _ = processes.usage(self.pid)
+        return rss_kb / 1024, 100 * (end - start) / (time.monotonic() - t0)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bascule.apps import overlay_file
-from tests.support import deploys
+from tests.support import deploys, processes
 from tests.support.envs import write_envs
 
 DEFAULT_APP = "sample-app"
@@ -98,24 +98,15 @@ def group_usage(pgid: int) -> tuple[int, float]:
     """Resident memory (kB) and CPU seconds so far of the processes in the process group
     ``pgid``, from /proc."""
     rss_kb, cpu = 0, 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
-            # The fields after the command (which may hold spaces) in parentheses.
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            status = Path(entry.path, "status").read_text()
+            rss, used, group = processes.usage(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-        rss_kb += next(
-            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")),
-            0,
-        )
+        if group == pgid:
+            rss_kb, cpu = rss_kb + rss, cpu + used
     return rss_kb, cpu
 
 

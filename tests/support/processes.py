@@ -1,4 +1,5 @@
-"""Stopping a process a test or benchmark started: SIGTERM, then SIGKILL if it lingers."""
+"""Processes a test or benchmark started: stopping one (SIGTERM, then SIGKILL if it lingers),
+and what one uses, from /proc."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20, group: bool = False) -> None:
@@ -22,3 +24,16 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20, group: bool = False
         with contextlib.suppress(ProcessLookupError):
             kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def usage(pid: int) -> tuple[int, float, int]:
+    """Resident memory (kB), CPU seconds so far (user + system) and process group of ``pid``;
+    OSError when it is gone."""
+    # The fields after the command, which may hold spaces, in parentheses.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kb = next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+    )
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return rss_kb, cpu, int(fields[2])
