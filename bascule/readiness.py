@@ -64,6 +64,14 @@ def pod_problem(pod: Obj, readiness_grace_restarts: int = 2) -> str | None:
     return None
 
 
+def readiness_probed(pod: Obj) -> bool:
+    """A container of the pod is probed for readiness and not ready: only then can failed
+    readiness probes be counted (the kubelet probes readiness once a container started,
+    that is once its startup probe, if any, passed)."""
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return any(c.get("started") and not c.get("ready") for c in statuses)
+
+
 def replica_failure(deployment: Obj, replicasets: Sequence[Obj]) -> Verdict | None:
     """Failed when the release's ReplicaSets (or the Deployment, which reports its new
     ReplicaSet's) cannot create pods: quota exceeded, admission denied, invalid spec. No pod

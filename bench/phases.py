@@ -1,11 +1,12 @@
 """Where one deploy's time goes, phase by phase: the deploy flow run in-process as
 bench/deploy.py runs it for ``deploy_seconds`` (staging, 2 replicas, checks at their minimum,
 its own Prefect server and namespace), each phase timed around the functions the flow
-calls, in rounds alternating with bench/deploy.py's kubectl steps. Prints one line per
-phase (median seconds over the rounds, from the call) for bench/README.md's profile table,
-and ``deploy_ratio`` with and without the verification window.
+calls, in rounds alternating with bench/deploy.py's kubectl steps, each started as
+``bench.deploy.fresh_start`` says. Prints one line per phase (median seconds over the
+rounds, from the call) for bench/README.md's profile table, and ``deploy_ratio`` with and
+without the verification window (the least checks by default, ``--window-1s`` for 1 s).
 
-    python -m bench.phases [--rounds N] [--configured-checks]
+    python -m bench.phases [--rounds N] [--window-1s] [--configured-checks]
 
 For a view of every thread, run it under py-spy: ``py-spy record --idle --threads -f raw
 -o deploy.txt -- python -m bench.phases``.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.deploy import IMAGES, MINIMAL, kubectl_baseline
+from bench.deploy import IMAGES, LEAST, MINIMAL, fresh_start, kubectl_baseline
 from tests.support.cluster import start_local
 from tests.support.envs import write_envs
 from tests.support.prefect_server import running_prefect_server
@@ -97,15 +98,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
+        "--window-1s",
+        action="store_true",
+        help="a 1 s verification window (two rounds of checks), not one round",
+    )
+    ap.add_argument(
         "--configured-checks",
         action="store_true",
         help="staging's own health checks (3 passes 1 s apart), not the bench's minimum",
     )
     args = ap.parse_args()
     rounds = args.rounds
-    over = MINIMAL
+    over = MINIMAL if args.window_1s else LEAST
     if args.configured_checks:
-        over = {k: v for k, v in MINIMAL.items() if k != "checks"}
+        over = {k: v for k, v in over.items() if k != "checks"}
     cluster = start_local()
     ns = f"bench-phases-{uuid.uuid4().hex[:6]}"
     for name in (ns, f"{ns}-kubectl"):
@@ -129,6 +135,7 @@ def main() -> None:
                 if i:
                     cluster.kubectl("-n", f"{ns}-kubectl", "scale", "deploy/web-b", "--replicas=0")
                 baseline += kubectl_baseline(cluster, f"{ns}-kubectl", 1, cfg, ready)
+                fresh_start(cluster, ns)  # as each kubectl round does
                 rec.spans, rec.origin = [], time.perf_counter()
                 state = deploy(
                     environment="staging",

@@ -636,7 +636,8 @@ def verify(env: Env, image: str, values: dict[str, str]) -> analysis.Passed:
         if due > deadline:
             gated = f"; analysis: {summary(evaluations)}" if evaluations else ""
             return analysis.Passed(
-                f"{rounds} rounds over {window} s passed{gated}", tuple(evaluations)
+                f"{rounds} round{'s' * (rounds != 1)} over {window} s passed{gated}",
+                tuple(evaluations),
             )
         time.sleep(max(0.0, due - env.kube.active_time()))
 

@@ -48,14 +48,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -229,10 +229,12 @@ def limit_name(env: Env) -> str:
     return f"bascule-deploy-{env.app}-{env.name}-{env.ns}"
 
 
-def ensure_limit(name: str) -> None:
+def ensure_limit(name: str, api: SyncPrefectClient | None = None) -> None:
     """Creates the global concurrency limit if missing; a limit that cannot be found when
-    taking a slot then fails the run instead of silently not locking."""
-    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+    taking a slot then fails the run instead of silently not locking. ``api``: a client
+    already open (the slot's own, so both talk to the same server)."""
+    with ExitStack() as stack, suppress(ObjectAlreadyExists):
+        client = api or stack.enter_context(get_client(sync_client=True))
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
@@ -279,7 +281,7 @@ def take_slot(name: str, deadline: float) -> UUID:
                 raise RuntimeError(f"the Prefect global concurrency limit {name} does not exist")
             # An environment's first deploy: the lease Prefect gave holds nothing.
             prefect.api.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
-            ensure_limit(name)
+            prefect.send(lambda api: ensure_limit(name, api))
             created = True
 
 

@@ -23,7 +23,7 @@ from bascule.manifests import (
     selector,
     stale_secrets,
 )
-from bascule.readiness import Verdict, rollout_verdict
+from bascule.readiness import Verdict, readiness_probed, rollout_verdict
 from bascule.redact import redact
 from tasks.context import Env
 
@@ -185,7 +185,7 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
         )
         counts: dict[str, int] = {}
         last_probe = ""
-        if limit and pods and not all(_ready(p) for p in pods):
+        if limit and any(readiness_probed(p) for p in pods):  # else no event to read
             counts, last_probe = _readiness_failures(env, {p["metadata"]["name"] for p in pods})
         verdict = rollout_verdict(
             dep,

@@ -218,6 +218,26 @@ def test_the_verification_window_observes_its_whole_length_through_an_outage(
     assert rounds[-1] - rounds[0] >= env.cfg.verification.window_seconds + 20
 
 
+def test_a_window_of_zero_seconds_is_one_round_of_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, api = make_env(tmp_path)
+    app_answers(api)
+    window = env.cfg.verification.model_copy(update={"window_seconds": 0})
+    env = Env(env.cfg.model_copy(update={"verification": window}), env.templates, env.kube)
+    monkeypatch.setattr("flows.deploy.time.sleep", api.clock.sleep)
+    rounds: list[float] = []
+    original = checks.probe_once
+
+    def probe(*args: Any) -> Any:
+        rounds.append(api.clock.now)
+        return original(*args)
+
+    monkeypatch.setattr(checks, "probe_once", probe)
+    assert verify.fn(env, V2, {}).detail == "1 round over 0 s passed"
+    assert len(rounds) == 1
+
+
 def test_wait_ready_re_establishes_its_watch_after_an_outage(tmp_path: Path) -> None:
     env, api = make_env(tmp_path)
     release = "r1"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bascule.readiness import Verdict, pod_problem, rollout_verdict
+from bascule.readiness import Verdict, pod_problem, readiness_probed, rollout_verdict
 
 Obj = dict[str, Any]
 
@@ -374,3 +374,22 @@ def test_pods_not_judged_yet_or_about_to_get_a_node_are_not_unschedulable() -> N
         now=T0 + 3600,
     )
     assert verdict.state == "progressing"
+
+
+@pytest.mark.parametrize(
+    ("statuses", "probed"),
+    [
+        (None, False),  # not created yet
+        ([{"started": False, "ready": False}], False),  # its startup probe has not passed
+        ([{"started": True, "ready": False}], True),
+        ([{"started": True, "ready": True}], False),
+        ([{"started": True, "ready": True}, {"started": True, "ready": False}], True),
+    ],
+)
+def test_readiness_failures_are_only_read_for_pods_probed_for_readiness(
+    statuses: list[Obj] | None, probed: bool
+) -> None:
+    pod: Obj = {"metadata": {"name": "p"}, "status": {}}
+    if statuses is not None:
+        pod["status"]["containerStatuses"] = statuses
+    assert readiness_probed(pod) is probed
