@@ -680,7 +680,11 @@ class VerificationConfig(_Section):
     """The post-switch window: health checks repeat on the active Service; a failure rolls back."""
 
     window_seconds: int = Field(
-        default=60, ge=0, description="How long to keep verifying after the switch."
+        default=60,
+        ge=0,
+        description=(
+            "How long to keep verifying after the switch; 0: one round of checks right after it."
+        ),
     )
     interval_seconds: float = Field(
         default=5.0, gt=0, description="Pause between verification rounds."

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import tempfile
@@ -44,6 +43,7 @@ from bascule.manifests import load_templates, render_deployment
 from bench import gate
 from bench.argo.compare import compare
 from bench.argo.rollouts import build
+from bench.rounds import fresh_start
 from tests.support import workers
 from tests.support.cluster import Cluster, LoadDriver, start_local
 from tests.support.deploys import history, kill, service_url, start, wait_phase
@@ -69,22 +69,6 @@ LEAST = {
     "verification": {"window_seconds": 0, "interval_seconds": 1},
     "rollout": {"scale_down_delay_seconds": 0},
 }
-
-
-# A pod's start as the API shows it moves in steps of a second: the kubelet sees a started
-# container at its next relist (every 1 s) and probes it on tickers of the probes' periods
-# from the pod's start. Rounds that repeat the same steps keep the same phase against those
-# clocks round after round, which made one tool's pods start a second later than the
-# other's in every round (bench/README.md). So each timed round, whichever tool, starts
-# after a random pause within that second.
-_PHASE = random.Random(13)
-
-
-def fresh_start(c: Cluster, ns: str) -> None:
-    """Before a timed round: no pod of ``ns`` terminating (a pod's teardown slows pods
-    started meanwhile), then a random part of a second."""
-    c.wait_terminations(ns)
-    time.sleep(_PHASE.random())
 
 
 def same_pods(cfg_dir: str, name: str, image: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 bench/deploy.py runs it for ``deploy_seconds`` (staging, 2 replicas, checks at their minimum,
 its own Prefect server and namespace), each phase timed around the functions the flow
 calls, in rounds alternating with bench/deploy.py's kubectl steps, each started as
-``bench.deploy.fresh_start`` says. Prints one line per phase (median seconds over the
+``bench.rounds.fresh_start`` says. Prints one line per phase (median seconds over the
 rounds, from the call) for bench/README.md's profile table, and ``deploy_ratio`` with and
 without the verification window (the least checks by default, ``--window-1s`` for 1 s).
 
@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.deploy import IMAGES, LEAST, MINIMAL, fresh_start, kubectl_baseline
+from bench.deploy import IMAGES, LEAST, MINIMAL, kubectl_baseline
+from bench.rounds import fresh_start
 from tests.support.cluster import start_local
 from tests.support.envs import write_envs
 from tests.support.prefect_server import running_prefect_server

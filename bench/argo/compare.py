@@ -36,6 +36,7 @@ from bench.argo.rollouts import (
     running_controller,
 )
 from bench.measure import answering_before, failure_kinds, requests_between, settled_at, version
+from bench.rounds import fresh_start
 from tests.support.cluster import Cluster, LoadDriver, LoadReport, wait_for
 from tests.support.deploys import history, kill, service_url, wait_phase
 from tests.support.envs import merge, write_envs
@@ -144,6 +145,7 @@ def compare(
                 image = images[(i + 1) % 2]
 
                 def ours_deploy(image: str = image) -> float:
+                    fresh_start(cluster, f"{ns_b}-dev")
                     before, asked = api_counts(cluster), time.time()
                     state = deploy(
                         environment="dev", image=image, config_dir=str(fast), return_state=True
@@ -156,6 +158,7 @@ def compare(
                     return asked
 
                 def argo_deploy(image: str = image) -> float:
+                    fresh_start(cluster, argo.ns)
                     before, asked = api_counts(cluster), time.time()
                     argo.set_image(image)
                     argo.wait(image, alone=True)
