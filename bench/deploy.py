@@ -174,7 +174,8 @@ def main() -> None:
         "--ratio-rounds",
         type=int,
         default=5,
-        help="rounds of deploy_ratio: a pod's start moves in steps of a second, so more",
+        help="rounds of deploy_ratio and of the deploys against Argo: a pod's start moves in "
+        "steps of a second, so more",
     )
     args = ap.parse_args()
     rounds = args.rounds
@@ -275,7 +276,7 @@ def main() -> None:
         crash = crash_recovery(cluster, server.api_url, ns_crash, Path(tmp))
         detections = gate.detection(cluster, ns_gate, Path(tmp), rounds)
         # Against Argo Rollouts: its own namespaces, alternating rounds under load.
-        versus = compare(cluster, argo, Path(tmp), tag, rounds, MINIMAL, IMAGES)
+        versus = compare(cluster, argo, Path(tmp), tag, rounds, MINIMAL, IMAGES, args.ratio_rounds)
     ns_versus = [f"bench-vsb-{tag}-dev", f"bench-vsa-{tag}-dev"]
     for ns in (ns_plain, ns_bascule, ns_crash, ns_gate, *ns_versus):
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
@@ -287,6 +288,13 @@ def main() -> None:
     print(f"deploy_ratio={med(ours) / med(baseline):.2f}")
     print(f"deploy_window_1s_seconds={med(windowed):.2f}")
     print(f"deploy_window_1s_ratio={med(windowed) / med(baseline):.2f}")
+    # Every round: each moves in steps of a second with its pods' start (bench/README.md).
+    for name, values in (
+        ("baseline_kubectl", baseline),
+        ("deploy", ours),
+        ("deploy_window_1s", windowed),
+    ):
+        print(f"{name}_rounds={','.join(f'{t:.2f}' for t in values)}")
     print(f"kubectl_rollout_undo_seconds={med(undo):.2f}")
     print(f"rollback_seconds={med(rollbacks):.2f}")
     print(f"rollback_switch_seconds={med(switches):.3f}")

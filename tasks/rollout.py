@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -28,6 +29,10 @@ from bascule.redact import redact
 from tasks.context import Env
 
 FIELD_MANAGER = "bascule"
+# While every pod of the release exists, wait-ready reads its Deployment only this often: its
+# verdicts (progress deadline, pods it cannot create) take far longer to matter than the few
+# seconds between reads, which were one request on every change of the pods.
+DEPLOYMENT_READ_SECONDS = 5.0
 
 
 class RolloutFailed(Exception):
@@ -173,15 +178,17 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
     sel = k.selector_string(labels)
     limit = env.cfg.rollout.readiness_failure_limit
     deadline = env.kube.active_time() + env.cfg.rollout.ready_timeout_seconds
+    dep: dict[str, Any] = {}
+    dep_read = -math.inf
     while True:
-        dep = env.kube.get(env.deployment(color))
         listing = env.kube.get(k.pods(env.ns), labelSelector=sel)
         pods = [p for p in listing["items"] if not p["metadata"].get("deletionTimestamp")]
+        missing = len(pods) < env.cfg.replicas
+        if missing or env.kube.active_time() - dep_read >= DEPLOYMENT_READ_SECONDS:
+            dep, dep_read = env.kube.get(env.deployment(color)), env.kube.active_time()
         # Pods that could not be created leave only their ReplicaSet to say why.
         replicasets = (
-            env.kube.get(k.replicasets(env.ns), labelSelector=sel)["items"]
-            if len(pods) < env.cfg.replicas
-            else []
+            env.kube.get(k.replicasets(env.ns), labelSelector=sel)["items"] if missing else []
         )
         counts: dict[str, int] = {}
         last_probe = ""
