@@ -118,6 +118,14 @@ def kubectl_baseline(
     return times
 
 
+def kubectl_round(c: Cluster, ns: str, cfg_dir: str, ready: list[float] | None = None) -> float:
+    """One timed round of the kubectl steps, web-b from zero pods; web-b back to zero
+    after, for the next round (web-a's return is set up untimed)."""
+    took = kubectl_baseline(c, ns, 1, cfg_dir, ready)[0]
+    c.kubectl("-n", ns, "scale", "deploy/web-b", "--replicas=0")
+    return took
+
+
 def kubectl_undo(c: Cluster, ns: str, rounds: int, cfg_dir: str) -> list[float]:
     c.apply(ns, same_pods(cfg_dir, "undo", IMAGES[0]))
     c.kubectl("-n", ns, "rollout", "status", "deployment/undo", "--timeout=120s")
@@ -211,8 +219,7 @@ def main() -> None:
         timed: dict[str, list[float]] = {least: [], cfg: []}
         requests: list[int] = []
         for i in range(args.ratio_rounds):
-            baseline += kubectl_baseline(cluster, ns_plain, 1, cfg)
-            cluster.kubectl("-n", ns_plain, "scale", "deploy/web-b", "--replicas=0")
+            baseline.append(kubectl_round(cluster, ns_plain, cfg))
             for j, config in enumerate(timed):
                 fresh_start(cluster, ns_bascule)
                 started = time.perf_counter()

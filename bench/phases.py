@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.deploy import IMAGES, LEAST, MINIMAL, kubectl_baseline
+from bench.deploy import IMAGES, LEAST, MINIMAL, kubectl_round
 from bench.rounds import fresh_start
 from tests.support.cluster import start_local
 from tests.support.envs import write_envs
@@ -133,9 +133,7 @@ def main() -> None:
             for i in range(rounds):
                 # Alternating with the kubectl steps: a busy moment of the machine hits both.
                 # Each call sets the stage (web-a) and measures web-b, from zero pods.
-                if i:
-                    cluster.kubectl("-n", f"{ns}-kubectl", "scale", "deploy/web-b", "--replicas=0")
-                baseline += kubectl_baseline(cluster, f"{ns}-kubectl", 1, cfg, ready)
+                baseline.append(kubectl_round(cluster, f"{ns}-kubectl", cfg, ready))
                 fresh_start(cluster, ns)  # as each kubectl round does
                 rec.spans, rec.origin = [], time.perf_counter()
                 state = deploy(
