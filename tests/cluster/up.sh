@@ -52,6 +52,9 @@ cgroupRoot: "$CGROUP_PODS"
 containerRuntimeEndpoint: "unix://$S/containerd/containerd.sock"
 failSwapOn: false
 resolvConf: "$S/resolv.conf"
+# Each cluster its own: a kubelet deletes the log directories of pods it does not know, so
+# in the shared /var/log/pods two clusters on one machine delete each other's pods' logs.
+podLogsDir: "$S/pod-logs"
 clusterDNS: ["$DNS_IP"]
 clusterDomain: "$CLUSTER_DOMAIN"
 serializeImagePulls: false
@@ -148,21 +151,24 @@ EOT
 
 all_alive() { local f; for f in "$S"/pids/*; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done; }
 dns_ready() { nsenter --net="/run/netns/$NETNS" curl -fsS --max-time 2 http://127.0.0.1:8181/ready >/dev/null 2>&1; }
+kubelet_current() { grep -q '^clusterDNS:' "$S/kubelet.yaml" && grep -q '^podLogsDir:' "$S/kubelet.yaml"; }
 has_dns() {
-  [[ -f "$S/pids/coredns" ]] && grep -q '^clusterDNS:' "$S/kubelet.yaml" \
+  [[ -f "$S/pids/coredns" ]] && kubelet_current \
     && kubectl -n kube-system get service kube-dns >/dev/null 2>&1 \
     && kubectl -n db get service postgres >/dev/null 2>&1
 }
-# A running cluster started before it had cluster DNS gets it without a restart of the rest:
-# CoreDNS and its Services, and kubelet again with clusterDNS (its pods keep running; those
-# started before keep their resolv.conf, without the cluster's DNS, until they are replaced).
+# A running cluster started before it had cluster DNS (or its own pod log directory) gets it
+# without a restart of the rest: CoreDNS and its Services, and kubelet again with clusterDNS
+# and podLogsDir (its pods keep running; those started before keep their resolv.conf, without
+# the cluster's DNS, and their logs in /var/log/pods, until they are replaced).
 add_dns() {
   local daemons=() kubelet deadline=$((SECONDS + 60))
-  log "adding cluster DNS (CoreDNS, the kube-dns and postgres.db Services) to $CLUSTER_NAME"
+  log "adding cluster DNS (CoreDNS, the kube-dns and postgres.db Services) and the pods' own log directory to $CLUSTER_NAME"
   "$here/pki.sh" "$S/pki" "$NODE_NAME" "$NODE_IP" "$SERVICE_IP"
   dns_config
   kubectl apply -f "$S/cluster-objects.yaml" >"$S/logs/cluster-objects.log"
-  if ! grep -q '^clusterDNS:' "$S/kubelet.yaml"; then
+  if ! kubelet_current; then
+    mkdir -p "$S/pod-logs"
     kubelet_config
     kubelet="$(cat "$S/pids/kubelet")"
     kill -TERM "$kubelet"
@@ -196,7 +202,7 @@ if [[ -e "$S" ]] || ip netns list 2>/dev/null | grep -qw "$NETNS"; then
 fi
 
 "$here/../../scripts/install-system.sh"
-mkdir -p "$S"/{pids,logs,cni/net.d,cni/ipam,containerd,kubelet}
+mkdir -p "$S"/{pids,logs,pod-logs,cni/net.d,cni/ipam,containerd,kubelet}
 chmod 700 "$S"
 "$here/pki.sh" "$S/pki" "$NODE_NAME" "$NODE_IP" "$SERVICE_IP"
 

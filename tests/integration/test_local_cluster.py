@@ -45,6 +45,18 @@ def test_node_is_ready(cluster: Cluster) -> None:
     assert "True" in ready.values(), ready
 
 
+def assert_logs_in_own_directory(cluster: Cluster, namespace: str) -> None:
+    """The pods' logs are under the cluster's own state directory: a kubelet deletes the log
+    directories of pods it does not know, so in the shared /var/log/pods two clusters on one
+    machine (the suite's and a throwaway one, or the demo's) deleted each other's."""
+    assert cluster.cluster_dir is not None
+    for pod in cluster.get_json("-n", namespace, "pods")["items"]:
+        meta = pod["metadata"]
+        name = f"{namespace}_{meta['name']}_{meta['uid']}"
+        assert (cluster.cluster_dir / "pod-logs" / name).is_dir(), name
+        assert not (Path("/var/log/pods") / name).exists(), name
+
+
 def test_three_replicas_of_v1_serve_through_a_service(cluster: Cluster, namespace: str) -> None:
     cluster.apply(namespace, sample.deployment("web", "v1", replicas=3), sample.service("web"))
     cluster.kubectl(
@@ -65,6 +77,7 @@ def test_three_replicas_of_v1_serve_through_a_service(cluster: Cluster, namespac
         pods.add(answer["pod"])
     # kube-proxy spreads new connections over the endpoints.
     assert len(pods) >= 2, pods
+    assert_logs_in_own_directory(cluster, namespace)
 
 
 def test_crash_on_start_ends_in_crashloopbackoff(cluster: Cluster, namespace: str) -> None:
@@ -220,7 +233,8 @@ def assert_dns_added_on_reuse(cluster: Cluster, env: dict[str, str]) -> None:
     (state / "pki" / "coredns.crt").unlink()
     kubelet_yaml = state / "kubelet.yaml"
     lines = kubelet_yaml.read_text().splitlines(keepends=True)
-    kubelet_yaml.write_text("".join(x for x in lines if not x.startswith("cluster")))
+    older = ("cluster", "podLogsDir")
+    kubelet_yaml.write_text("".join(x for x in lines if not x.startswith(older)))
     cluster.kubectl("-n", "kube-system", "delete", "service", "kube-dns")
     cluster.kubectl("-n", "db", "delete", "service", "postgres")
     cluster.create_namespace("before")
@@ -239,12 +253,14 @@ def assert_dns_added_on_reuse(cluster: Cluster, env: dict[str, str]) -> None:
     assert int((pids / "kubelet").read_text()) != kubelet and not running(kubelet)
     assert running(int((pids / "coredns").read_text()))
     assert "clusterDNS:" in kubelet_yaml.read_text()
+    assert f'podLogsDir: "{state / "pod-logs"}"' in kubelet_yaml.read_text()
     kept = cluster.get_json("-n", "before", "pod", "keep")["status"]
     (now,) = kept["containerStatuses"]
     assert kept["phase"] == "Running", kept
     assert (now["containerID"], now["restartCount"]) == (container["containerID"], 0), now
     cluster.create_namespace("after")
     assert_pods_resolve_by_name(cluster, "after")
+    assert_logs_in_own_directory(cluster, "after")
 
     again = subprocess.run(
         [str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, env=env, timeout=300
