@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.deploy import IMAGES, LEAST, MINIMAL, kubectl_round
+from bench.deploy import IMAGES, LEAST, UNLOADED, kubectl_round
 from bench.rounds import fresh_start
 from tests.support.cluster import start_local
 from tests.support.envs import write_envs
@@ -110,7 +110,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     rounds = args.rounds
-    over = MINIMAL if args.window_1s else LEAST
+    over = UNLOADED if args.window_1s else LEAST
     if args.configured_checks:
         over = {k: v for k, v in over.items() if k != "checks"}
     cluster = start_local()
@@ -134,7 +134,7 @@ def main() -> None:
                 # Alternating with the kubectl steps: a busy moment of the machine hits both.
                 # Each call sets the stage (web-a) and measures web-b, from zero pods.
                 baseline.append(kubectl_round(cluster, f"{ns}-kubectl", cfg, ready))
-                fresh_start(cluster, ns)  # as each kubectl round does
+                fresh_start(cluster)  # as each timed kubectl round does
                 rec.spans, rec.origin = [], time.perf_counter()
                 state = deploy(
                     environment="staging",

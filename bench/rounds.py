@@ -16,8 +16,8 @@ from tests.support.cluster import Cluster
 _PHASE = random.Random(13)
 
 
-def fresh_start(c: Cluster, ns: str) -> None:
-    """Before a timed round: no pod of ``ns`` terminating (a pod's teardown slows pods
-    started meanwhile), then a random part of a second."""
-    c.wait_terminations(ns)
+def fresh_start(c: Cluster) -> None:
+    """Before a timed round: no pod terminating (a pod's teardown slows pods started
+    meanwhile), then a random part of a second."""
+    c.wait_terminations()
     time.sleep(_PHASE.random())

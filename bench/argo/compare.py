@@ -148,7 +148,7 @@ def compare(
                 image = images[(i + 1) % 2]
 
                 def ours_deploy(image: str = image) -> float:
-                    fresh_start(cluster, f"{ns_b}-dev")
+                    fresh_start(cluster)
                     before, asked = api_counts(cluster), time.time()
                     state = deploy(
                         environment="dev", image=image, config_dir=str(fast), return_state=True
@@ -161,7 +161,7 @@ def compare(
                     return asked
 
                 def argo_deploy(image: str = image) -> float:
-                    fresh_start(cluster, argo.ns)
+                    fresh_start(cluster)
                     before, asked = api_counts(cluster), time.time()
                     argo.set_image(image)
                     argo.wait(image, alone=True)

@@ -59,17 +59,15 @@ class Cluster:
                 raise RuntimeError(f"namespace {name}: no default ServiceAccount after {timeout} s")
             time.sleep(0.2)
 
-    def wait_terminations(self, namespace: str, timeout: float = 60) -> None:
-        """Waits until no pod of ``namespace`` is terminating. A pod's teardown (its
-        sandbox and network) slows the start of pods created meanwhile by up to a second
-        on this node (bench/README.md), so timed rounds start from a settled node."""
+    def wait_terminations(self, timeout: float = 60) -> None:
+        """Waits until no pod of the cluster is terminating. A pod's teardown (its sandbox
+        and network) slows the start of pods created meanwhile on the same node, whatever
+        their namespace (bench/README.md), so timed rounds start from a settled node."""
         deadline = time.monotonic() + timeout
         going = "{.items[?(@.metadata.deletionTimestamp)].metadata.name}"
-        while names := self.kubectl("get", "pods", "-n", namespace, "-o", f"jsonpath={going}"):
+        while names := self.kubectl("get", "pods", "-A", "-o", f"jsonpath={going}"):
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{namespace}: pods still terminating after {timeout} s: {names}"
-                )
+                raise RuntimeError(f"pods still terminating after {timeout} s: {names}")
             time.sleep(0.2)
 
     def get_json(self, *args: str) -> dict:
