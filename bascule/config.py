@@ -1614,19 +1614,20 @@ def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDo
     doc = load_yaml_file(path)
     data = _mapping_of(doc)
     layers = _Layers(doc)
-    # The file further settings of ``app`` would be in (stray for the environment's own app).
-    over_path = None if app is None else overlay_file(path.parent, app, path.stem)
-    if over_path is not None and app == data.get("app") and over_path.is_file():
-        raise ConfigError(
-            [
-                Problem(
-                    display_path(over_path),
-                    f"{app} is {path.name}'s own app, whose settings are that file's — move "
-                    f"them there and remove this file",
-                )
-            ]
-        )
-    if over_path is not None and app is not None and app != data.get("app"):
+    if app is not None and app == data.get("app"):
+        stray = overlay_file(path.parent, app, path.stem)
+        if stray.is_file():
+            raise ConfigError(
+                [
+                    Problem(
+                        display_path(stray),
+                        f"{app} is {path.name}'s own app, whose settings are that file's — "
+                        f"move them there and remove this file",
+                    )
+                ]
+            )
+    elif app is not None:
+        over_path = overlay_file(path.parent, app, path.stem)
         over_doc = load_yaml_file(over_path)
         over = _mapping_of(over_doc, empty_ok=True)
         try:

@@ -48,7 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -229,13 +229,17 @@ def limit_name(env: Env) -> str:
     return f"bascule-deploy-{env.app}-{env.name}-{env.ns}"
 
 
-def ensure_limit(name: str, api: SyncPrefectClient | None = None) -> None:
+def create_limit(api: SyncPrefectClient, name: str) -> None:
     """Creates the global concurrency limit if missing; a limit that cannot be found when
-    taking a slot then fails the run instead of silently not locking. ``api``: a client
-    already open (the slot's own, so both talk to the same server)."""
-    with ExitStack() as stack, suppress(ObjectAlreadyExists):
-        client = api or stack.enter_context(get_client(sync_client=True))
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    taking a slot then fails the run instead of silently not locking."""
+    with suppress(ObjectAlreadyExists):
+        api.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+def ensure_limit(name: str) -> None:
+    """``create_limit`` through a client of its own."""
+    with get_client(sync_client=True) as client:
+        create_limit(client, name)
 
 
 def free_slot(slot: str) -> None:
@@ -281,7 +285,8 @@ def take_slot(name: str, deadline: float) -> UUID:
                 raise RuntimeError(f"the Prefect global concurrency limit {name} does not exist")
             # An environment's first deploy: the lease Prefect gave holds nothing.
             prefect.api.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
-            prefect.send(lambda api: ensure_limit(name, api))
+            # Through the slot's own client: both talk to the same server.
+            prefect.send(lambda api: create_limit(api, name))
             created = True
 
 

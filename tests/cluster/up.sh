@@ -152,7 +152,7 @@ EOT
 all_alive() { local f; for f in "$S"/pids/*; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done; }
 dns_ready() { nsenter --net="/run/netns/$NETNS" curl -fsS --max-time 2 http://127.0.0.1:8181/ready >/dev/null 2>&1; }
 kubelet_current() { grep -q '^clusterDNS:' "$S/kubelet.yaml" && grep -q '^podLogsDir:' "$S/kubelet.yaml"; }
-has_dns() {
+up_to_date() {
   [[ -f "$S/pids/coredns" ]] && kubelet_current \
     && kubectl -n kube-system get service kube-dns >/dev/null 2>&1 \
     && kubectl -n db get service postgres >/dev/null 2>&1
@@ -161,7 +161,7 @@ has_dns() {
 # without a restart of the rest: CoreDNS and its Services, and kubelet again with clusterDNS
 # and podLogsDir (its pods keep running; those started before keep their resolv.conf, without
 # the cluster's DNS, and their logs in /var/log/pods, until they are replaced).
-add_dns() {
+bring_up_to_date() {
   local daemons=() kubelet deadline=$((SECONDS + 60))
   log "adding cluster DNS (CoreDNS, the kube-dns and postgres.db Services) and the pods' own log directory to $CLUSTER_NAME"
   "$here/pki.sh" "$S/pki" "$NODE_NAME" "$NODE_IP" "$SERVICE_IP"
@@ -192,7 +192,7 @@ if [[ -f "$S/node.started" ]] && all_alive && kubectl get --raw /readyz >/dev/nu
   # A cluster started before images.sh added the repository digest references gets them now.
   "$bin/ctr" --address "$S/containerd/containerd.sock" -n k8s.io images ls -q 2>/dev/null |
     grep '^bascule.local/sample-app@sha256:' >/dev/null || "$here/images.sh" "$bin"
-  has_dns || add_dns
+  up_to_date || bring_up_to_date
   echo "KUBECONFIG=$KUBECONFIG_PATH"
   exit 0
 fi

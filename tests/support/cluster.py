@@ -63,12 +63,16 @@ class Cluster:
         """Waits until no pod of the cluster is terminating. A pod's teardown (its sandbox
         and network) slows the start of pods created meanwhile on the same node, whatever
         their namespace (bench/README.md), so timed rounds start from a settled node."""
+        going = (
+            "{range .items[?(@.metadata.deletionTimestamp)]}"
+            "{.metadata.namespace} {.metadata.name} {end}"
+        )
         deadline = time.monotonic() + timeout
-        going = "{.items[?(@.metadata.deletionTimestamp)].metadata.name}"
-        while names := self.kubectl("get", "pods", "-A", "-o", f"jsonpath={going}"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pods still terminating after {timeout} s: {names}")
-            time.sleep(0.2)
+        while words := self.kubectl("get", "pods", "-A", "-o", f"jsonpath={going}").split():
+            for ns, pod in zip(words[::2], words[1::2], strict=True):
+                left = max(1.0, deadline - time.monotonic())  # `kubectl wait` watches it go
+                wait = ("wait", "--for=delete", f"--timeout={left:.0f}s", f"pod/{pod}")
+                self.kubectl("-n", ns, *wait, timeout=left + 30)
 
     def get_json(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", "-o", "json", *args))
