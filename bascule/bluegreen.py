@@ -37,6 +37,7 @@ class Observed:
     active: Color | None  # color the active Service selects; None before the first deploy
     colors: dict[Color, ColorState]
     in_flight: Release | None = None
+    releases: tuple[Release, ...] = ()  # the history as read, newest last
 
     def color(self, name: Color) -> ColorState:
         return self.colors.get(name) or ColorState(name)

@@ -8,6 +8,7 @@ ConfigMap, bounded to the configured limit, newest last.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -124,7 +125,7 @@ def in_flight(history: list[Release]) -> Release | None:
     return next((r for r in reversed(history) if r.in_flight), None)
 
 
-def serving(history: list[Release], active: str | None) -> Release | None:
+def serving(history: Sequence[Release], active: str | None) -> Release | None:
     """The newest good release of the color that serves: what the history says is live."""
     return next(
         (r for r in reversed(history) if r.result == "succeeded" and r.color == active), None

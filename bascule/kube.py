@@ -179,7 +179,8 @@ class Kube:
         return str(self._cfg.host)
 
     def _count(self, request: httpx.Request) -> None:
-        self.requests += 1
+        with self._lock:  # requests are sent from several threads of a run
+            self.requests += 1
         if self._record is not None:
             self._note(request, self._record)
 

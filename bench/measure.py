@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from bascule.images import parse_image
 
@@ -71,3 +72,72 @@ def answering_before(samples: Iterable[Mapping[str, Any]], t: float) -> str | No
     """The version of the last successful answer to a request sent before ``t``."""
     before = [s for s in samples if s["ok"] and s["t"] < t]
     return max(before, key=lambda s: s["t"])["version"] if before else None
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A pod or Service as a watch showed it, at ``t`` (the bench's clock)."""
+
+    t: float
+    kind: Literal["pod", "service"]
+    namespace: str
+    name: str
+    image: str = ""  # a pod's first container's
+    ready: bool = False  # a pod's Ready condition
+    selector: str = ""  # a Service's, as its JSON text
+
+
+@dataclass(frozen=True)
+class DeploySplit:
+    """A deploy's time from the ask until only the new version answers, in the order it
+    passes: the tool's (until the new pods exist), the kubelet's (until they are Ready), the
+    tool's (until the active Service selects them), kube-proxy's (until the traffic moved)."""
+
+    before_pods: float
+    pods_start: float
+    to_switch: float
+    to_seen: float
+
+    @property
+    def own(self) -> float:
+        """The tool's own part: what no pod start and no kube-proxy sync can hide."""
+        return self.before_pods + self.to_switch
+
+
+def split_deploy(
+    sightings: Iterable[Sighting],
+    namespace: str,
+    asked: float,
+    image: str,
+    service: str,
+    replicas: int,
+    seen: float,
+) -> DeploySplit:
+    """Splits a deploy of ``image`` in ``namespace`` asked at ``asked`` and seen at ``seen``
+    by what the watches saw: the first pod of ``image`` created since, the moment
+    ``replicas`` of them were Ready, and the first change of the active Service's selector
+    (``service``) since."""
+    created: dict[str, float] = {}
+    ready: set[str] = set()
+    all_ready = switched = None
+    selector_before: str | None = None
+    for s in sorted(sightings, key=lambda s: s.t):
+        if s.namespace != namespace:
+            continue
+        if s.kind == "service" and s.name == service:
+            if s.t <= asked:
+                selector_before = s.selector
+            elif switched is None and s.selector != selector_before:
+                switched = s.t
+        elif s.kind == "pod" and s.image == image and s.t > asked:
+            created.setdefault(s.name, s.t)
+            (ready.add if s.ready else ready.discard)(s.name)
+            if all_ready is None and len(ready) >= replicas:
+                all_ready = s.t
+    if not created or all_ready is None or switched is None:
+        raise ValueError(
+            f"the watches did not see {image} deployed in {namespace} after {asked:.3f}: "
+            f"pods created {len(created)}, Ready at {all_ready}, switched at {switched}"
+        )
+    first = min(created.values())
+    return DeploySplit(first - asked, all_ready - first, switched - all_ready, seen - switched)

@@ -84,7 +84,6 @@ def instrument(rec: Recorder) -> None:
     d.deploy_lock = rec.wrap_cm("lock", d.deploy_lock)
     d.verify = rec.wrap("verify", d.verify)
     rollout.wait_ready = rec.wrap("wait-ready", rollout.wait_ready)
-    rollout.running_digest = rec.wrap("digest", rollout.running_digest)
     promotion.label_run = rec.wrap("label-run", promotion.label_run)
     state.save = rec.wrap("history-save", state.save)
     open_env = Env.open

@@ -12,12 +12,11 @@ under the lock).
 
 from __future__ import annotations
 
-import contextvars
 import math
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -58,6 +57,7 @@ from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
 from tasks.notify import Notifier
 from tasks.preflight import baseline_checks, preflight
+from tasks.threads import in_thread
 
 T = TypeVar("T")
 STEPS = 10  # steps of a deploy, for the progress artifact
@@ -96,15 +96,13 @@ class Run:
         self.log = get_run_logger()
         self.artifacts = artifacts.Writer(self.log)
         self.artifacts.progress(0.0, f"{release.kind} of {release.image} to {env.name}")
-        self._history: dict[str, Any] | None = None  # the history ConfigMap as last written
         self.report_key = f"deploy-{env.app}-{env.name}"
         self.notifier = Notifier.open(env.cfg.notifications, self.log, self.report_key)
 
     def save(self, **changes: Any) -> None:
         self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
-        # A plain call, no task run of its own (its 409 and outage retries are its own); the
-        # ConfigMap it wrote spares the next save a read.
-        self._history = state.save(self.env, self.release, self._history)
+        # A plain call, no task run of its own (its 409 and outage retries are its own).
+        state.save(self.env, self.release)
 
     def event(self, stage: str, **payload: Any) -> None:
         emit_event(
@@ -288,14 +286,6 @@ def plan(
     )
 
 
-def in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
-    """``fn`` run in a thread of its own, in the run's context (its logger and settings)."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bascule-baseline")
-    future = pool.submit(contextvars.copy_context().run, fn, *args)
-    pool.shutdown(wait=False)  # the thread ends with fn
-    return future
-
-
 def with_secrets(env: Env) -> State | None:
     """Gives ``env`` its secret variables' values: before the lock and any other change, so
     a missing one ends the run (the state returned, exit 2) with nothing touched. From here
@@ -444,9 +434,11 @@ def pipeline(
             detail=f"{new} ← {image}",
         )
         run.step("point-preview", untracked(traffic.point_preview), env, new)
-        run.step("wait-ready", rollout.wait_ready, env, new, release.id)
+        ready = run.step(
+            "wait-ready", rollout.wait_ready, env, new, release.id, summary=lambda r: r.summary
+        )
         run.join_baseline()
-        run.save(phase="checking", digest=rollout.running_digest(env, new, release.id))
+        run.save(phase="checking", digest=ready.digest)
         # The switch need not wait for the label (its digest is in the history already).
         run.artifacts.later(promotion.label_run, release.flow_run_id, run.release.digest)
         run.checked(
@@ -575,8 +567,7 @@ def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> 
     active = observed.active_state
     if active is None:
         return None
-    releases, _ = state.read_history(env)
-    recorded = h.serving(releases, active.color)
+    recorded = h.serving(observed.releases, active.color)
     # The dry run is only worth a request when the image already matches.
     unchanged = (
         active.image == image

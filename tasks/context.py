@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bascule import kube as k
 from bascule.apps import choose_app
@@ -33,6 +34,9 @@ class Env:
     secrets: dict[str, str] = field(default_factory=dict)
     # What the run does once its deploy lock is released (its report and notifications).
     after_unlock: list[Callable[[], None]] = field(default_factory=list)
+    # The history ConfigMap as the run last read or wrote it (tasks.state): a write's first
+    # try carries its resourceVersion instead of reading it again.
+    history_seen: dict[str, Any] | None = None
 
     @staticmethod
     def open(

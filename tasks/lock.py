@@ -295,6 +295,7 @@ def deploy_lock(env: Env, me: str, lease_seconds: int = LEASE_SECONDS) -> Iterat
     """Holds the app and environment's lock around the body; LockHeld when another deploy
     keeps it past ``rollout.lock_timeout_seconds``; LockLost in the body if it is lost."""
     deadline = time.monotonic() + env.cfg.rollout.lock_timeout_seconds
+    prefect_api.warm_up()  # the slot's client, while the Lease is taken
     seen = _Sighting()
     while True:
         decision, written = _try_take(env, me, seen, lease_seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prefect import task
@@ -33,6 +33,17 @@ FIELD_MANAGER = "bascule"
 # verdicts (progress deadline, pods it cannot create) take far longer to matter than the few
 # seconds between reads, which were one request on every change of the pods.
 DEPLOYMENT_READ_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Every replica of a release Ready, and the manifest digest its pods run (their
+    imageID; None when the runtime reports no repository digest): read from the listing
+    that found them Ready, since a second list of the pods costs the switch up to 0.1 s
+    (the API server answers a list only once its cache has caught up with etcd)."""
+
+    summary: str
+    digest: str | None
 
 
 class RolloutFailed(Exception):
@@ -170,7 +181,7 @@ def failure_report(env: Env, pods: list[dict[str, Any]], verdict: Verdict) -> st
 
 
 @task(name="wait-ready", cache_policy=NO_CACHE)
-def wait_ready(env: Env, color: Color, release_id: str) -> str:
+def wait_ready(env: Env, color: Color, release_id: str) -> Ready:
     """Waits until every replica of the release is Ready, watching its pods; fails fast on
     CrashLoopBackOff, image errors, repeated readiness failures, a ReplicaSet that cannot
     create pods, pods no node takes within the grace, and ProgressDeadlineExceeded."""
@@ -211,7 +222,8 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
         # Every pod of this release Ready is the fact that matters; the Deployment's status
         # counters follow it a moment later and only slow the switch down.
         if len(ready) >= env.cfg.replicas:
-            return f"{len(ready)}/{env.cfg.replicas} pods of {release_id} ready"
+            summary = f"{len(ready)}/{env.cfg.replicas} pods of {release_id} ready"
+            return Ready(summary, pods_digest(pods))
         remaining = deadline - env.kube.active_time()
         if remaining <= 0:
             names = [p["metadata"]["name"] for p in pods if not _ready(p)]
@@ -229,13 +241,6 @@ def wait_ready(env: Env, color: Color, release_id: str) -> str:
             min(remaining, 3),
             labelSelector=sel,
         )
-
-
-def running_digest(env: Env, color: Color, release_id: str) -> str | None:
-    """The manifest digest the release's pods run (their imageID): what the release is
-    recorded as having verified. None when the runtime reports no repository digest."""
-    sel = k.selector_string({**selector(env.app, color), LABEL_RELEASE: release_id})
-    return pods_digest(env.kube.get(k.pods(env.ns), labelSelector=sel)["items"])
 
 
 def _ready(pod: dict[str, Any]) -> bool:

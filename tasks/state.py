@@ -1,5 +1,7 @@
 """Reading the blue-green state and the release history from the cluster, and writing
-history records. The cluster is the source of truth; nothing here is kept in memory."""
+history records. The cluster is the source of truth. The one thing kept in memory, the
+history ConfigMap as last seen (``Env.history_seen``), only spares a write its read: the
+write carries that resourceVersion, so if anyone wrote since, it conflicts and reads again."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def color_state(env: Env, color: Any) -> ColorState:
 
 
 def read_history(env: Env) -> tuple[list[h.Release], dict[str, Any] | None]:
-    cm = env.kube.get_or_none(env.history_map)
+    cm = env.history_seen = env.kube.get_or_none(env.history_map)
     return h.decode((cm or {}).get("data", {}).get(HISTORY_KEY)), cm
 
 
@@ -54,16 +56,17 @@ def observe(env: Env) -> Observed:
         active=active,
         colors={c: color_state(env, c) for c in COLORS},
         in_flight=h.in_flight(releases),
+        releases=tuple(releases),
     )
 
 
-def save(env: Env, release: h.Release, known: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Upserts ``release`` into the history ConfigMap; returns the ConfigMap as written.
-    Optimistic concurrency: the write carries the resourceVersion it read, and a conflict
-    (someone else wrote in between) reads again and retries. ``known``, the ConfigMap a run
-    wrote last, spares the read while nobody else writes. A write whose answer an API
-    outage lost is repeated safely: had it landed, the repeat conflicts and reads again."""
-    return env.kube.retrying(lambda: _save(env, release, known))
+def save(env: Env, release: h.Release) -> None:
+    """Upserts ``release`` into the history ConfigMap. Optimistic concurrency: the write
+    carries the resourceVersion it read, and a conflict (someone else wrote in between)
+    reads again and retries. The ConfigMap as the run last saw it (``Env.history_seen``)
+    spares the read while nobody else writes. A write whose answer an API outage lost is
+    repeated safely: had it landed, the repeat conflicts and reads again."""
+    env.history_seen = env.kube.retrying(lambda: _save(env, release, env.history_seen))
 
 
 def _save(env: Env, release: h.Release, known: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bascule.config import load_environment
+from bascule.manifests import service_name
 from bench.argo import gate as argo_gate
 from bench.argo.rollouts import (
     Argo,
@@ -35,8 +36,17 @@ from bench.argo.rollouts import (
     rollout_objects,
     running_controller,
 )
-from bench.measure import answering_before, failure_kinds, requests_between, settled_at, version
+from bench.measure import (
+    DeploySplit,
+    answering_before,
+    failure_kinds,
+    requests_between,
+    settled_at,
+    split_deploy,
+    version,
+)
 from bench.rounds import fresh_start
+from bench.timeline import Timeline
 from tests.support.cluster import Cluster, LoadDriver, LoadReport, wait_for
 from tests.support.deploys import history, kill, service_url, wait_phase
 from tests.support.envs import merge, write_envs
@@ -51,6 +61,8 @@ class Tool:
     """One tool's measurements across the rounds."""
 
     deploy_seen: list[float] = field(default_factory=list)
+    deploy_asked: list[tuple[float, str]] = field(default_factory=list)  # (when, image)
+    deploy_splits: list[DeploySplit] = field(default_factory=list)
     deploy_done: list[float] = field(default_factory=list)
     rollback_seen: list[float] = field(default_factory=list)
     api_requests: list[int] = field(default_factory=list)
@@ -79,6 +91,27 @@ class Tool:
     def count(self, report: LoadReport) -> None:
         self.failures += report.failures
         self.sent += report.total
+
+    def split(self, timeline: Timeline, ns: str, service: str, replicas: int) -> None:
+        """Each deploy round's time split by what the watches saw (``split_deploy``)."""
+        self.deploy_splits = [
+            split_deploy(timeline.sightings, ns, asked, image, service, replicas, asked + seen)
+            for (asked, image), seen in zip(self.deploy_asked, self.deploy_seen, strict=True)
+        ]
+
+    def split_figures(self, name: str) -> dict[str, str]:
+        parts = [
+            f"{s.before_pods:.2f}/{s.pods_start:.2f}/{s.to_switch:.2f}/{s.to_seen:.2f}"
+            for s in self.deploy_splits
+        ]
+        return {
+            f"{name}_deploy_own_seconds": f"{own_time(self):.2f}",
+            f"{name}_deploy_split_rounds": ",".join(parts),
+        }
+
+
+def own_time(tool: Tool) -> float:
+    return statistics.median(s.own for s in tool.deploy_splits)
 
 
 def answers(cluster: Cluster, url: str, image: str, times: int = 3) -> None:
@@ -144,36 +177,43 @@ def compare(
             idle_requests = requests_between(before, api_counts(cluster), [ctrl.name])
             b_url, a_url = service_url(cluster, f"{ns_b}-dev"), service_url(cluster, argo.ns)
 
-            for i in range(deploys):  # alternating; the old version scaled down after each
-                image = images[(i + 1) % 2]
+            # Sees every deploy round of both tools.
+            with Timeline(cluster) as timeline:
+                for i in range(deploys):  # alternating; the old version scaled down after each
+                    image = images[(i + 1) % 2]
 
-                def ours_deploy(image: str = image) -> float:
-                    fresh_start(cluster)
-                    before, asked = api_counts(cluster), time.time()
-                    state = deploy(
-                        environment="dev", image=image, config_dir=str(fast), return_state=True
-                    )
-                    b.deploy_done.append(time.time() - asked)
-                    assert state.is_completed(), state.message
-                    b.api_requests.append(
-                        requests_between(before, api_counts(cluster), [ours.name])
-                    )
-                    return asked
+                    def ours_deploy(image: str = image) -> float:
+                        fresh_start(cluster)
+                        before, asked = api_counts(cluster), time.time()
+                        state = deploy(
+                            environment="dev", image=image, config_dir=str(fast), return_state=True
+                        )
+                        b.deploy_done.append(time.time() - asked)
+                        b.deploy_asked.append((asked, image))
+                        assert state.is_completed(), state.message
+                        b.api_requests.append(
+                            requests_between(before, api_counts(cluster), [ours.name])
+                        )
+                        return asked
 
-                def argo_deploy(image: str = image) -> float:
-                    fresh_start(cluster)
-                    before, asked = api_counts(cluster), time.time()
-                    argo.set_image(image)
-                    argo.wait(image, alone=True)
-                    a.deploy_done.append(time.time() - asked)
-                    a.api_requests.append(
-                        requests_between(before, api_counts(cluster), [ctrl.name, cli.name])
-                    )
-                    return asked
+                    def argo_deploy(image: str = image) -> float:
+                        fresh_start(cluster)
+                        before, asked = api_counts(cluster), time.time()
+                        argo.set_image(image)
+                        argo.wait(image, alone=True)
+                        a.deploy_done.append(time.time() - asked)
+                        a.deploy_asked.append((asked, image))
+                        a.api_requests.append(
+                            requests_between(before, api_counts(cluster), [ctrl.name, cli.name])
+                        )
+                        return asked
 
-                old = images[i % 2]
-                b.deploy_seen.append(b.under_load(cluster, b_url, old, image, ours_deploy))
-                a.deploy_seen.append(a.under_load(cluster, a_url, old, image, argo_deploy))
+                    old = images[i % 2]
+                    b.deploy_seen.append(b.under_load(cluster, b_url, old, image, ours_deploy))
+                    a.deploy_seen.append(a.under_load(cluster, a_url, old, image, argo_deploy))
+            active = service_name(argo_cfg.app, "active")  # the same name in both namespaces
+            b.split(timeline, f"{ns_b}-dev", active, argo_cfg.replicas)
+            a.split(timeline, argo.ns, active, argo_cfg.replicas)
 
             # Rollbacks while the old version still runs: Bascule keeps the old color for the
             # scale-down delay, Argo the old ReplicaSet; `undo` to it within that delay is
@@ -243,6 +283,12 @@ def compare(
         "argo_deploy_seen_rounds": ",".join(f"{t:.2f}" for t in a.deploy_seen),
         # Each tool's fastest round: both pods' start at the early step, the tools' own time.
         "deploy_vs_argo_fastest": f"{min(b.deploy_seen) / min(a.deploy_seen):.2f}",
+        # Each round split: the tool until its pods exist / the kubelet until they are Ready
+        # / the tool until the switch / kube-proxy until only the new version answers.
+        **b.split_figures("bascule"),
+        **a.split_figures("argo"),
+        # The tools' own parts alone, out of reach of the pods' steps of a second.
+        "deploy_own_vs_argo": f"{own_time(b) / own_time(a):.2f}",
         "bascule_deploy_done_seconds": f"{med(b.deploy_done):.2f}",
         "argo_deploy_done_seconds": f"{med(a.deploy_done):.2f}",
         "bascule_rollback_seen_seconds": f"{med(b.rollback_seen):.2f}",

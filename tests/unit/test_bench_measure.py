@@ -1,16 +1,19 @@
 """The benchmark's pure figures: per-client API request counts from the API server's
-metrics text, and when only one version answered, from a load driver's samples."""
+metrics text, when only one version answered, from a load driver's samples, and a deploy's
+time split by what watches of its pods and Services saw."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.measure import (
+    Sighting,
     answering_before,
     dispatched_requests,
     failure_kinds,
     requests_between,
     settled_at,
+    split_deploy,
     version,
 )
 
@@ -76,3 +79,44 @@ def test_answering_before_is_the_last_good_answer_sent_before_the_change() -> No
     samples = [sample(1.0, "v1"), sample(2.0, "v2"), sample(2.5, None, ok=False), sample(3.0, "v1")]
     assert answering_before(samples, 2.9) == "v2"
     assert answering_before(samples, 0.5) is None
+
+
+def pod(t: float, name: str, image: str, ready: bool = False, ns: str = "a") -> Sighting:
+    return Sighting(t, "pod", ns, name, image, ready)
+
+
+def svc(t: float, selector: str, name: str = "app", ns: str = "a") -> Sighting:
+    return Sighting(t, "service", ns, name, selector=selector)
+
+
+def test_a_deploy_splits_into_the_tools_and_the_clusters_parts() -> None:
+    sightings = [
+        svc(0.0, "old"),
+        svc(0.1, "old-preview", name="app-preview"),
+        pod(0.2, "old-1", "v1", ready=True),
+        pod(10.3, "new-1", "v2"),  # the tool's part: 0.3 s
+        pod(10.4, "new-2", "v2"),
+        pod(10.5, "new-3", "v2", ns="b"),  # another namespace's deploy
+        pod(11.0, "new-1", "v2", ready=True),
+        pod(11.2, "new-1", "v2", ready=False),  # Ready, then not: it counts once Ready again
+        pod(12.0, "new-2", "v2", ready=True),
+        svc(12.05, "old", ns="b"),
+        svc(12.1, "old"),  # rewritten, selector unchanged: not the switch
+        pod(12.3, "new-1", "v2", ready=True),  # both Ready: the kubelet's part ends
+        svc(12.4, "new"),  # the switch
+        svc(12.6, "newer"),
+    ]
+    split = split_deploy(sightings, "a", 10.0, "v2", "app", 2, seen=12.5)
+    assert split.before_pods == pytest.approx(0.3)
+    assert split.pods_start == pytest.approx(2.0)
+    assert split.to_switch == pytest.approx(0.1)
+    assert split.to_seen == pytest.approx(0.1)
+    assert split.own == pytest.approx(0.4)
+
+
+def test_a_deploy_the_watches_missed_is_an_error_not_a_figure() -> None:
+    sightings = [svc(0.0, "old"), pod(10.3, "new-1", "v2", ready=True)]
+    with pytest.raises(
+        ValueError, match=r"did not see v2 deployed in a after 10\.000.*switched at None"
+    ):
+        split_deploy(sightings, "a", 10.0, "v2", "app", 1, seen=12.0)

@@ -21,6 +21,8 @@ from tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube, status
 
 REPO = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "ab" * 32
+IMAGE_ID = f"bascule.local/sample-app@{DIGEST}"
 V2 = "bascule.local/sample-app:v2"
 
 
@@ -246,7 +248,14 @@ def test_wait_ready_re_establishes_its_watch_after_an_outage(tmp_path: Path) -> 
 
     def pod(name: str, ready: bool) -> dict[str, Any]:
         cond = {"type": "Ready", "status": "True" if ready else "False"}
-        return {"metadata": {"name": name}, "status": {"conditions": [cond]}}
+        return {
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {
+                "conditions": [cond],
+                "containerStatuses": [{"name": "app", "imageID": IMAGE_ID}],
+            },
+        }
 
     api.put(k.pods(env.ns), {"items": [pod("g1", False), pod("g2", False)]})
 
@@ -260,7 +269,9 @@ def test_wait_ready_re_establishes_its_watch_after_an_outage(tmp_path: Path) -> 
         return None
 
     api.handlers.append(become_ready)
-    assert rollout.wait_ready.fn(env, "green", release) == "2/2 pods of r1 ready"
+    ready = rollout.wait_ready.fn(env, "green", release)
+    assert ready.summary == "2/2 pods of r1 ready"
+    assert ready.digest == DIGEST  # from the listing that found them Ready
 
 
 def test_the_endpoints_wait_after_the_switch_outlasts_an_outage(tmp_path: Path) -> None:

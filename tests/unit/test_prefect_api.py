@@ -4,6 +4,7 @@ through Prefect's own client against a local HTTP server that answers 503 first.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,12 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+from prefect.settings import (
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_API_URL,
+    PREFECT_CLIENT_MAX_RETRIES,
+    temporary_settings,
+)
 
 from tasks import prefect_api
 
@@ -111,3 +117,16 @@ def test_prefects_client_does_not_wait_its_backoff(busy_server: str) -> None:
     # Prefect's own client waits about 2 s after the first 503 even with retries set to 0.
     assert took < 1.5, took
     assert Busy.patches[1] - Busy.patches[0] == pytest.approx(0.1, abs=0.08)
+
+
+def test_its_clients_share_one_tls_context_made_as_prefects_own() -> None:
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        made = prefect_api.tls_context()
+        assert prefect_api.tls_context() is made  # made once, not per client
+        assert made.verify_mode == ssl.CERT_REQUIRED and made.check_hostname
+        with prefect_api.client() as quick:
+            # httpx keeps it in its connection pool: the client did not make its own.
+            assert quick.api._client._transport._pool._ssl_context is made  # type: ignore[attr-defined]
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        unchecked = prefect_api.tls_context()
+        assert unchecked.verify_mode == ssl.CERT_NONE and not unchecked.check_hostname
