@@ -254,6 +254,10 @@ EOT
 kubelet_config
 dns_config
 
+# minSyncPeriod is kube-proxy's default, written out: it reads 0 as unset (1 s), so the 0 s
+# this file said until 2026-11-28 ran as 1 s (its /configz). A Service change that comes soon
+# after others (a new pod's endpoint, its Ready, then a switch) may wait up to that second for
+# the next sync: bench/README.md, "Where a deploy's time goes".
 cat >"$S/kube-proxy.yaml" <<EOT
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -265,7 +269,7 @@ metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
 # nf_conntrack_max is global to the machine: leave it alone.
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-iptables: {minSyncPeriod: 0s, syncPeriod: 30s}
+iptables: {minSyncPeriod: 1s, syncPeriod: 30s}
 EOT
 
 if [[ -x /usr/lib/postgresql/15/bin/initdb ]]; then
