@@ -112,8 +112,8 @@ class Quick:
 def client() -> Iterator[Quick]:
     """Prefect's sync client, leaving every retry to ``Quick.send``."""
     tries = PREFECT_CLIENT_MAX_RETRIES.value()
-    hooks = {"event_hooks": {"response": [raise_busy]}, "verify": tls_context()}
-    with _without_client_retries(), get_client(hooks, sync_client=True) as opened:
+    settings = {"event_hooks": {"response": [raise_busy]}, "verify": tls_context()}
+    with _without_client_retries(), get_client(settings, sync_client=True) as opened:
         yield Quick(opened, tries)
 
 

@@ -39,8 +39,8 @@ DEPLOYMENT_READ_SECONDS = 5.0
 class Ready:
     """Every replica of a release Ready, and the manifest digest its pods run (their
     imageID; None when the runtime reports no repository digest): read from the listing
-    that found them Ready, since a second list of the pods costs the switch up to 0.1 s
-    (the API server answers a list only once its cache has caught up with etcd)."""
+    that found them Ready. A second list cost the switch 66-95 ms (bench/README.md): the
+    API server answers a list once its watch cache has caught up with etcd."""
 
     summary: str
     digest: str | None
