@@ -105,13 +105,12 @@ class Tool:
             for s in self.deploy_splits
         ]
         return {
-            f"{name}_deploy_own_seconds": f"{own_time(self):.2f}",
+            f"{name}_deploy_own_seconds": f"{self.own_time():.2f}",
             f"{name}_deploy_split_rounds": ",".join(parts),
         }
 
-
-def own_time(tool: Tool) -> float:
-    return statistics.median(s.own for s in tool.deploy_splits)
+    def own_time(self) -> float:
+        return statistics.median(s.own for s in self.deploy_splits)
 
 
 def answers(cluster: Cluster, url: str, image: str, times: int = 3) -> None:
@@ -281,14 +280,14 @@ def compare(
         # Every round, for a reader who doubts a median of few: a pod's start moves in steps.
         "bascule_deploy_seen_rounds": ",".join(f"{t:.2f}" for t in b.deploy_seen),
         "argo_deploy_seen_rounds": ",".join(f"{t:.2f}" for t in a.deploy_seen),
-        # Each tool's fastest round: both pods' start at the early step, the tools' own time.
+        # Each tool's fastest round: its pods at the kubelet's early step.
         "deploy_vs_argo_fastest": f"{min(b.deploy_seen) / min(a.deploy_seen):.2f}",
         # Each round split: the tool until its pods exist / the kubelet until they are Ready
         # / the tool until the switch / kube-proxy until only the new version answers.
         **b.split_figures("bascule"),
         **a.split_figures("argo"),
         # The tools' own parts alone, out of reach of the pods' steps of a second.
-        "deploy_own_vs_argo": f"{own_time(b) / own_time(a):.2f}",
+        "deploy_own_vs_argo": f"{b.own_time() / a.own_time():.2f}",
         "bascule_deploy_done_seconds": f"{med(b.deploy_done):.2f}",
         "argo_deploy_done_seconds": f"{med(a.deploy_done):.2f}",
         "bascule_rollback_seen_seconds": f"{med(b.rollback_seen):.2f}",
