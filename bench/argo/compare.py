@@ -293,6 +293,8 @@ def compare(
         "bascule_rollback_seen_seconds": f"{med(b.rollback_seen):.2f}",
         "argo_rollback_seen_seconds": f"{med(a.rollback_seen):.2f}",
         "rollback_vs_argo": f"{med(b.rollback_seen) / med(a.rollback_seen):.2f}",
+        "bascule_rollback_seen_rounds": ",".join(f"{t:.2f}" for t in b.rollback_seen),
+        "argo_rollback_seen_rounds": ",".join(f"{t:.2f}" for t in a.rollback_seen),
         "bascule_failed_requests_vs": str(len(b.failures)),
         "bascule_requests_sent_vs": str(b.sent),
         "argo_failed_requests": str(len(a.failures)),
