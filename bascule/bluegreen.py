@@ -107,6 +107,16 @@ def _back_to_old(obs: Observed, rel: Release, when: str) -> Recovery:
 Action = Literal["switch-back", "redeploy"]
 
 
+def undone_by_reconcile(obs: Observed, reconciled: Release | None) -> bool:
+    """Whether the reconcile a rollback started with (``recover``) was the rollback: the
+    release a dead run left in flight no longer serves (traffic returned, or never moved
+    to it), or it was itself a rollback, which the reconcile finished. Then rolling back
+    further would leave a second release behind."""
+    if reconciled is None:
+        return False
+    return reconciled.kind == "rollback" or obs.active != reconciled.color
+
+
 def rollback_plan(obs: Observed, target: Release) -> Action:
     """Rolling back to ``target``: one PATCH while its color still runs its image at full
     size, otherwise redeploy it to the idle color first."""

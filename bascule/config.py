@@ -433,8 +433,10 @@ class RolloutConfig(_Section):
         default=0,
         ge=0,
         description=(
-            "How long a deploy waits for another deploy of the same app and environment to "
-            "finish; 0 refuses at once with a message naming the holder."
+            "How long a deploy waits for another live deploy of the same app and environment "
+            "to finish; 0 refuses as soon as the holder shows it is alive (it renews its "
+            "Lease every 2 s), with a message naming it. A dead holder's lock is taken over "
+            "whatever this says, within 15 s of its death."
         ),
     )
 

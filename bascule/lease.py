@@ -33,6 +33,7 @@ class LeaseDecision:
     holder: str | None = None
     expires: datetime | None = None
     stale_slot: str | None = None  # the expired holder's Prefect slot lease, to free
+    broken: bool = False  # taken from a holder that had not expired (``decide``'s ``force``)
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -55,8 +56,11 @@ def version(lease: Obj | None) -> str | None:
     return None if lease is None else lease.get("metadata", {}).get("resourceVersion")
 
 
-def decide(lease: Obj | None, me: str, now: datetime, first_seen: datetime) -> LeaseDecision:
-    """``take`` when the Lease is absent, ours, released, or expired; else ``held``.
+def decide(
+    lease: Obj | None, me: str, now: datetime, first_seen: datetime, force: bool = False
+) -> LeaseDecision:
+    """``take`` when the Lease is absent, ours, released, or expired; else ``held``, or with
+    ``force`` (a person breaking the lock of a holder they judge stuck) ``take`` all the same.
 
     ``first_seen``: when the caller first read this version of the Lease."""
     if lease is None:
@@ -68,10 +72,20 @@ def decide(lease: Obj | None, me: str, now: datetime, first_seen: datetime) -> L
     duration = timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
     renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
     expires = max((renewed or first_seen) + duration, first_seen + duration / 2)
-    if now < expires:
+    if now < expires and not force:
         return LeaseDecision("held", holder, expires)
     slot = lease.get("metadata", {}).get("annotations", {}).get(ANNOTATION_SLOT)
-    return LeaseDecision("take", holder, expires, slot)
+    return LeaseDecision("take", holder, expires, slot, broken=now < expires)
+
+
+def give_up(past_deadline: bool, holder_wrote: bool, watched_s: float, duration_s: int) -> bool:
+    """Whether a taker that finds the Lease held refuses now. Only once its own wait
+    (``rollout.lock_timeout_seconds``, 0 by default) is over, and only for a holder that
+    is alive: one that wrote the Lease while the taker watched (a live holder renews several
+    times per duration). A holder that did not may be dead, so the taker watches on until
+    ``decide`` says its Lease expired: a whole duration at most with clocks in step; twice
+    that bounds the watch whatever the holder's clock says."""
+    return past_deadline and (holder_wrote or watched_s >= 2 * duration_s)
 
 
 def held_spec(me: str, now: datetime, duration_s: int, acquired: datetime | None = None) -> Obj:

@@ -87,6 +87,10 @@ class Run:
         self, env: Env, release: h.Release, baseline: Future[list[CheckResult]] | None = None
     ) -> None:
         self.env, self.release = env, release
+        if env.lock_broken:  # who broke a live run's lock for this one, and why
+            self.release = release.with_step(
+                h.Step("lock-broken", "ok", 0.0, env.lock_broken, time.time())
+            )
         self.checks: list[CheckResult] = []
         self._baseline = baseline  # preflight's baseline checks, under way
         self.evaluations: list[Evaluation] = []
@@ -359,14 +363,15 @@ def deploy(
     )
 
 
-def exclusively(env: Env, work: Callable[[], Outcome]) -> State:
+def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = None) -> State:
     """Runs ``work`` holding the app and environment's deploy lock; a refused lock ends the
     run as LockHeld. The run's report and notifications (``Run.publish``) come right after
     the lock is released, and the old color's delayed scale-down after them,
     so a rollback can still take it back meanwhile; what must wait until the old color is
-    gone (contract migrations) then takes the lock again."""
+    gone (contract migrations) then takes the lock again. ``breaking``: who breaks a live
+    holder's lock and why (``tasks.lock.deploy_lock``)."""
     try:
-        with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}"):
+        with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}", breaking=breaking):
             outcome = work()
             prune_secrets(env)
     except LockHeld as exc:

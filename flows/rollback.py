@@ -5,6 +5,7 @@ same pipeline as any release."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed, Failed
@@ -48,14 +49,21 @@ def rollback(
     to_release: str | None = None,
     config_dir: str = str(DEFAULT_CONFIG_DIR),
     app: str | None = None,
+    break_lock: str | None = None,
 ) -> State:
+    """Back to the previous good release, or to ``to_release``. ``break_lock``: who breaks
+    the lock of a run that still holds it, and why (recorded in the history); without it, a
+    live run's lock refuses the rollback and a dead run's is taken over."""
     env = Env.open(environment, config_dir, app)
-    return exclusively(env, lambda: _rollback(env, to_release))
+    return exclusively(env, lambda: _rollback(env, to_release), breaking=break_lock)
 
 
 def _rollback(env: Env, to_release: str | None) -> Outcome:
     # No baseline checks: the version being left is the one presumed bad.
     observed = preflight(env)
+    if to_release is None and bluegreen.undone_by_reconcile(observed, env.reconciled):
+        assert env.reconciled is not None
+        return Outcome(already_undone(env, env.reconciled))
     releases, _ = state.read_history(env)
     try:
         target = choose_target(releases, observed.active, to_release)
@@ -102,3 +110,19 @@ def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> St
     run.event("rolled-back", seconds=seconds)
     run.publish()
     return Completed(message=f"{target.image} serves again ({target.color}) after {seconds:.2f} s")
+
+
+def already_undone(env: Env, undone: h.Release) -> State:
+    """The run being rolled back had died in flight, and preflight's reconcile has just put
+    it right: that was the rollback. Going on would leave a second release behind."""
+    said = (
+        f"{undone.id} ({undone.image}), left in flight by a run that died, was put right: "
+        f"{undone.reason}. That was the rollback; no older release was touched "
+        "(`bascule rollback --to RELEASE` goes further back)"
+    )
+    get_run_logger().info("%s", said)
+    step = h.Step("rollback", "ok", 0.0, f"by rollback flow run {flow_run_id()}", time.time())
+    if env.lock_broken:
+        step = replace(step, detail=f"{step.detail}; {env.lock_broken}")
+    state.save(env, undone.with_step(step))
+    return Completed(message=said)

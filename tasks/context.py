@@ -12,6 +12,7 @@ from bascule import kube as k
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
 from bascule.config import EnvironmentConfig, app_names, load_environment
+from bascule.history import Release
 from bascule.kube import Kube
 from bascule.manifests import (
     Color,
@@ -37,6 +38,11 @@ class Env:
     # The history ConfigMap as the run last read or wrote it (tasks.state): a write's first
     # try carries its resourceVersion instead of reading it again.
     history_seen: dict[str, Any] | None = None
+    # The release in flight that this run's preflight put right (tasks.preflight.reconcile),
+    # as recorded then.
+    reconciled: Release | None = None
+    # Whose live lock this run broke, and why (tasks.lock.deploy_lock): for the history.
+    lock_broken: str | None = None
 
     @staticmethod
     def open(

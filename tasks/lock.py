@@ -15,7 +15,8 @@ Two locks, taken in this order and both held until the end:
    (``lease.ANNOTATION_SLOT``), and whoever takes the Lease over from an expired holder
    frees exactly that slot lease through Prefect's client before taking its own slot. A
    holder killed between taking its slot and recording it (one API request) leaves a
-   slot nobody knows: then the successor waits for Prefect's own expiry, as before.
+   slot nobody knows; its successor, owning the Lease, knows that slot is dead and makes
+   the limit anew (``take_slot``) rather than wait for Prefect's expiry.
 
 Why two live deploys never both hold the lock. Holding means having won the Lease's
 compare-and-swap and not having been stopped since. A successor wins it only from a
@@ -35,9 +36,11 @@ frozen (SIGSTOP, a suspended VM) or cut off from the API alone for longer than a
 may, once back, make one write before its renewer (within a period) stops it; the traffic
 switch itself is a compare-and-swap on the Service's selector and cannot land twice.
 
-A holder killed at time 0 renewed last at -2..0 s; a successor polling each second takes
-the Lease at about 10 s (or half a lease after it first looked, if it started later) and
-its slot a moment later: tests/integration/test_lock.py and ``make bench`` measure it.
+A holder killed at time 0 renewed last at -2..0 s; a successor takes the Lease at about
+10 s (or half a lease after it first looked, if it started later) and its slot a moment
+later, whatever ``rollout.lock_timeout_seconds`` says: that setting bounds the wait for a
+live holder only, and a holder is judged alive once it is seen writing the Lease
+(``lease.give_up``). tests/integration/test_lock.py measures it with the defaults.
 """
 
 from __future__ import annotations
@@ -99,23 +102,28 @@ def _lease_body(env: Env, spec: dict[str, Any], version: str | None) -> dict[str
 
 @dataclass
 class _Sighting:
-    """When this taker first saw the Lease's current version (``lease.decide``)."""
+    """When this taker first saw the Lease's current version (``lease.decide``), and whether
+    it has seen the Lease change since it first looked: proof that its holder is alive."""
 
     version: str | None = None
     at: datetime = field(default_factory=_now)
+    looked: bool = False
+    changed: bool = False
 
     def of(self, current: dict[str, Any] | None) -> datetime:
         if lease.version(current) != self.version:
+            self.changed |= self.looked
             self.version, self.at = lease.version(current), _now()
+        self.looked = True
         return self.at
 
 
 def _try_take(
-    env: Env, me: str, seen: _Sighting, lease_seconds: int = LEASE_SECONDS
+    env: Env, me: str, seen: _Sighting, lease_seconds: int = LEASE_SECONDS, force: bool = False
 ) -> tuple[lease.LeaseDecision, dict[str, Any] | None]:
     """The decision, and the Lease as written when it was taken."""
     current = env.kube.get_or_none(env.lease)
-    decision = lease.decide(current, me, _now(), seen.of(current))
+    decision = lease.decide(current, me, _now(), seen.of(current), force)
     if decision.action == "held":
         return decision, None
     body = _lease_body(env, lease.held_spec(me, _now(), lease_seconds), lease.version(current))
@@ -248,10 +256,15 @@ def free_slot(slot: str) -> None:
         client.release_concurrency_slots_with_lease(UUID(slot))
 
 
-def take_slot(name: str, deadline: float) -> UUID:
+def take_slot(name: str, deadline: float, orphaned: bool = False) -> UUID:
     """A slot of the limit ``name``, waiting until ``deadline`` (monotonic); returns its
     lease id. LockHeld when the slot stays taken. Creates the limit when Prefect has none of
     that name: one request per deploy fewer than creating it every time.
+
+    ``orphaned``: a slot found taken can only be a dead holder's that it never recorded
+    (``deploy_lock``). Prefect has no call that frees another client's lease by limit, so
+    the limit is deleted and made anew: the dead lease then refers to a limit that no longer
+    exists, and its expiry changes nothing.
 
     A busy server's answers are retried at once (``prefect_api.Quick.send``): py-spy found a
     deploy or rollback waiting here 1-2 s in `make bench` with Prefect's own backoff."""
@@ -270,6 +283,15 @@ def take_slot(name: str, deadline: float) -> UUID:
             except (httpx.HTTPStatusError, httpx.TransportError) as exc:
                 if prefect_api.status_of(exc) != 423:  # 423 Locked: the slot is taken
                     raise
+                if orphaned:
+                    logging.getLogger(__name__).warning(
+                        "freeing the Prefect concurrency slot of a dead deploy "
+                        "(it died before recording it): deleting and recreating %s",
+                        name,
+                    )
+                    prefect.send(lambda api: api.delete_global_concurrency_limit_by_name(name))
+                    orphaned = False
+                    continue
                 if time.monotonic() >= deadline:
                     raise LockHeld(
                         f"the Prefect global concurrency limit {name} is taken by another "
@@ -291,17 +313,26 @@ def take_slot(name: str, deadline: float) -> UUID:
 
 
 @contextmanager
-def deploy_lock(env: Env, me: str, lease_seconds: int = LEASE_SECONDS) -> Iterator[None]:
+def deploy_lock(
+    env: Env, me: str, lease_seconds: int = LEASE_SECONDS, breaking: str | None = None
+) -> Iterator[None]:
     """Holds the app and environment's lock around the body; LockHeld when another deploy
-    keeps it past ``rollout.lock_timeout_seconds``; LockLost in the body if it is lost."""
-    deadline = time.monotonic() + env.cfg.rollout.lock_timeout_seconds
+    keeps it past ``rollout.lock_timeout_seconds``; LockLost in the body if it is lost.
+
+    ``breaking``: who breaks the lock of a live holder, and why (``bascule rollback
+    --break-lock``). The holder's renewer finds its Lease taken and stops it within a renewal
+    period, as if it had been killed; the body starts once that period is over, and
+    ``env.lock_broken`` says whose lock was broken, for the history."""
+    started = time.monotonic()
+    deadline = started + env.cfg.rollout.lock_timeout_seconds
     prefect_api.warm_up()  # the slot's client, while the Lease is taken
     seen = _Sighting()
     while True:
-        decision, written = _try_take(env, me, seen, lease_seconds)
+        decision, written = _try_take(env, me, seen, lease_seconds, breaking is not None)
         if decision.action == "take":
             break
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if lease.give_up(now >= deadline, seen.changed, now - started, lease_seconds):
             where = f"Lease {env.ns}/{env.lease.rsplit('/', 1)[1]}"
             raise LockHeld(lease.refusal(env.app, env.name, where, decision))
         # Looks again at the Lease's next change (its release: at once) or after a poll.
@@ -319,9 +350,17 @@ def deploy_lock(env: Env, me: str, lease_seconds: int = LEASE_SECONDS) -> Iterat
     )
     renewer.start()  # before waiting for the slot: the Lease must not expire meanwhile
     try:
+        if decision.broken:
+            env.lock_broken = f"broke the lock of {decision.holder}: {breaking}"
+            logging.getLogger(__name__).warning("%s", env.lock_broken)
+            time.sleep(lease_seconds / RENEWALS_PER_LEASE + 1)  # until its renewer stops it
         if decision.stale_slot is not None:
             free_slot(decision.stale_slot)  # its holder is dead: the Lease is ours now
-        holding.slot = take_slot(limit_name(env), deadline)
+        # Taken over from a holder that recorded no slot: it died before it had one, or
+        # between taking it and recording it; only the latter leaves the slot taken.
+        orphaned = decision.holder is not None and decision.stale_slot is None
+        orphaned |= decision.broken  # its slot is recorded, but it may not have been yet
+        holding.slot = take_slot(limit_name(env), deadline, orphaned)
         with suppress(KubeError):  # else the renewer records it within a period
             holding.renew()
         if holding.lost is not None:

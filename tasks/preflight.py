@@ -105,17 +105,15 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
         traffic.switch(env, fix.switch_to, rel.color)
     if fix.scale_down:
         rollout.scale(env, fix.scale_down, 0)
-    state.save(
-        env,
-        replace(
-            rel,
-            phase="done",
-            result=fix.result,
-            reason=fix.reason,
-            finished=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            steps=(*rel.steps, h.Step("reconciled", "ok", 0.0, fix.reason)),
-        ),
+    env.reconciled = replace(
+        rel,
+        phase="done",
+        result=fix.result,
+        reason=fix.reason,
+        finished=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        steps=(*rel.steps, h.Step("reconciled", "ok", 0.0, fix.reason)),
     )
+    state.save(env, env.reconciled)
     return state.observe(env)
 
 

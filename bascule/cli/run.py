@@ -7,6 +7,7 @@ anything changes; the flows are imported only when a command runs.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Callable
@@ -202,6 +203,25 @@ def rollback_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RELEASE",
         help="release id to return to (default: the previous good release)",
     )
+    parser.add_argument(
+        "--break-lock",
+        metavar="REASON",
+        help="take the deploy lock from a run that still holds it (it is stopped as if "
+        "killed); who and REASON go into the history. Not needed after a crash: a dead "
+        "run's lock is taken over within 15 s",
+    )
+
+
+def breaker(reason: str | None) -> str | None:
+    """Who breaks the lock, and why, as the history records it."""
+    if reason is None:
+        return None
+    if not reason.strip():
+        raise UsageError(
+            "--break-lock needs a reason, e.g. --break-lock 'deploy stuck in approval'"
+        )
+    who = os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+    return f"by {who}, because: {reason.strip()}"
 
 
 def rollback(args: argparse.Namespace) -> int:
@@ -209,6 +229,7 @@ def rollback(args: argparse.Namespace) -> int:
     from flows.rollback import rollback as rollback_flow
 
     _checked(args)  # no image: a rollback deploys one from the history
+    breaking = breaker(args.break_lock)
     _check_prefect()
     return finish(
         run_watched(
@@ -217,5 +238,6 @@ def rollback(args: argparse.Namespace) -> int:
             rollback_flow,
             to_release=args.to_release,
             config_dir=str(args.dir),
+            break_lock=breaking,
         )
     )

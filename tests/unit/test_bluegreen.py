@@ -15,8 +15,10 @@ from bascule.bluegreen import (
     drift,
     recover,
     rollback_plan,
+    undone_by_reconcile,
 )
 from bascule.history import Phase, Release
+from bascule.manifests import Color
 
 PRE_SWITCH: list[Phase] = ["planned", "deploying", "checking", "awaiting-approval"]
 
@@ -323,3 +325,24 @@ def test_anything_less_is_deployed_again(
     obs: Observed, image: str, recorded: Release | None, unchanged: bool
 ) -> None:
     assert not already_serving(obs, image, recorded, unchanged)
+
+
+def _reconciled(kind: str, color: Color) -> Release:
+    return Release("r2", "app:v2", color, "app:v1", "blue", "2026-01-01T00:00:00Z", kind=kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "left_in_flight", "active", "undone"),
+    [
+        ("deploy", "green", "blue", True),  # traffic returned to the old color
+        ("deploy", "green", "green", False),  # the old color was gone: the new one serves
+        ("rollback", "blue", "blue", True),  # a switch-back the reconcile finished
+    ],
+    ids=["returned", "kept", "finished-rollback"],
+)
+def test_a_rollback_stops_where_its_reconcile_already_rolled_back(
+    kind: str, left_in_flight: Color, active: Color, undone: bool
+) -> None:
+    obs = Observed(active, {})
+    assert undone_by_reconcile(obs, _reconciled(kind, left_in_flight)) is undone
+    assert not undone_by_reconcile(obs, None)

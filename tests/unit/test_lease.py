@@ -12,6 +12,7 @@ from bascule.lease import (
     LeaseDecision,
     decide,
     format_time,
+    give_up,
     held_spec,
     parse_time,
     refusal,
@@ -153,3 +154,19 @@ def test_a_refusal_without_a_known_expiry_names_no_time() -> None:
     message = refusal("shop", "staging", "Lease shop/x", LeaseDecision("held", OTHER))
     assert f"is being deployed by {OTHER} (Lease shop/x, held);" in message
     assert "until" not in message
+
+
+@pytest.mark.parametrize(
+    ("past_deadline", "wrote", "watched", "refuse"),
+    [
+        (False, True, 100.0, False),  # still within the configured wait
+        (True, True, 0.5, True),  # seen renewing: alive, refused at once
+        (True, False, 9.9, False),  # not yet seen writing: maybe dead, keep watching
+        (True, False, 20.0, True),  # two durations without an expiry: a clock far ahead
+    ],
+    ids=["waiting", "alive", "maybe-dead", "bounded"],
+)
+def test_a_taker_refuses_only_a_holder_seen_alive(
+    past_deadline: bool, wrote: bool, watched: float, refuse: bool
+) -> None:
+    assert give_up(past_deadline, wrote, watched, duration_s=10) is refuse
