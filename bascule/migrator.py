@@ -11,9 +11,18 @@ is derived from the database and the Alembic version table, so two runs on one d
 never both migrate), ``lock_timeout`` and ``statement_timeout`` on the migration connection
 (handed to env.py in ``config.attributes["connection"]``, Alembic's cookbook pattern, and
 set in PGOPTIONS for an env.py that opens its own), an upgrade to one target revision,
-never a downgrade. The result says the revision before and after and, on failure, the
-failing revision, its statement and the database's error. No text it returns carries the
-database URL or its password.
+never a downgrade, one revision at a time.
+
+The lock_timeout is short (LOCK_TIMEOUT_MS): a statement waiting for a lock makes every
+query of the running version on that table queue behind it, so it gives up soon. The
+revision's transaction is then rolled back, which lets go of every lock it took, and the
+whole revision is tried again on a new connection after a pause that doubles, with jitter,
+until ``lock_retry_seconds`` is spent. A revision that committed part of its work before the
+lock timeout (an autocommit block) is not tried again: that part would run twice.
+
+The result says the revision before and after, which revisions waited for locks (tries,
+seconds, who held the lock) and, on failure, the failing revision, its statement and the
+database's error. No text it returns carries the database URL or its password.
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +46,11 @@ RESULT_MARKER = "BASCULE-MIGRATION-RESULT "  # the line of the Job's log that ca
 LOCK_POLL_SECONDS = 0.2
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 QUERY_CANCELED = "57014"  # SQLSTATE of a statement_timeout
+# The defaults of the migrations config (bascule/config.py reads them here, the one place).
+LOCK_TIMEOUT_MS = 300  # the longest a running version's query queues behind a migration
+LOCK_RETRY_SECONDS = 60.0  # how long one revision keeps trying for its locks
+BACKOFF_FIRST_SECONDS = 0.2  # the pause after a revision's first lock timeout; it doubles
+BACKOFF_MOST_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,24 @@ class Settings:
     version_table_schema: str | None = None
     label: str = ""  # who runs (a release id), shown to a second run waiting for the lock
     url_variable: str = "DATABASE_URL"  # where the app's env.py reads the URL
+    lock_retry_seconds: float = LOCK_RETRY_SECONDS
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A revision that met a lock timeout: how many tries it took, the seconds before the
+    try that succeeded (or until the last one failed) and who held the lock the last time."""
+
+    revision: str
+    tries: int
+    seconds: float
+    held_by: str
+
+    def describe(self) -> str:
+        return (
+            f"revision {self.revision} waited {self.seconds:.1f} s for its locks over "
+            f"{self.tries} tries ({self.held_by})"
+        )
 
 
 @dataclass(frozen=True)
@@ -64,7 +98,8 @@ class Result:
     statement: str = ""
     error: str = ""
     seconds: float = 0.0
-    lock_wait_seconds: float = 0.0
+    lock_wait_seconds: float = 0.0  # for the advisory lock
+    lock_waits: list[LockWait] = field(default_factory=list)  # for the tables' locks
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +107,12 @@ class Result:
     @staticmethod
     def from_json(data: dict[str, Any]) -> Result:
         known = {k: v for k, v in data.items() if k in Result.__dataclass_fields__}
+        known["lock_waits"] = [LockWait(**w) for w in known.get("lock_waits", [])]
         return Result(**known)
+
+    def lock_summary(self) -> str:
+        """The revisions that waited for locks, for the report; "" when none did."""
+        return "; ".join(w.describe() for w in self.lock_waits)
 
 
 class Masker:
@@ -95,6 +135,26 @@ def lock_key(database: str, schema: str, version_table: str) -> int:
     """The advisory lock's key (a signed 64-bit integer) for one database's version table."""
     digest = hashlib.sha256(f"bascule-migrations:{database}:{schema}.{version_table}".encode())
     return int.from_bytes(digest.digest()[:8], "big", signed=True)
+
+
+def backoff_seconds(failed_tries: int, jitter: float) -> float:
+    """The pause after a revision's ``failed_tries``-th lock timeout in a row: doubling from
+    BACKOFF_FIRST_SECONDS up to BACKOFF_MOST_SECONDS, less up to half of it by ``jitter``
+    (random, 0 <= jitter < 1) so that runs blocked by one session do not come back in step."""
+    ceiling = BACKOFF_FIRST_SECONDS * 2 ** min(max(failed_tries - 1, 0), 32)
+    return min(ceiling, BACKOFF_MOST_SECONDS) * (1 - jitter / 2)
+
+
+def pause_before_retry(
+    failed_tries: int, elapsed: float, budget: float, lock_timeout: float, jitter: float
+) -> float | None:
+    """How long to wait before trying a revision again, ``elapsed`` seconds after its first
+    try began; None when a try (``lock_timeout`` long) would no longer end within ``budget``.
+    The last pause is cut short so that the last try still fits."""
+    room = budget - elapsed - lock_timeout
+    if room <= 0:
+        return None
+    return min(backoff_seconds(failed_tries, jitter), room)
 
 
 def _timeouts(settings: Settings) -> str:
