@@ -26,9 +26,9 @@ from tests.support.envs import write_envs
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 RACERS = 4
-# The bound for a new deploy to get the lock after its holder was SIGKILLed; the
-# design gives about 10 s (docstring of tasks.lock), so 20 s leaves half for a slow machine.
-RECOVERY_BOUND_S = 20
+# The README's claim: with the default settings, the next command holds a SIGKILLed
+# holder's lock within 15 s of the kill.
+RECOVERY_BOUND_S = 15
 
 
 def config(tmp: Path, cluster: Cluster, ns: str, name: str = "cfg", **over: Any) -> str:
@@ -209,7 +209,7 @@ def test_a_holder_whose_lease_was_taken_over_is_stopped(env: Env) -> None:
 def test_a_killed_holder_frees_the_lock_within_the_bound(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:
-    cfg = config(tmp_path, cluster, namespace, rollout={"lock_timeout_seconds": 60})
+    cfg = config(tmp_path, cluster, namespace)  # the defaults: no lock wait configured
     victim = deploys.start(
         prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1, log=tmp_path / "v.log"
     )
@@ -224,6 +224,28 @@ def test_a_killed_holder_frees_the_lock_within_the_bound(
     code, body = cluster.http_get(deploys.service_url(cluster, namespace))
     assert code == 200 and '"v2"' in body
     kube.close()
+
+
+def test_a_slot_its_dead_holder_never_recorded_is_freed_by_the_successor(env: Env) -> None:
+    # A holder killed between taking its Prefect slot and recording it on its Lease: the
+    # Lease names it but no slot, and Prefect would keep the slot for another 60-75 s.
+    dead = lock._now() - timedelta(seconds=3)
+    env.kube.create(
+        env.lease.rsplit("/", 1)[0],
+        lock._lease_body(env, held_spec("dead-holder", dead, lock.LEASE_SECONDS), None),
+    )
+    name = lock.limit_name(env)
+    lock.ensure_limit(name)
+    lock.take_slot(name, time.monotonic())  # the dead holder's, never recorded
+    started = time.monotonic()
+    with lock.deploy_lock(env, "successor"):  # the defaults: lock_timeout_seconds 0
+        took = time.monotonic() - started
+        assert holder(env) == "successor"
+        # The slot is the successor's own: a second taker is refused by Prefect.
+        with pytest.raises(lock.LockHeld, match=f"limit {name} is taken"):
+            lock.take_slot(name, time.monotonic())
+    print(f"unrecorded_slot_takeover_seconds={took:.1f}")
+    assert took <= lock.LEASE_SECONDS  # the Lease's lapse; the slot itself costs no wait
 
 
 def test_an_approval_pause_longer_than_the_lease_keeps_others_out(
@@ -265,3 +287,40 @@ def test_two_deploys_started_at_once_one_deploys_the_other_is_refused(
     loser = next(image for image, code in codes.items() if code == 2)
     assert "is being deployed by flow-run/" in logs[loser], logs[loser][-2000:]
     assert [r["image"] for r in deploys.history(cluster, namespace)] == [winner]
+
+
+def test_rollback_breaks_a_live_runs_lock_only_when_asked_and_records_who_and_why(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path, cluster, namespace, approval={"required": True})
+    stuck = deploys.start(
+        prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1, log=tmp_path / "1.log"
+    )
+    deploys.wait_phase(cluster, namespace, V1, {"awaiting-approval"})
+    kube = cluster.client()
+    run = locks.wait_holding(kube, namespace)
+    refused = deploys.run(prefect_server, "rollback", "--dir", cfg, "staging")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"is being deployed by {run}" in refused.stderr
+
+    broke = deploys.run(
+        prefect_server,
+        "rollback",
+        "--dir",
+        cfg,
+        "staging",
+        "--break-lock",
+        "approver away",
+        env={"GITHUB_ACTOR": "oncall-alice"},
+    )
+    assert broke.returncode == 0, broke.stdout + broke.stderr
+    assert stuck.wait(timeout=60) != 0  # stopped as if killed
+    (release,) = deploys.history(cluster, namespace)
+    assert (release["result"], release["phase"]) == ("interrupted", "done"), release
+    assert release["reason"] == "the run died during awaiting-approval; traffic never moved"
+    last = release["steps"][-1]
+    assert last["name"] == "rollback", release["steps"]
+    assert f"broke the lock of {run} by oncall-alice, because: approver away" in last["detail"]
+    assert deploys.replicas(cluster, namespace, "blue") == 0
+    assert locks.holding(kube, namespace) is None
+    kube.close()
