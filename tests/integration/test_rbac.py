@@ -120,9 +120,8 @@ def test_the_pipeline_runs_with_the_shipped_roles_and_nothing_more(
     first = write_envs(
         tmp_path / "first", namespace, kubeconfig, {**over, "checks": {"smoke": smoke}}
     )
-    # The run after the kill waits for the killed one's Lease to lapse.
-    again = {**over, "rollout": {"lock_timeout_seconds": 60}}
-    cfg = write_envs(tmp_path / "cfg", namespace, kubeconfig, again, ("staging",))
+    # The run after the kill takes over the killed one's lock with the defaults.
+    cfg = write_envs(tmp_path / "cfg", namespace, kubeconfig, over, ("staging",))
 
     def run(*args: str) -> Any:
         res = deploys.run(prefect_server, *args, env=env)
