@@ -14,11 +14,11 @@ gives each environment a ``recover/<env>`` deployment with two triggers:
   the work pool's job variables; Prefect's floor is 30 s); when none arrives for 90 s and
   the run has not ended, recovery starts on another worker of the pool.
 
-The recovery takes the deploy lock like any run. A dead holder's locks lapse by themselves
-once their leases are no longer renewed, so it queues behind them (for at least
-``LOCK_WAIT_SECONDS``) instead of refusing as a deploy does by default. A holder that still
-renews past that wait is alive (its heartbeats were late, not stopped): the recovery then
-ends ``LockHeld`` having changed nothing, and that run finishes by itself.
+The recovery takes the deploy lock like any run: a dead holder's lock is taken over once
+its Lease lapses (``tasks.lock``). Unlike a deploy, it also queues behind a holder that is
+alive (for at least ``LOCK_WAIT_SECONDS``): its heartbeats were late, not stopped, and it
+may yet die. One that still renews past that wait ends the recovery ``LockHeld`` having
+changed nothing, and that run finishes by itself.
 
 A run started in-process (``bascule deploy`` on a laptop or a CI runner) has no worker to
 report its death; the command tags it and makes it beat like a deployment's run
