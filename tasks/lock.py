@@ -319,8 +319,8 @@ def deploy_lock(
     """Holds the app and environment's lock around the body; LockHeld when another deploy
     keeps it past ``rollout.lock_timeout_seconds``; LockLost in the body if it is lost.
 
-    ``breaking``: who breaks the lock of a live holder, and why (``bascule rollback
-    --break-lock``). The holder's renewer finds its Lease taken and stops it within a renewal
+    ``breaking``: who breaks the lock of a live holder, and why ("by alice, because: ...",
+    from ``bascule rollback --break-lock``). The holder's renewer finds its Lease taken and stops it within a renewal
     period, as if it had been killed; the body starts once that period is over, and
     ``env.lock_broken`` says whose lock was broken, for the history."""
     started = time.monotonic()
@@ -351,7 +351,7 @@ def deploy_lock(
     renewer.start()  # before waiting for the slot: the Lease must not expire meanwhile
     try:
         if decision.broken:
-            env.lock_broken = f"broke the lock of {decision.holder}: {breaking}"
+            env.lock_broken = f"broke the lock of {decision.holder} {breaking}"
             logging.getLogger(__name__).warning("%s", env.lock_broken)
             time.sleep(lease_seconds / RENEWALS_PER_LEASE + 1)  # until its renewer stops it
         if decision.stale_slot is not None:
