@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from bascule import analysis
+from bascule import analysis, migrator
 from bascule.apps import APPS_DIR, overlay, overlay_file
 from bascule.errors import UsageError
 from bascule.images import parse_image
@@ -982,14 +982,28 @@ class MigrationsConfig(_Section):
             "new image, for a database only the cluster can reach."
         ),
     )
-    lock_timeout_seconds: float = Field(
-        default=5,
+    lock_timeout_ms: int = Field(
+        default=migrator.LOCK_TIMEOUT_MS,
         ge=0,
-        le=600,
+        le=600_000,
         description=(
-            "lock_timeout of the migration connection: a statement waiting this long for a lock "
-            "fails instead of queueing the app's queries behind it. 0: Bascule sets none, and "
-            "each revision must SET its own (the lint checks)."
+            "lock_timeout of the migration connection, in milliseconds: the longest the running "
+            "version's queries on a table queue behind a migration statement waiting for its "
+            "lock. On a lock timeout the revision is rolled back and tried again (see "
+            "lock_retry_seconds). A revision's own SET lock_timeout may not exceed it (the lint "
+            "checks). 0: Bascule sets none, each revision must SET its own (at most "
+            f"{migrator.LOCK_TIMEOUT_MS} ms)."
+        ),
+    )
+    lock_retry_seconds: float = Field(
+        default=migrator.LOCK_RETRY_SECONDS,
+        ge=0,
+        le=3600,
+        description=(
+            "How long one revision keeps trying for its locks: after each lock timeout it is "
+            "tried again in a new transaction, after a pause that doubles (with jitter) from "
+            f"{migrator.BACKOFF_FIRST_SECONDS:g} s up to {migrator.BACKOFF_MOST_SECONDS:g} s; "
+            "then the migration fails naming the table and the session holding it. 0: one try."
         ),
     )
     statement_timeout_seconds: float = Field(
@@ -1030,15 +1044,31 @@ class MigrationsConfig(_Section):
 
     _variable = field_validator("url_variable")(_check_variable_name)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "lock_timeout_seconds" in data:
+            raise FieldProblem(
+                "lock_timeout_seconds is replaced by lock_timeout_ms (each try's lock_timeout, "
+                f"default {migrator.LOCK_TIMEOUT_MS}) and lock_retry_seconds (how long a "
+                f"revision keeps trying, default {migrator.LOCK_RETRY_SECONDS:g}) — write "
+                "lock_timeout_ms instead, in milliseconds",
+                "lock_timeout_seconds",
+                key=True,
+            )
+        return data
+
+    @property
+    def statement_timeout_ms(self) -> int:
+        return round(self.statement_timeout_seconds * 1000)
+
     def session_settings(self) -> tuple[str, ...]:
         """The SQL the runners run on the migration connection first (what the lint assumes)."""
         settings = (
-            ("lock_timeout", self.lock_timeout_seconds),
-            ("statement_timeout", self.statement_timeout_seconds),
+            ("lock_timeout", self.lock_timeout_ms),
+            ("statement_timeout", self.statement_timeout_ms),
         )
-        return tuple(
-            f"SET {name} = '{round(seconds * 1000)}ms'" for name, seconds in settings if seconds
-        )
+        return tuple(f"SET {name} = '{ms}ms'" for name, ms in settings if ms)
 
 
 class Receiver(_Section):

@@ -28,6 +28,7 @@ from pydantic import JsonValue
 
 from bascule.errors import UsageError
 from bascule.markdown import block, cell, code, table
+from bascule.migrator import LOCK_TIMEOUT_MS
 
 __all__ = [
     "Finding",
@@ -229,7 +230,8 @@ def split_phases(
 # --- Bascule's blue-green rules -----------------------------------------------------------------
 
 # Rules about what the old and the new version share: a contract revision may break them, since
-# it runs when the old version is gone. The lock rules hold in both phases.
+# it runs when the old version is gone. The lock rules, and the one on whole-table data changes
+# (their row locks stop the new version's writes as they would the old one's), hold in both.
 COMPAT_RULES = frozenset(
     {"drop-table", "drop-column", "rename-table", "rename-column", "column-type-change"}
     | {"not-null-without-default"}
@@ -274,10 +276,27 @@ _FIXES: dict[str, tuple[str, str]] = {
         "inside op.get_context().autocommit_block())",
     ),
     "lock-timeout": (
-        "takes a lock on {table} with no lock_timeout in effect: waiting for it would queue "
-        "every query of the running version behind it",
-        "set migrations.lock_timeout_seconds (Bascule sets it on the connection) or run "
-        "SET LOCAL lock_timeout = '5s' first in the revision",
+        "takes a lock on {table} with no lock_timeout in effect: while it waits for the lock, "
+        "every query of the running version on {table} queues behind it",
+        "set migrations.lock_timeout_ms (Bascule sets it on the connection, and tries the "
+        f"revision again after a lock timeout; default {LOCK_TIMEOUT_MS}), or run SET LOCAL "
+        f"lock_timeout = '{LOCK_TIMEOUT_MS}ms' first in the revision",
+    ),
+    "lock-timeout-too-long": (
+        "takes a lock on {table} with lock_timeout {value}: while it waits for the lock, the "
+        "running version's queries on {table} queue behind it that long, longer than "
+        "migrations.lock_timeout_ms ({limit} ms)",
+        "remove the revision's SET lock_timeout (Bascule's applies, and a lock timeout only "
+        "makes it try the revision again), or lower it to at most {limit}ms",
+    ),
+    "data-change-without-where": (
+        "runs {verb} on every row of {table} (no WHERE) in one transaction: each row stays "
+        "locked until the revision commits, so the running version's writes to {table} wait, "
+        "and on a large table it runs into statement_timeout",
+        "batch it in a revision of its own: inside op.get_context().autocommit_block(), one "
+        "{verb} ... WHERE id >= :lo AND id < :hi per batch, each committed on its own; or "
+        "move it to a background job of the app that runs after the deploy, and leave only "
+        "the schema change here",
     ),
     "unparsable": (
         "is not SQL that PostgreSQL's parser accepts, so it cannot be checked",
@@ -286,14 +305,17 @@ _FIXES: dict[str, tuple[str, str]] = {
 }
 
 
-def _finding(revision: Revision, statement: str, rule: str, **names: str) -> Finding:
-    message, fix = _FIXES[rule]
+def _finding(
+    revision: Revision, statement: str, rule: str, text: str | None = None, **names: object
+) -> Finding:
+    """A blocking finding of ``rule``, in the words of ``_FIXES[text or rule]``."""
+    message, fix = _FIXES[text or rule]
     return Finding(
         revision=revision.id,
         statement=statement,
         rule=rule,
         message=f"revision {revision.id} " + message.format(**names),
-        fix=fix,
+        fix=fix.format(**names),
         blocking=True,
     )
 
@@ -312,16 +334,24 @@ def _dropped_tables(node: ast.DropStmt) -> list[str]:
     return [".".join(str(getattr(part, "sval", part)) for part in name) for name in names]
 
 
-def _lock_timeout_value(node: ast.VariableSetStmt) -> bool | None:
-    """Whether this SET leaves a lock_timeout in effect; None if it is not about lock_timeout."""
+# PostgreSQL's units of a time setting, in milliseconds; a bare number is in milliseconds.
+_MS_PER_UNIT = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _lock_timeout_value(node: ast.VariableSetStmt) -> tuple[float, str] | None:
+    """The lock_timeout this SET leaves in effect, in milliseconds (0: none; inf: a value
+    PostgreSQL would not take), and as written; None if it is not about lock_timeout."""
     if node.name != "lock_timeout":
         return None
     if node.kind != VariableSetKind.VAR_SET_VALUE or not node.args:
-        return False  # RESET / DEFAULT: back to the server's default, no timeout
+        return 0, "DEFAULT"  # RESET / DEFAULT: back to the server's default, no timeout
     value = node.args[0]
     raw = value.val if isinstance(value, ast.A_Const) else None
-    text = str(getattr(raw, "ival", getattr(raw, "sval", "")))
-    return re.fullmatch(r"0+(\.0*)?\s*[a-z]*", text.strip()) is None
+    text = str(getattr(raw, "ival", getattr(raw, "fval", getattr(raw, "sval", "")))).strip()
+    found = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([a-z]*)", text.lower())
+    if found is None or found.group(2) not in {"", *_MS_PER_UNIT}:
+        return float("inf"), text
+    return float(found.group(1)) * _MS_PER_UNIT.get(found.group(2), 1), text
 
 
 def _column_def_not_null_without_default(column: ast.ColumnDef) -> bool:
@@ -388,11 +418,20 @@ def _locked_table(node: ast.Node, new_tables: set[str]) -> str | None:
     return ", ".join(existing) if existing else None
 
 
+def _whole_table_change(node: ast.Node, new_tables: set[str]) -> tuple[str, str] | None:
+    """(table, verb) of an UPDATE or DELETE of every row of an existing table."""
+    if isinstance(node, ast.UpdateStmt | ast.DeleteStmt) and node.whereClause is None:
+        table_name = _table(node.relation)
+        if table_name not in new_tables:
+            return table_name, "UPDATE" if isinstance(node, ast.UpdateStmt) else "DELETE"
+    return None
+
+
 def lint_revisions(
     revisions: Sequence[Revision],
     *,
     contract_phase: bool,
-    lock_timeout_set: bool,
+    lock_timeout_ms: int,
     schema_known: bool = True,
 ) -> list[Finding]:
     """Bascule's blue-green rules on the SQL of ``revisions`` (pending, in order).
@@ -400,24 +439,25 @@ def lint_revisions(
     A table created by one of them is new: the running version does not use it, so changing it
     breaks nothing. Without ``schema_known`` (the database's revision is unknown, so the
     revisions shown as pending may have run long ago) only a table created in the same revision
-    counts as new. ``lock_timeout_set``: the runner sets a lock_timeout on the connection. In
+    counts as new. ``lock_timeout_ms``: the lock_timeout the runner sets on the connection (0:
+    none); a revision's own may not be longer (nor, without one, than LOCK_TIMEOUT_MS). In
     the contract phase, contract revisions may break the compatibility rules.
     """
+    limit = lock_timeout_ms or LOCK_TIMEOUT_MS
     findings: list[Finding] = []
     new_tables: set[str] = set()
     for revision in revisions:
         if not schema_known:
             new_tables = set()
         exempt = contract_phase and revision.phase is Phase.CONTRACT
-        timeout = lock_timeout_set
+        timeout: tuple[float, str] = (lock_timeout_ms, f"{lock_timeout_ms}ms")
         for statement in revision.sql:
             node = _parse_one(statement)
             if node is None:
                 findings.append(_finding(revision, statement, "unparsable"))
                 continue
             if isinstance(node, ast.VariableSetStmt):
-                setting = _lock_timeout_value(node)
-                timeout = timeout if setting is None else setting
+                timeout = _lock_timeout_value(node) or timeout
                 continue
             for rule, table_name, column in _statement_rules(node, new_tables):
                 if not (exempt and rule in COMPAT_RULES):
@@ -425,8 +465,32 @@ def lint_revisions(
                         _finding(revision, statement, rule, table=table_name, column=column)
                     )
             locked = _locked_table(node, new_tables)
-            if locked is not None and not timeout:
+            if locked is not None and not timeout[0]:
                 findings.append(_finding(revision, statement, "lock-timeout", table=locked))
+            elif locked is not None and timeout[0] > limit:
+                findings.append(
+                    _finding(
+                        revision,
+                        statement,
+                        "lock-timeout",
+                        "lock-timeout-too-long",
+                        table=locked,
+                        value=timeout[1],
+                        limit=limit,
+                    )
+                )
+            changed = _whole_table_change(node, new_tables)
+            if changed is not None:
+                table_name, verb = changed
+                findings.append(
+                    _finding(
+                        revision,
+                        statement,
+                        "data-change-without-where",
+                        table=table_name,
+                        verb=verb,
+                    )
+                )
             if isinstance(node, ast.CreateStmt | ast.CreateTableAsStmt):
                 into = node.into if isinstance(node, ast.CreateTableAsStmt) else None
                 relation = into.rel if into is not None else getattr(node, "relation", None)
@@ -508,18 +572,27 @@ def make_plan(
     current_known: bool,
     current_source: str,
     settings: Sequence[str],
-    lock_timeout_set: bool,
+    lock_timeout_ms: int,
     squawk: Sequence[Finding] = (),
 ) -> MigrationPlan:
     """The plan for ``chain`` (base to head, with each pending revision's SQL) from ``current``:
     the phases, Bascule's rules on each and squawk's findings (already made, see
     ``squawk_findings``)."""
     expand, contract, order = split_phases(chain, current)
-    rules = {"lock_timeout_set": lock_timeout_set, "schema_known": current_known}
     findings = [
         *order,
-        *lint_revisions(expand, contract_phase=False, **rules),
-        *lint_revisions(contract, contract_phase=True, **rules),
+        *lint_revisions(
+            expand,
+            contract_phase=False,
+            lock_timeout_ms=lock_timeout_ms,
+            schema_known=current_known,
+        ),
+        *lint_revisions(
+            contract,
+            contract_phase=True,
+            lock_timeout_ms=lock_timeout_ms,
+            schema_known=current_known,
+        ),
         *squawk,
     ]
     rank = {r.id: i for i, r in enumerate(chain)}

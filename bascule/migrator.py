@@ -36,9 +36,9 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -67,6 +67,10 @@ class Settings:
     label: str = ""  # who runs (a release id), shown to a second run waiting for the lock
     url_variable: str = "DATABASE_URL"  # where the app's env.py reads the URL
     lock_retry_seconds: float = LOCK_RETRY_SECONDS
+
+    def argv(self) -> list[str]:
+        """The command line that gives ``main`` these settings (see ``parse_args``)."""
+        return [f"{_option(k)}={v}" for k, v in asdict(self).items() if v is not None]
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def backoff_seconds(failed_tries: int, jitter: float) -> float:
     """The pause after a revision's ``failed_tries``-th lock timeout in a row: doubling from
     BACKOFF_FIRST_SECONDS up to BACKOFF_MOST_SECONDS, less up to half of it by ``jitter``
     (random, 0 <= jitter < 1) so that runs blocked by one session do not come back in step."""
-    ceiling = BACKOFF_FIRST_SECONDS * 2 ** min(max(failed_tries - 1, 0), 32)
+    ceiling = BACKOFF_FIRST_SECONDS * 2.0 ** min(max(failed_tries - 1, 0), 32)
     return min(ceiling, BACKOFF_MOST_SECONDS) * (1 - jitter / 2)
 
 
@@ -309,7 +313,6 @@ def run(url: str, settings: Settings) -> Result:
 def _upgrade(
     url: str, settings: Settings, lock_conn: Any, before: str | None, mask: Masker
 ) -> Result:
-    from alembic import command
     from alembic.script import ScriptDirectory
 
     config = _alembic_config(settings)
@@ -318,47 +321,185 @@ def _upgrade(
     if before is not None and target in _path(script, before, None):
         return Result(True, target, before, before)  # there already: nothing to do, never down
     pending = _path(script, target, before)
-    engine = _engine(url, settings, timeouts=True)
     # An env.py that opens its own connection (older images) finds the URL where it looks
     # and gets the timeouts too; both only for the upgrade's duration.
     overrides = {"PGOPTIONS": _timeouts(settings), settings.url_variable: url}
+    waits: list[LockWait] = []
+    with _environ(overrides), _CommitWatch() as commits:
+        engine = _engine(url, settings, timeouts=True)
+        try:
+            for revision in pending:
+                tried = _apply(revision, config, engine, settings, lock_conn, commits, mask)
+                waits += [tried.wait] if tried.wait else []
+                if tried.error is None:
+                    continue
+                after = _current(lock_conn, settings)
+                remaining = _path(script, target, after)
+                kind, error = _failure(tried, settings, mask)
+                return Result(
+                    False,
+                    target,
+                    before,
+                    after,
+                    applied=[r for r in pending if r not in remaining],
+                    kind=kind,
+                    failed_revision=remaining[0] if remaining else None,
+                    statement=_statement(tried.error, mask),
+                    error=error,
+                    lock_waits=waits,
+                )
+        finally:
+            engine.dispose()
+    return Result(True, target, before, _current(lock_conn, settings), pending, lock_waits=waits)
+
+
+@contextmanager
+def _environ(overrides: dict[str, str]) -> Iterator[None]:
     previous = {name: os.environ.get(name) for name in overrides}
     os.environ.update(overrides)
     try:
-        with engine.connect() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, target)
-    except Exception as exc:
-        after = _current(lock_conn, settings)
-        remaining = _path(script, target, after)
-        statement = mask(str(getattr(exc, "statement", "") or "").strip())
-        sqlstate = getattr(getattr(exc, "orig", None), "pgcode", None)
-        kind = {LOCK_NOT_AVAILABLE: "lock-timeout", QUERY_CANCELED: "statement-timeout"}.get(
-            sqlstate or "", "error"
-        )
-        error = _describe(exc, mask)
-        if kind == "lock-timeout":
-            error += f" after lock_timeout {settings.lock_timeout_ms} ms: "
-            error += mask(_blockers(lock_conn, statement))
-        return Result(
-            False,
-            target,
-            before,
-            after,
-            applied=[r for r in pending if r not in remaining],
-            kind=kind,
-            failed_revision=remaining[0] if remaining else None,
-            statement=statement,
-            error=error,
-        )
+        yield
     finally:
         for name, value in previous.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        engine.dispose()
-    return Result(True, target, before, _current(lock_conn, settings), applied=pending)
+
+
+@dataclass(frozen=True)
+class _Tried:
+    """How one revision went: its error (None: applied), its wait for locks, if it had one,
+    and whether it committed part of its work before it failed."""
+
+    error: Exception | None
+    wait: LockWait | None
+    partly_committed: bool = False
+
+
+def _apply(
+    revision: str,
+    config: Any,
+    engine: Any,
+    settings: Settings,
+    lock_conn: Any,
+    commits: _CommitWatch,
+    mask: Masker,
+) -> _Tried:
+    """Upgrades to ``revision`` (the next one) in a transaction of its own, tried again after
+    each lock timeout while ``settings.lock_retry_seconds`` allows."""
+    from alembic import command
+
+    started = time.monotonic()
+    tries, held_by = 0, ""
+    while True:
+        tries += 1
+        try_started, committed = time.monotonic(), commits.count
+        try:
+            with engine.connect() as conn:
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
+        except Exception as exc:
+            if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                return _Tried(exc, _waited(revision, tries, try_started - started, held_by))
+            held_by = mask(_blockers(lock_conn, _statement(exc, mask)))
+            wait = LockWait(revision, tries, time.monotonic() - started, held_by)
+            if commits.count > committed:
+                return _Tried(exc, wait, partly_committed=True)
+            pause = pause_before_retry(
+                tries,
+                time.monotonic() - started,
+                settings.lock_retry_seconds,
+                settings.lock_timeout_ms / 1000,
+                random.random(),
+            )
+            if pause is None:
+                return _Tried(exc, wait)
+            time.sleep(pause)
+            continue
+        return _Tried(None, _waited(revision, tries, try_started - started, held_by))
+
+
+def _waited(revision: str, tries: int, seconds: float, held_by: str) -> LockWait | None:
+    """The wait of a revision whose last try did not end in a lock timeout, if it had one."""
+    return LockWait(revision, tries, seconds, held_by) if held_by else None
+
+
+def _failure(tried: _Tried, settings: Settings, mask: Masker) -> tuple[str, str]:
+    """The kind of a failed revision's error and what to say about it."""
+    assert tried.error is not None
+    kind = {LOCK_NOT_AVAILABLE: "lock-timeout", QUERY_CANCELED: "statement-timeout"}.get(
+        _sqlstate(tried.error) or "", "error"
+    )
+    error = _describe(tried.error, mask)
+    wait = tried.wait
+    if kind != "lock-timeout" or wait is None:
+        return kind, error
+    error += f" after lock_timeout {settings.lock_timeout_ms} ms: {wait.held_by}; "
+    if tried.partly_committed:
+        return kind, error + (
+            "not tried again: the revision had committed part of its work (an autocommit "
+            "block), which a second try would run again — give the statement that takes the "
+            "lock a revision of its own"
+        )
+    return kind, error + (
+        f"{wait.tries} tries over {wait.seconds:.1f} s "
+        f"(lock_retry_seconds: {settings.lock_retry_seconds:g})"
+    )
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    code = getattr(getattr(exc, "orig", None), "pgcode", None)
+    return str(code) if code else None
+
+
+def _statement(exc: BaseException, mask: Masker) -> str:
+    return mask(str(getattr(exc, "statement", "") or "").strip())
+
+
+class _CommitWatch:
+    """Counts, while open, the commits of this thread's SQLAlchemy connections (env.py's own
+    included) that can happen inside a revision: an autocommit block (Alembic switches the
+    connection to AUTOCOMMIT) or a COMMIT statement. A revision that made one before its lock
+    timeout has work in the database that a second try would run again."""
+
+    _COMMIT = re.compile(r"\s*(COMMIT|END)(\s+(WORK|TRANSACTION))?\s*;?\s*", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._thread = threading.get_ident()
+        # Held once: event.remove needs the very callables that were listened with.
+        self._listeners: dict[str, Callable[..., None]] = {
+            "set_connection_execution_options": self._options,
+            "before_cursor_execute": self._cursor,
+        }
+
+    def _options(self, conn: Any, opts: dict[str, Any]) -> None:
+        if opts.get("isolation_level") == "AUTOCOMMIT":
+            self._seen()
+
+    def _cursor(self, conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if self._COMMIT.fullmatch(statement):
+            self._seen()
+
+    def _seen(self) -> None:
+        if threading.get_ident() == self._thread:
+            self.count += 1
+
+    def __enter__(self) -> _CommitWatch:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, listener in self._listeners.items():
+            event.listen(Engine, name, listener)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, listener in self._listeners.items():
+            event.remove(Engine, name, listener)
 
 
 def _describe(exc: BaseException, mask: Masker) -> str:
@@ -369,37 +510,31 @@ def _describe(exc: BaseException, mask: Masker) -> str:
     return mask(f"{type(orig or exc).__name__}: {first}")
 
 
+def parse_args(argv: list[str] | None = None) -> Settings:
+    """The settings from the command line ``Settings.argv`` writes (the Job's)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for item in fields(Settings):
+        # The annotations are strings here (postponed): "int", "float", "str | None", ...
+        kind = {"int": int, "float": float}.get(str(item.type), str)
+        required = item.default is MISSING
+        parser.add_argument(_option(item.name), dest=item.name, type=kind, required=required)
+    args = parser.parse_args(argv)
+    given = {name: value for name, value in vars(args).items() if value is not None}
+    return Settings(**given)
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The Job's entry point: the URL comes from the environment, the result is one JSON
     line on stdout after RESULT_MARKER; exit 0 when it succeeded, 1 when not."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="path of alembic.ini")
-    parser.add_argument("--section", default="alembic")
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--lock-timeout-ms", type=int, required=True)
-    parser.add_argument("--statement-timeout-ms", type=int, required=True)
-    parser.add_argument("--advisory-lock-wait-seconds", type=float, required=True)
-    parser.add_argument("--version-table", default="alembic_version")
-    parser.add_argument("--version-table-schema")
-    parser.add_argument("--label", default="")
-    parser.add_argument("--url-variable", default="DATABASE_URL", help="holds the database URL")
-    args = parser.parse_args(argv)
-    url = os.environ.get(args.url_variable, "")
-    settings = Settings(
-        alembic_ini=args.config,
-        ini_section=args.section,
-        target=args.target,
-        lock_timeout_ms=args.lock_timeout_ms,
-        statement_timeout_ms=args.statement_timeout_ms,
-        advisory_lock_wait_seconds=args.advisory_lock_wait_seconds,
-        version_table=args.version_table,
-        version_table_schema=args.version_table_schema,
-        label=args.label,
-        url_variable=args.url_variable,
-    )
+    settings = parse_args(argv)
+    url = os.environ.get(settings.url_variable, "")
     if not url:
         result = Result(
-            False, settings.target, kind="error", error=f"{args.url_variable} is not set"
+            False, settings.target, kind="error", error=f"{settings.url_variable} is not set"
         )
     else:
         result = run(url, settings)

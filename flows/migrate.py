@@ -92,7 +92,10 @@ def run_phase(run: Run, plan: MigrationPlan | None, phase: Phase, image: str) ->
         results.append(result)
         if not result.ok:
             raise migrate.MigrationFailed(result, str(phase))
-        return f"{result.before or 'base'} → {result.after} ({runner} runner)"
+        waits = result.lock_summary()
+        return f"{result.before or 'base'} → {result.after} ({runner} runner)" + (
+            f"; {waits}" if waits else ""
+        )
 
     try:
         run.step(name, attempt)

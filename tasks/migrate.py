@@ -56,9 +56,10 @@ def settings(cfg: MigrationsConfig, target: str, label: str) -> migrator.Setting
         ini_section=cfg.ini_section,
         script_location=location,
         target=target,
-        lock_timeout_ms=round(cfg.lock_timeout_seconds * 1000),
-        statement_timeout_ms=round(cfg.statement_timeout_seconds * 1000),
+        lock_timeout_ms=cfg.lock_timeout_ms,
+        statement_timeout_ms=cfg.statement_timeout_ms,
         advisory_lock_wait_seconds=cfg.advisory_lock_wait_seconds,
+        lock_retry_seconds=cfg.lock_retry_seconds,
         version_table=cfg.version_table,
         label=label,
         url_variable=cfg.url_variable,
@@ -121,21 +122,10 @@ def in_job(env: Env, image: str, url: str, wanted: migrator.Settings) -> migrato
 
 def _job(env: Env, name: str, image: str, wanted: migrator.Settings) -> dict[str, Any]:
     cfg = _config(env)
-    args = [
-        f"--config={wanted.alembic_ini}",
-        f"--section={wanted.ini_section}",
-        f"--target={wanted.target}",
-        f"--lock-timeout-ms={wanted.lock_timeout_ms}",
-        f"--statement-timeout-ms={wanted.statement_timeout_ms}",
-        f"--advisory-lock-wait-seconds={wanted.advisory_lock_wait_seconds}",
-        f"--version-table={wanted.version_table}",
-        f"--label={wanted.label}",
-        f"--url-variable={wanted.url_variable}",
-    ]
     container: dict[str, Any] = {
         "name": "migrate",
         "image": image,
-        "command": ["python3", f"{MOUNT}/{SCRIPT}", *args],
+        "command": ["python3", f"{MOUNT}/{SCRIPT}", *wanted.argv()],
         "env": [
             {
                 "name": wanted.url_variable,

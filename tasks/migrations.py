@@ -247,6 +247,6 @@ def build_plan(
         current_known=known,
         current_source=source,
         settings=cfg.session_settings(),
-        lock_timeout_set=cfg.lock_timeout_seconds > 0,
+        lock_timeout_ms=cfg.lock_timeout_ms,
         squawk=squawk,
     )

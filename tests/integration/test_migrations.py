@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -22,12 +23,14 @@ import pytest
 
 from bascule import migrator
 from bascule.errors import OperationFailed
+from sampleapp.db import DatabaseError, ItemStore
 from tasks import migrate
 from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import Cluster, LoadDriver
 from tests.support.envs import write_envs
 from tests.support.migrations import (
+    LOCK_RETRY_SECONDS,
     URL_VARIABLE,
     legacy_chain,
     revision,
@@ -190,8 +193,9 @@ def test_runner_lock_timeout_concurrency_and_upgrade(
     runner: str,
 ) -> None:
     """The same runner logic in the process and in a Job from the new image: a table
-    another session locks makes the upgrade give up after lock_timeout and say what was
-    locked; of two runs at once only one migrates; the revisions before and after."""
+    another session locks for good makes the upgrade try again until lock_retry_seconds is
+    spent, then give up and say what was locked, by whom, and how often it tried; of two runs
+    at once only one migrates; the revisions before and after."""
     ini = scripts(tmp_path)
     upgrade_directly(db, ini, "0001")
     use_database(monkeypatch, db, runner)
@@ -206,6 +210,14 @@ def test_runner_lock_timeout_concurrency_and_upgrade(
     assert "ALTER TABLE items ADD COLUMN description" in locked.statement
     assert "items is locked (AccessShareLock)" in locked.error and "test-blocker" in locked.error
     assert db.revision() == "0001" and "description" not in db.columns()
+    (wait,) = locked.lock_waits
+    print(f"blocked for good ({runner}): {wait.tries} tries over {wait.seconds:.2f} s")
+    # Tried again and again, backing off, until the budget was spent; no longer.
+    assert wait.revision == "0002" and 4 <= wait.tries <= 12, wait
+    assert LOCK_RETRY_SECONDS - 1 <= wait.seconds <= LOCK_RETRY_SECONDS + 0.5, wait
+    assert "test-blocker" in wait.held_by
+    assert f"{wait.tries} tries over {wait.seconds:.1f} s" in locked.error
+    assert f"(lock_retry_seconds: {LOCK_RETRY_SECONDS})" in locked.error
 
     # Two runs at once: one migrates, the other waits for the advisory lock, then finds
     # nothing left to do; never both.
@@ -226,6 +238,163 @@ def test_runner_lock_timeout_concurrency_and_upgrade(
     assert all(password not in json.dumps(r.to_json()) for r in [locked, refused, *both])
     leftovers = cluster.kubectl("-n", namespace, "get", "secrets,configmaps,jobs", "-o", "name")
     assert "migrate" not in leftovers, leftovers
+
+
+ROWS = 10_000
+READS_PER_SECOND, READERS = 100, 4
+HELD_SECONDS = 3.0  # how long the report holds items once the migration waits for it
+LONGEST_READ_SECONDS = 1.0  # the README's claim: a read waits lock_timeout_ms, plus a margin
+
+
+@pytest.mark.parametrize("runner", ["process", "job"])
+def test_a_migration_behind_a_held_lock_keeps_the_apps_reads_short_and_then_succeeds(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: str,
+) -> None:
+    """A report's open transaction holds items (10k rows) for 3 s after the expand revision
+    0002 starts waiting to ALTER it, while the running version reads it ~100 times a second
+    with the code of its /api/items (sampleapp.db.ItemStore, in this process: the endpoint's
+    own path through the cluster measures no single read). Each try of the ALTER queues the
+    reads behind it for at most lock_timeout_ms, its rollback lets them through, and a try
+    after the report is done applies it."""
+    ini = scripts(tmp_path)
+    upgrade_directly(db, ini, "0001")
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO items (name) SELECT 'item ' || n FROM generate_series(1, %s) n", (ROWS,)
+        )
+        conn.commit()
+    use_database(monkeypatch, db, runner)
+    budget = {"lock_retry_seconds": 30}
+    env = Env.open("staging", config(tmp_path, cluster, namespace, ini, runner, migrations=budget))
+
+    with db.connect(application_name="test-report") as report, AppReads(db) as reads:
+        report.cursor().execute("SELECT count(*) FROM items")  # its transaction stays open
+        letting_go = threading.Thread(target=let_go_once_waited_for, args=(db, report))
+        letting_go.start()
+        result = migrate.upgrade(env, V2, "0002", "r-behind")
+        letting_go.join()
+    longest, slow = reads.longest(), reads.slower_than(0.1)
+    wait = result.lock_waits[0] if result.lock_waits else None
+    print(
+        f"behind a held lock ({runner}): {len(reads.seconds)} reads in {reads.span():.1f} s, "
+        f"longest {longest:.3f} s, {slow} over 0.1 s, {len(reads.errors)} failed; "
+        f"migration: {wait.tries if wait else '?'} tries, {wait.seconds if wait else 0:.2f} s "
+        "waiting for its locks"
+    )
+    assert result.ok and result.applied == ["0002"] and len(result.lock_waits) == 1, result
+    assert db.revision() == "0002" and "description" in db.columns()
+    assert wait is not None and wait.revision == "0002" and "test-report" in wait.held_by
+    assert wait.tries >= 3 and HELD_SECONDS - 0.5 <= wait.seconds <= 30, wait
+    assert reads.errors == [], reads.errors[:5]
+    assert longest <= LONGEST_READ_SECONDS, f"a read waited {longest:.3f} s"
+    # The load was there all along, and reads did queue behind the tries: a measure of them.
+    assert len(reads.seconds) >= 0.8 * READS_PER_SECOND * reads.span()
+    assert slow >= 1
+
+
+def let_go_once_waited_for(db: Database, holder: Any) -> None:
+    """Ends ``holder``'s transaction HELD_SECONDS after a migration first waits for a lock."""
+    with db.connect() as conn:
+        conn.autocommit = True
+        deadline = time.monotonic() + 120  # the job runner's pod starts first
+        while time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name LIKE 'bascule-migrations%'"
+                )
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.02)
+    time.sleep(HELD_SECONDS)
+    holder.rollback()
+
+
+class AppReads:
+    """The running version's reads of items, READS_PER_SECOND in all from READERS threads,
+    each with a store of the sample app's own (so connections of its own); every read's
+    start, seconds and error. Stops when the block ends, or after ``most`` seconds."""
+
+    def __init__(self, db: Database, most: float = 180.0) -> None:
+        self.url, self.most = db.url(), most
+        self.seconds: list[tuple[float, float]] = []  # (started, seconds) of each read
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(READERS)]
+
+    def __enter__(self) -> AppReads:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _run(self) -> None:
+        store = ItemStore(self.url)
+        interval = READERS / READS_PER_SECOND
+        started = next_at = time.monotonic()
+        try:
+            while not self._stop.is_set() and time.monotonic() - started < self.most:
+                began = time.monotonic()
+                try:
+                    store.items()
+                except DatabaseError as exc:
+                    self.errors.append(str(exc))
+                self.seconds.append((began, time.monotonic() - began))
+                next_at += interval
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+        finally:
+            store.close()
+
+    def longest(self) -> float:
+        return max(seconds for _, seconds in self.seconds)
+
+    def slower_than(self, limit: float) -> int:
+        return sum(1 for _, seconds in self.seconds if seconds > limit)
+
+    def span(self) -> float:
+        starts = [began for began, _ in self.seconds]
+        return max(starts) - min(starts)
+
+
+def test_a_revision_that_committed_part_of_its_work_is_not_tried_again(
+    tmp_path: Path, db: Database
+) -> None:
+    """A lock timeout after an autocommit block: the block's work is in the database, and a
+    second try would run it again (here: create the table again), so the revision fails at
+    once and says why."""
+    partial = revision(
+        "0003",
+        "0002",
+        """
+        import sqlalchemy as sa
+        with op.get_context().autocommit_block():
+            op.create_table("tags", sa.Column("id", sa.Integer()))
+        op.add_column("items", sa.Column("tag", sa.Integer()))
+        """,
+    )
+    ini = scripts(tmp_path, partial)
+    upgrade_directly(db, ini, "0002")
+    settings = migrator.Settings(str(ini), "0003", 300, 20_000, 3, lock_retry_seconds=10)
+    with db.connect(application_name="test-blocker") as blocker:
+        blocker.cursor().execute("LOCK TABLE items IN ACCESS SHARE MODE")
+        result = migrator.run(db.url(), settings)
+        blocker.rollback()
+    assert not result.ok and result.kind == "lock-timeout", result
+    (wait,) = result.lock_waits
+    assert wait.tries == 1 and "test-blocker" in wait.held_by, wait
+    assert "not tried again: the revision had committed part of its work" in result.error
+    assert db.revision() == "0002" and "tags" in {
+        r[0] for r in db.query("SELECT tablename FROM pg_tables")
+    }
 
 
 def test_a_database_host_pods_cannot_resolve_is_called_a_dns_failure(
@@ -425,4 +594,6 @@ def test_a_locked_table_stops_the_deploy_before_the_switch(
     assert "switch" not in [s["name"] for s in release["steps"]]
     assert "lock timeout" in release["reason"] and "items is locked" in release["reason"]
     assert "test-blocker" in release["reason"]
+    assert re.search(r"after lock_timeout 300 ms: .*; \d+ tries over \d+\.\d s", release["reason"])
+    assert "tries over" in report_of(prefect_server, release)
     assert deployments(cluster, namespace) == []  # the idle color never started

@@ -79,13 +79,16 @@ def legacy_chain(tmp: Path) -> Path:
     return ini
 
 
+LOCK_RETRY_SECONDS = 3  # a test's revision tries for its locks this long, not a minute
+
+
 def section(ini: Path, url_variable: str, runner: str = "process") -> dict[str, Any]:
     """A ``migrations:`` section with short timeouts; the URL from ``url_variable``."""
     return {
         "alembic_ini": str(ini),
         "database_url": {"env": url_variable},
         "runner": runner,
-        "lock_timeout_seconds": 1,
+        "lock_retry_seconds": LOCK_RETRY_SECONDS,
         "statement_timeout_seconds": 20,
         "advisory_lock_wait_seconds": 3,
         "job": {"alembic_ini": JOB_INI, "timeout_seconds": 60},

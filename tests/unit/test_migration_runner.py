@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bascule import bluegreen, migrator, report
 from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
@@ -38,6 +40,9 @@ def test_the_lock_key_is_one_per_database_and_version_table() -> None:
     assert key not in others and len(others) == 3
 
 
+WAIT = migrator.LockWait("0003", 4, 2.94, "items is locked (AccessShareLock) by pid 7 (report)")
+
+
 def test_a_result_survives_the_jobs_log_line() -> None:
     result = migrator.Result(
         False,
@@ -48,10 +53,61 @@ def test_a_result_survives_the_jobs_log_line() -> None:
         failed_revision="0003",
         statement="ALTER TABLE items ADD COLUMN x TEXT",
         error="LockNotAvailable: canceling statement due to lock timeout",
+        lock_waits=[WAIT],
     )
     line = migrator.RESULT_MARKER + json.dumps(result.to_json())
     parsed = json.loads(line.removeprefix(migrator.RESULT_MARKER))
     assert migrator.Result.from_json({**parsed, "unknown": 1}) == result
+    assert migrator.Result.from_json({"ok": True, "target": "1"}).lock_waits == []
+
+
+def test_the_report_line_says_how_long_and_how_often_a_revision_tried_for_its_locks() -> None:
+    assert migrator.Result(True, "0003").lock_summary() == ""
+    other = migrator.LockWait("0004", 2, 0.5, "items is locked")
+    assert migrator.Result(True, "0004", lock_waits=[WAIT, other]).lock_summary() == (
+        "revision 0003 waited 2.9 s for its locks over 4 tries (items is locked "
+        "(AccessShareLock) by pid 7 (report)); revision 0004 waited 0.5 s for its locks over "
+        "2 tries (items is locked)"
+    )
+
+
+def test_the_pause_between_tries_doubles_up_to_a_ceiling_less_its_jitter() -> None:
+    first, most = migrator.BACKOFF_FIRST_SECONDS, migrator.BACKOFF_MOST_SECONDS
+    ceilings = [migrator.backoff_seconds(n, 0.0) for n in range(1, 10)]
+    assert ceilings[:3] == [first, 2 * first, 4 * first]
+    assert ceilings == sorted(ceilings) and ceilings[-1] == most
+    # The jitter takes off up to half, never more: tries spread out, yet keep backing off.
+    assert migrator.backoff_seconds(3, 0.999) == pytest.approx(2 * first, rel=1e-2)
+    assert migrator.backoff_seconds(3, 0.5) == pytest.approx(3 * first)
+    assert migrator.backoff_seconds(10_000, 0.0) == most  # no overflow after many tries
+
+
+def test_tries_stop_when_the_next_would_not_end_within_the_budget() -> None:
+    pause = migrator.pause_before_retry
+    assert pause(1, elapsed=0.3, budget=60, lock_timeout=0.3, jitter=0) == (
+        migrator.BACKOFF_FIRST_SECONDS
+    )
+    # Near the end the pause is cut short so that a last try still fits...
+    assert pause(9, elapsed=58.0, budget=60, lock_timeout=0.3, jitter=0) == pytest.approx(1.7)
+    # ... and once a try would end past the budget, there is none.
+    assert pause(9, elapsed=59.8, budget=60, lock_timeout=0.3, jitter=0) is None
+    assert pause(1, elapsed=0.3, budget=0, lock_timeout=0.3, jitter=0) is None  # 0: one try
+
+
+def test_a_whole_budget_of_tries_keeps_each_wait_short_and_ends_in_time() -> None:
+    """The schedule a revision blocked for good would follow: every try waits one
+    lock_timeout (so the app's queries do too, at most), the tries end within the budget."""
+    budget, lock_timeout = 60.0, migrator.LOCK_TIMEOUT_MS / 1000
+    elapsed, tries = lock_timeout, 1
+    while (wait := pause_for(tries, elapsed, budget, lock_timeout)) is not None:
+        elapsed += wait + lock_timeout
+        tries += 1
+    assert budget - lock_timeout <= elapsed <= budget
+    assert 12 <= tries <= 40, tries
+
+
+def pause_for(tries: int, elapsed: float, budget: float, lock_timeout: float) -> float | None:
+    return migrator.pause_before_retry(tries, elapsed, budget, lock_timeout, jitter=0.5)
 
 
 def observed(active: str, green_release: str, blue_replicas: int) -> Observed:
@@ -136,6 +192,10 @@ def test_the_migration_job_gets_the_url_from_its_secret_only(tmp_path: Path) -> 
     assert container["image"] == "app:v2"
     assert container["command"][:2] == ["python3", "/bascule/migrator.py"]
     assert "--target=0002" in container["command"]
+    # The Job's runner reads back exactly the settings the flow chose.
+    assert migrator.parse_args(container["command"][2:]) == wanted
+    assert wanted.lock_timeout_ms == migrator.LOCK_TIMEOUT_MS
+    assert wanted.lock_retry_seconds == migrator.LOCK_RETRY_SECONDS
     (url_env,) = container["env"]
     assert url_env["valueFrom"]["secretKeyRef"] == {"name": "sample-app-migrate-x", "key": "url"}
     assert job["spec"]["backoffLimit"] == 0  # a migration is never retried blindly

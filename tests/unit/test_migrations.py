@@ -32,9 +32,9 @@ def rev(id_: str, *sql: str, phase: Phase = E, down: str | None = None) -> Revis
     return Revision(id=id_, down_revision=down, phase=phase, path=f"{id_}.py", doc=id_, sql=sql)
 
 
-def rules(*sql: str, phase: Phase = E, contract_phase: bool = False, timeout: bool = True) -> set:
+def rules(*sql: str, phase: Phase = E, contract_phase: bool = False, timeout: int = 300) -> set:
     found = lint_revisions(
-        [rev("r1", *sql, phase=phase)], contract_phase=contract_phase, lock_timeout_set=timeout
+        [rev("r1", *sql, phase=phase)], contract_phase=contract_phase, lock_timeout_ms=timeout
     )
     return {f.rule for f in found}
 
@@ -54,7 +54,7 @@ def rules(*sql: str, phase: Phase = E, contract_phase: bool = False, timeout: bo
     ],
 )
 def test_each_blue_green_rule_blocks_an_expand_revision(sql: str, rule: str) -> None:
-    [finding] = lint_revisions([rev("r1", sql)], contract_phase=False, lock_timeout_set=True)
+    [finding] = lint_revisions([rev("r1", sql)], contract_phase=False, lock_timeout_ms=300)
     assert (finding.rule, finding.revision, finding.statement) == (rule, "r1", sql)
     assert finding.blocking and finding.source == "bascule"
     assert "r1" in finding.message and finding.fix
@@ -84,10 +84,10 @@ def test_a_table_created_by_a_pending_revision_is_new_and_free_to_change() -> No
         "ALTER TABLE things ADD COLUMN n int NOT NULL",
     )
     both = [created, changed]
-    assert lint_revisions(both, contract_phase=False, lock_timeout_set=False) == []
+    assert lint_revisions(both, contract_phase=False, lock_timeout_ms=0) == []
     # Without the database's revision, r1 may have run long ago: only a table the revision
     # itself creates is new.
-    unknown = lint_revisions(both, contract_phase=False, lock_timeout_set=True, schema_known=False)
+    unknown = lint_revisions(both, contract_phase=False, lock_timeout_ms=300, schema_known=False)
     assert [f.rule for f in unknown] == [
         "non-concurrent-index",
         "drop-column",
@@ -104,21 +104,80 @@ def test_a_contract_revision_may_break_compatibility_but_not_the_lock_rules() ->
     assert rules(*sql, phase=C, contract_phase=False) == {"drop-column", "non-concurrent-index"}
 
 
-def test_a_lock_needs_a_lock_timeout_from_bascule_or_the_revision() -> None:
+def test_a_lock_needs_a_short_lock_timeout_from_bascule_or_the_revision() -> None:
     alter = "ALTER TABLE items ADD COLUMN note text"
-    assert rules(alter, timeout=True) == set()
-    assert rules(alter, timeout=False) == {"lock-timeout"}
-    assert rules("SET LOCAL lock_timeout = '2s'", alter, timeout=False) == set()
+    assert rules(alter, timeout=300) == set()
+    assert rules(alter, timeout=0) == {"lock-timeout"}
+    for short in (
+        "SET LOCAL lock_timeout = '300ms'",
+        "SET lock_timeout = 250",
+        "SET lock_timeout = '0.3s'",
+    ):
+        assert rules(short, alter, timeout=0) == set(), short
     for off in ("SET lock_timeout = 0", "SET LOCAL lock_timeout TO '0ms'", "RESET lock_timeout"):
-        assert rules(off, alter, timeout=True) == {"lock-timeout"}, off
+        assert rules(off, alter, timeout=300) == {"lock-timeout"}, off
     # A statement on a table the revision creates waits for nobody.
-    assert (
-        rules("CREATE TABLE t (id int)", "ALTER TABLE t ADD COLUMN x int", timeout=False) == set()
-    )
+    assert rules("CREATE TABLE t (id int)", "ALTER TABLE t ADD COLUMN x int", timeout=0) == set()
     # Each revision starts from the connection's setting again.
     first = rev("r1", "SET LOCAL lock_timeout = 0", alter)
-    found = lint_revisions([first, rev("r2", alter)], contract_phase=False, lock_timeout_set=True)
+    found = lint_revisions([first, rev("r2", alter)], contract_phase=False, lock_timeout_ms=300)
     assert [(f.revision, f.rule) for f in found] == [("r1", "lock-timeout")]
+    assert "migrations.lock_timeout_ms" in found[0].fix and "'300ms'" in found[0].fix
+
+
+def test_a_revisions_own_lock_timeout_is_no_longer_than_the_configured_one() -> None:
+    """The running version's queries wait behind a lock request at most
+    migrations.lock_timeout_ms (or, without one, the default): a revision may not stretch it."""
+    alter = "ALTER TABLE items ADD COLUMN note text"
+    for long in (
+        "SET LOCAL lock_timeout = '2s'",
+        "SET lock_timeout = 301",
+        "SET lock_timeout = '1min'",
+    ):
+        [found] = lint_revisions(
+            [rev("r1", long, alter)], contract_phase=False, lock_timeout_ms=300
+        )
+        assert (found.rule, found.statement) == ("lock-timeout", alter), long
+        assert "longer than migrations.lock_timeout_ms (300 ms)" in found.message
+        assert "at most 300ms" in found.fix
+    assert rules("SET LOCAL lock_timeout = '2s'", alter, timeout=2000) == set()
+    assert rules("SET LOCAL lock_timeout = '2s'", alter, timeout=0) == {"lock-timeout"}
+    assert rules("SET LOCAL lock_timeout = 'soon'", alter) == {"lock-timeout"}
+    # A long timeout before a statement on a table the revision creates holds nobody up.
+    assert rules("SET lock_timeout = '10s'", "CREATE TABLE t (id int)") == set()
+
+
+@pytest.mark.parametrize(
+    ("sql", "verb"),
+    [
+        ("UPDATE items SET name = upper(name)", "UPDATE"),
+        ("UPDATE public.items AS i SET name = o.name FROM old o", "UPDATE"),
+        ("DELETE FROM items", "DELETE"),
+    ],
+)
+def test_an_update_or_delete_of_a_whole_existing_table_blocks(sql: str, verb: str) -> None:
+    for phase in (E, C):  # its row locks stop the new version's writes as well as the old's
+        [found] = lint_revisions(
+            [rev("r1", sql, phase=phase)], contract_phase=phase is C, lock_timeout_ms=300
+        )
+        assert (found.rule, found.statement, found.blocking) == (
+            "data-change-without-where",
+            sql,
+            True,
+        )
+        assert f"runs {verb} on every row of" in found.message and "items" in found.message
+        assert "in a revision of its own" in found.fix and "background job" in found.fix
+        assert f"one {verb} ... WHERE" in found.fix
+
+
+def test_a_data_change_with_where_or_on_a_new_table_passes() -> None:
+    assert rules("UPDATE items SET name = upper(name) WHERE id < 1000") == set()
+    assert rules("DELETE FROM items WHERE created_at < now() - interval '1 year'") == set()
+    assert rules("CREATE TABLE t (id int)", "UPDATE t SET id = 1", "DELETE FROM t") == set()
+    # A table a pending revision created is new too, when the database's revision is known.
+    created = rev("r1", "CREATE TABLE t (id int)")
+    filled = rev("r2", "UPDATE t SET id = 1")
+    assert lint_revisions([created, filled], contract_phase=False, lock_timeout_ms=300) == []
 
 
 def test_phases_split_after_the_current_revision() -> None:
@@ -227,7 +286,7 @@ def test_the_plan_in_markdown_shows_phases_sql_and_findings() -> None:
         current_known=True,
         current_source="read from the database",
         settings=("SET lock_timeout = '5000ms'",),
-        lock_timeout_set=True,
+        lock_timeout_ms=300,
         squawk=[note],
     )
     assert (plan.expand_target, plan.contract_target, plan.blocking) == ("0002", "0003", ())
@@ -247,7 +306,7 @@ def test_an_unknown_current_revision_says_why() -> None:
         current_known=False,
         current_source="the database was not asked",
         settings=(),
-        lock_timeout_set=False,
+        lock_timeout_ms=0,
     )
     assert "unknown (the database was not asked); every revision shown as pending" in (
         render_markdown(plan)
@@ -259,14 +318,14 @@ def test_the_migrations_section_is_validated_with_file_and_line(tmp_path: Path) 
     env = tmp_path / "dev.yaml"
     env.write_text(
         "app: a\nenvironment: dev\nnamespace: n\nmigrations:\n  alembic_ini: db/alembic.ini\n"
-        "  database_url: {env: DB_URL}\n  lock_timeout_seconds: -1\n"
+        "  database_url: {env: DB_URL}\n  lock_timeout_ms: -1\n"
         "  lint: {squawk_advisory: [Not A Rule]}\n"
     )
     with pytest.raises(ConfigError) as caught:
         load_environment(env)
     text = str(caught.value)
     assert "dev.yaml:5:16: migrations.alembic_ini: " in text and "does not exist" in text
-    assert "dev.yaml:7:" in text and "migrations.lock_timeout_seconds" in text
+    assert "dev.yaml:7:" in text and "migrations.lock_timeout_ms" in text
     assert "dev.yaml:8:" in text and "is not a squawk rule name" in text
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "alembic.ini").write_text("[alembic]\n")
@@ -277,7 +336,22 @@ def test_the_migrations_section_is_validated_with_file_and_line(tmp_path: Path) 
     cfg = load_environment(env).migrations
     assert isinstance(cfg, MigrationsConfig)
     assert cfg.alembic_ini == tmp_path / "db" / "alembic.ini"
-    assert cfg.session_settings() == ("SET lock_timeout = '5000ms'",)
+    assert cfg.session_settings() == ("SET lock_timeout = '300ms'",)
+    assert (cfg.lock_timeout_ms, cfg.lock_retry_seconds) == (300, 60)
+
+
+def test_the_replaced_lock_timeout_seconds_says_what_to_write(tmp_path: Path) -> None:
+    (tmp_path / "alembic.ini").write_text("[alembic]\n")
+    env = tmp_path / "dev.yaml"
+    env.write_text(
+        "app: a\nenvironment: dev\nnamespace: n\nmigrations:\n  alembic_ini: alembic.ini\n"
+        "  database_url: {env: DB_URL}\n  lock_timeout_seconds: 5\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_environment(env)
+    text = str(caught.value)
+    assert "dev.yaml:7:3: migrations.lock_timeout_seconds: " in text, text
+    assert "replaced by lock_timeout_ms" in text and "lock_retry_seconds" in text
 
 
 def test_database_urls_get_psycopg2_and_errors_never_quote_them() -> None:

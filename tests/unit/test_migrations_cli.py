@@ -54,6 +54,7 @@ def test_without_a_database_the_current_revision_is_unknown(tmp_path: Path) -> N
         ("type_change", "column-type-change"),
         ("index", "non-concurrent-index"),
         ("lock_timeout", "lock-timeout"),
+        ("backfill", "data-change-without-where"),
         ("phase_order", "phase-order"),
     ],
 )
