@@ -32,7 +32,7 @@ from bascule import bluegreen, report
 from bascule import history as h
 from bascule.analysis import Evaluation, placeholders, summary
 from bascule.checks import CheckResult
-from bascule.errors import Refused, UsageError
+from bascule.errors import OperationFailed, Refused, UsageError
 from bascule.manifests import Color, idle_color, service_proxy_path
 from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
@@ -40,7 +40,7 @@ from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from bascule.signoff import Request
 from flows.approval import Signing, description, request_approval
-from flows.engine import heartbeats_unjoined, untracked
+from flows.engine import expected_failures_in_one_line, heartbeats_unjoined, untracked
 from flows.migrate import contract, plan_and_lint, run_phase
 from tasks import (
     analysis,
@@ -63,6 +63,7 @@ T = TypeVar("T")
 STEPS = 10  # steps of a deploy, for the progress artifact
 
 heartbeats_unjoined()
+expected_failures_in_one_line()
 
 
 def now_iso() -> str:
@@ -254,7 +255,7 @@ class Run:
         self.artifacts.flush()
 
 
-class CheckFailed(Exception):
+class CheckFailed(OperationFailed):
     pass
 
 

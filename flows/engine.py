@@ -1,24 +1,37 @@
-"""Where a run's Prefect bookkeeping was cut, measured with py-spy on `make bench`.
+"""Two adjustments to Prefect's flow engine, made when the flows are imported (flows/deploy.py,
+which every flow imports), so in ``bascule deploy``'s process as in the flow-run process a
+worker starts; and ``untracked``, a step without a task run of its own.
 
-Heartbeats: one adjustment to Prefect's flow engine, made when the flows are imported.
+Expected failures in one line. Prefect logs the exception a run or a task ends with, with its
+traceback; and a flow-run process a worker starts (``python -m prefect.engine``) reads the
+Failed state the flow returned and logs it once more, as Prefect's ``FailedRun`` with its
+traceback, after the run's last line. For an expected failure (a ``BasculeError``, or a flow's
+returned Failed state) the run's log keeps the line without the traceback, and the engine's
+telling once the run has ended is left out: ``Finished in state …`` has said why just before.
+Any other exception keeps its traceback: it is a bug.
 
-Every flow run sends heartbeats from a thread of its own (Prefect 3.9 on by default, every
-180 s; ``bascule deploy`` every 30 s for the recover automation). That thread sleeps in
-steps of one second, and a sync flow run, once finished, joins it: each run ends 0 to 1 s
-(0.5 s on average) later than its work, measured with py-spy on `make bench`'s deploys and
-rollbacks. Prefect's async engine already leaves the thread to stop by itself
+Heartbeats. Every flow run sends heartbeats from a thread of its own (Prefect 3.9 on by
+default, every 180 s; ``bascule deploy`` every 30 s for the recover automation). That thread
+sleeps in steps of one second, and a sync flow run, once finished, joins it: each run ends 0
+to 1 s (0.5 s on average) later than its work, measured with py-spy on `make bench`'s deploys
+and rollbacks. Prefect's async engine already leaves the thread to stop by itself
 (``join_on_exit=False``); so do our sync runs. The thread still sends no heartbeat after the
 run ends: it looks at its stop flag after every second of sleep, before anything else.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import ParamSpec, TypeVar
 
 from prefect import Task, flow_engine
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import FailedRun
+
+from bascule.errors import BasculeError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,6 +47,43 @@ def heartbeats_unjoined() -> None:
     unjoined = partial(current, join_on_exit=False)
     setattr(unjoined, _UNJOINED, True)
     flow_engine._send_heartbeats = unjoined
+
+
+# Prefect's loggers that log the exception a run ends with: the run's own and its tasks' (the
+# run's log in the API, and the console), and the flow-run process's engine (its stderr).
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def expected(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is an expected failure: a BasculeError, or Prefect's FailedRun, raised
+    when the Failed state a flow returned is read (Bascule's flows end an expected failure by
+    returning a Failed state that names it)."""
+    return isinstance(exc, BasculeError | FailedRun)
+
+
+class _OneLine(logging.Filter):
+    """A record of an expected failure: without its traceback in a run, left out once the run
+    has ended."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.exc_info and expected(record.exc_info[1])):
+            return True
+        if FlowRunContext.get() is None and TaskRunContext.get() is None:
+            return False  # the engine telling again how a run ended
+        record.exc_info = record.exc_text = None
+        return True
+
+
+_ONE_LINE = _OneLine()
+
+
+def expected_failures_in_one_line() -> None:
+    """Installs the filter on Prefect's run loggers; idempotent. Logger filters stay through
+    Prefect's logging setup (``logging.config.dictConfig`` keeps them)."""
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if _ONE_LINE not in logger.filters:
+            logger.addFilter(_ONE_LINE)
 
 
 def untracked(task: Task[P, R]) -> Callable[P, R]:

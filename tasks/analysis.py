@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bascule import analysis as a
 from bascule.config import AnalysisConfig
+from bascule.errors import OperationFailed
 from tasks.context import Env
 
 
@@ -58,7 +59,7 @@ class Passed:
     evaluations: tuple[a.Evaluation, ...]
 
 
-class VerificationFailed(Exception):
+class VerificationFailed(OperationFailed):
     """A gate said no (the analysis, or the health checks of the window); carries every
     evaluation made so far, for the run's report."""
 

@@ -17,7 +17,7 @@ from bascule import bluegreen, capacity, rbac
 from bascule import history as h
 from bascule import kube as k
 from bascule.checks import CheckResult
-from bascule.errors import UsageError
+from bascule.errors import OperationFailed, UsageError
 from bascule.kube import KubeError
 from bascule.manifests import Color, idle_color, selector
 from tasks import checks, rollout, state, traffic
@@ -28,7 +28,7 @@ RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
 RBAC_FILES = ("deployer.yaml", "secrets.yaml", "promote-source.yaml")
 
 
-class PreflightFailed(Exception):
+class PreflightFailed(OperationFailed):
     pass
 
 

@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bascule import kube as k
+from bascule.errors import OperationFailed
 from bascule.images import pods_digest
 from bascule.kube import KubeError
 from bascule.manifests import (
@@ -46,7 +47,7 @@ class Ready:
     digest: str | None
 
 
-class RolloutFailed(Exception):
+class RolloutFailed(OperationFailed):
     def __init__(self, verdict: Verdict, report: str) -> None:
         self.verdict, self.report = verdict, report
         super().__init__(verdict.reason)

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bascule import kube as k
+from bascule.errors import OperationFailed
 from bascule.kube import KubeError
 from bascule.manifests import (
     Color,
@@ -20,7 +21,7 @@ from bascule.manifests import (
 from tasks.context import Env
 
 
-class SwitchConflict(Exception):
+class SwitchConflict(OperationFailed):
     """The active Service changed under us: someone else moved traffic."""
 
 

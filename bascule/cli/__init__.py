@@ -7,13 +7,15 @@ for importing Prefect. To add a command, write its two functions and add a row t
 
 Expected failures are ``BasculeError``s: ``main`` turns each into its message on stderr and
 its exit code, in this one place; anything else is a bug and keeps its traceback. The exit
-codes themselves, and what they mean, are ``bascule.outcome``'s.
+codes themselves, and what they mean, are ``bascule.outcome``'s. A command's last line, its
+verdict, is printed by ``verdict``: after Prefect's background services have had their say.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,10 @@ from bascule.outcome import Exit, describe_exits
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
+
+# How long a verdict waits for Prefect's background services to send what they hold (a run's
+# last logs and events, on their way to the API).
+SETTLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,22 @@ def build_parser(
     return parser
 
 
+def verdict(line: str, failed: bool = True) -> None:
+    """Prints a command's last line (on stderr when it failed), once Prefect's background
+    services in this process have sent what they hold, for up to SETTLE_SECONDS. Prefect
+    sends it at interpreter exit otherwise, and its warnings then came after this line
+    ("EventsWorker - Still processing items: 1 items remaining...")."""
+    if "prefect" in sys.modules:  # a command that never loaded Prefect started none of them
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for service in (APILogWorker, EventsWorker):
+            # Their only warnings tell of items still queued, which go out at exit anyway.
+            logging.getLogger(service.__name__).setLevel(logging.ERROR)
+            service.drain_all(timeout=SETTLE_SECONDS, at_exit=False)
+    print(line, file=sys.stderr if failed else sys.stdout)
+
+
 def _command_named(argv: Sequence[str]) -> str | None:
     # `bascule` itself takes no option with a value: the first word is the command.
     return next((arg for arg in argv if not arg.startswith("-")), None)
@@ -208,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(args))
     except BasculeError as exc:
-        print(f"bascule: {exc}", file=sys.stderr)
+        verdict(f"bascule: {exc}")
         return int(exc.exit)
     except KeyboardInterrupt:
-        print("bascule: interrupted", file=sys.stderr)
+        verdict("bascule: interrupted")
         return int(Exit.INTERRUPTED)

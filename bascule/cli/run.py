@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bascule.cli import verdict
 from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
 from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit, exit_code
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 
 def finish(state: State) -> int:
-    """Prints the run's final state and returns its exit code."""
-    print(f"{state.name}: {state.message}", file=sys.stdout if state.is_completed() else sys.stderr)
+    """Prints the run's final state, the command's verdict, and returns its exit code."""
+    verdict(f"{state.name}: {state.message}", failed=not state.is_completed())
     code = exit_code(state.type.value, state.name)
     return Exit.FAILED if code is None else code
 

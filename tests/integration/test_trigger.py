@@ -2,7 +2,9 @@
 are run), with STAND-IN deploy flows served under the real deployment names.
 
 The stand-ins test the trigger only: each ends in the final state the real deploy flow uses
-for one outcome, chosen by the image tag. They deploy nothing. The real flow's own tests are
+for one outcome, chosen by the image tag. They deploy nothing, but are imported with the
+adjustments the real flows make to Prefect's engine (flows/engine.py): an expected failure
+reads as one line in the run's log, a bug keeps its traceback. The real flow's own tests are
 elsewhere.
 """
 
@@ -42,7 +44,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 STAND_IN_FLOWS = '''\
 """STAND-IN deploy flow for the trigger's tests: it deploys nothing. The tag of the image says
-which final state to end in, one per outcome the trigger tells apart."""
+which final state to end in, one per outcome the trigger tells apart. A module, imported in
+each flow-run process as the real flows are: with the same adjustments to Prefect's engine."""
 
 import os
 import time
@@ -51,7 +54,11 @@ from prefect import flow, get_run_logger, serve
 from prefect.flow_runs import pause_flow_run
 from prefect.states import Failed
 
+from bascule.errors import Unreachable
 from bascule.outcome import StateName
+from flows.engine import expected_failures_in_one_line
+
+expected_failures_in_one_line()
 
 # The final states the real deploy flow names, and one Prefect names itself.
 NAMED = {
@@ -68,8 +75,10 @@ def deploy(environment: str, image: str | None = None, commit: str | None = None
     logger = get_run_logger()
     outcome = (image or "").rsplit(":", 1)[-1]
     logger.info("stand-in deploy of %s to %s at %s: ends %s", image, environment, commit, outcome)
-    if outcome == "fails":
+    if outcome == "fails":  # a bug
         raise RuntimeError("stand-in failure")
+    if outcome == "unreachable":  # an expected failure, raised
+        raise Unreachable("stand-in: the database at db:5432 did not answer")
     if outcome in NAMED:
         return Failed(name=NAMED[outcome], message=f"stand-in: ends {NAMED[outcome]}")
     if outcome == "paused":
@@ -81,7 +90,7 @@ def deploy(environment: str, image: str | None = None, commit: str | None = None
     return "stand-in done"
 
 
-if __name__ == "__main__":
+def main():
     serve(*(deploy.to_deployment(name=env) for env in ("dev", "staging", "production")))
 '''
 
@@ -109,7 +118,7 @@ def served(cluster: Cluster) -> Iterator[Served]:
         log = (Path(tmp) / "serve.log").open("wb")
         # Own session: stopping the group stops the flow-run processes it started, too.
         proc = subprocess.Popen(
-            [sys.executable, "standin_flows.py"],
+            [sys.executable, "-c", "import standin_flows; standin_flows.main()"],
             cwd=tmp,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -195,7 +204,10 @@ OUTCOMES = {
     "lockheld": Exit.USAGE,
     # Prefect's own TimedOut (a concurrency slot not acquired in time) is no approval's.
     "prefecttimedout": Exit.FAILED,
+    "unreachable": Exit.FAILED,
 }
+# Only a bug shows a traceback.
+BUGS = {"fails"}
 
 
 @pytest.fixture(scope="module")
@@ -249,8 +261,16 @@ def test_exit_code_tells_how_the_run_ended(outcomes: dict[str, Result], outcome:
     assert result.code == OUTCOMES[outcome], result.output
     # Logs of the run are streamed, and multi-line ones cannot start a line of their own.
     assert f"stand-in deploy of {'registry.example/bascule/standin:' + outcome}" in result.output
-    assert "bascule: flow run ended" in result.output
     assert not any(line.startswith("::error::not") for line in result.output.splitlines())
+    # Its verdict is the last line; a bug's traceback is in the run's log, and nothing else.
+    code = OUTCOMES[outcome]
+    last = result.output.rstrip("\n").splitlines()[-1]
+    assert last.startswith("bascule: flow run ended "), result.output[-3000:]
+    assert last.endswith(f": {RESULTS[code]} (exit {int(code)})"), last
+    if outcome in BUGS:
+        assert "Traceback" in result.output and "RuntimeError: stand-in failure" in result.output
+    else:
+        assert "Traceback" not in result.output, result.output[-6000:]
 
 
 def test_summary_has_result_timings_and_link(outcomes: dict[str, Result], served: Served) -> None:

@@ -20,6 +20,7 @@ from bascule.cli import COMMANDS, Command, main
 from bascule.cli.run import finish
 from bascule.outcome import Exit, StateName, exit_table
 from tests.support.envs import write_envs
+from tests.support.verdicts import assert_refused
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,9 +69,8 @@ def unreachable(tmp_path: Path) -> Path:
 
 
 def assert_clean(res: subprocess.CompletedProcess[str], code: int, *message: str) -> None:
-    out = res.stdout + res.stderr
-    assert res.returncode == code, out
-    assert "Traceback" not in out, out
+    """Exit ``code``, no traceback, and the message, which ends with ``message[-1]``, last."""
+    assert_refused(res, code, message[-1])
     for part in message:
         assert part in res.stderr, res.stderr
 

@@ -1,14 +1,19 @@
-"""The run bookkeeping cut for speed (flows/engine.py): a step run without a task run keeps
-the retries its task declares, and sync flow runs no longer wait for their heartbeat thread."""
+"""The adjustments to Prefect's engine (flows/engine.py): a step run without a task run keeps
+the retries its task declares, sync flow runs no longer wait for their heartbeat thread, and
+an expected failure is not told again once its run has ended, while a bug keeps its traceback
+(in a run, tests/integration/test_trigger.py)."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 
 import pytest
 from prefect import flow_engine, task
+from prefect.exceptions import FailedRun
 
-from flows.engine import heartbeats_unjoined, untracked
+from bascule.errors import Unreachable
+from flows.engine import RUN_LOGGERS, expected_failures_in_one_line, heartbeats_unjoined, untracked
 
 
 def test_a_step_without_task_run_retries_as_its_task_declares() -> None:
@@ -48,3 +53,34 @@ def test_sync_flow_runs_leave_their_heartbeat_thread_to_stop_by_itself() -> None
     original = getattr(patched, "func", None)
     assert original is not None and "join_on_exit" in inspect.signature(original).parameters
     assert not hasattr(original, "keywords")
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("name", RUN_LOGGERS)
+def test_once_a_run_ended_only_a_bug_is_told_again(name: str) -> None:
+    logger, kept = logging.getLogger(name), Kept()
+    expected_failures_in_one_line()
+    installed = list(logger.filters)
+    expected_failures_in_one_line()  # idempotent: one filter, not one per import
+    assert logger.filters == installed
+    logger.addHandler(kept)
+    bug = RuntimeError("a bug")
+    try:
+        for exc in (FailedRun("the Failed state a flow returned"), Unreachable("no db"), bug):
+            try:
+                raise exc
+            except Exception:
+                # Not to the API: there is no run here.
+                logger.error("Ended with", exc_info=True, extra={"send_to_api": False})
+    finally:
+        logger.removeHandler(kept)
+    assert [r.exc_info[1] for r in kept.records if r.exc_info] == [bug]
+    assert len(kept.records) == 1
