@@ -1058,6 +1058,17 @@ class MigrationsConfig(_Section):
             )
         return data
 
+    @model_validator(mode="after")
+    def _retries_fit_in_the_job(self) -> Self:
+        if self.runner == "job" and self.lock_retry_seconds >= self.job.timeout_seconds:
+            raise FieldProblem(
+                f"{self.lock_retry_seconds:g} s is not shorter than job.timeout_seconds "
+                f"({self.job.timeout_seconds}): the Job would be stopped while a revision still "
+                "tries for its locks — lower lock_retry_seconds or raise job.timeout_seconds",
+                "lock_retry_seconds",
+            )
+        return self
+
     @property
     def statement_timeout_ms(self) -> int:
         return round(self.statement_timeout_seconds * 1000)

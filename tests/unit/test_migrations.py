@@ -354,6 +354,23 @@ def test_the_replaced_lock_timeout_seconds_says_what_to_write(tmp_path: Path) ->
     assert "replaced by lock_timeout_ms" in text and "lock_retry_seconds" in text
 
 
+def test_the_job_runners_deadline_leaves_room_for_the_lock_retries(tmp_path: Path) -> None:
+    (tmp_path / "alembic.ini").write_text("[alembic]\n")
+    env = tmp_path / "dev.yaml"
+    env.write_text(
+        "app: a\nenvironment: dev\nnamespace: n\nmigrations:\n  alembic_ini: alembic.ini\n"
+        "  database_url: {env: DB_URL}\n  runner: job\n  lock_retry_seconds: 120\n"
+        "  job: {timeout_seconds: 100}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_environment(env)
+    text = str(caught.value)
+    assert "dev.yaml:8:" in text and "migrations.lock_retry_seconds: 120 s is not shorter" in text
+    assert "raise job.timeout_seconds" in text
+    env.write_text(env.read_text().replace("runner: job", "runner: process"))
+    assert load_environment(env).migrations is not None
+
+
 def test_database_urls_get_psycopg2_and_errors_never_quote_them() -> None:
     assert engine_url("postgres://u:pw@h/d").drivername == "postgresql+psycopg2"
     assert engine_url("postgresql+psycopg2://u:pw@h:6/d").port == 6
