@@ -1,9 +1,11 @@
 """prefect.yaml registered on a real Prefect server and run by a real process worker: the
-scheduled staging redeploy runs from its schedule, `bascule trigger` drives a deploy, and a
-deploy killed right after the switch is put right by the recover automation alone."""
+scheduled staging redeploy runs from its schedule, `bascule trigger` drives a deploy (and a
+refused one reads as one line), and a deploy killed right after the switch is put right by
+the recover automation alone."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,9 +18,11 @@ import pytest
 from tests.support import deploys, workers
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
+from tests.support.verdicts import assert_one_line, run_logs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
+UNSET = "BASCULE_TEST_NEVER_SET"  # dev's secret comes from it: its deploys are refused
 
 
 @pytest.fixture
@@ -27,6 +31,8 @@ def worker(cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
     cfg = write_envs(
         tmp_path / "cfg", namespace, cluster.kubeconfig, {"rollout": {"lock_timeout_seconds": 120}}
     )
+    with (cfg / "dev.yaml").open("a") as dev:
+        dev.write(f"secrets:\n  API_TOKEN: {{env: {UNSET}}}\n")
     # The real cron, sped up for the test.
     workers.register(prefect_server, cfg, tmp_path / "prefect.yaml", [{"interval": 15}])
     # Before the worker starts: the scheduled redeploy needs a release to redeploy.
@@ -72,6 +78,9 @@ def test_deployments_scheduled_redeploy_and_trigger(
         prefect_server, "deployment", "schedule", "clear", "redeploy/staging", "-y"
     )
     assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+    # Meanwhile a deploy the flow refuses: in its flow-run process, the worker's.
+    refused_log = tmp_path / "refused.log"
+    refused = deploys.start(prefect_server, "trigger", "dev", "--image", V1, log=refused_log)
     summary = tmp_path / "summary.md"
     res = deploys.run(
         prefect_server,
@@ -89,6 +98,16 @@ def test_deployments_scheduled_redeploy_and_trigger(
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert deploys.history(cluster, namespace)[-1]["image"] == V2
     assert "Completed" in summary.read_text() or "completed" in summary.read_text()
+
+    # Refused reads as one line in the trigger's output, the run's log streamed, and in the
+    # run's log in the API as the UI shows it: the reason, no traceback.
+    assert refused.wait(timeout=120) == 2, refused_log.read_text()[-3000:]
+    output = refused_log.read_text()
+    reason = f"environment variable {UNSET} is not set"
+    assert reason in output
+    assert_one_line(output, "bascule: flow run ended Refused")
+    run_id = re.findall(r"/runs/flow-run/([0-9a-f-]{36})", output)[0]
+    assert_one_line("\n".join(run_logs(prefect_server, run_id)), reason)
 
 
 @pytest.fixture
