@@ -16,6 +16,7 @@ from bascule.sshsig import sign
 from tests.support import deploys, signers, webhooks
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
+from tests.support.verdicts import assert_one_line
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -158,6 +159,7 @@ def test_reject_from_the_cli_switches_nothing(
     res = deploys.run(prefect_server, "reject", run_id, "--as", "bob", "--comment", "not today")
     assert res.returncode == 0, res.stderr
     assert proc.wait(timeout=120) == 4  # rejected
+    assert_one_line((tmp_path / "v2.log").read_text(), "Rejected: ")
     last = deploys.history(cluster, namespace)[-1]
     assert (last["result"], last["approver"]) == ("rejected", "bob")
     *_, message = slack.bodies()
@@ -221,7 +223,7 @@ def test_no_decision_in_time_means_no_switch(
     waited = time.monotonic() - paused
     print(f"approval_timeout_s={timeout_s} ended_after_s={waited:.1f}")
     assert timeout_s - 1 < waited < timeout_s + 15
-    assert f"ApprovalTimedOut: no decision within {timeout_s} s" in log.read_text()
+    assert_one_line(log.read_text(), f"ApprovalTimedOut: no decision within {timeout_s} s")
     last = deploys.history(cluster, namespace)[-1]
     assert last["result"] == "rejected"
     assert last["reason"] == f"no decision within {timeout_s} s"
