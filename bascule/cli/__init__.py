@@ -27,8 +27,7 @@ from bascule.outcome import Exit, describe_exits
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
-# How long a verdict waits for Prefect's background services to send what they hold (a run's
-# last logs and events, on their way to the API).
+# How long a verdict waits for Prefect's background services to send what they hold.
 SETTLE_SECONDS = 5.0
 
 
@@ -200,19 +199,38 @@ def build_parser(
 
 
 def verdict(line: str, failed: bool = True) -> None:
-    """Prints a command's last line (on stderr when it failed), once Prefect's background
-    services in this process have sent what they hold, for up to SETTLE_SECONDS. Prefect
-    sends it at interpreter exit otherwise, and its warnings then came after this line
-    ("EventsWorker - Still processing items: 1 items remaining...")."""
+    """Prints a command's last line (on stderr when it failed), once Prefect has had its say:
+    its services sent what they held at interpreter exit, and what they said then came after
+    this line ("EventsWorker - Still processing items: 1 items remaining...")."""
     if "prefect" in sys.modules:  # a command that never loaded Prefect started none of them
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        for service in (APILogWorker, EventsWorker):
-            # Their only warnings tell of items still queued, which go out at exit anyway.
-            logging.getLogger(service.__name__).setLevel(logging.ERROR)
-            service.drain_all(timeout=SETTLE_SECONDS, at_exit=False)
+        _settle_prefect()
     print(line, file=sys.stderr if failed else sys.stdout)
+
+
+def _settle_prefect() -> None:
+    """Prefect's background services in this process (a run's logs and events, for the API)
+    send what they hold, for up to SETTLE_SECONDS. What is unsent then (an API that does not
+    answer) goes out at exit as before, but Prefect says nothing more."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    services = (APILogWorker, EventsWorker)
+    # Each only warns of items still queued, on a logger named after its class.
+    quiet = {service.__name__ for service in services}
+    _disable_loggers(lambda name: name in quiet)
+    for service in services:  # one drain_all stops them all: they share one registry
+        drained = service.drain_all(timeout=SETTLE_SECONDS, at_exit=False)
+        if isinstance(drained, tuple) and drained[1]:  # a tuple: called outside any loop
+            # Prefect's internal loggers ignore logging.disable: each is disabled itself.
+            _disable_loggers(lambda name: name.partition(".")[0] == "prefect")
+            logging.raiseExceptions = False  # the API log worker prints its failures so
+            return
+
+
+def _disable_loggers(chosen: Callable[[str], bool]) -> None:
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and chosen(name):
+            logger.disabled = True
 
 
 def _command_named(argv: Sequence[str]) -> str | None:

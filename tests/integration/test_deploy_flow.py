@@ -17,7 +17,7 @@ from tests.support import deploys, locks
 from tests.support.cluster import Cluster, LoadDriver, wait_for
 from tests.support.envs import write_envs
 from tests.support.prefect_server import free_port
-from tests.support.verdicts import assert_refused
+from tests.support.verdicts import assert_verdict
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -129,7 +129,7 @@ def test_broken_version_never_gets_traffic(
         }
     bad = config(tmp_path, cluster, namespace, "bad", **over)
     res = deploy(prefect_server, bad, V2)
-    assert_refused(res, 1, "Failed: ")
+    assert_verdict(res, 1, "Failed: ")
     assert deploys.active_color(cluster, namespace) == "blue"
     assert deploys.replicas(cluster, namespace, "green") == 0
     last = deploys.history(cluster, namespace)[-1]
@@ -161,7 +161,7 @@ def test_failure_after_switch_rolls_back_automatically(
     res = deploy(prefect_server, bad, V2)
     time.sleep(5)  # keep the load on after the rollback, to see who answers then
     report = load.stop()
-    assert_refused(res, 3, "RolledBack: rolled back in ")
+    assert_verdict(res, 3, "RolledBack: rolled back in ")
     last = deploys.history(cluster, namespace)[-1]
     assert last["result"] == "rolled-back" and "verification" in last["reason"]
     back = next(s for s in last["steps"] if s["name"] == "rollback-switch")
@@ -203,7 +203,7 @@ def test_second_deploy_at_once_is_refused_and_changes_nothing(
     deploys.wait_phase(cluster, namespace, V2, {"deploying", "checking"})
     before = deploys.history(cluster, namespace)
     second = deploy(prefect_server, v1_live, "bascule.local/sample-app:v3")
-    assert_refused(second, 2, "LockHeld: ")
+    assert_verdict(second, 2, "LockHeld: ")
     assert "is being deployed by flow-run/" in second.stderr
     assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
     after = deploys.history(cluster, namespace)
@@ -383,7 +383,7 @@ def test_bad_configuration_is_refused_and_changes_nothing(
     text = (cfg / "staging.yaml").read_text().replace("replicas: 2", "replicas: two")
     (cfg / "staging.yaml").write_text(text + "surprise: 1\n")
     res = deploy(prefect_server, str(cfg), V1)
-    assert_refused(res, 2, "surprise")  # the last of the problems, each on a line
+    assert_verdict(res, 2, "surprise")  # the last of the problems, each on a line
     line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("replicas"))
     assert f"staging.yaml:{line}:" in res.stderr and "replicas" in res.stderr
     assert "surprise" in res.stderr
@@ -411,7 +411,7 @@ def test_a_cluster_that_does_not_answer_fails_the_deploy_in_one_line(
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
     cfg = write_envs(tmp_path / "cfg", "unanswered", tmp_path / "kubeconfig")
     res = deploy(prefect_server, str(cfg), V1)
-    assert_refused(res, 1, "no answer (ConnectError")
+    assert_verdict(res, 1, "no answer (ConnectError")
 
 
 run_report = deploys.run_report
@@ -421,7 +421,7 @@ def failed_in_wait_ready(
     cluster: Cluster, api: str, ns: str, res: Any
 ) -> tuple[dict[str, Any], float]:
     """The failed release and its wait-ready seconds, after checking nothing moved."""
-    assert_refused(res, 1, "Failed: ")
+    assert_verdict(res, 1, "Failed: ")
     assert deploys.active_color(cluster, ns) == "blue"
     assert deploys.replicas(cluster, ns, "green") == 0
     last = deploys.history(cluster, ns)[-1]

@@ -16,8 +16,8 @@ def assert_one_line(output: str, last: str) -> None:
     assert lines and last in lines[-1], lines[-6:]
 
 
-def assert_refused(res: subprocess.CompletedProcess[str], code: int, last: str) -> None:
-    """A `bascule` command that failed as expected: exit ``code``, no traceback, and ``last``
+def assert_verdict(res: subprocess.CompletedProcess[str], code: int, last: str) -> None:
+    """A `bascule` command that ended as expected: exit ``code``, no traceback, and ``last``
     in the last line it printed (a failure's verdict goes to stderr, after all of stdout)."""
     assert res.returncode == code, res.stdout[-3000:] + res.stderr[-3000:]
     assert_one_line(res.stdout + res.stderr, last)

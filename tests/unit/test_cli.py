@@ -20,7 +20,7 @@ from bascule.cli import COMMANDS, Command, main
 from bascule.cli.run import finish
 from bascule.outcome import Exit, StateName, exit_table
 from tests.support.envs import write_envs
-from tests.support.verdicts import assert_refused
+from tests.support.verdicts import assert_verdict
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ def unreachable(tmp_path: Path) -> Path:
 
 def assert_clean(res: subprocess.CompletedProcess[str], code: int, *message: str) -> None:
     """Exit ``code``, no traceback, and the message, which ends with ``message[-1]``, last."""
-    assert_refused(res, code, message[-1])
+    assert_verdict(res, code, message[-1])
     for part in message:
         assert part in res.stderr, res.stderr
 
@@ -124,6 +124,23 @@ def test_unreachable_prefect_api_exits_7(unreachable: Path) -> None:
     api = f"http://127.0.0.1:{closed_port()}/api"
     res = bascule("deploy", "--dir", str(unreachable), "staging", PREFECT_API_URL=api)
     assert_clean(res, 7, f"the Prefect API at {api} did not answer", "PREFECT_API_URL")
+
+
+def test_the_verdict_comes_after_all_prefect_has_to_say() -> None:
+    """An event queued for a Prefect API that does not answer: the verdict waits for it a
+    while, then comes last, after nothing of Prefect's (its events worker gives up at exit)."""
+    code = (
+        "from prefect.events import emit_event\n"
+        "from bascule.cli import verdict\n"
+        "emit_event(event='bascule.test', resource={'prefect.resource.id': 'bascule.test'})\n"
+        "verdict('bascule: the verdict')\n"
+    )
+    api = f"http://127.0.0.1:{closed_port()}/api"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": api}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=False
+    )
+    assert_verdict(res, 0, "bascule: the verdict")
 
 
 def test_rollback_needs_no_image_in_the_file(
