@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from bascule.cli import verdict
 from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
 from bascule.errors import Unreachable, UsageError
+from bascule.markdown import one_line
 from bascule.outcome import Exit, exit_code
 from bascule.workpool import HEARTBEAT_SECONDS
 
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 
 
 def finish(state: State) -> int:
-    """Prints the run's final state, the command's verdict, and returns its exit code."""
-    verdict(f"{state.name}: {state.message}", failed=not state.is_completed())
+    """Prints the run's final state on one line, the command's verdict (the run's log above
+    it has the whole message), and returns its exit code."""
+    verdict(f"{state.name}: {one_line(state.message or '')}", failed=not state.is_completed())
     code = exit_code(state.type.value, state.name)
     return Exit.FAILED if code is None else code
 
