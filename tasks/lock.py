@@ -320,9 +320,9 @@ def deploy_lock(
     keeps it past ``rollout.lock_timeout_seconds``; LockLost in the body if it is lost.
 
     ``breaking``: who breaks the lock of a live holder, and why ("by alice, because: ...",
-    from ``bascule rollback --break-lock``). The holder's renewer finds its Lease taken and stops it within a renewal
-    period, as if it had been killed; the body starts once that period is over, and
-    ``env.lock_broken`` says whose lock was broken, for the history."""
+    from ``bascule rollback --break-lock``). The holder's renewer finds its Lease taken and
+    stops it within a renewal period, as if it had been killed; the body starts once that
+    period is over, and ``env.lock_broken`` says whose lock was broken, for the history."""
     started = time.monotonic()
     deadline = started + env.cfg.rollout.lock_timeout_seconds
     prefect_api.warm_up()  # the slot's client, while the Lease is taken
@@ -335,11 +335,13 @@ def deploy_lock(
         if lease.give_up(now >= deadline, seen.changed, now - started, lease_seconds):
             where = f"Lease {env.ns}/{env.lease.rsplit('/', 1)[1]}"
             raise LockHeld(lease.refusal(env.app, env.name, where, decision))
-        # Looks again at the Lease's next change (its release: at once) or after a poll.
+        # Looks again at the Lease's next change (its release: at once), after a poll, or
+        # the moment it expires if that comes first.
+        until = (decision.expires - _now()).total_seconds() if decision.expires else POLL_SECONDS
         env.kube.wait_for_change(
             k.leases(env.ns),
             seen.version or "0",
-            POLL_SECONDS,
+            min(POLL_SECONDS, max(until, 0.0) + 0.01),
             fieldSelector=f"metadata.name={env.lease.rsplit('/', 1)[1]}",
         )
     holding = _Holding(env, me, lease_seconds, last=written)
