@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import deploys
 from tests.support.cluster import Cluster, LoadDriver, wait_for
-from tests.support.envs import write_envs
-from tests.support.gate import QUERIES, detection_seconds
+from tests.support.envs import REPO, write_envs
+from tests.support.gate import (
+    QUERIES,
+    detection_seconds,
+    evidence_problems,
+    expected,
+    wait_for_traffic,
+    write_gated,
+)
 from tests.support.prometheus import Prometheus, running_prometheus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
@@ -309,3 +317,35 @@ def test_a_failing_smoke_test_after_the_switch_rolls_back(
     wait_for(lambda: answers(cluster, url, 200) and serving(cluster, live) == before, 5)
     markdown, _ = artifacts(prefect_server, last["flow_run_id"])
     assert "Analysis: skipped: no Prometheus address" in markdown, markdown
+
+
+def test_the_demos_gate_passes_a_healthy_version_on_measured_values_only(
+    cluster: Cluster, prometheus: Prometheus, prefect_server: str, tmp_path: Path, live: str
+) -> None:
+    """`make demo`'s gate (scripts/demo-gate.sh: its configuration, its load on the active
+    and the preview Service) in this module's namespace: the release passes, and every
+    evaluation of it measured a value, as the demo's own check requires."""
+    before = serving(cluster, live)
+    cfg = tmp_path / "demo"
+    write_gated(REPO / "deployments", cfg, prometheus.url, {}, live, cluster.kubeconfig)
+    preview = cluster.get_json("-n", live, "service", "sample-app-preview")["spec"]["clusterIP"]
+    loads = [
+        LoadDriver(cluster, deploys.service_url(cluster, live), rps=30, workers=8),
+        LoadDriver(cluster, f"http://{preview}/version", rps=10, workers=4),
+    ]
+    try:
+        assert wait_for_traffic(prometheus.url, live) == 0
+        res = deploy(prefect_server, str(cfg), V3 if before != "v3" else V2)
+    finally:
+        active = loads[0].stop()
+        loads[1].stop()  # fails while the preview has no pods: only the gate's data matter
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert active.failures == [], active.failures[:5]
+    last = deploys.history(cluster, live)[-1]
+    markdown, table = artifacts(prefect_server, last["flow_run_id"])
+    print("steps:", " ".join(f"{s['name']}={s['seconds']:.1f}" for s in last["steps"]))
+    staging = yaml.safe_load((cfg / "staging.yaml").read_text())
+    assert evidence_problems(last, table, markdown, expected(staging["analysis"])) == [], table
+    # Every pod of the release was scraped before the switch.
+    scraped = {r["value"] for r in table if r["phase"] == "preview"}
+    assert scraped == {str(staging["replicas"])}, table
