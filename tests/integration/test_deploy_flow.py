@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -251,9 +253,10 @@ def test_scheduled_redeploy_finds_a_hand_changed_image_and_redeploys(
 
 
 # Where a deploy of v2 (to green) is SIGKILLed, and what the reconcile of the next command
-# finds: each point takes its own branch of bluegreen.recover.
+# finds: each point takes its own branch of bluegreen.recover ({phase}: where the killed run
+# was, read while it was stopped).
 KILL_POINTS = {
-    "after-lock": "the run died during planned; traffic never moved",
+    "after-lock": "the run died during {phase}; traffic never moved",
     "wait-ready": "the run died during deploying; traffic never moved",
     "switch": "the run died between the switch to green and recording it; traffic returned to blue",
     "in-window": "the run died after the switch to green, before verification finished; "
@@ -261,35 +264,44 @@ KILL_POINTS = {
 }
 
 
-def kill_at(point: str, cluster: Cluster, ns: str, proc: subprocess.Popen[bytes]) -> float:
-    """SIGKILLs the deploy of V2 ``proc`` at ``point``; returns the monotonic time of the kill."""
+def kill_at(
+    point: str, cluster: Cluster, ns: str, proc: subprocess.Popen[bytes], seen: set[str]
+) -> tuple[str, float]:
+    """SIGKILLs the deploy of V2 ``proc`` at ``point`` (``seen``: the releases recorded before
+    it started); returns the reason the reconcile of the next command must record, and the
+    monotonic time the run stopped."""
     if point == "switch":
         deploys.kill_at_switch(cluster, ns, proc, "green")
-        return time.monotonic()
-    phase = {"after-lock": "planned", "wait-ready": "deploying", "in-window": "switched"}[point]
-    seen = {r["id"] for r in deploys.history(cluster, ns) if r["image"] == V2}
-    deploys.wait_phase(cluster, ns, V2, {phase}, ignore=seen)
+        return KILL_POINTS[point], time.monotonic()
+    # after-lock: at once, once the run holds the lock and recorded its release (planned,
+    # or already deploying when the poll comes late).
+    phases = {"wait-ready": {"deploying"}, "in-window": {"switched"}}
+    deploys.wait_phase(cluster, ns, V2, phases.get(point, {"planned", "deploying"}), ignore=seen)
     if point != "after-lock":
         time.sleep(1)  # into the wait for Ready, or into the window
+    os.killpg(proc.pid, signal.SIGSTOP)  # what it recorded last, read while it cannot write
+    stopped = time.monotonic()
+    phase = deploys.wait_phase(cluster, ns, V2, {"planned", "deploying", "switched"}, ignore=seen)
     deploys.kill(proc)
-    return time.monotonic()
+    return KILL_POINTS[point].format(phase=phase["phase"]), stopped
 
 
 def after_kill(
     api: str, cluster: Cluster, ns: str, cfg: str, point: str, then: list[str], log: Path
-) -> tuple[subprocess.Popen[bytes], float, float]:
+) -> tuple[subprocess.Popen[bytes], float, float, str]:
     """Starts a deploy of V2 and SIGKILLs it at ``point``, then starts the command ``then``
-    at once; returns it, the seconds from the kill until it holds the dead run's lock, and
-    the epoch time it started."""
+    at once; returns it, the seconds from the kill until it holds the dead run's lock, the
+    epoch time it started, and the reason its reconcile must record."""
+    seen = {r["id"] for r in deploys.history(cluster, ns)}
     victim = start_deploy(api, cfg, V2, log.with_suffix(".killed.log"))
     kube = cluster.client()
     dead = locks.wait_holding(kube, ns)
-    killed = kill_at(point, cluster, ns, victim)
+    reason, killed = kill_at(point, cluster, ns, victim, seen)
     started = time.time()
     successor = deploys.start(api, *then, "--dir", cfg, "staging", log=log)
     locks.wait_holding(kube, ns, other_than=dead, timeout=60)
     kube.close()
-    return successor, time.monotonic() - killed, started
+    return successor, time.monotonic() - killed, started, reason
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
@@ -313,7 +325,7 @@ def test_after_a_kill_rollback_and_deploy_get_through_with_the_defaults(
     load = LoadDriver(cluster, deploys.service_url(cluster, namespace), VERSIONS, rps=100)
 
     # The way out: `bascule rollback`, started at once, undoes the dead run and stops there.
-    rollback, took, started = after_kill(
+    rollback, took, started, reason = after_kill(
         prefect_server, cluster, namespace, cfg, point, ["rollback"], tmp_path / "rollback.log"
     )
     print(f"rollback_lock_after_kill_seconds[{point}]={took:.1f}")
@@ -322,14 +334,14 @@ def test_after_a_kill_rollback_and_deploy_get_through_with_the_defaults(
     rolled_back = time.time()
     killed = deploys.history(cluster, namespace)[-1]
     assert (killed["result"], killed["phase"]) == ("interrupted", "done"), killed
-    assert killed["reason"] == KILL_POINTS[point], killed["reason"]
+    assert killed["reason"] == reason, killed["reason"]
     assert [s["name"] for s in killed["steps"][-2:]] == ["reconciled", "rollback"]
     assert deploys.active_color(cluster, namespace) == "blue"
     # It went back no further: no release of its own, v1 serves as recorded.
     assert [r["kind"] for r in deploys.history(cluster, namespace)] == ["deploy", "deploy"]
 
     # The next deploy, after the same kill, gets through too and converges.
-    deploy_again, took, _ = after_kill(
+    deploy_again, took, _, reason = after_kill(
         prefect_server,
         cluster,
         namespace,
@@ -344,7 +356,7 @@ def test_after_a_kill_rollback_and_deploy_get_through_with_the_defaults(
     report = load.stop()
     releases = deploys.history(cluster, namespace)
     killed, rerun = releases[-2], releases[-1]
-    assert (killed["result"], killed["reason"]) == ("interrupted", KILL_POINTS[point]), killed
+    assert (killed["result"], killed["reason"]) == ("interrupted", reason), killed
     assert killed["steps"][-1]["name"] == "reconciled", killed["steps"]
     assert rerun["result"] == "succeeded" and rerun["image"] == V2
     assert not [r for r in releases if r["phase"] != "done"]
