@@ -43,3 +43,15 @@ class Unreachable(OperationFailed):
     """A service Bascule needs (the Prefect API, the Kubernetes API) did not answer."""
 
     exit = Exit.UNREACHABLE
+
+
+class LockLost(BaseException):
+    """Raised into a run whose deploy lock was taken over (``bascule rollback --break-lock``,
+    or a holder cut off from the API for longer than its lease): a BaseException, so that the
+    run stops like a killed one instead of cleaning up, and the next run reconciles."""
+
+    exit: ClassVar[Exit] = Exit.INTERRUPTED
+    said = (
+        "stopped: this run's deploy lock was taken over (bascule rollback --break-lock, or it "
+        "could not renew it); the next deploy, rollback or recovery puts right what it left"
+    )

@@ -34,7 +34,7 @@ EXIT_MEANINGS: dict[Exit, str] = {
     Exit.APPROVAL_TIMED_OUT: "nobody approved in time; traffic did not move",
     Exit.WAIT_TIMED_OUT: "bascule trigger stopped waiting (--timeout); the run goes on",
     Exit.UNREACHABLE: "the Prefect or Kubernetes API could not be reached",
-    Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C), or stopped: its deploy lock was taken over",
 }
 
 # A few words for a summary's title or the last line of a log: "…: rolled back (exit 3)".

@@ -31,7 +31,7 @@ from prefect import Task, flow_engine
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import FailedRun
 
-from bascule.errors import BasculeError
+from bascule.errors import BasculeError, LockLost
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,7 +58,7 @@ def expected(exc: BaseException | None) -> bool:
     """Whether ``exc`` is an expected failure: a BasculeError, or Prefect's FailedRun, raised
     when the Failed state a flow returned is read (Bascule's flows end an expected failure by
     returning a Failed state that names it)."""
-    return isinstance(exc, BasculeError | FailedRun)
+    return isinstance(exc, BasculeError | FailedRun | LockLost)
 
 
 class _OneLine(logging.Filter):

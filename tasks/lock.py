@@ -64,7 +64,7 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from bascule import kube as k
 from bascule import lease
-from bascule.errors import Refused
+from bascule.errors import LockLost, Refused
 from bascule.kube import KubeError
 from tasks import prefect_api
 from tasks.context import Env
@@ -77,11 +77,6 @@ POLL_SECONDS = 1.0  # how often a waiting deploy looks again, if the Lease does 
 
 class LockHeld(Refused):
     """Another deploy of the same app and environment is running."""
-
-
-class LockLost(BaseException):
-    """Raised into the holder's thread when its Lease was taken over or its slot revoked:
-    a BaseException, so that the run stops like a killed one instead of cleaning up."""
 
 
 def _now() -> datetime:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bascule import __version__
-from bascule.errors import BasculeError
+from bascule.errors import BasculeError, LockLost
 from bascule.outcome import Exit, describe_exits
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -253,3 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         verdict("bascule: interrupted")
         return int(Exit.INTERRUPTED)
+    except LockLost:
+        verdict(f"bascule: {LockLost.said}")
+        return int(LockLost.exit)

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from bascule.errors import LockLost
 from bascule.kube import Kube, KubeError
 from bascule.lease import ANNOTATION_SLOT, held_spec
+from bascule.outcome import Exit
 from tasks import lock
 from tasks.context import Env
 from tests.support import deploys, locks
@@ -181,7 +183,7 @@ def test_a_holder_whose_lease_was_taken_over_is_stopped(env: Env) -> None:
                 for _ in range(200):  # 20 s of work in small steps
                     time.sleep(0.1)
             outcome.append("finished")
-        except lock.LockLost:
+        except LockLost:
             outcome.append("stopped")
 
     holder_thread = in_thread(hold)
@@ -314,7 +316,10 @@ def test_rollback_breaks_a_live_runs_lock_only_when_asked_and_records_who_and_wh
         env={"GITHUB_ACTOR": "oncall-alice"},
     )
     assert broke.returncode == 0, broke.stdout + broke.stderr
-    assert stuck.wait(timeout=60) != 0  # stopped as if killed
+    assert stuck.wait(timeout=60) == Exit.INTERRUPTED  # stopped as if killed, in one line
+    said = (tmp_path / "1.log").read_text()
+    assert said.strip().splitlines()[-1] == f"bascule: {LockLost.said}", said[-3000:]
+    assert "Traceback" not in said, said[-3000:]
     (release,) = deploys.history(cluster, namespace)
     assert (release["result"], release["phase"]) == ("interrupted", "done"), release
     assert release["reason"] == "the run died during awaiting-approval; traffic never moved"
