@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -298,8 +299,33 @@ def test_a_migration_behind_a_held_lock_keeps_the_apps_reads_short_and_then_succ
     assert slow >= 1
 
 
-def let_go_once_waited_for(db: Database, holder: Any) -> None:
-    """Ends ``holder``'s transaction HELD_SECONDS after a migration first waits for a lock."""
+class LockHeldFor:
+    """A report's open transaction on items, from now until HELD_SECONDS after a migration
+    first waits for its lock: when that wait began and when the report let go (epoch)."""
+
+    def __init__(self, db: Database) -> None:
+        self.waited_at: float | None = None
+        self.let_go_at: float | None = None
+        self._open = ExitStack()
+        self._report = self._open.enter_context(db.connect(application_name="test-report"))
+        self._report.cursor().execute("SELECT count(*) FROM items")  # stays open
+        self._thread = threading.Thread(target=self._run, args=(db,), daemon=True)
+        self._thread.start()
+
+    def _run(self, db: Database) -> None:
+        self.waited_at = time.time()
+        let_go_once_waited_for(db, self._report, self)
+        self.let_go_at = time.time()
+
+    def join(self) -> None:
+        self._thread.join(timeout=30)
+        self._report.rollback()
+        self._open.close()
+
+
+def let_go_once_waited_for(db: Database, holder: Any, noted: LockHeldFor | None = None) -> None:
+    """Ends ``holder``'s transaction HELD_SECONDS after a migration first waits for a lock
+    (``noted.waited_at``: when it was seen waiting)."""
     with db.connect() as conn:
         conn.autocommit = True
         deadline = time.monotonic() + 120  # the job runner's pod starts first
@@ -312,6 +338,8 @@ def let_go_once_waited_for(db: Database, holder: Any) -> None:
                 if cur.fetchone()[0]:
                     break
             time.sleep(0.02)
+    if noted is not None:
+        noted.waited_at = time.time()
     time.sleep(HELD_SECONDS)
     holder.rollback()
 
@@ -427,23 +455,28 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """v1 serves /api/items at ≥100 req/s while v2's deploy adds a nullable column (expand)
-    and, once v2 serves and no v1 pod is left, drops a column nobody reads (contract)."""
+    and, once v2 serves and no v1 pod is left, drops a column nobody reads (contract). A
+    report holds items for HELD_SECONDS once the expand waits for its lock: meanwhile no
+    request through the endpoint waits longer than LONGEST_READ_SECONDS, and none fails."""
     ini = legacy_chain(tmp_path)
     upgrade_directly(db, ini, "0001a")
     use_database(monkeypatch, db)
     app_db = {"DATABASE_URL": db.url(in_cluster=True)}
     cfg_v1 = config(tmp_path / "v1", cluster, namespace, None, env=app_db)
     assert deploy(prefect_server, cfg_v1, V1).returncode == 0
-    cfg = config(tmp_path, cluster, namespace, ini, env=app_db)
+    budget = {"lock_retry_seconds": 30}  # past the report's HELD_SECONDS
+    cfg = config(tmp_path, cluster, namespace, ini, env=app_db, migrations=budget)
     items = deploys.service_url(cluster, namespace).replace("/version", "/api/items")
     load = LoadDriver(cluster, items, ("v1", "v2"), rps=130, workers=32)
     watcher = ColumnWatcher(cluster, namespace, db)
+    held = LockHeldFor(db)
     try:
         time.sleep(2)
         res = deploy(prefect_server, cfg, V2)
     finally:
         report = load.stop()
         watcher.stop()
+        held.join()
 
     assert res.returncode == 0, res.stdout + res.stderr
     first, release = deploys.history(cluster, namespace)[-2:]
@@ -459,6 +492,14 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
     assert report.failures == [], when(report.failures, release)
     assert db.revision() == "0003"
     assert "description" in db.columns() and "legacy" not in db.columns()
+    # Behind the report's lock: the expand tried again and again, the endpoint kept answering.
+    assert held.waited_at is not None and held.let_go_at is not None
+    behind = [s for s in report.samples if held.waited_at <= s["t"] <= held.let_go_at]
+    longest = max(s["seconds"] for s in behind)
+    print(f"/api/items behind the held lock: {len(behind)} requests, longest {longest:.3f} s")
+    assert len(behind) >= 0.8 * 100 * HELD_SECONDS, len(behind)
+    assert longest <= LONGEST_READ_SECONDS, f"a request waited {longest:.3f} s"
+    assert "waited" in step(release, "migrate-expand")["detail"], step(release, "migrate-expand")
     expand, contract = release["migrations"]
     assert (expand["phase"], expand["before"], expand["after"]) == ("expand", "0001a", "0002")
     assert (contract["phase"], contract["before"], contract["after"]) == (

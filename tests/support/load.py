@@ -27,6 +27,7 @@ class Sample:
     ok: bool
     version: str | None
     error: str | None
+    seconds: float = 0.0  # from the request's start until its answer or failure
 
 
 @dataclass
@@ -41,22 +42,29 @@ def one_request(
 ) -> Sample:
     """One GET. Any exception is a failed sample, never a lost one; from /version, a 200
     must name one of ``versions``: an answer from anything else is no success."""
-    t = time.time()
+    t, began = time.time(), time.monotonic()
+    ok, version, error = _get(host, port, path, timeout, versions)
+    return Sample(t, ok, version, error, time.monotonic() - began)
+
+
+def _get(
+    host: str, port: int, path: str, timeout: float, versions: frozenset[str]
+) -> tuple[bool, str | None, str | None]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:
-            return Sample(t, False, None, f"HTTP {resp.status}")
+            return False, None, f"HTTP {resp.status}"
         if not path.startswith("/version"):
-            return Sample(t, True, None, None)
+            return True, None, None
         version = json.loads(body)["version"]
         if version not in versions:
-            return Sample(t, False, str(version), f"unknown version in {body[:200]!r}")
-        return Sample(t, True, version, None)
+            return False, str(version), f"unknown version in {body[:200]!r}"
+        return True, version, None
     except Exception as exc:
-        return Sample(t, False, None, f"{type(exc).__name__}: {exc}")
+        return False, None, f"{type(exc).__name__}: {exc}"
     finally:
         conn.close()
 
