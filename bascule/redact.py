@@ -37,7 +37,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, unquote
 
-__all__ = ["KNOWN", "MASK", "MIN_LENGTH", "Redactor", "redact", "redact_data", "too_short"]
+__all__ = [
+    "KNOWN",
+    "MASK",
+    "MIN_LENGTH",
+    "Redactor",
+    "clip",
+    "redact",
+    "redact_data",
+    "too_short",
+]
 
 MASK = "***"
 # The shortest value that can be masked (surrounding whitespace aside), the shortest line of
@@ -63,6 +72,12 @@ _HTML_NAMED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apo
 def too_short(value: str) -> bool:
     """Whether ``value`` is too short to be masked safely (see ``MIN_LENGTH``)."""
     return len(value.strip()) < MIN_LENGTH
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis: a secret cut
+    there is still masked, wherever the text goes on (a cut must be marked to be seen)."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _either_case(text: str) -> str:

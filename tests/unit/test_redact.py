@@ -7,7 +7,7 @@ import json
 import re
 from urllib.parse import quote, quote_plus
 
-from bascule.redact import MASK, MIN_LENGTH, Redactor, redact, too_short
+from bascule.redact import MASK, MIN_LENGTH, Redactor, clip, redact, too_short
 
 CANARY = "canary-Zx8/q+w&d=1 é"
 
@@ -148,3 +148,10 @@ def test_too_short_to_mask() -> None:
     for value in ("1", "null", "true", "false", "  short  ", "x" * (MIN_LENGTH - 1)):
         assert too_short(value), value
     assert not too_short("x" * MIN_LENGTH)
+
+
+def test_a_cut_marked_by_clip_is_masked_wherever_the_text_goes() -> None:
+    cut = clip(f"error: {TOKEN} rejected", 17)
+    assert cut == f"error: {TOKEN[:10]}…"
+    assert masked(f"step failed: {cut}; rolled back") == f"step failed: error: {MASK}…; rolled back"
+    assert clip("short", 17) == "short"
