@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from bascule.cli import inspect
 from bascule.config import AppSecret, SecretRef, load_environment
 from bascule.errors import UsageError
 from bascule.manifests import load_templates
 from bascule.outcome import Exit
 from bascule.redact import KNOWN
+from tasks import secretref
 from tasks.context import Env
-from tasks.secretref import resolve, resolve_all
+from tasks.secretref import TooShort, resolve, resolve_all
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,3 +86,19 @@ def test_a_value_too_short_to_mask_is_refused(
     assert "use a secret of at least 8 characters" in text and "belongs in `env:`" in text
     assert "null" not in text.replace("NULLISH", "")
     assert KNOWN.redact("1 null") == "1 null"  # never registered: it would mask ordinary text
+
+
+def test_bascule_secrets_shows_a_short_value_and_who_can_read_a_block(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ("FLAG", AppSecret(env="T_FLAG", optional=True), TooShort("secrets.FLAG: too short")),
+        ("DB", AppSecret(prefect_secret="db-url"), None),
+    ]
+    monkeypatch.setattr(secretref, "status", lambda env: rows)
+    monkeypatch.setattr(inspect, "reading", lambda *args: contextlib.nullcontext())
+    args = argparse.Namespace(environment="staging", dir=str(REPO / "deployments"), app=None)
+    assert inspect.secrets(args) == Exit.USAGE  # optional, but it has a value it cannot mask
+    out = capsys.readouterr().out
+    assert "FLAG  short    optional  environment variable T_FLAG" in out
+    assert "any credential of this Prefect API" in out and "can read a Prefect Secret block" in out
