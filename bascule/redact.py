@@ -225,8 +225,8 @@ class Redactor:
         self.add(values)
 
     def add(self, values: Iterable[str | None]) -> None:
-        """Registers more values (empty and None ones are ignored). Values refused by
-        ``too_short`` are masked too, but only as a whole: better refuse them first."""
+        """Registers more values (empty and None ones are ignored). A value ``too_short``
+        refuses is masked too, wherever it occurs: refuse it before (tasks/secretref.py)."""
         with self._lock:
             new = {value for value in values if value and value not in self._values}
             if not new:
