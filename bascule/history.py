@@ -8,7 +8,7 @@ ConfigMap, bounded to the configured limit, newest last.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -144,8 +144,10 @@ def last_good(history: list[Release], before: str | None = None) -> Release | No
     return None
 
 
-def encode(history: list[Release]) -> str:
-    return json.dumps([r.to_json() for r in history], indent=1, sort_keys=True)
+def encode(history: list[Release], mask: Callable[[Any], Any] = lambda data: data) -> str:
+    """The history's JSON; ``mask`` (``redact_data``) masks secrets in the data, before it is
+    encoded: masking the encoded text could cut the JSON's own syntax (a value like ``1``)."""
+    return json.dumps(mask([r.to_json() for r in history]), indent=1, sort_keys=True)
 
 
 def decode(text: str | None) -> list[Release]:

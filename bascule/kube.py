@@ -30,6 +30,7 @@ from kubernetes.client import Configuration
 from bascule import __version__
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.rbac import Permission, request_permission
+from bascule.redact import clip
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -505,8 +506,8 @@ def _status_message(resp: httpx.Response) -> str:
     try:
         data = resp.json()
     except ValueError:
-        return resp.text[:300]
-    return str(data.get("message") or data.get("reason") or "")[:500]
+        return clip(resp.text, 300)
+    return clip(str(data.get("message") or data.get("reason") or ""), 500)
 
 
 def selector_string(labels: dict[str, str]) -> str:

@@ -46,6 +46,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
 from bascule.errors import Unreachable, UsageError
+from bascule.redact import clip
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -217,10 +218,10 @@ def _detail(response: httpx.Response) -> str:
     try:
         data = response.json()
     except ValueError:
-        return response.text[:300]
+        return clip(response.text, 300)
     if isinstance(data, dict) and "detail" in data:
-        return str(data["detail"])[:1000]
-    return str(data)[:1000]
+        return clip(str(data["detail"]), 1000)
+    return clip(str(data), 1000)
 
 
 def patiently(

@@ -25,6 +25,7 @@ from pydantic import Field
 from bascule.checks import CheckResult
 from bascule.history import Release
 from bascule.markdown import code, table
+from bascule.redact import redact
 from bascule.signoff import (
     DEFAULT_KEY,
     PREVIEW_KEY,
@@ -167,7 +168,7 @@ def request_approval(
             value = json.dumps(asdict(signing.request))
             client.create_flow_run_input(run_id, REQUEST_KEY, value)
         if preview is not None:
-            client.create_flow_run_input(run_id, PREVIEW_KEY, json.dumps(preview))
+            client.create_flow_run_input(run_id, PREVIEW_KEY, json.dumps(redact(preview)))
         while True:
             # A pause key fires once: each pause after a refused approval needs its own.
             key = PAUSE_KEY if not refused else f"{PAUSE_KEY}-{len(refused)}"
@@ -196,7 +197,7 @@ def _pause_for_answer(
     left_s = max(1, round(deadline - time.monotonic()))
     # Initial data would replace a field with a bare one and drop its constraints: only
     # the description is given.
-    form = Approval.with_initial_data(description=text)
+    form = Approval.with_initial_data(description=redact(text))  # quotes check details
     paused: State[None] = Paused(timeout_seconds=left_s + SERVER_GRACE_S, pause_key=key)
     keyset = keyset_from_paused_state(paused)
     paused.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}

@@ -40,7 +40,12 @@ from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from bascule.signoff import Request
 from flows.approval import Signing, description, request_approval
-from flows.engine import expected_failures_in_one_line, heartbeats_unjoined, untracked
+from flows.engine import (
+    expected_failures_in_one_line,
+    heartbeats_unjoined,
+    state_messages_masked,
+    untracked,
+)
 from flows.migrate import contract, plan_and_lint, run_phase
 from tasks import (
     analysis,
@@ -64,6 +69,7 @@ STEPS = 10  # steps of a deploy, for the progress artifact
 
 heartbeats_unjoined()
 expected_failures_in_one_line()
+state_messages_masked()
 
 
 def now_iso() -> str:
@@ -227,19 +233,17 @@ class Run:
             )
         )
         self.artifacts.progress(100.0, self.release.result)
-        md = redact(
-            report.render(
-                self.env.app,
-                self.env.name,
-                self.release,
-                self.checks,
-                self.details,
-                self.env.kube.requests,
-                self.evaluations,
-                analysis.skipped(self.env.cfg.analysis),
-                self.sections,
-                self.preview,
-            )
+        md = report.render(
+            self.env.app,
+            self.env.name,
+            self.release,
+            self.checks,
+            self.details,
+            self.env.kube.requests,
+            self.evaluations,
+            analysis.skipped(self.env.cfg.analysis),
+            self.sections,
+            self.preview,
         )
         if self.evaluations:
             self.artifacts.table(

@@ -1,6 +1,12 @@
-"""Two adjustments to Prefect's flow engine, made when the flows are imported (flows/deploy.py,
+"""Three adjustments to Prefect's engines, made when the flows are imported (flows/deploy.py,
 which every flow imports), so in ``bascule deploy``'s process as in the flow-run process a
 worker starts; and ``untracked``, a step without a task run of its own.
+
+State messages masked. Prefect writes ``str(exc)`` of the exception a task run or a flow run
+ends with into its Failed state's message, and a flow's returned state carries the message
+Bascule gave it: both reach the API (and the state-change events) as they are, beside the
+masking of log records. Every state a run or task run sets has its message masked first
+(``bascule.redact.KNOWN``), in the one place all of them pass: the engines' ``set_state``.
 
 Expected failures in one line. Prefect logs the exception a run or a task ends with, with its
 traceback; and a flow-run process a worker starts (``python -m prefect.engine``) reads the
@@ -21,17 +27,19 @@ run ends: it looks at its stop flag after every second of sleep, before anything
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import ParamSpec, TypeVar
+from functools import partial, wraps
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import Task, flow_engine
+from prefect import State, Task, flow_engine, task_engine
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import FailedRun
 
 from bascule.errors import BasculeError, LockLost
+from bascule.redact import redact
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,6 +55,50 @@ def heartbeats_unjoined() -> None:
     unjoined = partial(current, join_on_exit=False)
     setattr(unjoined, _UNJOINED, True)
     flow_engine._send_heartbeats = unjoined
+
+
+_MASKING = "bascule_masking"
+ENGINES = (
+    task_engine.SyncTaskRunEngine,
+    task_engine.AsyncTaskRunEngine,
+    flow_engine.FlowRunEngine,
+    flow_engine.AsyncFlowRunEngine,
+)
+
+
+def masked(state: State[Any]) -> State[Any]:
+    """``state`` with the known secrets masked in its message (in place: the engine and the
+    caller share it)."""
+    if state.message:
+        state.message = redact(state.message)
+    return state
+
+
+def state_messages_masked() -> None:
+    """Makes every engine mask a state's message before it sets the state; idempotent."""
+    for engine in ENGINES:
+        if not getattr(engine.set_state, _MASKING, False):
+            engine.set_state = _masking(engine.set_state)  # type: ignore[method-assign]
+
+
+def _masking(set_state: Callable[..., Any]) -> Callable[..., Any]:
+    """``set_state`` (sync or async) masking the state's message first."""
+    if inspect.iscoroutinefunction(set_state):
+
+        @wraps(set_state)
+        async def set_masked_async(self: Any, state: State[Any], *args: Any, **kw: Any) -> Any:
+            return await set_state(self, masked(state), *args, **kw)
+
+        wrapper: Callable[..., Any] = set_masked_async
+    else:
+
+        @wraps(set_state)
+        def set_masked(self: Any, state: State[Any], *args: Any, **kw: Any) -> Any:
+            return set_state(self, masked(state), *args, **kw)
+
+        wrapper = set_masked
+    setattr(wrapper, _MASKING, True)
+    return wrapper
 
 
 # Prefect's loggers that log the exception a run ends with: the run's own and its tasks' (the

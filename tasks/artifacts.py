@@ -5,7 +5,8 @@ goes on.
 Each write is an HTTP request to the Prefect API on a client of its own (40-90 ms each on a
 busy machine, ten or more per deploy, measured with py-spy), and no later step needs its
 answer. The writes keep their order, carry the run's context (so each is attached to the
-flow run as before), and ``flush`` waits for them before the run ends.
+flow run as before), and ``flush`` waits for them before the run ends. Their texts are
+masked (``bascule.redact``) here, where they leave for Prefect: a report quotes app output.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+
+from bascule.redact import redact, redact_data
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -42,7 +45,7 @@ class Writer:
 
     def progress(self, percent: float, description: str) -> None:
         """The run's progress artifact: created by the first call, updated by the next."""
-        self._submit(self._write_progress, percent, description)
+        self._submit(self._write_progress, percent, redact(description))
 
     def _write_progress(self, percent: float, description: str) -> None:
         if self._progress is None:
@@ -56,10 +59,20 @@ class Writer:
         self._submit(fn, *args)
 
     def markdown(self, key: str, markdown: str, description: str) -> None:
-        self._submit(create_markdown_artifact, key=key, markdown=markdown, description=description)
+        self._submit(
+            create_markdown_artifact,
+            key=key,
+            markdown=redact(markdown),
+            description=redact(description),
+        )
 
     def table(self, key: str, table: list[dict[str, Any]], description: str) -> None:
-        self._submit(create_table_artifact, key=key, table=table, description=description)
+        self._submit(
+            create_table_artifact,
+            key=key,
+            table=redact_data(table),
+            description=redact(description),
+        )
 
     def flush(self) -> None:
         """Waits for every write asked for so far. One that failed is logged, not raised: the

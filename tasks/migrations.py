@@ -28,6 +28,7 @@ from bascule.migrations import (
     squawk_findings,
     squawk_input,
 )
+from bascule.redact import clip
 from bascule.yamlsource import display_path
 from tasks.secretref import resolve
 
@@ -187,7 +188,7 @@ def run_squawk(revision: Revision, cfg: MigrationsConfig) -> list[dict[str, Any]
     except json.JSONDecodeError:
         raise OperationFailed(
             f"squawk failed on revision {revision.id} (exit {done.returncode}): "
-            f"{done.stderr.strip()[:500]}"
+            f"{clip(done.stderr.strip(), 500)}"
         ) from None
     return list(reports)
 

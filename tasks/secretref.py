@@ -1,7 +1,8 @@
 """Reads a secret value from where a `SecretRef` points: the flow process's environment, a
 Prefect Secret block or (for an app's secret variables) a key of a Kubernetes Secret in the
 namespace. Messages name the source, never the value; every value read is added to the
-process's redactor and masked from then on in every log record of the process."""
+process's redactor and masked from then on in every log record of the process. A value too
+short to be masked safely (``bascule.redact.too_short``) is refused."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import httpx
 from bascule import kube as k
 from bascule.config import AppSecret, SecretRef
 from bascule.errors import Unreachable, UsageError
-from bascule.redact import KNOWN
+from bascule.redact import KNOWN, MIN_LENGTH, too_short
 
 if TYPE_CHECKING:
     from tasks.context import Env
@@ -27,11 +28,23 @@ class Missing(UsageError):
     """A source that holds no value: the message names the source and what to do."""
 
 
+class TooShort(UsageError):
+    """A value too short to be masked: the message names the source, never the value."""
+
+
 def resolve(ref: SecretRef, what: str, env: Env | None = None) -> str:
     """The value behind ``ref``; ``what`` says what it is for (``migrations.database_url``).
-    A missing value is a usage error raised before anything changes. A Kubernetes Secret
-    source is read in ``env``'s namespace."""
+    A missing value, or one too short to be masked, is a usage error raised before anything
+    changes. A Kubernetes Secret source is read in ``env``'s namespace."""
     value = _read(ref, what, env)
+    if too_short(value):
+        # Masking `1` or `null` would mask ordinary text too, and so show where it is.
+        raise TooShort(
+            f"{what}: the value of {ref.describe()} is shorter than {MIN_LENGTH} characters "
+            "(surrounding whitespace aside), too short to be masked in logs, reports and the "
+            f"history without giving itself away — use a secret of at least {MIN_LENGTH} "
+            "characters; a setting that is not secret (a flag, a number) belongs in `env:`"
+        )
     KNOWN.add([value])
     mask_logs()
     return value
@@ -96,33 +109,39 @@ def _from_kubernetes(ref: AppSecret, what: str, env: Env) -> str:
 
 def resolve_all(env: Env) -> dict[str, str]:
     """Every secret variable of the environment with its value; the optional ones without a
-    value are left out. One UsageError lists every required one that has none."""
+    value are left out. One UsageError lists every required one that has none, and every
+    one whose value is too short to be masked."""
     values: dict[str, str] = {}
     missing: list[str] = []
+    short: list[str] = []
     for name, ref in env.cfg.secrets.items():
         try:
             values[name] = resolve(ref, f"secrets.{name}", env)
         except Missing as exc:
             if not ref.optional:
                 missing.append(str(exc))
-    if missing:
+        except TooShort as exc:
+            short.append(str(exc))
+    if missing or short:
+        problems = [f"{len(missing)} required secret(s) without a value"] * bool(missing)
+        problems += [f"{len(short)} too short to be masked"] * bool(short)
         raise UsageError(
-            f"{len(missing)} required secret(s) of {env.name} without a value; nothing was "
-            "changed:\n  " + "\n  ".join(missing)
+            f"{' and '.join(problems)} in {env.name}; nothing was changed:\n  "
+            + "\n  ".join(missing + short)
         )
     return values
 
 
-def status(env: Env) -> list[tuple[str, AppSecret, str | None]]:
+def status(env: Env) -> list[tuple[str, AppSecret, Missing | TooShort | None]]:
     """(variable, source, problem or None) for each secret variable: whether it resolves,
     for `bascule secrets`; values are read but never returned."""
-    out: list[tuple[str, AppSecret, str | None]] = []
+    out: list[tuple[str, AppSecret, Missing | TooShort | None]] = []
     for name, ref in env.cfg.secrets.items():
         try:
             resolve(ref, f"secrets.{name}", env)
             problem = None
-        except Missing as exc:
-            problem = str(exc)
+        except (Missing, TooShort) as exc:
+            problem = exc
         out.append((name, ref, problem))
     return out
 

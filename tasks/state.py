@@ -16,7 +16,7 @@ from bascule.manifests import (
     color_of_selector,
     owned_labels,
 )
-from bascule.redact import redact
+from bascule.redact import redact_data
 from tasks.context import Env
 
 HISTORY_KEY = "releases.json"
@@ -78,7 +78,7 @@ def _save(env: Env, release: h.Release, known: dict[str, Any] | None) -> dict[st
             releases, cm = read_history(env)
         # Reasons and step details may quote app output: no secret value is kept.
         history = h.upsert(releases, release, env.cfg.history.limit)
-        data = {HISTORY_KEY: redact(h.encode(history))}
+        data = {HISTORY_KEY: h.encode(history, redact_data)}
         try:
             if cm is None:
                 return env.kube.create(

@@ -119,7 +119,7 @@ def secrets_arguments(parser: argparse.ArgumentParser) -> None:
 def secrets(args: argparse.Namespace) -> int:
     """Each secret variable, its source and whether it resolves here; values never shown."""
     from bascule.redact import MASK
-    from tasks.secretref import status
+    from tasks.secretref import TooShort, status
 
     with reading(args.environment, args.dir, resolve_app(args)) as env:
         rows = status(env)
@@ -127,20 +127,28 @@ def secrets(args: argparse.Namespace) -> int:
         print(f"{args.environment}: no secret variables (`secrets:` is empty)")
         return Exit.COMPLETED
     width = max(len(name) for name, _, _ in rows)
-    missing = 0
+    refused = 0
     for name, ref, problem in rows:
         need = "optional" if ref.optional else "required"
-        shown = MASK if problem is None else "missing"
+        short = isinstance(problem, TooShort)
+        shown = MASK if problem is None else "short" if short else "missing"
         print(f"{name:<{width}}  {shown:<7}  {need:<8}  {ref.describe()}")
         if problem is not None:
             print(f"{'':<{width}}  {problem}")
-            missing += not ref.optional
-    if missing:
-        print(
-            f"{missing} required secret(s) without a value: a deploy would stop, changing nothing"
-        )
+            refused += short or not ref.optional
+    if any(ref.prefect_secret for _, ref, _ in rows):
+        print(PREFECT_SECRET_NOTE)
+    if refused:
+        print(f"{refused} secret(s) missing or too short: a deploy would stop, changing nothing")
         return Exit.USAGE
     return Exit.COMPLETED
+
+
+PREFECT_SECRET_NOTE = (
+    "note: any credential of this Prefect API (any workflow's API key, the server's login) "
+    "can read a Prefect Secret block's value; a secret only the flow's workers should see "
+    "belongs in their environment (`env:`) or a Kubernetes Secret (`kubernetes_secret:`)"
+)
 
 
 STATS_EPILOG = """\

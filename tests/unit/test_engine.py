@@ -1,19 +1,32 @@
 """The adjustments to Prefect's engine (flows/engine.py): a step run without a task run keeps
-the retries its task declares, sync flow runs no longer wait for their heartbeat thread, and
-an expected failure is not told again once its run has ended, while a bug keeps its traceback
-(in a run, tests/integration/test_trigger.py)."""
+the retries its task declares, sync flow runs no longer wait for their heartbeat thread, an
+expected failure is not told again once its run has ended, while a bug keeps its traceback
+(in a run, tests/integration/test_trigger.py), and state messages are masked (against the
+real API, tests/integration/test_state_masking.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+from typing import Any
 
 import pytest
-from prefect import flow_engine, task
+from prefect import State, flow_engine, task
 from prefect.exceptions import FailedRun
+from prefect.states import Failed
 
 from bascule.errors import Unreachable
-from flows.engine import RUN_LOGGERS, expected_failures_in_one_line, heartbeats_unjoined, untracked
+from bascule.redact import KNOWN, MASK
+from flows.engine import (
+    ENGINES,
+    RUN_LOGGERS,
+    _masking,
+    expected_failures_in_one_line,
+    heartbeats_unjoined,
+    state_messages_masked,
+    untracked,
+)
 
 
 def test_a_step_without_task_run_retries_as_its_task_declares() -> None:
@@ -84,3 +97,30 @@ def test_once_a_run_ended_only_a_bug_is_told_again(name: str) -> None:
         logger.removeHandler(kept)
     assert [r.exc_info[1] for r in kept.records if r.exc_info] == [bug]
     assert len(kept.records) == 1
+
+
+SECRET = "engine-canary-4b1d9e0f"
+
+
+def test_every_engine_masks_a_state_message_before_it_sets_the_state() -> None:
+    state_messages_masked()
+    state_messages_masked()  # idempotent: wrapped once
+    for engine in ENGINES:
+        original = getattr(engine.set_state, "__wrapped__", None)
+        assert original is not None and not hasattr(original, "__wrapped__"), engine
+        # What the wrapper passes on is what Prefect's set_state takes.
+        assert list(inspect.signature(original).parameters)[:3] == ["self", "state", "force"]
+    KNOWN.add([SECRET])
+    seen: list[str | None] = []
+
+    def set_state(engine: Any, state: State[Any], force: bool = False) -> State[Any]:
+        seen.append(state.message)
+        return state
+
+    async def set_state_async(engine: Any, state: State[Any], force: bool = False) -> State[Any]:
+        return set_state(engine, state, force)
+
+    told = f"Task run encountered an exception ValueError: bad token {SECRET}"
+    assert _masking(set_state)(None, Failed(message=told)).message == told.replace(SECRET, MASK)
+    asyncio.run(_masking(set_state_async)(None, Failed(message=told), force=True))
+    assert seen == [told.replace(SECRET, MASK)] * 2

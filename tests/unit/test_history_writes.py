@@ -5,6 +5,7 @@ between is still kept: the run's write conflicts, reads again and keeps both."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import httpx
 from bascule import history as h
 from bascule.config import load_environment
 from bascule.manifests import load_templates
+from bascule.redact import KNOWN, MASK, Redactor
 from tasks import state
 from tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube, status
@@ -75,3 +77,21 @@ def test_a_run_writes_on_what_it_read_and_a_write_in_between_is_kept(tmp_path: P
     assert ids(api, env) == ["r0", "r1", "x1"]  # r1 updated where it was
     kept = h.decode(api.objects[env.history_map]["data"][state.HISTORY_KEY])
     assert [r.phase for r in kept] == ["done", "checking", "done"]
+
+
+def test_masking_keeps_the_history_json_valid(tmp_path: Path) -> None:
+    """Secrets are masked in the history's data, not in its encoded text: a value that
+    occurs in the JSON's own syntax (``1``, ``null``, a quote) cannot cut it."""
+    history = [release("r1", "done"), replace(release("r2"), reason="exit 1: null result")]
+    short = Redactor(["1", "null", '"id": "'])
+    kept = h.decode(h.encode(history, short.redact_data))
+    assert [r.reason for r in kept] == ["", f"exit {MASK}: {MASK} result"]
+    # And so does a run's save, with a value registered in the process's redactor.
+    KNOWN.add(['"image": "'])
+    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    kube, api = fake_kube(tmp_path)
+    env = Env(cfg, load_templates(cfg.manifests), kube)
+    api.put(env.history_map, {"data": {state.HISTORY_KEY: h.encode(history)}})
+    replace_if_unchanged(api)
+    state.save(env, release("r3"))
+    assert ids(api, env) == ["r1", "r2", "r3"]

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from bascule.config import SecretRef
+from bascule.cli import inspect
+from bascule.config import AppSecret, SecretRef, load_environment
 from bascule.errors import UsageError
-from tasks.secretref import resolve
+from bascule.manifests import load_templates
+from bascule.outcome import Exit
+from bascule.redact import KNOWN
+from tasks import secretref
+from tasks.context import Env
+from tasks.secretref import TooShort, resolve, resolve_all
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_exactly_one_source() -> None:
@@ -22,8 +33,8 @@ def test_exactly_one_source() -> None:
 
 
 def test_resolve_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BASCULE_T_SECRET", "s3cr3t")
-    assert resolve(SecretRef(env="BASCULE_T_SECRET"), "x") == "s3cr3t"
+    monkeypatch.setenv("BASCULE_T_SECRET", "s3cr3t-value")
+    assert resolve(SecretRef(env="BASCULE_T_SECRET"), "x") == "s3cr3t-value"
     monkeypatch.setenv("BASCULE_T_SECRET", "")
     with pytest.raises(UsageError, match="BASCULE_T_SECRET is not set") as err:
         resolve(SecretRef(env="BASCULE_T_SECRET"), "migrations.database_url")
@@ -45,3 +56,49 @@ def test_a_resolved_value_is_masked_in_every_log_record(
             log.exception("boom")
     text = caplog.text
     assert "s3cret" not in text and text.count("***") >= 3, text
+
+
+def test_a_value_too_short_to_mask_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    secrets = {
+        "FLAG": AppSecret(env="BASCULE_T_FLAG"),
+        "NULLISH": AppSecret(env="BASCULE_T_NULLISH", optional=True),
+        "TOKEN": AppSecret(env="BASCULE_T_TOKEN"),
+    }
+    # Environment variable sources: no cluster is asked.
+    kube = None
+    env = Env(cfg.model_copy(update={"secrets": secrets}), load_templates(cfg.manifests), kube)  # type: ignore[arg-type]
+    monkeypatch.setenv("BASCULE_T_FLAG", "1")
+    monkeypatch.setenv("BASCULE_T_NULLISH", " null  ")
+    monkeypatch.setenv("BASCULE_T_TOKEN", "long-enough-token")
+    with pytest.raises(UsageError) as err:
+        resolve_all(env)
+    text = str(err.value)
+    assert err.value.exit == Exit.USAGE
+    assert text.startswith("2 too short to be masked in staging; nothing was changed"), text
+    assert (
+        "secrets.FLAG: the value of environment variable BASCULE_T_FLAG is shorter than 8 "
+        "characters" in text
+    )
+    assert "secrets.NULLISH: the value of environment variable BASCULE_T_NULLISH" in text
+    assert "use a secret of at least 8 characters" in text and "belongs in `env:`" in text
+    assert "null" not in text.replace("NULLISH", "")
+    assert KNOWN.redact("1 null") == "1 null"  # never registered: it would mask ordinary text
+
+
+def test_bascule_secrets_shows_a_short_value_and_who_can_read_a_block(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ("FLAG", AppSecret(env="T_FLAG", optional=True), TooShort("secrets.FLAG: too short")),
+        ("DB", AppSecret(prefect_secret="db-url"), None),
+    ]
+    monkeypatch.setattr(secretref, "status", lambda env: rows)
+    monkeypatch.setattr(inspect, "reading", lambda *args: contextlib.nullcontext())
+    args = argparse.Namespace(environment="staging", dir=str(REPO / "deployments"), app=None)
+    assert inspect.secrets(args) == Exit.USAGE  # optional, but it has a value it cannot mask
+    out = capsys.readouterr().out
+    assert "FLAG  short    optional  environment variable T_FLAG" in out
+    assert "any credential of this Prefect API" in out and "can read a Prefect Secret block" in out
