@@ -36,7 +36,7 @@ from bascule.apps import APPS_DIR, overlay, overlay_file
 from bascule.errors import UsageError
 from bascule.images import parse_image
 from bascule.notifications import EVENTS, Event
-from bascule.signoff import signers_line_problem
+from bascule.signoff import signers_count, signers_line_problem
 from bascule.yamlsource import (
     ConfigError,
     Loc,
@@ -80,6 +80,7 @@ __all__ = [
     "app_names",
     "check_environment_name",
     "describe_schema",
+    "environment_file",
     "environment_files",
     "load_all",
     "load_apps",
@@ -87,7 +88,7 @@ __all__ = [
     "with_image_tag",
 ]
 
-PRODUCTION = "production"  # needs approval by default; a failed deploy there pages
+PRODUCTION = "production"  # always protected; a failed deploy there pages
 # Every deployments directory has these; more environments may be added beside them.
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", PRODUCTION)
 # Where the commands and flows look for the environment files unless told otherwise.
@@ -175,6 +176,13 @@ def _check_dns_label(value: str, what: str, pattern: re.Pattern[str], max_len: i
 def check_environment_name(value: str) -> str:
     """The one rule for environment names, for files and command-line arguments alike."""
     return _check_dns_label(value, "environment name", _DNS1123_LABEL, ENVIRONMENT_NAME_MAX)
+
+
+def environment_file(config_dir: str | Path, name: str) -> Path:
+    """The file of environment ``name``: the one place a name (a flow parameter, a command's
+    argument) becomes a path, so it is checked here. UsageError for a name that is not one
+    (``../x/production`` would otherwise load another file that calls itself production)."""
+    return Path(config_dir) / f"{check_environment_name(name)}.yaml"
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -349,8 +357,8 @@ class ApprovalConfig(_Section):
     required: StrictBool = Field(
         default=False,
         description=(
-            "Pause before switching traffic until a person approves. Default: true for the "
-            "production environment, false elsewhere."
+            "Pause before switching traffic until a person approves. Default: true for a "
+            "protected environment (which cannot turn it off), false elsewhere."
         ),
     )
     timeout_seconds: int = Field(
@@ -366,8 +374,8 @@ class ApprovalConfig(_Section):
             "file): an approval counts only when signed (`bascule approve RUN --key KEY`, or "
             "the command the approval form shows) by a key listed there, and the history "
             "records that key's principal. Keep it in the repository so that changing who may "
-            "approve takes a reviewed commit; production must have one. Unset: the typed name "
-            "is recorded, unverified."
+            "approve takes a reviewed commit. A protected environment must have one listing "
+            "at least one key. Unset: the typed name is recorded, unverified."
         ),
     )
 
@@ -843,14 +851,14 @@ class AnalysisConfig(_Section):
         default="pass",
         description=(
             "What a result with no series (or NaN) counts as: fail, pass or inconclusive. "
-            "Default: fail for the production environment, pass elsewhere."
+            "Default: fail for a protected environment, pass elsewhere."
         ),
     )
     unreachable: analysis.Policy = Field(
         default="pass",
         description=(
             "What an evaluation counts as when Prometheus does not answer: fail, pass or "
-            "inconclusive. Default: fail for the production environment, pass elsewhere."
+            "inconclusive. Default: fail for a protected environment, pass elsewhere."
         ),
     )
     timeout_seconds: float = Field(
@@ -1216,6 +1224,16 @@ class EnvironmentConfig(_Section):
     )
     environment: str = Field(description="Name of this environment; must equal the file name.")
     namespace: str = Field(description="Kubernetes namespace the app runs in.")
+    protected: StrictBool = Field(
+        default=False,
+        description=(
+            "Rules enforced in code, not left to this file: approval is required and cannot "
+            "be turned off, approval.allowed_signers must name a file listing at least one "
+            "key, and an analysis that cannot be evaluated fails. production is always "
+            "protected (`protected: false` there is an error). Set in <env>.yaml, not in an "
+            "app's file."
+        ),
+    )
     kube: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster.")
     image: str | None = Field(
         default=None,
@@ -1285,11 +1303,16 @@ class EnvironmentConfig(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _production_defaults(cls, data: Any) -> Any:
+    def _protected_defaults(cls, data: Any) -> Any:
         # The safe defaults depend on which environment this is, so they cannot be plain
-        # field defaults: production needs an approval, and an analysis that cannot be
-        # evaluated fails there.
-        if not isinstance(data, dict) or data.get("environment") != PRODUCTION:
+        # field defaults: a protected one needs an approval, and an analysis that cannot be
+        # evaluated fails there. Production is protected whatever its file says (a
+        # `protected: false` there is refused by _protected_rules).
+        if not isinstance(data, dict):
+            return data
+        if data.get("environment") == PRODUCTION:
+            data = {"protected": True, **data}
+        if data.get("protected") is not True:
             return data
         safe: dict[str, dict[str, Any]] = {
             "approval": {"required": True},
@@ -1333,7 +1356,7 @@ class EnvironmentConfig(_Section):
                 "takes, e.g. staging"
             )
         base = info.context.get("base_dir") if isinstance(info.context, dict) else None
-        if isinstance(base, Path) and not (base / f"{value}.yaml").is_file():
+        if isinstance(base, Path) and not environment_file(base, value).is_file():
             others = sorted(p.stem for p in base.glob("*.yaml") if p.stem != value)
             close = difflib.get_close_matches(value, others, n=1)
             maybe = f" (did you mean {close[0]!r}?)" if close else ""
@@ -1389,6 +1412,34 @@ class EnvironmentConfig(_Section):
         resolved = _resolve_path(value, info)
         assert resolved is not None
         return resolved
+
+    @model_validator(mode="after")
+    def _protected_rules(self) -> Self:
+        # What the file alone decides; that allowed_signers lists a key is the loader's
+        # check (_signers_problem), which reads that file.
+        if self.environment == PRODUCTION and not self.protected:
+            raise FieldProblem(
+                "production is always protected — remove `protected: false`",
+                "protected",
+            )
+        if not self.protected:
+            return self
+        if not self.approval.required:
+            raise FieldProblem(
+                f"{self.environment} is protected: its approval cannot be turned off — remove "
+                "`required: false`",
+                "approval",
+                "required",
+            )
+        if self.approval.allowed_signers is None:
+            raise FieldProblem(
+                f"{self.environment} is protected: its approvals must be signed — set "
+                "approval.allowed_signers to a file listing each approver's SSH key, one "
+                "`principal ssh-ed25519 AAAA…` line each (README: signed approvals)",
+                "approval",
+                key=True,
+            )
+        return self
 
     @model_validator(mode="after")
     def _old_color_outlives_verification(self) -> Self:
@@ -1471,7 +1522,7 @@ def app_names(deployments_dir: str | Path, environment: str) -> list[str]:
     """The apps of an environment: the environment file's own first, then those with an
     overlay file for it, by name. ConfigError if the environment file cannot be read."""
     directory = Path(deployments_dir)
-    default = _load(directory / f"{environment}.yaml")[0].app
+    default = _load(environment_file(directory, environment))[0].app
     extra = sorted(
         p.parent.name
         for p in directory.glob(f"{APPS_DIR}/*/{environment}.yaml")
@@ -1671,13 +1722,25 @@ def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDo
             )
     elif app is not None:
         over_path = overlay_file(path.parent, app, path.stem)
-        over_doc = load_yaml_file(over_path)
-        over = _mapping_of(over_doc, empty_ok=True)
-        try:
+        try:  # before the name becomes a path that is read
             _check_dns_label(app, "app name", _DNS1035_LABEL, APP_NAME_MAX)
         except ValueError as exc:
             message = f"{exc} — rename the directory {APPS_DIR}/{app}/"
-            raise ConfigError([Problem(over_doc.file, message)]) from None
+            raise ConfigError([Problem(display_path(over_path), message)]) from None
+        over_doc = load_yaml_file(over_path)
+        over = _mapping_of(over_doc, empty_ok=True)
+        if "protected" in over:
+            raise ConfigError(
+                [
+                    Problem(
+                        over_doc.file,
+                        f"protection is the environment's, not an app's — remove it here and "
+                        f"set it in {path.name}",
+                        over_doc.mark_of(("protected",), key=True),
+                        "protected",
+                    )
+                ]
+            )
         if over.get("app", app) != app:
             raise ConfigError(
                 [
@@ -1697,7 +1760,27 @@ def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDo
         cfg = EnvironmentConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_problems(layers, exc)) from None
+    if (problem := _signers_problem(cfg, layers)) is not None:
+        raise ConfigError([problem])
     return cfg, doc
+
+
+def _signers_problem(cfg: EnvironmentConfig, layers: _Layers) -> Problem | None:
+    """A protected environment whose allowed_signers file lists no key: nobody could approve,
+    and a file emptied by mistake must not read as "approvals are checked"."""
+    signers = cfg.approval.allowed_signers
+    if not cfg.protected or signers is None or signers_count(signers.read_text()) > 0:
+        return None
+    loc = ("approval", "allowed_signers")
+    file, mark = layers.locate(loc)
+    return Problem(
+        file,
+        f"{display_path(signers)} lists no key, and {cfg.environment} is protected: nobody "
+        "could approve — add one `principal ssh-ed25519 AAAA…` line per approver (README: "
+        "signed approvals)",
+        mark,
+        format_path(loc),
+    )
 
 
 def _problems(layers: _Layers, exc: ValidationError) -> list[Problem]:

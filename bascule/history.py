@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from bascule.errors import Refused
 from bascule.manifests import Color
 
 Phase = Literal[
@@ -142,6 +143,35 @@ def last_good(history: list[Release], before: str | None = None) -> Release | No
         if r.result == "succeeded":
             return r
     return None
+
+
+_NOT_GOOD: dict[str, str] = {
+    "failed": "failed",
+    "rolled-back": "was rolled back",
+    "rejected": "was rejected at approval",
+    "interrupted": "was interrupted",
+    "in-progress": "never finished",
+}
+
+
+def rollback_target(history: Sequence[Release], to: str, environment: str) -> Release:
+    """The release ``to`` names, if a rollback may return to it: only one that succeeded in
+    this environment (its checks, approval and verification passed here), never one that
+    failed, was rejected or never finished, which a redeploy would otherwise bring back
+    without its approval. Refused, naming what to do, otherwise."""
+    see = f"`bascule history {environment}` lists them"
+    match = next((r for r in history if r.id == to), None)
+    if match is None:
+        raise Refused(f"no release {to} in {environment}'s history — name one that is ({see})")
+    if match.result != "succeeded":
+        good = last_good(list(history))
+        latest = f"; the newest that did is {good.id} ({good.image})" if good else ""
+        raise Refused(
+            f"release {to} ({match.image}) {_NOT_GOOD[match.result]} in {environment}: a "
+            f"rollback returns only to a release that succeeded here{latest} — name one of "
+            f"those ({see})"
+        )
+    return match
 
 
 def encode(history: list[Release], mask: Callable[[Any], Any] = lambda data: data) -> str:

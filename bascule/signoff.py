@@ -87,6 +87,17 @@ _KEY_TYPE = re.compile(r"^(ssh-|ecdsa-|sk-)[-@.a-z0-9]+$")
 def signers_line_problem(line: str) -> str | None:
     """What is wrong with one line of an allowed_signers file (``principals [options]
     key-type base64-key [comment]``); None for a good, blank or comment line."""
+    words = _signers_words(line)
+    return words if isinstance(words, str) else None
+
+
+def signers_count(text: str) -> int:
+    """How many keys the text of an allowed_signers file lists: its good lines."""
+    return sum(isinstance(_signers_words(line), list) for line in text.splitlines())
+
+
+def _signers_words(line: str) -> list[str] | str | None:
+    """A line's words if it lists a key, what is wrong with it, or None: blank or comment."""
     try:
         words = shlex.split(line, comments=True)
     except ValueError as exc:  # an unclosed quote in the options
@@ -99,4 +110,4 @@ def signers_line_problem(line: str) -> str | None:
             "not an allowed_signers line — write `principal ssh-ed25519 AAAA…` (the principal, "
             "then the public key as in the .pub file)"
         )
-    return None
+    return words

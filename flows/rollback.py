@@ -12,6 +12,7 @@ from prefect.states import Completed, Failed
 
 from bascule import bluegreen
 from bascule import history as h
+from bascule.errors import Refused
 from bascule.outcome import StateName
 from flows.deploy import (
     Outcome,
@@ -30,12 +31,13 @@ from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.preflight import preflight
 
 
-def choose_target(history: list[h.Release], active: str | None, to: str | None) -> h.Release:
+def choose_target(
+    history: list[h.Release], active: str | None, to: str | None, environment: str
+) -> h.Release:
+    """``to`` if a rollback may return to it (Refused otherwise), else the newest good
+    release older than the one serving (ValueError when there is none)."""
     if to:
-        match = next((r for r in history if r.id == to), None)
-        if match is None:
-            raise ValueError(f"no release {to} in the history; see `bascule history`")
-        return match
+        return h.rollback_target(history, to, environment)
     current = h.serving(history, active)
     target = h.last_good(history, before=current.id if current else None)
     if target is None:
@@ -55,7 +57,21 @@ def rollback(
     the lock of a run that still holds it, and why (recorded in the history); without it, a
     live run's lock refuses the rollback and a dead run's is taken over."""
     env = Env.open(environment, config_dir, app)
+    if to_release and (refused := unfit_target(env, to_release)):
+        return refused
     return exclusively(env, lambda: _rollback(env, to_release), breaking=break_lock)
+
+
+def unfit_target(env: Env, to_release: str) -> State | None:
+    """Refuses (exit 2) a release a rollback may not return to: before the lock and any
+    change, from the history as it is now (the choice is made again under the lock)."""
+    releases, _ = state.read_history(env)
+    try:
+        h.rollback_target(releases, to_release, env.name)
+    except Refused as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), name=StateName.REFUSED)
+    return None
 
 
 def _rollback(env: Env, to_release: str | None) -> Outcome:
@@ -66,8 +82,8 @@ def _rollback(env: Env, to_release: str | None) -> Outcome:
         return Outcome(already_undone(env, env.reconciled))
     releases, _ = state.read_history(env)
     try:
-        target = choose_target(releases, observed.active, to_release)
-    except ValueError as exc:
+        target = choose_target(releases, observed.active, to_release, env.name)
+    except (Refused, ValueError) as exc:  # Refused here: the history changed since
         return Outcome(Failed(message=str(exc), name=StateName.FAILED))
     if bluegreen.rollback_plan(observed, target) == "redeploy":
         get_run_logger().info("%s is no longer running: redeploying it", target.image)

@@ -11,7 +11,7 @@ from typing import Any
 from bascule import kube as k
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
-from bascule.config import EnvironmentConfig, app_names, load_environment
+from bascule.config import EnvironmentConfig, app_names, environment_file, load_environment
 from bascule.history import Release
 from bascule.kube import Kube
 from bascule.manifests import (
@@ -51,7 +51,7 @@ class Env:
         """The environment for ``app`` (default: the environment file's own app)."""
         if app is not None:
             choose_app(environment, app, app_names(config_dir, environment))
-        cfg = load_environment(Path(config_dir) / f"{environment}.yaml", app)
+        cfg = load_environment(environment_file(config_dir, environment), app)
         templates = load_templates(cfg.manifests)
         target = k.Target(
             str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None, cfg.kube.context

@@ -12,7 +12,7 @@ import json
 import sys
 
 from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
-from bascule.config import check_environment_name, load_environment
+from bascule.config import environment_file, load_environment
 from bascule.errors import UsageError
 from bascule.migrations import MigrationPlan, plan_json, render_markdown, summary
 from bascule.outcome import Exit
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _plan(args: argparse.Namespace) -> MigrationPlan:
     from tasks.migrations import build_plan  # loads Alembic and SQLAlchemy: only when used
 
-    name = check_environment_name(args.environment)
-    cfg = load_environment(args.dir / f"{name}.yaml", resolve_app(args))
+    name = args.environment
+    cfg = load_environment(environment_file(args.dir, name), resolve_app(args))
     if cfg.migrations is None:
         raise UsageError(
             f"{name} has no migrations section — add one (see `bascule validate --schema`, "

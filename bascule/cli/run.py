@@ -203,7 +203,8 @@ def rollback_arguments(parser: argparse.ArgumentParser) -> None:
         "--to",
         dest="to_release",
         metavar="RELEASE",
-        help="release id to return to (default: the previous good release)",
+        help="release id to return to: one that succeeded in ENV (`bascule history ENV`); a "
+        "failed, rejected or unfinished one is refused (default: the previous good release)",
     )
     parser.add_argument(
         "--break-lock",

@@ -12,11 +12,11 @@ from pathlib import Path
 from bascule.apps import APPS_DIR
 from bascule.cli.options import add_dir_argument
 from bascule.config import (
-    PRODUCTION,
     ConfigError,
     EnvironmentConfig,
     Problem,
     describe_schema,
+    environment_file,
     environment_files,
     load_all,
     load_apps,
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     problems: list[Problem] = []
     configs: dict[str, EnvironmentConfig] = {}
     if names:
-        paths = [directory / f"{name}.yaml" for name in names]
+        paths = [environment_file(directory, name) for name in names]
         for path in paths:
             try:
                 configs[path.stem] = load_environment(path)
@@ -125,20 +125,22 @@ def _secret_warnings(configs: dict[str, EnvironmentConfig], paths: list[Path]) -
 
 
 def _approval_warnings(configs: dict[str, EnvironmentConfig], paths: list[Path]) -> list[Problem]:
-    """Production approving on a typed name: allowed, as before signed approvals, but said."""
+    """An approval on a typed name where that is allowed (a protected environment without
+    signers is an error): said, with the way out."""
     warnings: list[Problem] = []
     for path in paths:
         cfg = configs.get(path.stem)
-        if cfg is None or cfg.environment != PRODUCTION:
+        if cfg is None or cfg.protected:
             continue
         if cfg.approval.required and cfg.approval.allowed_signers is None:
             loc = ("approval",)
             warnings.append(
                 Problem(
                     display_path(path),
-                    "warning: production's approvals are typed names anyone with a Prefect "
-                    "credential can give — set approval.allowed_signers to a file of approvers' "
-                    "SSH keys (README: signed approvals)",
+                    f"warning: {cfg.environment}'s approvals are typed names anyone with a "
+                    "Prefect credential can give — set approval.allowed_signers to a file of "
+                    "approvers' SSH keys, and `protected: true` to make that a rule (README: "
+                    "protected environments)",
                     load_yaml_file(path).mark_of(loc, key=True),
                     format_path(loc),
                 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bascule.config import check_environment_name
+from bascule.config import check_environment_name, environment_file
 from bascule.errors import UsageError
 from bascule.images import parse_image
 from bascule.monitoring import normal_time
@@ -82,7 +82,7 @@ def local_app(environment: str, app: str | None, config_dir: Path) -> str | None
     from bascule.apps import choose_app
     from bascule.config import ConfigError, app_names
 
-    if not (config_dir / f"{check_environment_name(environment)}.yaml").is_file():
+    if not environment_file(config_dir, environment).is_file():
         return app
     try:
         apps = app_names(config_dir, environment)
@@ -102,7 +102,7 @@ def app_secret_values(
     from bascule.config import load_environment
 
     try:
-        config = config_dir / f"{check_environment_name(environment)}.yaml"
+        config = environment_file(config_dir, environment)
         cfg = load_environment(config, app) if config.is_file() else None
     except UsageError:  # a bad name or file: check() and the flow say what is wrong
         return ()

@@ -15,7 +15,7 @@ from bascule.signoff import Request
 from bascule.sshsig import sign
 from tests.support import deploys, signers, webhooks
 from tests.support.cluster import Cluster, wait_for
-from tests.support.envs import write_envs
+from tests.support.envs import approver_key, write_envs
 from tests.support.verdicts import assert_one_line
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
@@ -60,7 +60,9 @@ def v1_in_production(cluster: Cluster, namespace: str, prefect_server: str, tmp_
     # The sample's production.yaml link, as `make demo` prints it from this listing.
     assert line.endswith("  preview=https://sample-app-preview.production.example/"), line
     run_id = line.split()[0]
-    assert deploys.run(prefect_server, "approve", run_id, "--as", "setup").returncode == 0
+    # Production is protected: only a signed approval counts (write_envs lists this key).
+    key = str(approver_key(Path(cfg)))
+    assert deploys.run(prefect_server, "approve", run_id, "--key", key).returncode == 0
     assert proc.wait(timeout=180) == 0, (tmp_path / "v1.log").read_text()[-2000:]
     return cfg
 
@@ -181,7 +183,8 @@ def test_invalid_input_keeps_the_run_paused_with_a_clear_message(
 ) -> None:
     proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
     run_id = paused_run(prefect_server, namespace)
-    res = deploys.run(prefect_server, "approve", run_id, "--as", "   ")
+    key = str(approver_key(Path(v1_in_production)))
+    res = deploys.run(prefect_server, "approve", run_id, "--key", key, "--as", "   ")
     assert res.returncode == 2
     assert "not resumed" in res.stderr and "approver" in res.stderr, res.stderr
     time.sleep(2)

@@ -388,6 +388,28 @@ def test_rollback_needs_no_image_in_the_environment_file(
     assert (last["kind"], last["result"], last["image"]) == ("rollback", "succeeded", V1)
 
 
+def test_a_rollback_to_a_release_that_failed_is_refused_and_changes_nothing(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
+) -> None:
+    crash, _ = BROKEN["crash-on-start"]
+    bad = config(tmp_path, cluster, namespace, "bad", env={"DRAIN_SECONDS": "1", **crash})
+    assert deploy(prefect_server, bad, V2).returncode == 1
+    before = deploys.history(cluster, namespace)
+    failed = before[-1]
+    assert (failed["image"], failed["result"]) == (V2, "failed")
+    # Its color is gone, so going "back" to it would redeploy it, with no check on the way.
+    res = deploys.run(prefect_server, "rollback", "--dir", v1_live, "staging", "--to", failed["id"])
+    assert_verdict(
+        res,
+        2,
+        f"Refused: release {failed['id']} ({V2}) failed in staging: a rollback returns only to "
+        f"a release that succeeded here; the newest that did is {before[0]['id']} ({V1})",
+    )
+    assert deploys.history(cluster, namespace) == before
+    assert deploys.active_color(cluster, namespace) == "blue"
+    assert deploys.replicas(cluster, namespace, "green") == 0
+
+
 def test_bad_configuration_is_refused_and_changes_nothing(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bascule.signoff import DEFAULT_KEY
 from tests.support import deploys
 from tests.support.cluster import Cluster
-from tests.support.envs import write_envs
+from tests.support.envs import approver_key, write_envs
 from tests.support.webhooks import TOKEN, Receiver, check_discord, check_slack, text_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
@@ -173,9 +174,12 @@ def test_approval_request_and_success_in_production(
     run_id = deploys.history(cluster, namespace)[-1]["flow_run_id"]
     ui = prefect_server.removesuffix("/api")
     assert f"[Open the run in Prefect]({ui}/runs/flow-run/{run_id})" in asking["description"]
-    assert f"bascule approve {run_id} --as YOUR_NAME" in asking["description"]
-    assert f"bascule approve {run_id} --as YOUR_NAME" in text_of(slack.wait_for(2)[1])
-    res = deploys.run(prefect_server, "approve", run_id, "--as", "alice", "--comment", "go")
+    # Production is protected: its approvals are signed, and the messages say how.
+    command = f"bascule approve {run_id} --key {DEFAULT_KEY}"
+    assert command in asking["description"]
+    assert command in text_of(slack.wait_for(2)[1])
+    key = str(approver_key(cfg))
+    res = deploys.run(prefect_server, "approve", run_id, "--key", key, "--comment", "go")
     assert res.returncode == 0, res.stderr
     assert proc.wait(timeout=180) == 0, (tmp_path / "v1.log").read_text()[-3000:]
     assert [h[0] for h in headlines(slack, discord)] == [
@@ -184,5 +188,5 @@ def test_approval_request_and_success_in_production(
         "✅ deploy succeeded: sample-app → production",
     ]
     fields = {f["name"]: f["value"] for f in discord.bodies()[2]["embeds"][0]["fields"]}
-    assert fields["Approved by"] == "alice — go"
+    assert fields["Approved by"] == "approver@example.com — go"
     assert "Duration" in fields

@@ -24,7 +24,7 @@ import yaml
 from bascule.outcome import Exit, StateName
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, wait_for
-from tests.support.envs import write_envs
+from tests.support.envs import approver_key, write_envs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 NAME = "bascule.local/sample-app"
@@ -58,13 +58,13 @@ def production_ns(cluster: Cluster, namespace: str) -> Iterator[str]:
 
 @pytest.fixture
 def cfg(cluster: Cluster, namespace: str, production_ns: str, tmp_path: Path) -> str:
-    """Staging and production copies, one replica each, production with no approval gate
-    (not under test here) and ``promote_from: staging``."""
+    """Staging and production copies, one replica each, production with
+    ``promote_from: staging`` (and, protected, approved with ``approver_key``)."""
     directory = write_envs(
         tmp_path / "cfg",
         namespace,
         cluster.kubeconfig,
-        {"replicas": 1, "approval": {"required": False}},
+        {"replicas": 1},
         environments=("staging", "production"),
     )
     path = directory / "production.yaml"
@@ -178,21 +178,22 @@ def test_production_takes_only_digests_staging_verified(
     assert f"{V1} (ran {verified})" in listed, listed
     untouched(cluster, production_ns)
 
-    # `bascule promote` deploys exactly what staging serves, here through Prefect; the job
-    # summary and production's history name the digest.
+    # `bascule promote` deploys exactly what staging serves, here through Prefect, once an
+    # approver signs (production is protected); the job summary and production's history
+    # name the digest.
     job_summary = tmp_path / "promoted.md"
     promote = ["promote", "--dir", cfg, "staging", "production", "--trigger"]
-    promoted = subprocess.run(
-        [sys.executable, "-m", "bascule.cli", *promote],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**deploys.cli_env(prefect_server), "GITHUB_STEP_SUMMARY": str(job_summary)},
-        timeout=300,
+    log = tmp_path / "promote.log"
+    promoting = deploys.start(
+        prefect_server, *promote, log=log, env={"GITHUB_STEP_SUMMARY": str(job_summary)}
     )
-    assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-3000:]
     pinned = f"{V1}@{verified}"
-    assert f"promoting {pinned}" in promoted.stdout
+    asking = deploys.wait_phase(cluster, production_ns, pinned, {"awaiting-approval"}, 240)
+    key = str(approver_key(Path(cfg)))
+    approved = deploys.run(prefect_server, "approve", asking["flow_run_id"], "--key", key)
+    assert approved.returncode == 0, approved.stderr[-3000:]
+    assert promoting.wait(300) == 0, log.read_text()[-3000:]
+    assert f"promoting {pinned}" in log.read_text()
     release = deploys.history(cluster, production_ns)[-1]
     assert (release["result"], release["image"], release["digest"]) == (
         "succeeded",

@@ -11,6 +11,8 @@ import yaml
 
 # The same deep merge as an app's file over its environment's.
 from bascule.apps import overlay as merge
+from bascule.config import PRODUCTION
+from tests.support.signers import NOBODY, allowed_signers, keypair
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,6 +33,9 @@ def copy_deployments(tmp: Path) -> Path:
     migrations beside it where the files' `migrations:` sections point."""
     target = tmp / "deployments"
     shutil.copytree(REPO / "deployments", target)
+    # The repository's lists nobody, which a protected environment refuses: list an approver.
+    with (target / "allowed_signers").open("a") as signers:
+        signers.write(NOBODY + "\n")
     shutil.copytree(REPO / "sampleapp" / "migrations", tmp / "sampleapp" / "migrations")
     shutil.copy(REPO / "sampleapp" / "alembic.ini", tmp / "sampleapp")
     return target
@@ -44,7 +49,9 @@ def write_envs(
     environments: tuple[str, ...] = ("dev", "staging", "production"),
 ) -> Path:
     """Writes dev, staging and production files (each in its own namespace, derived from
-    ``namespace``) plus the manifests; returns the directory."""
+    ``namespace``) plus the manifests; returns the directory. A protected environment
+    (production) whose approval names no allowed_signers gets ``directory/allowed_signers``,
+    listing ``approver_key(directory)``."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "deployments" / "manifests", directory / "manifests", dirs_exist_ok=True)
     for env in environments:
@@ -54,7 +61,8 @@ def write_envs(
         data.pop("migrations", None)
         # Production takes only digests staging verified: the promotion test sets it again.
         data.pop("promote_from", None)
-        # Relative too, and it lists nobody: a test of signed approvals passes its own.
+        # Relative too, and it lists nobody: replaced by the test approver's below, or a
+        # test of signed approvals passes its own.
         data.get("approval", {}).pop("allowed_signers", None)
         data = merge(
             data,
@@ -65,5 +73,18 @@ def write_envs(
         )
         data = merge(data, FAST)
         data = merge(data, overrides or {})
+        protected = env == PRODUCTION or data.get("protected") is True
+        if protected and not data.get("approval", {}).get("allowed_signers"):
+            key = approver_key(directory)
+            if not key.exists():
+                keypair(key.parent, key.name)
+            allowed_signers(directory / "allowed_signers", {"approver@example.com": key})
+            data = merge(data, {"approval": {"allowed_signers": "allowed_signers"}})
         (directory / f"{env}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return directory
+
+
+def approver_key(directory: Path) -> Path:
+    """The SSH key that signs approvals of the protected environments ``write_envs`` wrote to
+    ``directory`` (``bascule approve RUN --key`` it); kept outside that directory."""
+    return directory.parent / f"{directory.name}-keys" / "approver"

@@ -6,6 +6,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+# An approver whose private key was thrown away when this was written: listing it makes a
+# protected environment's configuration load, and nobody can sign with it.
+NOBODY = (
+    'nobody@example.com namespaces="bascule-approval" ssh-ed25519 '
+    "AAAAC3NzaC1lZDI1NTE5AAAAIB1uBFA4KJwWTDmft2W7rRTXxVa/OGXxW0547xfwJUxs"
+)
+
 
 def keypair(directory: Path, name: str) -> Path:
     """A new ed25519 key without a passphrase: its private key file (``.pub`` beside it)."""
@@ -27,6 +34,13 @@ def allowed_signers(path: Path, signers: dict[str, Path]) -> Path:
     ]
     path.write_text("# approvers of this test\n" + "\n".join(lines) + "\n")
     return path
+
+
+def listing_nobody(directory: Path) -> str:
+    """Writes ``directory/allowed_signers`` listing NOBODY; returns the YAML that points a
+    file in ``directory`` at it (what a protected environment needs to load)."""
+    (directory / "allowed_signers").write_text(NOBODY + "\n")
+    return "approval:\n  allowed_signers: allowed_signers\n"
 
 
 def fingerprint(key: Path) -> str:

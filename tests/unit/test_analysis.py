@@ -19,6 +19,7 @@ from bascule.analysis import Sample, Verdict
 from bascule.config import ConfigError, describe_schema, load_environment
 from bascule.history import Release
 from tasks import analysis as task
+from tests.support.signers import listing_nobody
 
 # --- conditions ----------------------------------------------------------------------------------
 
@@ -179,9 +180,10 @@ def test_without_an_address_nothing_runs(tmp_path: Path) -> None:
 
 
 def test_production_fails_what_it_cannot_evaluate_unless_told_otherwise(tmp_path: Path) -> None:
-    cfg = load(tmp_path, "", "production").analysis
+    signed = listing_nobody(tmp_path)  # production is protected: it needs approvers
+    cfg = load(tmp_path, signed, "production").analysis
     assert (cfg.no_data, cfg.unreachable) == ("fail", "fail")
-    cfg = load(tmp_path, GATE.format() + "  unreachable: pass\n", "production").analysis
+    cfg = load(tmp_path, GATE.format() + "  unreachable: pass\n" + signed, "production").analysis
     assert (cfg.no_data, cfg.unreachable) == ("fail", "pass")
 
 
@@ -219,7 +221,7 @@ def test_the_schema_documents_the_section() -> None:
         "checks.smoke.after_switch",
     ):
         assert f"\n{key} (" in lines, key
-    assert "{old_release}" in lines and "fail for the production environment" in lines
+    assert "{old_release}" in lines and "fail for a protected environment" in lines
 
 
 # --- the report ----------------------------------------------------------------------------------

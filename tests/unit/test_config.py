@@ -12,14 +12,19 @@ from bascule.config import (
     ConfigError,
     EnvironmentConfig,
     HealthCheck,
+    app_names,
     check_environment_name,
     describe_schema,
+    environment_file,
     load_all,
     load_environment,
 )
 from bascule.errors import UsageError
+from bascule.trigger.options import local_app
 from bascule.yamlsource import Mark, parse_yaml
+from tasks.context import Env
 from tests.support.envs import copy_deployments
+from tests.support.signers import NOBODY, listing_nobody
 
 REPO_DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 
@@ -58,17 +63,34 @@ namespace: shop-staging
 # --- valid configuration -------------------------------------------------------------------------
 
 
-def test_repository_environments_load() -> None:
-    configs = load_all(REPO_DEPLOYMENTS)
+def test_repository_environments_load(deployments: Path) -> None:
+    # The repository's files, once its allowed_signers lists an approver.
+    configs = load_all(deployments)
     assert list(configs) == ["dev", "staging", "production"]
     assert {cfg.app for cfg in configs.values()} == {"sample-app"}
     assert len({cfg.namespace for cfg in configs.values()}) == 3
     assert configs["production"].approval.required is True
     assert configs["dev"].approval.required is False
+    assert [name for name, cfg in configs.items() if cfg.protected] == ["production"]
     for cfg in configs.values():
         assert cfg.rollout.scale_down_delay_seconds >= cfg.verification.window_seconds
-        assert cfg.manifests == REPO_DEPLOYMENTS / "manifests"
+        assert cfg.manifests == deployments / "manifests"
         assert cfg.checks.health, "every environment checks health"
+
+
+def test_the_repository_production_needs_its_approvers_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # It ships listing nobody: validate says what to add, and the other files are fine.
+    assert main(["validate", "--dir", str(REPO_DEPLOYMENTS)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    text = (REPO_DEPLOYMENTS / "production.yaml").read_text()
+    where = f"production.yaml:{line_of(text, 'allowed_signers: allowed_signers')}:20"
+    assert [line.split(": ")[-1] for line in out[:2]] == ["OK", "OK"], out
+    assert where in out[2] and "approval.allowed_signers: " in out[2], out
+    assert "allowed_signers lists no key, and production is protected: nobody could" in out[2]
+    assert "add one `principal ssh-ed25519 AAAA…` line per approver" in out[2]
+    assert out[3:] == ["1 file(s) with problems; nothing was changed"]
 
 
 def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
@@ -83,14 +105,80 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     assert cfg.rollout.scale_down_delay_seconds >= cfg.verification.window_seconds
 
 
-def test_production_requires_approval_unless_told_otherwise(tmp_path: Path) -> None:
-    text = MINIMAL.replace("staging", "production")
-    assert load_environment(write(tmp_path / "production.yaml", text)).approval.required is True
-    text += "approval:\n  timeout_seconds: 60\n"
+def test_production_requires_approval_and_cannot_turn_it_off(tmp_path: Path) -> None:
+    text = MINIMAL.replace("staging", "production") + listing_nobody(tmp_path)
+    cfg = load_environment(write(tmp_path / "production.yaml", text))
+    assert cfg.protected is True and cfg.approval.required is True
+    text += "  timeout_seconds: 60\n"
     cfg = load_environment(write(tmp_path / "production.yaml", text))
     assert cfg.approval.required is True and cfg.approval.timeout_seconds == 60
     text += "  required: false\n"
-    assert load_environment(write(tmp_path / "production.yaml", text)).approval.required is False
+    [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+    assert str(problem).endswith(
+        f"production.yaml:{line_of(text, 'required: false')}:13: approval.required: "
+        "production is protected: its approval cannot be turned off — remove `required: false`"
+    )
+
+
+def test_any_environment_can_be_protected_and_production_always_is(tmp_path: Path) -> None:
+    signed = listing_nobody(tmp_path)
+    cfg = load_environment(write(tmp_path / "staging.yaml", MINIMAL + signed))
+    assert cfg.protected is False and cfg.approval.required is False
+    cfg = load_environment(write(tmp_path / "staging.yaml", MINIMAL + "protected: true\n" + signed))
+    assert cfg.protected is True and cfg.approval.required is True
+    assert (cfg.analysis.no_data, cfg.analysis.unreachable) == ("fail", "fail")
+    text = MINIMAL + "protected: true\n" + signed + "  required: false\n"
+    [problem] = errors_of(write(tmp_path / "staging.yaml", text)).problems
+    assert (problem.field, problem.mark) == ("approval.required", Mark(7, 13))
+    assert "staging is protected: its approval cannot be turned off" in problem.message
+    text = MINIMAL.replace("staging", "production") + "protected: false\n" + signed
+    [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+    assert str(problem).endswith(
+        "production.yaml:4:12: protected: production is always protected — remove "
+        "`protected: false`"
+    )
+
+
+def test_a_protected_environment_needs_an_allowed_signers_file_with_a_key(
+    tmp_path: Path,
+) -> None:
+    text = MINIMAL.replace("staging", "production")
+    [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+    assert str(problem).endswith(
+        "production.yaml:1:1: approval: production is protected: its approvals must be signed "
+        "— set approval.allowed_signers to a file listing each approver's SSH key, one "
+        "`principal ssh-ed25519 AAAA…` line each (README: signed approvals)"
+    )
+    text += "approval:\n  timeout_seconds: 60\n"
+    [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+    assert (problem.field, problem.mark) == ("approval", Mark(4, 1))
+    text += "  allowed_signers: approvers\n"
+    write(tmp_path / "approvers", "# nobody yet\n\n")
+    [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+    assert (problem.field, problem.mark) == ("approval.allowed_signers", Mark(6, 20))
+    assert "approvers lists no key, and production is protected: nobody could approve" in (
+        problem.message
+    )
+    # The same empty file is fine where nothing is protected: nobody can approve there either.
+    unprotected = write(
+        tmp_path / "staging.yaml", MINIMAL + "approval:\n  allowed_signers: approvers\n"
+    )
+    assert load_environment(unprotected).approval.allowed_signers == tmp_path / "approvers"
+    write(tmp_path / "approvers", NOBODY + "\n")
+    assert load_environment(tmp_path / "production.yaml").protected is True
+
+
+def test_protection_is_the_environments_not_an_apps(deployments: Path) -> None:
+    overlay = deployments / "apps" / "other" / "staging.yaml"
+    overlay.parent.mkdir(parents=True)
+    write(overlay, "replicas: 1\nprotected: true\n")
+    with pytest.raises(ConfigError) as info:
+        load_environment(deployments / "staging.yaml", "other")
+    [problem] = info.value.problems
+    assert str(problem).endswith(
+        "apps/other/staging.yaml:2:1: protected: protection is the environment's, not an "
+        "app's — remove it here and set it in staging.yaml"
+    )
 
 
 def test_env_values_are_strings_and_yaml_1_1_surprises_are_gone(tmp_path: Path) -> None:
@@ -216,6 +304,34 @@ def test_environment_must_match_file_name(tmp_path: Path) -> None:
     [problem] = errors_of(write(tmp_path / "dev.yaml", MINIMAL)).problems
     assert problem.field == "environment" and problem.mark is not None
     assert problem.mark.line == 2 and "environment: dev" in problem.message
+
+
+@pytest.mark.parametrize(
+    "name", ["../x/production", "production/../production", "Production", "production.yaml", ""]
+)
+def test_an_environment_name_is_a_name_not_a_path(
+    deployments: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Elsewhere on the machine, a file that calls itself production, approved by anyone.
+    elsewhere = deployments.parent / "x" / "production.yaml"
+    elsewhere.parent.mkdir()
+    write(elsewhere, MINIMAL.replace("staging", "production") + "protected: false\n")
+    rule = (
+        f"{name!r} is not a valid environment name — use at most 30 lowercase letters, digits "
+        "and '-', starting with a lowercase letter or digit and ending with a letter or digit"
+    )
+    for reading in (
+        lambda: environment_file(deployments, name),
+        lambda: app_names(deployments, name),
+        lambda: Env.open(name, deployments),
+        lambda: local_app(name, None, deployments),
+    ):
+        with pytest.raises(UsageError) as info:
+            reading()
+        assert str(info.value) == rule
+    assert main(["validate", "--dir", str(deployments), name]) == 2
+    assert rule in capsys.readouterr().err
+    assert environment_file(deployments, "production") == deployments / "production.yaml"
 
 
 def test_bad_image_reference(tmp_path: Path) -> None:
@@ -345,8 +461,8 @@ def test_recursive_alias_is_an_error() -> None:
 # --- bascule validate ----------------------------------------------------------------------------
 
 
-def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", "--dir", str(REPO_DEPLOYMENTS)]) == 0
+def test_validate_ok(deployments: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--dir", str(deployments)]) == 0
     out = capsys.readouterr().out
     assert [line.split(": ")[-1] for line in out.splitlines()] == ["OK", "OK", "OK"]
 
@@ -456,8 +572,9 @@ def _write_and_load(deployments: Path, text: str) -> EnvironmentConfig:
 def test_promote_from_names_another_existing_environment(tmp_path: Path) -> None:
     write(tmp_path / "staging.yaml", MINIMAL)
     production = MINIMAL.replace("staging", "production")
+    signed = listing_nobody(tmp_path)
     ok = load_environment(
-        write(tmp_path / "production.yaml", production + "promote_from: staging\n")
+        write(tmp_path / "production.yaml", production + "promote_from: staging\n" + signed)
     )
     assert ok.promote_from == "staging"
     assert load_environment(tmp_path / "staging.yaml").promote_from is None
@@ -469,23 +586,23 @@ def test_promote_from_names_another_existing_environment(tmp_path: Path) -> None
         ("production", "'production' is this environment"),
         ("Staging", "not a valid environment name"),
     ):
-        text = production + f"promote_from: {given}\n"
+        text = production + f"promote_from: {given}\n" + signed
         [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
         assert problem.field == "promote_from" and problem.mark is not None, problem
         assert problem.mark.line == 4 and expected in problem.message, problem.message
 
 
-def test_repository_production_takes_only_what_staging_verified() -> None:
-    assert load_environment(REPO_DEPLOYMENTS / "production.yaml").promote_from == "staging"
-    assert load_environment(REPO_DEPLOYMENTS / "staging.yaml").promote_from is None
+def test_repository_production_takes_only_what_staging_verified(deployments: Path) -> None:
+    assert load_environment(deployments / "production.yaml").promote_from == "staging"
+    assert load_environment(deployments / "staging.yaml").promote_from is None
 
 
 # --- signed approvals ---------------------------------------------------------------------------
 
 
-def test_production_lists_its_approvers_in_the_repository() -> None:
-    cfg = load_environment(REPO_DEPLOYMENTS / "production.yaml")
-    assert cfg.approval.allowed_signers == REPO_DEPLOYMENTS / "allowed_signers"
+def test_production_lists_its_approvers_in_the_repository(deployments: Path) -> None:
+    cfg = load_environment(deployments / "production.yaml")
+    assert cfg.approval.allowed_signers == deployments / "allowed_signers"
 
 
 def test_allowed_signers_errors_name_the_file_and_line(deployments: Path) -> None:
@@ -507,16 +624,25 @@ def test_allowed_signers_errors_name_the_file_and_line(deployments: Path) -> Non
     )
 
 
-def test_validate_warns_when_production_takes_typed_names(
+def test_production_on_typed_names_is_an_error_elsewhere_a_warning(
     deployments: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     production = deployments / "production.yaml"
     text = production.read_text()
     write(production, text.replace("  allowed_signers: allowed_signers\n", ""))
-    assert main(["validate", "--dir", str(deployments), "production"]) == 0
+    assert main(["validate", "--dir", str(deployments), "production"]) == 2
     out = capsys.readouterr().out
-    assert f"production.yaml:{line_of(text, 'approval:')}:" in out
-    assert "approval: warning: production's approvals are typed names" in out
+    assert (
+        f"production.yaml:{line_of(text, 'approval:')}:1: approval: production is protected" in out
+    )
+    assert "warning" not in out
+    staging = deployments / "staging.yaml"
+    text = staging.read_text().replace("  required: false", "  required: true")
+    write(staging, text)
+    assert main(["validate", "--dir", str(deployments), "staging"]) == 0
+    out = capsys.readouterr().out
+    assert f"staging.yaml:{line_of(text, 'approval:')}:1: approval: warning: staging's " in out
+    assert "approvals are typed names" in out and "`protected: true` to make that a rule" in out
 
 
 # --- the preview link ---------------------------------------------------------------------------
@@ -534,10 +660,10 @@ def test_preview_url_renders_its_placeholders_for_one_release(tmp_path: Path) ->
     assert load_environment(write(tmp_path / "staging.yaml", MINIMAL)).preview.link(values) is None
 
 
-def test_repository_previews_are_links_people_can_open() -> None:
+def test_repository_previews_are_links_people_can_open(deployments: Path) -> None:
     values = analysis.placeholders("ns", "sample-app", "production", "green", "r1", None, None)
     for env in ("staging", "production"):
-        link = load_environment(REPO_DEPLOYMENTS / f"{env}.yaml").preview.link(values)
+        link = load_environment(deployments / f"{env}.yaml").preview.link(values)
         assert link == f"https://sample-app-preview.{env}.example/"
 
 

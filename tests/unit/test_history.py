@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from bascule.errors import Refused
 from bascule.history import (
     Phase,
     Release,
@@ -17,6 +18,7 @@ from bascule.history import (
     encode,
     in_flight,
     last_good,
+    rollback_target,
     upsert,
 )
 
@@ -125,6 +127,55 @@ def test_no_success_means_no_last_good() -> None:
 
 
 # --- encode / decode ----------------------------------------------------------------------------
+
+
+# --- what a rollback may return to ---------------------------------------------------------------
+
+TRIED = [
+    rel("r1"),
+    replace(rel("r2", "failed"), image="shop:broken"),
+    rel("r3", "rejected"),
+    rel("r4", "rolled-back"),
+    rel("r5", "interrupted"),
+    rel("r6", "in-progress", phase="deploying"),
+    replace(rel("r7"), kind="rollback"),  # itself succeeded: it serves a good release again
+    replace(rel("r8"), kind="redeploy"),
+]
+
+
+@pytest.mark.parametrize("rid", ["r1", "r7", "r8"])
+def test_a_rollback_returns_to_a_release_that_succeeded(rid: str) -> None:
+    assert rollback_target(TRIED, rid, "production").id == rid
+
+
+@pytest.mark.parametrize(
+    ("rid", "what"),
+    [
+        ("r2", "release r2 (shop:broken) failed in production"),
+        ("r3", "release r3 (shop:r3) was rejected at approval in production"),
+        ("r4", "release r4 (shop:r4) was rolled back in production"),
+        ("r5", "release r5 (shop:r5) was interrupted in production"),
+        ("r6", "release r6 (shop:r6) never finished in production"),
+    ],
+)
+def test_a_rollback_never_returns_to_what_did_not_succeed(rid: str, what: str) -> None:
+    with pytest.raises(Refused) as info:
+        rollback_target(TRIED, rid, "production")
+    assert str(info.value) == (
+        f"{what}: a rollback returns only to a release that succeeded here; the newest that "
+        "did is r8 (shop:r8) — name one of those (`bascule history production` lists them)"
+    )
+
+
+def test_a_rollback_target_must_be_in_the_history() -> None:
+    with pytest.raises(Refused) as info:
+        rollback_target(TRIED, "r9", "staging")
+    assert str(info.value) == (
+        "no release r9 in staging's history — name one that is (`bascule history staging` "
+        "lists them)"
+    )
+    with pytest.raises(Refused, match="succeeded here — name one of those"):
+        rollback_target([rel("r1", "failed")], "r1", "staging")  # and none did
 
 
 def full_release() -> Release:

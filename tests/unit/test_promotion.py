@@ -17,9 +17,8 @@ from tasks.context import Env
 from tasks.promotion import serving_image as serving_from
 from tasks.promotion import source_history
 from tasks.state import HISTORY_KEY
+from tests.support.envs import copy_deployments
 from tests.support.fakekube import FakeApi, fake_kube, status
-
-REPO = Path(__file__).resolve().parents[2]
 
 VERIFIED = "sha256:" + "a1" * 32
 LATER = "sha256:" + "b2" * 32
@@ -137,7 +136,7 @@ def test_a_digest_rolled_back_by_hand_is_no_longer_verified() -> None:
 
 
 def fake_env(tmp: Path, name: str) -> tuple[Env, FakeApi]:
-    cfg = load_environment(REPO / "deployments" / f"{name}.yaml")
+    cfg = load_environment(copy_deployments(tmp / name) / f"{name}.yaml")
     kube, api = fake_kube(tmp)
     return Env(cfg, load_templates(cfg.manifests), kube), api
 

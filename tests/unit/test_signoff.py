@@ -20,6 +20,7 @@ from bascule.signoff import (
     Unverified,
     armor,
     sign_command,
+    signers_count,
     signers_line_problem,
 )
 from bascule.sshsig import sign, verify
@@ -162,3 +163,10 @@ def test_signing_with_a_missing_key_is_a_usage_error(tmp_path: Path) -> None:
 )
 def test_allowed_signers_lines(line: str, problem: bool) -> None:
     assert (signers_line_problem(line) is not None) is problem
+
+
+def test_an_allowed_signers_file_counts_its_keys_not_its_comments() -> None:
+    assert signers_count("# who may approve\n\n   # nobody yet\n") == 0
+    text = "# who\nann@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 ann\nann ssh-ed25519\n"
+    assert signers_count(text) == 1  # the broken line is the validator's to report
+    assert signers_count(text + f"bob ssh-ed25519 {'A' * 68}\n") == 2
