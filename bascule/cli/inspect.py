@@ -18,6 +18,7 @@ from bascule.outcome import Exit
 
 if TYPE_CHECKING:
     from bascule.bluegreen import Observed
+    from bascule.history import Release
     from tasks.context import Env
 
 
@@ -103,11 +104,16 @@ def history(args: argparse.Namespace) -> int:
         total = sum(s.seconds for s in r.steps)
         print(
             f"{r.id:<24} {r.kind:<8} {r.result:<12} {r.color:<6} {total:7.1f}  "
-            f"{(r.approver or '-'):<12} {r.image}"
+            f"{approvers(r):<12} {r.image}"
             + (f" (ran {r.digest})" if r.digest and r.digest not in r.image else "")
             + (f" — {r.reason}" if r.reason else "")
         )
     return Exit.COMPLETED
+
+
+def approvers(release: Release) -> str:
+    """Who approved (or rejected): every key that signed, else the typed name."""
+    return ",".join(a.principal for a in release.signers) or release.approver or "-"
 
 
 def secrets_arguments(parser: argparse.ArgumentParser) -> None:

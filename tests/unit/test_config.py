@@ -486,6 +486,27 @@ def test_repository_production_takes_only_what_staging_verified() -> None:
 def test_production_lists_its_approvers_in_the_repository() -> None:
     cfg = load_environment(REPO_DEPLOYMENTS / "production.yaml")
     assert cfg.approval.allowed_signers == REPO_DEPLOYMENTS / "allowed_signers"
+    assert (cfg.approval.four_eyes, cfg.approval.min_signers) == (True, 1)
+    staging = load_environment(REPO_DEPLOYMENTS / "staging.yaml")
+    assert (staging.approval.four_eyes, staging.approval.min_signers) == (False, 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [("  four_eyes: true\n", "four_eyes"), ("  min_signers: 2\n", "min_signers")],
+)
+def test_counting_or_comparing_approvers_needs_their_keys(
+    deployments: Path, line: str, key: str
+) -> None:
+    production = deployments / "production.yaml"
+    text = production.read_text().replace("  four_eyes: true\n", "")
+    text = text.replace("  allowed_signers: allowed_signers\n", line)
+    write(production, text)
+    message = str(errors_of(production))
+    assert f"production.yaml:{line_of(text, line.strip())}:" in message
+    assert f"approval.{key}: {key} compares the keys that sign approvals — set " in message
+    write(production, text.replace(line, "  min_signers: 1\n  four_eyes: false\n"))
+    assert load_environment(production).approval.allowed_signers is None
 
 
 def test_allowed_signers_errors_name_the_file_and_line(deployments: Path) -> None:
@@ -512,7 +533,9 @@ def test_validate_warns_when_production_takes_typed_names(
 ) -> None:
     production = deployments / "production.yaml"
     text = production.read_text()
-    write(production, text.replace("  allowed_signers: allowed_signers\n", ""))
+    # Four eyes compares keys: typed names take it switched off.
+    typed = text.replace("  allowed_signers: allowed_signers\n", "")
+    write(production, typed.replace("  four_eyes: true\n", ""))
     assert main(["validate", "--dir", str(deployments), "production"]) == 0
     out = capsys.readouterr().out
     assert f"production.yaml:{line_of(text, 'approval:')}:" in out
