@@ -190,12 +190,12 @@ def approved_by(signers: Sequence[Approver]) -> Decision:
     older records name, and each one's comment is kept under their principal."""
     first, *_ = signers
     who = " and ".join(f"{a.principal} (SSH key {a.fingerprint})" for a in signers)
-    notes = [a.comment if len(signers) == 1 else f"{a.principal}: {a.comment}" for a in signers]
-    comment = "; ".join(n for n, a in zip(notes, signers, strict=True) if a.comment) or None
+    several = len(signers) > 1
+    notes = [f"{a.principal}: {a.comment}" if several else a.comment for a in signers if a.comment]
     return Decision(
         True,
         first.principal,
-        comment,
+        "; ".join(notes) or None,
         f"approved by {who}",
         approver_key=first.fingerprint,
         signers=tuple(signers),

@@ -112,8 +112,11 @@ def history(args: argparse.Namespace) -> int:
 
 
 def approvers(release: Release) -> str:
-    """Who approved (or rejected): every key that signed, else the typed name."""
-    return ",".join(a.principal for a in release.signers) or release.approver or "-"
+    """Who decided: every key whose signed approval counted, else the recorded name (typed,
+    or whoever rejected; the report lists who had signed before a rejection)."""
+    if release.signers and release.result != "rejected":
+        return ",".join(a.principal for a in release.signers)
+    return release.approver or "-"
 
 
 def secrets_arguments(parser: argparse.ArgumentParser) -> None:

@@ -233,3 +233,6 @@ def test_bascule_history_lists_every_signer_else_the_typed_name() -> None:
     assert approvers(replace(release, approver="Ann Lee")) == "Ann Lee"
     two = replace(release, approver="bob@example.com", signers=(approver(BOB), approver(CAROL)))
     assert approvers(two) == "bob@example.com,carol@example.com"
+    # Bob signed, then Dan rejected: Dan decided.
+    rejected = replace(release, result="rejected", approver="Dan", signers=(approver(BOB),))
+    assert approvers(rejected) == "Dan"
