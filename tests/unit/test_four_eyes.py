@@ -5,8 +5,12 @@ here, with commits signed by real SSH keys."""
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -18,10 +22,12 @@ from bascule.signoff import (
     Request,
     Signer,
     UnknownCommit,
+    Unverified,
     four_eyes_problem,
     repeat_problem,
 )
 from bascule.sshsig import sign, verify
+from flows import approval
 from flows.approval import Approval, Signing, approved_by, judge
 from tests.support.signers import allowed_signers, commit, fingerprint, keypair
 
@@ -236,3 +242,92 @@ def test_bascule_history_lists_every_signer_else_the_typed_name() -> None:
     # Bob signed, then Dan rejected: Dan decided.
     rejected = replace(release, result="rejected", approver="Dan", signers=(approver(BOB),))
     assert approvers(rejected) == "Dan"
+
+
+# --- the paused run's loop, its pauses scripted ---------------------------------------------------
+
+
+class Script:
+    """Answers the run's pauses in turn (None: the deadline passed) and keeps what each
+    pause showed; signatures are verified as the names say (``verify`` stands in)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *answers: Approval | None) -> None:
+        self.answers = list(answers)
+        self.pauses: list[tuple[str, str]] = []  # (pause key, form text)
+        keys = {"ann": ANN, "bob": BOB, "carol": CAROL}
+
+        class Client:
+            def create_flow_run_input(self, *args: object) -> None:
+                pass
+
+        monkeypatch.setattr(approval, "flow_run", SimpleNamespace(id=REQUEST.run))
+        monkeypatch.setattr(approval, "get_client", lambda sync_client: nullcontext(Client()))
+        monkeypatch.setattr(approval, "get_run_logger", lambda: logging.getLogger("test"))
+        monkeypatch.setattr(approval, "_pause_for_answer", self.pause)
+        monkeypatch.setattr(
+            approval, "verify", lambda request, sig, path: keys.get(sig, Unverified("bad"))
+        )
+
+    def pause(self, client: object, run: object, key: str, text: str, deadline: float) -> Any:
+        self.pauses.append((key, text))
+        return self.answers.pop(0)
+
+
+def signed(by: str, comment: str = "") -> Approval:
+    return Approval(approve=True, approver="typed", comment=comment, signature=by)
+
+
+def test_the_run_switches_only_once_two_different_keys_signed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    script = Script(
+        monkeypatch, signed("ann"), signed("bob", "LGTM"), signed("bob"), signed("carol")
+    )
+    refused: list[str] = []
+    signing = Signing(REQUEST, tmp_path / "allowed_signers", 2, BY_ANN)
+    decision = approval.request_approval("form", 60, signing, on_refused=refused.append)
+    assert decision.approved and [a.principal for a in decision.signers] == [
+        "bob@example.com",
+        "carol@example.com",
+    ]
+    assert (decision.approver, decision.comment) == ("bob@example.com", "bob@example.com: LGTM")
+    assert [key for key, _ in script.pauses] == [
+        "approval",
+        "approval-1",
+        "approval-2",
+        "approval-3",
+    ]
+    assert len(refused) == 2
+    assert refused[0].startswith("four eyes: ann@example.com is the author")
+    assert "counts once" in refused[1]
+    # The form after Bob's first signature, then after his second.
+    assert script.pauses[2][1].startswith("**Signed so far (1 of 2)**: bob@example.com")
+    assert "**Not approved yet** — the key SHA256:bob+key" in script.pauses[3][1]
+
+
+def test_a_deadline_or_a_rejection_after_one_signer_switches_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    signing = Signing(REQUEST, tmp_path / "allowed_signers", 2)
+    Script(monkeypatch, signed("bob"), None)
+    late = approval.request_approval("form", 60, signing)
+    assert (late.approved, late.timed_out) == (False, True)
+    assert late.reason == "no decision within 60 s; signed by 1 of 2: bob@example.com"
+    assert [a.principal for a in late.signers] == ["bob@example.com"]
+    Script(monkeypatch, signed("bob"), Approval(approve=False, approver="Dan", comment="no"))
+    stopped = approval.request_approval("form", 60, signing)
+    assert (stopped.approved, stopped.approver, stopped.reason) == (False, "Dan", "rejected by Dan")
+    assert [a.principal for a in stopped.signers] == ["bob@example.com"]
+
+
+def test_an_unknown_commit_refuses_every_signer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    Script(monkeypatch, signed("ann"), signed("bob"), None)
+    refused: list[str] = []
+    signing = Signing(REQUEST, tmp_path / "s", 1, UnknownCommit("the run was given no commit"))
+    decision = approval.request_approval("form", 60, signing, on_refused=refused.append)
+    assert (decision.approved, decision.signers) == (False, ())
+    assert len(refused) == 2 and all(
+        r.startswith("four eyes: the run was given no") for r in refused
+    )
