@@ -96,6 +96,14 @@ class Release:
     signers: tuple[Approver, ...] = ()
 
     @property
+    def decided_by(self) -> str | None:
+        """Who decided: every key whose signed approval counted, else the recorded name
+        (typed, or whoever rejected: the report lists who had signed before a rejection)."""
+        if self.signers and self.result != "rejected":
+            return ", ".join(a.principal for a in self.signers)
+        return self.approver
+
+    @property
     def in_flight(self) -> bool:
         return self.phase not in FINAL_PHASES
 

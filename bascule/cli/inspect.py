@@ -18,7 +18,6 @@ from bascule.outcome import Exit
 
 if TYPE_CHECKING:
     from bascule.bluegreen import Observed
-    from bascule.history import Release
     from tasks.context import Env
 
 
@@ -104,19 +103,11 @@ def history(args: argparse.Namespace) -> int:
         total = sum(s.seconds for s in r.steps)
         print(
             f"{r.id:<24} {r.kind:<8} {r.result:<12} {r.color:<6} {total:7.1f}  "
-            f"{approvers(r):<12} {r.image}"
+            f"{(r.decided_by or '-'):<12} {r.image}"
             + (f" (ran {r.digest})" if r.digest and r.digest not in r.image else "")
             + (f" — {r.reason}" if r.reason else "")
         )
     return Exit.COMPLETED
-
-
-def approvers(release: Release) -> str:
-    """Who decided: every key whose signed approval counted, else the recorded name (typed,
-    or whoever rejected; the report lists who had signed before a rejection)."""
-    if release.signers and release.result != "rejected":
-        return ",".join(a.principal for a in release.signers)
-    return release.approver or "-"
 
 
 def secrets_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,15 +8,16 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from bascule.cli.inspect import approvers
 from bascule.gitcommit import read_commit
 from bascule.history import Approver, Release
+from bascule.notifications import notice
 from bascule.signoff import (
     Commit,
     Request,
@@ -233,15 +234,20 @@ def test_a_directory_outside_any_checkout_is_unknown(tmp_path: Path) -> None:
     assert f"is not in the checkout of {tmp_path}" in found.reason
 
 
-def test_bascule_history_lists_every_signer_else_the_typed_name() -> None:
+def test_who_decided_is_every_signer_else_the_recorded_name() -> None:
+    """What `bascule history` and the notifications name."""
     release = Release("r1", "shop:v2", "green", None, None, "2026-12-06T23:00:00Z")
-    assert approvers(release) == "-"
-    assert approvers(replace(release, approver="Ann Lee")) == "Ann Lee"
+    assert release.decided_by is None
+    assert replace(release, approver="Ann Lee").decided_by == "Ann Lee"
     two = replace(release, approver="bob@example.com", signers=(approver(BOB), approver(CAROL)))
-    assert approvers(two) == "bob@example.com,carol@example.com"
+    assert two.decided_by == "bob@example.com, carol@example.com"
     # Bob signed, then Dan rejected: Dan decided.
     rejected = replace(release, result="rejected", approver="Dan", signers=(approver(BOB),))
-    assert approvers(rejected) == "Dan"
+    assert rejected.decided_by == "Dan"
+    assert (
+        notice("succeeded", "shop", "production", two, now=datetime.now(UTC)).approver
+        == two.decided_by
+    )
 
 
 # --- the paused run's loop, its pauses scripted ---------------------------------------------------
