@@ -6,6 +6,7 @@ here, with commits signed by real SSH keys."""
 from __future__ import annotations
 
 import logging
+import subprocess
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -179,6 +180,29 @@ def test_git_tells_the_author_and_the_key_that_signed(
     # A short SHA, from a directory inside the checkout.
     (repo / "sub").mkdir()
     assert read_commit(plain[:12], repo / "sub") == Commit(plain, "bob@example.com", "Bob", None)
+
+
+def test_a_commit_whose_signature_is_bad_is_unknown(tmp_path: Path, keys: dict[str, Path]) -> None:
+    """Ann's signature over other content: nobody can say who signed it, so nobody approves."""
+    repo = tmp_path / "config"
+    repo.mkdir()
+    sha = commit(repo, "ann@example.com", "Ann Lee", keys["ann"])
+    raw = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "commit", sha], capture_output=True, check=True
+    ).stdout
+    assert b"-----BEGIN SSH SIGNATURE-----" in raw
+    forged = (
+        subprocess.run(
+            ["git", "-C", str(repo), "hash-object", "-t", "commit", "-w", "--stdin"],
+            input=raw.replace(b"change", b"chAnge"),
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    found = read_commit(forged, repo)
+    assert found == UnknownCommit(f"the signature of commit {forged} is bad")
 
 
 def test_the_author_of_the_deployed_commit_cannot_approve_it(
