@@ -120,10 +120,17 @@ def decide(args: argparse.Namespace, approve: bool) -> int:
             if request is not None or key is not None:
                 run_input["signature"] = signature(args.flow_run, request, key)
         status, reason = patiently(resume, DEFAULT_API_PATIENCE)
+    if status == "ACCEPT" and approve and key:
+        # Only the run can tell whether the signature counts, and whether it needs more.
+        print(
+            f"{args.flow_run}: approval signed with the key {key} sent; the run checks it and, "
+            "if it does not count or needs more approvers, pauses again with why "
+            "(bascule pending --details)"
+        )
+        return int(Exit.COMPLETED)
     if status == "ACCEPT":
         word = "approved" if approve else "rejected"
-        who = f"the key {key}" if approve and key else args.approver
-        print(f"{args.flow_run}: {word} by {who}")
+        print(f"{args.flow_run}: {word} by {args.approver}")
         return int(Exit.COMPLETED)
     message = (
         f"{args.flow_run} not resumed ({status}): {reason or 'no reason given'}; "

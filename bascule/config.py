@@ -379,6 +379,38 @@ class ApprovalConfig(_Section):
         ),
     )
 
+    min_signers: int = Field(
+        default=1,
+        ge=1,
+        le=20,
+        description=(
+            "How many approvals, each signed by a different key of allowed_signers (and a "
+            "different principal), a switch needs. The run stays paused, its form saying who "
+            "signed so far, until that many, a rejection or the timeout."
+        ),
+    )
+    four_eyes: StrictBool = Field(
+        default=False,
+        description=(
+            "Refuse an approval signed by the author of the commit the image was built from "
+            "(the principal is their email or name) or by the key that signed that commit, "
+            "read with git from this config's checkout. Fail safe: a run without a `commit`, "
+            "or whose commit that checkout lacks, cannot be approved."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _signed_when_counted(self) -> Self:
+        # Typed names are claims: counting them or comparing them with an author proves nothing.
+        for name, asks in (("min_signers", self.min_signers > 1), ("four_eyes", self.four_eyes)):
+            if asks and self.allowed_signers is None:
+                raise FieldProblem(
+                    f"{name} compares the keys that sign approvals — set allowed_signers to "
+                    "the reviewed file of approvers' keys",
+                    name,
+                )
+        return self
+
     @field_validator("allowed_signers")
     @classmethod
     def _signers_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:

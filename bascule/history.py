@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bascule.errors import Refused
@@ -54,6 +55,17 @@ class Migration:
 
 
 @dataclass(frozen=True)
+class Approver:
+    """One key whose signed approval counted: its principal in allowed_signers, its
+    fingerprint, when (ISO-8601 UTC) and what its approver wrote."""
+
+    principal: str
+    fingerprint: str
+    at: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
 class Release:
     id: str
     image: str
@@ -80,6 +92,17 @@ class Release:
     # The fingerprint of the SSH key that signed the approval, listed in allowed_signers:
     # ``approver`` is then that key's principal. None: the approver's name was typed.
     approver_key: str | None = None
+    # Every key whose signed approval counted, in order (approval.min_signers of them for a
+    # switch); ``approver`` and ``approver_key`` are the first's.
+    signers: tuple[Approver, ...] = ()
+
+    @property
+    def decided_by(self) -> str | None:
+        """Who decided: every key whose signed approval counted, else the recorded name
+        (typed, or whoever rejected: the report lists who had signed before a rejection)."""
+        if self.signers and self.result != "rejected":
+            return ", ".join(a.principal for a in self.signers)
+        return self.approver
 
     @property
     def in_flight(self) -> bool:
@@ -92,6 +115,7 @@ class Release:
         data = asdict(self)
         data["steps"] = [asdict(s) for s in self.steps]
         data["migrations"] = [asdict(m) for m in self.migrations]
+        data["signers"] = [asdict(a) for a in self.signers]
         return data
 
     @staticmethod
@@ -104,8 +128,14 @@ class Release:
             Migration(**{**m, "applied": tuple(m.get("applied", ()))})
             for m in data.get("migrations", [])
         )
+        signers = tuple(Approver(**a) for a in data.get("signers", []))
         known = {k: v for k, v in data.items() if k in Release.__dataclass_fields__}
-        return Release(**{**known, "steps": steps, "migrations": migrations})
+        return Release(**{**known, "steps": steps, "migrations": migrations, "signers": signers})
+
+
+def now_iso() -> str:
+    """Now, as the history writes times: ISO-8601 UTC to the second."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def upsert(history: list[Release], release: Release, limit: int) -> list[Release]:

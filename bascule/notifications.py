@@ -137,7 +137,7 @@ def notice(
         kind=release.kind,
         color=release.color,
         previous_color=release.previous_color,
-        approver=release.approver,
+        approver=release.decided_by,
         comment=release.comment,
         seconds=max(0.0, (now - started).total_seconds()),
         reason=reason or release.reason,

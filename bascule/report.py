@@ -59,6 +59,14 @@ def render(
         lines.append(
             f"- **{label}**: {cell(release.approver)} ({proof}) — {cell(release.comment or '')}"
         )
+    if len(release.signers) > 1 or (release.signers and release.result == "rejected"):
+        lines.append(
+            "- **Signed by**: "
+            + "; ".join(
+                f"{cell(a.principal)} (SSH key {code(a.fingerprint)}, {a.at})"
+                for a in release.signers
+            )
+        )
     if api_requests is not None:
         lines.append(f"- **Kubernetes API requests**: {api_requests}")
     lines += ["", "## Steps", "", "| step | result | seconds | detail |", "|---|---|---:|---|"]

@@ -5,6 +5,10 @@ signature (``ssh-keygen -Y sign``, namespace ``bascule-approval``) over ``messag
 by a key that the allowed_signers file lists. The message names the flow run, environment,
 app, image and release, so a signature approves that run and nothing else: it cannot be
 replayed on another run, nor moved to another image. ``bascule.sshsig`` runs ssh-keygen.
+
+Where ``approval.min_signers`` asks for more than one, each good signature counts once per
+key and once per principal; with ``approval.four_eyes``, not by the commit's author nor by
+the key that signed the commit (``bascule.gitcommit`` reads them).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import re
 import shlex
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NAMESPACE = "bascule-approval"  # ssh-keygen -n: a signature for git or anything else is no use
@@ -56,6 +61,66 @@ class Signer:
 
     principal: str
     fingerprint: str  # SHA256:…
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Who made the commit the image was built from, as git tells it."""
+
+    sha: str
+    author_email: str
+    author_name: str
+    # The fingerprint (SHA256:…) of the SSH key whose signature on the commit is good,
+    # whether or not anyone trusts that key; None: the commit carries no such signature.
+    signing_key: str | None = None
+
+
+@dataclass(frozen=True)
+class UnknownCommit:
+    """Why the commit's author and signer cannot be known."""
+
+    reason: str
+
+
+def four_eyes_problem(signer: Signer, commit: Commit | UnknownCommit) -> str | None:
+    """Why ``signer`` may not approve a deploy of ``commit``: one person holding a key and
+    a Prefect credential must not ship their own change alone. None: they may. Fail safe:
+    a commit that cannot be read admits nobody."""
+    if isinstance(commit, UnknownCommit):
+        return (
+            f"four eyes: {commit.reason}, so no approval can be told apart from its author's "
+            "— reject this run and deploy with the commit the image was built from"
+        )
+    short = commit.sha[:12]
+    if commit.signing_key is not None and signer.fingerprint == commit.signing_key:
+        return (
+            f"four eyes: the key {signer.fingerprint} signed commit {short} itself; "
+            "another person's key must approve it"
+        )
+    author = {commit.author_email.casefold(), commit.author_name.casefold()}
+    if signer.principal.casefold() in author:
+        return (
+            f"four eyes: {signer.principal} is the author of commit {short} "
+            f"({commit.author_name} <{commit.author_email}>); another person's key must approve it"
+        )
+    return None
+
+
+def repeat_problem(signer: Signer, counted: Sequence[Signer]) -> str | None:
+    """Why ``signer`` adds nothing to the signatures ``counted`` already: each key counts
+    once, and so does each principal (one person listed with two keys). None: it counts."""
+    for earlier in counted:
+        if earlier.fingerprint == signer.fingerprint:
+            return (
+                f"the key {signer.fingerprint} ({earlier.principal}) has signed this run "
+                "already and counts once: another approver's key must sign"
+            )
+        if earlier.principal == signer.principal:
+            return (
+                f"{signer.principal} has signed this run already (with the key "
+                f"{earlier.fingerprint}) and counts once: another approver must sign"
+            )
+    return None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from bascule import history as h
 from bascule.analysis import Evaluation, placeholders, summary
 from bascule.checks import CheckResult
 from bascule.errors import OperationFailed, Refused, UsageError
+from bascule.gitcommit import read_commit
+from bascule.history import now_iso
 from bascule.manifests import Color, idle_color, service_proxy_path
 from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
@@ -70,10 +72,6 @@ STEPS = 10  # steps of a deploy, for the progress artifact
 heartbeats_unjoined()
 expected_failures_in_one_line()
 state_messages_masked()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_release_id() -> str:
@@ -506,6 +504,7 @@ def pipeline(
                 approver=decision.approver,
                 comment=decision.comment,
                 approver_key=decision.approver_key,
+                signers=decision.signers,
             )
             if not decision.approved:
                 name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
@@ -561,7 +560,8 @@ def contract_phase(run: Run, migrations: MigrationPlan, image: str, old: Color |
 
 
 def signing(env: Env, release: h.Release) -> Signing | None:
-    """What an approver signs in this run, where the environment takes signed approvals only."""
+    """What an approver signs in this run, where the environment takes signed approvals only,
+    how many must, and (approval.four_eyes) whose commit it is."""
     signers = env.cfg.approval.allowed_signers
     if signers is None:
         return None
@@ -569,7 +569,9 @@ def signing(env: Env, release: h.Release) -> Signing | None:
     if run_id is None:  # the gate pauses a flow run: there is always one
         raise RuntimeError("an approval can only be asked for inside a flow run")
     subject = Request(run_id, env.name, env.app, release.image, release.id)
-    return Signing(subject, signers)
+    # The reviewed config's checkout: the run's clone of the repository at its commit.
+    commit = read_commit(release.commit, signers.parent) if env.cfg.approval.four_eyes else None
+    return Signing(subject, signers, env.cfg.approval.min_signers, commit)
 
 
 def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> str | None:

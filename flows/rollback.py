@@ -13,6 +13,7 @@ from prefect.states import Completed, Failed
 from bascule import bluegreen
 from bascule import history as h
 from bascule.errors import Refused
+from bascule.history import now_iso
 from bascule.outcome import StateName
 from flows.deploy import (
     Outcome,
@@ -20,7 +21,6 @@ from flows.deploy import (
     exclusively,
     flow_run_id,
     new_release_id,
-    now_iso,
     pipeline,
     run_name,
     with_secrets,

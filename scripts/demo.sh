@@ -126,6 +126,12 @@ YAML
   # lock in the same namespace, with dev's settings but one replica and no database.
   mkdir -p "$t/deployments/apps/sample-api"
   printf 'replicas: 1\nmigrations: null\n' >"$t/deployments/apps/sample-api/dev.yaml"
+  # Production's four eyes reads who wrote the deployed commit from this checkout: the tree is
+  # a commit by a developer, which the demo's approver (demo@bascule.local) did not write.
+  git -C "$t" init -q
+  git -C "$t" add -A
+  git -C "$t" -c user.name="Demo Developer" -c user.email=developer@bascule.local \
+    -c commit.gpgsign=false commit -q -m "demo $(basename "$t")"
   echo "$t/deployments"
 }
 v1_dir="$(tree v1 0002)"
@@ -164,7 +170,8 @@ for version in v1 v2; do
       echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN --key $approver_key)"
     fi
     # Production takes only what staging verified (promote_from): its digest, not the tag.
-    run=(deploy --dir "$dir" "$env" --app sample-app --image "$image")
+    # The commit goes with the release to staging's history, and from there to production.
+    run=(deploy --dir "$dir" "$env" --app sample-app --image "$image" --commit "$(git -C "$dir" rev-parse HEAD)")
     [[ "$env" == production ]] && run=(promote --dir "$dir" staging production --app sample-app)
     set +e
     bascule "${run[@]}" 2>&1 \

@@ -103,7 +103,7 @@ def history(args: argparse.Namespace) -> int:
         total = sum(s.seconds for s in r.steps)
         print(
             f"{r.id:<24} {r.kind:<8} {r.result:<12} {r.color:<6} {total:7.1f}  "
-            f"{(r.approver or '-'):<12} {r.image}"
+            f"{(r.decided_by or '-'):<12} {r.image}"
             + (f" (ran {r.digest})" if r.digest and r.digest not in r.image else "")
             + (f" — {r.reason}" if r.reason else "")
         )

@@ -96,7 +96,11 @@ def deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("environment", metavar="ENV")
     add_app_argument(parser)
     parser.add_argument("--image", help="image reference (default: the environment's image)")
-    parser.add_argument("--commit", help="commit the image was built from, for the record")
+    parser.add_argument(
+        "--commit",
+        help="commit the image was built from: recorded, and where approval.four_eyes is "
+        "set, its author and signer may not approve",
+    )
     parser.add_argument(
         "--commit-time",
         type=_commit_time,

@@ -130,6 +130,89 @@ def test_only_an_approval_signed_by_an_allowed_key_switches(
     )
 
 
+def test_production_needs_two_approvers_neither_of_them_the_author(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
+) -> None:
+    """min_signers 2 with four eyes: the commit's author is refused, a key counts once, and
+    only a second approver's key switches. The attacker holds a listed key and a Prefect
+    credential; what stops them is the run counting keys, not answers."""
+    ann, bob, carol = (signers.keypair(tmp_path / "keys", n) for n in ("ann", "bob", "carol"))
+    repo = tmp_path / "four"
+    (repo / "cfg").mkdir(parents=True)
+    listed = {"ann@example.com": ann, "bob@example.com": bob, "carol@example.com": carol}
+    signers.allowed_signers(repo / "cfg/allowed_signers", listed)
+    approval = {
+        "timeout_seconds": 300,
+        "allowed_signers": "allowed_signers",
+        "min_signers": 2,
+        "four_eyes": True,
+    }
+    cfg = production(repo, cluster, namespace, approval=approval)
+    # Carol wrote the change being deployed; the config checkout holds her commit.
+    sha = signers.commit(repo / "cfg", "carol@example.com", "Carol Diaz")
+    log = tmp_path / "v2.log"
+    proc = deploys.start(
+        prefect_server,
+        "deploy",
+        "--dir",
+        cfg,
+        "production",
+        "--image",
+        V2,
+        "--commit",
+        sha,
+        log=log,
+    )
+    run_id = paused_run(prefect_server, namespace)
+
+    def approve(key: Path, comment: str = "") -> None:
+        res = deploys.run(
+            prefect_server, "approve", run_id, "--key", str(key), "--comment", comment
+        )
+        assert res.returncode == 0, res.stderr
+
+    def form(says: str) -> None:
+        """Waits for the paused run's form to say ``says`` (it is saved just after the pause)."""
+
+        def shown() -> bool:
+            return says in deploys.run(prefect_server, "pending", "--details").stdout
+
+        wait_for(shown, 30, interval=0.5, what=f"the form saying {says!r}")
+
+    form(f"Four eyes: not the author of commit `{sha[:12]}` (Carol Diaz <carol@example.com>)")
+    form("This switch needs 2 approvals, each signed by a different approver's key.")
+    approve(carol)  # the author
+    paused_again(prefect_server, run_id, 1)
+    approve(ann, "LGTM")
+    paused_again(prefect_server, run_id, 2)
+    form(f"**Signed so far (1 of 2)**: ann@example.com (SSH key `{signers.fingerprint(ann)}`)")
+    approve(ann, "again")  # the same key: still one approver
+    paused_again(prefect_server, run_id, 3)
+    form("has signed this run already and counts once: another approver's key must sign")
+    assert proc.poll() is None and deploys.active_color(cluster, namespace) == "blue"
+    approve(bob)
+    assert proc.wait(timeout=180) == 0, log.read_text()[-2000:]
+    assert deploys.active_color(cluster, namespace) == "green"
+    last = deploys.history(cluster, namespace)[-1]
+    assert [(s["principal"], s["fingerprint"]) for s in last["signers"]] == [
+        ("ann@example.com", signers.fingerprint(ann)),
+        ("bob@example.com", signers.fingerprint(bob)),
+    ]
+    assert (last["result"], last["approver"], last["approver_key"], last["commit"]) == (
+        "succeeded",
+        "ann@example.com",
+        signers.fingerprint(ann),
+        sha,
+    )
+    refused = [s["detail"] for s in last["steps"] if s["name"] == "approval-refused"]
+    assert len(refused) == 2, last["steps"]
+    assert refused[0].startswith("four eyes: carol@example.com is the author of commit"), refused
+    assert "has signed this run already and counts once" in refused[1], refused
+    report = deploys.run_report(prefect_server, run_id)
+    assert "- **Signed by**: ann@example.com (SSH key " in report
+    assert "; bob@example.com (SSH key " in report
+
+
 def test_reject_from_the_cli_switches_nothing(
     cluster: Cluster,
     namespace: str,

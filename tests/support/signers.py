@@ -1,5 +1,5 @@
 """Throwaway SSH keys for signed approvals: ed25519 keys made by ssh-keygen in a test's
-directory, and an allowed_signers file that lists some of them."""
+directory, an allowed_signers file that lists some of them, and git commits by their holders."""
 
 from __future__ import annotations
 
@@ -52,3 +52,25 @@ def fingerprint(key: Path) -> str:
         timeout=30,
     ).stdout
     return out.split()[1]
+
+
+def commit(repository: Path, email: str, name: str, key: Path | None = None) -> str:
+    """A commit of everything in ``repository`` (made a git repository if it is not one),
+    authored by ``email``/``name`` and, with ``key``, SSH-signed by it: its SHA."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repository), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+
+    if not (repository / ".git").exists():
+        git("init", "-q")
+    git("add", "-A")
+    who = ["-c", f"user.email={email}", "-c", f"user.name={name}"]
+    signed = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}"] if key else []
+    git(*who, *signed, "commit", "-q", "--allow-empty", "-m", "change", *(["-S"] if key else []))
+    return git("rev-parse", "HEAD")

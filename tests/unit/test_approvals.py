@@ -229,7 +229,9 @@ def signed_run(asked: dict[str, str] | None) -> Handler:
 
 
 def test_approve_with_a_key_signs_the_typed_run(
-    answer: Callable[[Handler], list[httpx.Request]], tmp_path: Path
+    answer: Callable[[Handler], list[httpx.Request]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     key = keypair(tmp_path, "ann")
     # What the server holds names another run: the signature must still be for RUN.
@@ -239,6 +241,10 @@ def test_approve_with_a_key_signs_the_typed_run(
     args = decision()
     args.key = key
     assert approvals.approve(args) == Exit.COMPLETED
+    # Sent, not approved: only the run knows whether the key counts and whether it needs more.
+    out = capsys.readouterr().out
+    assert f"{RUN}: approval signed with the key {key} sent; the run checks it" in out
+    assert "approved by" not in out
     (resume,) = [r for r in seen if r.url.path.endswith("/resume")]
     signature = json.loads(resume.content)["run_input"]["signature"]
     signers = allowed_signers(tmp_path / "allowed_signers", {"ann": key})

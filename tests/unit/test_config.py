@@ -603,6 +603,27 @@ def test_repository_production_takes_only_what_staging_verified(deployments: Pat
 def test_production_lists_its_approvers_in_the_repository(deployments: Path) -> None:
     cfg = load_environment(deployments / "production.yaml")
     assert cfg.approval.allowed_signers == deployments / "allowed_signers"
+    assert (cfg.approval.four_eyes, cfg.approval.min_signers) == (True, 1)
+    staging = load_environment(deployments / "staging.yaml")
+    assert (staging.approval.four_eyes, staging.approval.min_signers) == (False, 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [("  four_eyes: true\n", "four_eyes"), ("  min_signers: 2\n", "min_signers")],
+)
+def test_counting_or_comparing_approvers_needs_their_keys(
+    deployments: Path, line: str, key: str
+) -> None:
+    production = deployments / "production.yaml"
+    text = production.read_text().replace("  four_eyes: true\n", "")
+    text = text.replace("  allowed_signers: allowed_signers\n", line)
+    write(production, text)
+    message = str(errors_of(production))
+    assert f"production.yaml:{line_of(text, line.strip())}:" in message
+    assert f"approval.{key}: {key} compares the keys that sign approvals — set " in message
+    write(production, text.replace(line, "  min_signers: 1\n  four_eyes: false\n"))
+    assert load_environment(production).approval.allowed_signers is None
 
 
 def test_allowed_signers_errors_name_the_file_and_line(deployments: Path) -> None:
@@ -629,7 +650,8 @@ def test_production_on_typed_names_is_an_error_elsewhere_a_warning(
 ) -> None:
     production = deployments / "production.yaml"
     text = production.read_text()
-    write(production, text.replace("  allowed_signers: allowed_signers\n", ""))
+    typed = text.replace("  allowed_signers: allowed_signers\n", "")
+    write(production, typed.replace("  four_eyes: true\n", ""))
     assert main(["validate", "--dir", str(deployments), "production"]) == 2
     out = capsys.readouterr().out
     assert (

@@ -10,6 +10,7 @@ import pytest
 
 from bascule.errors import Refused
 from bascule.history import (
+    Approver,
     Phase,
     Release,
     Result,
@@ -192,8 +193,13 @@ def full_release() -> Release:
         result="rolled-back",
         reason="post-switch verification failed: ready: HTTP 503, want 200",
         finished="2025-03-01T12:04:10Z",
-        approver="Ann Lee",
+        approver="ann@example.com",
         comment="ship it",
+        approver_key="SHA256:ann",
+        signers=(
+            Approver("ann@example.com", "SHA256:ann", "2025-03-01T12:01:00Z", "ship it"),
+            Approver("bob@example.com", "SHA256:bob", "2025-03-01T12:02:00Z"),
+        ),
         steps=(
             Step(name="deploy-idle-color", result="ok", seconds=0.31, detail="green ← v2"),
             Step(name="verify", result="failed", seconds=12.5, detail="ready: HTTP 503"),
@@ -207,7 +213,14 @@ def test_encode_decode_round_trip() -> None:
     assert decode(text) == history
     stored = json.loads(text)
     assert stored[1]["steps"][1]["detail"] == "ready: HTTP 503"
-    assert stored[1]["approver"] == "Ann Lee"
+    assert stored[1]["approver"] == "ann@example.com"
+    assert [s["principal"] for s in stored[1]["signers"]] == ["ann@example.com", "bob@example.com"]
+    assert stored[1]["signers"][1] == {
+        "principal": "bob@example.com",
+        "fingerprint": "SHA256:bob",
+        "at": "2025-03-01T12:02:00Z",
+        "comment": "",
+    }
 
 
 @pytest.mark.parametrize("text", [None, ""])

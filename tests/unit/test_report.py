@@ -9,7 +9,7 @@ from typing import get_args
 import pytest
 
 from bascule.checks import CheckResult
-from bascule.history import Release, Result, Step
+from bascule.history import Approver, Release, Result, Step
 from bascule.report import render
 
 ROLLED_BACK = Release(
@@ -63,6 +63,25 @@ def test_report_names_the_release_its_steps_checks_and_reason() -> None:
     assert row(md, "verify") == "| verify | failed | 12.50 | version: HTTP 503, want 200 |"
     assert row(md, "preview") == "| preview | version | pass | 3 | HTTP 200 in 12 ms |"
     assert row(md, "active") == "| active | version | **FAIL** | 1 | HTTP 503, want 200 |"
+
+
+def test_every_signer_of_an_approval_is_in_the_report() -> None:
+    ann = Approver("ann@example.com", "SHA256:ann", "2025-03-01T12:01:00Z", "ship it")
+    bob = Approver("bob@example.com", "SHA256:bob", "2025-03-01T12:02:00Z")
+    two = replace(ROLLED_BACK, approver=ann.principal, approver_key=ann.fingerprint)
+    lines = render("shop", "production", replace(two, signers=(ann, bob)), []).splitlines()
+    assert (
+        "- **Signed by**: ann@example.com (SSH key `SHA256:ann`, 2025-03-01T12:01:00Z); "
+        "bob@example.com (SSH key `SHA256:bob`, 2025-03-01T12:02:00Z)"
+    ) in lines
+    # One signer: the approver line says it all.
+    one = render("shop", "production", replace(two, signers=(ann,)), [])
+    assert "**Signed by**" not in one and "- **Approved by**: ann@example.com (verified" in one
+    # Timed out after one of two: who had signed.
+    waited = replace(ROLLED_BACK, result="rejected", approver=None, signers=(ann,))
+    assert "- **Signed by**: ann@example.com (SSH key `SHA256:ann`, 2025-03-01T12:01:00Z)" in (
+        render("shop", "production", waited, []).splitlines()
+    )
 
 
 def test_a_first_deploy_without_checks_reason_or_approver() -> None:
