@@ -622,8 +622,9 @@ def test_counting_or_comparing_approvers_needs_their_keys(
     message = str(errors_of(production))
     assert f"production.yaml:{line_of(text, line.strip())}:" in message
     assert f"approval.{key}: {key} compares the keys that sign approvals — set " in message
+    # Without them, production is still protected: its approvals must be signed.
     write(production, text.replace(line, "  min_signers: 1\n  four_eyes: false\n"))
-    assert load_environment(production).approval.allowed_signers is None
+    assert "production is protected" in str(errors_of(production))
 
 
 def test_allowed_signers_errors_name_the_file_and_line(deployments: Path) -> None:
