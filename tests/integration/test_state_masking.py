@@ -3,8 +3,7 @@ real Prefect API masked: in the task run's and the flow run's state messages, ev
 they went through, and their logs. Prefect writes ``str(exc)`` into the state message itself,
 past the log masking; flows/engine.py masks it where the engines set a state.
 
-A Prefect server of its own on SQLite (``running_prefect_server``): the test needs no
-cluster."""
+The session's Prefect server (``prefect_server``)."""
 
 from __future__ import annotations
 
@@ -32,7 +31,6 @@ import flows.deploy  # noqa: F401  (every flow imports it: it adjusts Prefect's 
 from bascule.config import SecretRef
 from bascule.redact import MASK
 from tasks.secretref import resolve
-from tests.support.prefect_server import running_prefect_server
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -55,10 +53,12 @@ def leaky_return() -> State[Any]:
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[str]:
-    with running_prefect_server() as server, temporary_settings({PREFECT_API_URL: server.api_url}):
-        yield server.api_url
-        APILogHandler().flush()  # the runs' last log lines, before the server stops
+def api(prefect_server: str) -> Iterator[str]:
+    """The session's server: Prefect's events worker, which carries task runs' states, is
+    one per process and keeps the server it first sent to."""
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+        APILogHandler().flush()  # the runs' last log lines
 
 
 @pytest.fixture
