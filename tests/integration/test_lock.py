@@ -5,6 +5,7 @@ fast a killed holder's lock comes back."""
 from __future__ import annotations
 
 import contextvars
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -250,16 +251,24 @@ def test_a_slot_its_dead_holder_never_recorded_is_freed_by_the_successor(env: En
     assert took <= lock.LEASE_SECONDS  # the Lease's lapse; the slot itself costs no wait
 
 
-def test_an_approval_pause_longer_than_the_lease_keeps_others_out(
+def paused_for_approval(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
-) -> None:
+) -> tuple[str, subprocess.Popen[bytes], Kube, str]:
+    """A deploy of V1 paused for its approval, holding the lock: its configuration, its
+    process (logging to 1.log), a client of the cluster, and the holder's name."""
     cfg = config(tmp_path, cluster, namespace, approval={"required": True})
-    first = deploys.start(
+    proc = deploys.start(
         prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1, log=tmp_path / "1.log"
     )
     deploys.wait_phase(cluster, namespace, V1, {"awaiting-approval"})
     kube = cluster.client()
-    run = locks.wait_holding(kube, namespace)
+    return cfg, proc, kube, locks.wait_holding(kube, namespace)
+
+
+def test_an_approval_pause_longer_than_the_lease_keeps_others_out(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    cfg, first, kube, run = paused_for_approval(cluster, namespace, prefect_server, tmp_path)
     time.sleep(lock.LEASE_SECONDS * 1.5)  # unrenewed, the Lease would have expired by now
     second = deploys.run(prefect_server, "deploy", "--dir", cfg, "staging", "--image", V2)
     assert second.returncode == 2, second.stdout + second.stderr
@@ -294,13 +303,7 @@ def test_two_deploys_started_at_once_one_deploys_the_other_is_refused(
 def test_rollback_breaks_a_live_runs_lock_only_when_asked_and_records_who_and_why(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:
-    cfg = config(tmp_path, cluster, namespace, approval={"required": True})
-    stuck = deploys.start(
-        prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1, log=tmp_path / "1.log"
-    )
-    deploys.wait_phase(cluster, namespace, V1, {"awaiting-approval"})
-    kube = cluster.client()
-    run = locks.wait_holding(kube, namespace)
+    cfg, stuck, kube, run = paused_for_approval(cluster, namespace, prefect_server, tmp_path)
     refused = deploys.run(prefect_server, "rollback", "--dir", cfg, "staging")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert f"is being deployed by {run}" in refused.stderr

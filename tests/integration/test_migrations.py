@@ -313,8 +313,7 @@ class LockHeldFor:
         self._thread.start()
 
     def _run(self, db: Database) -> None:
-        self.waited_at = time.time()
-        let_go_once_waited_for(db, self._report, self)
+        let_go_once_waited_for(db, self._report, self)  # notes waited_at
         self.let_go_at = time.time()
 
     def join(self) -> None:
