@@ -46,7 +46,7 @@ from bench.argo.rollouts import build
 from bench.rounds import fresh_start
 from tests.support import workers
 from tests.support.cluster import Cluster, LoadDriver, start_local
-from tests.support.deploys import history, kill, service_url, start, wait_phase
+from tests.support.deploys import history, kill, run, service_url, start, wait_phase
 from tests.support.envs import write_envs
 from tests.support.locks import kill_and_retake
 from tests.support.prefect_server import running_prefect_server
@@ -141,20 +141,23 @@ def lock_recovery(c: Cluster, api: str, ns: str, tmp: Path, rounds: int) -> list
 
 
 def crash_recovery(cluster: Cluster, api: str, ns: str, tmp: Path) -> float:
-    """v1 serving, prefect.yaml registered with a worker, then a deploy of v2 through it
-    killed right after the switch: seconds until v1 alone answers again."""
-    from flows.deploy import deploy
-
+    """v1 serving, prefect.yaml registered with staging's worker, then a deploy of v2
+    through it killed right after the switch: seconds until v1 alone answers again."""
     over = {
         **MINIMAL,
         "verification": {"window_seconds": 20, "interval_seconds": 1},
         "rollout": {"scale_down_delay_seconds": 20},
     }
-    cfg = write_envs(tmp / "crash", ns, cluster.kubeconfig, over, ("staging",))
-    state = deploy(environment="staging", image=IMAGES[0], config_dir=str(cfg), return_state=True)
-    assert state.is_completed(), state.message
-    workers.register(api, cfg, tmp / "prefect.yaml")
-    with workers.process_worker(api, tmp / "worker.log") as worker:
+    repo = workers.Repository.make(tmp / "crash")
+    repo.commit(ns, "config", over, ("staging",))
+    repo.push()
+    env = {"KUBECONFIG": str(cluster.kubeconfig)}
+    cfg = str(repo.work / "deployments")
+    seeded = run(api, "deploy", "--dir", cfg, "staging", "--image", IMAGES[0], env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    workers.register(api, tmp / "prefect.yaml")
+    log = tmp / "worker.log"
+    with workers.bascule_worker(api, log, "staging", repo.bare, env=env) as worker:
         got = workers.kill_after_switch(cluster, api, ns, worker, IMAGES[1], old_version="v1")
     assert got.killed["result"] == "interrupted", got.killed
     return got.seconds

@@ -1,4 +1,5 @@
-"""prefect.yaml registered on a real Prefect server and run by a real process worker: the
+"""prefect.yaml registered on a real Prefect server and run by the environments' own workers
+(``bascule worker``), cloning a team's repository: the
 scheduled staging redeploy runs from its schedule, `bascule trigger` drives a deploy (and a
 refused one reads as one line), and a deploy killed right after the switch is put right by
 the recover automation alone."""
@@ -17,7 +18,6 @@ import pytest
 
 from tests.support import deploys, workers
 from tests.support.cluster import Cluster, wait_for
-from tests.support.envs import write_envs
 from tests.support.verdicts import assert_one_line, run_logs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
@@ -27,19 +27,38 @@ UNSET = "BASCULE_TEST_NEVER_SET"  # dev's secret comes from it: its deploys are 
 
 @pytest.fixture
 def worker(cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path) -> Iterator[str]:
-    """The repository's deployments, pointed at a test configuration, with a worker."""
-    cfg = write_envs(
-        tmp_path / "cfg", namespace, cluster.kubeconfig, {"rollout": {"lock_timeout_seconds": 120}}
+    """The repository's deployments, a team's repository with a test configuration, and
+    dev's and staging's workers; yields the repository's commit."""
+    repo = workers.Repository.make(tmp_path)
+
+    def dev_needs_a_secret(work: Path) -> None:
+        with (work / "deployments" / "dev.yaml").open("a") as dev:
+            dev.write(f"secrets:\n  API_TOKEN: {{env: {UNSET}}}\n")
+
+    commit = repo.commit(
+        namespace, "config", {"rollout": {"lock_timeout_seconds": 120}}, change=dev_needs_a_secret
     )
-    with (cfg / "dev.yaml").open("a") as dev:
-        dev.write(f"secrets:\n  API_TOKEN: {{env: {UNSET}}}\n")
+    repo.push()
     # The real cron, sped up for the test.
-    workers.register(prefect_server, cfg, tmp_path / "prefect.yaml", [{"interval": 15}])
+    workers.register(prefect_server, tmp_path / "prefect.yaml", [{"interval": 15}])
     # Before the worker starts: the scheduled redeploy needs a release to redeploy.
-    seeded = deploys.run(prefect_server, "deploy", "--dir", str(cfg), "staging", "--image", V1)
+    seed(prefect_server, cluster, repo)
+    env = {"KUBECONFIG": str(cluster.kubeconfig)}
+    with (
+        workers.bascule_worker(prefect_server, tmp_path / "dev.log", "dev", repo.bare, env=env),
+        workers.bascule_worker(
+            prefect_server, tmp_path / "staging.log", "staging", repo.bare, env=env
+        ),
+    ):
+        yield commit
+
+
+def seed(api: str, cluster: Cluster, repo: workers.Repository) -> None:
+    """v1 serving staging, deployed here from the repository's configuration."""
+    cfg = str(repo.work / "deployments")
+    env = {"KUBECONFIG": str(cluster.kubeconfig)}
+    seeded = deploys.run(api, "deploy", "--dir", cfg, "staging", "--image", V1, env=env)
     assert seeded.returncode == 0, seeded.stderr
-    with workers.process_worker(prefect_server, tmp_path / "worker.log"):
-        yield str(cfg)
 
 
 def test_deployments_scheduled_redeploy_and_trigger(
@@ -89,7 +108,7 @@ def test_deployments_scheduled_redeploy_and_trigger(
         "--image",
         V2,
         "--commit",
-        "0123456789abcdef",
+        worker,
         "--timeout",
         "300",
         "--summary",
@@ -114,21 +133,23 @@ def test_deployments_scheduled_redeploy_and_trigger(
 def v1_with_worker(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """v1 serving staging, the deployments registered without schedules, and a worker.
-    The verification window is long enough that the kill lands inside it."""
-    cfg = write_envs(
-        tmp_path / "cfg",
+    """v1 serving staging, the deployments registered without schedules, and staging's
+    worker. The verification window is long enough that the kill lands inside it."""
+    repo = workers.Repository.make(tmp_path)
+    repo.commit(
         namespace,
-        cluster.kubeconfig,
+        "config",
         {
             "verification": {"window_seconds": 20, "interval_seconds": 1},
             "rollout": {"scale_down_delay_seconds": 20},
         },
     )
-    workers.register(prefect_server, cfg, tmp_path / "prefect.yaml")
-    seeded = deploys.run(prefect_server, "deploy", "--dir", str(cfg), "staging", "--image", V1)
-    assert seeded.returncode == 0, seeded.stderr
-    with workers.process_worker(prefect_server, tmp_path / "worker.log") as proc:
+    repo.push()
+    workers.register(prefect_server, tmp_path / "prefect.yaml")
+    seed(prefect_server, cluster, repo)
+    env = {"KUBECONFIG": str(cluster.kubeconfig)}
+    log = tmp_path / "worker.log"
+    with workers.bascule_worker(prefect_server, log, "staging", repo.bare, env=env) as proc:
         yield proc
 
 

@@ -103,6 +103,7 @@ class Repository:
     @staticmethod
     def make(directory: Path) -> Repository:
         repo = Repository(directory / "bascule.git", directory / "work")
+        directory.mkdir(parents=True, exist_ok=True)
         git(directory, "init", "-q", "--bare", "-b", "main", str(repo.bare))
         git(directory, "init", "-q", "-b", "main", str(repo.work))
         return repo
