@@ -73,17 +73,6 @@ def resume(api: str, run_id: str, **run_input: Any) -> None:
     assert answer.json()["status"] == "ACCEPT", answer.text
 
 
-def paused_again(api: str, run_id: str, times: int) -> None:
-    """Waits for the run to pause for the ``times``-th time after a refused approval."""
-
-    def paused() -> bool:
-        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
-        key = state["state_details"].get("pause_key")
-        return bool(state["type"] == "PAUSED" and key == f"approval-{times}")
-
-    wait_for(paused, 60, interval=0.3, what=f"pause number {times + 1}")
-
-
 def test_only_an_approval_signed_by_an_allowed_key_switches(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
 ) -> None:
@@ -103,7 +92,7 @@ def test_only_an_approval_signed_by_an_allowed_key_switches(
     }
     for n, signature in enumerate(attempts.values(), 1):
         resume(prefect_server, run_id, approve=True, approver="ann", signature=signature)
-        paused_again(prefect_server, run_id, n)
+        deploys.paused_again(prefect_server, run_id, n)
         assert deploys.active_color(cluster, namespace) == "blue"  # nothing moved
     # The typed name is not who approved: the key's principal is.
     res = deploys.run(
@@ -182,12 +171,12 @@ def test_production_needs_two_approvers_neither_of_them_the_author(
     form(f"Four eyes: not the author of commit `{sha[:12]}` (Carol Diaz <carol@example.com>)")
     form("This switch needs 2 approvals, each signed by a different approver's key.")
     approve(carol)  # the author
-    paused_again(prefect_server, run_id, 1)
+    deploys.paused_again(prefect_server, run_id, 1)
     approve(ann, "LGTM")
-    paused_again(prefect_server, run_id, 2)
+    deploys.paused_again(prefect_server, run_id, 2)
     form(f"**Signed so far (1 of 2)**: ann@example.com (SSH key `{signers.fingerprint(ann)}`)")
     approve(ann, "again")  # the same key: still one approver
-    paused_again(prefect_server, run_id, 3)
+    deploys.paused_again(prefect_server, run_id, 3)
     form("has signed this run already and counts once: another approver's key must sign")
     assert proc.poll() is None and deploys.active_color(cluster, namespace) == "blue"
     approve(bob)

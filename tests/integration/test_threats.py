@@ -9,21 +9,25 @@ production did not change; and that nothing secret was printed.
 
 from __future__ import annotations
 
+import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from tests.support import deploys, workers
+from tests.support import deploys, signers, workers
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import env_namespace
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
-V1 = "bascule.local/sample-app:v1"
+V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
+CAROL = "Carol Diaz <carol@example.com>"
 ENVIRONMENTS = ("dev", "staging", "production")
 DEPLOYMENTS = (
     "deploy/dev",
@@ -42,7 +46,9 @@ class Estate:
     repo: workers.Repository
     base: str  # the namespace names derive from it (tests.support.envs.env_namespace)
     logs: dict[str, Path]
-    main: str  # the commit of main's head
+    main: str  # the commit of main's head, by Carol
+    old: str  # its parent on main
+    keys: dict[str, Path]  # approvers' keys, by name: ann's and carol's are listed
 
     def ns(self, environment: str) -> str:
         return env_namespace(self.base, environment)
@@ -60,7 +66,9 @@ def estate(
     for environment in ENVIRONMENTS:
         cluster.create_namespace(env_namespace(base, environment))
     repo = workers.Repository.make(tmp)
-    main = repo.commit(base, "release 1")
+    keys = {name: signers.keypair(tmp / "keys", name) for name in ("ann", "carol")}
+    old = repo.commit(base, "release 0", change=production_rules(keys), author=CAROL)
+    main = repo.commit(base, "release 1", change=production_rules(keys), author=CAROL)
     repo.push()
     workers.register(prefect_server, tmp / "prefect.yaml", only=DEPLOYMENTS)
     logs = {environment: tmp / f"{environment}-worker.log" for environment in ENVIRONMENTS}
@@ -69,9 +77,7 @@ def estate(
         workers.bascule_worker(
             prefect_server, logs["dev"], "dev", repo.bare, (env_namespace(base, "dev"),), env
         ),
-        workers.bascule_worker(
-            prefect_server, logs["staging"], "staging", repo.bare, (base,), env
-        ),
+        workers.bascule_worker(prefect_server, logs["staging"], "staging", repo.bare, (base,), env),
         workers.bascule_worker(
             prefect_server,
             logs["production"],
@@ -81,11 +87,28 @@ def estate(
             env,
         ),
     ):
-        yield Estate(prefect_server, cluster, repo, base, logs, main)
+        yield Estate(prefect_server, cluster, repo, base, logs, main, old, keys)
     for environment in ENVIRONMENTS:
         cluster.kubectl(
             "delete", "namespace", env_namespace(base, environment), "--wait=false", check=False
         )
+
+
+def production_rules(keys: dict[str, Path]) -> Callable[[Path], None]:
+    """Production as shipped: promotion from staging, signed approvals by listed keys, four
+    eyes (the commit's author cannot approve it)."""
+
+    def change(work: Path) -> None:
+        path = work / "deployments" / "production.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["promote_from"] = "staging"
+        data["approval"] |= {"allowed_signers": "allowed_signers", "four_eyes": True}
+        data["approval"]["timeout_seconds"] = 300
+        listed = {f"{name}@example.com": key for name, key in keys.items()}
+        signers.allowed_signers(work / "deployments" / "allowed_signers", listed)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return change
 
 
 def start(
@@ -116,13 +139,20 @@ def ended(api: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
 
 
 def assert_refused(estate: Estate, run_id: str, rule: str) -> str:
-    """The run ended Failed/Refused by its worker, naming ``rule``; production unchanged."""
+    """The run ended Failed/Refused, naming ``rule`` (a worker's rule, or the flow's words);
+    production's history and traffic as they were when the run was started."""
+    before = production(estate)
     state = ended(estate.api, run_id)
     assert (state["type"], state["name"]) == ("FAILED", "Refused"), state
     message: str = state["message"]
-    assert f"rule {rule}:" in message, message
-    assert not deploys.history(estate.cluster, estate.ns("production"))
+    assert rule in message, message
+    assert production(estate) == before
     return message
+
+
+def production(estate: Estate) -> tuple[list[dict[str, Any]], str | None]:
+    ns = estate.ns("production")
+    return deploys.history(estate.cluster, ns), deploys.active_color(estate.cluster, ns)
 
 
 def test_a_dev_deploy_runs_through_its_own_worker(estate: Estate) -> None:
@@ -137,20 +167,11 @@ def test_a_dev_deploy_runs_through_its_own_worker(estate: Estate) -> None:
 def test_1_a_pushed_branch_cannot_point_dev_at_production(estate: Estate) -> None:
     """Credential: push rights on a branch, no review. The branch's dev.yaml names
     production's namespace."""
-    repo = estate.repo
-    workers.git(repo.work, "checkout", "-q", "-b", "evil", estate.main)
-    try:
-        evil = repo.commit(
-            estate.base,
-            "dev, to production's namespace",
-            {"namespace": estate.ns("production")},
-            environments=("dev",),
-        )
-        repo.push("evil")
-    finally:
-        workers.git(repo.work, "checkout", "-q", "main")
+    evil = branch_commit(
+        estate, "evil", "dev, to production's namespace", {"namespace": estate.ns("production")}
+    )
     run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": evil})
-    message = assert_refused(estate, run, "namespace")
+    message = assert_refused(estate, run, "rule namespace:")
     assert estate.ns("production") in message
 
 
@@ -158,7 +179,7 @@ def test_1_dev_deployment_cannot_run_production(estate: Estate) -> None:
     """Credential: a Prefect API key (dev's GitHub environment holds one). deploy/dev asked
     for environment=production lands on dev's worker, which runs only dev."""
     run = start(estate.api, "deploy/dev", {"environment": "production", "image": V1})
-    assert_refused(estate, run, "environment")
+    assert_refused(estate, run, "rule environment:")
 
 
 @pytest.mark.parametrize(
@@ -175,7 +196,7 @@ def test_2_job_variables_cannot_change_what_runs(
     """Credential: a Prefect API key. Job variables on a production run."""
     parameters = {"environment": "production", "image": V1}
     run = start(estate.api, "deploy/production", parameters, job_variables)
-    assert_refused(estate, run, rule)
+    assert_refused(estate, run, f"rule {rule}:")
 
 
 @pytest.mark.parametrize(
@@ -191,4 +212,166 @@ def test_4_the_config_cannot_be_redirected(
 ) -> None:
     """Credential: a Prefect API key. Parameters that would load another configuration."""
     run = start(estate.api, "deploy/production", {**parameters, "image": V1})
-    assert_refused(estate, run, rule)
+    assert_refused(estate, run, f"rule {rule}:")
+
+
+def test_1_a_branch_cannot_run_in_production(estate: Estate) -> None:
+    """Credential: push rights on a branch. Its commit, started on production's deployment
+    (any API credential can), is not on the default branch."""
+    branch = branch_commit(estate, "unmerged", "an unreviewed change")
+    run = start(estate.api, "deploy/production", {"environment": "production", "commit": branch})
+    assert_refused(estate, run, "rule default-branch:")
+
+
+def test_1_a_branch_cannot_hand_dev_other_credentials(estate: Estate) -> None:
+    """Credential: push rights on a branch. Its dev.yaml names another kubeconfig (a
+    production one, on a machine that holds both)."""
+    branch = branch_commit(
+        estate,
+        "creds",
+        "dev, with production's kubeconfig",
+        {"kube": {"kubeconfig": "/etc/bascule/production/kubeconfig"}},
+    )
+    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": branch})
+    assert_refused(estate, run, "rule credentials:")
+
+
+def test_pull_steps_edited_through_the_api_are_refused(estate: Estate) -> None:
+    """Credential: a Prefect API key, which can edit a deployment's pull steps: they would
+    run in the flow run's process, before the flow."""
+    deployment = httpx.get(f"{estate.api}/deployments/name/deploy/production").json()
+    evil = [{"prefect.deployments.steps.run_shell_script": {"script": "cat $KUBECONFIG"}}]
+    edit = httpx.patch(f"{estate.api}/deployments/{deployment['id']}", json={"pull_steps": evil})
+    assert edit.status_code == 204, edit.text
+    try:
+        run = start(estate.api, "deploy/production", {"environment": "production", "image": V1})
+        assert_refused(estate, run, "rule pull-steps:")
+    finally:
+        httpx.patch(f"{estate.api}/deployments/{deployment['id']}", json={"pull_steps": []})
+
+
+def test_the_pools_base_job_template_edited_through_the_api_is_refused(estate: Estate) -> None:
+    """Credential: a Prefect API key, which can edit a work pool's base job template."""
+    pool = httpx.get(f"{estate.api}/work_pools/bascule-production").json()
+    template = pool["base_job_template"]
+    evil = {
+        **template,
+        "job_configuration": {**template["job_configuration"], "command": "sh -c 'env'"},
+    }
+    edit = httpx.patch(
+        f"{estate.api}/work_pools/bascule-production", json={"base_job_template": evil}
+    )
+    assert edit.status_code == 204, edit.text
+    try:
+        # The worker reads its pool again every 2 s here (PREFECT_WORKER_HEARTBEAT_SECONDS).
+        time.sleep(5)
+        run = start(estate.api, "deploy/production", {"environment": "production", "image": V1})
+        assert_refused(estate, run, "rule command:")
+    finally:
+        httpx.patch(
+            f"{estate.api}/work_pools/bascule-production", json={"base_job_template": template}
+        )
+        time.sleep(5)
+
+
+def test_production_takes_a_signed_four_eyes_approval_of_a_staging_verified_digest(
+    estate: Estate,
+) -> None:
+    """The legitimate path, through the workers: staging verifies v1, production deploys
+    its digest once an approver who did not write the commit signs. Finding 6 on the way:
+    Carol, who wrote the commit and holds a listed key (and, like anyone here, a Prefect
+    credential), cannot approve it alone."""
+    pinned = staged(estate, V1)
+    run_id, proc, log = production_deploy(estate, pinned)
+    approve(estate, run_id, "carol")
+    deploys.paused_again(estate.api, run_id, 1)
+    assert proc.poll() is None and production(estate)[1] is None
+    approve(estate, run_id, "ann")
+    assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
+    last = production(estate)[0][-1]
+    assert (last["result"], last["image"], last["commit"]) == ("succeeded", pinned, estate.main)
+    assert [s["principal"] for s in last["signers"]] == ["ann@example.com"]
+    refused = [s["detail"] for s in last["steps"] if s["name"] == "approval-refused"]
+    assert len(refused) == 1 and refused[0].startswith("four eyes: carol@example.com"), refused
+
+
+def test_2_an_older_commit_of_main_cannot_run_in_production(estate: Estate) -> None:
+    """Credential: a Prefect API key. The run names main's previous commit: code from before
+    production's serving release (a downgrade to rules that were weaker)."""
+    assert production(estate)[0], "needs the production release of the test before"
+    run = start(
+        estate.api,
+        "deploy/production",
+        {"environment": "production", "image": V1, "commit": estate.old},
+    )
+    assert_refused(estate, run, "rule no-downgrade:")
+
+
+def test_3_a_rollback_returns_only_to_a_release_that_succeeded_there(estate: Estate) -> None:
+    """Credential: a Prefect API key. rollback/production with to_release naming a release
+    production rejected would deploy it without approval. Then the legitimate rollback, to
+    the previous good release."""
+    pinned = staged(estate, V2)
+    run_id, proc, log = production_deploy(estate, pinned)
+    rejected = deploys.run(estate.api, "reject", run_id, "--as", "ann", "--comment", "not yet")
+    assert rejected.returncode == 0, rejected.stderr
+    assert proc.wait(timeout=120) == 4, log.read_text()[-3000:]
+    (v1, v2) = production(estate)[0][-2:]
+    assert (v1["result"], v2["result"]) == ("succeeded", "rejected")
+    run = start(
+        estate.api, "rollback/production", {"environment": "production", "to_release": v2["id"]}
+    )
+    assert_refused(estate, run, "a rollback returns only to a release that succeeded here")
+
+    # v2 approved this time, then rolled back: v1 serves again.
+    run_id, proc, log = production_deploy(estate, pinned, rerun="approved")
+    approve(estate, run_id, "ann")
+    assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
+    run = start(estate.api, "rollback/production", {"environment": "production"})
+    state = ended(estate.api, run, 240)
+    assert state["type"] == "COMPLETED", state
+    history, active = production(estate)
+    assert history[-1]["kind"] == "rollback" and history[-1]["image"] == v1["image"], history[-1]
+    assert active == v1["color"]
+
+
+def branch_commit(
+    estate: Estate, branch: str, message: str, overrides: dict[str, Any] | None = None
+) -> str:
+    """A commit on ``branch`` off main, pushed: what anyone with push rights can make."""
+    repo = estate.repo
+    workers.git(repo.work, "checkout", "-q", "-b", branch, estate.main)
+    try:
+        sha = repo.commit(estate.base, message, overrides, environments=("dev",))
+        repo.push(branch)
+    finally:
+        workers.git(repo.work, "checkout", "-q", "main")
+    return sha
+
+
+def staged(estate: Estate, image: str) -> str:
+    """``image`` deployed to staging through its worker; its digest, pinned."""
+    res = deploys.run(estate.api, "trigger", "staging", "--image", image, "--commit", estate.main)
+    assert res.returncode == 0, res.stdout[-3000:] + estate.worker_log("staging")[-3000:]
+    # The tag too: the version check compares the app's answer with it.
+    return f"{image}@{deploys.history(estate.cluster, estate.ns('staging'))[-1]['digest']}"
+
+
+def production_deploy(
+    estate: Estate, image: str, rerun: str | None = None
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    """`bascule trigger production`, as the release workflow starts it, paused for approval:
+    its run's id, the trigger's process and its log."""
+    log = estate.logs["production"].with_name(f"trigger-{uuid.uuid4().hex[:6]}.log")
+    args = ["trigger", "production", "--image", image, "--commit", estate.main, "--timeout", "300"]
+    proc = deploys.start(estate.api, *args, *(("--rerun", rerun) if rerun else ()), log=log)
+    asking = deploys.wait_phase(
+        estate.cluster, estate.ns("production"), image, {"awaiting-approval"}, 240,
+        ignore={r["id"] for r in production(estate)[0]},
+    )  # fmt: skip
+    return asking["flow_run_id"], proc, log
+
+
+def approve(estate: Estate, run_id: str, who: str) -> None:
+    res = deploys.run(estate.api, "approve", run_id, "--key", str(estate.keys[who]))
+    assert res.returncode == 0, res.stderr

@@ -194,3 +194,14 @@ def run_artifacts(api: str, run_id: str) -> list[dict[str, Any]]:
 def run_report(api: str, run_id: str) -> str:
     """The Markdown report the run left in Prefect."""
     return str(next(a["data"] for a in run_artifacts(api, run_id) if a["type"] == "markdown"))
+
+
+def paused_again(api: str, run_id: str, times: int) -> None:
+    """Waits for the run to pause for the ``times``-th time after a refused approval."""
+
+    def paused() -> bool:
+        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
+        key = state["state_details"].get("pause_key")
+        return bool(state["type"] == "PAUSED" and key == f"approval-{times}")
+
+    wait_for(paused, 60, interval=0.3, what=f"pause number {times + 1}")

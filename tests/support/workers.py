@@ -115,6 +115,7 @@ class Repository:
         overrides: dict[str, Any] | None = None,
         environments: tuple[str, ...] = ("dev", "staging", "production"),
         change: Callable[[Path], None] | None = None,
+        author: str = "test <test@example.invalid>",
     ) -> str:
         """This checkout's code and configurations for ``namespace`` (tests.support.envs,
         without a kubeconfig: a run uses its worker's), committed; ``change`` edits the
@@ -130,7 +131,7 @@ class Repository:
         if change is not None:
             change(self.work)
         git(self.work, "add", "-A")
-        git(self.work, "commit", "-q", "--allow-empty", "-m", message)
+        git(self.work, "commit", "-q", "--allow-empty", "--author", author, "-m", message)
         return git(self.work, "rev-parse", "HEAD")
 
     def push(self, branch: str = "main") -> None:
