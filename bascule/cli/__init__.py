@@ -6,9 +6,10 @@ return. Only the command being run is imported, so a quick one like ``validate``
 for importing Prefect. To add a command, write its two functions and add a row to the table.
 
 Expected failures are ``BasculeError``s: ``main`` turns each into its message on stderr (the
-process's known secrets masked) and its exit code, in this one place; anything else is a bug and keeps its traceback. The exit
-codes themselves, and what they mean, are ``bascule.outcome``'s. A command's last line, its
-verdict, is printed by ``verdict``: after Prefect's background services have had their say.
+process's known secrets masked) and its exit code, in this one place; anything else is a bug
+and keeps its traceback. The exit codes themselves, and what they mean, are
+``bascule.outcome``'s. A command's last line, its verdict, is printed by ``verdict``: after
+Prefect's background services have had their say.
 """
 
 from __future__ import annotations
