@@ -28,6 +28,15 @@ Result = Literal["succeeded", "failed", "rolled-back", "rejected", "interrupted"
 FINAL_PHASES = {"done"}
 
 
+# The history of an app in an environment: one ConfigMap in its namespace, the releases
+# as JSON under one key.
+HISTORY_KEY = "releases.json"
+
+
+def map_name(app: str) -> str:
+    return f"{app}-bascule-history"
+
+
 @dataclass(frozen=True)
 class Step:
     name: str

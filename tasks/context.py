@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bascule import history as h
 from bascule import kube as k
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
@@ -83,7 +84,7 @@ class Env:
 
     @property
     def history_map(self) -> str:
-        return k.configmaps(self.ns, f"{self.app}-bascule-history")
+        return k.configmaps(self.ns, h.map_name(self.app))
 
     @property
     def lease(self) -> str:

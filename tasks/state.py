@@ -9,6 +9,7 @@ from typing import Any
 
 from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
+from bascule.history import HISTORY_KEY
 from bascule.kube import KubeError
 from bascule.manifests import (
     ANNOTATION_RELEASE,
@@ -18,8 +19,6 @@ from bascule.manifests import (
 )
 from bascule.redact import redact_data
 from tasks.context import Env
-
-HISTORY_KEY = "releases.json"
 
 
 def color_state(env: Env, color: Any) -> ColorState:

@@ -142,6 +142,14 @@ COMMANDS: tuple[Command, ...] = (
         (*_ALWAYS, *_DEPLOYS, *_GATE, Exit.WAIT_TIMED_OUT),
     ),
     Command(
+        "worker",
+        "run one environment's flow runs from its work pool, under this machine's policy",
+        "bascule.worker",
+        "add_arguments",
+        "run",
+        _ALWAYS,
+    ),
+    Command(
         "pending",
         "runs waiting for an approval",
         "bascule.approvals",

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from bascule.prefect_client import ApiSettings
 
 DEPLOY_FLOW = "deploy"
-# The variable prefect.yaml's pull step reads the commit to clone from.
-COMMIT_VARIABLE = "BASCULE_COMMIT"
 DEFAULT_WAIT_TIMEOUT = 7200.0
 # A busy SQLite server answers 503 for a while, a restarting one nothing: no answer yet.
 DEFAULT_API_PATIENCE = 60.0
@@ -58,16 +56,11 @@ class Options:
 
     @property
     def parameters(self) -> dict[str, str | None]:
-        """The deploy flow's parameters."""
+        """The deploy flow's parameters. No job variables: the environment's worker clones
+        its repository at ``commit`` and refuses runs that set any (bascule/runpolicy.py)."""
         given = {"environment": self.environment, "image": self.image, "commit": self.commit}
         given |= {"app": self.app} if self.app else {}
         return given | ({"commit_time": self.commit_time} if self.commit_time else {})
-
-    @property
-    def job_variables(self) -> dict[str, dict[str, str]]:
-        """The run's job variables: the commit for prefect.yaml's pull step, which clones the
-        repository at it (pull steps see environment variables, not parameters)."""
-        return {"env": {COMMIT_VARIABLE: self.commit}} if self.commit else {}
 
     @property
     def idempotency_key(self) -> str:

@@ -84,7 +84,6 @@ class _Start:
                 deployment.id,
                 dict(options.parameters),
                 options.idempotency_key,
-                options.job_variables,
             ),
             f"starting {name}",
             not_found=f"deployment {name} disappeared while starting it",

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from bascule import workpool
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, LoadDriver, LoadReport, wait_for
+from tests.support.envs import write_envs
 
 
 def prefect(api: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,21 +38,14 @@ def prefect(api: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def register(
     api: str,
-    cfg: Path | None,
     prefect_file: Path,
     schedules: list[Any] | None = None,
     only: tuple[str, ...] = (),
 ) -> None:
-    """Every deployment of prefect.yaml (and the automations of its triggers), pointed at the
-    configuration in ``cfg``; scheduled ones get ``schedules`` instead of theirs, or none.
-    With a ``cfg`` the runs use this checkout's code (no pull step); without, prefect.yaml's
-    pull step clones the worker's BASCULE_REPOSITORY and its `deployments/` configure them.
-    ``only`` ("flow/name", ...): those deployments alone, quicker to register."""
+    """prefect.yaml's deployments (and the automations of its triggers), as they are: their
+    environments' pools made first; scheduled ones get ``schedules`` instead of theirs, or
+    none. ``only`` ("flow/name", ...): those deployments alone, quicker to register."""
     spec: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    if cfg is not None:
-        del spec["pull"]
-        for dep in spec["deployments"]:
-            dep.pop("pull", None)
     if only:
         spec["deployments"] = [
             dep
@@ -59,17 +54,121 @@ def register(
         ]
         assert len(spec["deployments"]) == len(only), f"not all of {only} in prefect.yaml"
     for dep in spec["deployments"]:
-        if cfg is not None:
-            dep["parameters"]["config_dir"] = str(cfg)
         if dep.get("schedules"):
             dep["schedules"] = schedules or []
     prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    made = prefect(api, "work-pool", "create", "bascule", "--type", "process")
-    assert made.returncode == 0 or "already exists" in made.stdout + made.stderr, made.stderr
-    if any(dep["work_pool"]["name"] == workpool.POOL for dep in spec["deployments"]):
-        kubernetes_pool(api)  # `prefect deploy` refuses a deployment on a missing pool
+    # `prefect deploy` refuses a deployment on a missing pool.
+    pools = {dep["work_pool"]["name"] for dep in spec["deployments"]}
+    if workpool.POOL in pools:
+        kubernetes_pool(api)
+    for pool in pools - {workpool.POOL}:
+        bascule_pool(api, pool)
     res = prefect(api, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def bascule_pool(api: str, name: str) -> None:
+    """A work pool of Bascule's worker type, with its default template, as its worker makes
+    it (made here so deployments can be registered before the worker starts)."""
+    from bascule.worker import WORKER_TYPE, BasculeWorker
+
+    made = httpx.post(
+        f"{api}/work_pools/",
+        json={
+            "name": name,
+            "type": WORKER_TYPE,
+            "base_job_template": BasculeWorker.get_default_base_job_template(),
+        },
+        timeout=30,
+    )
+    if made.status_code != 409:
+        made.raise_for_status()
+
+
+def git(cwd: Path, *args: str) -> str:
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    return subprocess.run(
+        ["git", *identity, *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A team's repository of Bascule, as the environments' workers clone it: a bare
+    repository, and a working copy commits are made in."""
+
+    bare: Path
+    work: Path
+
+    @staticmethod
+    def make(directory: Path) -> Repository:
+        repo = Repository(directory / "bascule.git", directory / "work")
+        git(directory, "init", "-q", "--bare", "-b", "main", str(repo.bare))
+        git(directory, "init", "-q", "-b", "main", str(repo.work))
+        return repo
+
+    def commit(
+        self,
+        namespace: str,
+        message: str,
+        overrides: dict[str, Any] | None = None,
+        environments: tuple[str, ...] = ("dev", "staging", "production"),
+        change: Callable[[Path], None] | None = None,
+    ) -> str:
+        """This checkout's code and configurations for ``namespace`` (tests.support.envs,
+        without a kubeconfig: a run uses its worker's), committed; ``change`` edits the
+        working copy before. Returns the commit."""
+        for package in ("bascule", "flows", "tasks"):
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(REPO / package, self.work / package, ignore=ignore, dirs_exist_ok=True)
+        write_envs(self.work / "deployments", namespace, None, overrides, environments)
+        # The Roles preflight checks against ship with the configuration.
+        shutil.copytree(
+            REPO / "deployments" / "rbac", self.work / "deployments" / "rbac", dirs_exist_ok=True
+        )
+        if change is not None:
+            change(self.work)
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.work, "rev-parse", "HEAD")
+
+    def push(self, branch: str = "main") -> None:
+        git(self.work, "push", "-q", "--force", str(self.bare), f"HEAD:refs/heads/{branch}")
+
+
+@contextlib.contextmanager
+def bascule_worker(
+    api: str,
+    log: Path,
+    environment: str,
+    repository: Path | str,
+    namespaces: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``bascule worker ENVIRONMENT`` polling every 2 s (its pool's template every 2 s too,
+    so an edit through the API reaches it soon), stopped by its group; ``env`` adds to its
+    environment (its credentials: KUBECONFIG, secret sources)."""
+    options = [f"--namespace={ns}" for ns in namespaces]
+    env = {
+        **deploys.cli_env(api),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "bascule.cli", "worker", environment]
+    proc = subprocess.Popen(
+        [*command, "--repository", str(repository), *options, "--name", f"{environment}-test"],
+        cwd=log.parent,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def kubernetes_pool(api: str, template: dict[str, Any] | None = None) -> None:

@@ -26,8 +26,8 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from bascule import runpolicy, workpool
 from bascule import trigger as tr
-from bascule import workpool
 from bascule.config import check_environment_name
 from bascule.errors import UsageError
 from bascule.outcome import RESULTS, TERMINAL_TYPES, Exit
@@ -342,31 +342,29 @@ def test_creates_the_run_with_parameters_key_and_basic_auth(tmp_path: Path) -> N
     assert fake.created_body["idempotency_key"] == options.idempotency_key(
         "staging", "abc1234", f"registry.example/app@{DIGEST}"
     )
-    # prefect.yaml's pull step clones the repository at this commit.
-    assert fake.created_body["job_variables"] == {"env": {"BASCULE_COMMIT": "abc1234"}}
+    # The commit is a parameter only: the worker clones at it; job variables are refused.
+    assert not fake.created_body.get("job_variables")
     expected = "Basic " + base64.b64encode(SECRET.encode()).decode()
     assert {r.headers["Authorization"] for r in fake.requests} == {expected}
 
 
-def test_the_pull_step_clones_the_commit_trigger_passes() -> None:
+def test_prefect_yaml_leaves_what_runs_to_the_environments_workers() -> None:
+    """What the workers would refuse is not in the shipped deployments: pull steps, job
+    variables, another entrypoint, another environment's pool."""
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    (step,) = spec["pull"]
-    clone = step["prefect.deployments.steps.git_clone"]
-    assert clone["commit_sha"] == "{{ $" + options.COMMIT_VARIABLE + " }}"
-    assert clone["repository"] == "{{ $BASCULE_REPOSITORY }}"
-    # Production's runs also check that the commit is on the default branch.
+    assert spec["pull"] == []
     for dep in spec["deployments"]:
-        if dep["name"] == "production":
-            assert dep["pull"][0] == step, dep["entrypoint"]
-            (check,) = dep["pull"][1:]
-            assert "merge-base --is-ancestor HEAD origin/HEAD" in str(check)
-        elif dep["work_pool"]["name"] == workpool.POOL:
+        environment = dep["parameters"]["environment"]
+        if dep["work_pool"]["name"] == workpool.POOL:
             # Its code is in the flow image, at the commit.
             (in_image,) = dep["pull"]
             directory = in_image["prefect.deployments.steps.set_working_directory"]["directory"]
             assert directory == workpool.WORKDIR, dep
-        else:
-            assert "pull" not in dep, dep
+            continue
+        assert dep["work_pool"]["name"] == runpolicy.pool_name(environment), dep
+        assert "pull" not in dep and "job_variables" not in dep["work_pool"], dep
+        flow = dep["entrypoint"].rsplit(":", 1)[1]
+        assert dep["entrypoint"] == runpolicy.ENTRYPOINTS[flow], dep
 
 
 def test_without_a_commit_the_run_gets_no_commit_to_clone(tmp_path: Path) -> None:

@@ -1,0 +1,361 @@
+"""Bascule's own Prefect worker: one per environment, on that environment's work pool, with
+only that environment's credentials (its $KUBECONFIG, its secret sources).
+
+    bascule worker production --repository https://github.com/acme/bascule.git
+
+It runs a flow run only if the run passes its local policy (bascule/runpolicy.py), checked
+here, in the worker, before any code of the run's commit executes:
+1. the run as the API describes it (flow, deployment, entrypoint, pull steps, job
+   variables, parameters);
+2. the commit, in a clone of the worker's repository made for the run: on the default
+   branch and descending from the serving release's commit for a protected environment;
+   the environment's file at that commit targets the worker's namespaces with its own
+   credentials.
+A refused run ends Failed, named Refused, with the rule in its message: not Crashed, which
+would start the environment's recover automation for every refused attempt.
+
+A run that passes starts as ``python -m prefect.engine`` in the clone, the flow loaded from
+the entrypoint this worker fixes (PREFECT__FLOW_ENTRYPOINT): Prefect's engine then runs
+neither the deployment's pull steps nor its entrypoint. The worker never loads a run's flow
+itself: on_crashed/on_cancellation hooks, which Prefect's process worker runs by loading
+the deployment (pull steps included) in the worker, are not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from prefect.flows import Flow
+from prefect.runner._flow_run_executor import FlowRunExecutionResult, FlowRunExecutorContext
+from prefect.runner._process_manager import ProcessHandle
+from prefect.runner._starter_engine import EngineCommandStarter
+from prefect.states import Failed
+from prefect.utilities.processutils import command_to_string, get_sys_executable
+from prefect.workers.base import (
+    BaseJobConfiguration,
+    BaseVariables,
+    BaseWorker,
+    BaseWorkerResult,
+)
+from pydantic import PrivateAttr
+
+from bascule import config as c
+from bascule import history as h
+from bascule import kube as k
+from bascule.outcome import StateName
+from bascule.runpolicy import (
+    ENTRYPOINTS,
+    Checkout,
+    Policy,
+    Refusal,
+    Submitted,
+    check_checkout,
+    check_run,
+    config_path,
+)
+from bascule.workpool import HEARTBEAT_SECONDS
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from prefect.client.schemas.objects import Flow as APIFlow
+    from prefect.client.schemas.objects import FlowRun, WorkPool
+    from prefect.client.schemas.responses import DeploymentResponse
+
+WORKER_TYPE = "bascule"
+GIT_TIMEOUT_S = 120
+
+
+class JobConfiguration(BaseJobConfiguration):
+    """Prefect's base job configuration; what the pool, deployment and run asked for is
+    kept aside before Prefect adds its own variables, for the policy to see."""
+
+    _asked_command: str | None = PrivateAttr(default=None)
+    _asked_env: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: FlowRun,
+        deployment: DeploymentResponse | None = None,
+        flow: APIFlow | None = None,
+        work_pool: WorkPool | None = None,
+        worker_name: str | None = None,
+        worker_id: UUID | None = None,
+    ) -> None:
+        self._asked_command = self.command
+        self._asked_env = {key: v for key, v in (self.env or {}).items() if v is not None}
+        super().prepare_for_flow_run(
+            flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id
+        )
+
+
+class Variables(BaseVariables):
+    """No variables of its own: nothing a run sets changes how it is run."""
+
+
+class Result(BaseWorkerResult):
+    pass
+
+
+def submitted(flow_run: FlowRun, configuration: JobConfiguration) -> Submitted:
+    deployment = configuration._related_objects.get("deployment")
+    flow = configuration._related_objects.get("flow")
+    flow_name = getattr(flow, "name", None) or ""
+    return Submitted(
+        flow_name=flow_name,
+        parameters=dict(flow_run.parameters or {}),
+        deployment=f"{flow_name}/{deployment.name}" if deployment is not None else None,
+        entrypoint=getattr(deployment, "entrypoint", None),
+        pull_steps=list(getattr(deployment, "pull_steps", None) or []),
+        command=configuration._asked_command,
+        env=configuration._asked_env,
+    )
+
+
+def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # No hooks, no credential prompts: the clone is data until the policy allows it.
+    return subprocess.run(
+        ["git", "-c", "core.hooksPath=/dev/null", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )
+
+
+def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
+    """The worker's repository cloned into ``directory`` at ``commit`` (default: the head of
+    its default branch), and what the policy needs to know of it."""
+    made = _git("clone", "--quiet", "--no-checkout", "--", policy.repository, str(directory))
+    if made.returncode != 0:
+        raise RuntimeError(f"git clone {policy.repository} failed: {made.stderr.strip()}")
+    wanted = commit or "origin/HEAD"
+    resolved = _git("rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}", cwd=directory)
+    if resolved.returncode != 0:
+        return Checkout(commit=wanted, found=False)
+    sha = resolved.stdout.strip()
+    checked = _git("checkout", "--quiet", "--detach", sha, cwd=directory)
+    if checked.returncode != 0:
+        raise RuntimeError(f"git checkout {sha} failed: {checked.stderr.strip()}")
+
+    def descends(ancestor: str) -> bool:
+        return _git("merge-base", "--is-ancestor", ancestor, sha, cwd=directory).returncode == 0
+
+    cfg_dir = directory / config_path(policy.config_dir)
+    configs = _configs(cfg_dir, policy.environment)
+    serving = {app: _serving_commit(cfg) for app, cfg in configs.items()}
+    return Checkout(
+        commit=sha,
+        on_default_branch=_git(
+            "merge-base", "--is-ancestor", sha, "origin/HEAD", cwd=directory
+        ).returncode
+        == 0,
+        serving={
+            app: None if found is None else (found, descends(found))
+            for app, found in serving.items()
+        },
+        namespaces={cfg.namespace for cfg in configs.values()},
+        credential_fields=sorted(
+            {
+                f"kube.{name}"
+                for cfg in configs.values()
+                for name in ("kubeconfig", "context")
+                if getattr(cfg.kube, name) is not None
+            }
+        ),
+    )
+
+
+def _configs(cfg_dir: Path, environment: str) -> dict[str, c.EnvironmentConfig]:
+    """Every app's configuration of ``environment``, parsed by this worker's own code."""
+    path = c.environment_file(cfg_dir, environment)
+    return {app: c.load_environment(path, app) for app in c.app_names(cfg_dir, environment)}
+
+
+def _serving_commit(cfg: c.EnvironmentConfig) -> str | None:
+    """The commit of the newest release that succeeded, read with the worker's credentials."""
+    kube = k.Kube(outage_tolerance=0)
+    try:
+        found = kube.get_or_none(k.configmaps(cfg.namespace, h.map_name(cfg.app)))
+    finally:
+        kube.close()
+    good = h.last_good(h.decode((found or {}).get("data", {}).get(h.HISTORY_KEY)))
+    return good.commit if good is not None else None
+
+
+def _no_hooks(flow_run: FlowRun) -> Flow[..., Any]:
+    """What the worker gives Prefect's hook runner instead of the run's flow: loading that
+    would run the deployment's pull steps here, in the worker."""
+
+    def nothing() -> None:
+        return None
+
+    return Flow(fn=nothing, name=flow_run.name or "refused")
+
+
+async def _resolve_without_hooks(flow_run: FlowRun) -> Flow[..., Any]:
+    return _no_hooks(flow_run)
+
+
+class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
+    type = WORKER_TYPE
+    job_configuration = JobConfiguration
+    job_configuration_variables = Variables
+    _description = "Runs Bascule's flows for one environment, under its local policy."
+    _display_name = "Bascule"
+
+    def __init__(self, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(work_pool_name=policy.pool, **kwargs)
+        self.policy = policy
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: JobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> Result:
+        task_status = task_status or anyio.TASK_STATUS_IGNORED
+        run = submitted(flow_run, configuration)
+        refusal = check_run(self.policy, run)
+        if refusal is not None:
+            return await self._refuse(flow_run, refusal, task_status)
+        with tempfile.TemporaryDirectory(prefix="bascule-run-") as tmp:
+            checkout_dir = Path(tmp) / "checkout"
+            try:
+                checkout = await anyio.to_thread.run_sync(
+                    clone, self.policy, run.parameters.get("commit"), checkout_dir
+                )
+            except (c.ConfigError, RuntimeError, k.KubeError) as exc:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                checkout_refusal: Refusal | None = Refusal(
+                    "checkout", why, "fix the commit or the environment's file"
+                )
+            else:
+                checkout_refusal = check_checkout(self.policy, checkout)
+            if checkout_refusal is not None:
+                return await self._refuse(flow_run, checkout_refusal, task_status)
+            env = self._environment(configuration.env, ENTRYPOINTS[run.flow_name])
+            return await self._launch(flow_run, checkout_dir, env, task_status)
+
+    def _environment(self, prepared: Mapping[str, str | None], entrypoint: str) -> dict[str, str]:
+        """The worker's own environment (its credentials), Prefect's variables for the run,
+        and the fixed entrypoint; nothing the run asked for (the policy refused any)."""
+        return {
+            **os.environ,
+            **{key: v for key, v in prepared.items() if v is not None},
+            "PREFECT__FLOW_ENTRYPOINT": entrypoint,
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+        }
+
+    async def _refuse(
+        self, flow_run: FlowRun, refusal: Refusal, task_status: anyio.abc.TaskStatus[int]
+    ) -> Result:
+        message = refusal.message(self.policy.environment)
+        self.get_flow_run_logger(flow_run).error(message)
+        await self.client.set_flow_run_state(
+            flow_run.id, Failed(name=StateName.REFUSED, message=message), force=True
+        )
+        task_status.started(0)
+        return Result(status_code=0, identifier="refused")
+
+    async def _launch(
+        self,
+        flow_run: FlowRun,
+        cwd: Path,
+        env: dict[str, str],
+        task_status: anyio.abc.TaskStatus[int],
+    ) -> Result:
+        """Prefect's engine in ``cwd``, as Prefect's process worker starts it, but with the
+        hook runner given no flow (see ``_no_hooks``)."""
+        async with FlowRunExecutorContext() as ctx:
+            starter = EngineCommandStarter(
+                command=command_to_string([get_sys_executable(), "-m", "prefect.engine"]),
+                cwd=cwd,
+                env=dict(env),
+                stream_output=True,
+                control_channel=ctx.control_channel,
+            )
+            executor = ctx.create_executor(
+                flow_run, starter, resolve_flow=_resolve_without_hooks, propose_submitting=False
+            )
+            execution: FlowRunExecutionResult | None = None
+
+            async def execute(
+                *, task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED
+            ) -> None:
+                nonlocal execution
+                execution = await executor.submit(task_status=task_status)
+
+            async with anyio.create_task_group() as group:
+                handle = await group.start(execute)
+                if handle.pid is None:
+                    raise RuntimeError("the flow run's process has no pid")
+                task_status.started(handle.pid)
+        if execution is None or execution.status_code is None:
+            raise RuntimeError("the flow run's process did not start")
+        return Result(status_code=execution.status_code, identifier=str(execution.handle.pid))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("environment", help="the one environment this worker runs")
+    parser.add_argument(
+        "--repository",
+        required=True,
+        help="the git repository whose commits it runs (URL or path); runs clone it",
+    )
+    parser.add_argument(
+        "--config-dir",
+        default=Policy.config_dir,
+        help="the environments' directory inside the repository (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="a namespace its credentials reach (repeat); runs targeting others are refused",
+    )
+    parser.add_argument(
+        "--protected",
+        action="store_true",
+        help="only merged commits descending from the serving release's (production always)",
+    )
+    parser.add_argument("--name", help="the worker's name in the Prefect UI")
+    parser.epilog = (
+        "Give it only this environment's credentials: its $KUBECONFIG (bascule kubeconfig) and "
+        "its secret sources. It polls the work pool bascule-<environment> (made if missing)."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        c.check_environment_name(args.environment)
+        config_path(args.config_dir)
+    except ValueError as exc:
+        print(f"bascule worker: {exc}", file=sys.stderr)
+        return 2
+    policy = Policy(
+        environment=args.environment,
+        repository=args.repository,
+        config_dir=args.config_dir,
+        protected=args.protected,
+        namespaces=frozenset(args.namespace),
+    )
+
+    async def serve() -> None:
+        async with BasculeWorker(policy, name=args.name) as worker:
+            await worker.start()
+
+    asyncio.run(serve())
+    return 0
