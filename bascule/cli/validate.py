@@ -155,7 +155,7 @@ def _exposed_warnings(
 ) -> list[Problem]:
     """A protected environment's secrets in Prefect Secret blocks, which any Prefect API
     credential can read: each app's, once, in the file that writes it."""
-    loads = [(environment_file(directory, name), None) for name in configs]
+    loads: list[tuple[Path, str | None]] = [(environment_file(directory, n), None) for n in configs]
     loads += [(environment_file(directory, path.stem), cfg.app) for path, cfg in apps.items()]
     found = [warning for path, app in loads for warning in exposed_secrets(path, app)]
     return list(dict.fromkeys(found))
