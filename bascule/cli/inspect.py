@@ -150,9 +150,10 @@ def secrets(args: argparse.Namespace) -> int:
 
 
 PREFECT_SECRET_NOTE = (
-    "note: any credential of this Prefect API (any workflow's API key, the server's login) "
-    "can read a Prefect Secret block's value; a secret only the flow's workers should see "
-    "belongs in their environment (`env:`) or a Kubernetes Secret (`kubernetes_secret:`)"
+    "note: any credential of this Prefect API (any environment's workflow's API key; a "
+    "self-hosted server has one login for everything) can read a Prefect Secret block's "
+    "value; a secret only one environment's worker should see belongs in that worker's "
+    "environment (`env:`) or a Kubernetes Secret in its namespace (`kubernetes_secret:`)"
 )
 
 

@@ -58,6 +58,7 @@ def test_bascule_secrets_warns_that_any_api_credential_reads_productions_block(
     assert warning.startswith(f"{cfg / 'production.yaml'}:{line}:")
     assert ": secrets.DB_URL.prefect_secret: warning:" in warning
     assert "`bascule worker production`" in warning and "kubernetes_secret" in warning
+    assert "a self-hosted server has one login for everything) can read" in res.stdout
     # What the warning says: nothing but the API's credential is needed to read the value.
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         assert Secret.load(block).get() == value  # type: ignore[union-attr]
