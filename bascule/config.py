@@ -82,6 +82,7 @@ __all__ = [
     "describe_schema",
     "environment_file",
     "environment_files",
+    "exposed_secrets",
     "load_all",
     "load_apps",
     "load_environment",
@@ -1624,7 +1625,8 @@ def load_all(deployments_dir: str | Path) -> dict[str, EnvironmentConfig]:
             )
             continue
         try:
-            loaded[name] = _load(path)
+            cfg, layers = _load(path)
+            loaded[name] = cfg, layers.base
         except ConfigError as exc:
             problems.extend(exc.problems)
     problems.extend(_cross_file_problems(loaded))
@@ -1736,7 +1738,7 @@ def _anchored(data: dict[str, Any], directory: Path) -> dict[str, Any]:
     return out
 
 
-def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDocument]:
+def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, _Layers]:
     doc = load_yaml_file(path)
     data = _mapping_of(doc)
     layers = _Layers(doc)
@@ -1794,7 +1796,57 @@ def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, YamlDo
         raise ConfigError(_problems(layers, exc)) from None
     if (problem := _signers_problem(cfg, layers)) is not None:
         raise ConfigError([problem])
-    return cfg, doc
+    return cfg, layers
+
+
+def exposed_secrets(path: str | Path, app: str | None = None) -> list[Problem]:
+    """Warnings for a protected environment's secrets read from Prefect Secret blocks, each
+    naming the file, line and field (for ``app``: its overlay laid over the file), with what
+    to use instead. Any credential of the Prefect API can read a block's value: the API key
+    of any environment's workflow, and a self-hosted server's one login. ConfigError as
+    ``load_environment``."""
+    cfg, layers = _load(Path(path), app)
+    if not cfg.protected:
+        return []
+    warnings: list[Problem] = []
+    for loc, ref in _secret_refs(cfg):
+        if ref.prefect_secret is None:
+            continue
+        instead = (
+            f"`{{env: VARIABLE}}` set in the environment of `bascule worker {cfg.environment}`"
+        )
+        if isinstance(ref, AppSecret):
+            instead += f", or `kubernetes_secret: {{name, key}}` in namespace {cfg.namespace}"
+        field = (*loc, "prefect_secret")
+        file, mark = layers.locate(field)
+        warnings.append(
+            Problem(
+                file,
+                f"warning: {cfg.environment} is protected, but Prefect Secret block "
+                f"{ref.prefect_secret!r} can be read by any credential of the Prefect API "
+                "(any workflow's API key; a self-hosted server has one login for everything) "
+                f"— give the value to {cfg.environment}'s own worker instead: {instead} "
+                "(README: Secrets)",
+                mark,
+                format_path(field),
+            )
+        )
+    return warnings
+
+
+def _secret_refs(data: Any, loc: Loc = ()) -> list[tuple[Loc, SecretRef]]:
+    """Every secret source in ``data`` (a config, or any part of it), with where it is."""
+    if isinstance(data, SecretRef):
+        return [(loc, data)]
+    if isinstance(data, BaseModel):
+        items: Any = ((name, getattr(data, name)) for name in type(data).model_fields)
+    elif isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list | tuple):
+        items = enumerate(data)
+    else:
+        return []
+    return [found for key, value in items for found in _secret_refs(value, (*loc, key))]
 
 
 def _signers_problem(cfg: EnvironmentConfig, layers: _Layers) -> Problem | None:

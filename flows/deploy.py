@@ -43,6 +43,7 @@ from bascule.redact import redact, redact_data
 from bascule.signoff import Request
 from flows.approval import Signing, description, request_approval
 from flows.engine import (
+    exceptions_kept_local,
     expected_failures_in_one_line,
     heartbeats_unjoined,
     state_messages_masked,
@@ -72,6 +73,7 @@ STEPS = 10  # steps of a deploy, for the progress artifact
 heartbeats_unjoined()
 expected_failures_in_one_line()
 state_messages_masked()
+exceptions_kept_local()
 
 
 def new_release_id() -> str:

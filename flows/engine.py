@@ -1,4 +1,4 @@
-"""Three adjustments to Prefect's engines, made when the flows are imported (flows/deploy.py,
+"""Four adjustments to Prefect's engines, made when the flows are imported (flows/deploy.py,
 which every flow imports), so in ``bascule deploy``'s process as in the flow-run process a
 worker starts; and ``untracked``, a step without a task run of its own.
 
@@ -7,6 +7,13 @@ ends with into its Failed state's message, and a flow's returned state carries t
 Bascule gave it: both reach the API (and the state-change events) as they are, beside the
 masking of log records. Every state a run or task run sets has its message masked first
 (``bascule.redact.KNOWN``), in the one place all of them pass: the engines' ``set_state``.
+
+Exceptions kept in the process. A flow run's engine pickles the exception the run ends with
+into result storage (a file under ~/.prefect/storage by default, whatever
+``persist_result`` says) and sends the API its address; a task run's does so when results
+are persisted. The pickle holds the exception's text, unmasked. So the engines make a
+Failed state without a result store: its data is the exception itself, which stays in the
+process (``state.result()`` there still raises it) and is never written or sent.
 
 Expected failures in one line. Prefect logs the exception a run or a task ends with, with its
 traceback; and a flow-run process a worker starts (``python -m prefect.engine``) reads the
@@ -83,21 +90,60 @@ def state_messages_masked() -> None:
 
 def _masking(set_state: Callable[..., Any]) -> Callable[..., Any]:
     """``set_state`` (sync or async) masking the state's message first."""
-    if inspect.iscoroutinefunction(set_state):
+    return _around(
+        set_state, lambda args, kw: ((args[0], masked(args[1]), *args[2:]), kw), _MASKING
+    )
 
-        @wraps(set_state)
-        async def set_masked_async(self: Any, state: State[Any], *args: Any, **kw: Any) -> Any:
-            return await set_state(self, masked(state), *args, **kw)
 
-        wrapper: Callable[..., Any] = set_masked_async
+# Where the engines turn the exception a task run or a flow run ends with into its Failed
+# state: (module, name), each imported by name into its engine's module.
+FAILED_STATE_MAKERS = (
+    (flow_engine, "exception_to_failed_state"),
+    (task_engine, "exception_to_failed_state"),
+    (task_engine, "exception_to_failed_state_sync"),
+)
+_LOCAL = "bascule_local"
+
+
+def exceptions_kept_local() -> None:
+    """Makes the engines keep the exception a run or a task run fails with in this process:
+    in its Failed state's data, never in result storage; idempotent."""
+    for module, name in FAILED_STATE_MAKERS:
+        make = getattr(module, name)
+        if not getattr(make, _LOCAL, False):
+            setattr(module, name, _around(make, _without_result_store, _LOCAL))
+
+
+def _without_result_store(
+    args: tuple[Any, ...], kw: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    # No store: the state's data is the exception itself, which Prefect sends to no one.
+    return args[:1], {**kw, "result_store": None, "write_result": False}
+
+
+Adjust = Callable[[tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+def _around(fn: Callable[..., Any], adjust: Adjust, mark: str) -> Callable[..., Any]:
+    """``fn`` (sync or async, so the wrapper too) called with its arguments ``adjust``ed,
+    marked with ``mark`` so that it is wrapped once."""
+    if inspect.iscoroutinefunction(fn):
+
+        @wraps(fn)
+        async def adjusted_async(*args: Any, **kw: Any) -> Any:
+            args, kw = adjust(args, kw)
+            return await fn(*args, **kw)
+
+        wrapper: Callable[..., Any] = adjusted_async
     else:
 
-        @wraps(set_state)
-        def set_masked(self: Any, state: State[Any], *args: Any, **kw: Any) -> Any:
-            return set_state(self, masked(state), *args, **kw)
+        @wraps(fn)
+        def adjusted(*args: Any, **kw: Any) -> Any:
+            args, kw = adjust(args, kw)
+            return fn(*args, **kw)
 
-        wrapper = set_masked
-    setattr(wrapper, _MASKING, True)
+        wrapper = adjusted
+    setattr(wrapper, mark, True)
     return wrapper
 
 

@@ -5,10 +5,11 @@ names of the two functions that add its arguments and run it, and the exit codes
 return. Only the command being run is imported, so a quick one like ``validate`` does not pay
 for importing Prefect. To add a command, write its two functions and add a row to the table.
 
-Expected failures are ``BasculeError``s: ``main`` turns each into its message on stderr and
-its exit code, in this one place; anything else is a bug and keeps its traceback. The exit
-codes themselves, and what they mean, are ``bascule.outcome``'s. A command's last line, its
-verdict, is printed by ``verdict``: after Prefect's background services have had their say.
+Expected failures are ``BasculeError``s: ``main`` turns each into its message on stderr (the
+process's known secrets masked) and its exit code, in this one place; anything else is a bug
+and keeps its traceback. The exit codes themselves, and what they mean, are
+``bascule.outcome``'s. A command's last line, its verdict, is printed by ``verdict``: after
+Prefect's background services have had their say.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from bascule import __version__
 from bascule.errors import BasculeError, LockLost
 from bascule.outcome import Exit, describe_exits
+from bascule.redact import redact
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -256,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(args))
     except BasculeError as exc:
-        verdict(f"bascule: {exc}")
+        verdict(f"bascule: {redact(str(exc))}")  # it may quote what a secret was sent to
         return int(exc.exit)
     except KeyboardInterrupt:
         verdict("bascule: interrupted")

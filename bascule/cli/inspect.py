@@ -118,10 +118,12 @@ def secrets_arguments(parser: argparse.ArgumentParser) -> None:
 
 def secrets(args: argparse.Namespace) -> int:
     """Each secret variable, its source and whether it resolves here; values never shown."""
+    from bascule.config import environment_file, exposed_secrets
     from bascule.redact import MASK
     from tasks.secretref import TooShort, status
 
-    with reading(args.environment, args.dir, resolve_app(args)) as env:
+    app = resolve_app(args)
+    with reading(args.environment, args.dir, app) as env:
         rows = status(env)
     if not rows:
         print(f"{args.environment}: no secret variables (`secrets:` is empty)")
@@ -138,6 +140,9 @@ def secrets(args: argparse.Namespace) -> int:
             refused += short or not ref.optional
     if any(ref.prefect_secret for _, ref, _ in rows):
         print(PREFECT_SECRET_NOTE)
+    # A protected environment's blocks, each named with its file, line and field.
+    for warning in exposed_secrets(environment_file(args.dir, args.environment), app):
+        print(warning)
     if refused:
         print(f"{refused} secret(s) missing or too short: a deploy would stop, changing nothing")
         return Exit.USAGE
@@ -145,9 +150,10 @@ def secrets(args: argparse.Namespace) -> int:
 
 
 PREFECT_SECRET_NOTE = (
-    "note: any credential of this Prefect API (any workflow's API key, the server's login) "
-    "can read a Prefect Secret block's value; a secret only the flow's workers should see "
-    "belongs in their environment (`env:`) or a Kubernetes Secret (`kubernetes_secret:`)"
+    "note: any credential of this Prefect API (any environment's workflow's API key; a "
+    "self-hosted server has one login for everything) can read a Prefect Secret block's "
+    "value; a secret only one environment's worker should see belongs in that worker's "
+    "environment (`env:`) or a Kubernetes Secret in its namespace (`kubernetes_secret:`)"
 )
 
 

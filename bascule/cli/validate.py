@@ -18,6 +18,7 @@ from bascule.config import (
     describe_schema,
     environment_file,
     environment_files,
+    exposed_secrets,
     load_all,
     load_apps,
     load_environment,
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         problems.extend(exc.problems)
     problems.extend(_template_problems([*configs.values(), *apps.values()]))
     warnings = _secret_warnings(configs, paths) + _approval_warnings(configs, paths)
+    warnings += _exposed_warnings(directory, configs, apps)
     paths += [p for p in sorted(directory.glob(f"{APPS_DIR}/*/*.yaml")) if p.stem in configs]
 
     files = [display_path(path) for path in paths]
@@ -146,6 +148,17 @@ def _approval_warnings(configs: dict[str, EnvironmentConfig], paths: list[Path])
                 )
             )
     return warnings
+
+
+def _exposed_warnings(
+    directory: Path, configs: dict[str, EnvironmentConfig], apps: dict[Path, EnvironmentConfig]
+) -> list[Problem]:
+    """A protected environment's secrets in Prefect Secret blocks, which any Prefect API
+    credential can read: each app's, once, in the file that writes it."""
+    loads: list[tuple[Path, str | None]] = [(environment_file(directory, n), None) for n in configs]
+    loads += [(environment_file(directory, path.stem), cfg.app) for path, cfg in apps.items()]
+    found = [warning for path, app in loads for warning in exposed_secrets(path, app)]
+    return list(dict.fromkeys(found))
 
 
 def _template_problems(configs: Iterable[EnvironmentConfig]) -> list[Problem]:

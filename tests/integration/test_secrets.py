@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from bascule.manifests import LABEL_SECRETS, owned_labels
+from bascule.redact import Redactor
 from bascule.trigger.github import render_summary
 from bascule.trigger.report import Report
 from tasks import rollout
@@ -240,41 +241,10 @@ def test_canary_secret_is_in_nothing_the_run_produced(
     assert base64.b64decode(secret["data"]["APP_TOKEN"]).decode() == canary
 
     run_id = last["flow_run_id"]
-    produced = {
-        "cli": res.stdout + res.stderr,
-        "history": cluster.kubectl(
-            "-n", namespace, "get", "configmap", "sample-app-bascule-history", "-o", "json"
-        ),
-        "kubernetes events": cluster.kubectl("-n", namespace, "get", "events", "-o", "json"),
-    }
-    api = httpx.Client(base_url=prefect_server, timeout=30)
-    logs: list[Any] = []
-    while page := api.post(
-        "/logs/filter",
-        json={"logs": {"flow_run_id": {"any_": [run_id]}}, "offset": len(logs), "limit": 200},
-    ).json():
-        logs += page
-    assert any("smoke" in entry["message"] for entry in logs)
-    produced["logs"] = json.dumps(logs)
-    produced["artifacts"] = api.post(
-        "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
-    ).text
+    produced = run_produced(cluster, namespace, prefect_server, run_id, since, res)
+    assert any("smoke" in entry["message"] for entry in json.loads(produced["logs"]))
     assert "smoke" in produced["artifacts"]
-    flow_run = api.get(f"/flow_runs/{run_id}").json()
-    produced["flow run"] = json.dumps(flow_run)
-    produced["task runs"] = api.post(
-        "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
-    ).text
-    # Events reach the server asynchronously: wait for the run's last one.
-    events = wait_for(
-        lambda: (
-            (evs := _events(api, since))
-            and any(e["event"] == "bascule.deploy.failed" for e in evs)
-            and evs
-        ),
-        timeout=30,
-    )
-    produced["events"] = json.dumps(events)
+    flow_run = json.loads(produced["flow run"])
     # The GitHub job summary `bascule trigger` writes for this run.
     from prefect.client.schemas.objects import FlowRun
 
@@ -292,6 +262,84 @@ def test_canary_secret_is_in_nothing_the_run_produced(
         if canary in text or base64.b64encode(canary.encode()).decode() in text
     ]
     assert leaks == [], leaks
+
+
+def run_produced(
+    cluster: Cluster,
+    namespace: str,
+    prefect_server: str,
+    run_id: str,
+    since: float,
+    res: subprocess.CompletedProcess[str],
+) -> dict[str, str]:
+    """Everything a deploy run produced, as texts: its command's output, the history, the
+    namespace's events, and all the Prefect API holds of it (logs, artifacts, flow run, task
+    runs, events, once its last one arrived)."""
+    produced = {
+        "cli": res.stdout + res.stderr,
+        "history": cluster.kubectl(
+            "-n", namespace, "get", "configmap", "sample-app-bascule-history", "-o", "json"
+        ),
+        "kubernetes events": cluster.kubectl("-n", namespace, "get", "events", "-o", "json"),
+    }
+    api = httpx.Client(base_url=prefect_server, timeout=30)
+    logs: list[Any] = []
+    while page := api.post(
+        "/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [run_id]}}, "offset": len(logs), "limit": 200},
+    ).json():
+        logs += page
+    produced["logs"] = json.dumps(logs)
+    produced["artifacts"] = api.post(
+        "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    ).text
+    produced["flow run"] = api.get(f"/flow_runs/{run_id}").text
+    produced["flow run states"] = api.get("/flow_run_states/", params={"flow_run_id": run_id}).text
+    produced["task runs"] = api.post(
+        "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+    ).text
+    # Events reach the server asynchronously: wait for the run's last one.
+    events = wait_for(
+        lambda: (
+            (evs := _events(api, since))
+            and any(e["event"] == "bascule.deploy.failed" for e in evs)
+            and evs
+        ),
+        timeout=30,
+    )
+    produced["events"] = json.dumps(events)
+    return produced
+
+
+def test_a_check_quoting_an_answer_with_the_secret_reaches_prefect_masked(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    """The app answers its smoke test with a secret in its body (its version is one), the
+    check's detail quotes that body, and the detail becomes the run's failure reason: in its
+    state message, report artifact, history and events. The secret, in any form, is in none."""
+    canary = f"canary-{uuid.uuid4().hex}"
+    # The app reports APP_VERSION at /version; the smoke test expects the image's tag.
+    cfg = config(
+        tmp_path,
+        cluster,
+        namespace,
+        "cfg",
+        {"APP_VERSION": {"env": SOURCE}},
+        replicas=1,
+        checks={"health": []},  # straight to the smoke test once the pod is ready
+    )
+    since = time.time() - 1
+    res = deploys.run(
+        prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1, env={SOURCE: canary}
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    last = deploys.history(cluster, namespace)[-1]
+    assert "version-matches: version is '***', want 'v1'" in last["reason"], last["reason"]
+    produced = run_produced(cluster, namespace, prefect_server, last["flow_run_id"], since, res)
+    assert "version is '***'" in json.loads(produced["flow run"])["state"]["message"]
+    assert "version is '***'" in produced["artifacts"]
+    finds = Redactor([canary])  # the value in any form the redactor knows
+    assert [where for where, text in produced.items() if finds.redact(text) != text] == []
 
 
 def _events(api: httpx.Client, since: float) -> list[Any]:

@@ -3,16 +3,26 @@ real Prefect API masked: in the task run's and the flow run's state messages, ev
 they went through, and their logs. Prefect writes ``str(exc)`` into the state message itself,
 past the log masking; flows/engine.py masks it where the engines set a state.
 
+And nothing else carries it: a flow run's engine used to pickle the exception it ended with
+into result storage (~/.prefect/storage), in clear; flows/engine.py keeps it in the process.
+Everything the API holds of the runs (runs, states and their data, logs, artifacts, events)
+and every file of result storage is searched for the value in any of its forms.
+
 The session's Prefect server (``prefect_server``)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect import State, flow, task
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -24,13 +34,14 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType, TaskRun
 from prefect.logging.handlers import APILogHandler
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Failed
 
 import flows.deploy  # noqa: F401  (every flow imports it: it adjusts Prefect's engines)
 from bascule.config import SecretRef
-from bascule.redact import MASK
+from bascule.redact import MASK, Redactor
 from tasks.secretref import resolve
+from tests.support.cluster import wait_for
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -45,6 +56,13 @@ def leaky_step() -> None:
 @flow(name="leaky-task")
 def leaky_task() -> None:
     leaky_step()
+
+
+@flow(name="leaky-flow")
+def leaky_flow() -> None:
+    # The value as typed, in base64 and percent-encoded: forms error texts quote it in.
+    encoded = base64.b64encode(SECRET.encode()).decode()
+    raise RuntimeError(f"login {SECRET} refused; header {encoded}; url ?p={quote(SECRET)}")
 
 
 @flow(name="leaky-return")
@@ -130,3 +148,66 @@ def test_a_failed_state_a_flow_returns_reaches_the_api_masked(api: str, secret: 
         assert run.state is not None
         assert run.state.message == f"check quoted the body {{'token': '{MASK}'}}"
         assert not [s for s in client.read_flow_run_states(run_id) if secret in (s.message or "")]
+
+
+def everything(api: httpx.Client, run_id: UUID, since: str, ended: set[str]) -> dict[str, str]:
+    """All the API holds of a flow run and its task runs, as JSON texts, once the events
+    ``ended`` arrived: the runs, every state with its data, logs, artifacts, events."""
+    flow_run = f"prefect.flow-run.{run_id}"
+    query = {"filter": {"occurred": {"since": since}, "any_resource": {"id": [flow_run]}}}
+    events = wait_for(
+        lambda: (
+            (found := api.post("/events/filter", json={**query, "limit": 50}).json()["events"])
+            and ended <= {e["event"] for e in found}
+            and found
+        ),
+        timeout=30,
+        what="the runs' Failed events",
+    )
+    runs = {"flow_runs": {"id": {"any_": [str(run_id)]}}}
+    task_runs = api.post("/task_runs/filter", json=runs).json()
+    return {
+        "flow run": api.get(f"/flow_runs/{run_id}").text,
+        "flow run states": api.get("/flow_run_states/", params={"flow_run_id": run_id}).text,
+        "task runs": json.dumps(task_runs),
+        "task run states": json.dumps(
+            [
+                api.get("/task_run_states/", params={"task_run_id": r["id"]}).json()
+                for r in task_runs
+            ]
+        ),
+        "logs": api.post(
+            "/logs/filter", json={"logs": {"flow_run_id": {"any_": [str(run_id)]}}}
+        ).text,
+        "artifacts": api.post("/artifacts/filter", json=runs).text,
+        "events": json.dumps(events),
+    }
+
+
+def test_a_secret_in_an_exception_is_in_nothing_the_api_or_result_storage_holds(
+    api: str, secret: str, tmp_path: Path
+) -> None:
+    """The attack: whoever holds a Prefect API credential, or reads the worker's disk, reads
+    what the runs left there. A task and a flow raise the secret, in several forms."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 1))
+    storage = tmp_path / "storage"
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        raised_in_task = leaky_task(return_state=True)
+        raised_in_flow = leaky_flow(return_state=True)
+    with pytest.raises(RuntimeError, match=SECRET):  # here, in the process, it is whole
+        raised_in_flow.result()
+    failed = "prefect.flow-run.Failed"
+    ends = [(raised_in_task, {failed, "prefect.task-run.Failed"}), (raised_in_flow, {failed})]
+    produced: dict[str, str] = {}
+    with httpx.Client(base_url=api, timeout=30) as client:
+        for state, ended in ends:
+            run_id = state.state_details.flow_run_id
+            assert state.is_failed() and run_id is not None
+            for what, text in everything(client, run_id, since, ended).items():
+                produced[f"{state.name} {run_id}: {what}"] = text
+    produced |= {str(p): p.read_text(errors="replace") for p in storage.rglob("*") if p.is_file()}
+    assert any("login *** refused" in text for text in produced.values())
+    finds = Redactor([secret])  # the value in any form the redactor knows
+    assert [where for where, text in produced.items() if finds.redact(text) != text] == []
+    # Nothing written at all: a failed run's exception has no other place to go.
+    assert not storage.exists() or not any(storage.iterdir())

@@ -225,3 +225,20 @@ def test_validate_loads_no_prefect() -> None:
         [sys.executable, "-c", code], capture_output=True, cwd=REPO, env=env, check=False
     )
     assert res.returncode == 0
+
+
+def test_validate_warns_that_productions_prefect_secret_block_is_readable_by_any_api_key(
+    tmp_path: Path,
+) -> None:
+    """A warning, not an error (exit 0): file, line and field, and what to use instead."""
+    cfg = write_envs(
+        tmp_path / "cfg", "ns", None, {"secrets": {"DB_URL": {"prefect_secret": "prod-db"}}}
+    )
+    res = bascule("validate", "--dir", str(cfg))
+    assert res.returncode == 0, res.stdout + res.stderr
+    [warning] = [line for line in res.stdout.splitlines() if "Prefect Secret block" in line]
+    line = (cfg / "production.yaml").read_text().splitlines().index("    prefect_secret: prod-db")
+    assert warning.startswith(f"{cfg / 'production.yaml'}:{line + 1}:")
+    assert ": secrets.DB_URL.prefect_secret: warning: production is protected" in warning
+    assert "can be read by any credential of the Prefect API" in warning
+    assert "`bascule worker production`" in warning and "kubernetes_secret" in warning

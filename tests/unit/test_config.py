@@ -16,6 +16,7 @@ from bascule.config import (
     check_environment_name,
     describe_schema,
     environment_file,
+    exposed_secrets,
     load_all,
     load_environment,
 )
@@ -506,6 +507,45 @@ def test_validate_schema(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "checks.health[].expect_status (default 200)" in out
     assert "rollout.unschedulable_grace_seconds (default 30): How long a new pod" in out
+
+
+BLOCKS = """\
+secrets:
+  DB_URL: {prefect_secret: prod-db}
+  TOKEN: {env: APP_TOKEN}
+notifications:
+  receivers:
+    - {name: team, kind: slack, webhook_url: {prefect_secret: prod-hook}}
+"""
+
+
+def test_a_protected_environments_prefect_secret_blocks_are_warned_of_where_written(
+    deployments: Path,
+) -> None:
+    """Any Prefect API credential reads a block: production, always protected, is told so
+    for each one, in the file that writes it; staging (not protected) is not."""
+    production = deployments / "production.yaml"
+    text = write(production, production.read_text() + BLOCKS).read_text()
+    over = deployments / "apps" / "billing" / "production.yaml"
+    over.parent.mkdir(parents=True)
+    write(over, "namespace: billing-prod\nsecrets:\n  KEY: {prefect_secret: billing-key}\n")
+    base, app = exposed_secrets(production), exposed_secrets(production, "billing")
+    found = [
+        (str(Path(w.file).relative_to(deployments)), w.mark and w.mark.line, w.field) for w in app
+    ]
+    db = ("production.yaml", line_of(text, "prod-db"), "secrets.DB_URL.prefect_secret")
+    hook_loc = "notifications.receivers[0].webhook_url.prefect_secret"
+    hook = ("production.yaml", line_of(text, "prod-hook"), hook_loc)
+    assert found == [db, ("apps/billing/production.yaml", 3, "secrets.KEY.prefect_secret"), hook]
+    assert [(w.mark and w.mark.line, w.field) for w in base] == [db[1:], hook[1:]]
+    message, hook_message = base[0].message, base[1].message
+    assert "'prod-db' can be read by any credential of the Prefect API" in message
+    assert "`{env: VARIABLE}` set in the environment of `bascule worker production`" in message
+    assert "`kubernetes_secret: {name, key}` in namespace bascule-production" in message
+    assert "kubernetes_secret" not in hook_message  # a webhook URL has no such source
+    staging = deployments / "staging.yaml"
+    write(staging, staging.read_text() + BLOCKS)
+    assert exposed_secrets(staging) == []
 
 
 def test_empty_section_means_defaults(tmp_path: Path) -> None:

@@ -20,8 +20,10 @@ from bascule.errors import Unreachable
 from bascule.redact import KNOWN, MASK
 from flows.engine import (
     ENGINES,
+    FAILED_STATE_MAKERS,
     RUN_LOGGERS,
     _masking,
+    exceptions_kept_local,
     expected_failures_in_one_line,
     heartbeats_unjoined,
     state_messages_masked,
@@ -124,3 +126,29 @@ def test_every_engine_masks_a_state_message_before_it_sets_the_state() -> None:
     assert _masking(set_state)(None, Failed(message=told)).message == told.replace(SECRET, MASK)
     asyncio.run(_masking(set_state_async)(None, Failed(message=told), force=True))
     assert seen == [told.replace(SECRET, MASK)] * 2
+
+
+def test_the_engines_make_failed_states_without_a_result_store() -> None:
+    """The exception stays the state's data, in the process: never a result record that is
+    written to storage (tests/integration/test_state_masking.py against the real API)."""
+    exceptions_kept_local()
+    exceptions_kept_local()  # idempotent: wrapped once
+    for module, name in FAILED_STATE_MAKERS:
+        original = getattr(getattr(module, name), "__wrapped__", None)
+        assert original is not None and not hasattr(original, "__wrapped__"), name
+        assert list(inspect.signature(original).parameters)[:3] == [
+            "exc",
+            "result_store",
+            "write_result",
+        ]
+    bug = RuntimeError("boom")
+    writes: list[Any] = []
+
+    class Store:  # what the engine would pass: a store that records what it is asked
+        def create_result_record(self, obj: Any, key: str) -> Any:
+            writes.append(obj)
+            return obj
+
+    make = flow_engine.exception_to_failed_state
+    state = asyncio.run(make(bug, result_store=Store(), write_result=True, message="Failed:"))
+    assert state.data is bug and writes == [] and state.message == "Failed: RuntimeError: boom"
