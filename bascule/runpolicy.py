@@ -165,6 +165,9 @@ class Checkout:
     namespaces: Collection[str] = ()
     # Fields of the environment's file that would pick other credentials than the worker's.
     credential_fields: Sequence[str] = ()
+    # Per file that asks for signed commits (commit_signers): why git did not find a good
+    # signature by a listed key, or None if it did.
+    unsigned: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def check_checkout(policy: Policy, checkout: Checkout) -> Refusal | None:
@@ -191,6 +194,14 @@ def check_checkout(policy: Policy, checkout: Checkout) -> Refusal | None:
                     "run the default branch's newest commit; to go back to an older release, "
                     "roll back (bascule rollback), which needs no older code",
                 )
+    for signers, problem in sorted(checkout.unsigned.items()):
+        if problem is not None:
+            return Refusal(
+                "signed-commit",
+                f"commit {checkout.commit[:12]} has no good signature by a key of {signers}: "
+                f"{problem}",
+                "sign the commit with your SSH key (git commit -S, gpg.format ssh) listed there",
+            )
     outside = sorted(set(checkout.namespaces) - policy.namespaces) if policy.namespaces else []
     if outside:
         return Refusal(

@@ -167,6 +167,11 @@ def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
             for app, found in serving.items()
         },
         namespaces={cfg.namespace for cfg in configs.values()},
+        unsigned={
+            str(path.relative_to(directory)): _signature_problem(sha, path, directory)
+            for path in {cfg.commit_signers for cfg in configs.values()}
+            if path is not None
+        },
         credential_fields=sorted(
             {
                 f"kube.{name}"
@@ -176,6 +181,20 @@ def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
             }
         ),
     )
+
+
+def _signature_problem(sha: str, signers: Path, directory: Path) -> str | None:
+    """Why git does not verify ``sha``'s SSH signature against ``signers``; None if it does."""
+    if not signers.is_file():
+        return f"{signers.name} is not in the commit"
+    done = _git(
+        "-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={signers}",
+        "verify-commit", sha, cwd=directory,
+    )  # fmt: skip
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no signature"
 
 
 def _configs(cfg_dir: Path, environment: str) -> dict[str, c.EnvironmentConfig]:
