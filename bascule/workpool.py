@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bascule.manifests import restricted_context
+
 # prefect.yaml's Kubernetes pool.
 POOL = "bascule-kubernetes"
 SERVICE_ACCOUNT = "bascule"
@@ -94,6 +96,8 @@ def job_template(default: Mapping[str, Any], settings: JobSettings) -> dict[str,
         {"name": "deployments", "mountPath": CONFIG_MOUNT, "readOnly": True}
     ]
     container["workingDir"] = WORKDIR
-    # The image's user (nobody); nothing in a flow needs root.
+    # The image's user (nobody); nothing in a flow needs root, nor any privilege: Pod
+    # Security `restricted`, which app namespaces enforce.
     pod["securityContext"] = {"runAsNonRoot": True}
+    container["securityContext"] = restricted_context()
     return template

@@ -37,20 +37,35 @@ kind: Role
 metadata: {name: b, annotations: {bascule.io/needed-for: secrets}}
 rules:
   - {apiGroups: [""], resources: [secrets], verbs: [get], resourceNames: [one]}
+  - {apiGroups: [""], resources: [secrets], verbs: [get], resourceNames: ["{secret_sources}"]}
+  - {apiGroups: [""], resources: [services/proxy], verbs: ["{proxy_verbs}"], resourceNames: [s]}
 """
 
 
 def test_roles_are_read_by_feature_and_expanded_into_permissions() -> None:
     parsed = rbac.parse(ROLES, "roles.yaml")
     assert set(parsed) == {"deploy", "secrets"}
-    assert [str(p) for p in rbac.needed(parsed, ["deploy"], "ns")] == [
+    assert [str(p) for p in rbac.needed(parsed, ["deploy"], "ns", {})] == [
         "get pods/log",
         "get apps/deployments",
         "patch apps/deployments",
     ]
-    both = rbac.needed(parsed, ["deploy", "secrets"], "ns")
+    names = {"secret_sources": frozenset({"db", "api"}), "proxy_verbs": frozenset({"create"})}
+    both = rbac.needed(parsed, ["deploy", "secrets"], "ns", names)
     assert Permission("get", "", "pods", "log", "ns") in both
-    assert Permission("get", "", "secrets", "", "ns", "one") in both  # by its name
+    assert [str(p) for p in both if p.resource != "pods" and p.group != "apps"] == [
+        "create services/proxy s",
+        "get secrets api",  # the placeholder's names, each asked for by name
+        "get secrets db",
+        "get secrets one",
+    ]
+
+
+def test_a_placeholder_that_names_nothing_grants_nothing() -> None:
+    """RBAC reads an empty resourceNames as every name: such a rule is left out."""
+    parsed = rbac.parse(ROLES, "roles.yaml")
+    secrets = rbac.needed(parsed, ["secrets"], "ns", {})
+    assert [str(p) for p in secrets] == ["get secrets one"]
 
 
 @pytest.mark.parametrize(
@@ -63,6 +78,12 @@ def test_roles_are_read_by_feature_and_expanded_into_permissions() -> None:
             "Role r: rules[0]: resources must be a list of strings",
         ),
         ("kind: Role\nrules: [\n", "not YAML"),
+        (
+            "kind: Role\nmetadata: {name: r, annotations: {bascule.io/needed-for: deploy}}\n"
+            "rules: [{apiGroups: [''], resources: [pods], verbs: [get], "
+            "resourceNames: ['{pods}']}]\n",
+            "Role r: rules[0]: unknown placeholder(s) {pods} — use one of {deployments}",
+        ),
     ],
 )
 def test_a_malformed_role_is_named_with_its_file(text: str, message: str) -> None:
@@ -74,7 +95,7 @@ def test_a_malformed_role_is_named_with_its_file(text: str, message: str) -> Non
 def test_the_shipped_roles_cover_each_feature() -> None:
     roles = preflight.definition()
     assert set(roles) == set(rbac.FEATURES)
-    deploy = rbac.needed(roles, ["deploy"], "ns")
+    deploy = rbac.needed(roles, ["deploy"], "ns", {})
     assert Permission("get", "", "namespaces", "", "ns", "ns") in deploy
     assert Permission("watch", "discovery.k8s.io", "endpointslices", "", "ns") in deploy
     assert not [p for p in deploy if p.resource == "secrets"]  # only with the secrets Role
@@ -142,6 +163,18 @@ def test_rules_match_as_rbac_matches_them() -> None:
             {},
             ("deletecollection", "batch", "jobs", "", "n", ""),
         ),
+        (
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/n/leases",
+            {"watch": "1", "fieldSelector": "metadata.name=l"},
+            ("watch", "coordination.k8s.io", "leases", "", "n", "l"),
+        ),
+        (
+            "OPTIONS",
+            "/api/v1/namespaces/n/services/s/proxy/",
+            {},
+            ("options", "", "services", "proxy", "n", "s"),
+        ),
     ],
 )
 def test_a_request_is_authorized_by_its_verb_and_resource(
@@ -187,7 +220,7 @@ def test_preflight_asks_once_when_the_rules_grant_everything(tmp_path: Path) -> 
 
 def test_preflight_names_what_neither_review_allows(tmp_path: Path) -> None:
     env, api = staging(tmp_path)
-    needed = rbac.needed(preflight.definition(), ["deploy"], "x")
+    needed = preflight.needed(env)
     # The rules review shows all but leases; the access reviews allow them, then do not.
     shown = sorted({p.full_resource for p in needed} - {"leases"})
     rules = [{"apiGroups": ["*"], "resources": shown, "verbs": ["*"]}]
@@ -197,9 +230,9 @@ def test_preflight_names_what_neither_review_allows(tmp_path: Path) -> None:
     answer_reviews(api, rules, set())
     assert preflight.permissions(env) == [
         "create coordination.k8s.io/leases",
-        "get coordination.k8s.io/leases",
-        "update coordination.k8s.io/leases",
-        "watch coordination.k8s.io/leases",
+        "get coordination.k8s.io/leases sample-app-bascule-deploy",
+        "update coordination.k8s.io/leases sample-app-bascule-deploy",
+        "watch coordination.k8s.io/leases sample-app-bascule-deploy",
     ]
 
 
