@@ -6,9 +6,10 @@ get-default-base-job-template --type kubernetes``) and returns a new one; no Pre
 
 What a Job of the pool gets, unless a deployment or a run overrides the variable:
 - ``image``: the flow image, Bascule at one commit (tests/cluster/flow-image.sh builds it);
-- ``service_account_name``: ``bascule``, the least-privilege account of deployments/rbac/,
-  applied in each app namespace the Jobs run in (``namespace``); no kubeconfig is mounted,
-  the flows use the pod's in-cluster configuration;
+- ``service_account_name``: ``bascule``, the environment's least-privilege account
+  (``bascule rbac ENV`` applied in each app namespace the Jobs run in, ``namespace``); no
+  kubeconfig is mounted, the flows use the pod's in-cluster configuration;
+- a container security context that Pod Security ``restricted`` admits;
 - ``env``: ``PREFECT_API_URL`` as pods reach the server (the worker's own URL may be one
   only its machine reaches) and the heartbeat the recovery triggers of prefect.yaml expect.
   A deployment's or run's ``env`` replaces this whole mapping: repeat both there;

@@ -21,6 +21,7 @@ import yaml
 
 from bascule import kube as k
 from bascule import rbac
+from bascule.cli import main
 from bascule.cli.access import rbac_documents
 from bascule.kube import RECORD_ENV, Kube, KubeError, Target
 from bascule.manifests import restricted_context
@@ -273,7 +274,7 @@ def test_the_migration_job_runs_with_the_generated_roles(
 
 
 def test_a_dev_token_cannot_reach_production(
-    cluster: Cluster, namespace: str, tmp_path: Path
+    cluster: Cluster, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The attacks a dev run can make with the credential it holds (dev's kubeconfig: a token
     of dev's ServiceAccount with dev's generated Roles), whatever its code: each refused by
@@ -292,7 +293,16 @@ def test_a_dev_token_cannot_reach_production(
             ("dev", "production"),
         )
         apply_rbac(cluster, cfg, "production")
-        kubeconfig, _ = grant(cluster, cfg, "dev", dev_ns)
+        apply_rbac(cluster, cfg, "dev")
+        # As a user makes the worker's credential: `bascule kubeconfig`, with the admin's.
+        kubeconfig = tmp_path / "dev.kubeconfig"
+        admin = ["--admin-kubeconfig", str(cluster.kubeconfig), "--hours", "0.5"]
+        made = main(["kubeconfig", "--dir", str(cfg), "dev", "--out", str(kubeconfig), *admin])
+        said = capsys.readouterr().out
+        assert made == 0 and f"ServiceAccount {dev_ns}/bascule (dev), valid until" in said
+        assert kubeconfig.stat().st_mode & 0o777 == 0o600
+        (user,) = yaml.safe_load(kubeconfig.read_text())["users"]
+        assert user["user"]["token"] not in said
         for ns in (dev_ns, prod_ns):
             source_secret(cluster, ns, f"{ns}-database-password")
         cluster.kubectl("-n", dev_ns, "create", "secret", "generic", "other", "--from-literal=a=b")
@@ -373,16 +383,26 @@ def test_a_dev_token_cannot_reach_production(
         assert proxy("GET", "default", "kubernetes:https") == 403
 
         # Pods dev may start through a Job it can create: Pod Security `restricted` refuses
-        # a privileged one, and one as root, at the API server.
+        # a privileged one, and one as root, at the API server; a pod runs only as an
+        # account of its own namespace, so not as one that exists in production's alone.
+        cluster.kubectl("-n", prod_ns, "create", "serviceaccount", "prod-only")
         privileged = {"privileged": True}
         as_root = {**restricted_context(), "runAsNonRoot": False, "runAsUser": 0}
-        for name, context in (("privileged", privileged), ("as-root", as_root)):
-            dev.create(k.jobs(dev_ns), job(name, context))
-        for name in ("privileged", "as-root"):
+        attempts = {
+            "privileged": (job("privileged", privileged), "violates PodSecurity"),
+            "as-root": (job("as-root", as_root), "violates PodSecurity"),
+            "prod-account": (
+                job("prod-account", restricted_context(), account="prod-only"),
+                'serviceaccount "prod-only" not found',
+            ),
+        }
+        for body, _ in attempts.values():
+            dev.create(k.jobs(dev_ns), body)
+        for name, (_, reason) in attempts.items():
             refusal = wait_for(
                 lambda name=name: pod_refusal(cluster, dev_ns, name), 30, what=f"{name}'s pod"
             )
-            assert "violates PodSecurity" in refusal, refusal
+            assert reason in refusal, refusal
             pods = cluster.get_json("-n", dev_ns, "pods", "-l", f"job-name={name}")["items"]
             assert pods == [], pods
         dev.close()
@@ -391,18 +411,20 @@ def test_a_dev_token_cannot_reach_production(
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def job(name: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
-    container = {"name": "x", "image": V1, "imagePullPolicy": "Never"}
+def job(
+    name: str, context: dict[str, Any] | None = None, account: str | None = None
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "x", "image": V1, "imagePullPolicy": "Never"}
     if context is not None:
         container["securityContext"] = context
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if account is not None:
+        pod["serviceAccountName"] = account
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
-        },
+        "spec": {"backoffLimit": 0, "template": {"spec": pod}},
     }
 
 
