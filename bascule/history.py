@@ -28,13 +28,9 @@ Result = Literal["succeeded", "failed", "rolled-back", "rejected", "interrupted"
 FINAL_PHASES = {"done"}
 
 
-# The history of an app in an environment: one ConfigMap in its namespace, the releases
-# as JSON under one key.
+# The history of an app in an environment: one ConfigMap in its namespace (named by
+# bascule.manifests.history_name), the releases as JSON under one key.
 HISTORY_KEY = "releases.json"
-
-
-def map_name(app: str) -> str:
-    return f"{app}-bascule-history"
 
 
 @dataclass(frozen=True)

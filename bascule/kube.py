@@ -179,6 +179,13 @@ class Kube:
     def server(self) -> str:
         return str(self._cfg.host)
 
+    @property
+    def tls(self) -> tuple[bool, str | None]:
+        """Whether the server's certificate is checked, and against which CA file (None:
+        the system's CAs)."""
+        ca = self._cfg.ssl_ca_cert
+        return bool(self._cfg.verify_ssl), str(ca) if ca else None
+
     def _count(self, request: httpx.Request) -> None:
         with self._lock:  # requests are sent from several threads of a run
             self.requests += 1

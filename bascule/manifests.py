@@ -40,6 +40,7 @@ __all__ = [
     "LABEL_ROLE",
     "LABEL_SECRETS",
     "MANAGED_BY",
+    "RESTRICTED_CONTAINER",
     "ROLES",
     "Color",
     "ReleaseSecret",
@@ -47,7 +48,9 @@ __all__ = [
     "Templates",
     "color_of_selector",
     "deployment_name",
+    "history_name",
     "idle_color",
+    "lease_name",
     "load_templates",
     "owned_labels",
     "parse_templates",
@@ -55,10 +58,12 @@ __all__ = [
     "render_deployment",
     "render_secret",
     "render_service",
+    "restricted_context",
     "secret_refs",
     "selector",
     "selector_patch",
     "service_name",
+    "service_proxy_name",
     "service_proxy_path",
     "stale_secrets",
     "validate_release_id",
@@ -83,6 +88,22 @@ MANAGED_BY = "bascule"
 DEPLOYMENT_TEMPLATE = "deployment.yaml"
 SERVICE_TEMPLATE = "service.yaml"
 
+# What Pod Security `restricted` asks of each container (app namespaces enforce it): the
+# security context of every pod Bascule makes (smoke and migration Jobs, the flow Jobs of
+# bascule.workpool), and of the sample app's template.
+RESTRICTED_CONTAINER: Mapping[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def restricted_context() -> dict[str, Any]:
+    """A container's security context that Pod Security `restricted` admits (a copy)."""
+    return copy.deepcopy(dict(RESTRICTED_CONTAINER))
+
+
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
@@ -102,6 +123,16 @@ def deployment_name(app: str, color: Color) -> str:
 
 def service_name(app: str, role: Role) -> str:
     return app if role == "active" else f"{app}-preview"
+
+
+def history_name(app: str) -> str:
+    """The ConfigMap holding the app's release history."""
+    return f"{app}-bascule-history"
+
+
+def lease_name(app: str) -> str:
+    """The Lease that is the app's deploy lock."""
+    return f"{app}-bascule-deploy"
 
 
 def service_host(app: str, role: Role, namespace: str) -> str:
@@ -410,7 +441,12 @@ def service_proxy_path(
 
     Checks use it by default, so nothing but the kubeconfig is needed to reach the app.
     """
+    name = service_proxy_name(cfg.app, templates, role)
+    return f"/api/v1/namespaces/{cfg.namespace}/services/{name}/proxy/{path.lstrip('/')}"
+
+
+def service_proxy_name(app: str, templates: Templates, role: Role) -> str:
+    """``<service>:<port>``, the Service and its first port as a proxy request names them:
+    the name RBAC authorizes the request by (a Role's ``resourceNames``)."""
     port = templates.service["spec"]["ports"][0]
-    port_ref = port.get("name") or port.get("port")
-    name = service_name(cfg.app, role)
-    return f"/api/v1/namespaces/{cfg.namespace}/services/{name}:{port_ref}/proxy/{path.lstrip('/')}"
+    return f"{service_name(app, role)}:{port.get('name') or port.get('port')}"

@@ -1,24 +1,59 @@
 """The permissions a run needs, read from the Roles shipped in ``deployments/rbac/``: the one
-definition that preflight checks and that clusters are given, so the two cannot drift. And
-what an API request asks of RBAC (the verb, group and resource the API server authorizes),
-to match the requests a run makes against those Roles. Pure: no I/O."""
+definition that preflight checks and that clusters are given (``bascule rbac ENV`` renders
+it for an environment), so the two cannot drift. The shipped Roles name objects by
+placeholders (``"{deployments}"``) that an environment's configuration fills in, so each
+environment's Roles grant its own objects by name. And what an API request asks of RBAC
+(the verb, group, resource and name the API server authorizes), to match the requests a run
+makes against those Roles. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from bascule.config import EnvironmentConfig
 from bascule.errors import UsageError
+from bascule.manifests import (
+    COLORS,
+    LABEL_ENVIRONMENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    ROLES,
+    Templates,
+    deployment_name,
+    history_name,
+    lease_name,
+    service_name,
+    service_proxy_name,
+)
 
 # When a Role's rules are needed, from its annotation: always, with `secrets:` or the
 # migration Job, and in the namespace a `promote_from` environment's history is read from.
 NEEDED_FOR = "bascule.io/needed-for"
 Feature = Literal["deploy", "secrets", "promote-source"]
 FEATURES: tuple[Feature, ...] = ("deploy", "secrets", "promote-source")
+# The account every environment's runs use, in the namespace of its environment file.
+ACCOUNT = "bascule"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+# What a shipped Role's resourceNames (and verbs) may name in braces, ``"{services}"``: each
+# is filled in from an app's configuration (``values``). A rule whose names all fill in to
+# nothing is left out: RBAC reads no resourceNames as every name.
+PLACEHOLDERS = (
+    "deployments",  # the two colors' Deployments
+    "services",  # the active and preview Services
+    "service_proxies",  # those Services' first port, as the service proxy names them
+    "proxy_verbs",  # the verbs of the HTTP methods the checks send through that proxy
+    "history",  # the history ConfigMap
+    "lease",  # the deploy lock
+    "secret_sources",  # the Kubernetes Secrets `secrets:` reads (kubernetes_secret)
+)
+Values = Mapping[str, frozenset[str]]
 
 
 @dataclass(frozen=True)
@@ -48,13 +83,59 @@ class Permission:
 
     def __str__(self) -> str:
         group = f"{self.group}/" if self.group else ""
-        return f"{self.verb} {group}{self.full_resource}"
+        named = f" {self.name}" if self.name else ""
+        return f"{self.verb} {group}{self.full_resource}{named}"
+
+
+@dataclass(frozen=True)
+class RoleDef:
+    """One shipped Role: its name, the feature it is needed for, its rules (placeholders
+    unfilled)."""
+
+    name: str
+    feature: Feature
+    rules: tuple[Rule, ...]
+
+
+# The shipped Roles: what preflight checks is what `bascule rbac` gives the clusters.
+RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
+RBAC_FILES = ("deployer.yaml", "secrets.yaml", "promote-source.yaml")
+
+
+@cache
+def shipped_roles() -> tuple[RoleDef, ...]:
+    """The Roles of ``RBAC_DIR``, placeholders unfilled (read once per process)."""
+    out: list[RoleDef] = []
+    for name in RBAC_FILES:
+        path = RBAC_DIR / name
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UsageError(
+                f"{path}: cannot read Bascule's Role definition ({exc.strerror}) — run from a "
+                "checkout of the repository, which ships deployments/rbac/"
+            ) from None
+        out += parse_roles(text, str(path))
+    return tuple(out)
 
 
 def parse(text: str, source: str) -> dict[Feature, tuple[Rule, ...]]:
     """The rules of each feature's Roles in a YAML stream (ServiceAccounts and bindings
     beside them are passed over); a UsageError naming ``source`` if a Role is malformed."""
+    return by_feature(parse_roles(text, source))
+
+
+def by_feature(roles: Iterable[RoleDef]) -> dict[Feature, tuple[Rule, ...]]:
     out: dict[Feature, tuple[Rule, ...]] = {}
+    for role in roles:
+        out[role.feature] = out.get(role.feature, ()) + role.rules
+    return out
+
+
+def parse_roles(text: str, source: str) -> list[RoleDef]:
+    """The Roles of a YAML stream, in order; a UsageError naming ``source`` if one is
+    malformed."""
+    out: list[RoleDef] = []
     try:
         docs = [d for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as exc:
@@ -73,7 +154,7 @@ def parse(text: str, source: str) -> dict[Feature, tuple[Rule, ...]]:
         rules = tuple(
             _rule(r, f"{where}: rules[{i}]") for i, r in enumerate(doc.get("rules") or [])
         )
-        out[feature] = out.get(feature, ()) + rules
+        out.append(RoleDef(str(meta.get("name", "")), feature, rules))
     return out
 
 
@@ -89,12 +170,74 @@ def _rule(data: Any, where: str) -> Rule:
             raise UsageError(f"{where}: {key} must be a list of strings")
         return frozenset(value)
 
-    return Rule(
+    rule = Rule(
         strings("apiGroups"),
         strings("resources"),
         strings("verbs"),
         strings("resourceNames", False),
     )
+    unknown = sorted(
+        v
+        for v in rule.verbs | rule.names
+        if v.startswith("{") and v.strip("{}") not in PLACEHOLDERS
+    )
+    if unknown:
+        raise UsageError(
+            f"{where}: unknown placeholder(s) {', '.join(unknown)} — use one of "
+            + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+        )
+    return rule
+
+
+def fill(rules: Iterable[Rule], values: Values) -> tuple[Rule, ...]:
+    """``rules`` with their placeholders filled in from ``values``; a rule left without
+    verbs, or without names where it named some, is left out (it would grant every name)."""
+
+    def filled(items: frozenset[str]) -> frozenset[str]:
+        out: set[str] = set()
+        for item in items:
+            key = item.strip("{}") if item.startswith("{") else None
+            out |= values.get(key, frozenset()) if key is not None else {item}
+        return frozenset(out)
+
+    out = []
+    for rule in rules:
+        names, verbs = filled(rule.names), filled(rule.verbs)
+        if verbs and (names or not rule.names):
+            out.append(Rule(rule.groups, rule.resources, verbs, names))
+    return tuple(out)
+
+
+def method_verb(method: str) -> str:
+    """The verb RBAC authorizes a request to a named object by, from its HTTP method."""
+    return _VERBS.get(method, method.lower())
+
+
+def values(cfg: EnvironmentConfig, templates: Templates) -> dict[str, frozenset[str]]:
+    """What the placeholders of the shipped Roles name for one app of an environment."""
+    proxied = [c.method for c in cfg.checks.smoke.http if not c.url]
+    proxied += ["GET" for c in cfg.checks.health if not c.url]
+    return {
+        "deployments": frozenset(deployment_name(cfg.app, c) for c in COLORS),
+        "services": frozenset(service_name(cfg.app, r) for r in ROLES),
+        "service_proxies": frozenset(service_proxy_name(cfg.app, templates, r) for r in ROLES),
+        "proxy_verbs": frozenset(method_verb(m) for m in proxied),
+        "history": frozenset({history_name(cfg.app)}),
+        "lease": frozenset({lease_name(cfg.app)}),
+        "secret_sources": frozenset(
+            ref.kubernetes_secret.name
+            for ref in cfg.secrets.values()
+            if ref.kubernetes_secret is not None
+        ),
+    }
+
+
+def merged(many: Iterable[Values]) -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {}
+    for one in many:
+        for key, names in one.items():
+            out[key] = out.get(key, frozenset()) | names
+    return out
 
 
 def permissions(rules: Iterable[Rule], namespace: str = "") -> list[Permission]:
@@ -118,10 +261,97 @@ def features(cfg: EnvironmentConfig) -> list[Feature]:
 
 
 def needed(
-    definition: Mapping[Feature, tuple[Rule, ...]], wanted: Iterable[Feature], namespace: str
+    definition: Mapping[Feature, tuple[Rule, ...]],
+    wanted: Iterable[Feature],
+    namespace: str,
+    names: Values,
 ) -> list[Permission]:
-    """What preflight asks for: every permission the ``wanted`` features' Roles grant."""
-    return permissions((r for f in wanted for r in definition.get(f, ())), namespace)
+    """What preflight asks for: every permission the ``wanted`` features' Roles grant, their
+    placeholders filled in with ``names``."""
+    return permissions(fill((r for f in wanted for r in definition.get(f, ())), names), namespace)
+
+
+# --- an environment's Roles, as `bascule rbac ENV` prints them ------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an environment's account needs in one namespace: the features whose Roles it
+    gets there and the names their placeholders stand for (every app there together)."""
+
+    namespace: str
+    features: tuple[Feature, ...]
+    names: Values = field(default_factory=dict)
+
+
+def app_grant(cfg: EnvironmentConfig, templates: Templates) -> Grant:
+    """What a run of this app needs in its own namespace."""
+    return Grant(cfg.namespace, tuple(features(cfg)), values(cfg, templates))
+
+
+def source_grant(source: EnvironmentConfig, templates: Templates) -> Grant:
+    """What a `promote_from` run reads in its source environment's namespace: the source
+    app's history (the check) and active Service (`bascule promote`)."""
+    return Grant(source.namespace, ("promote-source",), values(source, templates))
+
+
+def environment_manifests(
+    environment: str, home: str, roles: Sequence[RoleDef], grants: Iterable[Grant]
+) -> list[dict[str, Any]]:
+    """The ServiceAccount ``bascule`` of ``environment`` in namespace ``home`` and, in each
+    namespace of ``grants``, the Roles its features need, filled in, each bound to that one
+    account. Objects outside ``home`` carry the environment's name, so the Roles of two
+    environments that share a namespace (promotion's source) do not overwrite each other."""
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ENVIRONMENT: environment}
+    out: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": ACCOUNT, "namespace": home, "labels": labels},
+        }
+    ]
+    together: dict[str, tuple[set[Feature], list[Values]]] = {}
+    for grant in grants:
+        wanted, names = together.setdefault(grant.namespace, (set(), []))
+        wanted.update(grant.features)
+        names.append(grant.names)
+    for namespace, (wanted, names) in together.items():
+        filled_names = merged(names)
+        for role in roles:
+            rules = fill(role.rules, filled_names) if role.feature in wanted else ()
+            if not rules:
+                continue
+            name = role.name if namespace == home else f"{role.name}-{environment}"
+            meta = {"name": name, "namespace": namespace, "labels": labels}
+            out.append(
+                {
+                    "apiVersion": f"{RBAC_GROUP}/v1",
+                    "kind": "Role",
+                    "metadata": {**meta, "annotations": {NEEDED_FOR: role.feature}},
+                    "rules": [_rule_document(r) for r in rules],
+                }
+            )
+            out.append(
+                {
+                    "apiVersion": f"{RBAC_GROUP}/v1",
+                    "kind": "RoleBinding",
+                    "metadata": meta,
+                    "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": home}],
+                }
+            )
+    return out
+
+
+def _rule_document(rule: Rule) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "apiGroups": sorted(rule.groups),
+        "resources": sorted(rule.resources),
+        "verbs": sorted(rule.verbs),
+    }
+    if rule.names:
+        doc["resourceNames"] = sorted(rule.names)
+    return doc
 
 
 def allows(rules: Iterable[Rule], want: Permission) -> bool:
@@ -183,4 +413,10 @@ def request_permission(method: str, path: str, params: Mapping[str, str]) -> Per
         verb = "delete" if name else "deletecollection"
     else:
         verb = method.lower()
+    if verb in ("list", "watch"):
+        # A list or watch of one object by name is authorized by that name.
+        for term in params.get("fieldSelector", "").split(","):
+            key, _, value = term.partition("=")
+            if key == "metadata.name" and value.lstrip("="):
+                name = value.lstrip("=")
     return Permission(verb, group, resource, subresource, namespace, name)

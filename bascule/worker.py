@@ -52,6 +52,7 @@ from pydantic import PrivateAttr
 from bascule import config as c
 from bascule import history as h
 from bascule import kube as k
+from bascule.manifests import history_name
 from bascule.outcome import StateName
 from bascule.runpolicy import (
     ENTRYPOINTS,
@@ -207,7 +208,7 @@ def _serving_commit(cfg: c.EnvironmentConfig) -> str | None:
     """The commit of the newest release that succeeded, read with the worker's credentials."""
     kube = k.Kube(outage_tolerance=0)
     try:
-        found = kube.get_or_none(k.configmaps(cfg.namespace, h.map_name(cfg.app)))
+        found = kube.get_or_none(k.configmaps(cfg.namespace, history_name(cfg.app)))
     finally:
         kube.close()
     good = h.last_good(h.decode((found or {}).get("data", {}).get(h.HISTORY_KEY)))

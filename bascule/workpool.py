@@ -6,9 +6,10 @@ get-default-base-job-template --type kubernetes``) and returns a new one; no Pre
 
 What a Job of the pool gets, unless a deployment or a run overrides the variable:
 - ``image``: the flow image, Bascule at one commit (tests/cluster/flow-image.sh builds it);
-- ``service_account_name``: ``bascule``, the least-privilege account of deployments/rbac/,
-  applied in each app namespace the Jobs run in (``namespace``); no kubeconfig is mounted,
-  the flows use the pod's in-cluster configuration;
+- ``service_account_name``: ``bascule``, the environment's least-privilege account
+  (``bascule rbac ENV`` applied in each app namespace the Jobs run in, ``namespace``); no
+  kubeconfig is mounted, the flows use the pod's in-cluster configuration;
+- a container security context that Pod Security ``restricted`` admits;
 - ``env``: ``PREFECT_API_URL`` as pods reach the server (the worker's own URL may be one
   only its machine reaches) and the heartbeat the recovery triggers of prefect.yaml expect.
   A deployment's or run's ``env`` replaces this whole mapping: repeat both there;
@@ -24,6 +25,8 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from bascule.manifests import restricted_context
 
 # prefect.yaml's Kubernetes pool.
 POOL = "bascule-kubernetes"
@@ -94,6 +97,8 @@ def job_template(default: Mapping[str, Any], settings: JobSettings) -> dict[str,
         {"name": "deployments", "mountPath": CONFIG_MOUNT, "readOnly": True}
     ]
     container["workingDir"] = WORKDIR
-    # The image's user (nobody); nothing in a flow needs root.
+    # The image's user (nobody); nothing in a flow needs root, nor any privilege: Pod
+    # Security `restricted`, which app namespaces enforce.
     pod["securityContext"] = {"runAsNonRoot": True}
+    container["securityContext"] = restricted_context()
     return template

@@ -139,9 +139,16 @@ v2_dir="$(tree v2)"
 echo "  v1's revisions: $(cd "$v1_dir/../sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
 echo "  v2's revisions: $(cd "$v2_dir/../sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
 
+say "each environment's account: its Roles from its config (bascule rbac), a kubeconfig with only its token"
 for env in dev staging production; do
   ns="bascule-$env"
   kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+  # App namespaces admit only pods that Pod Security `restricted` allows (README: Permissions).
+  kubectl label --overwrite namespace "$ns" pod-security.kubernetes.io/enforce=restricted >/dev/null
+done
+for env in dev staging production; do
+  bascule rbac --dir "$v2_dir" "$env" | kubectl apply -f - >/dev/null
+  bascule kubeconfig --dir "$v2_dir" "$env" --out "$cache/demo/$env.kubeconfig" --hours 2 | sed 's/^/  /'
 done
 
 # Answers production's approval gate as soon as it is asked, signed with the demo's key.
@@ -174,7 +181,9 @@ for version in v1 v2; do
     run=(deploy --dir "$dir" "$env" --app sample-app --image "$image" --commit "$(git -C "$dir" rev-parse HEAD)")
     [[ "$env" == production ]] && run=(promote --dir "$dir" staging production --app sample-app)
     set +e
-    bascule "${run[@]}" 2>&1 \
+    # The run holds its environment's credential only (production's reads staging's history
+    # through the Role `bascule rbac production` gives it there).
+    KUBECONFIG="$cache/demo/$env.kubeconfig" bascule "${run[@]}" 2>&1 \
       | grep --line-buffered -E "\| Flow run '|^[A-Za-z]+: " | grep --line-buffered -v "View at" \
       | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| Flow run '[^']*' - //; s/^/  /"
     rc="${PIPESTATUS[0]}"
@@ -191,7 +200,7 @@ kubectl get --raw "/api/v1/namespaces/bascule-production/services/sample-app:htt
 echo
 
 say "staging: taken back by hand (bascule rollback), which raises an alert"
-bascule rollback staging --app sample-app --dir "$v2_dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
+KUBECONFIG="$cache/demo/staging.kubeconfig" bascule rollback staging --app sample-app --dir "$v2_dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
   | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| (Flow|Task) run '[^']*' - //; s/^/  /"
 
 say "the Pushgateway's deployment metrics (group job=bascule, app, environment=staging)"

@@ -14,7 +14,14 @@ from prefect.cache_policies import NO_CACHE
 
 from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_scenario, streak
 from bascule.config import HealthCheck, SmokeHttpScenario
-from bascule.manifests import Role, owned_labels, service_host, service_name, service_proxy_path
+from bascule.manifests import (
+    Role,
+    owned_labels,
+    restricted_context,
+    service_host,
+    service_name,
+    service_proxy_path,
+)
 from bascule.redact import redact
 from tasks import jobs
 from tasks.context import Env
@@ -138,6 +145,7 @@ def smoke_job(env: Env, role: Role, release_id: str) -> CheckResult | None:
         "env": [{"name": "BASE_URL", "value": base_url}]
         + [{"name": key, "value": v} for key, v in job_cfg.env.items()]
         + _secret_env(env, job_cfg.secrets),
+        "securityContext": restricted_context(),
     }
     # The suite's image reaches the nodes as the app's does: its container's pull policy.
     app = env.templates.deployment["spec"]["template"]["spec"]["containers"][0]

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bascule import history as h
 from bascule import kube as k
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
@@ -21,6 +20,8 @@ from bascule.manifests import (
     Role,
     Templates,
     deployment_name,
+    history_name,
+    lease_name,
     load_templates,
     release_secret,
     service_name,
@@ -39,6 +40,9 @@ class Env:
     # The history ConfigMap as the run last read or wrote it (tasks.state): a write's first
     # try carries its resourceVersion instead of reading it again.
     history_seen: dict[str, Any] | None = None
+    # Every release Secret a history this run read named (tasks.state.read_history): what
+    # it prunes by name, as Secrets are never listed (a list would read them all).
+    secrets_seen: set[str] = field(default_factory=set)
     # The release in flight that this run's preflight put right (tasks.preflight.reconcile),
     # as recorded then.
     reconciled: Release | None = None
@@ -84,8 +88,8 @@ class Env:
 
     @property
     def history_map(self) -> str:
-        return k.configmaps(self.ns, h.map_name(self.app))
+        return k.configmaps(self.ns, history_name(self.app))
 
     @property
     def lease(self) -> str:
-        return k.leases(self.ns, f"{self.app}-bascule-deploy")
+        return k.leases(self.ns, lease_name(self.app))

@@ -16,7 +16,7 @@ from bascule import migrator
 from bascule.config import MigrationsConfig
 from bascule.dns import unresolved_hint
 from bascule.errors import OperationFailed, UsageError
-from bascule.manifests import owned_labels
+from bascule.manifests import owned_labels, restricted_context
 from tasks import jobs
 from tasks.context import Env
 from tasks.migrations import database_url
@@ -133,6 +133,7 @@ def _job(env: Env, name: str, image: str, wanted: migrator.Settings) -> dict[str
             }
         ],
         "volumeMounts": [{"name": "runner", "mountPath": MOUNT, "readOnly": True}],
+        "securityContext": restricted_context(),
     }
     # The new image reaches the nodes as the app's does: its container's pull policy.
     app = env.templates.deployment["spec"]["template"]["spec"]["containers"][0]

@@ -7,8 +7,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -17,42 +15,35 @@ from bascule import bluegreen, capacity, rbac
 from bascule import history as h
 from bascule import kube as k
 from bascule.checks import CheckResult
-from bascule.errors import OperationFailed, UsageError
+from bascule.errors import OperationFailed
 from bascule.kube import KubeError
 from bascule.manifests import Color, idle_color, selector
 from tasks import checks, rollout, state, traffic
 from tasks.context import Env
 
 # The Roles a run is given (deployments/rbac/): what preflight checks is what they grant.
-RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
-RBAC_FILES = ("deployer.yaml", "secrets.yaml", "promote-source.yaml")
+RBAC_DIR = rbac.RBAC_DIR
 
 
 class PreflightFailed(OperationFailed):
     pass
 
 
-@cache
 def definition() -> dict[rbac.Feature, tuple[rbac.Rule, ...]]:
-    """The shipped Roles' rules by feature (read once per process)."""
-    out: dict[rbac.Feature, tuple[rbac.Rule, ...]] = {}
-    for name in RBAC_FILES:
-        path = RBAC_DIR / name
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise UsageError(
-                f"{path}: cannot read Bascule's Role definition ({exc.strerror}) — run from a "
-                "checkout of the repository, which ships deployments/rbac/"
-            ) from None
-        for feature, rules in rbac.parse(text, str(path)).items():
-            out[feature] = out.get(feature, ()) + rules
-    return out
+    """The shipped Roles' rules by feature."""
+    return rbac.by_feature(rbac.shipped_roles())
+
+
+def needed(env: Env) -> list[rbac.Permission]:
+    """What this app's runs need in its namespace: the shipped Roles of its features,
+    filled in with its names, as `bascule rbac` prints them."""
+    names = rbac.values(env.cfg, env.templates)
+    return rbac.needed(definition(), rbac.features(env.cfg), env.ns, names)
 
 
 def permissions(env: Env) -> list[str]:
     """What we may not do of what the shipped Roles grant, for this environment's features."""
-    return missing(env, rbac.needed(definition(), rbac.features(env.cfg), env.ns), env.ns)
+    return missing(env, needed(env), env.ns)
 
 
 def missing(env: Env, needed: list[rbac.Permission], namespace: str) -> list[str]:
@@ -132,7 +123,7 @@ def preflight(env: Env) -> bluegreen.Observed:
     if denied:
         raise PreflightFailed(
             f"not allowed in namespace {env.ns}: {', '.join(denied)} — give the run's account "
-            f"the Roles in {RBAC_DIR} (README: Permissions)"
+            f"the Roles `bascule rbac {env.name}` prints (README: Permissions)"
         )
     return reconcile(env, state.observe(env))
 

@@ -15,10 +15,9 @@ from bascule.errors import OperationFailed
 from bascule.images import pods_digest
 from bascule.kube import KubeError
 from bascule.manifests import (
+    COLORS,
     LABEL_RELEASE,
-    LABEL_SECRETS,
     Color,
-    owned_labels,
     render_deployment,
     render_secret,
     secret_refs,
@@ -77,15 +76,18 @@ def write_secret(env: Env) -> str | None:
 
 def prune_secrets(env: Env, keep: set[str]) -> list[str]:
     """Deletes the release Secrets no Deployment and no release in ``keep`` (those the
-    history still holds) uses; returns their names."""
-    labels = {**owned_labels(env.app, env.name), LABEL_SECRETS: "true"}
-    listing = env.kube.get(k.secrets(env.ns), labelSelector=k.selector_string(labels))
+    history still holds) uses, of those the run saw named in the history or wrote; returns
+    their names. By name: a release leaves the history in the run that adds one, which read
+    it first, so no Secret needs listing (a list would return every Secret's data)."""
+    seen = set(env.secrets_seen)
+    if (secret := env.release_secret) is not None:
+        seen.add(secret.name)
     in_use = set(keep)
-    for color in ("blue", "green"):
+    for color in COLORS:
         in_use |= secret_refs(env.kube.get_or_none(env.deployment(color)))
-    stale = stale_secrets((s["metadata"]["name"] for s in listing["items"]), in_use)
+    stale = stale_secrets(seen, in_use)
     for name in stale:
-        env.kube.delete(k.secrets(env.ns, name))
+        env.kube.delete(k.secrets(env.ns, name))  # one already gone is fine
     return stale
 
 

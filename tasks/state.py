@@ -44,7 +44,10 @@ def color_state(env: Env, color: Any) -> ColorState:
 
 def read_history(env: Env) -> tuple[list[h.Release], dict[str, Any] | None]:
     cm = env.history_seen = env.kube.get_or_none(env.history_map)
-    return h.decode((cm or {}).get("data", {}).get(HISTORY_KEY)), cm
+    releases = h.decode((cm or {}).get("data", {}).get(HISTORY_KEY))
+    # The release Secrets named there: those the run deletes once no kept release uses them.
+    env.secrets_seen |= {r.secret for r in releases if r.secret}
+    return releases, cm
 
 
 def observe(env: Env) -> Observed:

@@ -134,6 +134,22 @@ COMMANDS: tuple[Command, ...] = (
         (*_ALWAYS, *_READS),
     ),
     Command(
+        "rbac",
+        "the ServiceAccount, Roles and bindings of an environment, filled in from its config",
+        f"{_CLI}.access",
+        "rbac_arguments",
+        "rbac_command",
+        _ALWAYS,
+    ),
+    Command(
+        "kubeconfig",
+        "a kubeconfig holding only a token of an environment's ServiceAccount",
+        f"{_CLI}.access",
+        "kubeconfig_arguments",
+        "kubeconfig_command",
+        (*_ALWAYS, Exit.UNREACHABLE),
+    ),
+    Command(
         "trigger",
         "start a deploy on a Prefect server and follow it (for CI)",
         "bascule.trigger",

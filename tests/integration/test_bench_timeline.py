@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from bascule.manifests import restricted_context
 from bench.measure import split_deploy
 from bench.timeline import Timeline
 from tests.support.cluster import Cluster, wait_for
@@ -36,6 +37,7 @@ def test_the_watches_split_a_deploy_into_its_parts(cluster: Cluster, namespace: 
                         "httpGet": {"path": "/readyz", "port": 8080},
                         "periodSeconds": 1,
                     },
+                    "securityContext": restricted_context(),
                 }
             ]
         },

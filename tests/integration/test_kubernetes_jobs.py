@@ -17,7 +17,8 @@ import yaml
 from bascule import workpool
 from bascule.outcome import Exit, StateName, exit_code
 from tests.support import deploys, jobs, workers
-from tests.support.cluster import REPO, Cluster
+from tests.support.access import apply_rbac
+from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
 from tests.support.jobs import PodReachable, pod_prefect  # noqa: F401  (a shared fixture)
 
@@ -117,7 +118,6 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
     started = time.monotonic()
     image = jobs.flow_image(cluster)
     print(f"flow image {image}: {time.monotonic() - started:.1f} s")
-    cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "deployments/rbac/deployer.yaml"))
     cluster.apply(
         namespace,
         {
@@ -127,6 +127,8 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
             "data": job_config(cluster, namespace, tmp_path),
         },
     )
+    # The account of the Jobs: staging's, as `bascule rbac staging` makes it.
+    apply_rbac(cluster, tmp_path / "cfg", "staging")
     cluster.create_namespace(f"{namespace}-dev")  # the local failing deploy's, below
     # The release a rollback goes back to, deployed here as a laptop does, meanwhile.
     local_cfg = write_envs(tmp_path / "local", namespace, cluster.kubeconfig)

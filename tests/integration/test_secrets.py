@@ -11,17 +11,19 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bascule import history as h
 from bascule.manifests import LABEL_SECRETS, owned_labels
 from bascule.redact import Redactor
 from bascule.trigger.github import render_summary
 from bascule.trigger.report import Report
-from tasks import rollout
+from tasks import rollout, state
 from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, wait_for
@@ -149,11 +151,19 @@ def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
     assert not rollout.applies_unchanged(env, "blue", V1, release)
     env.kube.close()
 
-    # A release Secret no release nor Deployment uses any more: the next run deletes it.
+    # The Secret of an older release, which leaves the history (two releases kept) in the
+    # next run: that run deletes it, by the name the history gave it (Secrets are never
+    # listed: a list would read them all).
     stale = "sample-app-secrets-0000000000"
     cluster.kubectl("-n", namespace, "create", "secret", "generic", stale, "--from-literal=A=b")
     labels = [f"{k}={v}" for k, v in owned_labels("sample-app", "staging").items()]
     cluster.kubectl("-n", namespace, "label", "secret", stale, f"{LABEL_SECRETS}=true", *labels)
+    env = Env.open("staging", cfg)
+    releases, cm = state.read_history(env)
+    older = replace(releases[0], id="r00000000-older", secret=stale)
+    history = {state.HISTORY_KEY: h.encode([older, *releases])}
+    env.kube.replace(env.history_map, {**(cm or {}), "data": history})
+    env.kube.close()
 
     # v2 with new values passes the pre-switch checks, then fails in the window. The
     # Kubernetes Secret's new value is copied: the old release keeps the one it ran with.
@@ -168,6 +178,7 @@ def test_colors_run_with_their_own_values_and_a_rollback_brings_the_old_back(
         env={"ERROR_RATE": "100", "ERROR_AFTER": "12"},
         verification={"window_seconds": 20, "interval_seconds": 1},
         rollout={"scale_down_delay_seconds": 20},
+        history={"limit": 2},
     )
     proc = deploys.start(
         prefect_server, "deploy", "--dir", bad, "staging", "--image", V2, log=tmp_path / "v2.log"

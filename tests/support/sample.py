@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bascule.manifests import restricted_context
+
 IMAGE = "bascule.local/sample-app:{version}"
 
 
@@ -39,6 +41,8 @@ def pod_container(version: str, env: dict[str, str] | None = None) -> dict:
             "periodSeconds": 1,
             "failureThreshold": 1,
         },
+        # Test namespaces enforce Pod Security `restricted`, as app namespaces should.
+        "securityContext": restricted_context(),
     }
 
 

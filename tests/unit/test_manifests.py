@@ -17,6 +17,7 @@ from bascule.manifests import (
     LABEL_COLOR,
     LABEL_NAME,
     LABEL_RELEASE,
+    RESTRICTED_CONTAINER,
     Role,
     Templates,
     color_of_selector,
@@ -117,6 +118,8 @@ def test_deployment_pod_spec_drains_and_probes(
     drain = app["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert 0 < drain < pod["terminationGracePeriodSeconds"]
     assert {"name": "DRAIN_SECONDS", "value": "3"} in app["env"]
+    # The sample app's pods are admitted where Pod Security `restricted` is enforced.
+    assert app["securityContext"] == dict(RESTRICTED_CONTAINER)
 
 
 def test_deployment_replicas_and_extras(cfg: EnvironmentConfig, templates: Templates) -> None:

@@ -9,14 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from bascule import rbac
-from bascule.config import load_environment
+from bascule.cli import main
+from bascule.config import AppSecret, SmokeHttpScenario, load_environment
 from bascule.errors import UsageError
 from bascule.kube import RECORD_ENV
+from bascule.kubeconfig import token_kubeconfig
 from bascule.manifests import load_templates
 from bascule.rbac import Permission, Rule
-from tasks import preflight
+from tasks import preflight, rollout
 from tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube
 
@@ -37,20 +40,35 @@ kind: Role
 metadata: {name: b, annotations: {bascule.io/needed-for: secrets}}
 rules:
   - {apiGroups: [""], resources: [secrets], verbs: [get], resourceNames: [one]}
+  - {apiGroups: [""], resources: [secrets], verbs: [get], resourceNames: ["{secret_sources}"]}
+  - {apiGroups: [""], resources: [services/proxy], verbs: ["{proxy_verbs}"], resourceNames: [s]}
 """
 
 
 def test_roles_are_read_by_feature_and_expanded_into_permissions() -> None:
     parsed = rbac.parse(ROLES, "roles.yaml")
     assert set(parsed) == {"deploy", "secrets"}
-    assert [str(p) for p in rbac.needed(parsed, ["deploy"], "ns")] == [
+    assert [str(p) for p in rbac.needed(parsed, ["deploy"], "ns", {})] == [
         "get pods/log",
         "get apps/deployments",
         "patch apps/deployments",
     ]
-    both = rbac.needed(parsed, ["deploy", "secrets"], "ns")
+    names = {"secret_sources": frozenset({"db", "api"}), "proxy_verbs": frozenset({"create"})}
+    both = rbac.needed(parsed, ["deploy", "secrets"], "ns", names)
     assert Permission("get", "", "pods", "log", "ns") in both
-    assert Permission("get", "", "secrets", "", "ns", "one") in both  # by its name
+    assert [str(p) for p in both if p.resource != "pods" and p.group != "apps"] == [
+        "create services/proxy s",
+        "get secrets api",  # the placeholder's names, each asked for by name
+        "get secrets db",
+        "get secrets one",
+    ]
+
+
+def test_a_placeholder_that_names_nothing_grants_nothing() -> None:
+    """RBAC reads an empty resourceNames as every name: such a rule is left out."""
+    parsed = rbac.parse(ROLES, "roles.yaml")
+    secrets = rbac.needed(parsed, ["secrets"], "ns", {})
+    assert [str(p) for p in secrets] == ["get secrets one"]
 
 
 @pytest.mark.parametrize(
@@ -63,6 +81,12 @@ def test_roles_are_read_by_feature_and_expanded_into_permissions() -> None:
             "Role r: rules[0]: resources must be a list of strings",
         ),
         ("kind: Role\nrules: [\n", "not YAML"),
+        (
+            "kind: Role\nmetadata: {name: r, annotations: {bascule.io/needed-for: deploy}}\n"
+            "rules: [{apiGroups: [''], resources: [pods], verbs: [get], "
+            "resourceNames: ['{pods}']}]\n",
+            "Role r: rules[0]: unknown placeholder(s) {pods} — use one of {deployments}",
+        ),
     ],
 )
 def test_a_malformed_role_is_named_with_its_file(text: str, message: str) -> None:
@@ -74,7 +98,7 @@ def test_a_malformed_role_is_named_with_its_file(text: str, message: str) -> Non
 def test_the_shipped_roles_cover_each_feature() -> None:
     roles = preflight.definition()
     assert set(roles) == set(rbac.FEATURES)
-    deploy = rbac.needed(roles, ["deploy"], "ns")
+    deploy = rbac.needed(roles, ["deploy"], "ns", {})
     assert Permission("get", "", "namespaces", "", "ns", "ns") in deploy
     assert Permission("watch", "discovery.k8s.io", "endpointslices", "", "ns") in deploy
     assert not [p for p in deploy if p.resource == "secrets"]  # only with the secrets Role
@@ -142,6 +166,18 @@ def test_rules_match_as_rbac_matches_them() -> None:
             {},
             ("deletecollection", "batch", "jobs", "", "n", ""),
         ),
+        (
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/n/leases",
+            {"watch": "1", "fieldSelector": "metadata.name=l"},
+            ("watch", "coordination.k8s.io", "leases", "", "n", "l"),
+        ),
+        (
+            "OPTIONS",
+            "/api/v1/namespaces/n/services/s/proxy/",
+            {},
+            ("options", "", "services", "proxy", "n", "s"),
+        ),
     ],
 )
 def test_a_request_is_authorized_by_its_verb_and_resource(
@@ -187,7 +223,7 @@ def test_preflight_asks_once_when_the_rules_grant_everything(tmp_path: Path) -> 
 
 def test_preflight_names_what_neither_review_allows(tmp_path: Path) -> None:
     env, api = staging(tmp_path)
-    needed = rbac.needed(preflight.definition(), ["deploy"], "x")
+    needed = preflight.needed(env)
     # The rules review shows all but leases; the access reviews allow them, then do not.
     shown = sorted({p.full_resource for p in needed} - {"leases"})
     rules = [{"apiGroups": ["*"], "resources": shown, "verbs": ["*"]}]
@@ -197,9 +233,9 @@ def test_preflight_names_what_neither_review_allows(tmp_path: Path) -> None:
     answer_reviews(api, rules, set())
     assert preflight.permissions(env) == [
         "create coordination.k8s.io/leases",
-        "get coordination.k8s.io/leases",
-        "update coordination.k8s.io/leases",
-        "watch coordination.k8s.io/leases",
+        "get coordination.k8s.io/leases sample-app-bascule-deploy",
+        "update coordination.k8s.io/leases sample-app-bascule-deploy",
+        "watch coordination.k8s.io/leases sample-app-bascule-deploy",
     ]
 
 
@@ -241,3 +277,199 @@ def test_the_client_records_each_permission_once_when_asked(
     api.put("/api/v1/namespaces/n/events", {"items": []})
     quiet.get("/api/v1/namespaces/n/events")
     assert len(record.read_text().splitlines()) == 1
+
+
+def two_apps(tmp: Path) -> list[rbac.Grant]:
+    """Staging's sample app (a Kubernetes Secret source, a POST smoke scenario, a check at
+    its own URL) and a second app in another namespace, with production promoting from it."""
+    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    templates = load_templates(cfg.manifests)
+    smoke = cfg.checks.smoke.model_copy(
+        update={
+            "http": [
+                *cfg.checks.smoke.http,
+                SmokeHttpScenario(name="post", path="/api/items", method="POST"),
+                SmokeHttpScenario(name="out", path="/x", method="PUT", url="http://{service}"),
+            ]
+        }
+    )
+    sample = cfg.model_copy(
+        update={
+            "secrets": {
+                "DB": AppSecret.model_validate(
+                    {"kubernetes_secret": {"name": "db-source", "key": "url"}}
+                ),
+                "TOKEN": AppSecret.model_validate({"env": "T"}),
+            },
+            "checks": cfg.checks.model_copy(update={"smoke": smoke}),
+        }
+    )
+    api = cfg.model_copy(update={"app": "api", "namespace": "apis"})
+    source = cfg.model_copy(update={"namespace": "bascule-dev"})
+    return [
+        rbac.app_grant(sample, templates),
+        rbac.app_grant(api, templates),
+        rbac.source_grant(source, templates),
+    ]
+
+
+def rules_of(docs: list[dict[str, Any]], namespace: str, role: str) -> list[dict[str, Any]]:
+    (found,) = [
+        d
+        for d in docs
+        if d["kind"] == "Role"
+        and d["metadata"]["namespace"] == namespace
+        and d["metadata"]["name"] == role
+    ]
+    return list(found["rules"])
+
+
+def test_an_environments_roles_name_its_own_objects(tmp_path: Path) -> None:
+    docs = rbac.environment_manifests(
+        "staging", "bascule-staging", rbac.shipped_roles(), two_apps(tmp_path)
+    )
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert account["metadata"] | {"labels": {}} == {
+        "name": "bascule",
+        "namespace": "bascule-staging",
+        "labels": {},
+    }
+    # One account: every binding, in every namespace, names it and nothing else.
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in bindings} == {
+        ("bascule-staging", "bascule"),
+        ("bascule-staging", "bascule-secrets"),
+        ("apis", "bascule-staging"),
+        ("bascule-dev", "bascule-promote-source-staging"),
+    }
+    for b in bindings:
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": "bascule", "namespace": "bascule-staging"}
+        ]
+        assert b["roleRef"]["name"] == b["metadata"]["name"]
+
+    secrets = rules_of(docs, "bascule-staging", "bascule-secrets")
+    assert secrets == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["db-source"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+    ]
+    deploy = rules_of(docs, "bascule-staging", "bascule")
+    proxy = [r for r in deploy if r["resources"] == ["services/proxy"]]
+    # GET for the health checks and the GET scenario, POST's create; not the PUT sent to
+    # the app's own URL, which does not pass through the API server.
+    assert proxy == [
+        {
+            "apiGroups": [""],
+            "resources": ["services/proxy"],
+            "verbs": ["create", "get"],
+            "resourceNames": ["sample-app-preview:http", "sample-app:http"],
+        }
+    ]
+    named = {r["resources"][0]: r.get("resourceNames") for r in deploy if "get" in r["verbs"]}
+    assert named["deployments"] == ["sample-app-blue", "sample-app-green"]
+    assert named["services"] == ["sample-app", "sample-app-preview"]
+    assert named["configmaps"] == ["sample-app-bascule-history"]
+    assert named["leases"] == ["sample-app-bascule-deploy"]
+    # The other app's namespace: its own names, no Secrets Role (it has no secrets).
+    other = rules_of(docs, "apis", "bascule-staging")
+    assert {n for r in other for n in r.get("resourceNames", [])} >= {"api-blue", "api:http"}
+    assert not [n for r in other for n in r.get("resourceNames", []) if "sample-app" in n]
+    assert rules_of(docs, "bascule-dev", "bascule-promote-source-staging") == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get"],
+            "resourceNames": ["sample-app-bascule-history"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["services"],
+            "verbs": ["get"],
+            "resourceNames": ["sample-app", "sample-app-preview"],
+        },
+    ]
+    # Nothing lists Secrets; every get or update of a namespaced object names it, but for
+    # the generated names of pods, their logs and Jobs.
+    for doc in docs:
+        for rule in doc.get("rules", []):
+            assert not ("secrets" in rule["resources"] and "list" in rule["verbs"]), rule
+            unnamed = {"namespaces", "pods/log", "jobs"}
+            if {"get", "patch", "update"} & set(rule["verbs"]) and not unnamed & set(
+                rule["resources"]
+            ):
+                assert rule.get("resourceNames"), rule
+
+
+def test_an_environment_without_secrets_gets_no_secrets_role(tmp_path: Path) -> None:
+    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    grant = rbac.app_grant(cfg, load_templates(cfg.manifests))
+    docs = rbac.environment_manifests("staging", cfg.namespace, rbac.shipped_roles(), [grant])
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Role"] == ["bascule"]
+    assert not [r for r in docs[1]["rules"] if r["resources"] == ["secrets"]]
+
+
+def test_the_cli_prints_what_preflight_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bascule rbac staging` and preflight's list come from the same definition."""
+    assert main(["rbac", "--dir", str(REPO / "deployments"), "staging"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    granted = [r for rules in rbac.parse(yaml.safe_dump_all(docs), "out").values() for r in rules]
+    env, _ = staging(tmp_path)
+    assert rbac.permissions(granted, env.ns) == preflight.needed(env)
+
+
+def test_a_kubeconfig_holds_one_token_and_the_admins_server_and_ca() -> None:
+    config = token_kubeconfig(
+        server="https://10.0.0.1:6443", ca=b"PEM", token="t0k", name="bascule-ns", namespace="ns"
+    )
+    assert config["clusters"] == [
+        {
+            "name": "bascule-ns",
+            "cluster": {"server": "https://10.0.0.1:6443", "certificate-authority-data": "UEVN"},
+        }
+    ]
+    assert config["users"] == [{"name": "bascule-ns", "user": {"token": "t0k"}}]
+    assert config["contexts"][0]["context"]["namespace"] == "ns"
+    assert config["current-context"] == "bascule-ns"
+    insecure = token_kubeconfig(
+        server="https://x", ca=None, token="t", name="n", namespace="ns", insecure=True
+    )
+    assert insecure["clusters"][0]["cluster"] == {
+        "server": "https://x",
+        "insecure-skip-tls-verify": True,
+    }
+
+
+def test_old_release_secrets_are_deleted_by_name_never_listed(tmp_path: Path) -> None:
+    """The Secrets the history named when the run read it, less those a kept release or a
+    Deployment uses, are deleted one by one; no request lists Secrets."""
+    env, api = staging(tmp_path)
+    env.secrets_seen = {"sample-app-secrets-old", "sample-app-secrets-kept"}
+    env.secrets = {"TOKEN": "a-long-enough-value"}
+    current = env.release_secret
+    assert current is not None
+    ref = {"name": "T", "valueFrom": {"secretKeyRef": {"name": "sample-app-secrets-live"}}}
+    api.put(
+        env.deployment("blue"),
+        {"spec": {"template": {"spec": {"containers": [{"name": "app", "env": [ref]}]}}}},
+    )
+    env.secrets_seen.add("sample-app-secrets-live")
+    deleted: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "DELETE":
+            deleted.append(request.url.path.rsplit("/", 1)[1])
+            return httpx.Response(200, json={})
+        return None
+
+    api.handlers[:] = [handler]
+    gone = rollout.prune_secrets(env, {"sample-app-secrets-kept"})
+    # The run's own Secret is no Deployment's here, nor kept: it goes too.
+    assert gone == deleted == sorted(["sample-app-secrets-old", current.name])
+    assert not [r for r in api.requests if r[1].endswith("/secrets")]

@@ -14,6 +14,7 @@ from prefect_kubernetes.worker import KubernetesWorker
 
 from bascule import workpool
 from bascule.cli import workpool as cli
+from bascule.manifests import RESTRICTED_CONTAINER
 from bascule.outcome import Exit
 from flows import job
 
@@ -58,6 +59,8 @@ def test_jobs_get_the_flow_image_the_account_and_the_server_pods_reach() -> None
     assert container["volumeMounts"][0]["mountPath"] == workpool.CONFIG_MOUNT
     assert "cluster_config" not in {k for k, v in config.items() if v}
     assert pod["securityContext"] == {"runAsNonRoot": True}
+    # Admitted where Pod Security `restricted` is enforced, as app namespaces do.
+    assert container["securityContext"] == dict(RESTRICTED_CONTAINER)
 
 
 def test_a_run_picks_its_namespace_and_image_and_keeps_the_rest() -> None:
