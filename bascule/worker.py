@@ -156,7 +156,13 @@ def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
 
     cfg_dir = directory / config_path(policy.config_dir)
     configs = _configs(cfg_dir, policy.environment)
-    serving = {app: _serving_commit(cfg) for app, cfg in configs.items()}
+    # Only where the descent rule applies, and only in the worker's own namespaces: a
+    # configuration aimed elsewhere is refused by the namespace rule, not by a 403.
+    serving = {
+        app: _serving_commit(cfg)
+        for app, cfg in configs.items()
+        if policy.is_protected and (not policy.namespaces or cfg.namespace in policy.namespaces)
+    }
     return Checkout(
         commit=sha,
         on_default_branch=_git(

@@ -9,7 +9,9 @@ production did not change; and that nothing secret was printed.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ import pytest
 import yaml
 
 from tests.support import deploys, signers, workers
+from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import env_namespace
 
@@ -49,6 +52,10 @@ class Estate:
     main: str  # the commit of main's head, by Carol
     old: str  # its parent on main
     keys: dict[str, Path]  # approvers' keys, by name: ann's and carol's are listed
+    secret: str  # the value of production's source Secret
+    kubeconfigs: dict[str, Path]  # each worker's, by environment
+    pids: dict[str, int]  # each worker's process
+    separated: bool  # each worker runs as an OS user of its own
 
     def ns(self, environment: str) -> str:
         return env_namespace(self.base, environment)
@@ -58,40 +65,68 @@ class Estate:
 
 
 @pytest.fixture(scope="module")
-def estate(
-    cluster: Cluster, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Estate]:
-    tmp = tmp_path_factory.mktemp("threats")
+def estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
+    """The team's repository (main: release 0, then release 1 by Carol), each environment's
+    Roles (bascule rbac) and kubeconfig (bascule kubeconfig), and its worker with that
+    kubeconfig alone, as an OS user of its own where this runs as root."""
+    # Not pytest's tmp_path: the workers' users must reach the repository.
+    tmp = Path(tempfile.mkdtemp(prefix="bascule-threats-"))
+    tmp.chmod(0o711)
     base = f"t-{uuid.uuid4().hex[:10]}"
-    for environment in ENVIRONMENTS:
-        cluster.create_namespace(env_namespace(base, environment))
-    repo = workers.Repository.make(tmp)
-    keys = {name: signers.keypair(tmp / "keys", name) for name in ("ann", "carol")}
-    old = repo.commit(base, "release 0", change=production_rules(keys), author=CAROL)
-    main = repo.commit(base, "release 1", change=production_rules(keys), author=CAROL)
-    repo.push()
-    workers.register(prefect_server, tmp / "prefect.yaml", only=DEPLOYMENTS)
-    logs = {environment: tmp / f"{environment}-worker.log" for environment in ENVIRONMENTS}
-    env = {"KUBECONFIG": str(cluster.kubeconfig)}
-    with (
-        workers.bascule_worker(
-            prefect_server, logs["dev"], "dev", repo.bare, (env_namespace(base, "dev"),), env
-        ),
-        workers.bascule_worker(prefect_server, logs["staging"], "staging", repo.bare, (base,), env),
-        workers.bascule_worker(
-            prefect_server,
-            logs["production"],
-            "production",
-            repo.bare,
-            (env_namespace(base, "production"),),
-            env,
-        ),
-    ):
-        yield Estate(prefect_server, cluster, repo, base, logs, main, old, keys)
-    for environment in ENVIRONMENTS:
+    try:
+        for environment in ENVIRONMENTS:
+            cluster.create_namespace(env_namespace(base, environment))
+        secret = f"prod-db-{uuid.uuid4().hex}"
         cluster.kubectl(
-            "delete", "namespace", env_namespace(base, environment), "--wait=false", check=False
-        )
+            "create", "secret", "generic", "prod-db", f"--from-literal=url={secret}",
+            "-n", env_namespace(base, "production"),
+        )  # fmt: skip
+        repo = workers.Repository.make(tmp / "repo")
+        keys = {name: signers.keypair(tmp / "keys", name) for name in ("ann", "carol")}
+        old = repo.commit(base, "release 0", change=production_rules(keys), author=CAROL)
+        main = repo.commit(base, "release 1", change=production_rules(keys), author=CAROL)
+        repo.push()
+        workers.register(prefect_server, tmp / "prefect.yaml", only=DEPLOYMENTS)
+        users, kubeconfigs = {}, {}
+        for environment in ENVIRONMENTS:
+            ns = env_namespace(base, environment)
+            apply_rbac(cluster, repo.work / "deployments", environment)
+            user = users[environment] = workers.os_user(f"bascule-test-{environment}", tmp)
+            kubeconfig = env_kubeconfig(cluster, environment, ns, user.home if user else tmp)
+            if user is not None:
+                user.own(kubeconfig)
+                # git refuses a repository another user owns unless told it is safe.
+                user.home.joinpath(".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+                user.own(user.home.joinpath(".gitconfig"))
+            kubeconfigs[environment] = kubeconfig
+        logs = {environment: tmp / f"{environment}-worker.log" for environment in ENVIRONMENTS}
+        with contextlib.ExitStack() as stack:
+            procs = {
+                environment: stack.enter_context(
+                    workers.bascule_worker(
+                        prefect_server,
+                        logs[environment],
+                        environment,
+                        repo.bare,
+                        (env_namespace(base, environment),),
+                        {"KUBECONFIG": str(kubeconfigs[environment])},
+                        users[environment],
+                    )
+                )
+                for environment in ENVIRONMENTS
+            }
+            yield Estate(
+                prefect_server, cluster, repo, base, logs, main, old, keys,
+                secret, kubeconfigs, {e: p.pid for e, p in procs.items()},
+                separated=all(users.values()),
+            )  # fmt: skip
+    finally:
+        for environment in ENVIRONMENTS:
+            cluster.kubectl(
+                "delete", "namespace", env_namespace(base, environment), "--wait=false",
+                check=False,
+            )  # fmt: skip
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def production_rules(keys: dict[str, Path]) -> Callable[[Path], None]:
@@ -104,6 +139,7 @@ def production_rules(keys: dict[str, Path]) -> Callable[[Path], None]:
         data["promote_from"] = "staging"
         data["approval"] |= {"allowed_signers": "allowed_signers", "four_eyes": True}
         data["approval"]["timeout_seconds"] = 300
+        data["secrets"] = {"DB_URL": {"kubernetes_secret": {"name": "prod-db", "key": "url"}}}
         listed = {f"{name}@example.com": key for name, key in keys.items()}
         signers.allowed_signers(work / "deployments" / "allowed_signers", listed)
         path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -173,6 +209,77 @@ def test_1_a_pushed_branch_cannot_point_dev_at_production(estate: Estate) -> Non
     run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": evil})
     message = assert_refused(estate, run, "rule namespace:")
     assert estate.ns("production") in message
+
+
+EVIL_FLOW = """
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from bascule import kube as k
+
+
+@flow(name="deploy")
+def deploy(environment: str, image: str | None = None, commit: str | None = None) -> None:
+    log = get_run_logger()
+    kube = k.Kube(outage_tolerance=0)
+    tries = {tries}
+    for what, attempt in tries.items():
+        try:
+            got = attempt()
+        except BaseException as exc:
+            log.info("DENIED %s: %s", what, type(exc).__name__)
+        else:
+            log.info("READ %s: %s", what, got)
+"""
+
+
+def test_1_a_branchs_own_code_on_dev_cannot_read_productions_credentials(estate: Estate) -> None:
+    """Credential: push rights on a branch. Its flows/deploy.py is the attacker's code, and
+    dev runs branches: it runs, on dev's worker, and tries production's Secret through the
+    API, then, on the worker's machine, production's kubeconfig file and the production
+    worker's environment. Dev's token gets 403; the files are another OS user's."""
+    prod = estate.ns("production")
+    tries = {
+        "production's source Secret": f"lambda: kube.get_or_none(k.secrets({prod!r}, 'prod-db'))",
+        "production's Secrets": f"lambda: kube.get_or_none(k.secrets({prod!r}))",
+        "production's Deployments": f"lambda: kube.get_or_none(k.deployments({prod!r}))",
+    }
+    if estate.separated:
+        kubeconfig = str(estate.kubeconfigs["production"])
+        tries["production's kubeconfig"] = f"lambda: Path({kubeconfig!r}).read_text()"
+        environ = f"/proc/{estate.pids['production']}/environ"
+        tries["production worker's environment"] = f"lambda: Path({environ!r}).read_bytes()"
+    code = EVIL_FLOW.format(tries="{" + ", ".join(f"{w!r}: {a}" for w, a in tries.items()) + "}")
+
+    def evil(work: Path) -> None:
+        (work / "flows" / "deploy.py").write_text(code)
+
+    branch = branch_commit(estate, "steal", "dev: a new deploy flow", change=evil)
+    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": branch})
+    state = ended(estate.api, run)
+    assert state["type"] == "COMPLETED", state
+
+    def tried() -> list[str] | None:
+        """The run's log lines once every attempt has logged (logs reach the API a moment
+        after the state)."""
+        found = httpx.post(
+            f"{estate.api}/logs/filter",
+            json={"logs": {"flow_run_id": {"any_": [run]}}},
+            timeout=30,
+        ).json()
+        lines = [entry["message"] for entry in found]
+        done = [m for m in lines if m.startswith(("DENIED ", "READ "))]
+        return lines if len(done) >= len(tries) else None
+
+    logs = wait_for(tried, 30, what="the attempts in the run's log")
+    denied = [m for m in logs if m.startswith("DENIED ")]
+    assert len(denied) == len(tries) and not any(m.startswith("READ ") for m in logs), logs
+    token = yaml.safe_load(estate.kubeconfigs["production"].read_text())["users"][0]["user"]
+    for value in (estate.secret, token["token"]):
+        assert value not in "\n".join(logs) + estate.worker_log("dev")
+    if not estate.separated:
+        print("workers share an OS user here (not root): file and process reads not tried")
 
 
 def test_1_dev_deployment_cannot_run_production(estate: Estate) -> None:
@@ -336,13 +443,17 @@ def test_3_a_rollback_returns_only_to_a_release_that_succeeded_there(estate: Est
 
 
 def branch_commit(
-    estate: Estate, branch: str, message: str, overrides: dict[str, Any] | None = None
+    estate: Estate,
+    branch: str,
+    message: str,
+    overrides: dict[str, Any] | None = None,
+    change: Callable[[Path], None] | None = None,
 ) -> str:
     """A commit on ``branch`` off main, pushed: what anyone with push rights can make."""
     repo = estate.repo
     workers.git(repo.work, "checkout", "-q", "-b", branch, estate.main)
     try:
-        sha = repo.commit(estate.base, message, overrides, environments=("dev",))
+        sha = repo.commit(estate.base, message, overrides, ("dev",), change)
         repo.push(branch)
     finally:
         workers.git(repo.work, "checkout", "-q", "main")

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -138,6 +140,83 @@ class Repository:
         git(self.work, "push", "-q", "--force", str(self.bare), f"HEAD:refs/heads/{branch}")
 
 
+@dataclass(frozen=True)
+class OsUser:
+    """An operating-system user of its own for a worker, as the README tells users to run
+    each environment's worker: a run's code then cannot read another worker's files or
+    processes. A numeric id, no account needed; its home holds its credentials (0600).
+    ``python``: an interpreter that user can run, with this checkout's packages on
+    ``pythonpath`` (the venv's own may live under a home only its owner can enter)."""
+
+    uid: int
+    home: Path
+    python: str
+    pythonpath: str
+
+    def prefix(self) -> list[str]:
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--"]
+
+    @property
+    def gid(self) -> int:
+        return pwd.getpwuid(self.uid).pw_gid
+
+    def own(self, path: Path) -> Path:
+        os.chown(path, self.uid, self.gid)
+        return path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HOME": str(self.home),
+            "PREFECT_HOME": str(self.home / ".prefect"),
+            "PYTHONPATH": self.pythonpath,
+        }
+
+
+def os_user(name: str, base: Path) -> OsUser | None:
+    """The system user ``name`` (made if missing; ssh-keygen, which verifies approvals,
+    wants a passwd entry) with a home under ``base``, if this process may switch users and
+    such a user can run Bascule from here, and start processes as the worker does; else
+    None."""
+    if os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("useradd")):
+        return None
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", "--user-group", name],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if made.returncode != 0:
+            return None
+        uid = pwd.getpwnam(name).pw_uid
+    home = base / f"home-{name}"
+    home.mkdir(mode=0o700, exist_ok=True)
+    os.chown(home, uid, pwd.getpwuid(uid).pw_gid)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    packages = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])
+    for python in (sys.executable, f"/usr/bin/{version}"):
+        user = OsUser(uid, home, python, packages)
+        probe = subprocess.run(
+            [*user.prefix(), python, "-c", _PROBE],
+            env={**os.environ, **user.env()},
+            cwd=home,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return user
+    return None
+
+
+# What a worker does as its user: import Bascule and Prefect, start its own interpreter.
+_PROBE = (
+    "import subprocess, sys; import bascule.worker, prefect; "
+    "subprocess.run([sys.executable, '-c', ''], check=True)"
+)
+
+
 @contextlib.contextmanager
 def bascule_worker(
     api: str,
@@ -146,21 +225,31 @@ def bascule_worker(
     repository: Path | str,
     namespaces: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    user: OsUser | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``bascule worker ENVIRONMENT`` polling every 2 s (its pool's template every 2 s too,
     so an edit through the API reaches it soon), stopped by its group; ``env`` adds to its
-    environment (its credentials: KUBECONFIG, secret sources)."""
+    environment (its credentials: KUBECONFIG, secret sources); ``user``: run as that user."""
     options = [f"--namespace={ns}" for ns in namespaces]
     env = {
         **deploys.cli_env(api),
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
+        **(user.env() if user else {}),
         **(env or {}),
     }
-    command = [sys.executable, "-m", "bascule.cli", "worker", environment]
+    command = [user.python if user else sys.executable, "-m", "bascule.cli", "worker", environment]
     proc = subprocess.Popen(
-        [*command, "--repository", str(repository), *options, "--name", f"{environment}-test"],
-        cwd=log.parent,
+        [
+            *(user.prefix() if user else []),
+            *command,
+            "--repository",
+            str(repository),
+            *options,
+            "--name",
+            f"{environment}-test",
+        ],
+        cwd=user.home if user else log.parent,
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
