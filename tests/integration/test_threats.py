@@ -10,6 +10,7 @@ production did not change; and that nothing secret was printed.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import tempfile
 import time
