@@ -221,6 +221,18 @@ def _serving_commit(cfg: c.EnvironmentConfig) -> str | None:
     return good.commit if good is not None else None
 
 
+def run_environment(prepared: Mapping[str, str | None], entrypoint: str) -> dict[str, str]:
+    """A run's environment: the worker's own (its credentials), Prefect's variables for the
+    run, the fixed entrypoint, and the heartbeat prefect.yaml's recover triggers expect;
+    nothing the run asked for (the policy refused any)."""
+    return {
+        **os.environ,
+        **{key: v for key, v in prepared.items() if v is not None},
+        "PREFECT__FLOW_ENTRYPOINT": entrypoint,
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+    }
+
+
 def _no_hooks(flow_run: FlowRun) -> Flow[..., Any]:
     """What the worker gives Prefect's hook runner instead of the run's flow: loading that
     would run the deployment's pull steps here, in the worker."""
@@ -272,18 +284,8 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
                 checkout_refusal = check_checkout(self.policy, checkout)
             if checkout_refusal is not None:
                 return await self._refuse(flow_run, checkout_refusal, task_status)
-            env = self._environment(configuration.env, ENTRYPOINTS[run.flow_name])
+            env = run_environment(configuration.env, ENTRYPOINTS[run.flow_name])
             return await self._launch(flow_run, checkout_dir, env, task_status)
-
-    def _environment(self, prepared: Mapping[str, str | None], entrypoint: str) -> dict[str, str]:
-        """The worker's own environment (its credentials), Prefect's variables for the run,
-        and the fixed entrypoint; nothing the run asked for (the policy refused any)."""
-        return {
-            **os.environ,
-            **{key: v for key, v in prepared.items() if v is not None},
-            "PREFECT__FLOW_ENTRYPOINT": entrypoint,
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
-        }
 
     async def _refuse(
         self, flow_run: FlowRun, refusal: Refusal, task_status: anyio.abc.TaskStatus[int]

@@ -17,6 +17,7 @@ from prefect.server.events.schemas.events import ReceivedEvent
 from bascule import workpool
 from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
 from bascule.config import ENVIRONMENTS
+from bascule.worker import run_environment
 from flows.deploy import deploy
 from flows.recover import recover
 from flows.redeploy import redeploy
@@ -96,13 +97,14 @@ def test_no_recovery_for_itself_other_environments_or_untagged_runs(env: str) ->
 
 
 def heartbeat_env(dep: dict[str, Any]) -> dict[str, str]:
-    """The environment a deployment's runs get: its job variables', or on the Kubernetes
-    pool the pool's own (bascule/workpool.py), which a deployment's ``env`` would replace."""
+    """The environment a deployment's runs get: on the Kubernetes pool the pool's own
+    (bascule/workpool.py), which a deployment's ``env`` would replace; on an environment's
+    own pool, what its worker gives every run (bascule/worker.py)."""
     pool = dep["work_pool"]
     if pool["name"] == workpool.POOL:
         assert "env" not in pool.get("job_variables", {}), dep["name"]
         return workpool.default_env(workpool.JobSettings("image", "http://prefect/api"))
-    return dict(pool["job_variables"]["env"])
+    return run_environment({}, dep["entrypoint"])
 
 
 def test_watched_runs_beat_often_enough_for_the_window() -> None:
