@@ -41,6 +41,7 @@ from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from bascule.signoff import Request
+from bascule.snapshots import Snapshot
 from flows.approval import Signing, description, request_approval
 from flows.engine import (
     expected_failures_in_one_line,
@@ -276,8 +277,11 @@ def plan(
     kind: str,
     commit: str | None = None,
     commit_time: str | None = None,
+    stored: Snapshot | None = None,
 ) -> h.Release:
     active = observed.active_state
+    ours = env.release_secret
+    secret = stored.secret if stored else ours.name if ours else None
     return h.Release(
         id=new_release_id(),
         image=image,
@@ -288,7 +292,7 @@ def plan(
         flow_run_id=flow_run_id(),
         kind=kind,
         commit=commit,
-        secret=secret.name if (secret := env.release_secret) else None,
+        secret=secret,
         commit_time=commit_time,
     )
 
@@ -376,7 +380,7 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
     try:
         with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}", breaking=breaking):
             outcome = work()
-            prune_secrets(env)
+            prune(env)
     except LockHeld as exc:
         return Failed(message=str(exc), name=StateName.LOCK_HELD)
     while env.after_unlock:
@@ -388,20 +392,24 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
     return outcome.state
 
 
-def prune_secrets(env: Env) -> None:
-    """Deletes the Secrets of releases that left the history: a rollback can only return to
-    a release the history still holds. A failure here costs a leftover Secret, not the run."""
+def prune(env: Env) -> None:
+    """Deletes the stored objects and the Secrets of releases that left the history: a
+    rollback can only return to a release the history still holds. A failure here costs a
+    leftover ConfigMap or Secret, not the run."""
+    log = get_run_logger()
     try:
         releases, _ = state.read_history(env)
+        if gone := state.prune_objects(env, {r.id for r in releases}):
+            log.info("deleted the stored objects of releases no longer kept: %s", ", ".join(gone))
         keep = {r.secret for r in releases if r.secret}
         if not keep and not env.cfg.secrets:
             return  # an app without secrets: no Secret to look for, no permission needed
         gone = rollout.prune_secrets(env, keep)
     except Exception as exc:
-        get_run_logger().warning("old release Secrets not deleted: %s", exc)
+        log.warning("old releases' objects or Secrets not deleted: %s", exc)
         return
     if gone:
-        get_run_logger().info("deleted the Secrets of releases no longer kept: %s", ", ".join(gone))
+        log.info("deleted the Secrets of releases no longer kept: %s", ", ".join(gone))
 
 
 def pipeline(
@@ -413,14 +421,17 @@ def pipeline(
     commit: str | None = None,
     skip_if_serving: bool = False,
     commit_time: str | None = None,
+    stored: Snapshot | None = None,
 ) -> Outcome:
+    """``stored``: a rollback's, the objects the release it returns to applied, deployed
+    as they were instead of rendered from today's configuration."""
     observed = preflight(env)
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
         return Outcome(Completed(message=serving))
     # They only warn: they run while the idle color starts, and join before the switch.
     baseline = in_thread(baseline_checks, env, observed)
-    release = untracked(plan)(env, image, observed, kind, commit, commit_time)
+    release = untracked(plan)(env, image, observed, kind, commit, commit_time, stored)
     run = Run(env, release, baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
         run.release = run.release.with_step(h.Step("drift-check", "ok", 0.0, note, time.time()))
@@ -432,21 +443,28 @@ def pipeline(
         migrations = plan_and_lint(run, image)
         run_phase(run, migrations, Phase.EXPAND, image)
         run.save(phase="deploying")
-        run.step(
+        objects = run.step(
             "deploy-idle-color",
             untracked(rollout.apply_color),
             env,
             new,
             image,
             release.id,
-            detail=f"{new} ← {image}",
+            stored,
+            detail=f"{new} ← {image}" + (" as it was deployed (stored objects)" if stored else ""),
         )
         run.step("point-preview", untracked(traffic.point_preview), env, new)
         ready = run.step(
-            "wait-ready", rollout.wait_ready, env, new, release.id, summary=lambda r: r.summary
+            "wait-ready",
+            rollout.wait_ready,
+            env,
+            new,
+            release.id,
+            stored.replicas if stored else None,
+            summary=lambda r: r.summary,
         )
         run.join_baseline()
-        run.save(phase="checking", digest=ready.digest)
+        run.save(phase="checking", digest=ready.digest, objects=objects)
         # The switch need not wait for the label (its digest is in the history already).
         run.artifacts.later(promotion.label_run, release.flow_run_id, run.release.digest)
         run.checked(

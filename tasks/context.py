@@ -82,8 +82,12 @@ class Env:
         return release_secret(self.app, self.secrets)
 
     @property
+    def history_name(self) -> str:
+        return f"{self.app}-bascule-history"
+
+    @property
     def history_map(self) -> str:
-        return k.configmaps(self.ns, f"{self.app}-bascule-history")
+        return k.configmaps(self.ns, self.history_name)
 
     @property
     def lease(self) -> str:
