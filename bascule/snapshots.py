@@ -19,17 +19,17 @@ the release is in it). Pure: no I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bascule.errors import Refused
 from bascule.history import Release
-from bascule.manifests import LABEL_RELEASE
+from bascule.manifests import LABEL_RELEASE, ReleaseSecret
 from bascule.redact import Redactor
 
 LABEL_OBJECTS = "bascule.io/release-objects"  # on the ConfigMaps of the releases' objects
@@ -51,6 +51,21 @@ class Snapshot:
     @property
     def image(self) -> str:
         return str(self.deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    @property
+    def release_secret(self) -> ReleaseSecret | None:
+        """The Secret its pods read and the variables they read from it (no values)."""
+        if self.secret is None:
+            return None
+        spec = self.deployment["spec"]["template"]["spec"]
+        keys = {
+            ref["key"]
+            for c in spec.get("containers", [])
+            for item in c.get("env") or []
+            if (ref := (item.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+            == self.secret
+        }
+        return ReleaseSecret(self.secret, tuple(sorted(keys)))
 
     @property
     def replicas(self) -> int:
@@ -108,7 +123,8 @@ def from_config_map(cm: Mapping[str, Any]) -> Snapshot:
         packed = (cm.get("binaryData") or {})[DEPLOYMENT_KEY]
         deployment = json.loads(gzip.decompress(base64.b64decode(packed, validate=True)))
         Snapshot(deployment, None).image  # noqa: B018 — the shape a rollback relies on
-    except (KeyError, TypeError, IndexError, binascii.Error, OSError, EOFError, ValueError):
+    # ValueError: base64's, JSON's and UTF-8's; OSError: not gzip; EOFError: cut short.
+    except (KeyError, TypeError, IndexError, ValueError, OSError, EOFError, zlib.error):
         raise ValueError(
             f"ConfigMap {cm_name} does not hold a release's Deployment (key {DEPLOYMENT_KEY})"
         ) from None

@@ -277,11 +277,8 @@ def plan(
     kind: str,
     commit: str | None = None,
     commit_time: str | None = None,
-    stored: Snapshot | None = None,
 ) -> h.Release:
     active = observed.active_state
-    ours = env.release_secret
-    secret = stored.secret if stored else ours.name if ours else None
     return h.Release(
         id=new_release_id(),
         image=image,
@@ -292,7 +289,7 @@ def plan(
         flow_run_id=flow_run_id(),
         kind=kind,
         commit=commit,
-        secret=secret,
+        secret=secret.name if (secret := env.release_secret) else None,
         commit_time=commit_time,
     )
 
@@ -431,7 +428,7 @@ def pipeline(
         return Outcome(Completed(message=serving))
     # They only warn: they run while the idle color starts, and join before the switch.
     baseline = in_thread(baseline_checks, env, observed)
-    release = untracked(plan)(env, image, observed, kind, commit, commit_time, stored)
+    release = untracked(plan)(env, image, observed, kind, commit, commit_time)
     run = Run(env, release, baseline)
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
         run.release = run.release.with_step(h.Step("drift-check", "ok", 0.0, note, time.time()))

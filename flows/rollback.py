@@ -106,6 +106,7 @@ def redeploy(env: Env, target: h.Release) -> Outcome:
         log.info("%s is no longer running: redeploying its stored objects", target.image)
         # Its own Secret, which the history keeps while it holds the release: no value is
         # read, today's included.
+        env.stored_secret = source.release_secret
         return pipeline(env, target.image, kind="rollback", approval=False, stored=source)
     log.warning("%s", source)
     # Rendered anew, so with today's secret values.

@@ -6,6 +6,7 @@ has none. On a fake Kubernetes API, which records every request."""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import random
 from dataclasses import replace
@@ -122,6 +123,15 @@ def test_objects_holding_a_secret_value_in_plain_text_are_not_stored(
     assert e.deployment("blue") in api.objects  # the deploy itself goes on
 
 
+def test_stored_objects_name_the_secret_and_the_variables_their_pods_read(
+    cfg: EnvironmentConfig, templates: Templates
+) -> None:
+    two = ReleaseSecret(SECRET.name, ("APP_TOKEN", "DB_PASSWORD"))
+    obj = render_deployment(cfg, templates, color="blue", image=V1, release_id="r1", secret=two)
+    assert Snapshot(obj, two.name).release_secret == two
+    assert Snapshot(obj, None).release_secret is None
+
+
 def test_a_rollback_gives_the_stored_objects_its_color_and_release_and_keeps_the_rest(
     cfg: EnvironmentConfig, templates: Templates
 ) -> None:
@@ -147,9 +157,17 @@ def test_stored_objects_read_back_as_written_and_anything_else_is_named(
     )
     cm = snapshots.to_config_map(snap, name="x-r1", labels={}, release_id="r1")
     assert snapshots.from_config_map(cm) == snap and snap.replicas == cfg.replicas
-    plain = {"metadata": {"name": "x-r1"}, "binaryData": {snapshots.DEPLOYMENT_KEY: "bm90"}}
-    with pytest.raises(ValueError, match="ConfigMap x-r1 does not hold a release's Deployment"):
-        snapshots.from_config_map(plain)
+    packed = base64.b64decode(cm["binaryData"][snapshots.DEPLOYMENT_KEY])
+    broken = packed[:10] + bytes(b ^ 0xFF for b in packed[10:-8]) + packed[-8:]
+    not_json = gzip.compress(b"{")
+    # Not gzip, cut short, corrupt, not JSON, not a Deployment, not there.
+    for held in ("bm90", packed[:-20], broken, not_json, gzip.compress(b"{}"), None):
+        data = {} if held is None else {snapshots.DEPLOYMENT_KEY: held}
+        if isinstance(held, bytes):
+            data[snapshots.DEPLOYMENT_KEY] = base64.b64encode(held).decode()
+        plain = {"metadata": {"name": "x-r1"}, "binaryData": data}
+        with pytest.raises(ValueError, match="ConfigMap x-r1 does not hold a release's Deploy"):
+            snapshots.from_config_map(plain)
     huge = Snapshot(
         {**snap.deployment, "pad": base64.b64encode(random.Random(0).randbytes(900_000)).decode()},
         None,
