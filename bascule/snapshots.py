@@ -77,8 +77,11 @@ class Snapshot:
     @property
     def digest(self) -> str:
         """What the release's history record keeps (``Release.objects``) to bind these
-        objects to it: ``sha256:<hex>`` of the Deployment's canonical JSON."""
-        return "sha256:" + hashlib.sha256(self.encoded()).hexdigest()
+        objects to it: ``sha256:<hex>`` of the canonical JSON of the Deployment and the
+        Secret's name."""
+        both = {"deployment": self.deployment, "secret": self.secret}
+        text = json.dumps(both, separators=(",", ":"), sort_keys=True)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def name(history: str, release_id: str) -> str:
@@ -167,6 +170,6 @@ def to_redeploy(
         raise Refused(
             f"the stored objects of release {target.id} are not the ones its history record "
             f"names ({found.digest}, recorded {target.objects}): they were changed after it "
-            f"was deployed — nothing was changed; {see}"
+            f"was deployed; {see}"
         )
     return found

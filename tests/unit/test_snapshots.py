@@ -190,9 +190,16 @@ def test_a_rollback_redeploys_the_objects_its_target_recorded(snap: Snapshot) ->
     assert snapshots.to_redeploy(target, snap, "production", protected=True) is snap
 
 
-def test_objects_changed_after_the_deploy_are_refused_in_any_environment(snap: Snapshot) -> None:
+@pytest.mark.parametrize("change", ["replicas", "secret"])
+def test_objects_changed_after_the_deploy_are_refused_in_any_environment(
+    snap: Snapshot, change: str
+) -> None:
     spec = {**snap.deployment["spec"], "replicas": 9}
-    changed = Snapshot({**snap.deployment, "spec": spec}, None)
+    changed = (
+        Snapshot({**snap.deployment, "spec": spec}, None)
+        if change == "replicas"
+        else Snapshot(snap.deployment, "someone-elses-secret")
+    )
     target = replace(TARGET, objects=snap.digest)
     with pytest.raises(Refused, match="they were changed after it was deployed"):
         snapshots.to_redeploy(target, changed, "staging", protected=False)
