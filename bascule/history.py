@@ -100,6 +100,9 @@ class Release:
     # Every key whose signed approval counted, in order (approval.min_signers of them for a
     # switch); ``approver`` and ``approver_key`` are the first's.
     signers: tuple[Approver, ...] = ()
+    # ``sha256:<hex>`` of the objects the release applied, stored beside the history
+    # (bascule.snapshots): what a rollback redeploys once its color is gone.
+    objects: str | None = None
 
     @property
     def decided_by(self) -> str | None:

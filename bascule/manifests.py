@@ -54,6 +54,7 @@ __all__ = [
     "load_templates",
     "owned_labels",
     "parse_templates",
+    "recolored",
     "release_secret",
     "render_deployment",
     "render_secret",
@@ -296,10 +297,55 @@ def render_deployment(
     annotations go on the Deployment and its pod template both; they may not touch Bascule's.
     ``secret``: the release's Secret, whose keys become the container's secret variables.
     """
-    validate_release_id(release_id)
     if replicas is not None and replicas < 0:
         raise ValueError(f"replicas must be 0 or more, not {replicas}")
     obj: dict[str, Any] = copy.deepcopy(dict(templates.deployment))
+    _identify(obj, cfg, color, release_id, image, extra_labels, extra_annotations)
+    spec = obj["spec"]
+    spec["replicas"] = cfg.replicas if replicas is None else replicas
+    spec["progressDeadlineSeconds"] = cfg.rollout.progress_deadline_seconds
+
+    container = spec["template"]["spec"]["containers"][0]
+    container["image"] = image
+    entries: dict[str, dict[str, Any]] = {
+        name: {"name": name, "value": value} for name, value in cfg.env.items()
+    }
+    if secret is not None:
+        for key in secret.keys:
+            ref = {"name": secret.name, "key": key}
+            entries[key] = {"name": key, "valueFrom": {"secretKeyRef": ref}}
+    container["env"] = _merged_env(container.get("env") or [], entries)
+    if not container["env"]:
+        del container["env"]
+    return obj
+
+
+def recolored(
+    deployment: Mapping[str, Any], cfg: EnvironmentConfig, *, color: Color, release_id: str
+) -> dict[str, Any]:
+    """A Deployment a release applied (``bascule.snapshots``), as ``color`` running release
+    ``release_id``: its name, namespace, color, selector and release id are this
+    environment's and this run's; everything else (image, replicas, env, Secret reference)
+    stays as the release applied it."""
+    obj: dict[str, Any] = copy.deepcopy(dict(deployment))
+    image = obj["spec"]["template"]["spec"]["containers"][0]["image"]
+    _identify(obj, cfg, color, release_id, image)
+    return obj
+
+
+def _identify(
+    obj: dict[str, Any],
+    cfg: EnvironmentConfig,
+    color: Color,
+    release_id: str,
+    image: str,
+    extra_labels: Mapping[str, str] | None = None,
+    extra_annotations: Mapping[str, str] | None = None,
+) -> None:
+    """Sets what makes a Deployment ``color``'s running release ``release_id`` of ``image``:
+    its name and namespace, Bascule's labels, the selector, the pod template's labels and
+    the release annotations (replacing those it had)."""
+    validate_release_id(release_id)
     labels = _merge_labels(
         {**owned_labels(cfg.app, cfg.environment), **selector(cfg.app, color)},
         extra_labels,
@@ -317,27 +363,10 @@ def render_deployment(
     meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
 
     spec = obj["spec"]
-    spec["replicas"] = cfg.replicas if replicas is None else replicas
     spec["selector"] = {"matchLabels": selector(cfg.app, color)}
-    spec["progressDeadlineSeconds"] = cfg.rollout.progress_deadline_seconds
-
     pod_meta = spec["template"].setdefault("metadata", {})
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **(extra_labels or {}), **pod_labels}
     pod_meta["annotations"] = {**(pod_meta.get("annotations") or {}), **annotations}
-
-    container = spec["template"]["spec"]["containers"][0]
-    container["image"] = image
-    entries: dict[str, dict[str, Any]] = {
-        name: {"name": name, "value": value} for name, value in cfg.env.items()
-    }
-    if secret is not None:
-        for key in secret.keys:
-            ref = {"name": secret.name, "key": key}
-            entries[key] = {"name": key, "valueFrom": {"secretKeyRef": ref}}
-    container["env"] = _merged_env(container.get("env") or [], entries)
-    if not container["env"]:
-        del container["env"]
-    return obj
 
 
 def _merged_env(

@@ -77,7 +77,7 @@ def instrument(rec: Recorder) -> None:
         "with_secrets",
         "preflight",
         "baseline_checks",
-        "prune_secrets",
+        "prune",
         "pipeline",
     ):
         setattr(d, name, rec.wrap(name, getattr(d, name)))

@@ -41,6 +41,7 @@ from bascule.monitoring import normal_time
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from bascule.signoff import Request
+from bascule.snapshots import Snapshot
 from flows.approval import Signing, description, request_approval
 from flows.engine import (
     exceptions_kept_local,
@@ -378,7 +379,7 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
     try:
         with deploy_lock(env, f"flow-run/{flow_run_id() or uuid.uuid4()}", breaking=breaking):
             outcome = work()
-            prune_secrets(env)
+            prune(env)
     except LockHeld as exc:
         return Failed(message=str(exc), name=StateName.LOCK_HELD)
     while env.after_unlock:
@@ -390,20 +391,24 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
     return outcome.state
 
 
-def prune_secrets(env: Env) -> None:
-    """Deletes the Secrets of releases that left the history: a rollback can only return to
-    a release the history still holds. A failure here costs a leftover Secret, not the run."""
+def prune(env: Env) -> None:
+    """Deletes the stored objects and the Secrets of releases that left the history: a
+    rollback can only return to a release the history still holds. A failure here costs a
+    leftover ConfigMap or Secret, not the run."""
+    log = get_run_logger()
     try:
         releases, _ = state.read_history(env)
+        if gone := state.prune_objects(env, {r.id for r in releases}):
+            log.info("deleted the stored objects of releases no longer kept: %s", ", ".join(gone))
         keep = {r.secret for r in releases if r.secret}
         if not keep and not env.cfg.secrets:
             return  # an app without secrets: no Secret to look for, no permission needed
         gone = rollout.prune_secrets(env, keep)
     except Exception as exc:
-        get_run_logger().warning("old release Secrets not deleted: %s", exc)
+        log.warning("old releases' objects or Secrets not deleted: %s", exc)
         return
     if gone:
-        get_run_logger().info("deleted the Secrets of releases no longer kept: %s", ", ".join(gone))
+        log.info("deleted the Secrets of releases no longer kept: %s", ", ".join(gone))
 
 
 def pipeline(
@@ -415,7 +420,10 @@ def pipeline(
     commit: str | None = None,
     skip_if_serving: bool = False,
     commit_time: str | None = None,
+    stored: Snapshot | None = None,
 ) -> Outcome:
+    """``stored``: a rollback's, the objects the release it returns to applied, deployed
+    as they were instead of rendered from today's configuration."""
     observed = preflight(env)
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
@@ -434,21 +442,28 @@ def pipeline(
         migrations = plan_and_lint(run, image)
         run_phase(run, migrations, Phase.EXPAND, image)
         run.save(phase="deploying")
-        run.step(
+        objects = run.step(
             "deploy-idle-color",
             untracked(rollout.apply_color),
             env,
             new,
             image,
             release.id,
-            detail=f"{new} ← {image}",
+            stored,
+            detail=f"{new} ← {image}" + (" as it was deployed (stored objects)" if stored else ""),
         )
         run.step("point-preview", untracked(traffic.point_preview), env, new)
         ready = run.step(
-            "wait-ready", rollout.wait_ready, env, new, release.id, summary=lambda r: r.summary
+            "wait-ready",
+            rollout.wait_ready,
+            env,
+            new,
+            release.id,
+            stored.replicas if stored else None,
+            summary=lambda r: r.summary,
         )
         run.join_baseline()
-        run.save(phase="checking", digest=ready.digest)
+        run.save(phase="checking", digest=ready.digest, objects=objects)
         # The switch need not wait for the label (its digest is in the history already).
         run.artifacts.later(promotion.label_run, release.flow_run_id, run.release.digest)
         run.checked(

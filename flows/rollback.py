@@ -10,7 +10,7 @@ from dataclasses import replace
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed, Failed
 
-from bascule import bluegreen
+from bascule import bluegreen, snapshots
 from bascule import history as h
 from bascule.errors import Refused
 from bascule.history import now_iso
@@ -86,12 +86,33 @@ def _rollback(env: Env, to_release: str | None) -> Outcome:
     except (Refused, ValueError) as exc:  # Refused here: the history changed since
         return Outcome(Failed(message=str(exc), name=StateName.FAILED))
     if bluegreen.rollback_plan(observed, target) == "redeploy":
-        get_run_logger().info("%s is no longer running: redeploying it", target.image)
-        # With today's secret values: the old ones are only kept while its color runs.
-        if refused := with_secrets(env):
-            return Outcome(refused)
-        return pipeline(env, target.image, kind="rollback", approval=False)
+        return redeploy(env, target)
     return Outcome(switch_back(env, observed, target))
+
+
+def redeploy(env: Env, target: h.Release) -> Outcome:
+    """``target``'s color is gone: its objects as it applied them, stored beside the history,
+    go through the same pipeline as any release, never a rendering of the configuration and
+    code this run has. A release recorded before they were kept is rendered from today's
+    configuration, with a warning; a protected environment refuses that instead."""
+    log = get_run_logger()
+    try:
+        found = state.stored_objects(env, target.id)
+        source = snapshots.to_redeploy(target, found, env.name, env.cfg.protected)
+    except (Refused, ValueError) as exc:  # ValueError: not a release's objects
+        log.error("%s", exc)
+        return Outcome(Failed(message=str(exc), name=StateName.REFUSED))
+    if isinstance(source, snapshots.Snapshot):
+        log.info("%s is no longer running: redeploying its stored objects", target.image)
+        # Its own Secret, which the history keeps while it holds the release: no value is
+        # read, today's included.
+        env.stored_secret = source.release_secret
+        return pipeline(env, target.image, kind="rollback", approval=False, stored=source)
+    log.warning("%s", source)
+    # Rendered anew, so with today's secret values.
+    if refused := with_secrets(env):
+        return Outcome(refused)
+    return pipeline(env, target.image, kind="rollback", approval=False)
 
 
 def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> State:

@@ -48,6 +48,9 @@ class Env:
     reconciled: Release | None = None
     # Whose live lock this run broke, and why (tasks.lock.deploy_lock): for the history.
     lock_broken: str | None = None
+    # A rollback's that redeploys a release's stored objects: that release's Secret, which
+    # they read, rather than one of today's values (bascule.snapshots).
+    stored_secret: ReleaseSecret | None = None
 
     @staticmethod
     def open(
@@ -83,12 +86,16 @@ class Env:
 
     @property
     def release_secret(self) -> ReleaseSecret | None:
-        """The Secret a release with today's secret values reads."""
-        return release_secret(self.app, self.secrets)
+        """The Secret a release with today's secret values reads, or the stored one."""
+        return self.stored_secret or release_secret(self.app, self.secrets)
+
+    @property
+    def history_name(self) -> str:
+        return history_name(self.app)
 
     @property
     def history_map(self) -> str:
-        return k.configmaps(self.ns, history_name(self.app))
+        return k.configmaps(self.ns, self.history_name)
 
     @property
     def lease(self) -> str:

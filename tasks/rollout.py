@@ -18,6 +18,7 @@ from bascule.manifests import (
     COLORS,
     LABEL_RELEASE,
     Color,
+    recolored,
     render_deployment,
     render_secret,
     secret_refs,
@@ -26,6 +27,8 @@ from bascule.manifests import (
 )
 from bascule.readiness import Verdict, readiness_probed, rollout_verdict
 from bascule.redact import redact
+from bascule.snapshots import Snapshot
+from tasks import state
 from tasks.context import Env
 
 FIELD_MANAGER = "bascule"
@@ -53,11 +56,25 @@ class RolloutFailed(OperationFailed):
 
 
 @task(name="deploy-idle-color", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def apply_color(env: Env, color: Color, image: str, release_id: str) -> None:
-    """The release's Secret, then a server-side apply of the color's Deployment that reads
-    it: idempotent requests, safe to repeat."""
-    write_secret(env)
-    _apply(env, color, image, release_id)
+def apply_color(
+    env: Env, color: Color, image: str, release_id: str, stored: Snapshot | None = None
+) -> str | None:
+    """The release's Secret, its objects kept beside the history, then a server-side apply
+    of the color's Deployment that reads it: idempotent requests, safe to repeat. Returns
+    the digest of the objects kept (None: not kept, see ``state.store_objects``).
+    ``stored``: a rollback's, the objects an earlier release applied, as they were (its
+    Secret is the one that release's pods read, kept while the history holds it)."""
+    if stored is None:
+        write_secret(env)
+        secret = env.release_secret
+        obj = _render(env, color, image, release_id)
+        snapshot = Snapshot(obj, secret.name if secret else None)
+    else:
+        obj = recolored(stored.deployment, env.cfg, color=color, release_id=release_id)
+        snapshot = Snapshot(obj, stored.secret)
+    digest = state.store_objects(env, release_id, snapshot)
+    env.kube.apply(env.deployment(color), dict(snapshot.deployment), FIELD_MANAGER)
+    return digest
 
 
 def write_secret(env: Env) -> str | None:
@@ -91,8 +108,8 @@ def prune_secrets(env: Env, keep: set[str]) -> list[str]:
     return stale
 
 
-def _apply(env: Env, color: Color, image: str, release_id: str, **params: str) -> dict[str, Any]:
-    obj = render_deployment(
+def _render(env: Env, color: Color, image: str, release_id: str) -> dict[str, Any]:
+    return render_deployment(
         env.cfg,
         env.templates,
         color=color,
@@ -100,7 +117,6 @@ def _apply(env: Env, color: Color, image: str, release_id: str, **params: str) -
         release_id=release_id,
         secret=env.release_secret,
     )
-    return env.kube.apply(env.deployment(color), obj, FIELD_MANAGER, **params)
 
 
 def applies_unchanged(env: Env, color: Color, image: str, release_id: str) -> bool:
@@ -110,7 +126,8 @@ def applies_unchanged(env: Env, color: Color, image: str, release_id: str) -> bo
     live = env.kube.get_or_none(env.deployment(color))
     if live is None:
         return False
-    dry = _apply(env, color, image, release_id, dryRun="All")
+    obj = _render(env, color, image, release_id)
+    dry = env.kube.apply(env.deployment(color), obj, FIELD_MANAGER, dryRun="All")
     return bool(dry["metadata"].get("generation") == live["metadata"].get("generation"))
 
 
@@ -184,10 +201,13 @@ def failure_report(env: Env, pods: list[dict[str, Any]], verdict: Verdict) -> st
 
 
 @task(name="wait-ready", cache_policy=NO_CACHE)
-def wait_ready(env: Env, color: Color, release_id: str) -> Ready:
+def wait_ready(env: Env, color: Color, release_id: str, replicas: int | None = None) -> Ready:
     """Waits until every replica of the release is Ready, watching its pods; fails fast on
     CrashLoopBackOff, image errors, repeated readiness failures, a ReplicaSet that cannot
-    create pods, pods no node takes within the grace, and ProgressDeadlineExceeded."""
+    create pods, pods no node takes within the grace, and ProgressDeadlineExceeded.
+    ``replicas``: how many it runs, when not the configured number (a rollback's stored
+    objects say theirs)."""
+    want = env.cfg.replicas if replicas is None else replicas
     labels = {**selector(env.app, color), LABEL_RELEASE: release_id}
     sel = k.selector_string(labels)
     limit = env.cfg.rollout.readiness_failure_limit
@@ -197,7 +217,7 @@ def wait_ready(env: Env, color: Color, release_id: str) -> Ready:
     while True:
         listing = env.kube.get(k.pods(env.ns), labelSelector=sel)
         pods = [p for p in listing["items"] if not p["metadata"].get("deletionTimestamp")]
-        missing = len(pods) < env.cfg.replicas
+        missing = len(pods) < want
         if missing or env.kube.active_time() - dep_read >= DEPLOYMENT_READ_SECONDS:
             dep, dep_read = env.kube.get(env.deployment(color)), env.kube.active_time()
         # Pods that could not be created leave only their ReplicaSet to say why.
@@ -224,8 +244,8 @@ def wait_ready(env: Env, color: Color, release_id: str) -> Ready:
         ready = [p for p in pods if _ready(p)]
         # Every pod of this release Ready is the fact that matters; the Deployment's status
         # counters follow it a moment later and only slow the switch down.
-        if len(ready) >= env.cfg.replicas:
-            summary = f"{len(ready)}/{env.cfg.replicas} pods of {release_id} ready"
+        if len(ready) >= want:
+            summary = f"{len(ready)}/{want} pods of {release_id} ready"
             return Ready(summary, pods_digest(pods))
         remaining = deadline - env.kube.active_time()
         if remaining <= 0:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import get_run_logger
+
 from bascule import history as h
+from bascule import kube as k
+from bascule import snapshots
 from bascule.bluegreen import ColorState, Observed
 from bascule.history import HISTORY_KEY
 from bascule.kube import KubeError
@@ -17,7 +21,8 @@ from bascule.manifests import (
     color_of_selector,
     owned_labels,
 )
-from bascule.redact import redact_data
+from bascule.redact import KNOWN, redact_data
+from bascule.snapshots import Snapshot
 from tasks.context import Env
 
 
@@ -101,3 +106,48 @@ def _save(env: Env, release: h.Release, known: dict[str, Any] | None) -> dict[st
             if not (exc.status == 409 or (exc.status == 404 and cm is not None)):
                 raise
     raise RuntimeError(f"could not write the history of {env.app} in {env.ns}: kept conflicting")
+
+
+def store_objects(env: Env, release_id: str, snapshot: Snapshot) -> str | None:
+    """Keeps what release ``release_id`` applies beside the history (``bascule.snapshots``),
+    before it is applied; returns the digest its record keeps. None, with a warning, when
+    the objects hold a secret value in plain text: those are not stored."""
+    if snapshots.carries_secret(snapshot, KNOWN):
+        get_run_logger().warning(
+            "the Deployment of release %s holds the value of a secret variable in plain text "
+            "(in env: or the template): its objects are not stored, so a rollback to it once "
+            "its color is gone renders it from that day's configuration — move the value to "
+            "`secrets:`",
+            release_id,
+        )
+        return None
+    cm = snapshots.to_config_map(
+        snapshot,
+        name=snapshots.name(env.history_name, release_id),
+        labels=owned_labels(env.app, env.name),
+        release_id=release_id,
+    )
+    try:
+        env.kube.create(k.configmaps(env.ns), cm, idempotent=True)
+    except KubeError as exc:
+        if exc.status != 409:  # a retry's: the same release renders the same objects
+            raise
+    return snapshot.digest
+
+
+def stored_objects(env: Env, release_id: str) -> Snapshot | None:
+    """What release ``release_id`` applied, if it was stored; ValueError if what is stored
+    under its name is not a release's objects."""
+    cm = env.kube.get_or_none(k.configmaps(env.ns, snapshots.name(env.history_name, release_id)))
+    return None if cm is None else snapshots.from_config_map(cm)
+
+
+def prune_objects(env: Env, keep: set[str]) -> list[str]:
+    """Deletes the stored objects of the releases not in ``keep`` (the ids the history still
+    holds): they go with their records. Returns the ConfigMaps' names."""
+    labels = {**owned_labels(env.app, env.name), snapshots.LABEL_OBJECTS: "true"}
+    listing = env.kube.get(k.configmaps(env.ns), labelSelector=k.selector_string(labels))
+    stale = snapshots.stale(listing["items"], keep)
+    for name in stale:
+        env.kube.delete(k.configmaps(env.ns, name))
+    return stale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ import httpx
 import pytest
 import yaml
 
+from bascule import snapshots
+from bascule.redact import Redactor
 from tasks import rollout
 from tasks.context import Env
 from tests.support import deploys, locks
@@ -386,6 +389,64 @@ def test_rollback_needs_no_image_in_the_environment_file(
     assert res.returncode == 0, res.stdout + res.stderr
     last = deploys.history(cluster, namespace)[-1]
     assert (last["kind"], last["result"], last["image"]) == ("rollback", "succeeded", V1)
+
+
+def container(obj: dict[str, Any]) -> dict[str, Any]:
+    """The app's container of a Deployment or a pod."""
+    spec = obj["spec"].get("template", obj)["spec"]
+    return dict(spec["containers"][0])
+
+
+def test_a_rollback_whose_color_is_gone_redeploys_the_release_as_it_was(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    """v1 and v2 deployed with different settings and secret values; v1's color deleted and
+    the configuration changed again. The rollback runs v1's stored objects (its setting, its
+    replicas, its Secret), not today's configuration, and needs no secret value to do so.
+    No stored object holds a secret value."""
+    source, values = "BASCULE_TEST_ROLLBACK_TOKEN", ("first-s3cr3t-value", "second-s3cr3t-value")
+
+    def configured(name: str, note: str, **over: Any) -> str:
+        secrets = {"APP_TOKEN": {"env": source}}
+        over |= {"env": {"NOTE": note}, "secrets": secrets}
+        return config(tmp_path, cluster, namespace, name, **over)
+
+    for image, note, value in ((V1, "one", values[0]), (V2, "two", values[1])):
+        args = ("deploy", "--dir", configured(note, note), "staging", "--image", image)
+        res = deploys.run(prefect_server, *args, env={source: value})
+        assert res.returncode == 0, res.stdout + res.stderr
+    first, second = deploys.history(cluster, namespace)
+    assert first["secret"] != second["secret"]
+    cluster.kubectl("-n", namespace, "delete", "deployment", f"sample-app-{first['color']}")
+    # Today's configuration: another setting, one replica, and no value for the secret (a
+    # rollback that rendered from it would be refused for that, or run "three").
+    today = configured("three", "three", replicas=1)
+    res = deploys.run(prefect_server, "rollback", "--dir", today, "staging")
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "redeploying its stored objects" in res.stdout + res.stderr
+    back = deploys.history(cluster, namespace)[-1]
+    assert (back["kind"], back["result"], back["image"]) == ("rollback", "succeeded", V1)
+    assert back["secret"] == first["secret"] and back["objects"]
+    dep = cluster.get_json("-n", namespace, "deployment", f"sample-app-{back['color']}")
+    assert dep["spec"]["replicas"] == 2
+    pods = cluster.get_json("-n", namespace, "pods", "-l", f"bascule.io/release={back['id']}")
+    assert len(pods["items"]) == 2
+    for obj in (dep, *pods["items"]):
+        env = {e["name"]: e for e in container(obj)["env"]}
+        assert env["NOTE"]["value"] == "one"
+        assert env["APP_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == first["secret"]
+    stored = cluster.get_json(
+        "-n", namespace, "configmaps", "-l", "bascule.io/release-objects=true"
+    )["items"]
+    assert {cm["metadata"]["labels"]["bascule.io/release"] for cm in stored} == {
+        first["id"],
+        second["id"],
+        back["id"],
+    }
+    texts = [json.dumps(cm) for cm in stored]
+    texts += [json.dumps(snapshots.from_config_map(cm).deployment) for cm in stored]
+    assert all(Redactor(values).redact(text) == text for text in texts)
 
 
 def test_a_rollback_to_a_release_that_failed_is_refused_and_changes_nothing(

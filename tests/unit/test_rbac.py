@@ -373,7 +373,11 @@ def test_an_environments_roles_name_its_own_objects(tmp_path: Path) -> None:
     named = {r["resources"][0]: r.get("resourceNames") for r in deploy if "get" in r["verbs"]}
     assert named["deployments"] == ["sample-app-blue", "sample-app-green"]
     assert named["services"] == ["sample-app", "sample-app-preview"]
-    assert named["configmaps"] == ["sample-app-bascule-history"]
+    # Stored release objects have names made per release: ConfigMaps are read unnamed, and
+    # only the history is updated.
+    assert named["configmaps"] is None
+    updated = [r.get("resourceNames") for r in deploy if r["verbs"] == ["update"]]
+    assert ["sample-app-bascule-history"] in updated, updated
     assert named["leases"] == ["sample-app-bascule-deploy"]
     # The other app's namespace: its own names, no Secrets Role (it has no secrets).
     other = rules_of(docs, "apis", "bascule-staging")
