@@ -19,7 +19,6 @@ from bascule.signoff import DEFAULT_KEY, NAMESPACE
 from tests.integration.test_approval import (  # noqa: F401  (v1_in_production: a fixture)
     V1,
     V2,
-    paused_again,
     paused_run,
     start_v2,
     v1_in_production,
@@ -178,7 +177,7 @@ def test_approve_in_the_ui_switches_and_records_the_signer(
         approver="Alice UI",
         comment="no signature",
     )
-    paused_again(prefect_server, run_id, 1)
+    deploys.paused_again(prefect_server, run_id, 1)
     assert deploys.active_color(cluster, namespace) == before
     dialog = open_approval_form(browser_page, prefect_server, run_id, tmp_path / "again.png")
     expect(dialog).to_contain_text(
