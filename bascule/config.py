@@ -1337,12 +1337,13 @@ class EnvironmentConfig(_Section):
     commit_signers: Path | None = Field(
         default=None,
         description=(
-            "An allowed_signers file (ssh-keygen's format; relative to this file) of the keys "
-            "that sign commits: the environment's worker (`bascule worker`) then runs only "
-            "commits with a good SSH signature by one of them (git verify-commit, gpg.format "
-            "ssh), and refuses others before any of their code runs. Read from the commit the "
-            "run would execute, which a protected environment takes only from the default "
-            "branch: the reviewed list. Default: unsigned commits run."
+            'An allowed_signers file (ssh-keygen\'s format, entries with namespaces="git"; '
+            "relative to this file) of the keys that sign commits. The environment's worker "
+            "(`bascule worker`) then runs only commits with a good SSH signature by one of "
+            "them (git verify-commit, gpg.format ssh) and refuses others before any of their "
+            "code runs. Read from the commit the run would execute, which a protected "
+            "environment takes only from the default branch: the reviewed list. Default: "
+            "unsigned commits run."
         ),
     )
 

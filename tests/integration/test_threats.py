@@ -344,6 +344,22 @@ def test_1_a_branch_cannot_hand_dev_other_credentials(estate: Estate) -> None:
     assert_refused(estate, run, "rule credentials:")
 
 
+def test_1_an_unsigned_commit_is_refused_where_signatures_are_required(estate: Estate) -> None:
+    """Credential: push rights on a branch, without a listed signing key. The environment's
+    file requires commits signed by Ann's key (commit_signers); the commit is not."""
+
+    def require_signatures(work: Path) -> None:
+        public = estate.keys["ann"].with_suffix(".pub").read_text().strip()
+        listed = work / "deployments" / "commit_signers"
+        listed.write_text(f'ann@example.com namespaces="git" {public}\n')
+        with (work / "deployments" / "dev.yaml").open("a") as dev:
+            dev.write("commit_signers: commit_signers\n")
+
+    unsigned = branch_commit(estate, "unsigned", "dev, unsigned", change=require_signatures)
+    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": unsigned})
+    assert_refused(estate, run, "rule signed-commit:")
+
+
 def test_pull_steps_edited_through_the_api_are_refused(estate: Estate) -> None:
     """Credential: a Prefect API key, which can edit a deployment's pull steps: they would
     run in the flow run's process, before the flow."""
