@@ -65,7 +65,7 @@ from bascule.runpolicy import (
     check_run,
     config_path,
 )
-from bascule.workpool import HEARTBEAT_SECONDS, PULL_POLICIES
+from bascule.workpool import CONFIG_MAP, CONFIG_MOUNT, HEARTBEAT_SECONDS, PULL_POLICIES
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -364,7 +364,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config-dir",
         default=Policy.config_dir,
-        help="the environments' directory inside the repository (default: %(default)s)",
+        help="the environments' directory inside the repository (default: %(default)s); "
+        f"with --kubernetes, inside the image, or {CONFIG_MOUNT} (the ConfigMap "
+        f"{CONFIG_MAP} of the Job's namespace)",
     )
     parser.add_argument(
         "--namespace",
@@ -402,7 +404,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         c.check_environment_name(args.environment)
-        config_path(args.config_dir)
+        # A Job may read the environments' files from the ConfigMap its pool's template mounts.
+        if not (args.kubernetes and args.config_dir == CONFIG_MOUNT):
+            config_path(args.config_dir)
         if args.kubernetes and not (args.image and args.namespace):
             raise ValueError("--kubernetes needs --image and at least one --namespace")
         if not args.kubernetes and not args.repository:

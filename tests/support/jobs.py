@@ -19,7 +19,7 @@ import pytest
 
 from bascule.cli.workpool import template as workpool_template
 from bascule.runpolicy import kubernetes_pool_name
-from bascule.workpool import JobSettings
+from bascule.workpool import CONFIG_MOUNT, JobSettings
 from tests.support import deploys, workers
 from tests.support.cluster import CLUSTER_DIR, Cluster
 
@@ -108,7 +108,8 @@ def kubernetes_worker(
     namespaces: tuple[str, ...],
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``bascule worker ENV --kubernetes`` on the host, with the admin kubeconfig (the
-    worker's, not the flows': they get the pod's ServiceAccount), polling its pool (and
+    worker's, not the flows': they get the pod's ServiceAccount), its Jobs reading the
+    environments' files from the ConfigMap the template mounts; polling its pool (and
     reading its template) every 2 s, stopped by its group."""
     env = {
         **deploys.cli_env(server.host_url),
@@ -119,6 +120,7 @@ def kubernetes_worker(
     command = [
         sys.executable, "-m", "bascule.cli", "worker", environment, "--kubernetes",
         "--image", image, "--api-url", server.pod_url, "--pull-policy", PULL_POLICY,
+        "--config-dir", CONFIG_MOUNT,
         *(f"--namespace={ns}" for ns in namespaces), "--name", f"{environment}-kubernetes-test",
     ]  # fmt: skip
     with workers.spawned(command, log, env, log.parent) as proc:
