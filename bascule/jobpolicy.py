@@ -109,10 +109,10 @@ def check_job(policy: JobPolicy, job: Mapping[str, Any]) -> Refusal | None:
             f"the {policy.run.environment} worker's Jobs run only in "
             f"{', '.join(sorted(policy.run.namespaces))}: give one of those as `namespace`",
         )
+    metadata = manifest.get("metadata") or {}
     if (
-        job.get("labels")
-        or job.get("annotations")
-        or set(manifest.get("metadata") or {}) - {"namespace", "generateName"}
+        any(job.get(key) or metadata.get(key) for key in ("labels", "annotations"))
+        or set(metadata) - {"namespace", "generateName", "labels", "annotations"}
         or set(template) - {"spec"}
     ):
         return Refusal(

@@ -50,16 +50,10 @@ class JobConfiguration(KubernetesWorkerJobConfiguration):  # type: ignore[misc]
 
     _asked: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    def prepare_for_flow_run(
-        self,
-        flow_run: FlowRun,
-        deployment: DeploymentResponse | None = None,
-        flow: APIFlow | None = None,
-        work_pool: WorkPool | None = None,
-        worker_name: str | None = None,
-        worker_id: UUID | None = None,
-    ) -> None:
-        self._asked = copy.deepcopy(
+    def resolved(self) -> dict[str, Any]:
+        """What the template and job variables made of the Job, as bascule/jobpolicy.py
+        checks it (a copy)."""
+        return copy.deepcopy(
             {
                 "namespace": self.namespace,
                 "command": self.command,
@@ -70,6 +64,17 @@ class JobConfiguration(KubernetesWorkerJobConfiguration):  # type: ignore[misc]
                 "job_manifest": self.job_manifest,
             }
         )
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: FlowRun,
+        deployment: DeploymentResponse | None = None,
+        flow: APIFlow | None = None,
+        work_pool: WorkPool | None = None,
+        worker_name: str | None = None,
+        worker_id: UUID | None = None,
+    ) -> None:
+        self._asked = self.resolved()
         super().prepare_for_flow_run(
             flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id
         )

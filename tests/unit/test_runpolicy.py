@@ -5,6 +5,7 @@ and test_kubernetes_jobs.py's."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,6 +15,7 @@ import pytest
 
 from bascule import workpool
 from bascule.jobpolicy import IN_IMAGE_PULL_STEPS, JobPolicy, check_job, check_kubernetes_run
+from bascule.kubeworker import JobConfiguration
 from bascule.runpolicy import (
     ENTRYPOINTS,
     Checkout,
@@ -211,3 +213,15 @@ def test_a_kubernetes_run_may_keep_only_the_images_directory_as_pull_step() -> N
         STAGING.run, replace(kube, parameters={"environment": "production"})
     )
     assert production is not None and production.rule == "environment"
+
+
+def test_the_job_as_prefects_worker_resolves_it_passes() -> None:
+    """The same check on the configuration prefect-kubernetes makes of the template (empty
+    labels and annotations kept), as bascule/kubeworker.py hands it over."""
+    configuration = asyncio.run(
+        JobConfiguration.from_template_and_values(TEMPLATE, {}, client=object())
+    )
+    assert check_job(STAGING, configuration.resolved()) is None
+    configuration.job_manifest["metadata"]["labels"] = {"app": "sample-app"}
+    refused = check_job(STAGING, configuration.resolved())
+    assert refused is not None and refused.rule == "labels"
