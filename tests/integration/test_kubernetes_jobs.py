@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from bascule import workpool
+from bascule.jobpolicy import ENTRYPOINT_ENV
 from bascule.outcome import Exit, StateName, exit_code
-from bascule.runpolicy import kubernetes_pool_name
+from bascule.runpolicy import ENTRYPOINTS, kubernetes_pool_name
 from tests.support import deploys, jobs, workers
 from tests.support.access import apply_rbac
 from tests.support.cluster import Cluster
@@ -167,6 +168,11 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
         assert state["type"] == "COMPLETED", f"{state}\n{worker_log[-3000:]}"
         pod = run_pod(cluster, namespace, deployed)
         assert pod["spec"]["serviceAccountName"] == workpool.SERVICE_ACCOUNT
+        # The worker fixed the flow's entrypoint; the pod ran no pull step of the deployment.
+        (container,) = pod["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[ENTRYPOINT_ENV] == ENTRYPOINTS["deploy"], env
+        assert not any("pull step" in line for line in run_logs(api, deployed))
         assert container_exit(cluster, namespace, deployed) == Exit.COMPLETED
         record = released(cluster, namespace, deployed)
         assert (record["kind"], record["image"], record["phase"]) == ("deploy", V2, "done")
