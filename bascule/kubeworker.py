@@ -37,11 +37,7 @@ from bascule.worker import refuse, submitted
 from bascule.workpool import JobSettings, job_template
 
 if TYPE_CHECKING:
-    from uuid import UUID
-
-    from prefect.client.schemas.objects import Flow as APIFlow
-    from prefect.client.schemas.objects import FlowRun, WorkPool
-    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.client.schemas.objects import FlowRun
 
 
 class JobConfiguration(KubernetesWorkerJobConfiguration):  # type: ignore[misc]
@@ -65,19 +61,9 @@ class JobConfiguration(KubernetesWorkerJobConfiguration):  # type: ignore[misc]
             }
         )
 
-    def prepare_for_flow_run(
-        self,
-        flow_run: FlowRun,
-        deployment: DeploymentResponse | None = None,
-        flow: APIFlow | None = None,
-        work_pool: WorkPool | None = None,
-        worker_name: str | None = None,
-        worker_id: UUID | None = None,
-    ) -> None:
+    def prepare_for_flow_run(self, *args: Any, **kwargs: Any) -> None:
         self._asked = self.resolved()
-        super().prepare_for_flow_run(
-            flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id
-        )
+        super().prepare_for_flow_run(*args, **kwargs)
 
 
 class BasculeKubernetesWorker(KubernetesWorker):  # type: ignore[misc]
@@ -87,17 +73,22 @@ class BasculeKubernetesWorker(KubernetesWorker):  # type: ignore[misc]
 
     def __init__(self, policy: JobPolicy, pull_policy: str = "IfNotPresent", **kwargs: Any):
         # The pool, if it has to be made, gets Bascule's template with this worker's settings.
-        from prefect_kubernetes.worker import KubernetesWorker as Upstream
-
         settings = JobSettings(
             policy.image, policy.api_url, min(policy.run.namespaces), pull_policy=pull_policy
         )
+        default = KubernetesWorker.get_default_base_job_template()
         super().__init__(
             work_pool_name=kubernetes_pool_name(policy.run.environment),
-            base_job_template=job_template(Upstream.get_default_base_job_template(), settings),
+            base_job_template=job_template(default, settings),
             **kwargs,
         )
         self.policy = policy
+
+    @classmethod
+    def __dispatch_key__(cls) -> str:
+        # Polls pools of type kubernetes, but leaves Prefect's registry entry of that type
+        # (what `prefect worker start --type kubernetes` looks up) to prefect-kubernetes'.
+        return "bascule-kubernetes"
 
     def refusal(self, flow_run: FlowRun, configuration: JobConfiguration) -> Refusal | None:
         return check_kubernetes_run(

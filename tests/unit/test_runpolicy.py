@@ -5,6 +5,7 @@ and test_kubernetes_jobs.py's."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bascule import workpool
+from bascule import worker, workpool
 from bascule.jobpolicy import IN_IMAGE_PULL_STEPS, JobPolicy, check_job, check_kubernetes_run
 from bascule.kubeworker import JobConfiguration
 from bascule.runpolicy import (
@@ -225,3 +226,25 @@ def test_the_job_as_prefects_worker_resolves_it_passes() -> None:
     configuration.job_manifest["metadata"]["labels"] = {"app": "sample-app"}
     refused = check_job(STAGING, configuration.resolved())
     assert refused is not None and refused.rule == "labels"
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["dev"], "--repository is required"),
+        (["dev", "--kubernetes", "--namespace", "app-dev"], "--kubernetes needs --image"),
+        (["dev", "--kubernetes", "--image", IMAGE], "--kubernetes needs --image"),
+        (["dev", "--repository", "r", "--config-dir", "/etc/x"], "inside the checkout"),
+        (
+            ["dev", "--kubernetes", "--image", IMAGE, "--namespace", "a", "--api-url", "x:1"],
+            "not an http(s) URL",
+        ),
+    ],
+)
+def test_a_worker_without_its_settings_does_not_start(
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    worker.add_arguments(parser)
+    assert worker.run(parser.parse_args(argv)) == 2
+    assert problem in capsys.readouterr().err
