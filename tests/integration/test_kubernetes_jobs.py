@@ -217,7 +217,7 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
         local_exit = {what: proc.wait(timeout=300) for what, proc in local.items()}
 
     # The state `bascule deploy` ends in, and its exit code, in the Job's container as here.
-    # (`prefect flow-run execute` alone exits 1 for both.)
+    # (Prefect's engine alone exits 1 for both.)
     expected = {
         "failed": ("FAILED", StateName.FAILED, Exit.FAILED),
         "refused": ("FAILED", StateName.REFUSED, Exit.USAGE),
