@@ -37,6 +37,12 @@ def pool_name(environment: str) -> str:
     return f"bascule-{environment}"
 
 
+def kubernetes_pool_name(environment: str) -> str:
+    """The work pool of an environment's Kubernetes worker: its runs as Jobs (README: Flows
+    as Kubernetes Jobs; bascule/kubeworker.py)."""
+    return f"{pool_name(environment)}-kubernetes"
+
+
 @dataclass(frozen=True)
 class Policy:
     """A worker's local settings: given on its command line, never read from the API."""

@@ -52,6 +52,7 @@ from pydantic import PrivateAttr
 from bascule import config as c
 from bascule import history as h
 from bascule import kube as k
+from bascule.jobpolicy import JobPolicy
 from bascule.manifests import history_name
 from bascule.outcome import StateName
 from bascule.runpolicy import (
@@ -64,7 +65,7 @@ from bascule.runpolicy import (
     check_run,
     config_path,
 )
-from bascule.workpool import HEARTBEAT_SECONDS
+from bascule.workpool import CONFIG_MAP, CONFIG_MOUNT, HEARTBEAT_SECONDS, PULL_POLICIES
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -108,7 +109,14 @@ class Result(BaseWorkerResult):
     pass
 
 
-def submitted(flow_run: FlowRun, configuration: JobConfiguration) -> Submitted:
+def submitted(
+    flow_run: FlowRun,
+    configuration: BaseJobConfiguration,
+    command: str | None = None,
+    env: Mapping[str, Any] | None = None,
+) -> Submitted:
+    """The run as the API describes it; ``command`` and ``env``: what the job variables ask
+    for (a process pool's; a Kubernetes pool's are checked in its Job, bascule/jobpolicy.py)."""
     deployment = configuration._related_objects.get("deployment")
     flow = configuration._related_objects.get("flow")
     flow_name = getattr(flow, "name", None) or ""
@@ -118,8 +126,20 @@ def submitted(flow_run: FlowRun, configuration: JobConfiguration) -> Submitted:
         deployment=f"{flow_name}/{deployment.name}" if deployment is not None else None,
         entrypoint=getattr(deployment, "entrypoint", None),
         pull_steps=list(getattr(deployment, "pull_steps", None) or []),
-        command=configuration._asked_command,
-        env=configuration._asked_env,
+        command=command,
+        env=env or {},
+    )
+
+
+async def refuse(
+    worker: BaseWorker[Any, Any, Any], flow_run: FlowRun, environment: str, refusal: Refusal
+) -> None:
+    """Ends ``flow_run`` Failed, named Refused, with the rule in its message: not Crashed,
+    which would start the environment's recover automation for every refused attempt."""
+    message = refusal.message(environment)
+    worker.get_flow_run_logger(flow_run).error(message)
+    await worker.client.set_flow_run_state(
+        flow_run.id, Failed(name=StateName.REFUSED, message=message), force=True
     )
 
 
@@ -265,7 +285,9 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> Result:
         task_status = task_status or anyio.TASK_STATUS_IGNORED
-        run = submitted(flow_run, configuration)
+        run = submitted(
+            flow_run, configuration, configuration._asked_command, configuration._asked_env
+        )
         refusal = check_run(self.policy, run)
         if refusal is not None:
             return await self._refuse(flow_run, refusal, task_status)
@@ -290,11 +312,7 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
     async def _refuse(
         self, flow_run: FlowRun, refusal: Refusal, task_status: anyio.abc.TaskStatus[int]
     ) -> Result:
-        message = refusal.message(self.policy.environment)
-        self.get_flow_run_logger(flow_run).error(message)
-        await self.client.set_flow_run_state(
-            flow_run.id, Failed(name=StateName.REFUSED, message=message), force=True
-        )
+        await refuse(self, flow_run, self.policy.environment, refusal)
         task_status.started(0)
         return Result(status_code=0, identifier="refused")
 
@@ -340,13 +358,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("environment", help="the one environment this worker runs")
     parser.add_argument(
         "--repository",
-        required=True,
-        help="the git repository whose commits it runs (URL or path); runs clone it",
+        help="the git repository whose commits it runs (URL or path); runs clone it "
+        "(required, but with --kubernetes)",
     )
     parser.add_argument(
         "--config-dir",
         default=Policy.config_dir,
-        help="the environments' directory inside the repository (default: %(default)s)",
+        help="the environments' directory inside the repository (default: %(default)s); "
+        f"with --kubernetes, inside the image, or {CONFIG_MOUNT} (the ConfigMap "
+        f"{CONFIG_MAP} of the Job's namespace)",
     )
     parser.add_argument(
         "--namespace",
@@ -360,30 +380,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only merged commits descending from the serving release's (production always)",
     )
     parser.add_argument("--name", help="the worker's name in the Prefect UI")
+    kube = parser.add_argument_group(
+        "as Kubernetes Jobs", "runs as Jobs from a flow image (README: Flows as Kubernetes Jobs)"
+    )
+    kube.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="run the pool bascule-<environment>-kubernetes's runs as Jobs (needs --namespace)",
+    )
+    kube.add_argument("--image", help="the flow image, Bascule at one commit: the only one run")
+    kube.add_argument(
+        "--api-url",
+        help="PREFECT_API_URL as the Jobs' pods reach the server (default: this worker's)",
+    )
+    kube.add_argument("--pull-policy", default="IfNotPresent", choices=PULL_POLICIES)
     parser.epilog = (
         "Give it only this environment's credentials: its $KUBECONFIG (bascule kubeconfig) and "
-        "its secret sources. It polls the work pool bascule-<environment> (made if missing)."
+        "its secret sources. It polls the work pool bascule-<environment> (made if missing), "
+        "or with --kubernetes bascule-<environment>-kubernetes."
     )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         c.check_environment_name(args.environment)
-        config_path(args.config_dir)
+        # A Job may read the environments' files from the ConfigMap its pool's template mounts.
+        if not (args.kubernetes and args.config_dir == CONFIG_MOUNT):
+            config_path(args.config_dir)
+        if args.kubernetes and not (args.image and args.namespace):
+            raise ValueError("--kubernetes needs --image and at least one --namespace")
+        if not args.kubernetes and not args.repository:
+            raise ValueError("--repository is required (or --kubernetes)")
+        policy = Policy(
+            environment=args.environment,
+            repository=args.repository or args.image,
+            config_dir=args.config_dir,
+            protected=args.protected,
+            namespaces=frozenset(args.namespace),
+        )
+        job_policy = _job_policy(args, policy) if args.kubernetes else None
     except ValueError as exc:
         print(f"bascule worker: {exc}", file=sys.stderr)
         return 2
-    policy = Policy(
-        environment=args.environment,
-        repository=args.repository,
-        config_dir=args.config_dir,
-        protected=args.protected,
-        namespaces=frozenset(args.namespace),
-    )
 
     async def serve() -> None:
+        if job_policy is not None:
+            from bascule.kubeworker import BasculeKubernetesWorker
+
+            kube = BasculeKubernetesWorker(job_policy, args.pull_policy, name=args.name)
+            async with kube:
+                await kube.start()
+            return
         async with BasculeWorker(policy, name=args.name) as worker:
             await worker.start()
 
     asyncio.run(serve())
     return 0
+
+
+def _job_policy(args: argparse.Namespace, policy: Policy) -> JobPolicy:
+    """The Kubernetes worker's settings; ValueError for a bad --api-url."""
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = args.api_url or PREFECT_API_URL.value() or ""
+    job_policy = JobPolicy(policy, args.image, api_url)
+    job_policy.env()  # JobSettings checks the URL
+    return job_policy

@@ -28,8 +28,6 @@ from typing import Any
 
 from bascule.manifests import restricted_context
 
-# prefect.yaml's Kubernetes pool.
-POOL = "bascule-kubernetes"
 SERVICE_ACCOUNT = "bascule"
 COMMAND = "python3 -m flows.job"
 CONFIG_MAP = "bascule-deployments"
@@ -40,6 +38,8 @@ WORKDIR = "/opt/bascule/app"
 # tests/unit/test_recover_triggers.py): the recover automation's heartbeat trigger sees them.
 HEARTBEAT_SECONDS = 30
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+# The image's user (nobody); with restricted_context() on the container.
+POD_SECURITY_CONTEXT: Mapping[str, Any] = {"runAsNonRoot": True}
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,21 @@ def job_template(default: Mapping[str, Any], settings: JobSettings) -> dict[str,
         if name not in props:
             raise ValueError(f"not a Kubernetes base job template: no variable {name!r}")
         props[name]["default"] = value
-    pod["volumes"] = [{"name": "deployments", "configMap": {"name": CONFIG_MAP, "optional": True}}]
-    container["volumeMounts"] = [
-        {"name": "deployments", "mountPath": CONFIG_MOUNT, "readOnly": True}
-    ]
+    pod["volumes"] = config_volumes()
+    container["volumeMounts"] = config_mounts()
     container["workingDir"] = WORKDIR
     # The image's user (nobody); nothing in a flow needs root, nor any privilege: Pod
     # Security `restricted`, which app namespaces enforce.
-    pod["securityContext"] = {"runAsNonRoot": True}
+    pod["securityContext"] = dict(POD_SECURITY_CONTEXT)
     container["securityContext"] = restricted_context()
     return template
+
+
+def config_volumes() -> list[dict[str, Any]]:
+    """The pod's one volume, the optional ConfigMap of the environments' files; and its mount
+    (the Kubernetes worker's policy allows these and no others)."""
+    return [{"name": "deployments", "configMap": {"name": CONFIG_MAP, "optional": True}}]
+
+
+def config_mounts() -> list[dict[str, Any]]:
+    return [{"name": "deployments", "mountPath": CONFIG_MOUNT, "readOnly": True}]

@@ -6,6 +6,7 @@ pods reach it; a failed deploy's Job exits as `bascule deploy` does."""
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import pytest
 import yaml
 
 from bascule import workpool
+from bascule.jobpolicy import ENTRYPOINT_ENV
 from bascule.outcome import Exit, StateName, exit_code
+from bascule.runpolicy import ENTRYPOINTS, kubernetes_pool_name
 from tests.support import deploys, jobs, workers
 from tests.support.access import apply_rbac
 from tests.support.cluster import Cluster
@@ -49,7 +52,15 @@ def job_config(cluster: Cluster, namespace: str, tmp: Path) -> dict[str, str]:
     return files
 
 
-def run_deployment(api: str, name: str, namespace: str, **parameters: Any) -> str:
+def run_deployment(
+    api: str,
+    name: str,
+    namespace: str,
+    job_variables: dict[str, Any] | None = None,
+    **parameters: Any,
+) -> str:
+    """A run of deployment ``name`` through the API, as any API credential can start one,
+    with ``job_variables`` besides the namespace."""
     flow, deployment = name.split("/")
     found = httpx.get(f"{api}/deployments/name/{flow}/{deployment}", timeout=30)
     found.raise_for_status()
@@ -57,7 +68,7 @@ def run_deployment(api: str, name: str, namespace: str, **parameters: Any) -> st
         f"{api}/deployments/{found.json()['id']}/create_flow_run",
         json={
             "parameters": {"config_dir": workpool.CONFIG_MOUNT, **parameters},
-            "job_variables": {"namespace": namespace},
+            "job_variables": {"namespace": namespace, **(job_variables or {})},
         },
         timeout=30,
     )
@@ -136,18 +147,32 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
     seed = deploys.start(
         api, "deploy", "--dir", str(local_cfg), "staging", "--image", V1, log=seed_log
     )
-    jobs.create_pool(pod_prefect, image, namespace)
-    workers.register(api, None, tmp_path / "prefect.yaml", only=DEPLOYMENTS)
+    for environment in ("staging", "dev"):
+        jobs.create_pool(pod_prefect, image, namespace, environment)
+    workers.register(api, tmp_path / "prefect.yaml", only=DEPLOYMENTS)
     assert seed.wait(timeout=300) == 0, seed_log.read_text()[-3000:]
 
     print(f"set up: {time.monotonic() - started:.1f} s")
-    with jobs.kubernetes_worker(cluster, api, tmp_path / "worker.log"):
+    # One worker per environment, on its own pool (here both Jobs' namespace is the same).
+    with (
+        jobs.kubernetes_worker(
+            cluster, pod_prefect, tmp_path / "worker.log", "staging", image, (namespace,)
+        ),
+        jobs.kubernetes_worker(
+            cluster, pod_prefect, tmp_path / "dev-worker.log", "dev", image, (namespace,)
+        ),
+    ):
         deployed = run_deployment(api, "deploy/staging-kubernetes", namespace, image=V2)
         state = wait_run(api, deployed)
         worker_log = (tmp_path / "worker.log").read_text()
         assert state["type"] == "COMPLETED", f"{state}\n{worker_log[-3000:]}"
         pod = run_pod(cluster, namespace, deployed)
         assert pod["spec"]["serviceAccountName"] == workpool.SERVICE_ACCOUNT
+        # The worker fixed the flow's entrypoint; the pod ran no pull step of the deployment.
+        (container,) = pod["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[ENTRYPOINT_ENV] == ENTRYPOINTS["deploy"], env
+        assert not any("pull step" in line for line in run_logs(api, deployed))
         assert container_exit(cluster, namespace, deployed) == Exit.COMPLETED
         record = released(cluster, namespace, deployed)
         assert (record["kind"], record["image"], record["phase"]) == ("deploy", V2, "done")
@@ -192,7 +217,7 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
         local_exit = {what: proc.wait(timeout=300) for what, proc in local.items()}
 
     # The state `bascule deploy` ends in, and its exit code, in the Job's container as here.
-    # (`prefect flow-run execute` alone exits 1 for both.)
+    # (Prefect's engine alone exits 1 for both.)
     expected = {
         "failed": ("FAILED", StateName.FAILED, Exit.FAILED),
         "refused": ("FAILED", StateName.REFUSED, Exit.USAGE),
@@ -206,3 +231,75 @@ def test_deploy_and_rollback_run_as_kubernetes_jobs(
     assert '"v1"' in cluster.http_get(deploys.service_url(cluster, namespace))[1]
     print(f"jobs test: {time.monotonic() - started:.1f} s")
     cluster.kubectl("delete", "namespace", f"{namespace}-dev", "--wait=false", check=False)
+
+
+# An API credential's attempts on staging's Kubernetes pool, and the rule that refuses each:
+# the run's job variables, then the pool's base job template.
+EVIL_IMAGE = "bascule.local/attacker-flows:evil"
+READ_TOKEN = "sh -c 'cat /var/run/secrets/kubernetes.io/serviceaccount/token'"
+
+
+def test_an_api_credential_cannot_change_what_a_kubernetes_job_runs(
+    cluster: Cluster,
+    namespace: str,
+    pod_prefect: PodReachable,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Whoever holds a Prefect API credential starts runs of deploy/staging-kubernetes with
+    job variables, and edits the pool's base job template, to run another image or command,
+    in another environment's namespace or as another account: staging's worker refuses each,
+    Failed/Refused naming the rule, and creates no Job."""
+    api = pod_prefect.host_url
+    started = time.monotonic()
+    image = jobs.flow_image(cluster)
+    jobs.create_pool(pod_prefect, image, namespace, "staging")
+    workers.register(api, tmp_path / "prefect.yaml", only=("deploy/staging-kubernetes",))
+    pool = f"{api}/work_pools/{kubernetes_pool_name('staging')}"
+    template = httpx.get(pool, timeout=30).json()["base_job_template"]
+    production = f"{namespace}-production"  # another environment's namespace
+    attempts = {
+        "image": {"image": EVIL_IMAGE},
+        "namespace": {"namespace": production},
+        "service-account": {"service_account_name": "default"},
+        "command": {"command": READ_TOKEN},
+        "env": {"env": {"PREFECT_API_URL": "http://attacker.example/api"}},
+    }
+    with jobs.kubernetes_worker(
+        cluster, pod_prefect, tmp_path / "worker.log", "staging", image, (namespace,)
+    ):
+        runs = {
+            rule: run_deployment(
+                api, "deploy/staging-kubernetes", namespace, job_variables, image=V2
+            )
+            for rule, job_variables in attempts.items()
+        }
+        runs["environment"] = run_deployment(
+            api, "deploy/staging-kubernetes", namespace, environment="production", image=V2
+        )
+        ended = {rule: wait_run(api, run_id, timeout=60) for rule, run_id in runs.items()}
+        # The pool's template, edited through the API: its command, then its image.
+        for rule, variable, value in (
+            ("command", "command", READ_TOKEN),
+            ("image", "image", EVIL_IMAGE),
+        ):
+            edited = copy.deepcopy(template)
+            edited["variables"]["properties"][variable]["default"] = value
+            httpx.patch(pool, json={"base_job_template": edited}, timeout=30).raise_for_status()
+            time.sleep(6)  # the worker reads its pool every 2 s (PREFECT_WORKER_HEARTBEAT_SECONDS)
+            key = f"template {rule}"
+            runs[key] = run_deployment(api, "deploy/staging-kubernetes", namespace, image=V2)
+            ended[key] = wait_run(api, runs[key], timeout=60)
+        httpx.patch(pool, json={"base_job_template": template}, timeout=30).raise_for_status()
+    worker_log = (tmp_path / "worker.log").read_text()
+    for key, state in ended.items():
+        rule = key.removeprefix("template ")
+        assert (state["type"], state["name"]) == ("FAILED", StateName.REFUSED), (
+            key,
+            state,
+            worker_log[-3000:],
+        )
+        assert f"refused by the staging worker, rule {rule}: " in state["message"], (key, state)
+    for run_id in runs.values():
+        found = cluster.get_json("jobs", "-A", "-l", f"prefect.io/flow-run-id={run_id}")
+        assert found["items"] == [], run_id
+    print(f"{len(runs)} attempts refused: {time.monotonic() - started:.1f} s")

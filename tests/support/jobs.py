@@ -1,6 +1,6 @@
 """Flows as Kubernetes Jobs in tests: the flow image, the session's Prefect server as pods
 reach it (``prefect-<port>.bascule-system``, tests/cluster/host-service.sh), the Kubernetes work
-pool and a real ``prefect worker`` of type kubernetes."""
+pools and a real Bascule Kubernetes worker (bascule/kubeworker.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from bascule.cli.workpool import template as workpool_template
-from bascule.workpool import POOL, JobSettings
-from tests.support import workers
+from bascule.runpolicy import kubernetes_pool_name
+from bascule.workpool import CONFIG_MOUNT, JobSettings
+from tests.support import deploys, workers
 from tests.support.cluster import CLUSTER_DIR, Cluster
 
 SYSTEM_NAMESPACE = "bascule-system"
+# The flow image is imported into the node, never pulled.
+PULL_POLICY = "Never"
 
 
 @dataclass(frozen=True)
@@ -84,17 +88,40 @@ def pod_prefect(cluster: Cluster, prefect_server: str) -> Iterator[PodReachable]
         yield server
 
 
-def create_pool(server: PodReachable, image: str, namespace: str) -> None:
-    """The Kubernetes work pool with Bascule's template (bascule/workpool.py): what README's
-    `prefect work-pool create --type kubernetes --base-job-template` makes, through the API."""
-    settings = JobSettings(image, server.pod_url, namespace, pull_policy="Never")
-    workers.kubernetes_pool(server.host_url, workpool_template(settings))
+def create_pool(server: PodReachable, image: str, namespace: str, environment: str) -> None:
+    """An environment's Kubernetes work pool with Bascule's template (bascule/workpool.py):
+    what README's `prefect work-pool create --type kubernetes --base-job-template` makes,
+    through the API."""
+    settings = JobSettings(image, server.pod_url, namespace, pull_policy=PULL_POLICY)
+    workers.kubernetes_pool(
+        server.host_url, kubernetes_pool_name(environment), workpool_template(settings)
+    )
 
 
+@contextlib.contextmanager
 def kubernetes_worker(
-    cluster: Cluster, api: str, log: Path
-) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    """``prefect worker start --type kubernetes`` on the host, with the admin kubeconfig (the
-    worker's, not the flows': they get the pod's ServiceAccount), stopped by its group."""
-    env = {"KUBECONFIG": str(cluster.kubeconfig), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    return workers.process_worker(api, log, env=env, pool=POOL, options=("--type", "kubernetes"))
+    cluster: Cluster,
+    server: PodReachable,
+    log: Path,
+    environment: str,
+    image: str,
+    namespaces: tuple[str, ...],
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``bascule worker ENV --kubernetes`` on the host, with the admin kubeconfig (the
+    worker's, not the flows': they get the pod's ServiceAccount), its Jobs reading the
+    environments' files from the ConfigMap the template mounts; polling its pool (and
+    reading its template) every 2 s, stopped by its group."""
+    env = {
+        **deploys.cli_env(server.host_url),
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
+    }
+    command = [
+        sys.executable, "-m", "bascule.cli", "worker", environment, "--kubernetes",
+        "--image", image, "--api-url", server.pod_url, "--pull-policy", PULL_POLICY,
+        "--config-dir", CONFIG_MOUNT,
+        *(f"--namespace={ns}" for ns in namespaces), "--name", f"{environment}-kubernetes-test",
+    ]  # fmt: skip
+    with workers.spawned(command, log, env, log.parent) as proc:
+        yield proc

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bascule import workpool
+from bascule.runpolicy import kubernetes_pool_name
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, LoadDriver, LoadReport, wait_for
 from tests.support.envs import write_envs
@@ -61,9 +61,12 @@ def register(
     prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     # `prefect deploy` refuses a deployment on a missing pool.
     pools = {dep["work_pool"]["name"] for dep in spec["deployments"]}
-    if workpool.POOL in pools:
-        kubernetes_pool(api)
-    for pool in pools - {workpool.POOL}:
+    kubernetes = pools & {
+        kubernetes_pool_name(dep["parameters"]["environment"]) for dep in spec["deployments"]
+    }
+    for pool in kubernetes:
+        kubernetes_pool(api, pool)
+    for pool in pools - kubernetes:
         bascule_pool(api, pool)
     res = prefect(api, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -239,7 +242,7 @@ def bascule_worker(
         **(env or {}),
     }
     command = [user.python if user else sys.executable, "-m", "bascule.cli", "worker", environment]
-    proc = subprocess.Popen(
+    with spawned(
         [
             *(user.prefix() if user else []),
             *command,
@@ -249,28 +252,23 @@ def bascule_worker(
             "--name",
             f"{environment}-test",
         ],
-        cwd=user.home if user else log.parent,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+        log,
+        env,
+        user.home if user else log.parent,
+    ) as proc:
         yield proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
-def kubernetes_pool(api: str, template: dict[str, Any] | None = None) -> None:
-    """The Kubernetes work pool (bascule/workpool.py): made, or given ``template`` if it is
-    there already; without one, made with prefect-kubernetes' default if missing."""
+def kubernetes_pool(api: str, name: str, template: dict[str, Any] | None = None) -> None:
+    """An environment's Kubernetes work pool ``name`` (bascule/workpool.py): made, or given
+    ``template`` if it is there already; without one, made with prefect-kubernetes' default
+    if missing."""
     from prefect_kubernetes.worker import KubernetesWorker
 
     made = httpx.post(
         f"{api}/work_pools/",
         json={
-            "name": workpool.POOL,
+            "name": name,
             "type": "kubernetes",
             "base_job_template": template or KubernetesWorker.get_default_base_job_template(),
         },
@@ -278,33 +276,22 @@ def kubernetes_pool(api: str, template: dict[str, Any] | None = None) -> None:
     )
     if made.status_code == 409 and template is not None:
         made = httpx.patch(
-            f"{api}/work_pools/{workpool.POOL}", json={"base_job_template": template}, timeout=30
+            f"{api}/work_pools/{name}", json={"base_job_template": template}, timeout=30
         )
     if made.status_code != 409:
         made.raise_for_status()
 
 
 @contextlib.contextmanager
-def process_worker(
-    api: str,
-    log: Path,
-    cwd: Path = REPO,
-    env: dict[str, str] | None = None,
-    pool: str = "bascule",
-    options: tuple[str, ...] = (),
+def spawned(
+    command: list[str], log: Path, env: dict[str, str], cwd: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A process worker of the `bascule` pool (or a worker of ``pool`` with ``options``,
-    e.g. ``--type kubernetes``), polling every 2 s, stopped by its group; started in
-    ``cwd``, with ``env`` added to its environment."""
-    env = {**deploys.cli_env(api), "PREFECT_WORKER_QUERY_SECONDS": "2", **(env or {})}
+    """``command`` (a worker) in ``cwd``, in a session of its own, its output in ``log``;
+    stopped by its group."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, *options],
-        cwd=cwd,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+        command, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
-    )
+    )  # fmt: skip
     try:
         yield proc
     finally:

@@ -14,7 +14,7 @@ from prefect.context import TagsContext
 from prefect.server.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.server.events.schemas.events import ReceivedEvent
 
-from bascule import workpool
+from bascule import runpolicy, workpool
 from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
 from bascule.config import ENVIRONMENTS
 from bascule.worker import run_environment
@@ -101,7 +101,7 @@ def heartbeat_env(dep: dict[str, Any]) -> dict[str, str]:
     (bascule/workpool.py), which a deployment's ``env`` would replace; on an environment's
     own pool, what its worker gives every run (bascule/worker.py)."""
     pool = dep["work_pool"]
-    if pool["name"] == workpool.POOL:
+    if pool["name"] == runpolicy.kubernetes_pool_name(dep["parameters"]["environment"]):
         assert "env" not in pool.get("job_variables", {}), dep["name"]
         return workpool.default_env(workpool.JobSettings("image", "http://prefect/api"))
     return run_environment({}, dep["entrypoint"])

@@ -26,7 +26,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from bascule import runpolicy, workpool
+from bascule import jobpolicy, runpolicy
 from bascule import trigger as tr
 from bascule.config import check_environment_name
 from bascule.errors import UsageError
@@ -355,11 +355,12 @@ def test_prefect_yaml_leaves_what_runs_to_the_environments_workers() -> None:
     assert spec["pull"] == []
     for dep in spec["deployments"]:
         environment = dep["parameters"]["environment"]
-        if dep["work_pool"]["name"] == workpool.POOL:
-            # Its code is in the flow image, at the commit.
-            (in_image,) = dep["pull"]
-            directory = in_image["prefect.deployments.steps.set_working_directory"]["directory"]
-            assert directory == workpool.WORKDIR, dep
+        if dep["work_pool"]["name"] == runpolicy.kubernetes_pool_name(environment):
+            # Its code is in the flow image, at the commit: the one step its worker accepts.
+            assert dep["pull"] == jobpolicy.IN_IMAGE_PULL_STEPS, dep
+            assert "job_variables" not in dep["work_pool"], dep
+            flow = dep["entrypoint"].rsplit(":", 1)[1]
+            assert dep["entrypoint"] == runpolicy.ENTRYPOINTS[flow], dep
             continue
         assert dep["work_pool"]["name"] == runpolicy.pool_name(environment), dep
         assert "pull" not in dep and "job_variables" not in dep["work_pool"], dep

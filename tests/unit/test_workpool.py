@@ -16,6 +16,7 @@ from bascule import workpool
 from bascule.cli import workpool as cli
 from bascule.manifests import RESTRICTED_CONTAINER
 from bascule.outcome import Exit
+from bascule.runpolicy import ENTRYPOINTS
 from flows import job
 
 DEFAULT = KubernetesWorker.get_default_base_job_template()
@@ -104,13 +105,13 @@ def test_bad_settings_are_refused() -> None:
 
 
 class FakeEngine:
-    """`prefect flow-run execute`, exiting with ``returncode``."""
+    """`python -m prefect.engine` in the image's code directory, exiting with ``returncode``."""
 
     def __init__(self, returncode: int) -> None:
         self.returncode = returncode
 
-    def __call__(self, argv: list[str]) -> FakeEngine:
-        assert argv[1:] == ["-m", "prefect", "flow-run", "execute"]
+    def __call__(self, argv: list[str], cwd: str) -> FakeEngine:
+        assert (argv[1:], cwd) == (["-m", "prefect.engine"], workpool.WORKDIR)
         return self
 
     def wait(self) -> int:
@@ -133,6 +134,7 @@ def test_the_job_exits_as_bascule_deploy(
     monkeypatch: pytest.MonkeyPatch, engine: int, final: Exit | None, expected: int
 ) -> None:
     monkeypatch.setenv(job.RUN_ID_ENV, "8a6e0a52-4ea4-4e3c-9a0b-6b1f1d1f6c11")
+    monkeypatch.setenv(job.ENTRYPOINT_ENV, ENTRYPOINTS["deploy"])
     monkeypatch.setattr(subprocess, "Popen", FakeEngine(engine))
     monkeypatch.setattr(job.signal, "signal", lambda *args: None)  # pytest's handlers stay
     monkeypatch.setattr(job, "final_exit", lambda run_id: final)
@@ -141,6 +143,21 @@ def test_the_job_exits_as_bascule_deploy(
 
 def test_without_a_run_the_job_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(job.RUN_ID_ENV, raising=False)
+    assert job.main() == Exit.USAGE
+
+
+@pytest.mark.parametrize("entrypoint", [None, "evil.py:deploy", "flows/deploy.py:other"])
+def test_without_one_of_bascules_entrypoints_the_job_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, entrypoint: str | None
+) -> None:
+    """The worker sets the entrypoint; a Job without one of Bascule's (another worker's, a
+    hand-made one) starts no engine, which would load the deployment's instead."""
+    monkeypatch.setenv(job.RUN_ID_ENV, "8a6e0a52-4ea4-4e3c-9a0b-6b1f1d1f6c11")
+    if entrypoint is None:
+        monkeypatch.delenv(job.ENTRYPOINT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(job.ENTRYPOINT_ENV, entrypoint)
+    monkeypatch.setattr(subprocess, "Popen", None)  # calling it would fail the test
     assert job.main() == Exit.USAGE
 
 
