@@ -13,7 +13,7 @@ import yaml
 
 from bascule import rbac
 from bascule.cli import main
-from bascule.config import AppSecret, SmokeHttpScenario, load_environment
+from bascule.config import AppSecret, EnvironmentConfig, SmokeHttpScenario, load_environment
 from bascule.errors import UsageError
 from bascule.kube import RECORD_ENV
 from bascule.kubeconfig import token_kubeconfig
@@ -191,8 +191,16 @@ def test_paths_outside_the_resource_api_ask_for_no_resource(path: str) -> None:
     assert rbac.request_permission("GET", path, {}) is None
 
 
+def in_process(cfg: EnvironmentConfig) -> EnvironmentConfig:
+    """``cfg`` with its migrations run by the process runner: no Secret of the Job's URL."""
+    assert cfg.migrations is not None
+    return cfg.model_copy(
+        update={"migrations": cfg.migrations.model_copy(update={"runner": "process"})}
+    )
+
+
 def staging(tmp: Path) -> tuple[Env, FakeApi]:
-    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
     kube, api = fake_kube(tmp)
     return Env(cfg, load_templates(cfg.manifests), kube), api
 
@@ -240,7 +248,7 @@ def test_preflight_names_what_neither_review_allows(tmp_path: Path) -> None:
 
 
 def test_secrets_are_checked_only_for_an_environment_that_uses_them(tmp_path: Path) -> None:
-    plain = load_environment(REPO / "deployments" / "staging.yaml")
+    plain = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
     assert rbac.features(plain) == ["deploy"]
     with_secrets = plain.model_copy(update={"secrets": {"TOKEN": {"env": "T"}}})
     assert rbac.features(with_secrets) == ["deploy", "secrets"]
