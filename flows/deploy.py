@@ -334,8 +334,13 @@ def promoted(env: Env, image: str, config_dir: str) -> State | None:
     except Refused as exc:
         return refusal(exc)
     if source is not None:
+        signed = " (signed by its worker)" if env.cfg.promotion.evidence_signers else ""
         get_run_logger().info(
-            "%s was verified in %s by release %s", source.digest, env.cfg.promote_from, source.id
+            "%s was verified in %s by release %s%s",
+            source.digest,
+            env.cfg.promote_from,
+            source.id,
+            signed,
         )
     return None
 
