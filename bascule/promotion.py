@@ -82,7 +82,8 @@ def check(
         f"promotion evidence: {target} takes a digest only with {source}'s worker's signature "
         f"of the release that verified it, by a key its promotion.evidence_signers lists for "
         f"{source}, and none of {source}'s records of {digest} has one: {'; '.join(reasons)} — "
-        f"deploy it to {source} again (its worker signs with {ev.KEY_VARIABLE} set), or: "
+        f"deploy it to {source} again on its worker, which signs with {ev.KEY_VARIABLE} "
+        f"(`bascule deploy {source} --image IMAGE --redeploy` if it serves there already), or: "
         f"{_promote_hint(source, target)}"
     )
 
