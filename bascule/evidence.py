@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from bascule.images import parse_image
+from bascule.images import ImageError, parse_image
 from bascule.signoff import Signer, Unverified
 
 if TYPE_CHECKING:  # the config names NAMESPACE, and the history imports the config
@@ -101,7 +101,11 @@ def problem(
     """Why ``candidate``, a succeeded release of ``source`` that ran the digest ``image``
     names, is no evidence for ``image``; None: its signature verifies. ``verify`` checks a
     signature of that evidence against the reviewed keys (``bascule.sshsig.verify``)."""
-    want, got = repository(image), repository(candidate.image)
+    want = repository(image)
+    try:
+        got = repository(candidate.image)
+    except ImageError:  # a record written by hand: nothing of it is evidence
+        return "records no valid image reference"
     if want != got:  # a digest verified under one repository vouches for that one only
         return f"ran repository {got}, not {want}"
     evidence = of(candidate, source, app)

@@ -23,6 +23,7 @@ from bascule.monitoring import failures
 # The flow run label that carries the digest a release ran (the UI shows it; the trigger's
 # job summary reads it).
 DIGEST_LABEL = "bascule.digest"
+SHOWN_REASONS = 3  # records a refusal names, newest first
 
 
 def _promote_hint(source: str, target: str) -> str:
@@ -78,6 +79,8 @@ def check(
         if reason is None:
             return candidate
         reasons.append(f"release {candidate.id} ({candidate.image}) {reason}")
+    if len(reasons) > SHOWN_REASONS:  # a history written by hand can hold any number
+        reasons[SHOWN_REASONS:] = [f"and {len(reasons) - SHOWN_REASONS} more"]
     raise Refused(
         f"promotion evidence: {target} takes a digest only with {source}'s worker's signature "
         f"of the release that verified it, by a key its promotion.evidence_signers lists for "

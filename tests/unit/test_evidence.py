@@ -128,6 +128,7 @@ def signed(candidate: Release, image: str = IMAGE) -> str | None:
             f"mirror.example/shop@{DIGEST}",
             "not over this record",
         ),
+        (replace(RELEASE, image="Not An Image"), IMAGE, "records no valid image reference"),
     ],
 )
 def test_each_record_maps_to_accepted_or_why_not(
@@ -148,6 +149,10 @@ def test_the_target_takes_the_newest_record_that_verifies_or_refuses_naming_the_
     assert "release r-forged (registry.example/shop:v1) the signature is not over" in text
     assert "`bascule promote staging production`" in text and "\n" not in text
     assert info.value.exit == 2
+    # However many records a writer adds, the refusal stays one readable line.
+    many = [replace(forged, id=f"r-{i}") for i in range(50)]
+    with pytest.raises(Refused, match="; and 47 more — deploy it to staging again"):
+        check(IMAGE, "staging", "production", many, signed)
     # Without evidence signers, the history is trusted as written (unprotected targets).
     assert check(IMAGE, "staging", "qa", [forged]) == forged
 
