@@ -34,6 +34,7 @@ from pydantic import (
 from bascule import analysis, migrator
 from bascule.apps import APPS_DIR, overlay, overlay_file
 from bascule.errors import UsageError
+from bascule.evidence import NAMESPACE as EVIDENCE_NAMESPACE
 from bascule.images import parse_image
 from bascule.notifications import EVENTS, Event
 from bascule.signoff import signers_count, signers_line_problem
@@ -352,6 +353,23 @@ class KubeConfig(_Section):
         return _resolve_path(value, info)
 
 
+def _check_signers_file(cls: type, value: Path | None, info: ValidationInfo) -> Path | None:
+    """An allowed_signers file (ssh-keygen's format), relative to the config file: it must
+    exist and each of its lines must be one."""
+    resolved = _resolve_path(value, info)
+    if resolved is None:
+        return None
+    if not resolved.is_file():
+        raise ValueError(
+            f"{display_path(resolved)} does not exist — fix the path (relative to this "
+            "file) or create it with one `principal ssh-ed25519 AAAA…` line per key"
+        )
+    for number, line in enumerate(resolved.read_text().splitlines(), 1):
+        if (problem := signers_line_problem(line)) is not None:
+            raise ValueError(f"{display_path(resolved)}:{number}: {problem}")
+    return resolved
+
+
 class ApprovalConfig(_Section):
     """The manual gate between the pre-switch checks and the traffic switch."""
 
@@ -412,21 +430,7 @@ class ApprovalConfig(_Section):
                 )
         return self
 
-    @field_validator("allowed_signers")
-    @classmethod
-    def _signers_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        resolved = _resolve_path(value, info)
-        if resolved is None:
-            return None
-        if not resolved.is_file():
-            raise ValueError(
-                f"{display_path(resolved)} does not exist — fix the path (relative to this "
-                "file) or create it with one `principal ssh-ed25519 AAAA…` line per approver"
-            )
-        for number, line in enumerate(resolved.read_text().splitlines(), 1):
-            if (problem := signers_line_problem(line)) is not None:
-                raise ValueError(f"{display_path(resolved)}:{number}: {problem}")
-        return resolved
+    _signers = field_validator("allowed_signers")(_check_signers_file)
 
 
 class RolloutConfig(_Section):
@@ -913,6 +917,27 @@ class AnalysisConfig(_Section):
         return [q for q in self.queries if phase in q.phases]
 
 
+class PromotionConfig(_Section):
+    """How this environment trusts what its `promote_from:` environment verified."""
+
+    evidence_signers: Path | None = Field(
+        default=None,
+        description=(
+            "An allowed_signers file (relative to this file) listing the public key of the "
+            "promote_from environment's worker, with that environment's name as principal "
+            '(`staging namespaces="bascule-evidence" ssh-ed25519 AAAA…`). A digest is then '
+            "accepted only from a release whose record carries that worker's signature "
+            f"(namespace {EVIDENCE_NAMESPACE}) of its environment, app, release, image "
+            "repository, digest, commit and time, and only for that repository: a record "
+            "written into the history ConfigMap by anyone else does not count. A protected "
+            "environment with promote_from must have one listing at least one key. Unset: "
+            "the source's history is trusted as written."
+        ),
+    )
+
+    _signers = field_validator("evidence_signers")(_check_signers_file)
+
+
 class HistoryConfig(_Section):
     """The release history kept in the cluster per app and environment."""
 
@@ -1308,6 +1333,10 @@ class EnvironmentConfig(_Section):
         default_factory=AnalysisConfig, description="Prometheus analysis gate."
     )
     history: HistoryConfig = Field(default_factory=HistoryConfig, description="Release history.")
+    promotion: PromotionConfig = Field(
+        default_factory=PromotionConfig,
+        description="The signed evidence promote_from's digests must carry.",
+    )
     migrations: MigrationsConfig | None = Field(
         default=None,
         description="Database migrations run by the pipeline. Default: none (the step is skipped).",
@@ -1489,6 +1518,14 @@ class EnvironmentConfig(_Section):
                 "`principal ssh-ed25519 AAAA…` line each (README: signed approvals)",
                 "approval",
                 key=True,
+            )
+        if self.promote_from is not None and self.promotion.evidence_signers is None:
+            raise FieldProblem(
+                f"{self.environment} is protected: what {self.promote_from} verified counts "
+                f"only when its worker signed it — set promotion.evidence_signers to a file "
+                f"listing that worker's key (`{self.promote_from} namespaces=\""
+                f'{EVIDENCE_NAMESPACE}" ssh-ed25519 AAAA…`; README: promotion)',
+                "promote_from",
             )
         return self
 
@@ -1868,21 +1905,36 @@ def _secret_refs(data: Any, loc: Loc = ()) -> list[tuple[Loc, SecretRef]]:
 
 
 def _signers_problem(cfg: EnvironmentConfig, layers: _Layers) -> Problem | None:
-    """A protected environment whose allowed_signers file lists no key: nobody could approve,
-    and a file emptied by mistake must not read as "approvals are checked"."""
-    signers = cfg.approval.allowed_signers
-    if not cfg.protected or signers is None or signers_count(signers.read_text()) > 0:
-        return None
-    loc = ("approval", "allowed_signers")
-    file, mark = layers.locate(loc)
-    return Problem(
-        file,
-        f"{display_path(signers)} lists no key, and {cfg.environment} is protected: nobody "
-        "could approve — add one `principal ssh-ed25519 AAAA…` line per approver (README: "
-        "signed approvals)",
-        mark,
-        format_path(loc),
-    )
+    """A protected environment whose allowed_signers or evidence_signers file lists no key:
+    nobody could approve, or nothing be promoted, and a file emptied by mistake must not
+    read as "signatures are checked"."""
+    files = {  # the file, what follows, whose keys it lists, the README's section
+        ("approval", "allowed_signers"): (
+            cfg.approval.allowed_signers,
+            "nobody could approve",
+            "approver",
+            "signed approvals",
+        ),
+        ("promotion", "evidence_signers"): (
+            cfg.promotion.evidence_signers,
+            f"no digest {cfg.promote_from} verified could be promoted",
+            f"worker of {cfg.promote_from}",
+            "promotion",
+        ),
+    }
+    for loc, (signers, consequence, whose, section) in files.items():
+        if not cfg.protected or signers is None or signers_count(signers.read_text()) > 0:
+            continue
+        file, mark = layers.locate(loc)
+        return Problem(
+            file,
+            f"{display_path(signers)} lists no key, and {cfg.environment} is protected: "
+            f"{consequence} — add one `principal ssh-ed25519 AAAA…` line per {whose} (README: "
+            f"{section})",
+            mark,
+            format_path(loc),
+        )
+    return None
 
 
 def _problems(layers: _Layers, exc: ValidationError) -> list[Problem]:

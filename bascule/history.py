@@ -103,6 +103,10 @@ class Release:
     # ``sha256:<hex>`` of the objects the release applied, stored beside the history
     # (bascule.snapshots): what a rollback redeploys once its color is gone.
     objects: str | None = None
+    # The source environment worker's SSH signature (armored) of this release's promotion
+    # evidence (bascule.evidence): environment, app, id, repository, digest, commit, finished.
+    # None: not signed (no key on the worker, or not a release that succeeded).
+    evidence: str | None = None
 
     @property
     def decided_by(self) -> str | None:

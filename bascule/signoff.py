@@ -18,6 +18,7 @@ import shlex
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 NAMESPACE = "bascule-approval"  # ssh-keygen -n: a signature for git or anything else is no use
 ARMOR_BEGIN, ARMOR_END = "-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----"
@@ -33,6 +34,14 @@ PREVIEW_KEY = "bascule-approval-preview"
 @dataclass(frozen=True)
 class Request:
     """What one paused run asks to be approved."""
+
+    # As bascule.sshsig.Subject: its namespace, and what its refusals say.
+    namespace: ClassVar[str] = NAMESPACE
+    kind: ClassVar[str] = "approvals"
+    mismatch: ClassVar[str] = (
+        "the signature does not match this run: sign this run's message "
+        "(run, environment, app, image, release)"
+    )
 
     run: str  # the flow run id
     environment: str

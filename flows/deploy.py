@@ -296,6 +296,12 @@ def plan(
     )
 
 
+def refusal(exc: Exception) -> State:
+    """The end of a run refused before the lock and any change (exit 2), saying why."""
+    get_run_logger().error("%s", exc)
+    return Failed(message=str(exc), name=StateName.REFUSED)
+
+
 def with_secrets(env: Env) -> State | None:
     """Gives ``env`` its secret variables' values: before the lock and any other change, so
     a missing one ends the run (the state returned, exit 2) with nothing touched. From here
@@ -303,23 +309,38 @@ def with_secrets(env: Env) -> State | None:
     try:
         env.secrets = secretref.resolve_all(env)
     except UsageError as exc:
-        get_run_logger().error("%s", exc)
-        return Failed(message=str(exc), name=StateName.REFUSED)
+        return refusal(exc)
+    return None
+
+
+def with_evidence_key(env: Env) -> State | None:
+    """Gives ``env`` the key its worker signs promotion evidence with, if it holds one:
+    before the lock, so an environment that would run the app's migrations beside that key
+    is refused (exit 2) with nothing touched."""
+    try:
+        env.evidence_key = promotion.evidence_key(env)
+    except UsageError as exc:
+        return refusal(exc)
     return None
 
 
 def promoted(env: Env, image: str, config_dir: str) -> State | None:
     """With ``promote_from:``, refuses (exit 2) an image whose digest that environment never
-    verified: before the lock and any change, whatever started the run. Rollbacks and
-    redeploys return to this environment's own releases and are not checked."""
+    verified, or (promotion.evidence_signers) whose verification its worker did not sign:
+    before the lock and any change, whatever started the run. Rollbacks and redeploys return
+    to this environment's own releases and are not checked."""
     try:
         source = promotion.check(env, image, config_dir)
     except Refused as exc:
-        get_run_logger().error("%s", exc)
-        return Failed(message=str(exc), name=StateName.REFUSED)
+        return refusal(exc)
     if source is not None:
+        signed = " (signed by its worker)" if env.cfg.promotion.evidence_signers else ""
         get_run_logger().info(
-            "%s was verified in %s by release %s", source.digest, env.cfg.promote_from, source.id
+            "%s was verified in %s by release %s%s",
+            source.digest,
+            env.cfg.promote_from,
+            source.id,
+            signed,
         )
     return None
 
@@ -354,7 +375,8 @@ def deploy(
     commit_time = commit_time and normal_time(commit_time)
     env = Env.open(environment, config_dir, app)
     target_image = env.cfg.resolve_image(image)
-    if refused := promoted(env, target_image, config_dir) or with_secrets(env):
+    refused = promoted(env, target_image, config_dir) or with_evidence_key(env) or with_secrets(env)
+    if refused:
         return refused
     return exclusively(
         env,
@@ -553,7 +575,12 @@ def pipeline(
         run.failed_with(exc)
         return Outcome(roll_back(run, new, old, f"post-switch verification failed: {exc}"))
 
-    run.save(phase="done", result="succeeded", finished=now_iso())
+    final = replace(run.release, phase="done", result="succeeded", finished=now_iso())
+    # Signed once the record is final: the signature is over its finish time, too.
+    signature = promotion.evidence(env, final, env.evidence_key)
+    run.save(phase="done", result="succeeded", finished=final.finished, evidence=signature)
+    if signature:
+        run.log.info("promotion evidence of %s signed (%s)", final.id, final.digest)
     run.event("succeeded")
     run.publish()
     done: State = Completed(message=f"{image} serves {env.app} in {env.name} ({new})")

@@ -10,7 +10,14 @@ from prefect.states import Failed
 from bascule import bluegreen
 from bascule import history as h
 from bascule.outcome import StateName
-from flows.deploy import Outcome, exclusively, pipeline, run_name, with_secrets
+from flows.deploy import (
+    Outcome,
+    exclusively,
+    pipeline,
+    run_name,
+    with_evidence_key,
+    with_secrets,
+)
 from tasks import state
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.preflight import preflight
@@ -21,7 +28,7 @@ def redeploy(
     environment: str = "staging", config_dir: str = str(DEFAULT_CONFIG_DIR), app: str | None = None
 ) -> State:
     env = Env.open(environment, config_dir, app)
-    if refused := with_secrets(env):
+    if refused := with_evidence_key(env) or with_secrets(env):
         return refused
     return exclusively(env, lambda: _redeploy(env))
 

@@ -94,6 +94,14 @@ if [[ ! -f "$approver_key" ]]; then
   mkdir -p "$cache/demo"
   ssh-keygen -q -t ed25519 -N '' -C "bascule demo approver" -f "$approver_key"
 fi
+# Production takes a digest only with staging's worker's signature of the release that verified
+# it: the demo's staging runs hold this key (BASCULE_EVIDENCE_KEY), and each tree's
+# evidence_signers lists its public half for staging (the repository's lists nobody).
+evidence_key="$cache/demo/staging_evidence_ed25519"
+if [[ ! -f "$evidence_key" ]]; then
+  mkdir -p "$cache/demo"
+  ssh-keygen -q -t ed25519 -N '' -C "bascule demo staging worker" -f "$evidence_key"
+fi
 
 # Each version deploys from its own commit's files: v1's carries revision 0001 only, v2's adds
 # the expand revision 0002, which the pipeline runs before v2's color starts. Both get this
@@ -109,6 +117,8 @@ tree() {  # tree NAME [REVISION LEFT OUT...]: prints the tree's deployments dire
   for rev in "$@"; do rm -f "$t/sampleapp/migrations/versions/${rev}_"*; done
   echo "demo@bascule.local namespaces=\"bascule-approval\" $(cat "$approver_key.pub")" \
     >>"$t/deployments/allowed_signers"
+  echo "staging namespaces=\"bascule-evidence\" $(cat "$evidence_key.pub")" \
+    >>"$t/deployments/evidence_signers"
   for env in dev staging production; do
     cat >>"$t/deployments/$env.yaml" <<YAML
 secrets:
@@ -180,10 +190,14 @@ for version in v1 v2; do
     # The commit goes with the release to staging's history, and from there to production.
     run=(deploy --dir "$dir" "$env" --app sample-app --image "$image" --commit "$(git -C "$dir" rev-parse HEAD)")
     [[ "$env" == production ]] && run=(promote --dir "$dir" staging production --app sample-app)
+    # Staging's runs hold its evidence key and migrate in a Job (runner: job), from a pod: the
+    # database by the name pods use. The other environments' runs have no such key.
+    worker=()
+    [[ "$env" == staging ]] && worker=(BASCULE_EVIDENCE_KEY="$evidence_key" SAMPLE_APP_DATABASE_URL="$DEMO_APP_DATABASE_URL")
     set +e
     # The run holds its environment's credential only (production's reads staging's history
     # through the Role `bascule rbac production` gives it there).
-    KUBECONFIG="$cache/demo/$env.kubeconfig" bascule "${run[@]}" 2>&1 \
+    KUBECONFIG="$cache/demo/$env.kubeconfig" env "${worker[@]}" bascule "${run[@]}" 2>&1 \
       | grep --line-buffered -E "\| Flow run '|^[A-Za-z]+: " | grep --line-buffered -v "View at" \
       | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| Flow run '[^']*' - //; s/^/  /"
     rc="${PIPESTATUS[0]}"

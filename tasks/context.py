@@ -51,6 +51,8 @@ class Env:
     # A rollback's that redeploys a release's stored objects: that release's Secret, which
     # they read, rather than one of today's values (bascule.snapshots).
     stored_secret: ReleaseSecret | None = None
+    # The key this worker signs the run's succeeded release with (tasks.promotion.evidence_key).
+    evidence_key: Path | None = None
 
     @staticmethod
     def open(

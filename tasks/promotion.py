@@ -3,18 +3,22 @@ history (the check a deploy with ``promote_from:`` makes) and what serves there 
 ``bascule promote`` deploys), each read with the source environment's own configuration.
 
 The check reads one object: GET the history ConfigMap ``<app>-bascule-history`` in the
-source's namespace. ``bascule promote`` also reads the source's active Service."""
+source's namespace, and verifies the evidence signature of the release it relies on with
+ssh-keygen. ``bascule promote`` also reads the source's active Service. The other half of
+the evidence: a signing worker's runs sign each release that succeeded (``evidence``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger
 
+from bascule import evidence as ev
 from bascule import history as h
-from bascule import promotion
-from bascule.errors import Refused
+from bascule import promotion, sshsig
+from bascule.errors import Refused, UsageError
 from bascule.kube import KubeError
 from bascule.manifests import color_of_selector
 from tasks import prefect_api, state
@@ -41,10 +45,51 @@ def check(env: Env, image: str, config_dir: str | Path) -> h.Release | None:
     if name is None:
         return None
     source = Env.open(name, config_dir, env.app)  # the same app there
+    keys = env.cfg.promotion.evidence_signers
+
+    def signed(candidate: h.Release) -> str | None:
+        assert keys is not None
+        return ev.problem(
+            candidate,
+            image,
+            name,
+            env.app,
+            lambda evidence, signature: sshsig.verify(evidence, signature, keys, principal=name),
+        )
+
     try:
-        return promotion.check(image, name, env.name, source_history(env, source))
+        return promotion.check(
+            image, name, env.name, source_history(env, source), signed if keys else None
+        )
     finally:
         source.kube.close()
+
+
+def evidence_key(env: Env) -> Path | None:
+    """The key this worker signs ``env``'s promotion evidence with (its local setting
+    ``BASCULE_EVIDENCE_KEY``), or None: it signs none. UsageError (exit 2) when ``env``
+    would run the app's migrations in this process, which can read the key."""
+    path = os.environ.get(ev.KEY_VARIABLE)
+    if not path:
+        return None
+    migrations = env.cfg.migrations
+    if problem := ev.runner_problem(env.name, migrations.runner if migrations else None):
+        raise UsageError(problem)
+    return Path(path)
+
+
+def evidence(env: Env, release: h.Release, key: Path | None) -> str | None:
+    """``release``'s evidence signed with ``key``, or None: no key, nothing to sign (no
+    digest recorded), or signing failed (a warning: the release serves, and an environment
+    promoting from this one will refuse it, saying why)."""
+    subject = ev.of(release, env.name, env.app)
+    if key is None or subject is None:
+        return None
+    try:
+        return sshsig.sign(subject, key, given_by=ev.KEY_VARIABLE)
+    except UsageError as exc:
+        get_run_logger().warning("promotion evidence not signed: %s", exc)
+        return None
 
 
 def serving_image(source: Env) -> tuple[str, h.Release]:

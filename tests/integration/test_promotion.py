@@ -1,9 +1,12 @@
 """Promotion by digest on the real cluster and Prefect server: staging records the digest its
-pods ran; production (``promote_from: staging``) refuses, before changing anything, a digest
-staging never verified and an image given by tag, whether the run was started by `bascule
-deploy`, by `bascule trigger` or by a custom run of its Prefect deployment (what the UI's
-"Custom run" sends: a flow run of ``deploy/production`` with an ``image`` parameter of the
-user's choosing); `bascule promote staging production` deploys exactly staging's digest."""
+pods ran, and its worker's key (BASCULE_EVIDENCE_KEY) signs that record; production
+(``promote_from: staging``, ``promotion.evidence_signers`` listing that key) refuses, before
+changing anything, a digest staging never verified and an image given by tag, whether the run
+was started by `bascule deploy`, by `bascule trigger` or by a custom run of its Prefect
+deployment (what the UI's "Custom run" sends: a flow run of ``deploy/production`` with an
+``image`` parameter of the user's choosing); and every record an attacker who may only write
+ConfigMaps in staging's namespace adds to its history. `bascule promote staging production`
+deploys exactly staging's digest."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +25,16 @@ import httpx
 import pytest
 import yaml
 
+from bascule import evidence as ev
+from bascule import kube as k
+from bascule.history import decode, encode
+from bascule.kube import Kube, Target
 from bascule.outcome import Exit, StateName
+from tasks.state import HISTORY_KEY
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, wait_for
 from tests.support.envs import approver_key, write_envs
+from tests.support.signers import keypair
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 NAME = "bascule.local/sample-app"
@@ -57,9 +67,18 @@ def production_ns(cluster: Cluster, namespace: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def cfg(cluster: Cluster, namespace: str, production_ns: str, tmp_path: Path) -> str:
+def staging_key(tmp_path: Path) -> Path:
+    """Staging's worker's evidence key: kept outside the config, as on the worker."""
+    return keypair(tmp_path / "staging-worker", "evidence")
+
+
+@pytest.fixture
+def cfg(
+    cluster: Cluster, namespace: str, production_ns: str, tmp_path: Path, staging_key: Path
+) -> str:
     """Staging and production copies, one replica each, production with
-    ``promote_from: staging`` (and, protected, approved with ``approver_key``)."""
+    ``promote_from: staging`` (and, protected, approved with ``approver_key``), taking
+    evidence signed by ``staging_key``."""
     directory = write_envs(
         tmp_path / "cfg",
         namespace,
@@ -67,9 +86,12 @@ def cfg(cluster: Cluster, namespace: str, production_ns: str, tmp_path: Path) ->
         {"replicas": 1},
         environments=("staging", "production"),
     )
+    public = staging_key.with_suffix(".pub").read_text().strip()
+    (directory / "evidence_signers").write_text(f'staging namespaces="{ev.NAMESPACE}" {public}\n')
     path = directory / "production.yaml"
     data = yaml.safe_load(path.read_text())
-    path.write_text(yaml.safe_dump({**data, "promote_from": "staging"}, sort_keys=False))
+    data |= {"promote_from": "staging", "promotion": {"evidence_signers": "evidence_signers"}}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(directory)
 
 
@@ -112,6 +134,92 @@ def untouched(cluster: Cluster, ns: str) -> None:
     assert [n for n in names if "sample-app" in n] == [], names
 
 
+def configmap_writer(cluster: Cluster, ns: str, path: Path) -> Kube:
+    """A client whose only credential is the token of a ServiceAccount that may read and
+    write ConfigMaps in ``ns``, and nothing else: the attacker of issue 21's finding 5."""
+    admin, name = cluster.client(), "configmap-writer"
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}"
+    admin.create(f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": name}})
+    verbs = ["get", "list", "update", "patch"]
+    rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]
+    admin.create(f"{rbac}/roles", {"metadata": {"name": name}, "rules": rules})
+    role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": ns}
+    binding = {"metadata": {"name": name}, "roleRef": role, "subjects": [subject]}
+    admin.create(f"{rbac}/rolebindings", binding)
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+    token = admin.create(f"/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", request)
+    cluster_entry = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]
+    context = {"cluster": cluster_entry["name"], "user": name}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster_entry],
+                "users": [{"name": name, "user": {"token": token["status"]["token"]}}],
+                "contexts": [{"name": name, "context": context}],
+                "current-context": name,
+            }
+        )
+    )
+    return Kube(Target(str(path)))
+
+
+def forgeries_refused(
+    cluster: Cluster, staging_ns: str, production_ns: str, api: str, cfg: str, tmp: Path
+) -> None:
+    """The attacker copies staging's signed record into forged ones through the API (a
+    succeeded record of a digest staging never ran, the signature moved to another digest,
+    the repository changed); production refuses each deploy before its lock, naming the
+    rule. Staging's history is put back afterwards."""
+    writer = configmap_writer(cluster, staging_ns, tmp / "attacker.kubeconfig")
+    path = k.configmaps(staging_ns, "sample-app-bascule-history")
+    found = writer.get(path)
+    kept = found["data"][HISTORY_KEY]
+    signed = decode(kept)[-1]
+    assert signed.digest is not None and signed.evidence is not None
+    never = archive_digests()[V2]
+    elsewhere = "sha256:" + "e" * 64
+    forged = [
+        replace(signed, id="r-forged", image=V2, digest=never, evidence=None),
+        replace(signed, id="r-copied", digest=elsewhere),
+        replace(signed, id="r-moved", image="evil.example/sample-app:v1"),
+    ]
+    found["data"][HISTORY_KEY] = encode([*decode(kept), *forged])
+    writer.replace(path, found)
+    not_over = "the signature is not over this record"
+    attempts = {
+        "forged": (f"{NAME}@{never}", "release r-forged (bascule.local/sample-app:v2) carries no"),
+        "copied": (f"{NAME}@{elsewhere}", f"release r-copied ({V1}) {not_over}"),
+        "moved": (
+            f"evil.example/sample-app@{signed.digest}",
+            f"release r-moved (evil.example/sample-app:v1) {not_over}",
+        ),
+        "mirror": (
+            f"mirror.example/sample-app@{signed.digest}",
+            f"release {signed.id} ({V1}) ran repository bascule.local/sample-app, not mirror",
+        ),
+    }
+    started = {
+        name: deploys.start(
+            api, "deploy", "--dir", cfg, "production", "--image", image, log=tmp / f"{name}.log"
+        )
+        for name, (image, _) in attempts.items()
+    }
+    rule = "promotion evidence: production takes a digest only with staging's worker's signature"
+    for name, (_, why) in attempts.items():
+        code = started[name].wait(180)
+        output = (tmp / f"{name}.log").read_text()
+        assert code == Exit.USAGE, output[-3000:]
+        assert rule in output and why in output, output[-3000:]
+        assert f"{StateName.REFUSED}: " in output, output[-3000:]
+    untouched(cluster, production_ns)  # no lock taken, nothing created
+    found = cluster.client().get(path)
+    found["data"][HISTORY_KEY] = kept
+    cluster.client().replace(path, found)
+
+
 def final_state(api: str, run_id: str) -> dict[str, Any]:
     def ended() -> dict[str, Any] | None:
         state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
@@ -127,16 +235,26 @@ def test_production_takes_only_digests_staging_verified(
     prefect_server: str,
     cfg: str,
     served: Callable[[], str],
+    staging_key: Path,
     tmp_path: Path,
 ) -> None:
     digests = archive_digests()
     verified, never = digests[V1], digests[V2]
 
     # Staging deploys by tag and records the digest its pods ran: the image's manifest digest.
-    staged = deploys.run(prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1)
+    # Its worker holds the evidence key, and signs the record; the key goes nowhere else.
+    worker = {ev.KEY_VARIABLE: str(staging_key)}
+    staged = deploys.run(
+        prefect_server, "deploy", "--dir", cfg, "staging", "--image", V1, env=worker
+    )
     assert staged.returncode == 0, staged.stderr[-3000:]
     record = deploys.history(cluster, namespace)[-1]
     assert (record["result"], record["digest"]) == ("succeeded", verified), record
+    assert record["evidence"].startswith("-----BEGIN SSH SIGNATURE-----"), record
+    private = staging_key.read_text().splitlines()[1:-1]
+    everything = cluster.kubectl("-n", namespace, "get", "all,configmaps,secrets", "-o", "json")
+    for seen in (staged.stdout + staged.stderr, everything):
+        assert not any(line in seen for line in private) and str(staging_key) not in seen
 
     # Refused by the flow: run here by `bascule deploy` (a digest staging never verified, and
     # a tag), through `bascule trigger` (a run of the Prefect deployment), and as the custom
@@ -177,6 +295,9 @@ def test_production_takes_only_digests_staging_verified(
     listed = (tmp_path / "history.log").read_text()
     assert f"{V1} (ran {verified})" in listed, listed
     untouched(cluster, production_ns)
+
+    # Whoever may write ConfigMaps in staging's namespace cannot make production take a digest.
+    forgeries_refused(cluster, namespace, production_ns, prefect_server, cfg, tmp_path)
 
     # `bascule promote` deploys exactly what staging serves, here through Prefect, once an
     # approver signs (production is protected); the job summary and production's history

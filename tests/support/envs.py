@@ -12,7 +12,7 @@ import yaml
 # The same deep merge as an app's file over its environment's.
 from bascule.apps import overlay as merge
 from bascule.config import PRODUCTION
-from tests.support.signers import NOBODY, allowed_signers, keypair
+from tests.support.signers import NOBODY, NOBODY_STAGING, allowed_signers, keypair
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,9 +33,11 @@ def copy_deployments(tmp: Path) -> Path:
     migrations beside it where the files' `migrations:` sections point."""
     target = tmp / "deployments"
     shutil.copytree(REPO / "deployments", target)
-    # The repository's lists nobody, which a protected environment refuses: list an approver.
-    with (target / "allowed_signers").open("a") as signers:
-        signers.write(NOBODY + "\n")
+    # The repository's lists nobody, which a protected environment refuses: list an approver,
+    # and a staging key for the evidence production's promote_from takes.
+    for name, line in (("allowed_signers", NOBODY), ("evidence_signers", NOBODY_STAGING)):
+        with (target / name).open("a") as signers:
+            signers.write(line + "\n")
     shutil.copytree(REPO / "sampleapp" / "migrations", tmp / "sampleapp" / "migrations")
     shutil.copy(REPO / "sampleapp" / "alembic.ini", tmp / "sampleapp")
     return target
@@ -59,8 +61,10 @@ def write_envs(
         # Its path is relative to the repository and it needs a database: a test that
         # migrates passes a section of its own.
         data.pop("migrations", None)
-        # Production takes only digests staging verified: the promotion test sets it again.
+        # Production takes only digests staging verified and signed: the promotion test sets
+        # both again, with a staging key of its own.
         data.pop("promote_from", None)
+        data.pop("promotion", None)
         # Relative too, and it lists nobody: replaced by the test approver's below, or a
         # test of signed approvals passes its own, and so its four-eyes rule (which compares
         # signing keys) with its own commit.

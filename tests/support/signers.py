@@ -13,6 +13,12 @@ NOBODY = (
     "AAAAC3NzaC1lZDI1NTE5AAAAIB1uBFA4KJwWTDmft2W7rRTXxVa/OGXxW0547xfwJUxs"
 )
 
+# The same thrown-away key, as staging's worker's evidence key (promotion.evidence_signers).
+NOBODY_STAGING = (
+    'staging namespaces="bascule-evidence" ssh-ed25519 '
+    "AAAAC3NzaC1lZDI1NTE5AAAAIB1uBFA4KJwWTDmft2W7rRTXxVa/OGXxW0547xfwJUxs"
+)
+
 
 def keypair(directory: Path, name: str) -> Path:
     """A new ed25519 key without a passphrase: its private key file (``.pub`` beside it)."""
@@ -41,6 +47,14 @@ def listing_nobody(directory: Path) -> str:
     file in ``directory`` at it (what a protected environment needs to load)."""
     (directory / "allowed_signers").write_text(NOBODY + "\n")
     return "approval:\n  allowed_signers: allowed_signers\n"
+
+
+def evidence_from_nobody(directory: Path) -> str:
+    """Writes ``directory/evidence_signers`` listing NOBODY_STAGING; returns the YAML that
+    points a file in ``directory`` at it (what a protected environment with promote_from:
+    staging needs to load)."""
+    (directory / "evidence_signers").write_text(NOBODY_STAGING + "\n")
+    return "promotion:\n  evidence_signers: evidence_signers\n"
 
 
 def fingerprint(key: Path) -> str:

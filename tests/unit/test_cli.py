@@ -20,6 +20,7 @@ from bascule.cli import COMMANDS, Command, main
 from bascule.cli.run import finish
 from bascule.outcome import Exit, StateName, exit_table
 from tests.support.envs import write_envs
+from tests.support.signers import evidence_from_nobody
 from tests.support.verdicts import assert_verdict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +88,9 @@ def test_promote_from_another_source_than_promote_from_is_a_usage_error(
     unreachable: Path,
 ) -> None:
     path = unreachable / "production.yaml"
-    path.write_text(path.read_text() + "promote_from: staging\n")
+    path.write_text(
+        path.read_text() + "promote_from: staging\n" + evidence_from_nobody(unreachable)
+    )
     res = bascule("promote", "--dir", str(unreachable), "dev", "production")
     assert_clean(
         res, 2, "production takes only what staging verified", "promote staging production"

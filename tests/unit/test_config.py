@@ -25,7 +25,7 @@ from bascule.trigger.options import local_app
 from bascule.yamlsource import Mark, parse_yaml
 from tasks.context import Env
 from tests.support.envs import copy_deployments
-from tests.support.signers import NOBODY, listing_nobody
+from tests.support.signers import NOBODY, evidence_from_nobody, listing_nobody
 
 REPO_DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 
@@ -612,7 +612,7 @@ def _write_and_load(deployments: Path, text: str) -> EnvironmentConfig:
 def test_promote_from_names_another_existing_environment(tmp_path: Path) -> None:
     write(tmp_path / "staging.yaml", MINIMAL)
     production = MINIMAL.replace("staging", "production")
-    signed = listing_nobody(tmp_path)
+    signed = listing_nobody(tmp_path) + evidence_from_nobody(tmp_path)
     ok = load_environment(
         write(tmp_path / "production.yaml", production + "promote_from: staging\n" + signed)
     )
@@ -633,8 +633,33 @@ def test_promote_from_names_another_existing_environment(tmp_path: Path) -> None
 
 
 def test_repository_production_takes_only_what_staging_verified(deployments: Path) -> None:
-    assert load_environment(deployments / "production.yaml").promote_from == "staging"
-    assert load_environment(deployments / "staging.yaml").promote_from is None
+    production = load_environment(deployments / "production.yaml")
+    assert production.promote_from == "staging"
+    assert production.promotion.evidence_signers == deployments / "evidence_signers"
+    staging = load_environment(deployments / "staging.yaml")
+    assert staging.promote_from is None
+    # Staging's worker signs evidence: its migrations must not run beside its key.
+    assert staging.migrations is not None and staging.migrations.runner == "job"
+
+
+def test_a_protected_promote_from_needs_signers_of_the_evidence(tmp_path: Path) -> None:
+    write(tmp_path / "staging.yaml", MINIMAL)
+    text = MINIMAL.replace("staging", "production") + listing_nobody(tmp_path)
+    text += "promote_from: staging\n"
+    [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+    assert problem.field == "promote_from", problem
+    assert "set promotion.evidence_signers to a file listing that worker's key" in (problem.message)
+    # A file that lists no key is refused too: nothing could ever be promoted.
+    (tmp_path / "evidence_signers").write_text("# nobody yet\n")
+    text += "promotion:\n  evidence_signers: evidence_signers\n"
+    [problem] = errors_of(write(tmp_path / "production.yaml", text)).problems
+    assert problem.field == "promotion.evidence_signers", problem
+    assert "lists no key, and production is protected: no digest staging verified" in (
+        problem.message
+    )
+    # An unprotected environment may trust its source's history as written.
+    write(tmp_path / "qa.yaml", MINIMAL.replace("staging", "qa") + "promote_from: staging\n")
+    assert load_environment(tmp_path / "qa.yaml").promotion.evidence_signers is None
 
 
 # --- signed approvals ---------------------------------------------------------------------------

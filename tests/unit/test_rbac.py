@@ -13,7 +13,7 @@ import yaml
 
 from bascule import rbac
 from bascule.cli import main
-from bascule.config import AppSecret, SmokeHttpScenario, load_environment
+from bascule.config import AppSecret, EnvironmentConfig, SmokeHttpScenario, load_environment
 from bascule.errors import UsageError
 from bascule.kube import RECORD_ENV
 from bascule.kubeconfig import token_kubeconfig
@@ -191,8 +191,16 @@ def test_paths_outside_the_resource_api_ask_for_no_resource(path: str) -> None:
     assert rbac.request_permission("GET", path, {}) is None
 
 
+def in_process(cfg: EnvironmentConfig) -> EnvironmentConfig:
+    """``cfg`` with its migrations run by the process runner: no Secret of the Job's URL."""
+    assert cfg.migrations is not None
+    return cfg.model_copy(
+        update={"migrations": cfg.migrations.model_copy(update={"runner": "process"})}
+    )
+
+
 def staging(tmp: Path) -> tuple[Env, FakeApi]:
-    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
     kube, api = fake_kube(tmp)
     return Env(cfg, load_templates(cfg.manifests), kube), api
 
@@ -240,7 +248,7 @@ def test_preflight_names_what_neither_review_allows(tmp_path: Path) -> None:
 
 
 def test_secrets_are_checked_only_for_an_environment_that_uses_them(tmp_path: Path) -> None:
-    plain = load_environment(REPO / "deployments" / "staging.yaml")
+    plain = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
     assert rbac.features(plain) == ["deploy"]
     with_secrets = plain.model_copy(update={"secrets": {"TOKEN": {"env": "T"}}})
     assert rbac.features(with_secrets) == ["deploy", "secrets"]
@@ -282,7 +290,7 @@ def test_the_client_records_each_permission_once_when_asked(
 def two_apps(tmp: Path) -> list[rbac.Grant]:
     """Staging's sample app (a Kubernetes Secret source, a POST smoke scenario, a check at
     its own URL) and a second app in another namespace, with production promoting from it."""
-    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
     templates = load_templates(cfg.manifests)
     smoke = cfg.checks.smoke.model_copy(
         update={
@@ -411,7 +419,7 @@ def test_an_environments_roles_name_its_own_objects(tmp_path: Path) -> None:
 
 
 def test_an_environment_without_secrets_gets_no_secrets_role(tmp_path: Path) -> None:
-    cfg = load_environment(REPO / "deployments" / "staging.yaml")
+    cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
     grant = rbac.app_grant(cfg, load_templates(cfg.manifests))
     docs = rbac.environment_manifests("staging", cfg.namespace, rbac.shipped_roles(), [grant])
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Role"] == ["bascule"]
@@ -425,7 +433,8 @@ def test_the_cli_prints_what_preflight_checks(
     assert main(["rbac", "--dir", str(REPO / "deployments"), "staging"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     granted = [r for rules in rbac.parse(yaml.safe_dump_all(docs), "out").values() for r in rules]
-    env, _ = staging(tmp_path)
+    cfg = load_environment(REPO / "deployments" / "staging.yaml")  # as shipped: runner job
+    env = Env(cfg, load_templates(cfg.manifests), fake_kube(tmp_path)[0])
     assert rbac.permissions(granted, env.ns) == preflight.needed(env)
 
 
