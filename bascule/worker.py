@@ -52,6 +52,7 @@ from pydantic import PrivateAttr
 from bascule import config as c
 from bascule import history as h
 from bascule import kube as k
+from bascule.evidence import KEY_VARIABLE
 from bascule.jobpolicy import JobPolicy
 from bascule.manifests import history_name
 from bascule.outcome import StateName
@@ -377,7 +378,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protected",
         action="store_true",
-        help="only merged commits descending from the serving release's (production always)",
+        help="only merged commits descending from the serving release's (production, and a "
+        f"worker holding ${KEY_VARIABLE}, always)",
     )
     parser.add_argument("--name", help="the worker's name in the Prefect UI")
     kube = parser.add_argument_group(
@@ -415,7 +417,9 @@ def run(args: argparse.Namespace) -> int:
             environment=args.environment,
             repository=args.repository or args.image,
             config_dir=args.config_dir,
-            protected=args.protected,
+            # A worker that signs promotion evidence runs only reviewed code: a branch's flows
+            # would run beside its key.
+            protected=args.protected or bool(os.environ.get(KEY_VARIABLE)),
             namespaces=frozenset(args.namespace),
         )
         job_policy = _job_policy(args, policy) if args.kubernetes else None

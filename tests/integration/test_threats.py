@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from bascule import evidence as ev
 from tests.support import deploys, signers, workers
 from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
@@ -84,8 +85,12 @@ def estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
         )  # fmt: skip
         repo = workers.Repository.make(tmp / "repo")
         keys = {name: signers.keypair(tmp / "keys", name) for name in ("ann", "carol")}
-        old = repo.commit(base, "release 0", change=production_rules(keys), author=CAROL)
-        main = repo.commit(base, "release 1", change=production_rules(keys), author=CAROL)
+        # Staging's worker's evidence key, outside the repository: production lists its public
+        # half (promotion.evidence_signers), staging's worker alone holds it.
+        evidence = signers.keypair(tmp / "staging-worker", "evidence")
+        rules = production_rules(keys, evidence)
+        old = repo.commit(base, "release 0", change=rules, author=CAROL)
+        main = repo.commit(base, "release 1", change=rules, author=CAROL)
         repo.push()
         workers.register(prefect_server, tmp / "prefect.yaml", only=DEPLOYMENTS)
         users, kubeconfigs = {}, {}
@@ -100,6 +105,11 @@ def estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
                 user.home.joinpath(".gitconfig").write_text("[safe]\n\tdirectory = *\n")
                 user.own(user.home.joinpath(".gitconfig"))
             kubeconfigs[environment] = kubeconfig
+        local = {e: {"KUBECONFIG": str(kubeconfigs[e])} for e in ENVIRONMENTS}
+        if users["staging"] is not None:  # its own copy, only its user can read
+            held = shutil.copy(evidence, users["staging"].home / "evidence")
+            evidence = users["staging"].own(Path(held))
+        local["staging"][ev.KEY_VARIABLE] = str(evidence)
         logs = {environment: tmp / f"{environment}-worker.log" for environment in ENVIRONMENTS}
         with contextlib.ExitStack() as stack:
             procs = {
@@ -110,7 +120,7 @@ def estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
                         environment,
                         repo.bare,
                         (env_namespace(base, environment),),
-                        {"KUBECONFIG": str(kubeconfigs[environment])},
+                        local[environment],
                         users[environment],
                     )
                 )
@@ -130,14 +140,19 @@ def estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def production_rules(keys: dict[str, Path]) -> Callable[[Path], None]:
-    """Production as shipped: promotion from staging, signed approvals by listed keys, four
-    eyes (the commit's author cannot approve it)."""
+def production_rules(keys: dict[str, Path], evidence: Path) -> Callable[[Path], None]:
+    """Production as shipped: promotion from staging, with the evidence staging's worker
+    signs with ``evidence``; signed approvals by listed keys, four eyes (the commit's author
+    cannot approve it)."""
 
     def change(work: Path) -> None:
         path = work / "deployments" / "production.yaml"
         data = yaml.safe_load(path.read_text())
         data["promote_from"] = "staging"
+        public = evidence.with_suffix(".pub").read_text().strip()
+        line = f'staging namespaces="{ev.NAMESPACE}" {public}\n'
+        (work / "deployments" / "evidence_signers").write_text(line)
+        data["promotion"] = {"evidence_signers": "evidence_signers"}
         data["approval"] |= {"allowed_signers": "allowed_signers", "four_eyes": True}
         data["approval"]["timeout_seconds"] = 300
         data["secrets"] = {"DB_URL": {"kubernetes_secret": {"name": "prod-db", "key": "url"}}}
