@@ -254,7 +254,7 @@ def run_environment(prepared: Mapping[str, str | None], entrypoint: str) -> dict
     }
 
 
-def _no_hooks(flow_run: FlowRun) -> Flow[..., Any]:
+async def _resolve_without_hooks(flow_run: FlowRun) -> Flow[..., Any]:
     """What the worker gives Prefect's hook runner instead of the run's flow: loading that
     would run the deployment's pull steps here, in the worker."""
 
@@ -262,10 +262,6 @@ def _no_hooks(flow_run: FlowRun) -> Flow[..., Any]:
         return None
 
     return Flow(fn=nothing, name=flow_run.name or "refused")
-
-
-async def _resolve_without_hooks(flow_run: FlowRun) -> Flow[..., Any]:
-    return _no_hooks(flow_run)
 
 
 class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
@@ -325,7 +321,7 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
         task_status: anyio.abc.TaskStatus[int],
     ) -> Result:
         """Prefect's engine in ``cwd``, as Prefect's process worker starts it, but with the
-        hook runner given no flow (see ``_no_hooks``)."""
+        hook runner given no flow (see ``_resolve_without_hooks``)."""
         async with FlowRunExecutorContext() as ctx:
             starter = EngineCommandStarter(
                 command=command_to_string([get_sys_executable(), "-m", "prefect.engine"]),
