@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a blue-green deployment of the sample app, v1 then v2, through dev, staging
-# and production, on the embedded default: the local cluster and its PostgreSQL, which also
-# holds the local Prefect server's database (prefect_demo). The approval of production is
-# answered by the demo itself unless APPROVE=manual, in which case it waits for you in the
-# Prefect UI.
+# and production, each run by that environment's own worker (bascule worker), and one attack
+# refused; on the embedded default: the local cluster and its PostgreSQL, which also holds the
+# local Prefect server's database (prefect_demo). The approval of production is answered by
+# the demo itself unless APPROVE=manual, in which case it waits for you in the Prefect UI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${BASCULE_CACHE:-$HOME/.cache/bascule}"
@@ -103,17 +103,34 @@ if [[ ! -f "$evidence_key" ]]; then
   ssh-keygen -q -t ed25519 -N '' -C "bascule demo staging worker" -f "$evidence_key"
 fi
 
-# Each version deploys from its own commit's files: v1's carries revision 0001 only, v2's adds
-# the expand revision 0002, which the pipeline runs before v2's color starts. Both get this
-# demo's webhook receivers and monitoring endpoints.
-tree() {  # tree NAME [REVISION LEFT OUT...]: prints the tree's deployments directory
-  local t="$cache/demo/$1"
-  shift
-  rm -rf "$t" && mkdir -p "$t/sampleapp"
-  cp -r deployments "$t/"
+# The team's repository, as the workers clone it: v1's tree committed on main, then v2's on top
+# of it. Each holds Bascule's code (flows, bascule, tasks) and the demo's configuration: v1's
+# migrations are revision 0001 only, v2's add the expand revision 0002, which the pipeline runs
+# before v2's color starts. Both get this demo's webhook receivers and monitoring endpoints.
+# The repository is kept across demos, each adding its v1 and v2 on top: production and staging
+# run only commits that descend from the one they serve. A new one starts new environments.
+repo="$cache/demo/repo"
+bare="$cache/demo/bascule.git"
+rm -rf "$cache/demo/v1" "$cache/demo/v2"  # earlier demos' trees
+if [[ ! -d "$bare" ]]; then
+  for env in dev staging production; do
+    kubectl delete namespace "bascule-$env" --ignore-not-found --wait=true >/dev/null
+  done
+  rm -rf "$repo"
+  git init -q --bare "$bare"
+  git -C "$bare" symbolic-ref HEAD refs/heads/main
+  git init -q "$repo"
+  git -C "$repo" symbolic-ref HEAD refs/heads/main
+fi
+git -C "$repo" checkout -q main 2>/dev/null || true
+tree() {  # tree [REVISION LEFT OUT...]: lays the demo's files into $repo
+  local t="$repo"
+  find "$t" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
+  mkdir -p "$t/sampleapp"
+  cp -r bascule flows tasks deployments "$t/"
   cp sampleapp/alembic.ini "$t/sampleapp/"
   cp -r sampleapp/migrations "$t/sampleapp/"
-  find "$t/sampleapp" -name __pycache__ -prune -exec rm -rf {} +
+  find "$t" -name __pycache__ -prune -exec rm -rf {} +
   for rev in "$@"; do rm -f "$t/sampleapp/migrations/versions/${rev}_"*; done
   echo "demo@bascule.local namespaces=\"bascule-approval\" $(cat "$approver_key.pub")" \
     >>"$t/deployments/allowed_signers"
@@ -136,18 +153,25 @@ YAML
   # lock in the same namespace, with dev's settings but one replica and no database.
   mkdir -p "$t/deployments/apps/sample-api"
   printf 'replicas: 1\nmigrations: null\n' >"$t/deployments/apps/sample-api/dev.yaml"
-  # Production's four eyes reads who wrote the deployed commit from this checkout: the tree is
-  # a commit by a developer, which the demo's approver (demo@bascule.local) did not write.
-  git -C "$t" init -q
-  git -C "$t" add -A
-  git -C "$t" -c user.name="Demo Developer" -c user.email=developer@bascule.local \
-    -c commit.gpgsign=false commit -q -m "demo $(basename "$t")"
-  echo "$t/deployments"
 }
-v1_dir="$(tree v1 0002)"
-v2_dir="$(tree v2)"
-echo "  v1's revisions: $(cd "$v1_dir/../sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
-echo "  v2's revisions: $(cd "$v2_dir/../sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
+# Commits by a developer, whom production's four eyes tells apart from the demo's approver
+# (demo@bascule.local); prints the commit.
+commit() {
+  git -C "$repo" add -A
+  git -C "$repo" -c user.name="Demo Developer" -c user.email=developer@bascule.local \
+    -c commit.gpgsign=false commit -q --allow-empty -m "$1"
+  git -C "$repo" rev-parse HEAD
+}
+tree 0002
+v1_sha="$(commit "demo: v1")"
+echo "  v1 ($v1_sha): revisions $(cd "$repo/sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
+tree
+v2_sha="$(commit "demo: v2")"
+echo "  v2 ($v2_sha): revisions $(cd "$repo/sampleapp/migrations/versions" && ls *.py | tr '\n' ' ')"
+git -C "$repo" push -q "$bare" HEAD:refs/heads/main
+# The files as main has them: what the commands run here read (rbac, status, history, stats).
+dir="$repo/deployments"
+echo "  repository: $bare (main at v2)"
 
 say "each environment's account: its Roles from its config (bascule rbac), a kubeconfig with only its token"
 for env in dev staging production; do
@@ -157,9 +181,45 @@ for env in dev staging production; do
   kubectl label --overwrite namespace "$ns" pod-security.kubernetes.io/enforce=restricted >/dev/null
 done
 for env in dev staging production; do
-  bascule rbac --dir "$v2_dir" "$env" | kubectl apply -f - >/dev/null
-  bascule kubeconfig --dir "$v2_dir" "$env" --out "$cache/demo/$env.kubeconfig" --hours 2 | sed 's/^/  /'
+  bascule rbac --dir "$dir" "$env" | kubectl apply -f - >/dev/null
+  bascule kubeconfig --dir "$dir" "$env" --out "$cache/demo/$env.kubeconfig" --hours 2 | sed 's/^/  /'
 done
+
+say "three workers, one per environment, each with only its environment's credentials"
+# Each polls its own pool (bascule-<env>), clones the repository for each run and checks the run
+# against its own settings before any of the run's code runs (README: One worker per
+# environment). Staging's holds the evidence key it signs verified releases with, runs only
+# merged commits (--protected: a signing environment), and migrates in a Job, from a pod: the
+# database by the name pods use. On a real setup each runs on its own machine or OS user.
+mkdir -p "$cache/demo/workers"
+for env in dev staging production; do
+  pidfile="$cache/demo/workers/$env.pid"
+  # A previous demo's worker (this script started it) makes way for this one.
+  if [[ -f "$pidfile" ]]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+  own=(KUBECONFIG="$cache/demo/$env.kubeconfig" PREFECT_WORKER_QUERY_SECONDS=2)
+  flags=(--repository "$bare" --namespace "bascule-$env")
+  if [[ "$env" == staging ]]; then
+    own+=(BASCULE_EVIDENCE_KEY="$evidence_key" SAMPLE_APP_DATABASE_URL="$DEMO_APP_DATABASE_URL")
+    flags+=(--protected)
+  fi
+  env "${own[@]}" setsid bascule worker "$env" "${flags[@]}" --name "demo-$env" \
+    >"$cache/demo/workers/$env.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  echo "  $env: pid $(cat "$pidfile"), pool bascule-$env, log $cache/demo/workers/$env.log"
+done
+for env in dev staging production; do
+  for _ in $(seq 60); do curl -fsS "$PREFECT_API_URL/work_pools/bascule-$env" >/dev/null 2>&1 && break; sleep 0.5; done
+done
+# prefect.yaml's deployments (and the recover automations); the Kubernetes Jobs' pools first,
+# which `prefect deploy` needs for their deployments.
+python - <<'PY' | while read -r pool; do prefect work-pool create "$pool" --type kubernetes >/dev/null 2>&1 || true; done
+import yaml
+spec = yaml.safe_load(open("prefect.yaml"))
+print("\n".join(sorted({d["work_pool"]["name"] for d in spec["deployments"] if d["work_pool"]["name"].endswith("kubernetes")})))
+PY
+prefect --no-prompt deploy --all >"$cache/demo/workers/deploy.log" 2>&1 \
+  || { tail -20 "$cache/demo/workers/deploy.log" >&2; exit 1; }
+echo "  prefect.yaml registered: $(prefect deployment ls 2>/dev/null | grep -c '│ [a-z]*/' || true) deployments"
 
 # Answers production's approval gate as soon as it is asked, signed with the demo's key.
 approver() {
@@ -174,32 +234,26 @@ approver() {
   done
 }
 
+# Every deploy goes through its environment's worker, as the workflows start them:
+# `bascule trigger ENV --image --commit` (production: `bascule promote staging production
+# --trigger`, the digest staging verified and signed, with its commit).
+show() { grep --line-buffered -vE " STATE +(Scheduled|Pending|Submitting|Running)$|submitting flow run|View at" | sed -u 's/^/  /'; }
 for version in v1 v2; do
   image="bascule.local/sample-app:$version"
-  dir="$v2_dir"
-  [[ "$version" == v1 ]] && dir="$v1_dir"
+  sha="$v2_sha"
+  [[ "$version" == v1 ]] && sha="$v1_sha"
   for env in dev staging production; do
-    say "$env ← $image"
+    say "$env ← $image (commit ${sha:0:12}, through the $env worker)"
     if [[ "$env" == production && "${APPROVE:-auto}" != manual ]]; then
       approver &
       helper=$!
     elif [[ "$env" == production ]]; then
       echo "  waiting for your approval: http://127.0.0.1:$port/runs (or: bascule pending; bascule approve RUN --key $approver_key)"
     fi
-    # Production takes only what staging verified (promote_from): its digest, not the tag.
-    # The commit goes with the release to staging's history, and from there to production.
-    run=(deploy --dir "$dir" "$env" --app sample-app --image "$image" --commit "$(git -C "$dir" rev-parse HEAD)")
-    [[ "$env" == production ]] && run=(promote --dir "$dir" staging production --app sample-app)
-    # Staging's runs hold its evidence key and migrate in a Job (runner: job), from a pod: the
-    # database by the name pods use. The other environments' runs have no such key.
-    worker=()
-    [[ "$env" == staging ]] && worker=(BASCULE_EVIDENCE_KEY="$evidence_key" SAMPLE_APP_DATABASE_URL="$DEMO_APP_DATABASE_URL")
+    run=(trigger "$env" --app sample-app --image "$image" --commit "$sha" --timeout 900)
+    [[ "$env" == production ]] && run=(promote --dir "$dir" staging production --app sample-app --trigger)
     set +e
-    # The run holds its environment's credential only (production's reads staging's history
-    # through the Role `bascule rbac production` gives it there).
-    KUBECONFIG="$cache/demo/$env.kubeconfig" env "${worker[@]}" bascule "${run[@]}" 2>&1 \
-      | grep --line-buffered -E "\| Flow run '|^[A-Za-z]+: " | grep --line-buffered -v "View at" \
-      | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| Flow run '[^']*' - //; s/^/  /"
+    bascule "${run[@]}" 2>&1 | show
     rc="${PIPESTATUS[0]}"
     set -e
     [[ -n "${helper:-}" ]] && { kill "$helper" 2>/dev/null || true; wait "$helper" 2>/dev/null || true; unset helper; }
@@ -208,13 +262,26 @@ for version in v1 v2; do
   done
 done
 
+say "an attack the dev worker refuses: a pushed branch whose dev.yaml aims at production's namespace"
+git -C "$repo" checkout -q -B attack
+sed -i 's/^namespace: bascule-dev$/namespace: bascule-production/' "$repo/deployments/dev.yaml"
+attack_sha="$(commit "dev, pointed at production")"
+git -C "$repo" push -q -f "$bare" HEAD:refs/heads/attack
+git -C "$repo" checkout -q main
+set +e
+bascule trigger dev --app sample-app --image bascule.local/sample-app:v2 --commit "$attack_sha" 2>&1 \
+  | grep -E "STATE +Refused|flow run ended" | sed 's/^/  /'
+rc="${PIPESTATUS[0]}"
+set -e
+((rc == 2)) || { echo "demo: the dev worker did not refuse the attack (exit $rc)" >&2; exit 1; }
+
 say "production's pods read their database by name (postgres.db.svc.cluster.local): GET /api/items"
 kubectl get --raw "/api/v1/namespaces/bascule-production/services/sample-app:http/proxy/api/items" \
   | sed 's/^/  /'
 echo
 
 say "staging: taken back by hand (bascule rollback), which raises an alert"
-KUBECONFIG="$cache/demo/staging.kubeconfig" bascule rollback staging --app sample-app --dir "$v2_dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
+KUBECONFIG="$cache/demo/staging.kubeconfig" bascule rollback staging --app sample-app --dir "$dir" 2>&1 | grep --line-buffered -E "metrics: |alerts: |^[A-Za-z]+: " \
   | sed -u -E "s/^[0-9:.]+ \| [A-Z]+ +\| (Flow|Task) run '[^']*' - //; s/^/  /"
 
 say "the Pushgateway's deployment metrics (group job=bascule, app, environment=staging)"
@@ -230,13 +297,14 @@ for a in json.load(sys.stdin):
 '
 say "DORA figures (bascule stats)"
 for env in dev staging production; do
-  bascule stats "$env" --app sample-app --dir "$v2_dir" | sed 's/^/  /'
+  bascule stats "$env" --app sample-app --dir "$dir" | sed 's/^/  /'
 done
 scripts/demo-gate.sh
 
 say "dev ← a second app, sample-api (deployments/apps/sample-api/dev.yaml), beside sample-app"
-bascule deploy --dir "$v2_dir" dev --app sample-api --image bascule.local/sample-app:v2 2>&1 \
-  | grep --line-buffered -E "^[A-Za-z]+: " | sed 's/^/  /'
+# From the repository's checkout, as the workflow runs it: the trigger checks the app there.
+(cd "$repo" && bascule trigger dev --app sample-api --image bascule.local/sample-app:v2 \
+  --commit "$v2_sha") 2>&1 | grep --line-buffered -E "^bascule: " | sed 's/^/  /'
 
 say "status: every app of every environment"
 bascule status --dir "$dir" | sed 's/^/  /'
@@ -246,10 +314,11 @@ for env in dev staging production; do
 done
 echo "dev, sample-api:"; bascule history --dir "$dir" dev --app sample-api --limit 4 | sed "s/^/  /"
 say "where to look"
-echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, events)"
+echo "  Prefect UI:    http://127.0.0.1:$port  (runs, reports under Artifacts, events; the refused attack's run)"
+echo "  workers:       $cache/demo/workers/{dev,staging,production}.log; more runs: bascule trigger ENV --image REF --commit SHA"
 echo "  kubectl:       KUBECONFIG=$KUBECONFIG $bin/kubectl get deploy,svc -A"
 echo "  status:        PREFECT_API_URL=$PREFECT_API_URL bascule status --dir $dir"
 echo "  from pods:      PREFECT_API_URL=$pod_api (flows as Kubernetes Jobs: make flow-image, README)"
 echo "  metrics:       $pushgateway/metrics   alerts: $alertmanager/#/alerts"
-echo "  stop:          kill \$(cat $cache/prefect/server.pid) \$(cat $relay); make cluster-down"
+echo "  stop:          kill \$(cat $cache/demo/workers/*.pid) \$(cat $cache/prefect/server.pid) \$(cat $relay); make cluster-down"
 echo "                 kill \$(cat $mon/pushgateway.pid) \$(cat $mon/alertmanager.pid); rm -r $mon"
