@@ -232,13 +232,17 @@ def _configs(cfg_dir: Path, environment: str) -> dict[str, c.EnvironmentConfig]:
 
 
 def _serving_commit(cfg: c.EnvironmentConfig) -> str | None:
-    """The commit of the newest release that succeeded, read with the worker's credentials."""
+    """The commit of the newest release that succeeded and recorded one, read with the
+    worker's credentials."""
     kube = k.Kube(outage_tolerance=0)
     try:
         found = kube.get_or_none(k.configmaps(cfg.namespace, history_name(cfg.app)))
     finally:
         kube.close()
-    good = h.last_good(h.decode((found or {}).get("data", {}).get(h.HISTORY_KEY)))
+    history = h.decode((found or {}).get("data", {}).get(h.HISTORY_KEY))
+    # The newest that says which commit it ran: a release without one (deployed by hand
+    # without --commit) proves nothing, and must not let an older commit through.
+    good = next((r for r in reversed(history) if r.result == "succeeded" and r.commit), None)
     return good.commit if good is not None else None
 
 
