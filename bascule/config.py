@@ -1376,10 +1376,7 @@ class EnvironmentConfig(_Section):
         ),
     )
 
-    @field_validator("commit_signers")
-    @classmethod
-    def _signers_relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_path(value, info)
+    _commit_signers = field_validator("commit_signers")(_check_signers_file)
 
     @model_validator(mode="before")
     @classmethod

@@ -187,6 +187,13 @@ def last_good(history: list[Release], before: str | None = None) -> Release | No
     return None
 
 
+def last_good_commit(history: Sequence[Release]) -> str | None:
+    """The commit of the newest release that succeeded and recorded one. A release without
+    one (deployed by hand without --commit) proves nothing, so it must not hide an older
+    commit from the worker's descent rule."""
+    return next((r.commit for r in reversed(history) if r.result == "succeeded" and r.commit), None)
+
+
 _NOT_GOOD: dict[str, str] = {
     "failed": "failed",
     "rolled-back": "was rolled back",

@@ -172,26 +172,25 @@ def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
     if checked.returncode != 0:
         raise RuntimeError(f"git checkout {sha} failed: {checked.stderr.strip()}")
 
-    def descends(ancestor: str) -> bool:
-        return _git("merge-base", "--is-ancestor", ancestor, sha, cwd=directory).returncode == 0
+    def is_ancestor(older: str, newer: str) -> bool:
+        return _git("merge-base", "--is-ancestor", older, newer, cwd=directory).returncode == 0
 
     cfg_dir = directory / config_path(policy.config_dir)
     configs = _configs(cfg_dir, policy.environment)
     # Only where the descent rule applies, and only in the worker's own namespaces: a
     # configuration aimed elsewhere is refused by the namespace rule, not by a 403.
-    serving = {
-        app: _serving_commit(cfg)
-        for app, cfg in configs.items()
-        if policy.is_protected and (not policy.namespaces or cfg.namespace in policy.namespaces)
-    }
+    serving = _serving_commits(
+        {
+            app: cfg
+            for app, cfg in configs.items()
+            if policy.is_protected and (not policy.namespaces or cfg.namespace in policy.namespaces)
+        }
+    )
     return Checkout(
         commit=sha,
-        on_default_branch=_git(
-            "merge-base", "--is-ancestor", sha, "origin/HEAD", cwd=directory
-        ).returncode
-        == 0,
+        on_default_branch=is_ancestor(sha, "origin/HEAD"),
         serving={
-            app: None if found is None else (found, descends(found))
+            app: None if found is None else (found, is_ancestor(found, sha))
             for app, found in serving.items()
         },
         namespaces={cfg.namespace for cfg in configs.values()},
@@ -231,19 +230,23 @@ def _configs(cfg_dir: Path, environment: str) -> dict[str, c.EnvironmentConfig]:
     return {app: c.load_environment(path, app) for app in c.app_names(cfg_dir, environment)}
 
 
-def _serving_commit(cfg: c.EnvironmentConfig) -> str | None:
-    """The commit of the newest release that succeeded and recorded one, read with the
+def _serving_commits(configs: Mapping[str, c.EnvironmentConfig]) -> dict[str, str | None]:
+    """Per app, the commit its history says serves (``h.last_good_commit``), read with the
     worker's credentials."""
+    if not configs:
+        return {}
     kube = k.Kube(outage_tolerance=0)
     try:
-        found = kube.get_or_none(k.configmaps(cfg.namespace, history_name(cfg.app)))
+        found = {
+            app: kube.get_or_none(k.configmaps(cfg.namespace, history_name(cfg.app)))
+            for app, cfg in configs.items()
+        }
     finally:
         kube.close()
-    history = h.decode((found or {}).get("data", {}).get(h.HISTORY_KEY))
-    # The newest that says which commit it ran: a release without one (deployed by hand
-    # without --commit) proves nothing, and must not let an older commit through.
-    good = next((r for r in reversed(history) if r.result == "succeeded" and r.commit), None)
-    return good.commit if good is not None else None
+    return {
+        app: h.last_good_commit(h.decode((cm or {}).get("data", {}).get(h.HISTORY_KEY)))
+        for app, cm in found.items()
+    }
 
 
 def run_environment(prepared: Mapping[str, str | None], entrypoint: str) -> dict[str, str]:

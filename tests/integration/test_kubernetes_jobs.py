@@ -285,7 +285,7 @@ def test_an_api_credential_cannot_change_what_a_kubernetes_job_runs(
             edited = copy.deepcopy(template)
             edited["variables"]["properties"][variable]["default"] = value
             httpx.patch(pool, json={"base_job_template": edited}, timeout=30).raise_for_status()
-            time.sleep(6)  # the worker reads its pool every 2 s (PREFECT_WORKER_HEARTBEAT_SECONDS)
+            workers.pool_reread(api, kubernetes_pool_name("staging"))
             key = f"template {rule}"
             runs[key] = run_deployment(api, "deploy/staging-kubernetes", namespace, image=V2)
             ended[key] = wait_run(api, runs[key], timeout=60)

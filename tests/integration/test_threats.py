@@ -13,7 +13,6 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -402,15 +401,14 @@ def test_the_pools_base_job_template_edited_through_the_api_is_refused(estate: E
     )
     assert edit.status_code == 204, edit.text
     try:
-        # The worker reads its pool again every 2 s here (PREFECT_WORKER_HEARTBEAT_SECONDS).
-        time.sleep(5)
+        workers.pool_reread(estate.api, "bascule-production")
         run = start(estate.api, "deploy/production", {"environment": "production", "image": V1})
         assert_refused(estate, run, "rule command:")
     finally:
         httpx.patch(
             f"{estate.api}/work_pools/bascule-production", json={"base_job_template": template}
         )
-        time.sleep(5)
+        workers.pool_reread(estate.api, "bascule-production")
 
 
 def test_production_takes_a_signed_four_eyes_approval_of_a_staging_verified_digest(

@@ -15,6 +15,7 @@ import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,29 @@ def bascule_pool(api: str, name: str) -> None:
     )
     if made.status_code != 409:
         made.raise_for_status()
+
+
+def pool_reread(api: str, pool: str) -> None:
+    """Waits until every worker of ``pool`` has the pool as it is now (after an edit through
+    the API). Each sync, a worker reads its pool (or has it pushed over its channel), then
+    beats (prefect/workers/_worker_channel/_sync.py): a beat later than a beat later than
+    the edit comes after a read of it."""
+    edited = _at(httpx.get(f"{api}/work_pools/{pool}", timeout=30).json()["updated"])
+
+    def beats() -> list[datetime]:
+        found = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=30)
+        return [_at(w["last_heartbeat_time"]) for w in found.json()]
+
+    def all_after(moment: datetime) -> datetime | None:
+        seen = beats()
+        return min(seen) if seen and min(seen) > moment else None
+
+    first = wait_for(lambda: all_after(edited), 60, interval=0.3, what=f"{pool}'s workers to beat")
+    wait_for(lambda: all_after(first), 60, interval=0.3, what=f"{pool}'s workers to beat again")
+
+
+def _at(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp)
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -19,6 +19,7 @@ from bascule.history import (
     encode,
     in_flight,
     last_good,
+    last_good_commit,
     rollback_target,
     upsert,
 )
@@ -257,3 +258,15 @@ def test_decode_ignores_step_fields_it_does_not_know() -> None:
     data = json.loads(encode([record]))
     data[0]["steps"][0]["written_by_a_newer_bascule"] = 1
     assert decode(json.dumps(data)) == [record]
+
+
+def test_the_serving_commit_is_the_newest_good_release_that_recorded_one() -> None:
+    """What the worker's descent rule compares with: a release without a commit (deployed by
+    hand) or one that failed does not hide the older recorded commit."""
+    history = [
+        replace(rel("r1"), commit="a" * 40),
+        replace(rel("r2", "failed"), commit="b" * 40),
+        rel("r3"),
+    ]
+    assert last_good_commit(history) == "a" * 40
+    assert last_good_commit([rel("r1")]) is None
