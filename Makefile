@@ -30,8 +30,12 @@ flow-image: system
 demo: deps
 	@PATH=$(abspath $(VENV))/bin:$$PATH scripts/demo.sh
 
+# Independent tests in parallel on one shared cluster and Prefect server, then the tests marked
+# `alone` one at a time (pyproject.toml's markers say which and why); both runs always report.
+TEST_WORKERS ?= 4
 test: deps
-	$(VENV)/bin/pytest
+	@rc=0; $(VENV)/bin/pytest -n $(TEST_WORKERS) -m "not alone" || rc=$$?; \
+		$(VENV)/bin/pytest -m alone || rc=$$?; exit $$rc
 
 test-unit: deps
 	$(VENV)/bin/pytest tests/unit

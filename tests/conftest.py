@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import shared
 from tests.support.alerting import alertmanager, pushgateway  # noqa: F401  (shared fixtures)
 from tests.support.cluster import Cluster, existing, start_local
 from tests.support.postgres import pg_database  # noqa: F401  (a shared fixture)
@@ -23,10 +24,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
     """The cluster under test: BASCULE_TEST_KUBECONFIG's if set, else the local one
-    (started, or reused when already running)."""
-    return existing() or start_local()
+    (started by one xdist worker, reused by the others and when already running)."""
+    return existing() or shared.once("cluster", tmp_path_factory, start_local)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shared.finish(session)
 
 
 @pytest.fixture

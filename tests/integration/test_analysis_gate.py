@@ -109,6 +109,7 @@ def serving(cluster: Cluster, ns: str) -> str:
     return str(json.loads(body)["version"])
 
 
+@pytest.mark.alone
 def test_a_healthy_version_passes_and_the_report_shows_each_evaluation(
     cluster: Cluster, prometheus: Prometheus, prefect_server: str, tmp_path: Path, live: str
 ) -> None:
@@ -121,6 +122,7 @@ def test_a_healthy_version_passes_and_the_report_shows_each_evaluation(
     res = deploy(prefect_server, cfg, V2)
     report = load.stop()
     assert res.returncode == 0, res.stdout + res.stderr
+    report.assert_sustained()
     assert report.failures == [], report.failures[:5]
     last = deploys.history(cluster, live)[-1]
     assert (last["image"], last["result"]) == (V2, "succeeded")
@@ -184,6 +186,7 @@ def bad_release(
     return last, table, report, before
 
 
+@pytest.mark.alone
 def test_an_error_ratio_rising_after_the_switch_is_rolled_back_by_the_gate(
     cluster: Cluster, prometheus: Prometheus, prefect_server: str, tmp_path: Path, live: str
 ) -> None:
@@ -319,6 +322,7 @@ def test_a_failing_smoke_test_after_the_switch_rolls_back(
     assert "Analysis: skipped: no Prometheus address" in markdown, markdown
 
 
+@pytest.mark.alone
 def test_the_demos_gate_passes_a_healthy_version_on_measured_values_only(
     cluster: Cluster, prometheus: Prometheus, prefect_server: str, tmp_path: Path, live: str
 ) -> None:
@@ -340,6 +344,7 @@ def test_the_demos_gate_passes_a_healthy_version_on_measured_values_only(
         active = loads[0].stop()
         loads[1].stop()  # fails while the preview has no pods: only the gate's data matter
     assert res.returncode == 0, res.stdout + res.stderr
+    active.assert_sustained()
     assert active.failures == [], active.failures[:5]
     last = deploys.history(cluster, live)[-1]
     markdown, table = artifacts(prefect_server, last["flow_run_id"])

@@ -21,7 +21,7 @@ from tests.support import deploys
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.alone]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 FREEZE = 20  # seconds: the outage the issue measured, under the default bound of 60 s
 

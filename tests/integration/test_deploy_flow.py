@@ -27,10 +27,11 @@ from tests.support.verdicts import assert_verdict
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 VERSIONS = ("v1", "v2")  # what /version may answer under load
-# "Well under a second", the README says: the rollback's PATCH until the endpoints moved
-# (0.03-0.15 s in `make bench`, 0.29-0.31 s on 2 cores at load 20); until clients see only
-# the old version kube-proxy's update adds (0.2-0.9 s at load 20); one round of probes. (A
-# task run around the automatic rollback's switch once added 1.8-2.3 s on a busy server.)
+# The README's claims: the rollback's PATCH until the endpoints moved takes under half a
+# second (0.03-0.15 s in `make bench`, 0.29-0.31 s on 2 cores at load 20), and only the old
+# version answers within 1.5 s of the decision: kube-proxy's update adds 0.2-0.9 s (at load
+# 20), and one round of probes. (A task run around the automatic rollback's switch once added
+# 1.8-2.3 s on a busy server.)
 SWITCH_SECONDS = 0.5
 OLD_ONLY_SECONDS = 1.5
 PROBE_SECONDS = 1.0
@@ -60,6 +61,7 @@ def v1_live(cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Pat
     return cfg
 
 
+@pytest.mark.alone
 def test_zero_failed_requests_through_deploy_and_instant_rollback(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:
@@ -149,6 +151,7 @@ def test_broken_version_never_gets_traffic(
     assert code == 200 and '"v1"' in body
 
 
+@pytest.mark.alone
 def test_failure_after_switch_rolls_back_automatically(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
 ) -> None:
@@ -307,6 +310,7 @@ def after_kill(
     return successor, time.monotonic() - killed, started, reason
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_after_a_kill_rollback_and_deploy_get_through_with_the_defaults(
     point: str,

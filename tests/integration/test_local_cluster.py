@@ -121,6 +121,7 @@ def test_pod_failing_readiness_gets_no_traffic(cluster: Cluster, namespace: str)
     assert all(p.startswith("good-") for p in answered), answered
 
 
+@pytest.mark.alone
 def test_load_driver_sees_every_request(cluster: Cluster, namespace: str) -> None:
     if cluster.netns is None:
         pytest.skip("the load driver runs inside the local cluster's namespace")
@@ -290,6 +291,7 @@ def cluster_processes(cluster_dir: Path) -> list[int]:
     return found
 
 
+@pytest.mark.alone
 @pytest.mark.last
 def test_cluster_down_leaves_nothing_behind(tmp_path: Path) -> None:
     """A second, throwaway cluster: started, stripped of its DNS and given it again by up.sh

@@ -209,6 +209,7 @@ def test_a_holder_whose_lease_was_taken_over_is_stopped(env: Env) -> None:
     assert holder(env) == "successor"  # stopping gave back nothing of the successor's
 
 
+@pytest.mark.alone
 def test_a_killed_holder_frees_the_lock_within_the_bound(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:

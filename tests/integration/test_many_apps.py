@@ -16,7 +16,7 @@ from tests.support import deploys
 from tests.support.apps import app_names, start_deploys, wait_deploys, write_apps
 from tests.support.cluster import Cluster, LoadDriver
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.alone]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 APPS = 10
 RPS = 20  # per app, through its active Service

@@ -185,6 +185,7 @@ def test_a_revision_failing_halfway_is_rolled_back_and_nothing_moves(
     assert "revision 0003" in release["reason"] and "division by zero" in release["reason"]
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("runner", ["process", "job"])
 def test_runner_lock_timeout_concurrency_and_upgrade(
     cluster: Cluster,
@@ -248,6 +249,7 @@ HELD_SECONDS = 3.0  # how long the report holds items once the migration waits f
 LONGEST_READ_SECONDS = 1.0  # the README's claim: a read waits lock_timeout_ms, plus a margin
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("runner", ["process", "job"])
 def test_a_migration_behind_a_held_lock_keeps_the_apps_reads_short_and_then_succeeds(
     cluster: Cluster,
@@ -445,6 +447,7 @@ def test_a_database_host_pods_cannot_resolve_is_called_a_dns_failure(
     assert db.password not in message
 
 
+@pytest.mark.alone
 def test_expand_under_load_then_contract_once_the_old_color_is_gone(
     cluster: Cluster,
     namespace: str,

@@ -221,6 +221,7 @@ def test_metrics_alerts_and_stats_after_deploys_and_a_rollback(
     assert fired["labels"]["app"] == "sample-app" and fired["labels"]["release"] == v2["id"]
 
 
+@pytest.mark.alone
 def test_an_endpoint_that_hangs_costs_its_timeout_and_none_configured_is_skipped(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ a deploy that completes with its receivers down and says why nothing was deliver
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,13 @@ def run_logs(api: str, run_id: str) -> str:
     return "\n".join(str(entry["message"]) for entry in logs.json())
 
 
+def delivery_seconds(report_text: str, verdict: str = "delivered") -> list[float]:
+    """How long each message took, retries included, from the report's lines with ``verdict``
+    ("delivered" matches both verdicts)."""
+    found = re.findall(rf"{verdict} .*\(\d+ attempts?, ([\d.]+) s\)", report_text)
+    return [float(seconds) for seconds in found]
+
+
 def deploy(api: str, cfg: Path, image: str, env: str = "staging") -> Any:
     return deploys.run(api, "deploy", "--dir", str(cfg), env, "--image", image)
 
@@ -90,6 +98,8 @@ def test_deploy_rollback_and_failure_notify_slack_and_discord(
     for produced in (text, logs, res.stdout, res.stderr):
         assert TOKEN not in produced  # the webhook URL is a secret
     print(f"deploy_with_receivers_down_seconds={took:.1f}")
+    # The README's bound: each message, retries included, ends within delivery_timeout_seconds.
+    assert delivery_seconds(text, "NOT delivered") and max(delivery_seconds(text)) <= BOUND_S
 
     # Up, with Discord rate-limiting the first message: v2 succeeds, then a rollback while
     # v1 still runs at full size (the deploy waits to retire it; it is not waited for).
@@ -128,6 +138,7 @@ def test_deploy_rollback_and_failure_notify_slack_and_discord(
     text = report(prefect_server, second["flow_run_id"])
     assert "notifications: 4 delivered, 0 not delivered" in text, text
     assert "team-discord (discord) started: delivered (2 attempts" in text
+    assert len(delivery_seconds(text, "delivered")) == 4 and max(delivery_seconds(text)) <= BOUND_S
 
     # A version that crashes: the failure says why.
     slack, discord = receivers(monkeypatch)

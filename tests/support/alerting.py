@@ -21,6 +21,7 @@ import pytest
 
 from tests.support import processes
 from tests.support.prefect_server import free_port
+from tests.support.shared import shared
 
 START_TIMEOUT = 30.0
 # Alertmanager routes everything to a receiver that sends nothing: tests read alerts back
@@ -85,14 +86,14 @@ def running_alertmanager() -> contextlib.AbstractContextManager[str]:
 
 
 @pytest.fixture(scope="session")
-def pushgateway() -> Iterator[str]:
-    with running_pushgateway() as url:
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with shared("pushgateway", tmp_path_factory, running_pushgateway) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def alertmanager() -> Iterator[str]:
-    with running_alertmanager() as url:
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with shared("alertmanager", tmp_path_factory, running_alertmanager) as url:
         yield url
 
 

@@ -28,6 +28,7 @@ import pytest
 from tests.support import processes
 from tests.support.cluster import Cluster
 from tests.support.postgres import database
+from tests.support.shared import shared
 
 # A cold start migrates a fresh database and builds the UI's static files.
 START_TIMEOUT = 120.0
@@ -164,12 +165,18 @@ def server_database(cluster: Cluster) -> Iterator[str | None]:
         yield db.url().replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
-@pytest.fixture(scope="session")
-def prefect_server(cluster: Cluster) -> Iterator[str]:
-    """The API URL of a Prefect server shared by the whole test session."""
+@contextlib.contextmanager
+def _session_server(cluster: Cluster) -> Iterator[str]:
     # The server stops before its database is dropped.
     with server_database(cluster) as url, running_prefect_server(database_url=url) as server:
         yield server.api_url
+
+
+@pytest.fixture(scope="session")
+def prefect_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API URL of a Prefect server shared by the whole test session."""
+    with shared("prefect_server", tmp_path_factory, lambda: _session_server(cluster)) as url:
+        yield url
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -35,6 +35,7 @@ import yaml
 from tests.support import processes
 from tests.support.cluster import REPO, Cluster, existing, start_local
 from tests.support.prefect_server import free_port
+from tests.support.shared import shared
 
 SCRAPE_SECONDS = 1
 START_TIMEOUT = 60.0
@@ -109,6 +110,10 @@ class Prometheus:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Prometheus scraped no {color} pod in {namespace}")
             time.sleep(0.5)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Another xdist worker gets the address only: its starter stops it (tests/support/shared).
+        return {"url": self.url, "procs": []}
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -202,8 +207,8 @@ def _wait_ready(prom: Prometheus, log: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def prometheus(cluster: Cluster) -> Iterator[Prometheus]:
-    with running_prometheus(cluster) as prom:
+def prometheus(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    with shared("prometheus", tmp_path_factory, lambda: running_prometheus(cluster)) as prom:
         yield prom
 
 
