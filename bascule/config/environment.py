@@ -173,10 +173,7 @@ class EnvironmentConfig(Section):
                 out[section] = {**defaults, **given}
         return out
 
-    @field_validator("app")
-    @classmethod
-    def _valid_app(cls, value: str) -> str:
-        return check_app_name(value)
+    _app = field_validator("app")(check_app_name)
 
     @field_validator("environment")
     @classmethod
@@ -213,10 +210,7 @@ class EnvironmentConfig(Section):
             )
         return value
 
-    @field_validator("namespace")
-    @classmethod
-    def _valid_namespace(cls, value: str) -> str:
-        return check_namespace(value)
+    _namespace = field_validator("namespace")(check_namespace)
 
     @field_validator("image")
     @classmethod

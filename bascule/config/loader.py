@@ -24,6 +24,7 @@ from bascule.config.problems import (
     Layers,
     cross_file_problems,
     mapping_of,
+    overlay_problem,
     secret_warnings,
     signers_problem,
     validation_problems,
@@ -219,30 +220,8 @@ def _load(path: Path, app: str | None = None) -> tuple[EnvironmentConfig, Layers
             raise ConfigError([Problem(display_path(over_path), message)]) from None
         over_doc = load_yaml_file(over_path)
         over = mapping_of(over_doc, empty_ok=True)
-        if "protected" in over:
-            raise ConfigError(
-                [
-                    Problem(
-                        over_doc.file,
-                        f"protection is the environment's, not an app's — remove it here and "
-                        f"set it in {path.name}",
-                        over_doc.mark_of(("protected",), key=True),
-                        "protected",
-                    )
-                ]
-            )
-        if over.get("app", app) != app:
-            raise ConfigError(
-                [
-                    Problem(
-                        over_doc.file,
-                        f"{over['app']!r} is not the app this file is for — write `app: {app}` "
-                        f"or leave it out ({APPS_DIR}/<app>/ names the app)",
-                        over_doc.mark_of(("app",)),
-                        "app",
-                    )
-                ]
-            )
+        if (problem := overlay_problem(over_doc, over, app, path.name)) is not None:
+            raise ConfigError([problem])
         data = overlay(data, {**_anchored(over, over_path.parent.absolute()), "app": app})
         layers = Layers(doc, over_doc)
     data = _anchored(data, path.parent.absolute(), defaults=True)

@@ -95,6 +95,29 @@ def mapping_of(doc: YamlDocument, *, empty_ok: bool = False) -> dict[str, Any]:
     )
 
 
+def overlay_problem(
+    doc: YamlDocument, over: Mapping[str, Any], app: str, environment_file: str
+) -> Problem | None:
+    """What an app's overlay may not say: the environment's protection, or another app."""
+    if "protected" in over:
+        return Problem(
+            doc.file,
+            f"protection is the environment's, not an app's — remove it here and "
+            f"set it in {environment_file}",
+            doc.mark_of(("protected",), key=True),
+            "protected",
+        )
+    if over.get("app", app) != app:
+        return Problem(
+            doc.file,
+            f"{over['app']!r} is not the app this file is for — write `app: {app}` "
+            f"or leave it out ({APPS_DIR}/<app>/ names the app)",
+            doc.mark_of(("app",)),
+            "app",
+        )
+    return None
+
+
 def secret_warnings(cfg: EnvironmentConfig, layers: Layers) -> list[Problem]:
     """Warnings for a protected environment's secrets read from Prefect Secret blocks, each
     naming the file, line and field, with what to use instead. Any credential of the Prefect
