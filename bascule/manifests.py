@@ -2,8 +2,8 @@
 
 Two Deployments, ``<app>-blue`` and ``<app>-green``, told apart by the ``bascule.io/color``
 label; an active Service ``<app>`` and a preview Service ``<app>-preview``, each selecting one
-color. Everything here is a pure function on plain data (only ``load_templates`` reads files),
-so the rest of Bascule can decide what to apply without a cluster.
+color. Everything here is a pure function on plain data (``bascule.config.loader`` reads the
+template files), so the rest of Bascule can decide what to apply without a cluster.
 """
 
 from __future__ import annotations
@@ -15,18 +15,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from bascule.config import EnvironmentConfig
-from bascule.yamlsource import (
-    ConfigError,
-    Problem,
-    YamlDocument,
-    format_path,
-    load_yaml_file,
-    parse_yaml,
-)
+from bascule.yamlsource import ConfigError, Problem, YamlDocument, format_path, parse_yaml
+
+if TYPE_CHECKING:  # the loader that reads the templates imports this module
+    from bascule.config.environment import EnvironmentConfig
 
 __all__ = [
     "ANNOTATION_IMAGE",
@@ -46,12 +40,12 @@ __all__ = [
     "ReleaseSecret",
     "Role",
     "Templates",
+    "checked_templates",
     "color_of_selector",
     "deployment_name",
     "history_name",
     "idle_color",
     "lease_name",
-    "load_templates",
     "owned_labels",
     "parse_templates",
     "recolored",
@@ -191,21 +185,6 @@ class Templates:
     service: Mapping[str, Any]
 
 
-def load_templates(directory: str | Path) -> Templates:
-    """Read ``deployment.yaml`` and ``service.yaml`` from ``directory``; ConfigError if unusable."""
-    base = Path(directory)
-    problems: list[Problem] = []
-    docs: list[YamlDocument] = []
-    for name in (DEPLOYMENT_TEMPLATE, SERVICE_TEMPLATE):
-        try:
-            docs.append(load_yaml_file(base / name))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(problems)
-    return _checked(docs[0], docs[1])
-
-
 def parse_templates(
     deployment_text: str,
     service_text: str,
@@ -214,12 +193,13 @@ def parse_templates(
     service_file: str = SERVICE_TEMPLATE,
 ) -> Templates:
     """Templates from YAML text; the file names are only used in messages."""
-    return _checked(
+    return checked_templates(
         parse_yaml(deployment_text, deployment_file), parse_yaml(service_text, service_file)
     )
 
 
-def _checked(deployment: YamlDocument, service: YamlDocument) -> Templates:
+def checked_templates(deployment: YamlDocument, service: YamlDocument) -> Templates:
+    """The templates of two parsed documents; ConfigError, listing each problem, if unusable."""
     problems = _shape_problems(deployment, "apps/v1", "Deployment", ("spec", "template", "spec"))
     problems += _shape_problems(service, "v1", "Service", ("spec",))
     if not problems:

@@ -46,7 +46,7 @@ RESULT_MARKER = "BASCULE-MIGRATION-RESULT "  # the line of the Job's log that ca
 LOCK_POLL_SECONDS = 0.2
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 QUERY_CANCELED = "57014"  # SQLSTATE of a statement_timeout
-# The defaults of the migrations config (bascule/config.py reads them here, the one place).
+# The defaults of the migrations config (bascule.config.migrations reads them here, the one place).
 LOCK_TIMEOUT_MS = 300  # the longest a running version's query queues behind a migration
 LOCK_RETRY_SECONDS = 60.0  # how long one revision keeps trying for its locks
 BACKOFF_FIRST_SECONDS = 0.2  # the pause after a revision's first lock timeout; it doubles

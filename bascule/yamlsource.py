@@ -8,15 +8,15 @@ shape pydantic uses for an error's ``loc``).
 Scalars follow the YAML 1.2 core schema rather than PyYAML's YAML 1.1 defaults: ``on``/``yes``
 stay strings, dates stay strings, and ``010`` is ten. Those YAML 1.1 readings surprise people
 writing configuration and would be silently wrong here. Duplicate keys are an error.
+
+Pure: it parses text; reading the files is ``bascule.config.loader``'s.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -29,9 +29,7 @@ __all__ = [
     "Mark",
     "Problem",
     "YamlDocument",
-    "display_path",
     "format_path",
-    "load_yaml_file",
     "parse_yaml",
 ]
 
@@ -78,17 +76,6 @@ class ConfigError(UsageError):
     def files(self) -> tuple[str, ...]:
         """The files with problems, in the order first seen."""
         return tuple(dict.fromkeys(p.file for p in self.problems))
-
-
-def display_path(path: str | os.PathLike[str]) -> str:
-    """A path as people should read it: relative to the working directory if inside it."""
-    p = Path(path)
-    if p.is_absolute():
-        try:
-            return str(p.relative_to(Path.cwd()))
-        except ValueError:
-            return str(p)
-    return str(p)
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -282,15 +269,3 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
     if builder.problems:
         raise ConfigError(builder.problems)
     return doc
-
-
-def load_yaml_file(path: str | os.PathLike[str]) -> YamlDocument:
-    """Read and parse a YAML file; a missing or unreadable file is a ConfigError too."""
-    shown = display_path(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Problem(shown, "file not found — create it")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(shown, f"cannot read the file: {exc}")]) from None
-    return parse_yaml(text, shown)

@@ -38,8 +38,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bascule.config import load_environment
-from bascule.manifests import load_templates, render_deployment
+from bascule.config import load_environment, load_templates
+from bascule.manifests import render_deployment
 from bench import gate
 from bench.argo.compare import compare
 from bench.argo.rollouts import build

@@ -11,7 +11,13 @@ from typing import Any
 from bascule import kube as k
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
-from bascule.config import EnvironmentConfig, app_names, environment_file, load_environment
+from bascule.config import (
+    EnvironmentConfig,
+    app_names,
+    environment_file,
+    load_environment,
+    load_templates,
+)
 from bascule.history import Release
 from bascule.kube import Kube
 from bascule.manifests import (
@@ -22,7 +28,6 @@ from bascule.manifests import (
     deployment_name,
     history_name,
     lease_name,
-    load_templates,
     release_secret,
     service_name,
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from bascule.config import MigrationsConfig
+from bascule.config.loader import display_path
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.migrations import (
     MigrationPlan,
@@ -29,7 +30,6 @@ from bascule.migrations import (
     squawk_input,
 )
 from bascule.redact import clip
-from bascule.yamlsource import display_path
 from tasks.secretref import resolve
 
 if TYPE_CHECKING:

@@ -24,10 +24,9 @@ import yaml
 
 from bascule import rbac
 from bascule.cli.options import add_dir_argument
-from bascule.config import app_names, environment_file, load_environment
+from bascule.config import app_names, environment_file, load_environment, load_templates
 from bascule.errors import UsageError
 from bascule.kubeconfig import token_kubeconfig
-from bascule.manifests import load_templates
 from bascule.outcome import Exit
 
 # How long a token lasts unless asked otherwise: a worker's day; mint a new one to renew.

@@ -22,10 +22,12 @@ from bascule.config import (
     load_all,
     load_apps,
     load_environment,
+    load_templates,
 )
-from bascule.manifests import load_templates, render_deployment, render_service
+from bascule.config.loader import display_path, load_yaml_file
+from bascule.manifests import render_deployment, render_service
 from bascule.outcome import Exit
-from bascule.yamlsource import display_path, format_path, load_yaml_file
+from bascule.yamlsource import format_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

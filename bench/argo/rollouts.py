@@ -18,14 +18,13 @@ from typing import Any
 
 import yaml
 
-from bascule.config import EnvironmentConfig
+from bascule.config import EnvironmentConfig, load_templates
 from bascule.manifests import (
     ANNOTATION_IMAGE,
     ANNOTATION_RELEASE,
     LABEL_COLOR,
     LABEL_NAME,
     LABEL_RELEASE,
-    load_templates,
     render_deployment,
     render_service,
     service_name,

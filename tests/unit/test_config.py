@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from bascule import analysis
 from bascule.cli import main
@@ -20,6 +21,7 @@ from bascule.config import (
     load_all,
     load_environment,
 )
+from bascule.config.base import Found, Surroundings
 from bascule.errors import UsageError
 from bascule.trigger.options import local_app
 from bascule.yamlsource import Mark, parse_yaml
@@ -690,6 +692,35 @@ def test_counting_or_comparing_approvers_needs_their_keys(
     # Without them, production is still protected: its approvals must be signed.
     write(production, text.replace(line, "  min_signers: 1\n  four_eyes: false\n"))
     assert "production is protected" in str(errors_of(production))
+
+
+def test_the_schema_checks_what_the_loader_found_and_reads_no_file() -> None:
+    # Paths that exist nowhere: what they hold is only what the loader says it found there.
+    signers, ini = Path("/nowhere/approvers"), Path("/nowhere/alembic.ini")
+    data = {
+        "app": "shop",
+        "environment": "staging",
+        "namespace": "shop-staging",
+        "approval": {"allowed_signers": str(signers)},
+        "migrations": {"alembic_ini": str(ini), "database_url": {"env": "DB"}},
+        "promote_from": "dev",
+    }
+
+    def problems(found: dict[Path, Found], beside: set[str]) -> str:
+        around = Surroundings("staging", frozenset(beside), found)
+        try:
+            EnvironmentConfig.model_validate(data, context=around)
+        except ValidationError as exc:
+            return str(exc)
+        return ""
+
+    bad = Found("approvers", "file", "ann@example.com ssh-ed25519\n")
+    message = problems({signers: bad, ini: Found("i.ini", "dir")}, {"staging", "prod"})
+    assert "approvers:1: not an allowed_signers line" in message
+    assert "i.ini does not exist — fix the path" in message
+    assert "no environment 'dev' (dev.yaml) beside this file — name one of prod, staging" in message
+    good = Found("approvers", "file", NOBODY + "\n")
+    assert problems({signers: good, ini: Found("i.ini", "file")}, {"dev", "staging"}) == ""
 
 
 def test_allowed_signers_errors_name_the_file_and_line(deployments: Path) -> None:

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from bascule import evidence as ev
-from bascule.config import load_environment
+from bascule.config import load_environment, load_templates
 from bascule.errors import Refused, UsageError
 from bascule.history import Release
-from bascule.manifests import load_templates
 from bascule.promotion import check
 from bascule.signoff import Request, Signer, Unverified
 from bascule.sshsig import sign, verify

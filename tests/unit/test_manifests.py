@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bascule.config import ConfigError, EnvironmentConfig, load_environment
+from bascule.config import ConfigError, EnvironmentConfig, load_environment, load_templates
 from bascule.manifests import (
     ANNOTATION_IMAGE,
     ANNOTATION_RELEASE,
@@ -23,7 +23,6 @@ from bascule.manifests import (
     color_of_selector,
     deployment_name,
     idle_color,
-    load_templates,
     parse_templates,
     release_secret,
     render_deployment,

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from bascule import kube as k
-from bascule.config import load_environment
+from bascule.config import load_environment, load_templates
 from bascule.kube import KubeOutage
-from bascule.manifests import load_templates, selector
+from bascule.manifests import selector
 from flows.deploy import verify
 from tasks import checks, jobs, rollout, traffic
 from tasks.context import Env

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bascule.config import load_environment
+from bascule.config import load_environment, load_templates
 from bascule.errors import Refused
 from bascule.history import Release, Result, Step, decode, encode
-from bascule.manifests import Color, load_templates, selector
+from bascule.manifests import Color, selector
 from bascule.promotion import check, serving_image, verified
 from tasks.context import Env
 from tasks.promotion import serving_image as serving_from

@@ -13,11 +13,16 @@ import yaml
 
 from bascule import rbac
 from bascule.cli import main
-from bascule.config import AppSecret, EnvironmentConfig, SmokeHttpScenario, load_environment
+from bascule.config import (
+    AppSecret,
+    EnvironmentConfig,
+    SmokeHttpScenario,
+    load_environment,
+    load_templates,
+)
 from bascule.errors import UsageError
 from bascule.kube import RECORD_ENV
 from bascule.kubeconfig import token_kubeconfig
-from bascule.manifests import load_templates
 from bascule.rbac import Permission, Rule
 from tasks import preflight, rollout
 from tasks.context import Env

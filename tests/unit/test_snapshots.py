@@ -20,9 +20,9 @@ import flows.rollback
 from bascule import history as h
 from bascule import kube as k
 from bascule import snapshots
-from bascule.config import EnvironmentConfig, load_environment
+from bascule.config import EnvironmentConfig, load_environment, load_templates
 from bascule.errors import Refused
-from bascule.manifests import ReleaseSecret, Templates, load_templates, recolored, render_deployment
+from bascule.manifests import ReleaseSecret, Templates, recolored, render_deployment
 from bascule.outcome import StateName
 from bascule.redact import KNOWN, Redactor
 from bascule.snapshots import Snapshot

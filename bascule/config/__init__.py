@@ -1,0 +1,100 @@
+"""Environment configuration: one YAML file per environment under ``deployments/``.
+
+The models are the schema; every field carries a description (``bascule validate`` and the
+docs show them). Loading maps each pydantic error back to the file, line and column it came from,
+so a user is told exactly where to look and what to do; bad input never gets further than here.
+
+The schema is pure: no module but ``loader`` reads a file. The modules:
+
+- ``base``: names, limits and constants of environments, the base model, field rules several
+  sections share, and ``Surroundings``, what the loader found that the validators check.
+- ``secrets`` (secret sources), ``kube``, ``approval`` (and the preview link), ``rollout`` (and
+  history), ``checks`` (health and smoke), ``verification`` (and the analysis gate),
+  ``promotion``, ``migrations``, ``notifications``, ``monitoring``: one section each.
+- ``environment``: ``EnvironmentConfig``, a whole file, and the rules across its sections.
+- ``schema``: walks over the models (``describe_schema``, the model at a place, path fields).
+- ``problems``: pydantic errors as file:line problems; the checks of loaded models.
+- ``loader``: the I/O: environment files, overlays, the files they name, the templates.
+"""
+
+from bascule.config.approval import ApprovalConfig, PreviewConfig
+from bascule.config.base import (
+    DEFAULT_CONFIG_DIR,
+    ENVIRONMENTS,
+    PRODUCTION,
+    FieldProblem,
+    check_environment_name,
+    environment_file,
+)
+from bascule.config.checks import (
+    ChecksConfig,
+    HealthCheck,
+    SmokeConfig,
+    SmokeHttpScenario,
+    SmokeJob,
+    with_image_tag,
+)
+from bascule.config.environment import EnvironmentConfig
+from bascule.config.kube import KubeConfig
+from bascule.config.loader import (
+    app_names,
+    environment_files,
+    exposed_secrets,
+    load_all,
+    load_apps,
+    load_environment,
+    load_templates,
+)
+from bascule.config.migrations import MigrationsConfig, MigrationsJob, MigrationsLint
+from bascule.config.monitoring import MonitoringConfig
+from bascule.config.notifications import NotificationsConfig, Receiver
+from bascule.config.promotion import PromotionConfig
+from bascule.config.rollout import HistoryConfig, RolloutConfig
+from bascule.config.schema import describe_schema
+from bascule.config.secrets import AppSecret, KubernetesSecretKey, SecretRef
+from bascule.config.verification import AnalysisConfig, AnalysisQuery, VerificationConfig
+from bascule.yamlsource import ConfigError, Problem
+
+__all__ = [
+    "DEFAULT_CONFIG_DIR",
+    "ENVIRONMENTS",
+    "PRODUCTION",
+    "AnalysisConfig",
+    "AnalysisQuery",
+    "AppSecret",
+    "ApprovalConfig",
+    "ChecksConfig",
+    "ConfigError",
+    "EnvironmentConfig",
+    "FieldProblem",
+    "HealthCheck",
+    "HistoryConfig",
+    "KubeConfig",
+    "KubernetesSecretKey",
+    "MigrationsConfig",
+    "MigrationsJob",
+    "MigrationsLint",
+    "MonitoringConfig",
+    "NotificationsConfig",
+    "PreviewConfig",
+    "Problem",
+    "PromotionConfig",
+    "Receiver",
+    "RolloutConfig",
+    "SecretRef",
+    "SmokeConfig",
+    "SmokeHttpScenario",
+    "SmokeJob",
+    "VerificationConfig",
+    "app_names",
+    "check_environment_name",
+    "describe_schema",
+    "environment_file",
+    "environment_files",
+    "exposed_secrets",
+    "load_all",
+    "load_apps",
+    "load_environment",
+    "load_templates",
+    "with_image_tag",
+]
