@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from bascule.config import EnvironmentConfig
+from bascule.vocabulary import COLORS, Color
 from bascule.yamlsource import (
     ConfigError,
     Problem,
@@ -31,7 +32,6 @@ from bascule.yamlsource import (
 __all__ = [
     "ANNOTATION_IMAGE",
     "ANNOTATION_RELEASE",
-    "COLORS",
     "LABEL_COLOR",
     "LABEL_ENVIRONMENT",
     "LABEL_MANAGED_BY",
@@ -42,7 +42,6 @@ __all__ = [
     "MANAGED_BY",
     "RESTRICTED_CONTAINER",
     "ROLES",
-    "Color",
     "ReleaseSecret",
     "Role",
     "Templates",
@@ -70,9 +69,7 @@ __all__ = [
     "validate_release_id",
 ]
 
-Color = Literal["blue", "green"]
 Role = Literal["active", "preview"]
-COLORS: tuple[Color, ...] = get_args(Color)
 ROLES: tuple[Role, ...] = get_args(Role)
 
 LABEL_NAME = "app.kubernetes.io/name"

@@ -11,29 +11,19 @@ by outcome; Discord an embed colored by outcome.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from bascule import markdown as md
+from bascule.history import Release
 from bascule.signoff import DEFAULT_KEY
 
-if TYPE_CHECKING:  # config imports the event names from here; history imports config
-    from bascule.history import Release
-
-Event = Literal[
-    "started",
-    "awaiting-approval",
-    "succeeded",
-    "rolled-back",
-    "failed",
-    "rejected",
-    "approval-timed-out",
-]
-EVENTS: tuple[Event, ...] = typing.get_args(Event)
+# Named here as well until bascule.config imports them from bascule.vocabulary.
+from bascule.vocabulary import EVENTS as EVENTS
+from bascule.vocabulary import Event as Event
 
 # What each event looks like: a headline and a color (green good, red bad, amber waits).
 TITLES: dict[Event, str] = {

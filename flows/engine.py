@@ -1,6 +1,6 @@
 """Four adjustments to Prefect's engines, made when the flows are imported (flows/deploy.py,
 which every flow imports), so in ``bascule deploy``'s process as in the flow-run process a
-worker starts; and ``untracked``, a step without a task run of its own.
+worker starts. (A step without a task run of its own is ``tasks.run.untracked``.)
 
 State messages masked. Prefect writes ``str(exc)`` of the exception a task run or a flow run
 ends with into its Failed state's message, and a flow's returned state carries the message
@@ -36,20 +36,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from functools import partial, wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from prefect import State, Task, flow_engine, task_engine
+from prefect import State, flow_engine, task_engine
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import FailedRun
 
 from bascule.errors import BasculeError, LockLost
 from bascule.redact import redact
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _UNJOINED = "bascule_unjoined"
 
@@ -182,31 +178,3 @@ def expected_failures_in_one_line() -> None:
         logger = logging.getLogger(name)
         if _ONE_LINE not in logger.filters:
             logger.addFilter(_ONE_LINE)
-
-
-def untracked(task: Task[P, R]) -> Callable[P, R]:
-    """``task``'s function with the retries it declares, run in the flow without a Prefect
-    task run of its own. For the short steps of a run (a request or two each): creating and
-    finishing a task run cost 20-60 ms each on a busy machine, more than most of these
-    steps, and 1-2 s on a busy Prefect server. The run's step record (its history, event,
-    progress and report) is what tells about them."""
-
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        attempt = 0
-        while True:
-            try:
-                return task.fn(*args, **kwargs)
-            except Exception:
-                if attempt >= task.retries:
-                    raise
-            time.sleep(_delay(task.retry_delay_seconds, attempt))
-            attempt += 1
-
-    return call
-
-
-def _delay(delays: float | list[float] | None, attempt: int) -> float:
-    """The wait before retry ``attempt + 1``, read as Prefect reads ``retry_delay_seconds``."""
-    if isinstance(delays, list):
-        return delays[min(attempt, len(delays) - 1)] if delays else 0.0
-    return delays or 0.0

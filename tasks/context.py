@@ -15,7 +15,6 @@ from bascule.config import EnvironmentConfig, app_names, environment_file, load_
 from bascule.history import Release
 from bascule.kube import Kube
 from bascule.manifests import (
-    Color,
     ReleaseSecret,
     Role,
     Templates,
@@ -26,6 +25,7 @@ from bascule.manifests import (
     release_secret,
     service_name,
 )
+from bascule.vocabulary import Color
 
 
 @dataclass

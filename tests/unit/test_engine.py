@@ -27,8 +27,8 @@ from flows.engine import (
     expected_failures_in_one_line,
     heartbeats_unjoined,
     state_messages_masked,
-    untracked,
 )
+from tasks.run import untracked
 
 
 def test_a_step_without_task_run_retries_as_its_task_declares() -> None:
