@@ -19,6 +19,7 @@ from typing import Any
 
 from bascule import markdown as md
 from bascule.history import Release
+from bascule.retry import backoff
 from bascule.signoff import DEFAULT_KEY
 
 # Named here as well until bascule.config imports them from bascule.vocabulary.
@@ -335,8 +336,6 @@ def _discord_size(embed: dict[str, Any]) -> int:
 
 # --- delivery ----------------------------------------------------------------------------------
 
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 4.0
 REQUEST_TIMEOUT_S = 5.0  # one attempt's limit, within what is left of the bound
 
 
@@ -371,13 +370,14 @@ def next_delay(attempt: int, answer: Attempt, left: float, now: datetime) -> flo
     """After failed attempt number ``attempt`` (1-based), with ``left`` seconds of the bound
     remaining: the pause before the next try, or why not to try again.
 
-    Retried: no answer (down, timeout), 408, 429 (after its Retry-After) and 5xx. Any other
-    4xx means the request or the webhook is wrong; repeating it cannot help.
+    Retried with ``bascule.retry.backoff``: no answer (down, timeout), 408, 429 (after its
+    Retry-After) and 5xx. Any other 4xx means the request or the webhook is wrong;
+    repeating it cannot help.
     """
     status = answer.status
     if status is not None and status not in (408, 429) and status < 500:
         return f"{_what(answer)}: not retried"
-    wait = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** (attempt - 1))
+    wait = backoff(attempt)
     if status == 429:
         asked = retry_after_seconds(answer.retry_after, now)
         if asked is not None:
