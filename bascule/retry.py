@@ -31,11 +31,12 @@ def retry(
     pause: Callable[[E, int], float | None],
     on: type[E] | tuple[type[E], ...],
     *,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """``call()``, tried again while it raises one of ``on``: after failed try ``n``
     (1-based), ``pause(error, n)`` gives the seconds to wait before the next, or None to give
-    up and raise the error as it is (``pause`` may raise an error of its own instead)."""
+    up and raise the error as it is (``pause`` may raise an error of its own instead).
+    ``sleep``: ``time.sleep`` unless given (looked up at each wait, so tests may patch it)."""
     attempt = 0
     while True:
         attempt += 1
@@ -45,4 +46,4 @@ def retry(
             wait = pause(exc, attempt)
             if wait is None:
                 raise
-        sleep(wait)
+        (sleep or time.sleep)(wait)
