@@ -30,6 +30,9 @@ to 1 s (0.5 s on average) later than its work, measured with py-spy on `make ben
 and rollbacks. Prefect's async engine already leaves the thread to stop by itself
 (``join_on_exit=False``); so do our sync runs. The thread still sends no heartbeat after the
 run ends: it looks at its stop flag after every second of sleep, before anything else.
+Prefect has no public switch for this, so a private function is patched; the patch checks
+first that the function is the one it was written for, and stops the import with
+``PrefectChanged``, naming the installed version and what to do, when it is not.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from collections.abc import Callable
 from functools import partial, wraps
 from typing import Any
 
+import prefect
 from prefect import State, flow_engine, task_engine
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import FailedRun
@@ -50,12 +54,48 @@ from bascule.redact import redact
 _UNJOINED = "bascule_unjoined"
 
 
+class PrefectChanged(RuntimeError):
+    """The installed Prefect's private code that this module adjusts is not as it was
+    written for: a bug of the installation (or of an upgrade), not of a run."""
+
+
+def check_heartbeats(send: object, version: str) -> Callable[..., Any]:
+    """``send`` if it is ``_send_heartbeats(engine, join_on_exit=True)``, the private function
+    ``heartbeats_unjoined`` patches, as Prefect has it at the version prefect.yaml's
+    prefect-version names; else PrefectChanged. There is no public way to the same effect:
+    the heartbeat setting (PREFECT_FLOWS_HEARTBEAT_FREQUENCY) only sets or stops the
+    heartbeats, which the recover automation needs."""
+    found = "no such function"
+    if callable(send):
+        try:
+            signature: inspect.Signature | None = inspect.signature(send)
+        except (TypeError, ValueError):  # a callable whose signature Python cannot read
+            signature = None
+        params = list(signature.parameters.values()) if signature else []
+        if (
+            [p.name for p in params] == ["engine", "join_on_exit"]
+            and params[1].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            and params[1].default is True
+        ):
+            return send
+        found = f"_send_heartbeats{signature}" if signature else repr(send)
+    raise PrefectChanged(
+        f"Prefect {version} does not have the prefect.flow_engine._send_heartbeats(engine, "
+        f"join_on_exit=True) that flows/engine.py's heartbeats_unjoined patches (it has "
+        f"{found}). Install the Prefect that prefect.yaml's prefect-version names "
+        "(pip install -r requirements.lock), or read how this Prefect's sync flow runs end "
+        "their heartbeat thread and update heartbeats_unjoined (drop it if they no longer "
+        "wait for it)."
+    )
+
+
 def heartbeats_unjoined() -> None:
-    """Makes sync flow runs end without waiting for their heartbeat thread; idempotent."""
-    current = flow_engine._send_heartbeats
+    """Makes sync flow runs end without waiting for their heartbeat thread; idempotent.
+    PrefectChanged, before any change, if Prefect's function is not the one it knows."""
+    current = getattr(flow_engine, "_send_heartbeats", None)
     if getattr(current, _UNJOINED, False):
         return
-    unjoined = partial(current, join_on_exit=False)
+    unjoined = partial(check_heartbeats(current, prefect.__version__), join_on_exit=False)
     setattr(unjoined, _UNJOINED, True)
     flow_engine._send_heartbeats = unjoined
 
