@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bascule.history import Release, Result
-from bascule.manifests import Color
+from bascule.vocabulary import Color
 
 
 @dataclass(frozen=True)

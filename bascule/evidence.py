@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from bascule import history as h
 from bascule.images import ImageError, parse_image
 from bascule.signoff import Signer, Unverified
-
-if TYPE_CHECKING:  # the config names NAMESPACE, and the history imports the config
-    from bascule import history as h
 
 NAMESPACE = "bascule-evidence"  # ssh-keygen -n: an approval's signature is no use here
 # The worker's local setting: the path of the private key its runs sign evidence with.

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bascule.errors import Refused
-from bascule.manifests import Color
+from bascule.vocabulary import Color
 
 Phase = Literal[
     "planned",  # lock held, nothing changed yet

@@ -31,6 +31,7 @@ from bascule import __version__
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.rbac import Permission, request_permission
 from bascule.redact import clip
+from bascule.retry import backoff, retry
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -38,7 +39,6 @@ MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 # The configuration key of the outage bound, named in the error that ends a wait.
 OUTAGE_SETTING = "kube.outage_tolerance_seconds"
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 4.0
 # Liveness probe of the API server itself, to tell its silence from an app's.
 PROBE_PATH, PROBE_TIMEOUT = "/version", 2.0
 # Longest watch of wait_for_change: a frozen API shows as a stream silent past its end.
@@ -78,11 +78,6 @@ class KubeOutage(KubeUnreachable):
 def _error(method: str, path: str, status: int, message: str) -> KubeError:
     unreachable = status == 0 or status == 429 or status >= 500
     return (KubeUnreachable if unreachable else KubeError)(method, path, status, message)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before try ``attempt + 1``: doubling from BACKOFF_FIRST up to BACKOFF_MAX."""
-    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, attempt - 1)))
 
 
 @dataclass(frozen=True)
@@ -232,15 +227,19 @@ class Kube:
             self.outage_seconds += lasted
         log.warning("the Kubernetes API at %s answers again after %.1f s", self.server, lasted)
 
-    def _unanswered(self, exc: KubeUnreachable, sent: float, attempt: int) -> None:
-        """After a try that got no usable answer: sleeps before the next try, or raises.
+    def _unanswered(self, exc: KubeUnreachable, sent: float, attempt: int) -> float | None:
+        """After a try that got no usable answer: the wait before the next try, or None to
+        raise ``exc`` (KubeOutage past the bound).
 
         The outage is counted from the last sign of life, at the earliest from when the try
         was sent. An API that never answered this client is not having an outage but is the
-        wrong address or down: that fails at once, as does a tolerance of 0."""
+        wrong address or down: that fails at once, as does a tolerance of 0, and an outage
+        already past the bound (a KubeOutage from a retried read inside ``fn``)."""
+        if isinstance(exc, KubeOutage):
+            return None
         with self._lock:
             if self._last_answer is None or self.outage_tolerance <= 0:
-                raise exc
+                return None
             since = self._silent_since
             starts = since is None
             if since is None:
@@ -258,7 +257,7 @@ class Kube:
                 exc,
                 self.outage_tolerance,
             )
-        self._sleep(min(backoff(attempt), self.outage_tolerance - silent))
+        return min(backoff(attempt), self.outage_tolerance - silent)
 
     def _attempt_timeout(self) -> float:
         """A request unanswered for the whole tolerance is an outage: no try waits longer."""
@@ -272,16 +271,19 @@ class Kube:
         """``fn()``, tried again with backoff while the API does not answer, until the outage
         tolerance runs out. ``fn`` must be safe to repeat: a read, an idempotent write, or a
         write that re-reads first (a write whose answer was lost may have landed)."""
-        attempt = 0
-        while True:
-            attempt += 1
+        sent = 0.0
+
+        def sending() -> T:
+            nonlocal sent
             sent = self._clock()
-            try:
-                return fn()
-            except KubeOutage:
-                raise
-            except KubeUnreachable as exc:
-                self._unanswered(exc, sent, attempt)
+            return fn()
+
+        return retry(
+            sending,
+            lambda exc, attempt: self._unanswered(exc, sent, attempt),
+            KubeUnreachable,
+            sleep=self._sleep,
+        )
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -499,8 +501,11 @@ class Kube:
         try:
             for _ in self.watch(path, resource_version, min(timeout, WATCH_MAX), **params):
                 return
-        except KubeUnreachable as exc:
-            self._unanswered(exc, sent, 1)
+        except KubeUnreachable as exc:  # one try: the caller's next look is the next
+            wait = self._unanswered(exc, sent, 1)
+            if wait is None:
+                raise
+            self._sleep(wait)
         except KubeError as exc:
             if exc.status != 410:
                 raise

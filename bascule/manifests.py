@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from bascule.vocabulary import COLORS, Color
 from bascule.yamlsource import ConfigError, Problem, YamlDocument, format_path, parse_yaml
 
 if TYPE_CHECKING:  # the loader that reads the templates imports this module
@@ -25,7 +26,6 @@ if TYPE_CHECKING:  # the loader that reads the templates imports this module
 __all__ = [
     "ANNOTATION_IMAGE",
     "ANNOTATION_RELEASE",
-    "COLORS",
     "LABEL_COLOR",
     "LABEL_ENVIRONMENT",
     "LABEL_MANAGED_BY",
@@ -36,7 +36,6 @@ __all__ = [
     "MANAGED_BY",
     "RESTRICTED_CONTAINER",
     "ROLES",
-    "Color",
     "ReleaseSecret",
     "Role",
     "Templates",
@@ -64,9 +63,7 @@ __all__ = [
     "validate_release_id",
 ]
 
-Color = Literal["blue", "green"]
 Role = Literal["active", "preview"]
-COLORS: tuple[Color, ...] = get_args(Color)
 ROLES: tuple[Role, ...] = get_args(Role)
 
 LABEL_NAME = "app.kubernetes.io/name"

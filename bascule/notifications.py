@@ -11,29 +11,16 @@ by outcome; Discord an embed colored by outcome.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from bascule import markdown as md
+from bascule.history import Release
+from bascule.retry import backoff
 from bascule.signoff import DEFAULT_KEY
-
-if TYPE_CHECKING:  # config imports the event names from here; history imports config
-    from bascule.history import Release
-
-Event = Literal[
-    "started",
-    "awaiting-approval",
-    "succeeded",
-    "rolled-back",
-    "failed",
-    "rejected",
-    "approval-timed-out",
-]
-EVENTS: tuple[Event, ...] = typing.get_args(Event)
 
 # What each event looks like: a headline and a color (green good, red bad, amber waits).
 TITLES: dict[Event, str] = {
@@ -345,8 +332,6 @@ def _discord_size(embed: dict[str, Any]) -> int:
 
 # --- delivery ----------------------------------------------------------------------------------
 
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 4.0
 REQUEST_TIMEOUT_S = 5.0  # one attempt's limit, within what is left of the bound
 
 
@@ -381,13 +366,14 @@ def next_delay(attempt: int, answer: Attempt, left: float, now: datetime) -> flo
     """After failed attempt number ``attempt`` (1-based), with ``left`` seconds of the bound
     remaining: the pause before the next try, or why not to try again.
 
-    Retried: no answer (down, timeout), 408, 429 (after its Retry-After) and 5xx. Any other
-    4xx means the request or the webhook is wrong; repeating it cannot help.
+    Retried with ``bascule.retry.backoff``: no answer (down, timeout), 408, 429 (after its
+    Retry-After) and 5xx. Any other 4xx means the request or the webhook is wrong;
+    repeating it cannot help.
     """
     status = answer.status
     if status is not None and status not in (408, 429) and status < 500:
         return f"{_what(answer)}: not retried"
-    wait = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** (attempt - 1))
+    wait = backoff(attempt)
     if status == 429:
         asked = retry_after_seconds(answer.retry_after, now)
         if asked is not None:

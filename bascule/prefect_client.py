@@ -1,11 +1,31 @@
-"""Bascule's calls to a Prefect server from outside a flow, through Prefect's own client.
+"""Bascule's calls to a Prefect server, through Prefect's own client: the one wrapper of it.
 
 ``Prefect`` opens Prefect's ``SyncPrefectClient``, which sends PREFECT_API_AUTH_STRING (basic
-auth, self-hosted) or else PREFECT_API_KEY (bearer, Prefect Cloud) and itself retries 408,
-429, 502 and 503 answers and dropped connections (PREFECT_CLIENT_MAX_RETRIES, default 5,
-backing off 2, 4, … 32 s). It is built from Prefect's settings rather than with
-``get_client()``, because ``get_client()`` without PREFECT_API_URL starts a throwaway local
-server, where Bascule must say that the variable is missing.
+auth, self-hosted) or else PREFECT_API_KEY (bearer, Prefect Cloud). Who opens it says how a
+busy server (408, 429, 502, 503, a dropped connection) is waited for:
+
+- A command (``bascule trigger``, ``approve``, ``pending``): ``Prefect(api)``. It may wait, so
+  Prefect's client retries busy answers itself (PREFECT_CLIENT_MAX_RETRIES, default 5,
+  backing off 2, 4, … 32 s), and ``patiently`` tries a whole call again while the API is
+  unreachable, up to the command's patience. It is built from the settings given rather
+  than with ``get_client()``, because ``get_client()`` without PREFECT_API_URL starts a
+  throwaway local server, where Bascule must say that the variable is missing.
+- A run's calls on its way (the lock's slot, the flow run's digest label):
+  ``Prefect.in_run()``. They must not wait out Prefect's client's backoff: a busy Prefect
+  server answers 503 now and then (its SQLite database locked by another write), and
+  py-spy found a deploy waiting 1-2 s there for its slot, and 2 s for its flow run's label
+  in most `make bench` deploys (bench/README.md: profile). So Prefect's client retries
+  nothing, and ``send`` (``quickly``) tries again after 0.1, 0.2, 0.4 ... s instead, as
+  many times as Prefect's would. It is opened with ``get_client()``, from the run's
+  settings (``bascule deploy`` without PREFECT_API_URL runs on Prefect's own server).
+  Setting PREFECT_CLIENT_MAX_RETRIES to 0 is not enough: Prefect 3's client
+  (``PrefectHttpxSyncClient._send_with_retry``) still sleeps its 2 s backoff once before it
+  returns the busy answer. So a busy answer raises from an httpx response hook, before
+  Prefect's retry loop sees it.
+
+Both take the TLS context made once per process (``tls_context``), as Prefect's client
+makes its own: reading the CA bundle takes 20-30 ms, which a run that warms it up takes off
+its path to the lock.
 
 Measured on the 2-core test machine, ``bascule trigger dev --check`` against a local server
 (one API call) took 1.35 to 1.47 s with Prefect's client against 0.34 to 0.56 s with the plain
@@ -22,17 +42,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
+import certifi
 import httpx
-from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
@@ -42,17 +66,28 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import get_current_settings
+from prefect.settings import (
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_CLIENT_MAX_RETRIES,
+    Settings,
+    get_current_settings,
+)
 
 from bascule.errors import Unreachable, UsageError
 from bascule.redact import clip
+from bascule.retry import backoff, retry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({408, 429})
 # The answers Prefect's client waits out and sends again (prefect.client.base).
 _PREFECT_RETRIES = frozenset({408, 429, 502, 503})
+# A busy server, for a run's calls: no answer (0), or one Prefect's client would send again.
+BUSY = frozenset({0, *_PREFECT_RETRIES})
+BUSY_RETRY_SECONDS = 0.1
 _CLOUD_API = re.compile(
     r"^https://api\.prefect\.cloud/api/accounts/(?P<account>[^/]+)/workspaces/(?P<workspace>[^/]+)/?$"
 )
@@ -97,31 +132,65 @@ def require_url(api: ApiSettings) -> str:
 
 
 class Prefect:
-    """Prefect's synchronous client (``client``) and the few calls Bascule adds to it."""
+    """Prefect's synchronous client (``client``) and the few calls Bascule adds to it: a
+    command's (``Prefect(api)``) or a run's (``Prefect.in_run()``), each with its retry rule
+    (the module's docstring)."""
 
-    def __init__(self, api: ApiSettings, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        api: ApiSettings | None,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        quick: bool = False,
+    ) -> None:
+        """``api`` None: the current settings' API, as ``get_client()`` opens it."""
         # The status of each create_flow_run answer: Prefect's method returns the run only.
         self._created: list[int] = []
         # Answers Prefect's client retried: a busy server shows here before it fails a call.
         self.retries = 0
-        settings: dict[str, Any] = {"event_hooks": {"response": [self._record]}}
+        self.quick = quick
+        # With ``quick``: PREFECT_CLIENT_MAX_RETRIES as it was before the client set it to 0.
+        self.tries = PREFECT_CLIENT_MAX_RETRIES.value()
+        self._stack = ExitStack()
+        hook = raise_busy if quick else self._record
+        settings: dict[str, Any] = {"event_hooks": {"response": [hook]}, "verify": tls_context()}
         if transport is not None:  # unit tests answer for the server
             settings["transport"] = transport
-        self.client = SyncPrefectClient(
-            require_url(api), auth_string=api.auth_string, api_key=api.key, httpx_settings=settings
-        )
+        if api is None:
+            self.client = get_client(settings, sync_client=True)
+        else:
+            self.client = SyncPrefectClient(
+                require_url(api),
+                auth_string=api.auth_string,
+                api_key=api.key,
+                httpx_settings=settings,
+            )
+
+    @classmethod
+    def in_run(cls) -> Prefect:
+        """A run's client: the run's settings, a busy answer sent again at once (``send``)."""
+        return cls(None, quick=True)
 
     def __enter__(self) -> Prefect:
-        self.client.__enter__()
+        if self.quick:
+            self._stack.enter_context(_without_client_retries())
+        self._stack.enter_context(self.client)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.client.__exit__(*exc_info)
-        log.log(
-            logging.WARNING if self.retries else logging.DEBUG,
-            "Prefect's client retried 408/429/502/503 answers: prefect_api_retries=%d",
-            self.retries,
-        )
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stack.__exit__(*exc_info)
+        if not self.quick:
+            log.log(
+                logging.WARNING if self.retries else logging.DEBUG,
+                "Prefect's client retried 408/429/502/503 answers: prefect_api_retries=%d",
+                self.retries,
+            )
+
+    def send(self, call: Callable[[SyncPrefectClient], T]) -> T:
+        """``call(client)``; a run's client sends it again on a busy answer (``quickly``)."""
+        if self.quick:
+            return quickly(lambda: call(self.client), self.tries)
+        return call(self.client)
 
     def _record(self, response: httpx.Response) -> None:
         if response.status_code in _PREFECT_RETRIES:
@@ -230,22 +299,85 @@ def patiently(
     interval: float = 1.0,
     on_retry: Callable[[Unreachable], None] | None = None,
 ) -> T:
-    """``call()``, tried again while it raises ``Unreachable``, for up to ``patience`` seconds.
+    """``call()``, tried again every ``interval`` seconds while it raises ``Unreachable``, for
+    up to ``patience`` seconds; then an Unreachable naming the bound.
 
-    Prefect's client retries an overloaded server's answers itself, but not a connection
-    refused before the first answer, nor a 500; this covers those too."""
+    A command's rule: Prefect's client retries an overloaded server's answers itself, but not
+    a connection refused before the first answer, nor a 500; this covers those too."""
     give_up = time.monotonic() + patience
-    while True:
-        try:
-            return call()
-        except Unreachable as exc:
-            if time.monotonic() >= give_up:
-                raise Unreachable(
-                    f"cannot reach the Prefect API (gave up after {patience:.0f}s): {exc}"
-                ) from None
-            if on_retry is not None:
-                on_retry(exc)
-            time.sleep(interval)
+
+    def pause(exc: Unreachable, _: int) -> float:
+        if time.monotonic() >= give_up:
+            raise Unreachable(
+                f"cannot reach the Prefect API (gave up after {patience:.0f}s): {exc}"
+            ) from None
+        if on_retry is not None:
+            on_retry(exc)
+        return interval
+
+    return retry(call, pause, Unreachable)
+
+
+def quickly(call: Callable[[], T], tries: int) -> T:
+    """``call`` (a request through a run's client), sent again on a busy answer after 0.1,
+    0.2, 0.4 ... s, up to ``tries`` times; any other error, or the last busy one, is raised.
+    A run's rule."""
+
+    def pause(exc: httpx.HTTPError, failed: int) -> float | None:
+        if status_of(exc) not in BUSY or failed > tries:
+            return None
+        return backoff(failed, BUSY_RETRY_SECONDS, math.inf)
+
+    return retry(call, pause, (httpx.HTTPStatusError, httpx.TransportError))
+
+
+def status_of(exc: httpx.HTTPError) -> int:
+    """The answer's status, 0 for none (a connection that failed or dropped)."""
+    return exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else 0
+
+
+def raise_busy(response: httpx.Response) -> None:
+    """An httpx response hook: a busy answer raises at once."""
+    if response.status_code in BUSY:
+        raise httpx.HTTPStatusError(
+            f"Prefect answered {response.status_code}", request=response.request, response=response
+        )
+
+
+# The settings of a context without Prefect's client retries, by the settings they derive
+# from: deriving them (``temporary_settings``) costs ~0.1 s of CPU, so once per process.
+_NO_RETRIES: dict[int, tuple[Settings, Settings]] = {}
+
+
+def _without_client_retries() -> SettingsContext:
+    current = get_settings_context()
+    known = _NO_RETRIES.get(id(current.settings))
+    if known is None or known[0] is not current.settings:
+        derived = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+        known = _NO_RETRIES[id(current.settings)] = (current.settings, derived)
+    return SettingsContext(profile=current.profile, settings=known[1])
+
+
+# TLS contexts by (skip verification, CA file); the lock makes a second caller wait for the
+# context under way rather than make another.
+_TLS: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+_TLS_LOCK = threading.Lock()
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS context Prefect's client would make for the current settings (its CA file, or
+    certifi's; none checked with PREFECT_API_TLS_INSECURE_SKIP_VERIFY), made once."""
+    insecure, cafile = bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()), None
+    if not insecure:
+        cafile = PREFECT_API_SSL_CERT_FILE.value() or certifi.where()
+    with _TLS_LOCK:
+        if (known := _TLS.get((insecure, cafile))) is not None:
+            return known
+        ctx = ssl.create_default_context(cafile=cafile)
+        if insecure:
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        _TLS[(insecure, cafile)] = ctx
+        return ctx
 
 
 # --- addresses --------------------------------------------------------------------------------

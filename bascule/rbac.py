@@ -19,7 +19,6 @@ import yaml
 from bascule.config import EnvironmentConfig
 from bascule.errors import UsageError
 from bascule.manifests import (
-    COLORS,
     LABEL_ENVIRONMENT,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -31,6 +30,7 @@ from bascule.manifests import (
     service_name,
     service_proxy_name,
 )
+from bascule.vocabulary import COLORS
 
 # When a Role's rules are needed, from its annotation: always, with `secrets:` or the
 # migration Job, and in the namespace a `promote_from` environment's history is read from.

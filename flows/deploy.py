@@ -16,46 +16,41 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import State, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from prefect.runtime import flow_run as prefect_runtime_flow_run
 from prefect.states import Completed, Failed
 
-from bascule import bluegreen, report
+from bascule import bluegreen
 from bascule import history as h
 from bascule.analysis import Evaluation, placeholders, summary
-from bascule.checks import CheckResult
-from bascule.errors import OperationFailed, Refused, UsageError
+from bascule.errors import Refused, UsageError
 from bascule.gitcommit import read_commit
 from bascule.history import now_iso
-from bascule.manifests import Color, idle_color, service_proxy_path
+from bascule.manifests import idle_color, service_proxy_path
 from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
 from bascule.outcome import StateName
-from bascule.redact import redact, redact_data
+from bascule.redact import redact
 from bascule.signoff import Request
 from bascule.snapshots import Snapshot
+from bascule.vocabulary import Color
 from flows.approval import Signing, description, request_approval
 from flows.engine import (
     exceptions_kept_local,
     expected_failures_in_one_line,
     heartbeats_unjoined,
     state_messages_masked,
-    untracked,
 )
 from flows.migrate import contract, plan_and_lint, run_phase
 from tasks import (
     analysis,
-    artifacts,
     checks,
-    monitoring,
     promotion,
     rollout,
     secretref,
@@ -64,12 +59,9 @@ from tasks import (
 )
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.lock import LockHeld, deploy_lock
-from tasks.notify import Notifier
 from tasks.preflight import baseline_checks, preflight
+from tasks.run import Run, untracked
 from tasks.threads import in_thread
-
-T = TypeVar("T")
-STEPS = 10  # steps of a deploy, for the progress artifact
 
 heartbeats_unjoined()
 expected_failures_in_one_line()
@@ -85,183 +77,6 @@ def flow_run_id() -> str | None:
     """The id of the flow run we are in, also from inside a task; None outside a run."""
     run_id = prefect_runtime_flow_run.id
     return str(run_id) if run_id else None
-
-
-class Run:
-    """The imperative shell of one run: times each step, keeps the release record in the
-    cluster current, and emits a Prefect event per stage."""
-
-    def __init__(
-        self, env: Env, release: h.Release, baseline: Future[list[CheckResult]] | None = None
-    ) -> None:
-        self.env, self.release = env, release
-        if env.lock_broken:  # who broke a live run's lock for this one, and why
-            self.release = release.with_step(
-                h.Step("lock-broken", "ok", 0.0, env.lock_broken, time.time())
-            )
-        self.checks: list[CheckResult] = []
-        self._baseline = baseline  # preflight's baseline checks, under way
-        self.evaluations: list[Evaluation] = []
-        self.details: list[str] = []
-        self.sections: list[str] = []  # Markdown of its own in the report (the migration plan)
-        self.preview: str | None = None  # the configured preview link (preview.url), once known
-        self.log = get_run_logger()
-        self.artifacts = artifacts.Writer(self.log)
-        self.artifacts.progress(0.0, f"{release.kind} of {release.image} to {env.name}")
-        self.report_key = f"deploy-{env.app}-{env.name}"
-        self.notifier = Notifier.open(env.cfg.notifications, self.log, self.report_key)
-
-    def save(self, **changes: Any) -> None:
-        self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
-        # A plain call, no task run of its own (its 409 and outage retries are its own).
-        state.save(self.env, self.release)
-
-    def event(self, stage: str, **payload: Any) -> None:
-        emit_event(
-            event=f"bascule.deploy.{stage}",
-            resource={
-                "prefect.resource.id": f"bascule.app.{self.env.app}.{self.env.name}",
-                "prefect.resource.name": f"{self.env.app} in {self.env.name}",
-            },
-            related=[
-                {
-                    "prefect.resource.id": f"bascule.release.{self.release.id}",
-                    "prefect.resource.role": "release",
-                }
-            ],
-            payload=redact_data(
-                {
-                    "release": self.release.id,
-                    "image": self.release.image,
-                    "color": self.release.color,
-                    **payload,
-                }
-            ),
-        )
-        failing = [f"{c.target} {c.name}: {c.detail}" for c in self.checks if not c.passed]
-        self.notifier.send(
-            stage,
-            self.env.app,
-            self.env.name,
-            self.release,
-            reason=str(payload.get("reason", "")),
-            failed_checks=failing,
-            preview_url=self.preview,
-            signed=self.env.cfg.approval.allowed_signers is not None,
-        )
-
-    def approval_refused(self, reason: str) -> None:
-        """An approval that did not verify: kept in the history; traffic did not move."""
-        step = h.Step("approval-refused", "failed", 0.0, redact(reason), time.time())
-        self.release = self.release.with_step(step)
-        self.save()
-
-    def skip(self, name: str, why: str) -> None:
-        self.log.info("%s: %s", name, why)
-        self.release = self.release.with_step(h.Step(name, "skipped", 0.0, why, time.time()))
-
-    def step(
-        self,
-        name: str,
-        fn: Callable[..., T],
-        *args: Any,
-        detail: str = "",
-        summary: Callable[[T], str] | None = None,
-    ) -> T:
-        started, outage = time.monotonic(), self.env.kube.outage_seconds
-        self.log.info("%s ...", name)
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            self.release = self.release.with_step(
-                h.Step(name, "failed", time.monotonic() - started, str(exc), time.time())
-            )
-            raise
-        text = detail or (summary(result) if summary else result if isinstance(result, str) else "")
-        if isinstance(result, analysis.Passed):
-            self.evaluations.extend(result.evaluations)
-            text = result.detail
-        waited = self.env.kube.outage_seconds - outage
-        if waited:  # why a step took longer than usual
-            text += f" (waited out {waited:.0f} s of Kubernetes API outage)"
-        if text:
-            self.log.info("%s: %s", name, text)
-        self.release = self.release.with_step(
-            h.Step(name, "ok", time.monotonic() - started, text, time.time())
-        )
-        self.event(name)
-        done = len(self.release.steps) / max(len(self.release.steps), STEPS) * 100
-        self.artifacts.progress(done, f"{name}: done")
-        return result
-
-    def join_baseline(self) -> None:
-        """Puts the baseline checks' results first among the run's checks, once they are
-        done; their failure to run is a warning, as a failed baseline check is."""
-        if self._baseline is None:
-            return
-        future, self._baseline = self._baseline, None
-        try:
-            self.checks[:0] = future.result()
-        except Exception as exc:
-            self.log.warning("baseline checks not run: %s", exc)
-
-    def failed_with(self, exc: Exception) -> None:
-        """Keeps the evaluations a failed gate made, for the report."""
-        if isinstance(exc, analysis.VerificationFailed):
-            self.evaluations.extend(exc.evaluations)
-
-    def checked(self, name: str, results: list[CheckResult]) -> None:
-        self.checks.extend(results)
-        failed = [c for c in results if not c.passed]
-        for c in results:
-            self.log.info(c.line())
-        if failed:
-            raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
-
-    def publish(self, ending: StateName | None = None) -> None:
-        """Notifications, monitoring and the report, once the deploy lock is released
-        (``exclusively``): they need no lock and may wait (for a slow webhook, up to the
-        notifications' bound), and a rollback or deploy may be waiting for it."""
-        self.env.after_unlock.append(partial(self._publish, ending))
-
-    def _publish(self, ending: StateName | None) -> None:
-        self.join_baseline()  # a run that failed before the switch did not join them yet
-        if delivered := self.notifier.finish():  # waits (bounded) for messages under way
-            self.details.append(delivered)
-        self.details.append(
-            untracked(monitoring.deliver)(
-                self.env, self.release, ending == StateName.APPROVAL_TIMED_OUT
-            )
-        )
-        self.artifacts.progress(100.0, self.release.result)
-        md = report.render(
-            self.env.app,
-            self.env.name,
-            self.release,
-            self.checks,
-            self.details,
-            self.env.kube.requests,
-            self.evaluations,
-            analysis.skipped(self.env.cfg.analysis),
-            self.sections,
-            self.preview,
-        )
-        if self.evaluations:
-            self.artifacts.table(
-                key=f"analysis-{self.env.app}-{self.env.name}",
-                table=[report.evaluation_row(e) for e in self.evaluations],
-                description=f"Prometheus analysis of {self.release.id}",
-            )
-        self.artifacts.markdown(
-            key=self.report_key,
-            markdown=md,
-            description=f"{self.release.kind} {self.release.id}: {self.release.result}",
-        )
-        self.artifacts.flush()
-
-
-class CheckFailed(OperationFailed):
-    pass
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Four adjustments to Prefect's engines, made when the flows are imported (flows/deploy.py,
 which every flow imports), so in ``bascule deploy``'s process as in the flow-run process a
-worker starts; and ``untracked``, a step without a task run of its own.
+worker starts. (A step without a task run of its own is ``tasks.run.untracked``.)
 
 State messages masked. Prefect writes ``str(exc)`` of the exception a task run or a flow run
 ends with into its Failed state's message, and a flow's returned state carries the message
@@ -30,36 +30,72 @@ to 1 s (0.5 s on average) later than its work, measured with py-spy on `make ben
 and rollbacks. Prefect's async engine already leaves the thread to stop by itself
 (``join_on_exit=False``); so do our sync runs. The thread still sends no heartbeat after the
 run ends: it looks at its stop flag after every second of sleep, before anything else.
+Prefect has no public switch for this, so a private function is patched; the patch checks
+first that the function is the one it was written for, and stops the import with
+``PrefectChanged``, naming the installed version and what to do, when it is not.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from functools import partial, wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from prefect import State, Task, flow_engine, task_engine
+import prefect
+from prefect import State, flow_engine, task_engine
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import FailedRun
 
 from bascule.errors import BasculeError, LockLost
 from bascule.redact import redact
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 _UNJOINED = "bascule_unjoined"
 
 
+class PrefectChanged(RuntimeError):
+    """The installed Prefect's private code that this module adjusts is not as it was
+    written for: a bug of the installation (or of an upgrade), not of a run."""
+
+
+def check_heartbeats(send: object, version: str) -> Callable[..., Any]:
+    """``send`` if it is ``_send_heartbeats(engine, join_on_exit=True)``, the private function
+    ``heartbeats_unjoined`` patches, as Prefect has it at the version prefect.yaml's
+    prefect-version names; else PrefectChanged. There is no public way to the same effect:
+    the heartbeat setting (PREFECT_FLOWS_HEARTBEAT_FREQUENCY) only sets or stops the
+    heartbeats, which the recover automation needs."""
+    found = "no such function"
+    if callable(send):
+        try:
+            signature: inspect.Signature | None = inspect.signature(send)
+        except (TypeError, ValueError):  # a callable whose signature Python cannot read
+            signature = None
+        params = list(signature.parameters.values()) if signature else []
+        if (
+            [p.name for p in params] == ["engine", "join_on_exit"]
+            and params[1].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            and params[1].default is True
+        ):
+            return send
+        found = f"_send_heartbeats{signature}" if signature else repr(send)
+    raise PrefectChanged(
+        f"Prefect {version} does not have the prefect.flow_engine._send_heartbeats(engine, "
+        f"join_on_exit=True) that flows/engine.py's heartbeats_unjoined patches (it has "
+        f"{found}). Install the Prefect that prefect.yaml's prefect-version names "
+        "(pip install -r requirements.lock), or read how this Prefect's sync flow runs end "
+        "their heartbeat thread and update heartbeats_unjoined (drop it if they no longer "
+        "wait for it)."
+    )
+
+
 def heartbeats_unjoined() -> None:
-    """Makes sync flow runs end without waiting for their heartbeat thread; idempotent."""
-    current = flow_engine._send_heartbeats
+    """Makes sync flow runs end without waiting for their heartbeat thread; idempotent.
+    PrefectChanged, before any change, if Prefect's function is not the one it knows."""
+    current = getattr(flow_engine, "_send_heartbeats", None)
     if getattr(current, _UNJOINED, False):
         return
-    unjoined = partial(current, join_on_exit=False)
+    unjoined = partial(check_heartbeats(current, prefect.__version__), join_on_exit=False)
     setattr(unjoined, _UNJOINED, True)
     flow_engine._send_heartbeats = unjoined
 
@@ -182,31 +218,3 @@ def expected_failures_in_one_line() -> None:
         logger = logging.getLogger(name)
         if _ONE_LINE not in logger.filters:
             logger.addFilter(_ONE_LINE)
-
-
-def untracked(task: Task[P, R]) -> Callable[P, R]:
-    """``task``'s function with the retries it declares, run in the flow without a Prefect
-    task run of its own. For the short steps of a run (a request or two each): creating and
-    finishing a task run cost 20-60 ms each on a busy machine, more than most of these
-    steps, and 1-2 s on a busy Prefect server. The run's step record (its history, event,
-    progress and report) is what tells about them."""
-
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        attempt = 0
-        while True:
-            try:
-                return task.fn(*args, **kwargs)
-            except Exception:
-                if attempt >= task.retries:
-                    raise
-            time.sleep(_delay(task.retry_delay_seconds, attempt))
-            attempt += 1
-
-    return call
-
-
-def _delay(delays: float | list[float] | None, attempt: int) -> float:
-    """The wait before retry ``attempt + 1``, read as Prefect reads ``retry_delay_seconds``."""
-    if isinstance(delays, list):
-        return delays[min(attempt, len(delays) - 1)] if delays else 0.0
-    return delays or 0.0

@@ -4,23 +4,19 @@ color starts, contract revisions once the switch is verified and the old color i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bascule import bluegreen
 from bascule import history as h
 from bascule.errors import OperationFailed
-from bascule.manifests import Color
 from bascule.migrations import MigrationPlan, Phase, render_markdown, summary
 from bascule.migrator import Result
+from bascule.vocabulary import Color
 from tasks import migrate, rollout, state
 from tasks.context import Env
 from tasks.migrations import build_plan, database_url
-
-if TYPE_CHECKING:
-    from flows.deploy import Run
+from tasks.run import Run
 
 SKIPPED = "no migrations section: step skipped"
 

@@ -17,7 +17,6 @@ from bascule.history import now_iso
 from bascule.outcome import StateName
 from flows.deploy import (
     Outcome,
-    Run,
     exclusively,
     flow_run_id,
     new_release_id,
@@ -25,10 +24,10 @@ from flows.deploy import (
     run_name,
     with_secrets,
 )
-from flows.engine import untracked
 from tasks import rollout, state, traffic
 from tasks.context import DEFAULT_CONFIG_DIR, Env
 from tasks.preflight import preflight
+from tasks.run import Run, untracked
 
 
 def choose_target(

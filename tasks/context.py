@@ -21,7 +21,6 @@ from bascule.config import (
 from bascule.history import Release
 from bascule.kube import Kube
 from bascule.manifests import (
-    Color,
     ReleaseSecret,
     Role,
     Templates,
@@ -31,6 +30,7 @@ from bascule.manifests import (
     release_secret,
     service_name,
 )
+from bascule.vocabulary import Color
 
 
 @dataclass

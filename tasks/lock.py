@@ -66,8 +66,9 @@ from bascule import kube as k
 from bascule import lease
 from bascule.errors import LockLost, Refused
 from bascule.kube import KubeError
-from tasks import prefect_api
+from bascule.prefect_client import Prefect, status_of, tls_context
 from tasks.context import Env
+from tasks.threads import in_thread
 
 LEASE_SECONDS = 10
 RENEWALS_PER_LEASE = 5
@@ -261,10 +262,10 @@ def take_slot(name: str, deadline: float, orphaned: bool = False) -> UUID:
     the limit is deleted and made anew: the dead lease then refers to a limit that no longer
     exists, and its expiry changes nothing.
 
-    A busy server's answers are retried at once (``prefect_api.Quick.send``): py-spy found a
+    A busy server's answers are retried at once (``Prefect.in_run``'s ``send``): py-spy found a
     deploy or rollback waiting here 1-2 s in `make bench` with Prefect's own backoff."""
     created = False
-    with prefect_api.client() as prefect:
+    with Prefect.in_run() as prefect:
         while True:
             try:
                 resp = prefect.send(
@@ -276,7 +277,7 @@ def take_slot(name: str, deadline: float, orphaned: bool = False) -> UUID:
                     )
                 )
             except (httpx.HTTPStatusError, httpx.TransportError) as exc:
-                if prefect_api.status_of(exc) != 423:  # 423 Locked: the slot is taken
+                if status_of(exc) != 423:  # 423 Locked: the slot is taken
                     raise
                 if orphaned:
                     logging.getLogger(__name__).warning(
@@ -301,7 +302,7 @@ def take_slot(name: str, deadline: float, orphaned: bool = False) -> UUID:
             if created:  # never silently unlocked
                 raise RuntimeError(f"the Prefect global concurrency limit {name} does not exist")
             # An environment's first deploy: the lease Prefect gave holds nothing.
-            prefect.api.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
+            prefect.client.release_concurrency_slots_with_lease(UUID(body["lease_id"]))
             # Through the slot's own client: both talk to the same server.
             prefect.send(lambda api: create_limit(api, name))
             created = True
@@ -320,7 +321,7 @@ def deploy_lock(
     period is over, and ``env.lock_broken`` says whose lock was broken, for the history."""
     started = time.monotonic()
     deadline = started + env.cfg.rollout.lock_timeout_seconds
-    prefect_api.warm_up()  # the slot's client, while the Lease is taken
+    in_thread(tls_context)  # the slot's client's, while the Lease is taken
     seen = _Sighting()
     while True:
         decision, written = _try_take(env, me, seen, lease_seconds, breaking is not None)

@@ -44,6 +44,7 @@ from bascule.config import NotificationsConfig, Receiver
 from bascule.errors import UsageError
 from bascule.history import Release
 from bascule.redact import redact
+from bascule.retry import retry
 from tasks import secretref
 
 Post = Callable[[str, dict[str, Any], float], nt.Attempt]
@@ -120,6 +121,18 @@ def ui_url(configured: str | None) -> str | None:
     from prefect.settings import get_current_settings
 
     return get_current_settings().ui_url
+
+
+class _Failed(Exception):
+    """An attempt the receiver did not accept, tried again by ``bascule.retry.retry``."""
+
+    def __init__(self, answer: nt.Attempt) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
+
+
+class _GaveUp(Exception):
+    """The message is not tried again: why."""
 
 
 @dataclass
@@ -216,36 +229,47 @@ class Notifier:
         if before is not None:  # in order: the previous message to this receiver first
             before.join(max(0.0, deadline - self.clock()))
         started, attempts = self.clock(), 0
-        outcome: float | str = "no time left after the messages before it"
-        while (left := deadline - self.clock()) > 0:
+
+        def post() -> None:
+            nonlocal attempts
+            if (left := deadline - self.clock()) <= 0:
+                raise _GaveUp(
+                    f"not delivered within {self.bound:g} s"
+                    if attempts
+                    else "no time left after the messages before it"
+                )
             attempts += 1
             answer = self.posts[receiver.kind](target.url, body, min(nt.REQUEST_TIMEOUT_S, left))
-            if answer.status is not None and 200 <= answer.status < 300:
-                done = nt.Delivery(
-                    receiver.name, receiver.kind, event, True, attempts, self.clock() - started
-                )
-                self.deliveries.append(done)
-                self.log.info("notified %s", done.line())
-                return
-            outcome = nt.next_delay(attempts, answer, deadline - self.clock(), datetime.now(UTC))
-            if isinstance(outcome, str):
-                break
+            if answer.status is None or not 200 <= answer.status < 300:
+                raise _Failed(answer)
+
+        def pause(failed: _Failed, attempt: int) -> float:
+            answer = failed.answer
+            wait = nt.next_delay(attempt, answer, deadline - self.clock(), datetime.now(UTC))
+            if isinstance(wait, str):
+                raise _GaveUp(wait)
             self.log.info(
                 "notification to %s (%s) %s failed (%s); retrying in %.1f s",
                 receiver.name,
                 receiver.kind,
                 event,
                 f"HTTP {answer.status}" if answer.status else answer.error,
-                outcome,
+                wait,
             )
-            self.sleep(outcome)
-        if not isinstance(outcome, str):
-            outcome = f"not delivered within {self.bound:g} s"
-        failed = nt.Delivery(
-            receiver.name, receiver.kind, event, False, attempts, self.clock() - started, outcome
-        )
-        self.deliveries.append(failed)
-        self.log.warning("notification %s", failed.line())
+            return wait
+
+        why = ""
+        try:
+            retry(post, pause, _Failed, sleep=self.sleep)
+        except _GaveUp as exc:
+            why = str(exc)
+        took = self.clock() - started
+        outcome = nt.Delivery(receiver.name, receiver.kind, event, not why, attempts, took, why)
+        self.deliveries.append(outcome)
+        if why:
+            self.log.warning("notification %s", outcome.line())
+        else:
+            self.log.info("notified %s", outcome.line())
 
     def finish(self) -> str:
         """Waits for the messages under way (at most the bound after the last one was

@@ -17,7 +17,8 @@ from bascule import kube as k
 from bascule.checks import CheckResult
 from bascule.errors import OperationFailed
 from bascule.kube import KubeError
-from bascule.manifests import Color, idle_color, selector
+from bascule.manifests import idle_color, selector
+from bascule.vocabulary import Color
 from tasks import checks, rollout, state, traffic
 from tasks.context import Env
 

@@ -21,7 +21,8 @@ from bascule import promotion, sshsig
 from bascule.errors import Refused, UsageError
 from bascule.kube import KubeError
 from bascule.manifests import color_of_selector
-from tasks import prefect_api, state
+from bascule.prefect_client import Prefect
+from tasks import state
 from tasks.context import Env
 
 
@@ -104,11 +105,11 @@ def serving_image(source: Env) -> tuple[str, h.Release]:
 def label_run(flow_run_id: str | None, digest: str | None) -> None:
     """Puts the digest a release ran on its flow run, where the UI shows it and ``bascule
     trigger`` reads it for the job summary. A label not set costs the summary a row only.
-    A busy server's answers are retried at once (``prefect_api.Quick.send``)."""
+    A busy server's answers are retried at once (``Prefect.in_run``'s ``send``)."""
     if flow_run_id is None or digest is None:
         return
     try:
-        with prefect_api.client() as prefect:
+        with Prefect.in_run() as prefect:
             prefect.send(
                 lambda api: api.update_flow_run_labels(
                     UUID(flow_run_id), {promotion.DIGEST_LABEL: digest}

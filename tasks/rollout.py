@@ -15,9 +15,7 @@ from bascule.errors import OperationFailed
 from bascule.images import pods_digest
 from bascule.kube import KubeError
 from bascule.manifests import (
-    COLORS,
     LABEL_RELEASE,
-    Color,
     recolored,
     render_deployment,
     render_secret,
@@ -28,6 +26,7 @@ from bascule.manifests import (
 from bascule.readiness import Verdict, readiness_probed, rollout_verdict
 from bascule.redact import redact
 from bascule.snapshots import Snapshot
+from bascule.vocabulary import COLORS, Color
 from tasks import state
 from tasks.context import Env
 

@@ -15,14 +15,10 @@ from bascule import snapshots
 from bascule.bluegreen import ColorState, Observed
 from bascule.history import HISTORY_KEY
 from bascule.kube import KubeError
-from bascule.manifests import (
-    ANNOTATION_RELEASE,
-    COLORS,
-    color_of_selector,
-    owned_labels,
-)
+from bascule.manifests import ANNOTATION_RELEASE, color_of_selector, owned_labels
 from bascule.redact import KNOWN, redact_data
 from bascule.snapshots import Snapshot
+from bascule.vocabulary import COLORS
 from tasks.context import Env
 
 

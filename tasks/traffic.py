@@ -11,13 +11,13 @@ from bascule import kube as k
 from bascule.errors import OperationFailed
 from bascule.kube import KubeError
 from bascule.manifests import (
-    Color,
     Role,
     color_of_selector,
     render_service,
     selector,
     selector_patch,
 )
+from bascule.vocabulary import Color
 from tasks.context import Env
 
 

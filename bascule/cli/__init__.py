@@ -160,7 +160,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "worker",
         "run one environment's flow runs from its work pool, under this machine's policy",
-        "bascule.worker",
+        f"{_CLI}.worker",
         "add_arguments",
         "run",
         _ALWAYS,

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from bascule.config.base import FieldProblem, Section, check_http_url, check_name, unique_names
 from bascule.config.secrets import SecretRef
-from bascule.notifications import EVENTS, Event
+from bascule.vocabulary import EVENTS, Event
 
 
 class Receiver(Section):

@@ -18,7 +18,7 @@ from bascule.bluegreen import (
     undone_by_reconcile,
 )
 from bascule.history import Phase, Release
-from bascule.manifests import Color
+from bascule.vocabulary import Color
 
 PRE_SWITCH: list[Phase] = ["planned", "deploying", "checking", "awaiting-approval"]
 

@@ -1,8 +1,9 @@
-"""The adjustments to Prefect's engine (flows/engine.py): a step run without a task run keeps
-the retries its task declares, sync flow runs no longer wait for their heartbeat thread, an
-expected failure is not told again once its run has ended, while a bug keeps its traceback
-(in a run, tests/integration/test_trigger.py), and state messages are masked (against the
-real API, tests/integration/test_state_masking.py)."""
+"""The adjustments to Prefect's engine (flows/engine.py): sync flow runs no longer wait for
+their heartbeat thread (and a Prefect whose heartbeat function changed is named before any
+patch), an expected failure is not told again once its run has ended, while a bug keeps its
+traceback (in a run, tests/integration/test_trigger.py), and state messages are masked
+(against the real API, tests/integration/test_state_masking.py). And tasks/run.py's step run
+without a task run, which keeps the retries its task declares."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import inspect
 import logging
 from typing import Any
 
+import prefect
 import pytest
 from prefect import State, flow_engine, task
 from prefect.exceptions import FailedRun
@@ -22,13 +24,15 @@ from flows.engine import (
     ENGINES,
     FAILED_STATE_MAKERS,
     RUN_LOGGERS,
+    PrefectChanged,
     _masking,
+    check_heartbeats,
     exceptions_kept_local,
     expected_failures_in_one_line,
     heartbeats_unjoined,
     state_messages_masked,
-    untracked,
 )
+from tasks.run import untracked
 
 
 def test_a_step_without_task_run_retries_as_its_task_declares() -> None:
@@ -68,6 +72,42 @@ def test_sync_flow_runs_leave_their_heartbeat_thread_to_stop_by_itself() -> None
     original = getattr(patched, "func", None)
     assert original is not None and "join_on_exit" in inspect.signature(original).parameters
     assert not hasattr(original, "keywords")
+    assert check_heartbeats(original, prefect.__version__) is original
+
+
+def _no_join_argument(engine: object) -> None:
+    pass
+
+
+def _joins_by_default_no_more(engine: object, join_on_exit: bool = False) -> None:
+    pass
+
+
+def _keyword_only(engine: object, *, join_on_exit: bool = True) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("send", "found"),
+    [
+        (None, "no such function"),
+        (_no_join_argument, "_send_heartbeats(engine: 'object')"),
+        (_joins_by_default_no_more, "join_on_exit: 'bool' = False"),
+        (_keyword_only, "*, join_on_exit"),
+    ],
+)
+def test_a_prefect_whose_heartbeat_function_changed_is_named_before_any_patch(
+    monkeypatch: pytest.MonkeyPatch, send: object, found: str
+) -> None:
+    monkeypatch.setattr(flow_engine, "_send_heartbeats", send, raising=False)
+    if send is None:
+        monkeypatch.delattr(flow_engine, "_send_heartbeats")
+    with pytest.raises(PrefectChanged) as raised:
+        heartbeats_unjoined()
+    said = str(raised.value)
+    assert f"Prefect {prefect.__version__} does not have" in said and found in said
+    assert "prefect.yaml's prefect-version" in said and "heartbeats_unjoined" in said
+    assert getattr(flow_engine, "_send_heartbeats", None) is send  # nothing patched
 
 
 class Kept(logging.Handler):

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from bascule.config import describe_schema
-from bascule.kube import OUTAGE_SETTING, KubeError, KubeOutage, KubeUnreachable, backoff
+from bascule.kube import OUTAGE_SETTING, KubeError, KubeOutage, KubeUnreachable
+from bascule.retry import backoff
 from tests.support.fakekube import fake_kube, status
 
 OBJ = "/api/v1/namespaces/ns/configmaps/cm"

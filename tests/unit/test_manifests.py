@@ -13,7 +13,6 @@ from bascule.config import ConfigError, EnvironmentConfig, load_environment, loa
 from bascule.manifests import (
     ANNOTATION_IMAGE,
     ANNOTATION_RELEASE,
-    COLORS,
     LABEL_COLOR,
     LABEL_NAME,
     LABEL_RELEASE,
@@ -36,6 +35,7 @@ from bascule.manifests import (
     stale_secrets,
     validate_release_id,
 )
+from bascule.vocabulary import COLORS
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 IMAGE = "bascule.local/sample-app:v2"

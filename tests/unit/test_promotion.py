@@ -11,8 +11,9 @@ import pytest
 from bascule.config import load_environment, load_templates
 from bascule.errors import Refused
 from bascule.history import Release, Result, Step, decode, encode
-from bascule.manifests import Color, selector
+from bascule.manifests import selector
 from bascule.promotion import check, serving_image, verified
+from bascule.vocabulary import Color
 from tasks.context import Env
 from tasks.promotion import serving_image as serving_from
 from tasks.promotion import source_history

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from bascule import worker, workpool
+from bascule import workpool
+from bascule.cli import worker
 from bascule.jobpolicy import IN_IMAGE_PULL_STEPS, JobPolicy, check_job, check_kubernetes_run
 from bascule.kubeworker import JobConfiguration
 from bascule.runpolicy import (

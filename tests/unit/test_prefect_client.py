@@ -1,5 +1,6 @@
-"""tasks.prefect_api: busy Prefect answers retried after 0.1, 0.2, ... s, not Prefect's 2 s,
-through Prefect's own client against a local HTTP server that answers 503 first."""
+"""A run's Prefect client (bascule.prefect_client, ``Prefect.in_run``): busy Prefect answers
+retried after 0.1, 0.2, ... s, not Prefect's 2 s, through Prefect's own client against a
+local HTTP server that answers 503 first."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from tasks import prefect_api
+from bascule import prefect_client
+from bascule.prefect_client import Prefect
 
 
 def answer(status: int) -> httpx.HTTPStatusError:
@@ -31,7 +33,7 @@ def answer(status: int) -> httpx.HTTPStatusError:
 
 def test_busy_answers_are_sent_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(prefect_api.time, "sleep", waits.append)
+    monkeypatch.setattr(prefect_client.time, "sleep", waits.append)
     errors = [answer(503), httpx.ConnectError("refused"), answer(429)]
 
     def call() -> str:
@@ -39,31 +41,31 @@ def test_busy_answers_are_sent_again_soon(monkeypatch: pytest.MonkeyPatch) -> No
             raise errors.pop(0)
         return "done"
 
-    assert prefect_api.quickly(call, tries=5) == "done"
+    assert prefect_client.quickly(call, tries=5) == "done"
     assert waits == [0.1, 0.2, 0.4]
 
 
 @pytest.mark.parametrize("status", [404, 409, 423])
 def test_other_answers_raise_at_once(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
-    monkeypatch.setattr(prefect_api.time, "sleep", lambda s: pytest.fail(f"slept {s}"))
+    monkeypatch.setattr(prefect_client.time, "sleep", lambda s: pytest.fail(f"slept {s}"))
 
     def call() -> None:
         raise answer(status)
 
     with pytest.raises(httpx.HTTPStatusError) as raised:
-        prefect_api.quickly(call, tries=5)
+        prefect_client.quickly(call, tries=5)
     assert raised.value.response.status_code == status
 
 
 def test_the_last_busy_answer_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(prefect_api.time, "sleep", waits.append)
+    monkeypatch.setattr(prefect_client.time, "sleep", waits.append)
 
     def call() -> None:
         raise answer(503)
 
     with pytest.raises(httpx.HTTPStatusError):
-        prefect_api.quickly(call, tries=2)
+        prefect_client.quickly(call, tries=2)
     assert waits == [0.1, 0.2]
 
 
@@ -110,7 +112,7 @@ def test_prefects_client_does_not_wait_its_backoff(busy_server: str) -> None:
     Busy.busy, Busy.patches = 2, []
     with temporary_settings({PREFECT_API_URL: busy_server}):
         started = time.monotonic()
-        with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 5}), prefect_api.client() as prefect:
+        with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 5}), Prefect.in_run() as prefect:
             prefect.send(lambda api: api.update_flow_run_labels(uuid4(), {"a": "b"}))
         took = time.monotonic() - started
     assert len(Busy.patches) == 3
@@ -121,12 +123,12 @@ def test_prefects_client_does_not_wait_its_backoff(busy_server: str) -> None:
 
 def test_its_clients_share_one_tls_context_made_as_prefects_own() -> None:
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        made = prefect_api.tls_context()
-        assert prefect_api.tls_context() is made  # made once, not per client
+        made = prefect_client.tls_context()
+        assert prefect_client.tls_context() is made  # made once, not per client
         assert made.verify_mode == ssl.CERT_REQUIRED and made.check_hostname
-        with prefect_api.client() as quick:
+        with Prefect.in_run() as quick:
             # httpx keeps it in its connection pool: the client did not make its own.
-            assert quick.api._client._transport._pool._ssl_context is made  # type: ignore[attr-defined]
+            assert quick.client._client._transport._pool._ssl_context is made  # type: ignore[attr-defined]
     with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
-        unchecked = prefect_api.tls_context()
+        unchecked = prefect_client.tls_context()
         assert unchecked.verify_mode == ssl.CERT_NONE and not unchecked.check_hostname
