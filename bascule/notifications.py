@@ -21,6 +21,7 @@ from bascule import markdown as md
 from bascule.history import Release
 from bascule.retry import backoff
 from bascule.signoff import DEFAULT_KEY
+from bascule.vocabulary import Event
 
 # What each event looks like: a headline and a color (green good, red bad, amber waits).
 TITLES: dict[Event, str] = {

@@ -45,6 +45,7 @@ from bascule.errors import UsageError
 from bascule.history import Release
 from bascule.redact import redact
 from bascule.retry import retry
+from bascule.vocabulary import EVENTS
 from tasks import secretref
 
 Post = Callable[[str, dict[str, Any], float], nt.Attempt]
@@ -187,7 +188,7 @@ class Notifier:
     def send(self, event: str, app: str, environment: str, release: Release, **about: Any) -> None:
         """Queues the message of ``event`` for every receiver that wants it; returns at once.
         Stages that are no notification event (each step's) are ignored."""
-        if event not in nt.EVENTS or not self.targets:
+        if event not in EVENTS or not self.targets:
             return
         notice = finalize(
             nt.notice(

@@ -14,6 +14,7 @@ import pytest
 from bascule import notifications as nt
 from bascule.config import ConfigError, NotificationsConfig, Receiver, load_environment
 from bascule.history import Release
+from bascule.vocabulary import EVENTS, Event
 from tasks.notify import Notifier, Target, post_discord, post_slack
 from tests.support.webhooks import (
     CHECKS,
@@ -38,7 +39,7 @@ RELEASE = Release(
 UI = "http://prefect.example:4200"
 
 
-def make(event: nt.Event, reason: str = "", checks: tuple[str, ...] = ()) -> nt.Notice:
+def make(event: Event, reason: str = "", checks: tuple[str, ...] = ()) -> nt.Notice:
     return nt.notice(
         event,
         "shop",
@@ -52,8 +53,8 @@ def make(event: nt.Event, reason: str = "", checks: tuple[str, ...] = ()) -> nt.
     )
 
 
-@pytest.mark.parametrize("event", nt.EVENTS)
-def test_every_event_builds_bodies_the_webhooks_accept(event: nt.Event) -> None:
+@pytest.mark.parametrize("event", EVENTS)
+def test_every_event_builds_bodies_the_webhooks_accept(event: Event) -> None:
     n = make(event, reason="post-switch verification failed: version: HTTP 500")
     slack, discord = nt.slack_payload(n), nt.discord_payload(n)
     check_slack(slack)
@@ -69,7 +70,7 @@ def test_every_event_builds_bodies_the_webhooks_accept(event: nt.Event) -> None:
 
 
 def test_colors_tell_outcomes_apart() -> None:
-    assert len(set(nt.COLORS.values())) == len(nt.EVENTS)
+    assert len(set(nt.COLORS.values())) == len(EVENTS)
 
 
 def test_a_success_names_the_approver_and_the_duration() -> None:
@@ -388,4 +389,4 @@ def test_configuration_errors_name_the_line(tmp_path: Path) -> None:
 
 
 def test_events_default_to_all() -> None:
-    assert SLACK_RECEIVER.events == list(nt.EVENTS)
+    assert SLACK_RECEIVER.events == list(EVENTS)
