@@ -2,7 +2,7 @@
 
 Two Deployments, ``<app>-blue`` and ``<app>-green``, told apart by the ``bascule.io/color``
 label; an active Service ``<app>`` and a preview Service ``<app>-preview``, each selecting one
-color. Everything here is a pure function on plain data (``bascule.config.loader`` reads the
+color. Everything here is a pure function on plain data (``bascule.config_files`` reads the
 template files), so the rest of Bascule can decide what to apply without a cluster.
 """
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from bascule.config import EnvironmentConfig
+from bascule.config.environment import EnvironmentConfig
 from bascule.errors import UsageError
 from bascule.manifests import (
     LABEL_ENVIRONMENT,
@@ -95,28 +93,6 @@ class RoleDef:
     name: str
     feature: Feature
     rules: tuple[Rule, ...]
-
-
-# The shipped Roles: what preflight checks is what `bascule rbac` gives the clusters.
-RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
-RBAC_FILES = ("deployer.yaml", "secrets.yaml", "promote-source.yaml")
-
-
-@cache
-def shipped_roles() -> tuple[RoleDef, ...]:
-    """The Roles of ``RBAC_DIR``, placeholders unfilled (read once per process)."""
-    out: list[RoleDef] = []
-    for name in RBAC_FILES:
-        path = RBAC_DIR / name
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise UsageError(
-                f"{path}: cannot read Bascule's Role definition ({exc.strerror}) — run from a "
-                "checkout of the repository, which ships deployments/rbac/"
-            ) from None
-        out += parse_roles(text, str(path))
-    return tuple(out)
 
 
 def parse(text: str, source: str) -> dict[Feature, tuple[Rule, ...]]:

@@ -49,6 +49,7 @@ from pydantic import PrivateAttr
 from bascule import config as c
 from bascule import history as h
 from bascule import kube as k
+from bascule.config_files import app_names, load_environment
 from bascule.manifests import history_name
 from bascule.outcome import StateName
 from bascule.runpolicy import (
@@ -222,7 +223,7 @@ def _signature_problem(sha: str, signers: Path, directory: Path) -> str | None:
 def _configs(cfg_dir: Path, environment: str) -> dict[str, c.EnvironmentConfig]:
     """Every app's configuration of ``environment``, parsed by this worker's own code."""
     path = c.environment_file(cfg_dir, environment)
-    return {app: c.load_environment(path, app) for app in c.app_names(cfg_dir, environment)}
+    return {app: load_environment(path, app) for app in app_names(cfg_dir, environment)}
 
 
 def _serving_commits(configs: Mapping[str, c.EnvironmentConfig]) -> dict[str, str | None]:

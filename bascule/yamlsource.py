@@ -9,7 +9,7 @@ Scalars follow the YAML 1.2 core schema rather than PyYAML's YAML 1.1 defaults: 
 stay strings, dates stay strings, and ``010`` is ten. Those YAML 1.1 readings surprise people
 writing configuration and would be silently wrong here. Duplicate keys are an error.
 
-Pure: it parses text; reading the files is ``bascule.config.loader``'s.
+Pure: it parses text; reading the files is ``bascule.config_files``'s.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bascule.config import load_environment, load_templates
+from bascule.config_files import load_environment, load_templates
 from bascule.manifests import render_deployment
 from bench import gate
 from bench.argo.compare import compare

@@ -37,7 +37,7 @@ from prefect import State, flow, get_run_logger
 from prefect.states import Completed
 
 from bascule import history as h
-from bascule.config import app_names
+from bascule.config_files import app_names
 from flows.deploy import Outcome, exclusively, run_name
 from tasks import state
 from tasks.context import DEFAULT_CONFIG_DIR, Env

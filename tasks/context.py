@@ -11,13 +11,8 @@ from typing import Any
 from bascule import kube as k
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
-from bascule.config import (
-    EnvironmentConfig,
-    app_names,
-    environment_file,
-    load_environment,
-    load_templates,
-)
+from bascule.config import EnvironmentConfig, environment_file
+from bascule.config_files import app_names, load_environment, load_templates
 from bascule.history import Release
 from bascule.kube import Kube
 from bascule.manifests import (

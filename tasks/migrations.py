@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from bascule.config import MigrationsConfig
-from bascule.config.loader import display_path
+from bascule.config_files import display_path
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.migrations import (
     MigrationPlan,

@@ -15,6 +15,7 @@ from bascule import bluegreen, capacity, rbac
 from bascule import history as h
 from bascule import kube as k
 from bascule.checks import CheckResult
+from bascule.config_files import shipped_roles
 from bascule.errors import OperationFailed
 from bascule.kube import KubeError
 from bascule.manifests import idle_color, selector
@@ -22,17 +23,15 @@ from bascule.vocabulary import Color
 from tasks import checks, rollout, state, traffic
 from tasks.context import Env
 
-# The Roles a run is given (deployments/rbac/): what preflight checks is what they grant.
-RBAC_DIR = rbac.RBAC_DIR
-
 
 class PreflightFailed(OperationFailed):
     pass
 
 
 def definition() -> dict[rbac.Feature, tuple[rbac.Rule, ...]]:
-    """The shipped Roles' rules by feature."""
-    return rbac.by_feature(rbac.shipped_roles())
+    """The shipped Roles' rules by feature (deployments/rbac/): what preflight checks is what
+    they grant."""
+    return rbac.by_feature(shipped_roles())
 
 
 def needed(env: Env) -> list[rbac.Permission]:

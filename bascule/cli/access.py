@@ -24,7 +24,8 @@ import yaml
 
 from bascule import rbac
 from bascule.cli.options import add_dir_argument
-from bascule.config import app_names, environment_file, load_environment, load_templates
+from bascule.config import environment_file
+from bascule.config_files import app_names, load_environment, load_templates, shipped_roles
 from bascule.errors import UsageError
 from bascule.kubeconfig import token_kubeconfig
 from bascule.outcome import Exit
@@ -45,7 +46,7 @@ def rbac_documents(directory: str | Path, environment: str) -> list[dict[str, An
         if cfg.promote_from:
             source = load_environment(environment_file(directory, cfg.promote_from), app)
             grants.append(rbac.source_grant(source, load_templates(source.manifests)))
-    return rbac.environment_manifests(environment, home, rbac.shipped_roles(), grants)
+    return rbac.environment_manifests(environment, home, shipped_roles(), grants)
 
 
 def home_namespace(directory: str | Path, environment: str) -> str:

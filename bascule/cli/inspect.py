@@ -52,7 +52,7 @@ def status_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
-    from bascule.config import app_names
+    from bascule.config_files import app_names
     from tasks.state import observe
 
     for name in args.environments or ENVIRONMENTS:
@@ -118,7 +118,8 @@ def secrets_arguments(parser: argparse.ArgumentParser) -> None:
 
 def secrets(args: argparse.Namespace) -> int:
     """Each secret variable, its source and whether it resolves here; values never shown."""
-    from bascule.config import environment_file, exposed_secrets
+    from bascule.config import environment_file
+    from bascule.config_files import exposed_secrets
     from bascule.redact import MASK
     from tasks.secretref import TooShort, status
 

@@ -12,7 +12,8 @@ import json
 import sys
 
 from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
-from bascule.config import environment_file, load_environment
+from bascule.config import environment_file
+from bascule.config_files import load_environment
 from bascule.errors import UsageError
 from bascule.migrations import MigrationPlan, plan_json, render_markdown, summary
 from bascule.outcome import Exit

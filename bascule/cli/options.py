@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from bascule.apps import choose_app
-from bascule.config import DEFAULT_CONFIG_DIR, app_names
+from bascule.config import DEFAULT_CONFIG_DIR
+from bascule.config_files import app_names
 
 
 def add_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -17,14 +17,17 @@ from bascule.config import (
     Problem,
     describe_schema,
     environment_file,
+)
+from bascule.config_files import (
+    display_path,
     environment_files,
     exposed_secrets,
     load_all,
     load_apps,
     load_environment,
     load_templates,
+    load_yaml_file,
 )
-from bascule.config.loader import display_path, load_yaml_file
 from bascule.manifests import render_deployment, render_service
 from bascule.outcome import Exit
 from bascule.yamlsource import format_path

@@ -4,7 +4,7 @@ The models are the schema; every field carries a description (``bascule validate
 docs show them). Loading maps each pydantic error back to the file, line and column it came from,
 so a user is told exactly where to look and what to do; bad input never gets further than here.
 
-The schema is pure: no module but ``loader`` reads a file. The modules:
+The schema is pure: no module here reads a file. The modules:
 
 - ``base``: names, limits and constants of environments, the base model, field rules several
   sections share, and ``Surroundings``, what the loader found that the validators check.
@@ -14,7 +14,9 @@ The schema is pure: no module but ``loader`` reads a file. The modules:
 - ``environment``: ``EnvironmentConfig``, a whole file, and the rules across its sections.
 - ``schema``: walks over the models (``describe_schema``, the model at a place, path fields).
 - ``problems``: pydantic errors as file:line problems; the checks of loaded models.
-- ``loader``: the I/O: environment files, overlays, the files they name, the templates.
+
+Reading them is ``bascule.config_files``, an adapter (the only module that opens the files),
+which hands this package plain data.
 """
 
 from bascule.config.approval import ApprovalConfig, PreviewConfig
@@ -36,15 +38,6 @@ from bascule.config.checks import (
 )
 from bascule.config.environment import EnvironmentConfig
 from bascule.config.kube import KubeConfig
-from bascule.config.loader import (
-    app_names,
-    environment_files,
-    exposed_secrets,
-    load_all,
-    load_apps,
-    load_environment,
-    load_templates,
-)
 from bascule.config.migrations import MigrationsConfig, MigrationsJob, MigrationsLint
 from bascule.config.monitoring import MonitoringConfig
 from bascule.config.notifications import NotificationsConfig, Receiver
@@ -86,15 +79,8 @@ __all__ = [
     "SmokeHttpScenario",
     "SmokeJob",
     "VerificationConfig",
-    "app_names",
     "check_environment_name",
     "describe_schema",
     "environment_file",
-    "environment_files",
-    "exposed_secrets",
-    "load_all",
-    "load_apps",
-    "load_environment",
-    "load_templates",
     "with_image_tag",
 ]

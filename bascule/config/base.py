@@ -1,7 +1,7 @@
 """What every section of the schema shares: the environments' names and limits, the base model,
 the field rules used in several sections, and what the loader hands the validators.
 
-Pure: the validators read no files. The loader (``bascule.config.loader``) resolves every path an
+Pure: the validators read no files. The loader (``bascule.config_files``) resolves every path an
 environment file names, looks at it and reads what a check needs; that arrives here as data, the
 validation context (``Surroundings``).
 """

@@ -73,7 +73,8 @@ def local_app(environment: str, app: str | None, config_dir: Path) -> str | None
     ``app`` as given where it has none or they do not load: the flow checks it. None for the
     environment file's own app when not named, so its runs' parameters stay as they were."""
     from bascule.apps import choose_app
-    from bascule.config import ConfigError, app_names
+    from bascule.config import ConfigError
+    from bascule.config_files import app_names
 
     if not environment_file(config_dir, environment).is_file():
         return app
@@ -92,7 +93,7 @@ def app_secret_values(
     as well (a CI job that passes a GitHub Environment's secrets to the deploy): the run's
     output is masked for them here too, behind the flow's own masking. A file that is
     missing or does not load masks nothing more; the flow reports its problems."""
-    from bascule.config import load_environment
+    from bascule.config_files import load_environment
 
     try:
         config = environment_file(config_dir, environment)

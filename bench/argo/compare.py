@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bascule.config import load_environment
+from bascule.config_files import load_environment
 from bascule.manifests import service_name
 from bench.argo import gate as argo_gate
 from bench.argo.rollouts import (

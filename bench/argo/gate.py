@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bascule.config import load_environment
+from bascule.config_files import load_environment
 from bascule.manifests import LABEL_RELEASE, service_name
 from bench.argo.rollouts import HASH_LABEL, Argo, rollout_objects
 from bench.gate import INTERVAL, gate_config

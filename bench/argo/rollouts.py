@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from bascule.config import EnvironmentConfig, load_templates
+from bascule.config import EnvironmentConfig
+from bascule.config_files import load_templates
 from bascule.manifests import (
     ANNOTATION_IMAGE,
     ANNOTATION_RELEASE,

@@ -204,21 +204,6 @@ def test_failure_after_switch_rolls_back_automatically(
     assert any(a["type"] == "progress" and a["data"] == 100 for a in arts), arts
 
 
-def test_second_deploy_at_once_is_refused_and_changes_nothing(
-    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
-) -> None:
-    first = start_deploy(prefect_server, v1_live, V2, tmp_path / "first.log")
-    deploys.wait_phase(cluster, namespace, V2, {"deploying", "checking"})
-    before = deploys.history(cluster, namespace)
-    second = deploy(prefect_server, v1_live, "bascule.local/sample-app:v3")
-    assert_verdict(second, 2, "LockHeld: ")
-    assert "is being deployed by flow-run/" in second.stderr
-    assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
-    after = deploys.history(cluster, namespace)
-    assert all(r["image"] != "bascule.local/sample-app:v3" for r in after)
-    assert len(after) == len(before)
-
-
 def test_deploying_the_image_that_serves_changes_nothing_unless_asked(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_live: str
 ) -> None:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bascule.config import load_environment
+from bascule.config_files import load_environment
 from bascule.errors import Unreachable
 from tasks.migrations import build_plan, read_current
 from tests.support.migrations import REPO, SAMPLE_INI, URL_VARIABLE, bascule, write_env

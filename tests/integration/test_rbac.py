@@ -23,6 +23,7 @@ from bascule import kube as k
 from bascule import rbac
 from bascule.cli import main
 from bascule.cli.access import rbac_documents
+from bascule.config_files import shipped_roles
 from bascule.kube import RECORD_ENV, Kube, KubeError, Target
 from bascule.manifests import restricted_context
 from tasks import migrate, preflight
@@ -238,7 +239,7 @@ def test_preflight_names_what_a_narrower_role_lacks(
         grants = [
             rbac.source_grant(env.cfg.model_copy(update={"namespace": source}), env.templates)
         ]
-        promote = rbac.environment_manifests("staging", namespace, rbac.shipped_roles(), grants)
+        promote = rbac.environment_manifests("staging", namespace, shipped_roles(), grants)
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(promote))
         assert preflight.missing(env, history, source) == []
     finally:

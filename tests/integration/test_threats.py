@@ -28,8 +28,9 @@ from tests.support import deploys, signers, workers
 from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import env_namespace
+from tests.support.shared import ENVIRONMENT_POOLS
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow, ENVIRONMENT_POOLS]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 CAROL = "Carol Diaz <carol@example.com>"
 ENVIRONMENTS = ("dev", "staging", "production")

@@ -102,3 +102,11 @@ def finish(session: pytest.Session) -> None:
             break
         time.sleep(0.5)
     _STARTED.close()
+
+
+# Tests that register or serve the deployments deploy/<env> (and their work pools) on the
+# shared Prefect server run in one xdist worker, one after another: a worker of one test would
+# take another test's runs (make test runs xdist with --dist loadgroup).
+ENVIRONMENT_POOLS = pytest.mark.xdist_group("environment-pools")
+# The browser approves or rejects the production run it finds paused in the UI: one at a time.
+UI_APPROVALS = pytest.mark.xdist_group("ui-approvals")

@@ -16,7 +16,8 @@ import pytest
 from bascule import analysis as a
 from bascule import report
 from bascule.analysis import Sample, Verdict
-from bascule.config import ConfigError, describe_schema, load_environment
+from bascule.config import ConfigError, describe_schema
+from bascule.config_files import load_environment
 from bascule.history import Release
 from tasks import analysis as task
 from tests.support.signers import listing_nobody

@@ -10,7 +10,8 @@ import pytest
 from bascule.apps import choose_app, overlay
 from bascule.cli import main
 from bascule.cli.options import resolve_app
-from bascule.config import ConfigError, app_names, load_apps, load_environment
+from bascule.config import ConfigError
+from bascule.config_files import app_names, load_apps, load_environment
 from bascule.errors import UsageError
 from bascule.trigger.options import idempotency_key, local_app
 from tests.support.envs import copy_deployments

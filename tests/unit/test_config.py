@@ -13,15 +13,12 @@ from bascule.config import (
     ConfigError,
     EnvironmentConfig,
     HealthCheck,
-    app_names,
     check_environment_name,
     describe_schema,
     environment_file,
-    exposed_secrets,
-    load_all,
-    load_environment,
 )
 from bascule.config.base import Found, Surroundings
+from bascule.config_files import app_names, exposed_secrets, load_all, load_environment
 from bascule.errors import UsageError
 from bascule.trigger.options import local_app
 from bascule.yamlsource import Mark, parse_yaml

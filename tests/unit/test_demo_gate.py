@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bascule import analysis as a
-from bascule.config import load_environment
+from bascule.config_files import load_environment
 from bascule.history import Release
 from bascule.report import evaluation_row, render
 from tests.support.envs import REPO

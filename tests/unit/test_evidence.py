@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bascule import evidence as ev
-from bascule.config import load_environment, load_templates
+from bascule.config_files import load_environment, load_templates
 from bascule.errors import Refused, UsageError
 from bascule.history import Release
 from bascule.promotion import check

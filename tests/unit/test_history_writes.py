@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from bascule import history as h
-from bascule.config import load_environment, load_templates
+from bascule.config_files import load_environment, load_templates
 from bascule.redact import KNOWN, MASK, Redactor
 from tasks import state
 from tasks.context import Env

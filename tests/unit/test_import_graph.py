@@ -5,7 +5,11 @@ contracts in pyproject.toml, run by test_lint.py.)"""
 
 from __future__ import annotations
 
+import ast
+import re
+import tomllib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import grimp
 
@@ -74,3 +78,61 @@ def test_no_module_of_ours_imports_itself_through_others() -> None:
         for d in graph.get_import_details(importer=importer, imported=imported)
     ]
     assert not found, "import cycles; move what both sides need below them:\n" + "\n".join(lines)
+
+
+REPO = Path(__file__).resolve().parents[2]
+# What the pure core never imports: each does I/O (network, processes, files, databases) or is
+# a client of a service.
+IO_PACKAGES = {
+    "alembic", "asyncio", "httpx", "kubernetes", "prefect", "prefect_kubernetes",
+    "prefect_slack", "psycopg2", "shutil", "socket", "sqlalchemy", "ssl", "subprocess",
+    "tempfile",
+}  # fmt: skip
+# Calls that read or write a file, or look at the file system.
+FILE_CALLS = {
+    "open", "read_text", "read_bytes", "write_text", "write_bytes", "exists", "is_file",
+    "is_dir", "iterdir", "glob", "rglob", "stat", "mkdir", "unlink",
+}  # fmt: skip
+
+
+def layers() -> list[list[str]]:
+    """The modules of each layer of pyproject.toml's layers contract, top first."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = (c for c in config["contracts"] if c["type"] == "layers")
+    return [[m.strip() for m in re.split(r"[|:]", layer)] for layer in contract["layers"]]
+
+
+def in_layer(module: str, layer: list[str]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in layer)
+
+
+def test_every_module_of_ours_has_a_layer() -> None:
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    packages = {"bascule", "flows", "tasks"}  # the packages' own __init__: empty or a docstring
+    placed = layers()
+    unplaced = sorted(
+        m
+        for m in graph.modules
+        if m.split(".")[0] in PACKAGES
+        and m not in packages
+        and not any(in_layer(m, layer) for layer in placed)
+    )
+    assert unplaced == [], f"give these modules a layer in pyproject.toml: {unplaced}"
+
+
+def test_the_core_imports_no_io_and_touches_no_file() -> None:
+    core = layers()[-1]
+    graph = grimp.build_graph(*PACKAGES, include_external_packages=True, cache_dir=None)
+    found = []
+    for module in sorted(m for m in graph.modules if in_layer(m, core)):
+        imported = graph.find_modules_directly_imported_by(module)
+        found += [f"{module} imports {i}" for i in sorted(imported) if i in IO_PACKAGES]
+        path = REPO / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = path.with_suffix("") / "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", None))
+                if name in FILE_CALLS:
+                    found.append(f"{module} line {node.lineno}: {name}()")
+    assert found == [], "the pure core does I/O; move it to an adapter:\n" + "\n".join(found)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from bascule.config import ConfigError, EnvironmentConfig, load_environment, load_templates
+from bascule.config import ConfigError, EnvironmentConfig
+from bascule.config_files import load_environment, load_templates
 from bascule.manifests import (
     ANNOTATION_IMAGE,
     ANNOTATION_RELEASE,

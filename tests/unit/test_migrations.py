@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bascule.config import ConfigError, MigrationsConfig, load_environment
+from bascule.config import ConfigError, MigrationsConfig
+from bascule.config_files import load_environment
 from bascule.errors import UsageError
 from bascule.migrations import (
     Finding,

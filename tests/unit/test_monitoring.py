@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from bascule.config import ConfigError, load_environment
+from bascule.config import ConfigError
+from bascule.config_files import load_environment
 from bascule.errors import UsageError
 from bascule.history import Release, Result, Step
 from bascule.monitoring import Series, alerts, dora, epoch, failures, normal_time, series

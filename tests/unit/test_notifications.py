@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from bascule import notifications as nt
-from bascule.config import ConfigError, NotificationsConfig, Receiver, load_environment
+from bascule.config import ConfigError, NotificationsConfig, Receiver
+from bascule.config_files import load_environment
 from bascule.history import Release
 from bascule.vocabulary import EVENTS, Event
 from tasks.notify import Notifier, Target, post_discord, post_slack

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bascule import kube as k
-from bascule.config import load_environment, load_templates
+from bascule.config_files import load_environment, load_templates
 from bascule.kube import KubeOutage
 from bascule.manifests import selector
 from flows.deploy import verify

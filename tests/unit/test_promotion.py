@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bascule.config import load_environment, load_templates
+from bascule.config_files import load_environment, load_templates
 from bascule.errors import Refused
 from bascule.history import Release, Result, Step, decode, encode
 from bascule.manifests import selector

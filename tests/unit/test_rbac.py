@@ -13,13 +13,8 @@ import yaml
 
 from bascule import rbac
 from bascule.cli import main
-from bascule.config import (
-    AppSecret,
-    EnvironmentConfig,
-    SmokeHttpScenario,
-    load_environment,
-    load_templates,
-)
+from bascule.config import AppSecret, EnvironmentConfig, SmokeHttpScenario
+from bascule.config_files import load_environment, load_templates, shipped_roles
 from bascule.errors import UsageError
 from bascule.kube import RECORD_ENV
 from bascule.kubeconfig import token_kubeconfig
@@ -339,7 +334,7 @@ def rules_of(docs: list[dict[str, Any]], namespace: str, role: str) -> list[dict
 
 def test_an_environments_roles_name_its_own_objects(tmp_path: Path) -> None:
     docs = rbac.environment_manifests(
-        "staging", "bascule-staging", rbac.shipped_roles(), two_apps(tmp_path)
+        "staging", "bascule-staging", shipped_roles(), two_apps(tmp_path)
     )
     (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
     assert account["metadata"] | {"labels": {}} == {
@@ -426,7 +421,7 @@ def test_an_environments_roles_name_its_own_objects(tmp_path: Path) -> None:
 def test_an_environment_without_secrets_gets_no_secrets_role(tmp_path: Path) -> None:
     cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
     grant = rbac.app_grant(cfg, load_templates(cfg.manifests))
-    docs = rbac.environment_manifests("staging", cfg.namespace, rbac.shipped_roles(), [grant])
+    docs = rbac.environment_manifests("staging", cfg.namespace, shipped_roles(), [grant])
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Role"] == ["bascule"]
     assert not [r for r in docs[1]["rules"] if r["resources"] == ["secrets"]]
 

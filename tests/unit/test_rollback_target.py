@@ -12,7 +12,7 @@ from prefect.logging import disable_run_logger
 
 import flows.rollback
 from bascule import history as h
-from bascule.config import load_environment, load_templates
+from bascule.config_files import load_environment, load_templates
 from bascule.outcome import StateName
 from tasks.context import Env
 from tasks.state import HISTORY_KEY

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from bascule.cli import inspect
-from bascule.config import AppSecret, SecretRef, load_environment, load_templates
+from bascule.config import AppSecret, SecretRef
+from bascule.config_files import load_environment, load_templates
 from bascule.errors import UsageError
 from bascule.outcome import Exit
 from bascule.redact import KNOWN

@@ -20,7 +20,8 @@ import flows.rollback
 from bascule import history as h
 from bascule import kube as k
 from bascule import snapshots
-from bascule.config import EnvironmentConfig, load_environment, load_templates
+from bascule.config import EnvironmentConfig
+from bascule.config_files import load_environment, load_templates
 from bascule.errors import Refused
 from bascule.manifests import ReleaseSecret, Templates, recolored, render_deployment
 from bascule.outcome import StateName

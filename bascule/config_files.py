@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from bascule import rbac
 from bascule.apps import APPS_DIR, overlay, overlay_file
 from bascule.config.base import (
     ENVIRONMENTS,
@@ -30,6 +32,7 @@ from bascule.config.problems import (
     validation_problems,
 )
 from bascule.config.schema import path_fields
+from bascule.errors import UsageError
 from bascule.manifests import DEPLOYMENT_TEMPLATE, SERVICE_TEMPLATE, Templates, checked_templates
 from bascule.yamlsource import ConfigError, Problem, YamlDocument, parse_yaml
 
@@ -256,3 +259,25 @@ def load_templates(directory: str | Path) -> Templates:
     if problems:
         raise ConfigError(problems)
     return checked_templates(docs[0], docs[1])
+
+
+# The shipped Roles: what preflight checks is what `bascule rbac` gives the clusters.
+RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
+RBAC_FILES = ("deployer.yaml", "secrets.yaml", "promote-source.yaml")
+
+
+@cache
+def shipped_roles() -> tuple[rbac.RoleDef, ...]:
+    """The Roles of ``RBAC_DIR``, placeholders unfilled (read once per process)."""
+    out: list[rbac.RoleDef] = []
+    for name in RBAC_FILES:
+        path = RBAC_DIR / name
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UsageError(
+                f"{path}: cannot read Bascule's Role definition ({exc.strerror}) — run from a "
+                "checkout of the repository, which ships deployments/rbac/"
+            ) from None
+        out += rbac.parse_roles(text, str(path))
+    return tuple(out)
