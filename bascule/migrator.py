@@ -173,7 +173,7 @@ def _engine(url: str, settings: Settings, timeouts: bool) -> Any:
     from sqlalchemy import create_engine, pool
     from sqlalchemy.engine import make_url
 
-    # As tasks/migrations.engine_url, which this file cannot import inside the Job.
+    # As tasks/migration_plan.engine_url, which this file cannot import inside the Job.
     parsed = make_url(url.replace("postgres://", "postgresql://", 1))
     if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3
         parsed = parsed.set(drivername="postgresql+psycopg2")

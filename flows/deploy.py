@@ -47,7 +47,7 @@ from flows.engine import (
     heartbeats_unjoined,
     state_messages_masked,
 )
-from flows.migrate import contract, plan_and_lint, run_phase
+from flows.migration_steps import contract, plan_and_lint, run_phase
 from tasks import (
     analysis,
     checks,

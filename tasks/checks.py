@@ -1,5 +1,6 @@
-"""Health checks and smoke tests against a Service: through the Kubernetes API's service
-proxy by default (nothing but the kubeconfig needed), or at an explicit URL."""
+"""The I/O of bascule.checks (which decides what a check result means): health checks and
+smoke tests against a Service, through the Kubernetes API's service proxy by default (nothing
+but the kubeconfig needed), or at an explicit URL."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The imperative shell of one run of a flow (deploy, rollback): its steps, each timed and
 kept in the release record in the cluster, a Prefect event and a notification per stage, and
 its report, notifications and metrics once the deploy lock is released. The flows and their
-migration steps (flows/migrate.py) share it; ``untracked`` runs a step without a Prefect task
-run of its own."""
+migration steps (flows/migration_steps.py) share it; ``untracked`` runs a step without a
+Prefect task run of its own."""
 
 from __future__ import annotations
 

@@ -8,9 +8,10 @@ The schema is pure: no module here reads a file. The modules:
 
 - ``base``: names, limits and constants of environments, the base model, field rules several
   sections share, and ``Surroundings``, what the loader found that the validators check.
-- ``secrets`` (secret sources), ``kube``, ``approval`` (and the preview link), ``rollout`` (and
-  history), ``checks`` (health and smoke), ``verification`` (and the analysis gate),
-  ``promotion``, ``migrations``, ``notifications``, ``monitoring``: one section each.
+- ``secrets`` (secret sources), ``cluster`` (the ``kube:`` section), ``approval`` (and the
+  preview link), ``rollout`` (and history), ``checks`` (health and smoke), ``verification``
+  (and the analysis gate), ``promotion``, ``migrations``, ``notifications``, ``monitoring``:
+  one section each.
 - ``environment``: ``EnvironmentConfig``, a whole file, and the rules across its sections.
 - ``schema``: walks over the models (``describe_schema``, the model at a place, path fields).
 - ``problems``: pydantic errors as file:line problems; the checks of loaded models.
@@ -36,8 +37,8 @@ from bascule.config.checks import (
     SmokeJob,
     with_image_tag,
 )
+from bascule.config.cluster import KubeConfig
 from bascule.config.environment import EnvironmentConfig
-from bascule.config.kube import KubeConfig
 from bascule.config.migrations import MigrationsConfig, MigrationsJob, MigrationsLint
 from bascule.config.monitoring import MonitoringConfig
 from bascule.config.notifications import NotificationsConfig, Receiver

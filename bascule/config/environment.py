@@ -25,7 +25,7 @@ from bascule.config.base import (
     check_signers_file,
 )
 from bascule.config.checks import ChecksConfig
-from bascule.config.kube import KubeConfig
+from bascule.config.cluster import KubeConfig
 from bascule.config.migrations import MigrationsConfig
 from bascule.config.monitoring import MonitoringConfig
 from bascule.config.notifications import NotificationsConfig

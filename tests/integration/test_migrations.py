@@ -25,7 +25,7 @@ import pytest
 from bascule import migrator
 from bascule.errors import OperationFailed
 from sampleapp.db import DatabaseError, ItemStore
-from tasks import migrate
+from tasks import migration_phase
 from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import Cluster, LoadDriver
@@ -206,7 +206,7 @@ def test_runner_lock_timeout_concurrency_and_upgrade(
 
     with db.connect(application_name="test-blocker") as blocker:
         blocker.cursor().execute("LOCK TABLE items IN ACCESS SHARE MODE")
-        locked = migrate.upgrade(env, V2, "0002", "r-locked")
+        locked = migration_phase.upgrade(env, V2, "0002", "r-locked")
         blocker.rollback()
     assert not locked.ok and locked.kind == "lock-timeout", locked
     assert locked.failed_revision == "0002" and locked.before == locked.after == "0001"
@@ -228,11 +228,13 @@ def test_runner_lock_timeout_concurrency_and_upgrade(
         holder.autocommit = True
         key = migrator.lock_key(db.name, "public", "alembic_version")
         holder.cursor().execute("SELECT pg_advisory_lock(%s)", (key,))
-        refused = migrate.upgrade(env, V2, "0002", "r-refused")
+        refused = migration_phase.upgrade(env, V2, "0002", "r-refused")
     assert not refused.ok and refused.kind == "advisory-lock", refused
     assert "test-holder" in refused.error and "advisory_lock_wait_seconds" in refused.error
     with ThreadPoolExecutor(2) as pool:
-        both = list(pool.map(lambda label: migrate.upgrade(env, V2, "0002", label), ["a", "b"]))
+        both = list(
+            pool.map(lambda label: migration_phase.upgrade(env, V2, "0002", label), ["a", "b"])
+        )
     assert all(r.ok for r in both), both
     assert sorted(len(r.applied) for r in both) == [0, 1], both
     assert {(r.before, r.after) for r in both} == {("0001", "0002"), ("0002", "0002")}
@@ -280,7 +282,7 @@ def test_a_migration_behind_a_held_lock_keeps_the_apps_reads_short_and_then_succ
         report.cursor().execute("SELECT count(*) FROM items")  # its transaction stays open
         letting_go = threading.Thread(target=let_go_once_waited_for, args=(db, report))
         letting_go.start()
-        result = migrate.upgrade(env, V2, "0002", "r-behind")
+        result = migration_phase.upgrade(env, V2, "0002", "r-behind")
         letting_go.join()
     longest, slow = reads.longest(), reads.slower_than(0.1)
     wait = result.lock_waits[0] if result.lock_waits else None
@@ -440,7 +442,7 @@ def test_a_database_host_pods_cannot_resolve_is_called_a_dns_failure(
     monkeypatch.setenv(URL_VARIABLE, db.url(in_cluster=True).replace(IN_CLUSTER_HOST, nowhere))
     env = Env.open("staging", config(tmp_path, cluster, namespace, scripts(tmp_path), "job"))
     with pytest.raises(OperationFailed) as failed:
-        migrate.current_in_job(env, V1, "dns")
+        migration_phase.current_in_job(env, V1, "dns")
     message = str(failed.value)
     assert f'could not translate host name "{nowhere}"' in message, message
     assert "a name did not resolve inside the pod: check the cluster's DNS" in message, message

@@ -26,7 +26,7 @@ from bascule.cli.access import rbac_documents
 from bascule.config_files import shipped_roles
 from bascule.kube import RECORD_ENV, Kube, KubeError, Target
 from bascule.manifests import restricted_context
-from tasks import migrate, preflight
+from tasks import migration_phase, preflight
 from tasks.context import Env
 from tests.support import deploys, sample
 from tests.support.access import apply_rbac, env_kubeconfig
@@ -263,7 +263,7 @@ def test_the_migration_job_runs_with_the_generated_roles(
         monkeypatch.setenv(RECORD_ENV, str(record))
         env = Env.open("staging", cfg)
         assert preflight.permissions(env) == []
-        assert migrate.current_in_job(env, V1, "rbac") is None  # a new, empty database
+        assert migration_phase.current_in_job(env, V1, "rbac") is None  # a new, empty database
 
     asked = recorded(record)
     assert not_allowed(asked, granted, namespace) == []

@@ -13,7 +13,7 @@ from bascule import bluegreen, migrator, report
 from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
 from flows.approval import description
-from tasks import migrate
+from tasks import migration_phase
 from tests.unit.test_outage_tasks import make_env
 
 URL = "postgresql://owner:s3cr%40t@db.internal:5432/shop"
@@ -186,8 +186,8 @@ def test_the_approval_form_shows_the_expand_done_and_the_plan() -> None:
 def test_the_migration_job_gets_the_url_from_its_secret_only(tmp_path: Path) -> None:
     env, _ = make_env(tmp_path)
     assert env.cfg.migrations is not None
-    wanted = migrate.settings(env.cfg.migrations, "0002", "r20261128-abc")
-    job = migrate._job(env, "sample-app-migrate-x", "app:v2", wanted)
+    wanted = migration_phase.settings(env.cfg.migrations, "0002", "r20261128-abc")
+    job = migration_phase._job(env, "sample-app-migrate-x", "app:v2", wanted)
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "app:v2"
     assert container["command"][:2] == ["python3", "/bascule/migrator.py"]
@@ -212,7 +212,7 @@ def test_a_failed_migration_says_revision_statement_error_and_where_it_left_the_
         statement="UPDATE items SET half = 1 / 0",
         error="DivisionByZero: division by zero",
     )
-    text = str(migrate.MigrationFailed(result, "expand"))
+    text = str(migration_phase.MigrationFailed(result, "expand"))
     assert text.startswith("expand migration failed in revision 0003: DivisionByZero")
     assert "statement: UPDATE items SET half = 1 / 0" in text
     assert "database left at 0002; nothing is downgraded" in text

@@ -24,7 +24,7 @@ from bascule.migrations import (
     squawk_findings,
     squawk_input,
 )
-from tasks.migrations import describe_url, engine_url
+from tasks.migration_plan import describe_url, engine_url
 
 E, C = Phase.EXPAND, Phase.CONTRACT
 

@@ -13,9 +13,9 @@ from bascule.errors import OperationFailed
 from bascule.migrations import MigrationPlan, Phase, render_markdown, summary
 from bascule.migrator import Result
 from bascule.vocabulary import Color
-from tasks import migrate, rollout, state
+from tasks import migration_phase, rollout, state
 from tasks.context import Env
-from tasks.migrations import build_plan, database_url
+from tasks.migration_plan import build_plan, database_url
 from tasks.run import Run
 
 SKIPPED = "no migrations section: step skipped"
@@ -32,7 +32,7 @@ def plan_migrations(env: Env, image: str, label: str) -> MigrationPlan:
     cfg = env.cfg.migrations
     assert cfg is not None
     if cfg.runner == "job":
-        current = migrate.current_in_job(env, image, label)
+        current = migration_phase.current_in_job(env, image, label)
         return build_plan(cfg, start=current or "base", database="no")
     return build_plan(cfg, database="require", url=database_url(cfg))
 
@@ -67,7 +67,7 @@ def plan_and_lint(run: Run, image: str) -> MigrationPlan | None:
 
 @task(name="migrate", cache_policy=NO_CACHE)
 def upgrade(env: Env, image: str, target: str, label: str) -> Result:
-    return migrate.upgrade(env, image, target, label)
+    return migration_phase.upgrade(env, image, target, label)
 
 
 def run_phase(run: Run, plan: MigrationPlan | None, phase: Phase, image: str) -> None:
@@ -87,7 +87,7 @@ def run_phase(run: Run, plan: MigrationPlan | None, phase: Phase, image: str) ->
         result = upgrade(run.env, image, target, run.release.id)
         results.append(result)
         if not result.ok:
-            raise migrate.MigrationFailed(result, str(phase))
+            raise migration_phase.MigrationFailed(result, str(phase))
         waits = result.lock_summary()
         return f"{result.before or 'base'} → {result.after} ({runner} runner)" + (
             f"; {waits}" if waits else ""

@@ -1,4 +1,4 @@
-"""`kube:`: how to reach the cluster."""
+"""The `kube:` section: how to reach the cluster (the adapter that reaches it is bascule.kube)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from bascule.errors import OperationFailed, UsageError
 from bascule.manifests import owned_labels, restricted_context
 from tasks import jobs
 from tasks.context import Env
-from tasks.migrations import database_url
+from tasks.migration_plan import database_url
 
 MOUNT = "/bascule"
 SCRIPT = "migrator.py"
