@@ -9,7 +9,6 @@ import pytest
 
 from tests.support.alerting import alertmanager, pushgateway  # noqa: F401  (shared fixtures)
 from tests.support.cluster import Cluster, existing, start_local
-from tests.support.inprocess import prefect_in_process  # noqa: F401  (a shared fixture)
 from tests.support.postgres import pg_database  # noqa: F401  (a shared fixture)
 from tests.support.prefect_server import (  # noqa: F401  (a shared fixture, its summary line)
     prefect_server,

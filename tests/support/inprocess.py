@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,10 @@ QUICK: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session")
+@contextmanager
 def prefect_in_process() -> Iterator[None]:
-    """A Prefect API for the flows this process runs, for the whole session."""
+    """A Prefect API (a server on SQLite, in a subprocess) for the flows this process runs:
+    its address is the process's setting while the context lasts."""
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

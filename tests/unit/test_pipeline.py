@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,10 @@ from tasks import state
 from tasks.context import Env
 from tests.support.fakecluster import Action, Image
 from tests.support.fakekube import status
-from tests.support.inprocess import APP, NAMESPACE, V1, V2, World, use
+from tests.support.inprocess import APP, NAMESPACE, V1, V2, World, prefect_in_process, use
+from tests.support.signers import listing_nobody
 
-pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_in_process")]
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
 SMOKE_IMAGE = "bascule.local/smoke:v1"
 
@@ -72,21 +74,35 @@ def created_service(name: str, color: str) -> Action:
 
 
 @pytest.fixture(scope="module")
-def v1_serving(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The cluster's objects once v1 was deployed to blue by the flow, from nothing."""
+def prefect_api() -> Iterator[None]:
+    """One Prefect server for this module's runs (about 10 s to start)."""
+    with prefect_in_process():
+        yield
+
+
+@dataclass(frozen=True)
+class FirstDeploy:
+    state: State
+    changes: list[Action]
+    history: list[h.Release]
+    objects: dict[str, Any]  # the cluster's objects afterwards
+
+
+@pytest.fixture(scope="module")
+def first_deploy(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> FirstDeploy:
+    """v1 deployed by the flow into an empty namespace: blue serves it."""
     world = World.make(tmp_path_factory.mktemp("v1"))
     with pytest.MonkeyPatch.context() as mp:
         use(world, mp)
         state = world.deploy(V1)
-    assert state.is_completed(), state
-    return world.snapshot()
+    return FirstDeploy(state, world.api.changes(), world.history(), world.snapshot())
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, v1_serving: dict[str, Any]) -> World:
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_deploy: FirstDeploy) -> World:
     """v1 serving on blue; no change made yet."""
     w = use(World.make(tmp_path), monkeypatch)
-    w.restore(v1_serving)
+    w.restore(first_deploy.objects)
     return w
 
 
@@ -106,16 +122,10 @@ def assert_ended(state: State, name: str, message: str) -> None:
 # --- a deploy that gets through --------------------------------------------------------------
 
 
-def test_a_first_deploy_creates_both_services_on_its_color(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    world = use(World.make(tmp_path), monkeypatch)
-
-    state = world.deploy(V1)
-
-    rel = last(world)
-    assert state.is_completed(), state
-    assert world.api.changes() == [
+def test_a_first_deploy_creates_both_services_on_its_color(first_deploy: FirstDeploy) -> None:
+    (rel,) = first_deploy.history
+    assert first_deploy.state.is_completed(), first_deploy.state
+    assert first_deploy.changes == [
         applied("blue", V1, rel.id),
         created_service(f"{APP}-preview", "blue"),
         created_service(APP, "blue"),  # the switch, with nothing to switch from
@@ -313,6 +323,17 @@ def test_a_missing_secret_is_refused_before_the_lock_with_nothing_changed(world:
     assert world.history() == before
 
 
+def test_a_preflight_that_fails_ends_the_run_before_any_change(world: World) -> None:
+    del world.api.objects[f"/api/v1/namespaces/{NAMESPACE}"]
+    before = world.history()
+
+    state = world.deploy(V2)
+
+    assert_ended(state, "Failed", f"namespace {NAMESPACE} does not exist")
+    assert world.api.changes(("deployments", "services", "configmaps", "jobs")) == []
+    assert world.history() == before
+
+
 def test_a_deploy_that_finds_a_live_holder_is_refused_with_nothing_changed(world: World) -> None:
     path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{APP}-bascule-deploy"
 
@@ -442,6 +463,34 @@ def test_an_answer_without_a_name_is_refused_and_the_run_waits_on(gated: World) 
         scaled("blue", 0),
     ]
     assert rel.approver == "carol"
+
+
+def test_an_approval_whose_signature_does_not_verify_is_recorded_and_the_run_waits_on(
+    gated: World,
+) -> None:
+    gated.configure({"approval": {"required": True, "timeout_seconds": 20}}, "signed")
+    listing_nobody(gated.config_dir)  # nobody holds the only key listed
+    over = {
+        "approval": {"required": True, "timeout_seconds": 20, "allowed_signers": "allowed_signers"}
+    }
+    gated.configure(over, "signed")
+    answers = [
+        {"approve": True, "approver": "mallory", "signature": "not a signature"},
+        {"approve": False, "approver": "mallory"},
+    ]
+    answering(gated, answers, [])
+
+    state = gated.deploy(V2)
+
+    rel = last(gated)
+    assert_ended(state, StateName.REJECTED, "rejected by mallory")
+    assert gated.api.changes() == [
+        applied("green", V2, rel.id),
+        preview_to("green"),
+        scaled("green", 0),
+    ]
+    refused = [s for s in rel.steps if s.name == "approval-refused"]
+    assert len(refused) == 1 and "typed name: mallory" in refused[0].detail, rel.steps
 
 
 # --- after the switch: an automatic rollback -----------------------------------------------
@@ -682,7 +731,7 @@ def test_after_a_kill_the_next_deploy_puts_it_right_and_gets_through(
     assert not [r for r in world.history() if r.phase != "done"]
 
 
-@pytest.mark.parametrize("point", list(KILLED))
+@pytest.mark.parametrize("point", ["after-lock", "in-window"])
 def test_after_a_kill_the_recover_flow_puts_it_right(point: str, world: World) -> None:
     killed_at(world, point)
 
