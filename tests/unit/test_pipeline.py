@@ -22,10 +22,12 @@ from uuid import UUID
 
 import httpx
 import pytest
+import yaml
 from prefect import State
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
+import flows.redeploy
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
@@ -744,6 +746,32 @@ def test_after_a_kill_the_recover_flow_puts_it_right(point: str, world: World) -
     assert (state.message or "").startswith(f"{KILLED_ID} ({V2}) interrupted")
 
 
+def test_a_scheduled_redeploy_records_the_drift_and_deploys_the_recorded_release_again(
+    world: World,
+) -> None:
+    serving = last(world)
+    blue = world.api.obj("deployments", f"{APP}-blue")
+    assert blue is not None
+    blue["spec"]["template"]["spec"]["containers"][0]["image"] = V2  # kubectl set image
+    world.api.actions.clear()
+
+    state = flows.redeploy.redeploy(
+        environment="staging", config_dir=str(world.config_dir), return_state=True
+    )
+
+    rel = last(world)
+    assert state.is_completed(), state
+    assert world.api.changes() == [
+        applied("green", V1, rel.id),
+        preview_to("green"),
+        active_to("green"),
+        scaled("blue", 0),
+    ]
+    assert (rel.kind, rel.result, rel.image) == ("redeploy", "succeeded", serving.image)
+    drift = next(s for s in rel.steps if s.name == "drift-check")
+    assert drift.detail == f"drift: blue runs {V2}, recorded {V1}"
+
+
 # --- a rollback by request ------------------------------------------------------------------
 
 
@@ -767,7 +795,12 @@ def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: Worl
     blue = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{APP}-blue"
     as_v1_ran = world.api.objects[blue]["spec"]["template"]["spec"]
     assert world.deploy(V2).is_completed()  # blue retired to zero
-    world.configure({"env": {"NOTE": "today"}})  # what a rendering would add
+    # Today's configuration adds a setting a rendering would apply, and names no image (a
+    # rollback deploys a release of the history, never the file's image).
+    staging = world.configure({"env": {"NOTE": "today"}}) / "staging.yaml"
+    data = yaml.safe_load(staging.read_text())
+    del data["image"]
+    staging.write_text(yaml.safe_dump(data))
     world.api.actions.clear()
 
     state = world.rollback()
