@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 import httpx
 
+from bascule import kube as k
 from bascule.kube import APPLY_PATCH, Kube, Target
 from bascule.manifests import ANNOTATION_RELEASE, LABEL_COLOR, LABEL_RELEASE
 from tests.support.fakekube import KUBECONFIG, Clock, FakeApi, status
@@ -132,7 +133,7 @@ class FakeCluster(FakeApi):
         self.job_logs: dict[str, str] = {}
         self.actions: list[Action] = []
         self._guard = threading.RLock()
-        self.put(f"/api/v1/namespaces/{self.namespace}", {"kind": "Namespace"})
+        self.put(f"/api/v1/namespaces/{namespace}", {"kind": "Namespace"})
 
     def settle_versions(self) -> None:
         """The next resourceVersion after every object's, once objects were put in by hand."""
@@ -146,15 +147,17 @@ class FakeCluster(FakeApi):
         return [a for a in self.actions if a.obj.split("/")[0] in kinds]
 
     def obj(self, kind: str, name: str) -> Obj | None:
-        return self.objects.get(self._collection(kind) + "/" + name)
+        return self.objects.get(self.collection(kind) + "/" + name)
 
-    def _collection(self, kind: str) -> str:
-        groups = {
-            "deployments": "/apis/apps/v1",
-            "leases": "/apis/coordination.k8s.io/v1",
-            "jobs": "/apis/batch/v1",
+    def collection(self, kind: str) -> str:
+        named = {
+            "deployments": k.deployments,
+            "services": k.services,
+            "configmaps": k.configmaps,
+            "leases": k.leases,
+            "jobs": k.jobs,
         }
-        return f"{groups.get(kind, '/api/v1')}/namespaces/{self.namespace}/{kind}"
+        return named[kind](self.namespace)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -270,22 +273,27 @@ class FakeCluster(FakeApi):
             obj["status"] = self.job_status(obj)
         return httpx.Response(201, json=self.put(path, obj))
 
-    def replace(self, where: _Path, path: str, body: Obj) -> httpx.Response:
+    def guarded(self, path: str, body: Obj) -> Obj | httpx.Response:
+        """The object a replace or a patch changes, or the refusal: it does not exist, or
+        the change carries a resourceVersion that is no longer the object's."""
         current = self.objects.get(path)
         if current is None:
             return status(404, "NotFound")
         wanted = body.get("metadata", {}).get("resourceVersion")
         if wanted and wanted != current["metadata"]["resourceVersion"]:
             return status(409, "Conflict")
+        return current
+
+    def replace(self, where: _Path, path: str, body: Obj) -> httpx.Response:
+        current = self.guarded(path, body)
+        if isinstance(current, httpx.Response):
+            return current
         return httpx.Response(200, json=self.put(path, copy.deepcopy(body)))
 
     def patch(self, where: _Path, path: str, body: Obj) -> httpx.Response:
-        current = self.objects.get(path)
-        if current is None:
-            return status(404, "NotFound")
-        wanted = body.get("metadata", {}).get("resourceVersion")
-        if wanted and wanted != current["metadata"]["resourceVersion"]:
-            return status(409, "Conflict")
+        current = self.guarded(path, body)
+        if isinstance(current, httpx.Response):
+            return current
         merged = _deep_merge(current, body)
         if merged.get("spec") != current.get("spec"):
             merged["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
@@ -316,7 +324,7 @@ class FakeCluster(FakeApi):
         return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
 
     def deployments(self) -> list[Obj]:
-        prefix = self._collection("deployments") + "/"
+        prefix = self.collection("deployments") + "/"
         return [o for p, o in self.objects.items() if p.startswith(prefix)]
 
     def behaviour(self, image: str) -> Image:
@@ -396,10 +404,12 @@ class FakeCluster(FakeApi):
         ]
 
     def pod_log(self, name: str) -> httpx.Response:
-        for job_image, log in self.job_logs.items():
-            if name.startswith(f"job-{tag(job_image)}"):
-                return httpx.Response(200, text=log)
-        return httpx.Response(200, text="starting\n")
+        """A Job's pod prints its image's log; an app's pod, a line."""
+        ran = next((p for p in self.job_pods() if p["metadata"]["name"] == name), None)
+        if ran is None:
+            return httpx.Response(200, text="starting\n")
+        image = ran["spec"]["containers"][0]["image"]
+        return httpx.Response(200, text=self.job_logs.get(image, ""))
 
     def service_color(self, service: str) -> str | None:
         svc = self.obj("services", service)
@@ -459,13 +469,12 @@ class FakeCluster(FakeApi):
     def job_pods(self) -> list[Obj]:
         out = []
         for path, job in self.objects.items():
-            if not path.startswith(self._collection("jobs") + "/"):
+            if not path.startswith(self.collection("jobs") + "/"):
                 continue
             name = job["metadata"]["name"]
-            image = job["spec"]["template"]["spec"]["containers"][0]["image"]
             out.append(
                 {
-                    "metadata": {"name": f"job-{tag(image)}-{name}", "labels": {"job-name": name}},
+                    "metadata": {"name": f"{name}-pod", "labels": {"job-name": name}},
                     "spec": {
                         "containers": job["spec"]["template"]["spec"]["containers"],
                         "nodeName": "node-1",

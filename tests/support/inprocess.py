@@ -1,6 +1,6 @@
 """The flows run in this process against a fake cluster (tests.support.fakecluster) and a
-Prefect server of the session's own (``prefect.testing.utilities.prefect_test_harness``, on
-SQLite): no Kubernetes cluster is needed.
+Prefect test server (``prefect.testing.utilities.prefect_test_harness``, on SQLite): no
+Kubernetes cluster is needed.
 
 ``World`` is one test's staging environment: its configuration directory, written from the
 repository's with waits shortened to what still exercises every step, and the fake cluster
@@ -22,12 +22,15 @@ from prefect.testing.utilities import prefect_test_harness
 
 import flows.deploy
 import flows.recover
+import flows.redeploy
 import flows.rollback
 import tasks.context
 from bascule import history as h
 from bascule.apps import overlay
 from bascule.history import HISTORY_KEY
 from bascule.kube import Kube, Target
+from bascule.manifests import history_name
+from tasks.context import Env
 from tests.support.envs import write_envs
 from tests.support.fakecluster import FakeCluster, cluster_kube
 
@@ -39,7 +42,7 @@ V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 QUICK: dict[str, Any] = {
     "rollout": {
         "scale_down_delay_seconds": 0,
-        "ready_timeout_seconds": 2,
+        "ready_timeout_seconds": 1,
         "unschedulable_grace_seconds": 0,
     },
     "verification": {"window_seconds": 0, "interval_seconds": 1},
@@ -82,9 +85,9 @@ class World:
     config_dir: Path
 
     @staticmethod
-    def make(directory: Path, over: dict[str, Any] | None = None) -> World:
+    def make(directory: Path) -> World:
         world = World(directory, FakeCluster(NAMESPACE), directory / "cfg")
-        world.configure(over or {})
+        world.configure({})
         return world
 
     def configure(self, over: dict[str, Any], name: str = "cfg") -> Path:
@@ -122,15 +125,24 @@ class World:
             environment=ENVIRONMENT, config_dir=str(self.config_dir), return_state=True, **params
         )
 
+    def redeploy(self) -> State:
+        return flows.redeploy.redeploy(
+            environment=ENVIRONMENT, config_dir=str(self.config_dir), return_state=True
+        )
+
     def recover(self) -> State:
         return flows.recover.recover(
             environment=ENVIRONMENT, config_dir=str(self.config_dir), return_state=True
         )
 
+    def env(self) -> Env:
+        """The environment as a run opens it (its client on the fake, once ``use``d)."""
+        return Env.open(ENVIRONMENT, self.config_dir)
+
     # --- what tests read --------------------------------------------------------------------
 
     def history(self) -> list[h.Release]:
-        cm = self.api.obj("configmaps", f"{APP}-bascule-history")
+        cm = self.api.obj("configmaps", history_name(APP))
         return h.decode((cm or {}).get("data", {}).get(HISTORY_KEY))
 
     def active(self) -> str | None:

@@ -1,6 +1,6 @@
 """Every branch of the deploy pipeline (flows/deploy.py ``pipeline``) and of the rollback and
 recover flows, run in-process on a fake cluster (tests.support.fakecluster) and a Prefect
-server of the session's own: each test compares the exact changes the run asked of the
+test server of this module's own: each test compares the exact changes the run asked of the
 Kubernetes API (which object, which selector, which replicas) with the list it expects,
 and reads the release the history records and the run's final state.
 
@@ -27,14 +27,13 @@ from prefect import State
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-import flows.redeploy
+import flows.approval
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
-from bascule.manifests import LABEL_COLOR, load_templates, render_deployment
+from bascule.manifests import LABEL_COLOR, lease_name, load_templates, render_deployment
 from bascule.outcome import StateName
 from tasks import state
-from tasks.context import Env
 from tests.support.fakecluster import Action, Image
 from tests.support.fakekube import status
 from tests.support.inprocess import APP, NAMESPACE, V1, V2, World, prefect_in_process, use
@@ -72,12 +71,40 @@ def created_service(name: str, color: str) -> Action:
     return Action("create", f"services/{name}", f"selector={color}")
 
 
+# The changes of a deploy of v2 to green while v1 serves on blue, by how it ends.
+def switched(release: str, image: str = V2) -> list[Action]:
+    """Green up, traffic on it, blue down after the scale-down delay."""
+    return [
+        applied("green", image, release),
+        preview_to("green"),
+        active_to("green"),
+        scaled("blue", 0),
+    ]
+
+
+def abandoned(release: str) -> list[Action]:
+    """Green up, then down again: traffic never moved."""
+    return [applied("green", V2, release), preview_to("green"), scaled("green", 0)]
+
+
+def rolled_back(release: str) -> list[Action]:
+    """Traffic on green, then back on blue, still at full size; green down."""
+    return [
+        applied("green", V2, release),
+        preview_to("green"),
+        active_to("green"),
+        active_to("blue"),
+        scaled("green", 0),
+    ]
+
+
 # --- the worlds ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def prefect_api() -> Iterator[None]:
-    """One Prefect server for this module's runs (about 10 s to start)."""
+    """One Prefect server for this module's runs: its start (15-20 s on an idle machine, on
+    SQLite) is most of the module's time."""
     with prefect_in_process():
         yield
 
@@ -146,12 +173,7 @@ def test_a_deploy_switches_to_the_idle_color_and_retires_the_old_one(world: Worl
 
     rel = last(world)
     assert state.is_completed() and state.message == f"{V2} serves {APP} in staging (green)"
-    assert world.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        active_to("green"),
-        scaled("blue", 0),  # after the scale-down delay
-    ]
+    assert world.api.changes() == switched(rel.id)
     assert (rel.phase, rel.result, rel.previous_image) == ("done", "succeeded", V1)
     assert [s.name for s in rel.steps if s.result == "ok"] == [
         "deploy-idle-color",
@@ -177,12 +199,7 @@ def test_the_image_that_serves_is_left_as_it_is_unless_asked(world: World) -> No
     forced = world.deploy(V1, redeploy=True)
     rel = last(world)
     assert forced.is_completed()
-    assert world.api.changes() == [
-        applied("green", V1, rel.id),
-        preview_to("green"),
-        active_to("green"),
-        scaled("blue", 0),
-    ]
+    assert world.api.changes() == switched(rel.id, V1)
 
 
 # --- every failure before the switch: traffic never moves ----------------------------------
@@ -191,7 +208,7 @@ BEFORE_SWITCH: dict[str, tuple[dict[str, Any], Image, str, str]] = {
     # case: (configuration, how v2 behaves, the step that failed, what the reason says)
     "crashloop": ({}, Image(pods="crashloop"), "wait-ready", "CrashLoopBackOff"),
     "image-pull": ({}, Image(pods="pull-error"), "wait-ready", "ErrImagePull"),
-    "readiness-timeout": ({}, Image(pods="never-ready"), "wait-ready", "not Ready within 2 s"),
+    "readiness-timeout": ({}, Image(pods="never-ready"), "wait-ready", "not Ready within 1 s"),
     "readiness-failures": (
         {},
         Image(pods="failing-readiness"),
@@ -232,11 +249,7 @@ def test_a_failure_before_the_switch_scales_the_new_color_down_and_moves_no_traf
 
     rel = last(world)
     assert_ended(state, StateName.FAILED, reason)
-    assert world.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        scaled("green", 0),
-    ]
+    assert world.api.changes() == abandoned(rel.id)
     assert (rel.image, rel.phase, rel.result) == (V2, "done", "failed")
     assert reason in rel.reason
     assert failed_step(rel) == (step or None)
@@ -305,11 +318,7 @@ def test_a_failed_preview_analysis_moves_no_traffic(
 
     rel = last(world)
     assert_ended(state, StateName.FAILED, "VerificationFailed")
-    assert world.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        scaled("green", 0),
-    ]
+    assert world.api.changes() == abandoned(rel.id)
     assert failed_step(rel) == "analysis-preview"
     assert prometheus.queries == [f'error_ratio{{namespace="{NAMESPACE}", color="green"}}']
 
@@ -337,13 +346,13 @@ def test_a_preflight_that_fails_ends_the_run_before_any_change(world: World) -> 
 
 
 def test_a_deploy_that_finds_a_live_holder_is_refused_with_nothing_changed(world: World) -> None:
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{APP}-bascule-deploy"
+    path = world.env().lease
 
     def alive(request: httpx.Request) -> httpx.Response | None:
         """The holder renews its Lease between any two reads of it."""
         if request.method == "GET" and request.url.path == path:
             spec = lease.held_spec("flow-run/other", datetime.now(UTC), 10)
-            world.api.put(path, {"metadata": {"name": f"{APP}-bascule-deploy"}, "spec": spec})
+            world.api.put(path, {"metadata": {"name": lease_name(APP)}, "spec": spec})
         return None
 
     world.api.handlers.append(alive)
@@ -395,9 +404,11 @@ def wait_for(found: Callable[[], Any], timeout: float = 30) -> Any:
 
 
 @pytest.fixture
-def gated(world: World) -> Iterator[World]:
+def gated(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
+    """Approval required; the paused run looks for an answer ten times as often."""
+    monkeypatch.setattr(flows.approval, "POLL_S", flows.approval.POLL_S / 10)
     world.configure({"approval": {"required": True, "timeout_seconds": 20}})
-    yield world
+    return world
 
 
 def test_an_approval_switches(gated: World) -> None:
@@ -408,12 +419,7 @@ def test_an_approval_switches(gated: World) -> None:
 
     rel = last(gated)
     assert state.is_completed(), state
-    assert gated.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        active_to("green"),
-        scaled("blue", 0),
-    ]
+    assert gated.api.changes() == switched(rel.id)
     assert (rel.result, rel.approver, rel.comment) == ("succeeded", "alice", "looks good")
     assert refused == []
 
@@ -425,11 +431,7 @@ def test_a_rejection_moves_no_traffic(gated: World) -> None:
 
     rel = last(gated)
     assert_ended(state, StateName.REJECTED, "rejected by bob")
-    assert gated.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        scaled("green", 0),
-    ]
+    assert gated.api.changes() == abandoned(rel.id)
     assert (rel.result, rel.approver, rel.comment) == ("rejected", "bob", "not today")
 
 
@@ -440,11 +442,7 @@ def test_no_answer_in_time_moves_no_traffic(gated: World) -> None:
 
     rel = last(gated)
     assert_ended(state, StateName.APPROVAL_TIMED_OUT, "no decision within 1 s")
-    assert gated.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        scaled("green", 0),
-    ]
+    assert gated.api.changes() == abandoned(rel.id)
     assert (rel.result, rel.approver) == ("rejected", None)
 
 
@@ -458,12 +456,7 @@ def test_an_answer_without_a_name_is_refused_and_the_run_waits_on(gated: World) 
     rel = last(gated)
     assert len(refused) == 1 and "approver" in refused[0], refused
     assert state.is_completed(), state
-    assert gated.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        active_to("green"),
-        scaled("blue", 0),
-    ]
+    assert gated.api.changes() == switched(rel.id)
     assert rel.approver == "carol"
 
 
@@ -486,11 +479,7 @@ def test_an_approval_whose_signature_does_not_verify_is_recorded_and_the_run_wai
 
     rel = last(gated)
     assert_ended(state, StateName.REJECTED, "rejected by mallory")
-    assert gated.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        scaled("green", 0),
-    ]
+    assert gated.api.changes() == abandoned(rel.id)
     refused = [s for s in rel.steps if s.name == "approval-refused"]
     assert len(refused) == 1 and "typed name: mallory" in refused[0].detail, rel.steps
 
@@ -521,13 +510,7 @@ def test_a_failure_after_the_switch_switches_back_and_scales_the_new_color_down(
 
     rel = last(world)
     assert_ended(state, StateName.ROLLED_BACK, reason)
-    assert world.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        active_to("green"),
-        active_to("blue"),  # the old color, still at full size
-        scaled("green", 0),
-    ]
+    assert world.api.changes() == rolled_back(rel.id)
     assert (rel.phase, rel.result) == ("done", "rolled-back")
     assert reason in rel.reason
     assert [s.name for s in rel.steps][-1] == "rollback-switch"
@@ -542,13 +525,7 @@ def test_a_failed_active_analysis_switches_back(
 
     rel = last(world)
     assert_ended(state, StateName.ROLLED_BACK, "post-switch verification failed: ")
-    assert world.api.changes() == [
-        applied("green", V2, rel.id),
-        preview_to("green"),
-        active_to("green"),
-        active_to("blue"),
-        scaled("green", 0),
-    ]
+    assert world.api.changes() == rolled_back(rel.id)
     assert rel.result == "rolled-back" and "error-ratio" in rel.reason
 
 
@@ -575,7 +552,7 @@ def test_a_switch_the_api_refuses_makes_sure_the_old_color_serves(world: World) 
 
 
 def test_a_switch_someone_else_preempted_touches_nothing_of_theirs(world: World) -> None:
-    path = f"/api/v1/namespaces/{NAMESPACE}/services/{APP}"
+    path = world.env().service("active")
 
     def someone_else(request: httpx.Request) -> httpx.Response | None:
         if request.method == "PATCH" and request.url.path == path:
@@ -649,7 +626,7 @@ def killed_at(world: World, point: str) -> None:
     nobody renews any more (held for a second: a shortened lease, so the test need not
     sit out ten)."""
     phase, applied_green, switched, _ = KILLED[point]
-    env = Env.open("staging", world.config_dir)
+    env = world.env()
     serving = world.history()[-1]
     record = h.Release(
         KILLED_ID,
@@ -755,18 +732,11 @@ def test_a_scheduled_redeploy_records_the_drift_and_deploys_the_recorded_release
     blue["spec"]["template"]["spec"]["containers"][0]["image"] = V2  # kubectl set image
     world.api.actions.clear()
 
-    state = flows.redeploy.redeploy(
-        environment="staging", config_dir=str(world.config_dir), return_state=True
-    )
+    state = world.redeploy()
 
     rel = last(world)
     assert state.is_completed(), state
-    assert world.api.changes() == [
-        applied("green", V1, rel.id),
-        preview_to("green"),
-        active_to("green"),
-        scaled("blue", 0),
-    ]
+    assert world.api.changes() == switched(rel.id, V1)
     assert (rel.kind, rel.result, rel.image) == ("redeploy", "succeeded", serving.image)
     drift = next(s for s in rel.steps if s.name == "drift-check")
     assert drift.detail == f"drift: blue runs {V2}, recorded {V1}"
@@ -778,9 +748,7 @@ def test_a_scheduled_redeploy_records_the_drift_and_deploys_the_recorded_release
 def test_a_rollback_within_the_delay_is_one_switch_back(world: World) -> None:
     assert world.deploy(V2).is_completed()
     # Within the scale-down delay, as if it had not passed yet: blue still at full size.
-    world.api.objects[Env.open("staging", world.config_dir).deployment("blue")]["spec"][
-        "replicas"
-    ] = 2
+    world.api.objects[world.env().deployment("blue")]["spec"]["replicas"] = 2
     world.api.actions.clear()
 
     state = world.rollback()
@@ -792,7 +760,7 @@ def test_a_rollback_within_the_delay_is_one_switch_back(world: World) -> None:
 
 
 def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: World) -> None:
-    blue = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{APP}-blue"
+    blue = world.env().deployment("blue")
     as_v1_ran = world.api.objects[blue]["spec"]["template"]["spec"]
     assert world.deploy(V2).is_completed()  # blue retired to zero
     # Today's configuration adds a setting a rendering would apply, and names no image (a
