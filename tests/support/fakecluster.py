@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,13 +125,15 @@ def parse(path: str) -> _Path | None:
 
 class FakeCluster(FakeApi):
     """One namespace of a cluster. ``images``: how each image behaves (default: well);
-    ``job_logs``: by a Job's image, the log its pod prints (with FAIL in it, the Job fails)."""
+    ``job_logs``: by a Job's image, the log its pod prints (with FAIL in it, the Job fails);
+    ``job_script``, when set: that log, given the Job."""
 
     def __init__(self, namespace: str) -> None:
         super().__init__(Clock())  # the fake clock is unused: requests are never frozen here
         self.namespace = namespace
         self.images: dict[str, Image] = {}
         self.job_logs: dict[str, str] = {}
+        self.job_script: Callable[[Obj], str] | None = None
         self.actions: list[Action] = []
         self._guard = threading.RLock()
         self.put(f"/api/v1/namespaces/{namespace}", {"kind": "Namespace"})
@@ -404,12 +407,9 @@ class FakeCluster(FakeApi):
         ]
 
     def pod_log(self, name: str) -> httpx.Response:
-        """A Job's pod prints its image's log; an app's pod, a line."""
-        ran = next((p for p in self.job_pods() if p["metadata"]["name"] == name), None)
-        if ran is None:
-            return httpx.Response(200, text="starting\n")
-        image = ran["spec"]["containers"][0]["image"]
-        return httpx.Response(200, text=self.job_logs.get(image, ""))
+        """A Job's pod prints the Job's log (``job_log``); an app's pod, a line."""
+        ran = next((job for job in self.jobs() if f"{job['metadata']['name']}-pod" == name), None)
+        return httpx.Response(200, text="starting\n" if ran is None else self.job_log(ran))
 
     def service_color(self, service: str) -> str | None:
         svc = self.obj("services", service)
@@ -458,31 +458,38 @@ class FakeCluster(FakeApi):
 
     # --- Jobs -------------------------------------------------------------------------------
 
+    def job_log(self, job: Obj) -> str:
+        """What a Job's pod prints: ``job_logs`` by its image, unless ``job_script`` says."""
+        if self.job_script is not None:
+            return self.job_script(job)
+        return self.job_logs.get(job["spec"]["template"]["spec"]["containers"][0]["image"], "")
+
     def job_status(self, job: Obj) -> Obj:
         """A Job is done as soon as it exists: Complete unless its log says FAIL."""
-        image = job["spec"]["template"]["spec"]["containers"][0]["image"]
-        failed = "FAIL" in self.job_logs.get(image, "")
+        failed = "FAIL" in self.job_log(job)
         kind = "Failed" if failed else "Complete"
         reason = "BackoffLimitExceeded" if failed else "Completed"
         return {"conditions": [{"type": kind, "status": "True", "reason": reason}]}
 
+    def jobs(self) -> list[Obj]:
+        prefix = self.collection("jobs") + "/"
+        return [job for path, job in self.objects.items() if path.startswith(prefix)]
+
     def job_pods(self) -> list[Obj]:
-        out = []
-        for path, job in self.objects.items():
-            if not path.startswith(self.collection("jobs") + "/"):
-                continue
-            name = job["metadata"]["name"]
-            out.append(
-                {
-                    "metadata": {"name": f"{name}-pod", "labels": {"job-name": name}},
-                    "spec": {
-                        "containers": job["spec"]["template"]["spec"]["containers"],
-                        "nodeName": "node-1",
-                    },
-                    "status": {"phase": "Succeeded"},
-                }
-            )
-        return out
+        return [
+            {
+                "metadata": {
+                    "name": f"{job['metadata']['name']}-pod",
+                    "labels": {"job-name": job["metadata"]["name"]},
+                },
+                "spec": {
+                    "containers": job["spec"]["template"]["spec"]["containers"],
+                    "nodeName": "node-1",
+                },
+                "status": {"phase": "Succeeded"},
+            }
+            for job in self.jobs()
+        ]
 
 
 def pod_status(does: PodsDo, image: str) -> Obj:

@@ -11,6 +11,7 @@ for the real-cluster tests in tests/integration.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +33,10 @@ import tasks.analysis
 from bascule import history as h
 from bascule import lease
 from bascule.manifests import LABEL_COLOR, lease_name, load_templates, render_deployment
+from bascule.migrator import RESULT_MARKER, Result
 from bascule.outcome import StateName
 from tasks import state
+from tests.support.envs import REPO
 from tests.support.fakecluster import Action, Image
 from tests.support.fakekube import status
 from tests.support.inprocess import APP, NAMESPACE, V1, V2, World, prefect_in_process, use
@@ -276,6 +279,55 @@ def test_a_failing_smoke_job_is_a_failure_before_the_switch(world: World) -> Non
     ]
     assert job_name.startswith(f"jobs/{APP}-smoke-")
     assert "items: FAIL (HTTP 500)" in rel.reason
+
+
+def test_a_failed_expand_migration_ends_the_run_before_the_new_color_starts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job runner: a Job reads the database's revision, another runs the expand
+    revisions and fails; green was never applied (the scale-down finds nothing)."""
+    monkeypatch.setenv("BASCULE_T_DATABASE_URL", "postgresql://app:pw@db.test:5432/app")
+    world.configure(
+        {
+            "migrations": {
+                "alembic_ini": str(REPO / "sampleapp" / "alembic.ini"),
+                "database_url": {"env": "BASCULE_T_DATABASE_URL"},
+                "runner": "job",
+                "job": {"alembic_ini": "/app/sampleapp/alembic.ini"},
+            }
+        }
+    )
+
+    def migrator_prints(job: dict[str, Any]) -> str:
+        argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        if "--target=current" in argv:
+            result = Result(True, "current", before=None, after=None)
+        else:
+            result = Result(
+                False,
+                "0002",
+                kind="error",
+                failed_revision="0001",
+                statement="CREATE TABLE items (id SERIAL)",
+                error="permission denied for schema public",
+            )
+        return "INFO running\n" + RESULT_MARKER + json.dumps(result.to_json())
+
+    world.api.job_script = migrator_prints
+
+    state = world.deploy(V2)
+
+    rel = last(world)
+    assert_ended(
+        state, StateName.FAILED, "MigrationFailed: expand migration failed in revision 0001"
+    )
+    jobs = [a for a in world.api.changes() if a.obj.startswith("jobs/")]
+    assert [a.verb for a in jobs] == ["create", "delete", "create", "delete"]
+    assert all(a.obj.startswith(f"jobs/{APP}-migrate-") for a in jobs)
+    assert [a for a in world.api.changes() if a not in jobs] == [scaled("green", 0, " → 404")]
+    assert failed_step(rel) == "migrate-expand"
+    (migration,) = rel.migrations
+    assert (migration.phase, migration.ok, migration.failed_revision) == ("expand", False, "0001")
 
 
 class Prometheus:
