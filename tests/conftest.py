@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,21 @@ from tests.support.prometheus import prometheus  # noqa: F401  (a shared fixture
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests that take the local cluster down run after everything that uses it.
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    # Tests that take the local cluster down run after everything that uses it; under xdist
+    # the long groups and the integration modules start first, the short unit tests fill in.
+    def order(item: pytest.Item) -> tuple[bool, bool, bool]:
+        module = item.nodeid.split("::", 1)[0]
+        return (
+            item.get_closest_marker("last") is not None,
+            module not in shared.MODULE_GROUPS,
+            not module.startswith("tests/integration/"),
+        )
+
+    items.sort(key=order)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return shared.scheduler(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -24,9 +24,8 @@ from tests.support.access import apply_rbac
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
 from tests.support.jobs import PodReachable, pod_prefect  # noqa: F401  (a shared fixture)
-from tests.support.shared import ENVIRONMENT_POOLS
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow, ENVIRONMENT_POOLS]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 # Not on the node, and never pulled: its pods stop at ErrImageNeverPull.
 MISSING = "bascule.local/sample-app:missing"

@@ -18,10 +18,9 @@ import pytest
 
 from tests.support import deploys, workers
 from tests.support.cluster import Cluster, wait_for
-from tests.support.shared import ENVIRONMENT_POOLS
 from tests.support.verdicts import assert_one_line, run_logs
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect, ENVIRONMENT_POOLS]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 UNSET = "BASCULE_TEST_NEVER_SET"  # dev's secret comes from it: its deploys are refused
 

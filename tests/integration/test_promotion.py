@@ -34,10 +34,9 @@ from tasks.state import HISTORY_KEY
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, wait_for
 from tests.support.envs import approver_key, write_envs
-from tests.support.shared import ENVIRONMENT_POOLS
 from tests.support.signers import keypair
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect, ENVIRONMENT_POOLS]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 NAME = "bascule.local/sample-app"
 V1, V2 = f"{NAME}:v1", f"{NAME}:v2"
 # The real deploy flow served as deployment deploy/production, as a worker would run it.

@@ -28,9 +28,9 @@ from tests.support import deploys, signers, workers
 from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import env_namespace
-from tests.support.shared import ENVIRONMENT_POOLS
+from tests.support.prefect_server import running_prefect_server, server_database
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow, ENVIRONMENT_POOLS]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 CAROL = "Carol Diaz <carol@example.com>"
 ENVIRONMENTS = ("dev", "staging", "production")
@@ -67,10 +67,17 @@ class Estate:
 
 
 @pytest.fixture(scope="module")
-def estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
+def estate(cluster: Cluster) -> Iterator[Estate]:
     """The team's repository (main: release 0, then release 1 by Carol), each environment's
     Roles (bascule rbac) and kubeconfig (bascule kubeconfig), and its worker with that
-    kubeconfig alone, as an OS user of its own where this runs as root."""
+    kubeconfig alone, as an OS user of its own where this runs as root; on a Prefect server of
+    their own, whose deploy/<env> deployments and pools no other test's workers serve (the
+    session's server runs other modules at the same time: tests/support/shared.py)."""
+    with server_database(cluster) as url, running_prefect_server(database_url=url) as server:
+        yield from _estate(cluster, server.api_url)
+
+
+def _estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
     # Not pytest's tmp_path: the workers' users must reach the repository.
     tmp = Path(tempfile.mkdtemp(prefix="bascule-threats-"))
     tmp.chmod(0o711)

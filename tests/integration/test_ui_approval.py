@@ -28,9 +28,8 @@ from tests.support.browser import browser_page  # noqa: F401  (a fixture)
 from tests.support.cluster import Cluster
 from tests.support.migrations import URL_VARIABLE, legacy_chain, section, upgrade_directly
 from tests.support.postgres import database
-from tests.support.shared import UI_APPROVALS
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.browser, UI_APPROVALS]
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.browser]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -104,9 +104,30 @@ def finish(session: pytest.Session) -> None:
     _STARTED.close()
 
 
-# Tests that register or serve the deployments deploy/<env> (and their work pools) on the
-# shared Prefect server run in one xdist worker, one after another: a worker of one test would
-# take another test's runs (make test runs xdist with --dist loadgroup).
-ENVIRONMENT_POOLS = pytest.mark.xdist_group("environment-pools")
-# The browser approves or rejects the production run it finds paused in the UI: one at a time.
-UI_APPROVALS = pytest.mark.xdist_group("ui-approvals")
+# Modules whose tests share something of the Prefect server beyond their own runs run in one
+# xdist worker, one after another: they register or serve the deployments deploy/<env> (and
+# their work pools), so a worker one of them starts would take another's runs.
+# (tests/integration/test_threats.py has a Prefect server of its own instead.)
+MODULE_GROUPS = dict.fromkeys(
+    (
+        "tests/integration/test_kubernetes_jobs.py",
+        "tests/integration/test_prefect_deployments.py",
+        "tests/integration/test_promotion.py",
+    ),
+    "deploy-env-deployments",
+)
+
+
+def scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scheduler for this suite: a test module's tests go to one worker (its module
+    fixtures start once), and so do the modules of each of ``MODULE_GROUPS``' groups. (xdist's
+    own ``--dist loadgroup`` no longer groups under pytest 9: it renames items' node ids,
+    which pytest 9 derives from elsewhere.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndGroups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return MODULE_GROUPS.get(module, module)
+
+    return ModulesAndGroups(config, log)

@@ -32,7 +32,8 @@ import flows.approval
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
-from bascule.manifests import LABEL_COLOR, lease_name, load_templates, render_deployment
+from bascule.config_files import load_templates
+from bascule.manifests import LABEL_COLOR, lease_name, render_deployment
 from bascule.migrator import RESULT_MARKER, Result
 from bascule.outcome import StateName
 from tasks import state
