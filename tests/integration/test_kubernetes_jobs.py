@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from tests.support import deploys, jobs, workers
 from tests.support.access import apply_rbac
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
-from tests.support.jobs import PodReachable, pod_prefect  # noqa: F401  (a shared fixture)
+from tests.support.jobs import PodReachable, reachable_from_pods
+from tests.support.prefect_server import running_prefect_server, server_database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -36,6 +38,19 @@ DEPLOYMENTS = (
     "rollback/staging-kubernetes",
     "deploy/dev-kubernetes",
 )
+
+
+@pytest.fixture(scope="module")
+def pod_prefect(cluster: Cluster) -> Iterator[PodReachable]:
+    """A Prefect server of this module's own, reachable from the host and from pods: the
+    module registers every deploy/<env> of prefect.yaml, which other modules' workers serve
+    on the session's server at the same time (tests/support/shared.py)."""
+    with (
+        server_database(cluster) as url,
+        running_prefect_server(database_url=url) as server,
+        reachable_from_pods(cluster, server.api_url) as reachable,
+    ):
+        yield reachable
 
 
 def job_config(cluster: Cluster, namespace: str, tmp: Path) -> dict[str, str]:
@@ -122,7 +137,7 @@ def run_logs(api: str, run_id: str) -> list[str]:
 def test_deploy_and_rollback_run_as_kubernetes_jobs(
     cluster: Cluster,
     namespace: str,
-    pod_prefect: PodReachable,  # noqa: F811
+    pod_prefect: PodReachable,
     tmp_path: Path,
 ) -> None:
     api = pod_prefect.host_url
@@ -242,7 +257,7 @@ READ_TOKEN = "sh -c 'cat /var/run/secrets/kubernetes.io/serviceaccount/token'"
 def test_an_api_credential_cannot_change_what_a_kubernetes_job_runs(
     cluster: Cluster,
     namespace: str,
-    pod_prefect: PodReachable,  # noqa: F811
+    pod_prefect: PodReachable,
     tmp_path: Path,
 ) -> None:
     """Whoever holds a Prefect API credential starts runs of deploy/staging-kubernetes with

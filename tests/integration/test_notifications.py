@@ -21,6 +21,7 @@ from tests.support.webhooks import TOKEN, Receiver, check_discord, check_slack, 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 BOUND_S = 4  # delivery_timeout_seconds: how long a message may take, retries included
+LAST_ATTEMPT_S = 0.5  # how far past it the last attempt may end (the README's claim)
 
 NOTIFICATIONS = {
     "notifications": {
@@ -98,8 +99,10 @@ def test_deploy_rollback_and_failure_notify_slack_and_discord(
     for produced in (text, logs, res.stdout, res.stderr):
         assert TOKEN not in produced  # the webhook URL is a secret
     print(f"deploy_with_receivers_down_seconds={took:.1f}")
-    # The README's bound: each message, retries included, ends within delivery_timeout_seconds.
-    assert delivery_seconds(text, "NOT delivered") and max(delivery_seconds(text)) <= BOUND_S
+    # The README's bound: each message, retries included, ends within delivery_timeout_seconds
+    # and the half second its last attempt may take past it.
+    assert delivery_seconds(text, "NOT delivered")
+    assert max(delivery_seconds(text)) <= BOUND_S + LAST_ATTEMPT_S
 
     # Up, with Discord rate-limiting the first message: v2 succeeds, then a rollback while
     # v1 still runs at full size (the deploy waits to retire it; it is not waited for).
@@ -138,7 +141,8 @@ def test_deploy_rollback_and_failure_notify_slack_and_discord(
     text = report(prefect_server, second["flow_run_id"])
     assert "notifications: 4 delivered, 0 not delivered" in text, text
     assert "team-discord (discord) started: delivered (2 attempts" in text
-    assert len(delivery_seconds(text, "delivered")) == 4 and max(delivery_seconds(text)) <= BOUND_S
+    assert len(delivery_seconds(text, "delivered")) == 4
+    assert max(delivery_seconds(text)) <= BOUND_S + LAST_ATTEMPT_S
 
     # A version that crashes: the failure says why.
     slack, discord = receivers(monkeypatch)

@@ -107,10 +107,9 @@ def finish(session: pytest.Session) -> None:
 # Modules whose tests share something of the Prefect server beyond their own runs run in one
 # xdist worker, one after another: they register or serve the deployments deploy/<env> (and
 # their work pools), so a worker one of them starts would take another's runs.
-# (tests/integration/test_threats.py has a Prefect server of its own instead.)
+# (test_threats.py and test_kubernetes_jobs.py have a Prefect server of their own instead.)
 MODULE_GROUPS = dict.fromkeys(
     (
-        "tests/integration/test_kubernetes_jobs.py",
         "tests/integration/test_prefect_deployments.py",
         "tests/integration/test_promotion.py",
     ),
