@@ -32,7 +32,14 @@ from tests.support.signers import listing_nobody
         ("result >= 1", [1, 2], [0.99]),
         ("result == 1", [1.0], [0, 2]),
         ("result != 0", [1], [0]),
-        ("0.5 < result", [0.6], [0.5]),  # written the other way round
+        # Written the other way round: each operator flipped, its boundary on the right side.
+        ("0.5 < result", [0.6], [0.5, 0.4]),
+        ("0.5 <= result", [0.5, 0.6], [0.4]),
+        ("0.5 > result", [0.4], [0.5, 0.6]),
+        ("0.5 >= result", [0.5, 0.4], [0.6]),
+        ("1 == result", [1], [0.5, 2]),
+        ("0 != result", [1, -1], [0]),
+        ("0.5 <= result and 2 >= result", [0.5, 1, 2], [0.4, 2.1]),
         ("result >= 0.5 and result <= 2", [0.5, 1, 2], [0.4, 2.1]),
         ("result < 1e-3", [0.0001], [0.01]),
         ("  result>-1  ", [0], [-2]),

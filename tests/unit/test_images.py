@@ -70,6 +70,24 @@ def test_digest_required_when_asked() -> None:
 
 
 @pytest.mark.parametrize(
+    ("ref", "part"),
+    [
+        (f"app@{DIGEST}$(id)", "digest"),
+        (f"app@{DIGEST}a", "digest"),
+        ("app:v1$(id)", "tag"),
+        ("registry.example$(id)/app:v1", "registry"),
+        ("app$(id):v1", "repository"),
+    ],
+)
+def test_a_valid_part_followed_by_more_is_refused(ref: str, part: str) -> None:
+    # Each part must match whole: a valid prefix followed by a shell substitution would
+    # reach a Deployment, and with a digest it would pass as immutable.
+    for require_digest in (False, True):
+        with pytest.raises(ImageError, match=f"{part} .* not (a )?valid"):
+            parse_image(ref, pinned=False, require_digest=require_digest and part == "digest")
+
+
+@pytest.mark.parametrize(
     "ref",
     ["app:v1\n", "app:v1 ", "\tapp:v1", "app:v1\x00", "app:v1@sha256:" + "a" * 64 + "\n"],
 )

@@ -116,6 +116,16 @@ def test_a_lock_needs_a_short_lock_timeout_from_bascule_or_the_revision() -> Non
         assert rules(short, alter, timeout=0) == set(), short
     for off in ("SET lock_timeout = 0", "SET LOCAL lock_timeout TO '0ms'", "RESET lock_timeout"):
         assert rules(off, alter, timeout=300) == {"lock-timeout"}, off
+    # DROP TABLE takes the strongest lock of all: it waits like any other, in either phase.
+    assert rules("DROP TABLE items", timeout=0) == {"drop-table", "lock-timeout"}
+    assert rules("DROP TABLE items", phase=C, contract_phase=True, timeout=0) == {"lock-timeout"}
+    assert rules("DROP TABLE items", phase=C, contract_phase=True, timeout=300) == set()
+    [found] = lint_revisions(
+        [rev("r1", "DROP TABLE items, public.orders", phase=C)],
+        contract_phase=True,
+        lock_timeout_ms=0,
+    )
+    assert "takes a lock on items, public.orders" in found.message
     # A statement on a table the revision creates waits for nobody.
     assert rules("CREATE TABLE t (id int)", "ALTER TABLE t ADD COLUMN x int", timeout=0) == set()
     # Each revision starts from the connection's setting again.

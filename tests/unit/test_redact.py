@@ -121,6 +121,20 @@ def test_percent_encoding_in_either_case() -> None:
         assert masked(f"?t={form}&x=1") == f"?t={MASK}&x=1", form
 
 
+def test_url_safe_base64_alone_and_inside_a_longer_encoding() -> None:
+    # TOKEN's encoding has a '+', so its URL-safe one ('-') differs from the standard one;
+    # one and two more bytes give each padding.
+    for value in (TOKEN, TOKEN + "?", TOKEN + "??"):
+        urlsafe = base64.urlsafe_b64encode(value.encode()).decode()
+        assert urlsafe != base64.b64encode(value.encode()).decode()
+        assert masked(f"jwt {urlsafe} end", [value]) == f"jwt {MASK} end", urlsafe
+        for before in (b"", b"x", b"xy"):
+            blob = base64.urlsafe_b64encode(before + b"user=" + value.encode() + b"&more").decode()
+            head, mask, rest = masked(blob, [value]).partition(MASK)
+            # What is left encodes the bytes around the value (7 and 5 bytes at most).
+            assert mask and len(head) <= 10 and len(rest) <= 12, (before, head, rest)
+
+
 def test_hex_in_either_case() -> None:
     hexed = TOKEN.encode().hex()
     assert masked(f"dump {hexed} end") == f"dump {MASK} end"
