@@ -84,6 +84,9 @@ def test_placeholders_are_filled_and_promql_braces_left_alone() -> None:
     # Every documented placeholder gets a value; a first deploy has no baseline.
     first = a.placeholders("shop", "web", "dev", "green", "r1", None, None)
     assert first.keys() == a.PLACEHOLDERS.keys() and first["old_color"] == ""
+    assert first["old_release"] == ""
+    later = a.placeholders("shop", "web", "dev", "green", "r2", "blue", "r1")
+    assert (later["old_color"], later["old_release"], later["release"]) == ("blue", "r1", "r2")
 
 
 # --- verdicts ------------------------------------------------------------------------------------
@@ -142,7 +145,16 @@ def test_the_gate_fails_past_the_inconclusive_limit() -> None:
     assert not a.decide([maybe, maybe], failure_limit=0, inconclusive_limit=2).failed
     out = a.decide([maybe, maybe, maybe], failure_limit=0, inconclusive_limit=2)
     assert out.failed and "3 inconclusive" in out.reason
-    assert not a.decide([ev("x", Verdict.SUCCESSFUL)] * 50, 0, 0).failed
+    assert a.decide([ev("x", Verdict.SUCCESSFUL)] * 50, 0, 0) == a.GateOutcome(False)
+
+
+def test_the_summary_counts_each_verdict_in_a_fixed_order() -> None:
+    ok, bad = ev("errors", Verdict.SUCCESSFUL), ev("errors", Verdict.FAILED)
+    assert a.summary([bad, ok, ok, ev("x", Verdict.INCONCLUSIVE)]) == (
+        "2 successful, 1 failed, 1 inconclusive"
+    )
+    assert a.summary([bad]) == "1 failed"
+    assert a.summary([]) == "no evaluations"
 
 
 # --- configuration -------------------------------------------------------------------------------

@@ -122,8 +122,28 @@ def test_the_pods_limit_of_a_node_counts() -> None:
             node(taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]),
             [{"key": "gpu", "operator": "Equal", "value": "no"}],
         ),
+        (
+            node(taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]),
+            [{"key": "spot", "operator": "Exists"}],
+        ),
+        (
+            node(taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]),
+            [{"key": "gpu", "operator": "Exists", "effect": "NoExecute"}],
+        ),
+        (
+            node(taints=[{"key": "gpu", "value": "yes", "effect": "NoExecute"}]),
+            [{"key": "gpu", "operator": "Equal"}],
+        ),
     ],
-    ids=["not-ready", "cordoned", "tainted", "wrong-toleration"],
+    ids=[
+        "not-ready",
+        "cordoned",
+        "tainted",
+        "wrong-value",
+        "other-key",
+        "other-effect",
+        "value-missing",
+    ],
 )
 def test_nodes_the_pods_cannot_land_on_give_no_room(usable: Obj, tolerations: list[Obj]) -> None:
     spec = {**APP, "tolerations": tolerations}
@@ -139,6 +159,7 @@ def test_nodes_the_pods_cannot_land_on_give_no_room(usable: Obj, tolerations: li
     [
         {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"},
         {"key": "gpu", "operator": "Exists"},
+        {"key": "gpu", "operator": "Exists", "effect": ""},  # empty: every effect
         {"operator": "Exists"},
     ],
 )
@@ -150,3 +171,12 @@ def test_a_tolerated_taint_leaves_the_node_usable(toleration: Obj) -> None:
         ]
     )
     assert fit([tainted], [], {**APP, "tolerations": [toleration]}, 1)[0] is True
+
+
+def test_a_taint_without_a_value_is_tolerated_by_a_toleration_without_one() -> None:
+    tainted = node(taints=[{"key": "dedicated", "effect": "NoSchedule"}])
+    for toleration in (
+        {"key": "dedicated", "operator": "Equal", "effect": "NoSchedule"},
+        {"key": "dedicated", "value": "", "effect": "NoSchedule"},
+    ):
+        assert fit([tainted], [], {**APP, "tolerations": [toleration]}, 1)[0] is True, toleration

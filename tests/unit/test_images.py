@@ -147,6 +147,7 @@ def test_pods_digest_is_the_one_digest_of_the_first_container() -> None:
     assert pods_digest([pod(ran), pod(DIGEST)]) is None  # one runs what no registry serves
     assert pods_digest([pod(ran), pod("")]) == DIGEST  # one not started yet
     assert pods_digest([{"spec": {"containers": [{"name": "app"}]}, "status": {}}]) is None
+    assert pods_digest([pod(ran), {"spec": {"containers": [{"name": "app"}]}}]) == DIGEST  # pending
     assert pods_digest([]) is None
 
 
