@@ -266,7 +266,19 @@ def test_an_expand_revision_after_a_pending_contract_one_blocks() -> None:
     expand, contract, [finding] = split_phases(chain, None)
     assert [r.id for r in expand] == ["a"] and [r.id for r in contract] == ["c", "e"]
     assert (finding.rule, finding.revision, finding.blocking) == ("phase-order", "e", True)
-    assert "c" in finding.fix
+    assert finding.statement == ""  # about the order, not a statement
+    assert finding.message == (
+        "expand revision e comes after the pending contract revision c: it could only run "
+        "after the switch, but the new version needs it before it starts"
+    )
+    assert finding.fix == (
+        "deploy the release that contains c first (its contract phase runs after that "
+        "switch), then the one with e; or make e come before c"
+    )
+    # Named after the first pending contract revision, however many follow.
+    chain = [rev("a"), rev("c1", phase=C), rev("c2", phase=C), rev("e")]
+    [finding] = split_phases(chain, None)[2]
+    assert "after the pending contract revision c1:" in finding.message
 
 
 def test_a_current_revision_the_scripts_lack_is_a_usage_error() -> None:
@@ -277,8 +289,12 @@ def test_a_current_revision_the_scripts_lack_is_a_usage_error() -> None:
 def test_a_revision_declares_its_phase() -> None:
     assert parse_phase(None, "x.py") is E
     assert parse_phase("contract", "x.py") is C
-    with pytest.raises(UsageError, match=r"x\.py: phase = 'later'"):
+    with pytest.raises(UsageError) as info:
         parse_phase("later", "x.py")
+    assert str(info.value) == (
+        "x.py: phase = 'later' — write phase = \"expand\" (the default) or "
+        'phase = "contract" (runs after the switch, when the old version is gone)'
+    )
 
 
 OFFLINE = """BEGIN;
