@@ -200,3 +200,19 @@ def test_a_taker_refuses_only_a_holder_seen_alive(
     past_deadline: bool, wrote: bool, watched: float, refuse: bool
 ) -> None:
     assert give_up(past_deadline, wrote, watched, duration_s=10) is refuse
+
+
+def test_forcing_breaks_only_a_live_lease() -> None:
+    current = held_by(OTHER, "2025-03-01T11:59:50.000000Z", duration=10)  # expires at NOW
+    live = decide(current, ME, NOW - timedelta(seconds=1), LONG_AGO, force=True)
+    assert (live.action, live.broken) == ("take", True)
+    expired = decide(current, ME, NOW, LONG_AGO, force=True)  # at its expiry exactly
+    assert (expired.action, expired.broken) == ("take", False)
+    assert decide(current, ME, NOW, LONG_AGO) == LeaseDecision("take", OTHER, NOW)
+
+
+def test_leases_as_sparse_as_the_api_sends_them() -> None:
+    assert decide({"metadata": {"name": "x"}}, ME, NOW, NOW) == LeaseDecision("take")  # no spec
+    # No duration: expired as soon as renewed; no metadata: no slot to hand over.
+    bare = {"spec": {"holderIdentity": OTHER, "renewTime": format_time(NOW)}}
+    assert decide(bare, ME, NOW, NOW) == LeaseDecision("take", OTHER, NOW)

@@ -579,6 +579,21 @@ def test_the_plan_knows_a_table_an_earlier_pending_revision_creates() -> None:
         chain, None, current_known=False, current_source="", settings=(), lock_timeout_ms=300
     )
     assert [f.rule for f in unknown.findings] == ["drop-column"]
+    # The same holds among contract revisions (for the lock rules, which still apply there).
+    chain = [
+        rev("0001", "CREATE TABLE t (id int)", phase=C),
+        rev("0002", "ALTER TABLE t ADD COLUMN x int", phase=C, down="0001"),
+    ]
+    for known_schema, rules_found in ((True, []), (False, ["lock-timeout"])):
+        plan = make_plan(
+            chain,
+            None,
+            current_known=known_schema,
+            current_source="",
+            settings=(),
+            lock_timeout_ms=0,
+        )
+        assert [f.rule for f in plan.findings] == rules_found, known_schema
 
 
 def test_findings_are_ordered_by_revision_then_blocking_first() -> None:
