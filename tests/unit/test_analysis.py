@@ -72,6 +72,21 @@ def test_anything_else_is_refused_with_what_to_write(text: str) -> None:
         a.parse_condition(text)
 
 
+def test_a_refusal_names_the_part_that_is_not_a_comparison() -> None:
+    with pytest.raises(ValueError) as info:
+        a.parse_condition("result < 1 and result ~ 2")
+    assert str(info.value) == (
+        "'result ~ 2' is not a comparison — write `result OP NUMBER` with OP one of "
+        "<=, >=, ==, !=, <, >, joined by `and`, e.g. `result < 0.01`"
+    )
+    with pytest.raises(ValueError, match=r"^'result < 1 and ' is not a comparison"):
+        a.parse_condition("result < 1 and ")  # an empty part: the whole text is named
+
+
+def test_a_condition_keeps_its_text_for_the_report() -> None:
+    assert a.parse_condition("  result < 1 ").text == "result < 1"
+
+
 # --- placeholders --------------------------------------------------------------------------------
 
 

@@ -152,6 +152,9 @@ def test_pods_digest_is_the_one_digest_of_the_first_container() -> None:
 
 
 def test_pinned_to_keeps_repository_and_tag() -> None:
+    # Any tag, or none: the digest pins it.
+    assert pinned_to("registry.example/app", DIGEST) == f"registry.example/app@{DIGEST}"
+    assert pinned_to("app:latest", DIGEST) == f"app:latest@{DIGEST}"
     other = "sha256:" + "cd" * 32
     assert pinned_to("registry.example/app:v1", DIGEST) == f"registry.example/app:v1@{DIGEST}"
     assert pinned_to(f"registry.example/app@{other}", DIGEST) == f"registry.example/app@{DIGEST}"

@@ -504,3 +504,15 @@ def test_an_unschedulable_pod_without_a_time_or_a_message() -> None:
     assert rollout_verdict({}, [preempting], unschedulable_grace_seconds=0, now=T0).state == (
         "progressing"
     )
+
+
+def test_a_failed_pod_or_a_restarted_container_without_every_detail() -> None:
+    failed = {"metadata": {"name": "p"}, "status": {"phase": "Failed"}}
+    assert pod_problem(failed) == "pod failed: unknown"
+    failed["status"]["message"] = "Pod was rejected: node out of disk"
+    assert pod_problem(failed) == "pod failed: Pod was rejected: node out of disk"
+    restarted = container(restarts=2, terminated={"exitCode": 2})
+    assert (
+        pod_problem(pod("p", restarted))
+        == "container app restarted 2 times, last exit code 2 (Error)"
+    )
