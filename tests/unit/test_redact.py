@@ -213,9 +213,11 @@ def test_the_password_of_user_and_password_without_a_url() -> None:
     assert masked("pw pass:word-123", ["admin:pass:word-123"]) == f"pw {MASK}"
 
 
-def test_a_url_password_ends_at_the_first_at_sign() -> None:
+def test_a_url_password_ends_at_the_first_at_sign_after_the_first_scheme() -> None:
     url = "https://deploy:s3cretpw@host.example/path@v2"
-    assert masked("password s3cretpw", [url]) == f"password {MASK}"
+    assert masked("password s3cretpw rejected", [url]) == f"password {MASK} rejected"
+    url = "https://deploy:s3cretpw@host.example/login?next=https://other.example/"
+    assert masked("password s3cretpw rejected", [url]) == f"password {MASK} rejected"
 
 
 def test_a_url_password_of_four_characters_is_masked_alone_a_shorter_one_is_not() -> None:
