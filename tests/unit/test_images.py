@@ -159,3 +159,61 @@ def test_pinned_to_keeps_repository_and_tag() -> None:
     assert pinned_to("registry.example/app:v1", DIGEST) == f"registry.example/app:v1@{DIGEST}"
     assert pinned_to(f"registry.example/app@{other}", DIGEST) == f"registry.example/app@{DIGEST}"
     assert pinned_to(f"localhost:5000/app:v2@{other}", DIGEST) == f"localhost:5000/app:v2@{DIGEST}"
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("", "the image reference is empty — write e.g. registry.example/app:v1.2"),
+        (
+            "app@sha256:abc",
+            "image reference 'app@sha256:abc': digest 'sha256:abc' is not valid — "
+            "expected sha256: followed by 64 lowercase hex digits",
+        ),
+        (
+            "app:-x",
+            "image reference 'app:-x': tag '-x' is not valid — a tag is up to 128 letters, "
+            "digits, '_', '.' and '-', not starting with '.' or '-'",
+        ),
+        (
+            "-app",
+            "image reference '-app': repository '-app' is not valid — "
+            "expected lowercase words separated by '/', '.', '_' or '-'",
+        ),
+        (
+            "team/App",
+            "image reference 'team/App': repository 'team/App' is not valid (repository names "
+            "are lowercase) — expected lowercase words separated by '/', '.', '_' or '-'",
+        ),
+        # The tag is after the last '/': a ':' before it is part of the repository.
+        (
+            "registry.example/team:x/app",
+            "image reference 'registry.example/team:x/app': repository 'team:x/app' is not "
+            "valid — expected lowercase words separated by '/', '.', '_' or '-'",
+        ),
+    ],
+)
+def test_each_refusal_says_what_to_write(ref: str, message: str) -> None:
+    with pytest.raises(ImageError) as info:
+        parse_image(ref, pinned=False)
+    assert str(info.value) == message
+
+
+def test_the_refusals_of_an_unpinned_or_undigested_image() -> None:
+    with pytest.raises(ImageError) as info:
+        parse_image("app")
+    assert str(info.value) == (
+        "image 'app' has no tag or digest — pin one (e.g. app:v1 or @sha256:…) so that a "
+        "release, and a rollback to it, means exactly one image"
+    )
+    with pytest.raises(ImageError) as info:
+        parse_image("app:v1", require_digest=True)
+    assert str(info.value) == (
+        "image reference 'app:v1' has no digest; this environment deploys by digest only — "
+        "give the reference that passed staging, as image@sha256:<64 hex digits>"
+    )
+
+
+def test_a_name_of_exactly_the_longest_length_is_accepted() -> None:
+    name = "a/" * 126 + "abc"  # 255 characters
+    assert len(name) == 255 and parse_image(name, pinned=False).path == name
