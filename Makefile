@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: deps system cluster-up cluster-down images flow-image demo test test-unit bench lint lock
+.PHONY: deps system cluster-up cluster-down images flow-image demo test test-unit bench lint lock mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -56,3 +56,23 @@ lock: deps
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
 		--allow-unsafe --strip-extras --build-deps-for wheel --no-emit-index-url \
 		--no-emit-find-links $(LOCK_ARGS) -o requirements.lock pyproject.toml
+
+# Mutation testing of the pure decision modules ([tool.mutmut] in pyproject.toml): each
+# mutant runs only the unit tests that reach the mutated function, one at a time (the machine
+# is shared); then the share killed per module. Not part of `make test`: it takes a while.
+# Its own venv: the tool, pinned, and the dependencies requirements.lock pins, without hashes
+# (Bascule itself is imported from the mutated copy, mutants/, never installed there).
+MUT_VENV ?= .venv-mut
+MUT_STAMP := $(MUT_VENV)/.installed-$(shell cat requirements.lock scripts/mutation-requirements.txt | sha1sum | cut -c1-12)
+
+$(MUT_STAMP): requirements.lock scripts/mutation-requirements.txt
+	@test -x $(MUT_VENV)/bin/python || python3 -m venv $(MUT_VENV)
+	sed -e '/--hash=/d' -e 's/ *\\$$//' requirements.lock > $(MUT_VENV)/requirements.txt
+	$(MUT_VENV)/bin/pip install -q --disable-pip-version-check -r $(MUT_VENV)/requirements.txt \
+		-r scripts/mutation-requirements.txt
+	@rm -f $(MUT_VENV)/.installed-* && touch $@
+
+mutation: $(MUT_STAMP)
+	rm -rf mutants && mkdir mutants
+	$(MUT_VENV)/bin/mutmut run --max-children 1 > mutants/run.log 2>&1 || (tail -40 mutants/run.log; exit 1)
+	$(MUT_VENV)/bin/python scripts/mutation_report.py

@@ -33,7 +33,14 @@ from tests.support.signers import listing_nobody
         ("result >= 1", [1, 2], [0.99]),
         ("result == 1", [1.0], [0, 2]),
         ("result != 0", [1], [0]),
-        ("0.5 < result", [0.6], [0.5]),  # written the other way round
+        # Written the other way round: each operator flipped, its boundary on the right side.
+        ("0.5 < result", [0.6], [0.5, 0.4]),
+        ("0.5 <= result", [0.5, 0.6], [0.4]),
+        ("0.5 > result", [0.4], [0.5, 0.6]),
+        ("0.5 >= result", [0.5, 0.4], [0.6]),
+        ("1 == result", [1], [0.5, 2]),
+        ("0 != result", [1, -1], [0]),
+        ("0.5 <= result and 2 >= result", [0.5, 1, 2], [0.4, 2.1]),
         ("result >= 0.5 and result <= 2", [0.5, 1, 2], [0.4, 2.1]),
         ("result < 1e-3", [0.0001], [0.01]),
         ("  result>-1  ", [0], [-2]),
@@ -66,6 +73,21 @@ def test_anything_else_is_refused_with_what_to_write(text: str) -> None:
         a.parse_condition(text)
 
 
+def test_a_refusal_names_the_part_that_is_not_a_comparison() -> None:
+    with pytest.raises(ValueError) as info:
+        a.parse_condition("result < 1 and result ~ 2")
+    assert str(info.value) == (
+        "'result ~ 2' is not a comparison — write `result OP NUMBER` with OP one of "
+        "<=, >=, ==, !=, <, >, joined by `and`, e.g. `result < 0.01`"
+    )
+    with pytest.raises(ValueError, match=r"^'result < 1 and ' is not a comparison"):
+        a.parse_condition("result < 1 and ")  # an empty part: the whole text is named
+
+
+def test_a_condition_keeps_its_text_for_the_report() -> None:
+    assert a.parse_condition("  result < 1 ").text == "result < 1"
+
+
 # --- placeholders --------------------------------------------------------------------------------
 
 
@@ -78,6 +100,9 @@ def test_placeholders_are_filled_and_promql_braces_left_alone() -> None:
     # Every documented placeholder gets a value; a first deploy has no baseline.
     first = a.placeholders("shop", "web", "dev", "green", "r1", None, None)
     assert first.keys() == a.PLACEHOLDERS.keys() and first["old_color"] == ""
+    assert first["old_release"] == ""
+    later = a.placeholders("shop", "web", "dev", "green", "r2", "blue", "r1")
+    assert (later["old_color"], later["old_release"], later["release"]) == ("blue", "r1", "r2")
 
 
 # --- verdicts ------------------------------------------------------------------------------------
@@ -136,7 +161,16 @@ def test_the_gate_fails_past_the_inconclusive_limit() -> None:
     assert not a.decide([maybe, maybe], failure_limit=0, inconclusive_limit=2).failed
     out = a.decide([maybe, maybe, maybe], failure_limit=0, inconclusive_limit=2)
     assert out.failed and "3 inconclusive" in out.reason
-    assert not a.decide([ev("x", Verdict.SUCCESSFUL)] * 50, 0, 0).failed
+    assert a.decide([ev("x", Verdict.SUCCESSFUL)] * 50, 0, 0) == a.GateOutcome(False)
+
+
+def test_the_summary_counts_each_verdict_in_a_fixed_order() -> None:
+    ok, bad = ev("errors", Verdict.SUCCESSFUL), ev("errors", Verdict.FAILED)
+    assert a.summary([bad, ok, ok, ev("x", Verdict.INCONCLUSIVE)]) == (
+        "2 successful, 1 failed, 1 inconclusive"
+    )
+    assert a.summary([bad]) == "1 failed"
+    assert a.summary([]) == "no evaluations"
 
 
 # --- configuration -------------------------------------------------------------------------------

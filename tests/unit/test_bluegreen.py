@@ -12,6 +12,7 @@ from bascule.bluegreen import (
     Observed,
     Recovery,
     already_serving,
+    contract_blocker,
     drift,
     recover,
     rollback_plan,
@@ -193,9 +194,15 @@ def test_an_interrupted_switch_back_rollback_does_not_return_to_the_bad_color() 
     )
     bad = running("green", "shop:v2")
     rec = recover(observed("blue", blue=OLD_UP, green=bad, in_flight=back))
-    assert rec is not None
-    assert rec.switch_to != "green"
-    assert rec.scale_down != "blue"
+    assert rec == Recovery(
+        None,  # blue serves already
+        "green",
+        "succeeded",
+        "the rollback to blue was switched before the run died; finished it",
+    )
+    # Died before its PATCH took effect (traffic still on the bad color): switch, then scale.
+    rec = recover(observed("green", blue=OLD_UP, green=bad, in_flight=back))
+    assert rec is not None and (rec.switch_to, rec.scale_down) == ("blue", "green")
 
 
 # --- rollback_plan ------------------------------------------------------------------------------
@@ -346,3 +353,33 @@ def test_a_rollback_stops_where_its_reconcile_already_rolled_back(
     obs = Observed(active, {})
     assert undone_by_reconcile(obs, _reconciled(kind, left_in_flight)) is undone
     assert not undone_by_reconcile(obs, None)
+
+
+# --- contract migrations ------------------------------------------------------------------------
+
+
+def test_contract_migrations_wait_for_the_old_color_to_be_gone() -> None:
+    rel = release("verifying")
+    mine = replace(NEW_UP, release=rel.id)
+    gone = running("blue", "shop:v1", replicas=0)
+    assert contract_blocker(observed("green", blue=gone, green=mine), rel, "blue", 0) is None
+    assert contract_blocker(observed("green", green=mine), rel, None, 0) is None  # first deploy
+    assert (
+        contract_blocker(observed("green", blue=OLD_UP, green=mine), rel, "blue", 0)
+        == "the old color blue still runs (0 pods)"
+    )
+    # Scaled to zero, but a pod still drains: it still reads the schema.
+    assert (
+        contract_blocker(observed("green", blue=gone, green=mine), rel, "blue", 2)
+        == "the old color blue still runs (2 pods)"
+    )
+
+
+def test_contract_migrations_are_only_for_the_release_that_still_serves() -> None:
+    rel = release("verifying")
+    mine = replace(NEW_UP, release=rel.id)
+    gone = running("blue", "shop:v1", replicas=0)
+    why = f"green is no longer the active color of release {rel.id}"
+    # Traffic went back to blue, or green runs another release by now.
+    assert contract_blocker(observed("blue", blue=gone, green=mine), rel, "blue", 0) == why
+    assert contract_blocker(observed("green", blue=gone, green=NEW_UP), rel, "blue", 0) == why

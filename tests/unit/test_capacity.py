@@ -122,8 +122,28 @@ def test_the_pods_limit_of_a_node_counts() -> None:
             node(taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]),
             [{"key": "gpu", "operator": "Equal", "value": "no"}],
         ),
+        (
+            node(taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]),
+            [{"key": "spot", "operator": "Exists"}],
+        ),
+        (
+            node(taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]),
+            [{"key": "gpu", "operator": "Exists", "effect": "NoExecute"}],
+        ),
+        (
+            node(taints=[{"key": "gpu", "value": "yes", "effect": "NoExecute"}]),
+            [{"key": "gpu", "operator": "Equal"}],
+        ),
     ],
-    ids=["not-ready", "cordoned", "tainted", "wrong-toleration"],
+    ids=[
+        "not-ready",
+        "cordoned",
+        "tainted",
+        "wrong-value",
+        "other-key",
+        "other-effect",
+        "value-missing",
+    ],
 )
 def test_nodes_the_pods_cannot_land_on_give_no_room(usable: Obj, tolerations: list[Obj]) -> None:
     spec = {**APP, "tolerations": tolerations}
@@ -139,6 +159,7 @@ def test_nodes_the_pods_cannot_land_on_give_no_room(usable: Obj, tolerations: li
     [
         {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"},
         {"key": "gpu", "operator": "Exists"},
+        {"key": "gpu", "operator": "Exists", "effect": ""},  # empty: every effect
         {"operator": "Exists"},
     ],
 )
@@ -150,3 +171,55 @@ def test_a_tolerated_taint_leaves_the_node_usable(toleration: Obj) -> None:
         ]
     )
     assert fit([tainted], [], {**APP, "tolerations": [toleration]}, 1)[0] is True
+
+
+def test_a_taint_without_a_value_is_tolerated_by_a_toleration_without_one() -> None:
+    tainted = node(taints=[{"key": "dedicated", "effect": "NoSchedule"}])
+    for toleration in (
+        {"key": "dedicated", "operator": "Equal", "effect": "NoSchedule"},
+        {"key": "dedicated", "value": "", "effect": "NoSchedule"},
+    ):
+        assert fit([tainted], [], {**APP, "tolerations": [toleration]}, 1)[0] is True, toleration
+
+
+def test_requests_add_up_and_round_up_to_a_millicore() -> None:
+    two = {"containers": [container("100m", "64Mi"), container("50m", "32Mi")]}
+    assert pod_requests(two) == {"cpu": 150, "memory": 96 * MI, "pods": 1}
+    assert pod_requests({"containers": [container("500u")]})["cpu"] == 1
+    assert pod_requests({}) == {"cpu": 0, "memory": 0, "pods": 1}
+
+
+READY = {"type": "Ready", "status": "True"}
+
+
+def test_nodes_as_sparse_as_the_api_sends_them() -> None:
+    allocatable = {"cpu": "2", "memory": "4Gi", "pods": "110"}
+    no_spec = {
+        "metadata": {"name": "n"},
+        "status": {"allocatable": allocatable, "conditions": [READY]},
+    }
+    assert fit([no_spec], [], APP, 1)[0] is True
+    no_status = {"metadata": {"name": "n"}, "spec": {}}
+    assert fit([no_status], [], APP, 1)[0] is False  # not known to be Ready
+    no_pods = {
+        **no_spec,
+        "status": {**no_spec["status"], "allocatable": {"cpu": "2", "memory": "4Gi"}},
+    }
+    assert fit([no_pods], [], APP, 1)[0] is False  # no pods allocatable: no room
+
+
+def test_finished_pods_and_pods_of_other_nodes_take_no_room() -> None:
+    pods = [
+        bound("elsewhere", "1"),  # bound to a node that is not usable (or not listed)
+        bound("node-1", "1900m", phase="Failed"),
+        bound("node-1", "1900m", phase="Succeeded"),
+        bound("node-1", "1"),
+    ]
+    assert fit([node()], pods, APP, 20)[0] is True
+    assert fit([node()], pods, APP, 21)[0] is False  # 1000m left: 20 pods of 50m
+
+
+def test_a_spec_without_tolerations_tolerates_no_taint() -> None:
+    tainted = node(taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}])
+    assert fit([tainted], [], APP, 1)[0] is False
+    assert fit([node()], [], APP, 1)[0] is True

@@ -70,6 +70,24 @@ def test_digest_required_when_asked() -> None:
 
 
 @pytest.mark.parametrize(
+    ("ref", "part"),
+    [
+        (f"app@{DIGEST}$(id)", "digest"),
+        (f"app@{DIGEST}a", "digest"),
+        ("app:v1$(id)", "tag"),
+        ("registry.example$(id)/app:v1", "registry"),
+        ("app$(id):v1", "repository"),
+    ],
+)
+def test_a_valid_part_followed_by_more_is_refused(ref: str, part: str) -> None:
+    # Each part must match whole: a valid prefix followed by a shell substitution would
+    # reach a Deployment, and with a digest it would pass as immutable.
+    for require_digest in (False, True):
+        with pytest.raises(ImageError, match=f"{part} .* not (a )?valid"):
+            parse_image(ref, pinned=False, require_digest=require_digest and part == "digest")
+
+
+@pytest.mark.parametrize(
     "ref",
     ["app:v1\n", "app:v1 ", "\tapp:v1", "app:v1\x00", "app:v1@sha256:" + "a" * 64 + "\n"],
 )
@@ -129,11 +147,73 @@ def test_pods_digest_is_the_one_digest_of_the_first_container() -> None:
     assert pods_digest([pod(ran), pod(DIGEST)]) is None  # one runs what no registry serves
     assert pods_digest([pod(ran), pod("")]) == DIGEST  # one not started yet
     assert pods_digest([{"spec": {"containers": [{"name": "app"}]}, "status": {}}]) is None
+    assert pods_digest([pod(ran), {"spec": {"containers": [{"name": "app"}]}}]) == DIGEST  # pending
     assert pods_digest([]) is None
 
 
 def test_pinned_to_keeps_repository_and_tag() -> None:
+    # Any tag, or none: the digest pins it.
+    assert pinned_to("registry.example/app", DIGEST) == f"registry.example/app@{DIGEST}"
+    assert pinned_to("app:latest", DIGEST) == f"app:latest@{DIGEST}"
     other = "sha256:" + "cd" * 32
     assert pinned_to("registry.example/app:v1", DIGEST) == f"registry.example/app:v1@{DIGEST}"
     assert pinned_to(f"registry.example/app@{other}", DIGEST) == f"registry.example/app@{DIGEST}"
     assert pinned_to(f"localhost:5000/app:v2@{other}", DIGEST) == f"localhost:5000/app:v2@{DIGEST}"
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("", "the image reference is empty — write e.g. registry.example/app:v1.2"),
+        (
+            "app@sha256:abc",
+            "image reference 'app@sha256:abc': digest 'sha256:abc' is not valid — "
+            "expected sha256: followed by 64 lowercase hex digits",
+        ),
+        (
+            "app:-x",
+            "image reference 'app:-x': tag '-x' is not valid — a tag is up to 128 letters, "
+            "digits, '_', '.' and '-', not starting with '.' or '-'",
+        ),
+        (
+            "-app",
+            "image reference '-app': repository '-app' is not valid — "
+            "expected lowercase words separated by '/', '.', '_' or '-'",
+        ),
+        (
+            "team/App",
+            "image reference 'team/App': repository 'team/App' is not valid (repository names "
+            "are lowercase) — expected lowercase words separated by '/', '.', '_' or '-'",
+        ),
+        # The tag is after the last '/': a ':' before it is part of the repository.
+        (
+            "registry.example/team:x/app",
+            "image reference 'registry.example/team:x/app': repository 'team:x/app' is not "
+            "valid — expected lowercase words separated by '/', '.', '_' or '-'",
+        ),
+    ],
+)
+def test_each_refusal_says_what_to_write(ref: str, message: str) -> None:
+    with pytest.raises(ImageError) as info:
+        parse_image(ref, pinned=False)
+    assert str(info.value) == message
+
+
+def test_the_refusals_of_an_unpinned_or_undigested_image() -> None:
+    with pytest.raises(ImageError) as info:
+        parse_image("app")
+    assert str(info.value) == (
+        "image 'app' has no tag or digest — pin one (e.g. app:v1 or @sha256:…) so that a "
+        "release, and a rollback to it, means exactly one image"
+    )
+    with pytest.raises(ImageError) as info:
+        parse_image("app:v1", require_digest=True)
+    assert str(info.value) == (
+        "image reference 'app:v1' has no digest; this environment deploys by digest only — "
+        "give the reference that passed staging, as image@sha256:<64 hex digits>"
+    )
+
+
+def test_a_name_of_exactly_the_longest_length_is_accepted() -> None:
+    name = "a/" * 126 + "abc"  # 255 characters
+    assert len(name) == 255 and parse_image(name, pinned=False).path == name

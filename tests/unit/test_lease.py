@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,6 +18,7 @@ from bascule.lease import (
     held_spec,
     parse_time,
     refusal,
+    version,
 )
 
 ME = "flow-run/7b1e5b0c-0000-4000-8000-000000000001"
@@ -121,6 +124,28 @@ def test_times_round_trip_in_utc() -> None:
     assert parse_time(None) is None
 
 
+@pytest.fixture
+def tokyo_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone is not UTC."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo_clock")
+def test_times_are_written_in_utc_whatever_the_machines_zone() -> None:
+    assert format_time(NOW) == "2025-03-01T12:00:00.000000Z"
+    assert format_time(datetime(2025, 3, 1, 21, 0)) == "2025-03-01T12:00:00.000000Z"  # naive: local
+
+
+def test_the_version_first_seen_refers_to_is_the_resource_version() -> None:
+    assert version(held_by(OTHER, "2025-03-01T11:59:50Z")) == "4711"
+    assert version(None) is None
+    assert version({"spec": {}}) is None
+
+
 def test_a_holder_without_times_keeps_the_lease_a_whole_duration_from_first_sight() -> None:
     # A Lease just created by a racing taker (or by another tool) with no renewTime yet: the
     # old decision took it over at once, and its refusal had no time to name.
@@ -154,6 +179,11 @@ def test_a_refusal_without_a_known_expiry_names_no_time() -> None:
     message = refusal("shop", "staging", "Lease shop/x", LeaseDecision("held", OTHER))
     assert f"is being deployed by {OTHER} (Lease shop/x, held);" in message
     assert "until" not in message
+    unknown = refusal("shop", "staging", "Lease shop/x", LeaseDecision("held"))
+    assert unknown == (
+        "shop in staging is being deployed by another run (Lease shop/x, held); wait for it to "
+        "finish or set rollout.lock_timeout_seconds to queue behind it"
+    )
 
 
 @pytest.mark.parametrize(
@@ -170,3 +200,19 @@ def test_a_taker_refuses_only_a_holder_seen_alive(
     past_deadline: bool, wrote: bool, watched: float, refuse: bool
 ) -> None:
     assert give_up(past_deadline, wrote, watched, duration_s=10) is refuse
+
+
+def test_forcing_breaks_only_a_live_lease() -> None:
+    current = held_by(OTHER, "2025-03-01T11:59:50.000000Z", duration=10)  # expires at NOW
+    live = decide(current, ME, NOW - timedelta(seconds=1), LONG_AGO, force=True)
+    assert (live.action, live.broken) == ("take", True)
+    expired = decide(current, ME, NOW, LONG_AGO, force=True)  # at its expiry exactly
+    assert (expired.action, expired.broken) == ("take", False)
+    assert decide(current, ME, NOW, LONG_AGO) == LeaseDecision("take", OTHER, NOW)
+
+
+def test_leases_as_sparse_as_the_api_sends_them() -> None:
+    assert decide({"metadata": {"name": "x"}}, ME, NOW, NOW) == LeaseDecision("take")  # no spec
+    # No duration: expired as soon as renewed; no metadata: no slot to hand over.
+    bare = {"spec": {"holderIdentity": OTHER, "renewTime": format_time(NOW)}}
+    assert decide(bare, ME, NOW, NOW) == LeaseDecision("take", OTHER, NOW)

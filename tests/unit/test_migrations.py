@@ -18,11 +18,13 @@ from bascule.migrations import (
     lint_revisions,
     make_plan,
     parse_phase,
+    plan_json,
     render_markdown,
     split_offline_sql,
     split_phases,
     squawk_findings,
     squawk_input,
+    summary,
 )
 from tasks.migration_plan import describe_url, engine_url
 
@@ -41,24 +43,75 @@ def rules(*sql: str, phase: Phase = E, contract_phase: bool = False, timeout: in
 
 
 @pytest.mark.parametrize(
-    ("sql", "rule"),
+    ("sql", "rule", "names"),
     [
-        ("DROP TABLE items", "drop-table"),
-        ("ALTER TABLE items DROP COLUMN name", "drop-column"),
-        ("ALTER TABLE items RENAME TO things", "rename-table"),
-        ("ALTER TABLE items RENAME COLUMN name TO title", "rename-column"),
-        ("ALTER TABLE items ALTER COLUMN name TYPE varchar(100)", "column-type-change"),
-        ("ALTER TABLE items ADD COLUMN sku text NOT NULL", "not-null-without-default"),
-        ("ALTER TABLE items ALTER COLUMN name SET NOT NULL", "not-null-without-default"),
-        ("CREATE INDEX ix ON items (name)", "non-concurrent-index"),
-        ("ALTER TABLE items DROP COLUMN", "unparsable"),
+        ("DROP TABLE items", "drop-table", "drops table items,"),
+        ("DROP TABLE public.items", "drop-table", "drops table public.items,"),
+        ("ALTER TABLE items DROP COLUMN name", "drop-column", "drops column items.name,"),
+        ("ALTER TABLE shop.items DROP COLUMN name", "drop-column", "drops column shop.items.name,"),
+        ("ALTER TABLE items RENAME TO things", "rename-table", "renames table items:"),
+        (
+            "ALTER TABLE items RENAME COLUMN name TO title",
+            "rename-column",
+            "renames column items.name:",
+        ),
+        (
+            "ALTER TABLE items ALTER COLUMN name TYPE varchar(100)",
+            "column-type-change",
+            "changes the type of items.name:",
+        ),
+        (
+            "ALTER TABLE items ADD COLUMN sku text NOT NULL",
+            "not-null-without-default",
+            "makes items.sku NOT NULL",
+        ),
+        (
+            "ALTER TABLE items ALTER COLUMN name SET NOT NULL",
+            "not-null-without-default",
+            "makes items.name NOT NULL",
+        ),
+        (
+            "CREATE INDEX ix ON items (name)",
+            "non-concurrent-index",
+            "creates an index on the existing table items without",
+        ),
+        ("ALTER TABLE items DROP COLUMN", "unparsable", "is not SQL"),
+        # Two statements where one was expected: Alembic's output did not split.
+        ("ALTER TABLE items ADD COLUMN a int; DROP TABLE items", "unparsable", "is not SQL"),
     ],
 )
-def test_each_blue_green_rule_blocks_an_expand_revision(sql: str, rule: str) -> None:
+def test_each_blue_green_rule_blocks_an_expand_revision(sql: str, rule: str, names: str) -> None:
     [finding] = lint_revisions([rev("r1", sql)], contract_phase=False, lock_timeout_ms=300)
     assert (finding.rule, finding.revision, finding.statement) == (rule, "r1", sql)
     assert finding.blocking and finding.source == "bascule"
-    assert "r1" in finding.message and finding.fix
+    assert finding.message.startswith(f"revision r1 {names}"), finding.message
+    assert finding.fix
+
+
+def test_a_finding_says_what_breaks_and_how_to_do_it_instead() -> None:
+    [finding] = lint_revisions(
+        [rev("r7", "ALTER TABLE items DROP COLUMN name")], contract_phase=False, lock_timeout_ms=300
+    )
+    assert finding.message == (
+        "revision r7 drops column items.name, which the running version may still read or write"
+    )
+    assert finding.fix == (
+        "stop using the column in this release, and drop it later: move it to a contract "
+        'revision (phase = "contract"), which runs after the switch'
+    )
+
+
+def test_every_statement_of_a_revision_is_checked_after_an_unparsable_one() -> None:
+    assert rules("ALTER TABEL items", "DROP TABLE items") == {"unparsable", "drop-table"}
+
+
+def test_a_table_created_from_a_query_is_new_too() -> None:
+    created = "CREATE TABLE items_copy AS SELECT * FROM items"
+    assert rules(created, "ALTER TABLE items_copy DROP COLUMN name", timeout=0) == set()
+    assert rules(created, "ALTER TABLE items DROP COLUMN name", timeout=0) == {
+        "drop-column",
+        "lock-timeout",
+    }
 
 
 @pytest.mark.parametrize(
@@ -109,6 +162,13 @@ def test_a_lock_needs_a_short_lock_timeout_from_bascule_or_the_revision() -> Non
     alter = "ALTER TABLE items ADD COLUMN note text"
     assert rules(alter, timeout=300) == set()
     assert rules(alter, timeout=0) == {"lock-timeout"}
+    # CREATE INDEX CONCURRENTLY takes no lock that blocks writes; without it, it does.
+    assert rules("CREATE INDEX CONCURRENTLY ix ON items (name)", timeout=0) == set()
+    assert rules("CREATE INDEX ix ON items (name)", timeout=0) == {
+        "non-concurrent-index",
+        "lock-timeout",
+    }
+    assert rules("SET lock_timeout = 250.5", alter, timeout=0) == set()  # a float literal
     for short in (
         "SET LOCAL lock_timeout = '300ms'",
         "SET lock_timeout = 250",
@@ -117,6 +177,17 @@ def test_a_lock_needs_a_short_lock_timeout_from_bascule_or_the_revision() -> Non
         assert rules(short, alter, timeout=0) == set(), short
     for off in ("SET lock_timeout = 0", "SET LOCAL lock_timeout TO '0ms'", "RESET lock_timeout"):
         assert rules(off, alter, timeout=300) == {"lock-timeout"}, off
+    # DROP TABLE takes the strongest lock of all: it waits like any other, in either phase.
+    assert rules("DROP TABLE items", timeout=0) == {"drop-table", "lock-timeout"}
+    assert rules("DROP TABLE items", phase=C, contract_phase=True, timeout=0) == {"lock-timeout"}
+    assert rules("DROP TABLE items", phase=C, contract_phase=True, timeout=300) == set()
+    [found] = lint_revisions(
+        [rev("r1", "DROP TABLE items, public.orders", phase=C)],
+        contract_phase=True,
+        lock_timeout_ms=0,
+    )
+    assert "takes a lock on items, public.orders" in found.message
+    assert (found.rule, found.statement) == ("lock-timeout", "DROP TABLE items, public.orders")
     # A statement on a table the revision creates waits for nobody.
     assert rules("CREATE TABLE t (id int)", "ALTER TABLE t ADD COLUMN x int", timeout=0) == set()
     # Each revision starts from the connection's setting again.
@@ -139,6 +210,8 @@ def test_a_revisions_own_lock_timeout_is_no_longer_than_the_configured_one() -> 
             [rev("r1", long, alter)], contract_phase=False, lock_timeout_ms=300
         )
         assert (found.rule, found.statement) == ("lock-timeout", alter), long
+        shown = long.split("= ")[1].strip("'")
+        assert f"takes a lock on items with lock_timeout {shown}:" in found.message
         assert "longer than migrations.lock_timeout_ms (300 ms)" in found.message
         assert "at most 300ms" in found.fix
     assert rules("SET LOCAL lock_timeout = '2s'", alter, timeout=2000) == set()
@@ -194,7 +267,19 @@ def test_an_expand_revision_after_a_pending_contract_one_blocks() -> None:
     expand, contract, [finding] = split_phases(chain, None)
     assert [r.id for r in expand] == ["a"] and [r.id for r in contract] == ["c", "e"]
     assert (finding.rule, finding.revision, finding.blocking) == ("phase-order", "e", True)
-    assert "c" in finding.fix
+    assert finding.statement == ""  # about the order, not a statement
+    assert finding.message == (
+        "expand revision e comes after the pending contract revision c: it could only run "
+        "after the switch, but the new version needs it before it starts"
+    )
+    assert finding.fix == (
+        "deploy the release that contains c first (its contract phase runs after that "
+        "switch), then the one with e; or make e come before c"
+    )
+    # Named after the first pending contract revision, however many follow.
+    chain = [rev("a"), rev("c1", phase=C), rev("c2", phase=C), rev("e")]
+    [finding] = split_phases(chain, None)[2]
+    assert "after the pending contract revision c1:" in finding.message
 
 
 def test_a_current_revision_the_scripts_lack_is_a_usage_error() -> None:
@@ -205,8 +290,12 @@ def test_a_current_revision_the_scripts_lack_is_a_usage_error() -> None:
 def test_a_revision_declares_its_phase() -> None:
     assert parse_phase(None, "x.py") is E
     assert parse_phase("contract", "x.py") is C
-    with pytest.raises(UsageError, match=r"x\.py: phase = 'later'"):
+    with pytest.raises(UsageError) as info:
         parse_phase("later", "x.py")
+    assert str(info.value) == (
+        "x.py: phase = 'later' — write phase = \"expand\" (the default) or "
+        'phase = "contract" (runs after the switch, when the old version is gone)'
+    )
 
 
 OFFLINE = """BEGIN;
@@ -257,6 +346,20 @@ def test_offline_sql_is_cut_per_revision_without_alembics_bookkeeping() -> None:
     }
 
 
+def test_offline_sql_of_one_transaction_for_all_revisions() -> None:
+    # transaction_per_migration off: one BEGIN before the first marker, one COMMIT at the end.
+    text = (
+        "BEGIN;\n\n-- Running upgrade  -> 0001\n\nCREATE TABLE a (id int);\n\n"
+        "INSERT INTO alembic_version (version_num) VALUES ('0001');\n\n"
+        "-- Running upgrade 0001 -> 0002\n\nALTER TABLE a ADD COLUMN b int;\n\n"
+        "UPDATE alembic_version SET version_num='0002';\n\nCOMMIT;\n"
+    )
+    assert split_offline_sql(text, "alembic_version") == {
+        "0001": ("CREATE TABLE a (id int)",),
+        "0002": ("ALTER TABLE a ADD COLUMN b int",),
+    }
+
+
 def test_squawk_reports_map_to_statements_and_bascule_decides_its_own_rules() -> None:
     revision = rev("r1", "ALTER TABLE items\n  ADD COLUMN a int", "ALTER TABLE items DROP COLUMN b")
     sql, first = squawk_input(revision, ("SET lock_timeout = '5000ms'",))
@@ -271,6 +374,251 @@ def test_squawk_reports_map_to_statements_and_bascule_decides_its_own_rules() ->
     assert [(f.rule, f.statement, f.blocking, f.source) for f in found] == [
         ("squawk:prefer-robust-stmts", revision.sql[0], False, "squawk"),
         ("squawk:adding-foreign-key-constraint", revision.sql[1], True, "squawk"),
+    ]
+    assert [(f.revision, f.message, f.fix) for f in found] == [
+        ("r1", "revision r1: m1", "see squawk's documentation of prefer-robust-stmts"),
+        ("r1", "revision r1: m3", "see squawk's documentation of adding-foreign-key-constraint"),
+    ]
+
+
+def test_squawk_findings_keep_its_help_and_survive_missing_fields() -> None:
+    revision = rev("r2", "ALTER TABLE items ADD COLUMN a int", "ALTER TABLE items ADD COLUMN b int")
+    sql, first = squawk_input(revision, ())
+    assert sql == (
+        "BEGIN;\n\nALTER TABLE items ADD COLUMN a int;\n\nALTER TABLE items ADD COLUMN b int;"
+        "\n\nCOMMIT;\n\n"
+    )
+    assert first == 2
+    reports = [
+        {"line": first + 2, "rule_name": "prefer-bigint", "message": "use bigint", "help": "h"},
+        {"rule_name": "prefer-text-field"},  # no line: before the revision's statements
+        {"line": first, "message": "no rule name"},
+    ]
+    found = squawk_findings(revision, first, reports, advisory=[])
+    assert [(f.rule, f.statement, f.message, f.fix) for f in found] == [
+        ("squawk:prefer-bigint", revision.sql[1], "revision r2: use bigint", "h"),
+        (
+            "squawk:prefer-text-field",
+            "",
+            "revision r2: ",
+            "see squawk's documentation of prefer-text-field",
+        ),
+        ("squawk:", revision.sql[0], "revision r2: no rule name", "see squawk's documentation of "),
+    ]
+
+
+def documented(
+    id_: str, *sql: str, doc: str, phase: Phase = E, down: str | None = None
+) -> Revision:
+    return Revision(id_, down, phase, f"versions/{id_}.py", doc, sql)
+
+
+FULL_CHAIN = [
+    documented("0001", "CREATE TABLE items (id int)", doc="items"),
+    documented("0002", "ALTER TABLE items ADD COLUMN d text", doc="add d", down="0001"),
+    documented("0003", doc="", down="0002"),
+    documented(
+        "0004",
+        "ALTER TABLE items DROP COLUMN name",
+        "CREATE INDEX ix ON items (d)",
+        doc="drop name",
+        phase=C,
+        down="0003",
+    ),
+]
+
+FULL_MARKDOWN = """\
+## Database migrations
+
+- Current revision: 0001 — read from the database
+- Head: 0004
+- expand 0002, 0003; contract 0004; 1 blocking finding
+- Connection settings: `SET lock_timeout = '300ms'`, `SET statement_timeout = '60s'`
+
+### Expand: before the new version starts
+
+**0002** (expand) — add d — `versions/0002.py`
+
+```sql
+ALTER TABLE items ADD COLUMN d text;
+```
+
+**0003** (expand) — no description — `versions/0003.py`
+
+```sql
+-- no SQL
+```
+
+
+### Contract: after the switch is verified and the old version is gone
+
+**0004** (contract) — drop name — `versions/0004.py`
+
+```sql
+ALTER TABLE items DROP COLUMN name;
+
+CREATE INDEX ix ON items (d);
+```
+
+
+### Findings
+
+|  | revision | rule | problem | statement | fix |
+|---|---|---|---|---|---|
+| note | 0002 | squawk:x | revision 0002: m | ALTER TABLE items ADD COLUMN d text | f |
+| BLOCKS | 0004 | non-concurrent-index | revision 0004 creates an index on the existing table \
+items without CONCURRENTLY: writes to it block until the index is built | \
+CREATE INDEX ix ON items (d) | use CREATE INDEX CONCURRENTLY \
+(op.create_index(..., postgresql_concurrently=True) inside op.get_context().autocommit_block()) |
+"""
+
+
+def test_the_whole_plan_as_people_read_it() -> None:
+    # The contract revision may drop the column (the old version is gone by then), but its
+    # index still blocks writes; the expand revision without SQL or description shows so.
+    note = Finding(
+        "0002",
+        FULL_CHAIN[1].sql[0],
+        "squawk:x",
+        "revision 0002: m",
+        "f",
+        blocking=False,
+    )
+    plan = make_plan(
+        FULL_CHAIN,
+        "0001",
+        current_known=True,
+        current_source="read from the database",
+        settings=("SET lock_timeout = '300ms'", "SET statement_timeout = '60s'"),
+        lock_timeout_ms=300,
+        squawk=[note],
+    )
+    assert render_markdown(plan, "##") == FULL_MARKDOWN
+
+
+def test_a_plan_without_findings_or_without_anything_to_do_says_so() -> None:
+    clean = make_plan(
+        FULL_CHAIN[:2],
+        None,
+        current_known=True,
+        current_source="an empty database",
+        settings=(),
+        lock_timeout_ms=300,
+    )
+    assert render_markdown(clean).endswith(
+        "```sql\nALTER TABLE items ADD COLUMN d text;\n```\n\n\n"
+        "No findings: the pending revisions are safe for blue-green.\n"
+    )
+    assert "- Current revision: base (empty database) — an empty database\n" in render_markdown(
+        clean
+    )
+    done = make_plan(
+        FULL_CHAIN,
+        "0004",
+        current_known=True,
+        current_source="read",
+        settings=(),
+        lock_timeout_ms=0,
+    )
+    assert render_markdown(done) == (
+        "### Database migrations\n\n- Current revision: 0004 — read\n- Head: 0004\n"
+        "- expand none; contract none; 0 blocking findings\n\nNothing to migrate.\n"
+    )
+    nothing = make_plan(
+        [], None, current_known=True, current_source="", settings=(), lock_timeout_ms=0
+    )
+    assert "- Head: none\n" in render_markdown(nothing)
+
+
+def test_the_summary_counts_the_blocking_findings() -> None:
+    def plan(*sql: str) -> str:
+        chain = [rev("0001", *sql)]
+        return summary(
+            make_plan(
+                chain, None, current_known=True, current_source="", settings=(), lock_timeout_ms=300
+            )
+        )
+
+    assert plan() == "migrations: expand 0001; contract none; 0 blocking findings"
+    assert plan("DROP TABLE a") == "migrations: expand 0001; contract none; 1 blocking finding"
+    assert plan("DROP TABLE a", "DROP TABLE b") == (
+        "migrations: expand 0001; contract none; 2 blocking findings"
+    )
+
+
+def test_the_plan_as_json_for_tools() -> None:
+    plan = make_plan(
+        FULL_CHAIN,
+        "0002",
+        current_known=True,
+        current_source="read",
+        settings=(),
+        lock_timeout_ms=300,
+    )
+    data = plan_json(plan)
+    assert (data["current"], data["head"], data["expand_target"], data["contract_target"]) == (
+        "0002",
+        "0004",
+        "0003",
+        "0004",
+    )
+    assert data["blocking"] == 1 and data["current_known"] is True
+    assert [r["id"] for r in data["contract"]] == ["0004"]  # type: ignore[index,union-attr]
+    assert data["findings"][0]["rule"] == "non-concurrent-index"  # type: ignore[index,call-overload]
+
+
+def test_the_plan_knows_a_table_an_earlier_pending_revision_creates() -> None:
+    chain = [
+        rev("0001", "CREATE TABLE t (id int)"),
+        rev("0002", "ALTER TABLE t DROP COLUMN id", down="0001"),
+    ]
+    known = make_plan(
+        chain, None, current_known=True, current_source="", settings=(), lock_timeout_ms=300
+    )
+    assert known.findings == ()
+    unknown = make_plan(
+        chain, None, current_known=False, current_source="", settings=(), lock_timeout_ms=300
+    )
+    assert [f.rule for f in unknown.findings] == ["drop-column"]
+    # The same holds among contract revisions (for the lock rules, which still apply there).
+    chain = [
+        rev("0001", "CREATE TABLE t (id int)", phase=C),
+        rev("0002", "ALTER TABLE t ADD COLUMN x int", phase=C, down="0001"),
+    ]
+    for known_schema, rules_found in ((True, []), (False, ["lock-timeout"])):
+        plan = make_plan(
+            chain,
+            None,
+            current_known=known_schema,
+            current_source="",
+            settings=(),
+            lock_timeout_ms=0,
+        )
+        assert [f.rule for f in plan.findings] == rules_found, known_schema
+
+
+def test_findings_are_ordered_by_revision_then_blocking_first() -> None:
+    chain = [rev("0001", "DROP TABLE a"), rev("0002", "DROP TABLE b", down="0001")]
+    notes = [
+        Finding("0002", "", "squawk:x", "m", "f", blocking=False),
+        Finding("0001", "", "squawk:y", "m", "f", blocking=False),
+        Finding("elsewhere", "", "squawk:z", "m", "f", blocking=True),
+    ]
+    plan = make_plan(
+        chain,
+        None,
+        current_known=True,
+        current_source="",
+        settings=(),
+        lock_timeout_ms=300,
+        squawk=notes,
+    )
+    assert [(f.revision, f.rule) for f in plan.findings] == [
+        ("elsewhere", "squawk:z"),  # not a revision of the chain: first
+        ("0001", "drop-table"),
+        ("0001", "squawk:y"),
+        ("0002", "drop-table"),
+        ("0002", "squawk:x"),
     ]
 
 

@@ -3,6 +3,7 @@ accepts, and what `bascule promote` deploys, decided from the source's history."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def test_a_verified_digest_is_accepted(image: str) -> None:
         (f"registry.example/shop@{NEVER}", f"{NEVER} is not recorded as verified in staging"),
         (f"registry.example/shop:v2@{LATER}", f"{LATER} is not recorded as verified in staging"),
         ("registry.example/shop:v1", "names no digest, so it cannot be checked"),
+        # Neither a tag nor a digest: refused for the missing digest, as any tag is.
+        ("registry.example/shop", "names no digest, so it cannot be checked"),
+        ("registry.example/shop:latest", "names no digest, so it cannot be checked"),
     ],
 )
 def test_anything_else_is_refused_saying_what_to_do(image: str, why: str) -> None:
@@ -100,6 +104,52 @@ def test_anything_else_is_refused_saying_what_to_do(image: str, why: str) -> Non
 def test_nothing_is_verified_in_an_empty_history() -> None:
     with pytest.raises(Refused, match="bascule history staging"):
         check(f"registry.example/shop@{VERIFIED}", "staging", "production", [])
+
+
+def unsigned_but(*signed_ids: str) -> tuple[list[str], Callable[[Release], str | None]]:
+    """A ``signed`` check that finds the evidence of ``signed_ids`` good, and the ids it was
+    asked about, in order."""
+    asked: list[str] = []
+
+    def signed(release: Release) -> str | None:
+        asked.append(release.id)
+        return None if release.id in signed_ids else "carries no evidence"
+
+    return asked, signed
+
+
+def test_with_evidence_signers_the_newest_signed_verifying_release_counts() -> None:
+    history = [rel("v1", VERIFIED), rel("v2", NEVER), rel("v3", VERIFIED, color="green")]
+    asked, signed = unsigned_but("v1")
+    image = f"registry.example/shop@{VERIFIED}"
+    assert check(image, "staging", "production", history, signed) == history[0]
+    assert asked == ["v3", "v1"]  # newest first, only the records of this digest
+    asked, signed = unsigned_but("v1", "v3")
+    assert check(image, "staging", "production", history, signed) == history[2]
+    assert asked == ["v3"]
+
+
+@pytest.mark.parametrize(
+    ("records", "more"), [(1, ""), (3, ""), (4, "; and 1 more"), (6, "; and 3 more")]
+)
+def test_without_signed_evidence_the_refusal_names_the_records_and_what_to_do(
+    records: int, more: str
+) -> None:
+    history = [rel(f"v{i}", VERIFIED) for i in range(1, records + 1)]
+    _, signed = unsigned_but()
+    with pytest.raises(Refused) as info:
+        check(f"registry.example/shop@{VERIFIED}", "staging", "production", history, signed)
+    shown = "; ".join(
+        f"release v{i} (registry.example/shop:v{i}) carries no evidence"
+        for i in range(records, max(records - 3, 0), -1)
+    )
+    message = str(info.value)
+    assert f"none of staging's records of {VERIFIED} has one: {shown}{more} — deploy it" in message
+    assert "production takes a digest only with staging's worker's signature" in message
+    assert "signs with BASCULE_EVIDENCE_KEY" in message
+    assert message.endswith(
+        "`bascule promote staging production` deploys the digest staging serves"
+    )
 
 
 def test_promote_takes_the_serving_release_pinned_to_its_digest() -> None:

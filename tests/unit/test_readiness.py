@@ -393,3 +393,126 @@ def test_readiness_failures_are_only_read_for_pods_probed_for_readiness(
     if statuses is not None:
         pod["status"]["containerStatuses"] = statuses
     assert readiness_probed(pod) is probed
+
+
+# --- objects as sparse as the API sends them ----------------------------------------------------
+
+BARE_POD: Obj = {"metadata": {"name": "p"}}  # just created: no status at all
+
+
+def test_a_pod_without_a_status_yet_has_no_problem_and_waits() -> None:
+    assert pod_problem(BARE_POD) is None
+    assert readiness_probed(BARE_POD) is False
+    verdict = rollout_verdict(deployment(1, ready=0), [BARE_POD], unschedulable_grace_seconds=0)
+    assert verdict.state == "progressing"
+
+
+def test_containers_without_a_state_or_a_reason_have_no_problem() -> None:
+    for status in ({"name": "app"}, {"name": "app", "state": {"waiting": {}}}):
+        assert pod_problem(pod("p", status)) is None, status
+
+
+def test_restarts_count_only_when_the_api_reports_them() -> None:
+    restarted = {"name": "app", "lastState": {"terminated": CRASHED}}  # no restartCount
+    assert pod_problem(pod("p", restarted), readiness_grace_restarts=1) is None
+    assert pod_problem(pod("p", {**restarted, "restartCount": 1}), readiness_grace_restarts=1)
+
+
+def test_a_deployment_scaled_to_zero_is_ready_although_the_api_omits_its_zero_counts() -> None:
+    zero = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 0},
+        "status": {"observedGeneration": 2},
+    }
+    assert rollout_verdict(zero, []) == Verdict("ready", "0/0 ready")
+
+
+def test_a_deployment_without_replicas_wants_one() -> None:
+    one = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    assert rollout_verdict({"status": one}, []) == Verdict("ready", "1/1 ready")
+    assert rollout_verdict({}, []) == Verdict("progressing", "0/1 ready, 0 updated")
+
+
+def test_counts_the_controller_has_not_updated_for_a_new_template_are_no_verdict() -> None:
+    # Generation 1 not observed yet (a Deployment just created): its counts are not about it.
+    fresh = {
+        "metadata": {"generation": 1},
+        "status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1},
+    }
+    assert rollout_verdict(fresh, []).state == "progressing"
+    deadline = {**fresh, "status": {**fresh["status"], "conditions": [TIMED_OUT]}}
+    assert rollout_verdict(deadline, []).state == "progressing"
+
+
+def test_a_deadline_without_a_message_still_fails() -> None:
+    bare = {k: v for k, v in TIMED_OUT.items() if k != "message"}
+    verdict = rollout_verdict(deployment(3, ready=1, conditions=(bare,)), [])
+    assert verdict == Verdict("failed", "ProgressDeadlineExceeded: ")
+
+
+def test_a_replica_failure_without_reason_or_message_is_named_all_the_same() -> None:
+    bare = {"type": "ReplicaFailure", "status": "True"}
+    verdict = rollout_verdict({"spec": {"replicas": 3}}, [], replicasets=[replicaset(bare)])
+    assert verdict == Verdict(
+        "failed",
+        "ReplicaFailure (unknown): ReplicaSet shop-green-7d9f5c cannot create pods: ",
+        replicasets=["shop-green-7d9f5c"],
+    )
+    # A ReplicaSet just created has no status yet.
+    fresh_set = {"metadata": {"name": "shop-green-7d9f5c"}}
+    assert rollout_verdict({}, [], replicasets=[fresh_set]).state == "progressing"
+
+
+def test_the_deployments_replica_failure_counts_only_once_observed() -> None:
+    failing = {"metadata": {"name": "shop-green", "generation": 1}, "status": {}}
+    failing["status"]["conditions"] = [REPLICA_FAILURE]
+    assert rollout_verdict(failing, []).state == "progressing"  # observedGeneration 0 < 1
+    unnumbered = {"metadata": {"name": "shop-green"}, "status": {"conditions": [REPLICA_FAILURE]}}
+    assert rollout_verdict(unnumbered, []).state == "failed"  # 0 >= 0: about this template
+
+
+def test_readiness_failures_count_only_with_a_limit() -> None:
+    verdict = rollout_verdict(deployment(3, ready=1), [pod("p")], readiness_failures={"p": 9})
+    assert verdict.state == "progressing"
+
+
+def test_an_unschedulable_pod_needs_all_three_of_the_schedulers_words() -> None:
+    for changed in ({"type": "Ready"}, {"status": "True"}, {"reason": "SchedulerError"}):
+        other = pending("q")
+        other["status"]["conditions"][0].update(changed)
+        verdict = rollout_verdict(
+            deployment(3, ready=0), [other], unschedulable_grace_seconds=0, now=T0 + 60
+        )
+        assert verdict.state == "progressing", changed
+
+
+def test_an_unschedulable_pod_without_a_time_or_a_message() -> None:
+    # No transition time: never judged old enough. No message: named without one.
+    timeless = pending("q")
+    del timeless["status"]["conditions"][0]["lastTransitionTime"]
+    verdict = rollout_verdict(
+        deployment(3, ready=0), [timeless], unschedulable_grace_seconds=0, now=T0 + 3600
+    )
+    assert verdict.state == "progressing"
+    silent = pending("q")
+    del silent["status"]["conditions"][0]["message"]
+    verdict = rollout_verdict(
+        deployment(3, ready=0), [silent], unschedulable_grace_seconds=0, now=T0 + 60
+    )
+    assert verdict.reason.endswith("(grace 0 s): ")
+    preempting = {"metadata": {"name": "r"}, "status": {"nominatedNodeName": "node-1"}}
+    assert rollout_verdict({}, [preempting], unschedulable_grace_seconds=0, now=T0).state == (
+        "progressing"
+    )
+
+
+def test_a_failed_pod_or_a_restarted_container_without_every_detail() -> None:
+    failed = {"metadata": {"name": "p"}, "status": {"phase": "Failed"}}
+    assert pod_problem(failed) == "pod failed: unknown"
+    failed["status"]["message"] = "Pod was rejected: node out of disk"
+    assert pod_problem(failed) == "pod failed: Pod was rejected: node out of disk"
+    restarted = container(restarts=2, terminated={"exitCode": 2})
+    assert (
+        pod_problem(pod("p", restarted))
+        == "container app restarted 2 times, last exit code 2 (Error)"
+    )

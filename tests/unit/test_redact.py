@@ -7,7 +7,7 @@ import json
 import re
 from urllib.parse import quote, quote_plus
 
-from bascule.redact import MASK, MIN_LENGTH, Redactor, clip, redact, too_short
+from bascule.redact import MASK, MIN_LENGTH, Redactor, clip, redact, redact_data, too_short
 
 CANARY = "canary-Zx8/q+w&d=1 é"
 
@@ -121,6 +121,20 @@ def test_percent_encoding_in_either_case() -> None:
         assert masked(f"?t={form}&x=1") == f"?t={MASK}&x=1", form
 
 
+def test_url_safe_base64_alone_and_inside_a_longer_encoding() -> None:
+    # TOKEN's encoding has a '+', so its URL-safe one ('-') differs from the standard one;
+    # one and two more bytes give each padding.
+    for value in (TOKEN, TOKEN + "?", TOKEN + "??"):
+        urlsafe = base64.urlsafe_b64encode(value.encode()).decode()
+        assert urlsafe != base64.b64encode(value.encode()).decode()
+        assert masked(f"jwt {urlsafe} end", [value]) == f"jwt {MASK} end", urlsafe
+        for before in (b"", b"x", b"xy"):
+            blob = base64.urlsafe_b64encode(before + b"user=" + value.encode() + b"&more").decode()
+            head, mask, rest = masked(blob, [value]).partition(MASK)
+            # What is left encodes the bytes around the value (7 and 5 bytes at most).
+            assert mask and len(head) <= 10 and len(rest) <= 12, (before, head, rest)
+
+
 def test_hex_in_either_case() -> None:
     hexed = TOKEN.encode().hex()
     assert masked(f"dump {hexed} end") == f"dump {MASK} end"
@@ -155,3 +169,81 @@ def test_a_cut_marked_by_clip_is_masked_wherever_the_text_goes() -> None:
     assert cut == f"error: {TOKEN[:10]}…"
     assert masked(f"step failed: {cut}; rolled back") == f"step failed: error: {MASK}…; rolled back"
     assert clip("short", 17) == "short"
+
+
+def test_values_added_later_are_masked_too() -> None:
+    r = Redactor()
+    assert not r
+    r.add(["first-secret-1"])
+    r.add(["second-secret-2", "first-secret-1"])
+    assert r and Redactor(["first-secret-1"])
+    assert r.redact("a first-secret-1 b second-secret-2") == f"a {MASK} b {MASK}"
+
+
+def test_overlapping_occurrences_and_adjacent_values_become_one_mask() -> None:
+    assert masked("aaaaaaaaa", ["aaaaaaaa"]) == MASK  # at offsets 0 and 1
+    assert masked("[secret-one-1secret-two-2]", ["secret-one-1", "secret-two-2"]) == f"[{MASK}]"
+
+
+def test_redact_data_with_a_given_redactor() -> None:
+    assert redact_data({"k": [TOKEN, 1]}, Redactor([TOKEN])) == {"k": [MASK, 1]}
+
+
+def test_clip_keeps_a_text_of_exactly_the_limit() -> None:
+    assert clip("exactly7", 8) == "exactly7"
+    assert clip("exactly8!", 8) == "exactly8…"
+
+
+def test_a_line_of_a_multi_line_value_alone() -> None:
+    value = "first-line-1\nsecond-line-2"
+    assert masked("tail: second-line-2 end", [value]) == f"tail: {MASK} end"
+
+
+def test_a_multi_line_value_encoded_with_the_other_line_ends() -> None:
+    lf = "first-line-1\nsecond-line-2"
+    crlf = lf.replace("\n", "\r\n")
+    for value, sent in ((lf, crlf), (crlf, lf)):
+        for encoded in (base64.b64encode(sent.encode()).decode(), sent.encode().hex()):
+            assert masked(f"x {encoded} y", [value]) == f"x {MASK} y", (value, encoded)
+
+
+def test_the_password_of_user_and_password_without_a_url() -> None:
+    assert masked("login with pw hunter2-long", ["admin:hunter2-long"]) == f"login with pw {MASK}"
+    # Only the first colon separates the user: the password may hold more.
+    assert masked("pw pass:word-123", ["admin:pass:word-123"]) == f"pw {MASK}"
+
+
+def test_a_url_password_ends_at_the_first_at_sign_after_the_first_scheme() -> None:
+    url = "https://deploy:s3cretpw@host.example/path@v2"
+    assert masked("password s3cretpw rejected", [url]) == f"password {MASK} rejected"
+    url = "https://deploy:s3cretpw@host.example/login?next=https://other.example/"
+    assert masked("password s3cretpw rejected", [url]) == f"password {MASK} rejected"
+
+
+def test_a_url_password_of_four_characters_is_masked_alone_a_shorter_one_is_not() -> None:
+    assert masked("pw wxyz", ["https://u:wxyz@host.example/long-path"]) == f"pw {MASK}"
+    assert masked("about xyz", ["https://u:xyz@host.example/long-path"]) == "about xyz"
+
+
+def test_an_encoded_form_cut_short() -> None:
+    # A JSON, percent or base64 form of the value, cut short after 8 characters or more.
+    json_form = json.dumps(TOKEN)[1:-1]
+    percent = quote(TOKEN, safe="")
+    encoded = base64.b64encode(TOKEN.encode()).decode()
+    for form in (json_form, percent, encoded):
+        for cut in (9, 13, len(form) - 2):
+            assert masked(f"v={form[:cut]}…") == f"v={MASK}…", (form, cut)
+
+
+def test_every_cut_occurrence_is_masked() -> None:
+    text = f"{TOKEN[:9]}\n{TOKEN[:10]}\n{TOKEN[:11]}…"
+    assert masked(text) == f"{MASK}\n{MASK}\n{MASK}…"
+
+
+def test_characters_outside_the_basic_plane_in_json() -> None:
+    value = "emoji-\U0001f600-secret"
+    escaped = json.dumps(value)[1:-1]  # a surrogate pair: \ud83d\ude00
+    assert "\\ud83d\\ude00" in escaped
+    assert masked(f'{{"v": "{escaped}"}}', [value]) == f'{{"v": "{MASK}"}}'
+    upper = escaped.replace("\\ud83d\\ude00", "\\uD83D\\uDE00")  # as .NET writes it
+    assert masked(f'{{"v": "{upper}"}}', [value]) == f'{{"v": "{MASK}"}}'

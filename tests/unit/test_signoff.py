@@ -170,3 +170,12 @@ def test_an_allowed_signers_file_counts_its_keys_not_its_comments() -> None:
     text = "# who\nann@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 ann\nann ssh-ed25519\n"
     assert signers_count(text) == 1  # the broken line is the validator's to report
     assert signers_count(text + f"bob ssh-ed25519 {'A' * 68}\n") == 2
+
+
+def test_a_bad_allowed_signers_line_says_what_to_write() -> None:
+    assert signers_line_problem("ann@example.com ssh-ed25519") == (
+        "not an allowed_signers line — write `principal ssh-ed25519 AAAA…` (the principal, "
+        "then the public key as in the .pub file)"
+    )
+    unclosed = signers_line_problem('ann namespaces="open ssh-ed25519 AAAA')
+    assert unclosed is not None and unclosed.endswith(" — check the quotes of its options")
