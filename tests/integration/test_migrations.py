@@ -249,6 +249,8 @@ ROWS = 10_000
 READS_PER_SECOND, READERS = 100, 4
 HELD_SECONDS = 3.0  # how long the report holds items once the migration waits for it
 LONGEST_READ_SECONDS = 1.0  # the README's claim: a read waits lock_timeout_ms, plus a margin
+# The README's claim through the app under load: a read's wait plus HTTP through kube-proxy.
+LONGEST_REQUEST_SECONDS = 1.5
 
 
 @pytest.mark.alone
@@ -461,7 +463,7 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
     """v1 serves /api/items at ≥100 req/s while v2's deploy adds a nullable column (expand)
     and, once v2 serves and no v1 pod is left, drops a column nobody reads (contract). A
     report holds items for HELD_SECONDS once the expand waits for its lock: meanwhile no
-    request through the endpoint waits longer than LONGEST_READ_SECONDS, and none fails."""
+    request through the endpoint waits longer than LONGEST_REQUEST_SECONDS, and none fails."""
     ini = legacy_chain(tmp_path)
     upgrade_directly(db, ini, "0001a")
     use_database(monkeypatch, db)
@@ -502,7 +504,7 @@ def test_expand_under_load_then_contract_once_the_old_color_is_gone(
     longest = max(s["seconds"] for s in behind)
     print(f"/api/items behind the held lock: {len(behind)} requests, longest {longest:.3f} s")
     assert len(behind) >= 0.8 * 100 * HELD_SECONDS, len(behind)
-    assert longest <= LONGEST_READ_SECONDS, f"a request waited {longest:.3f} s"
+    assert longest <= LONGEST_REQUEST_SECONDS, f"a request waited {longest:.3f} s"
     assert "waited" in step(release, "migrate-expand")["detail"], step(release, "migrate-expand")
     expand, contract = release["migrations"]
     assert (expand["phase"], expand["before"], expand["after"]) == ("expand", "0001a", "0002")
