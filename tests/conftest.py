@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -33,8 +32,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=order)
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    return shared.scheduler(config, log)
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist's hook is unknown to a pytest without xdist (make mutation's): registered only with it.
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(shared.Scheduling(), "bascule-scheduling")
 
 
 @pytest.fixture(scope="session")

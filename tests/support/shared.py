@@ -117,16 +117,19 @@ MODULE_GROUPS = dict.fromkeys(
 )
 
 
-def scheduler(config: pytest.Config, log: Any) -> Any:
-    """xdist's scheduler for this suite: a test module's tests go to one worker (its module
-    fixtures start once), and so do the modules of each of ``MODULE_GROUPS``' groups. (xdist's
-    own ``--dist loadgroup`` no longer groups under pytest 9: it renames items' node ids,
-    which pytest 9 derives from elsewhere.)"""
-    from xdist.scheduler import LoadScopeScheduling
+class Scheduling:
+    """A pytest plugin (registered where xdist is installed) giving xdist this suite's
+    scheduler: a test module's tests go to one worker (its module fixtures start once), and so
+    do the modules of each of ``MODULE_GROUPS``' groups. (xdist's own ``--dist loadgroup`` no
+    longer groups under pytest 9: it renames items' node ids, which pytest 9 derives from
+    elsewhere.)"""
 
-    class ModulesAndGroups(LoadScopeScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return MODULE_GROUPS.get(module, module)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        from xdist.scheduler import LoadScopeScheduling
 
-    return ModulesAndGroups(config, log)
+        class ModulesAndGroups(LoadScopeScheduling):  # type: ignore[misc]
+            def _split_scope(self, nodeid: str) -> str:
+                module = nodeid.split("::", 1)[0]
+                return MODULE_GROUPS.get(module, module)
+
+        return ModulesAndGroups(config, log)
