@@ -25,7 +25,7 @@ from tests.support.access import apply_rbac
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
 from tests.support.jobs import PodReachable, reachable_from_pods
-from tests.support.prefect_server import running_prefect_server, server_database
+from tests.support.prefect_server import server_on_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -46,8 +46,7 @@ def pod_prefect(cluster: Cluster) -> Iterator[PodReachable]:
     module registers every deploy/<env> of prefect.yaml, which other modules' workers serve
     on the session's server at the same time (tests/support/shared.py)."""
     with (
-        server_database(cluster) as url,
-        running_prefect_server(database_url=url) as server,
+        server_on_cluster(cluster) as server,
         reachable_from_pods(cluster, server.api_url) as reachable,
     ):
         yield reachable

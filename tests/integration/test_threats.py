@@ -28,7 +28,7 @@ from tests.support import deploys, signers, workers
 from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import env_namespace
-from tests.support.prefect_server import running_prefect_server, server_database
+from tests.support.prefect_server import server_on_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -73,7 +73,7 @@ def estate(cluster: Cluster) -> Iterator[Estate]:
     kubeconfig alone, as an OS user of its own where this runs as root; on a Prefect server of
     their own, whose deploy/<env> deployments and pools no other test's workers serve (the
     session's server runs other modules at the same time: tests/support/shared.py)."""
-    with server_database(cluster) as url, running_prefect_server(database_url=url) as server:
+    with server_on_cluster(cluster) as server:
         yield from _estate(cluster, server.api_url)
 
 

@@ -166,17 +166,18 @@ def server_database(cluster: Cluster) -> Iterator[str | None]:
 
 
 @contextlib.contextmanager
-def _session_server(cluster: Cluster) -> Iterator[str]:
-    # The server stops before its database is dropped.
+def server_on_cluster(cluster: Cluster) -> Iterator[PrefectServer]:
+    """A Prefect server on a new database of the cluster's PostgreSQL (the session's, or a
+    module's own); it stops before its database is dropped."""
     with server_database(cluster) as url, running_prefect_server(database_url=url) as server:
-        yield server.api_url
+        yield server
 
 
 @pytest.fixture(scope="session")
 def prefect_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API URL of a Prefect server shared by the whole test session."""
-    with shared("prefect_server", tmp_path_factory, lambda: _session_server(cluster)) as url:
-        yield url
+    with shared("prefect_server", tmp_path_factory, lambda: server_on_cluster(cluster)) as server:
+        yield server.api_url
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
