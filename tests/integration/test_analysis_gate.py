@@ -300,11 +300,9 @@ def test_a_failing_smoke_test_after_the_switch_rolls_back(
         image,
         log=tmp_path / "deploy.log",
     )
-    deploys.wait_phase(cluster, live, image, {"awaiting-approval"})
+    run_id = deploys.paused_run(prefect_server, cluster, live, image)
     preview = cluster.get_json("-n", live, "service", "sample-app-preview")["spec"]["clusterIP"]
     wait_for(lambda: answers(cluster, f"http://{preview}/version", 500), 30)
-    pending = deploys.run(prefect_server, "pending", "--flow", "deploy").stdout
-    run_id = next(line.split()[0] for line in pending.splitlines() if image in line)
     assert deploys.run(prefect_server, "approve", run_id, "--as", "test").returncode == 0
     assert proc.wait(timeout=120) == 3, (tmp_path / "deploy.log").read_text()[-3000:]
     last = deploys.history(cluster, live)[-1]

@@ -33,17 +33,6 @@ def production(tmp: Path, cluster: Cluster, ns: str, timeout_s: int = 300, **ove
     return str(cfg)
 
 
-def paused_run(api: str, ns: str) -> str:
-    def find() -> str | None:
-        res = deploys.run(api, "pending", "--flow", "deploy")
-        for line in res.stdout.splitlines():
-            if V2 in line and "env=production" in line:
-                return line.split()[0]
-        return None
-
-    return str(wait_for(find, 120, interval=0.5, what="a paused production run"))
-
-
 def start_v2(api: str, cfg: str, log: Path) -> Any:
     return deploys.start(api, "deploy", "--dir", cfg, "production", "--image", V2, log=log)
 
@@ -54,12 +43,11 @@ def v1_in_production(cluster: Cluster, namespace: str, prefect_server: str, tmp_
     proc = deploys.start(
         prefect_server, "deploy", "--dir", cfg, "production", "--image", V1, log=tmp_path / "v1.log"
     )
-    deploys.wait_phase(cluster, namespace, V1, {"awaiting-approval"})
+    run_id = deploys.paused_run(prefect_server, cluster, namespace, V1)
     res = deploys.run(prefect_server, "pending", "--flow", "deploy")
-    line = next(line for line in res.stdout.splitlines() if V1 in line)
+    line = next(line for line in res.stdout.splitlines() if line.startswith(run_id))
     # The sample's production.yaml link, as `make demo` prints it from this listing.
     assert line.endswith("  preview=https://sample-app-preview.production.example/"), line
-    run_id = line.split()[0]
     # Production is protected: only a signed approval counts (write_envs lists this key).
     key = str(approver_key(Path(cfg)))
     assert deploys.run(prefect_server, "approve", run_id, "--key", key).returncode == 0
@@ -82,7 +70,7 @@ def test_only_an_approval_signed_by_an_allowed_key_switches(
     approval = {"timeout_seconds": 300, "allowed_signers": "allowed_signers"}
     cfg = production(tmp_path / "signed", cluster, namespace, approval=approval)
     proc = start_v2(prefect_server, cfg, tmp_path / "v2.log")
-    run_id = paused_run(prefect_server, namespace)
+    run_id = deploys.paused_run(prefect_server, cluster, namespace, V2)
     release = deploys.wait_phase(cluster, namespace, V2, {"awaiting-approval"})["id"]
     this_run = Request(run_id, "production", "sample-app", V2, release)
     attempts = {
@@ -152,7 +140,7 @@ def test_production_needs_two_approvers_neither_of_them_the_author(
         sha,
         log=log,
     )
-    run_id = paused_run(prefect_server, namespace)
+    run_id = deploys.paused_run(prefect_server, cluster, namespace, V2)
 
     def approve(key: Path, comment: str = "") -> None:
         res = deploys.run(
@@ -221,7 +209,7 @@ def test_reject_from_the_cli_switches_nothing(
         preview={"url": "https://{app}-{color}.{namespace}.example/{release}"},
     )
     proc = start_v2(prefect_server, cfg, tmp_path / "v2.log")
-    run_id = paused_run(prefect_server, namespace)
+    run_id = deploys.paused_run(prefect_server, cluster, namespace, V2)
     # The link people open is the configured one, wherever the request is shown.
     release = deploys.wait_phase(cluster, namespace, V2, {"awaiting-approval"})["id"]
     link = f"https://sample-app-green.{namespace}.example/{release}"
@@ -254,7 +242,7 @@ def test_invalid_input_keeps_the_run_paused_with_a_clear_message(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path, v1_in_production: str
 ) -> None:
     proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
-    run_id = paused_run(prefect_server, namespace)
+    run_id = deploys.paused_run(prefect_server, cluster, namespace, V2)
     key = str(approver_key(Path(v1_in_production)))
     res = deploys.run(prefect_server, "approve", run_id, "--key", key, "--as", "   ")
     assert res.returncode == 2

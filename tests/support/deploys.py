@@ -94,6 +94,22 @@ def wait_phase(
     return wait_for(reached, timeout, interval=0.2, what=f"{image} in phase {phases}")
 
 
+def paused_run(
+    api: str, cluster: Cluster, ns: str, image: str, ignore: set[str] | None = None
+) -> str:
+    """The id of the run deploying ``image`` in ``ns``, once Prefect has it paused for
+    approval. Found through the namespace's history, not the list of paused runs: tests on
+    other workers pause runs of the same image on the same server."""
+    asking = wait_phase(cluster, ns, image, {"awaiting-approval"}, ignore=ignore)
+    run_id = str(asking["flow_run_id"])
+
+    def paused() -> bool:
+        return bool(httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"] == "PAUSED")
+
+    wait_for(paused, 120, interval=0.3, what=f"run {run_id} paused for approval")
+    return run_id
+
+
 def active_color(cluster: Cluster, ns: str, app: str = "sample-app") -> str | None:
     svc = cluster.kubectl("-n", ns, "get", "service", app, "-o", "json", check=False)
     return json.loads(svc)["spec"]["selector"].get(LABEL_COLOR) if svc else None
