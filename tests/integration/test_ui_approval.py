@@ -19,7 +19,6 @@ from bascule.signoff import DEFAULT_KEY, NAMESPACE
 from tests.integration.test_approval import (  # noqa: F401  (v1_in_production: a fixture)
     V1,
     V2,
-    paused_run,
     start_v2,
     v1_in_production,
 )
@@ -65,7 +64,7 @@ def v2_paused(
         proc = start_v2(prefect_server, v1_in_production, tmp_path / "v2.log")
         run_id = None
         try:
-            run_id = paused_run(prefect_server, namespace)
+            run_id = deploys.paused_run(prefect_server, cluster, namespace, V2)
             yield proc, run_id
         finally:
             if proc.poll() is None and run_id is not None:
