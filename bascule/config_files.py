@@ -15,11 +15,13 @@ from pydantic import ValidationError
 from bascule import rbac
 from bascule.apps import APPS_DIR, overlay, overlay_file
 from bascule.config.base import (
-    ENVIRONMENTS,
+    ENVIRONMENT_SUFFIX,
     Found,
     Surroundings,
     check_app_name,
+    check_environment_name,
     environment_file,
+    environment_order,
 )
 from bascule.config.environment import EnvironmentConfig
 from bascule.config.problems import (
@@ -60,11 +62,49 @@ def load_yaml_file(path: str | os.PathLike[str]) -> YamlDocument:
     return parse_yaml(text, shown)
 
 
-def environment_files(deployments_dir: Path) -> dict[str, Path]:
-    """The environment files of a deployments directory: the required ones, then any others."""
-    files = {name: deployments_dir / f"{name}.yaml" for name in ENVIRONMENTS}
-    for extra in sorted(deployments_dir.glob("*.yaml")):
-        files.setdefault(extra.stem, extra)
+def scan_environments(deployments_dir: str | Path) -> tuple[dict[str, Path], list[Problem]]:
+    """The environments of a deployments directory, its top-level ``<name>.yaml`` files, by
+    name in ``environment_order``; and a problem for each top-level YAML file that cannot be
+    one (so that it is not silently left out), or for a directory without any."""
+    directory = Path(deployments_dir)
+    shown = display_path(directory)
+    if not directory.is_dir():
+        return {}, [Problem(shown, "no such directory — give the deployments directory (--dir)")]
+    found: dict[str, Path] = {}
+    problems: list[Problem] = []
+    # Hidden files (an editor's `.#dev.yaml`) are nobody's configuration.
+    for path in sorted(p for p in directory.iterdir() if p.is_file() and p.name[0] != "."):
+        if path.suffix == ".yml":
+            message = (
+                f"an environment file is <name>{ENVIRONMENT_SUFFIX} — rename it to "
+                f"{path.stem}{ENVIRONMENT_SUFFIX}, or move it out of the top of {shown}"
+            )
+            problems.append(Problem(display_path(path), message))
+        elif path.suffix == ENVIRONMENT_SUFFIX:
+            try:
+                found[check_environment_name(path.stem)] = path
+            except UsageError as exc:
+                message = (
+                    f"{exc}: each *{ENVIRONMENT_SUFFIX} file at the top of {shown} is an "
+                    "environment — rename it, or move it into a subdirectory"
+                )
+                problems.append(Problem(display_path(path), message))
+    if not found and not problems:
+        problems.append(
+            Problem(
+                shown,
+                f"no environment files — add one <name>{ENVIRONMENT_SUFFIX} per environment "
+                "(`bascule validate --schema` lists the keys; deployments/dev.yaml is an example)",
+            )
+        )
+    return {name: found[name] for name in environment_order(found)}, problems
+
+
+def environment_files(deployments_dir: str | Path) -> dict[str, Path]:
+    """``scan_environments``' files; ConfigError listing its problems if it found any."""
+    files, problems = scan_environments(deployments_dir)
+    if problems:
+        raise ConfigError(problems)
     return files
 
 
@@ -127,26 +167,15 @@ def load_apps(
 
 
 def load_all(deployments_dir: str | Path) -> dict[str, EnvironmentConfig]:
-    """Load every environment of a deployments directory (dev, staging and production at least).
+    """Load every environment of a deployments directory (``scan_environments``), in its order.
 
     Also checks what only shows across files: one app per directory, and no two environments
     deploying into the same namespace of the same cluster. ConfigError lists every problem of
-    every file.
+    every file, and of the directory's file names.
     """
-    directory = Path(deployments_dir)
-    problems: list[Problem] = []
+    files, problems = scan_environments(deployments_dir)
     loaded: dict[str, tuple[EnvironmentConfig, YamlDocument]] = {}
-    for name, path in environment_files(directory).items():
-        if not path.exists():
-            yml = path.with_suffix(".yml")
-            hint = f"rename {yml.name} to {path.name}" if yml.exists() else "create it"
-            problems.append(
-                Problem(
-                    display_path(path),
-                    f"missing: a deployments directory needs {', '.join(ENVIRONMENTS)} — {hint}",
-                )
-            )
-            continue
+    for name, path in files.items():
         try:
             cfg, layers = _load(path)
             loaded[name] = cfg, layers.base
@@ -194,7 +223,8 @@ def _surroundings(path: Path, data: dict[str, Any]) -> Surroundings:
         )
         text = where.read_text() if field.read and kind == "file" else None
         paths[where] = Found(display_path(where), kind, text)
-    beside = frozenset(p.stem for p in path.parent.glob("*.yaml") if p.is_file())
+    # The valid ones only: a badly named file beside is `bascule validate`'s to report.
+    beside = frozenset(scan_environments(path.parent)[0])
     return Surroundings(environment=path.stem, environments=beside, paths=paths)
 
 

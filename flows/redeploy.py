@@ -25,7 +25,7 @@ from tasks.preflight import preflight
 
 @flow(name="redeploy", flow_run_name=run_name("scheduled redeploy"))
 def redeploy(
-    environment: str = "staging", config_dir: str = str(DEFAULT_CONFIG_DIR), app: str | None = None
+    environment: str, config_dir: str = str(DEFAULT_CONFIG_DIR), app: str | None = None
 ) -> State:
     env = Env.open(environment, config_dir, app)
     if refused := with_evidence_key(env) or with_secrets(env):

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
-from bascule.config import ENVIRONMENTS
 from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit
 
@@ -47,7 +46,10 @@ def status_arguments(parser: argparse.ArgumentParser) -> None:
         "--app", metavar="NAME", help="only this app (default: every app of each environment)"
     )
     parser.add_argument(
-        "environments", nargs="*", metavar="ENV", help="default: " + ", ".join(ENVIRONMENTS)
+        "environments",
+        nargs="*",
+        metavar="ENV",
+        help="default: every environment of --dir (its top-level <name>.yaml files)",
     )
 
 
@@ -55,7 +57,7 @@ def status(args: argparse.Namespace) -> int:
     from bascule.config_files import app_names
     from tasks.state import observe
 
-    for name in args.environments or ENVIRONMENTS:
+    for name in _environments(args):
         apps = app_names(args.dir, name)
         if args.app is not None:
             apps = [resolve_app(args, name)]
@@ -64,6 +66,13 @@ def status(args: argparse.Namespace) -> int:
                 obs = observe(env)
             _print_status(name, env, obs, several=len(apps) > 1 or args.app is not None)
     return Exit.COMPLETED
+
+
+def _environments(args: argparse.Namespace) -> list[str]:
+    """The environments named, or every one of the directory (dev first, production last)."""
+    from bascule.config_files import environment_files
+
+    return args.environments or list(environment_files(args.dir))
 
 
 def _print_status(name: str, env: Env, obs: Observed, several: bool) -> None:

@@ -20,13 +20,13 @@ from bascule.config import (
 )
 from bascule.config_files import (
     display_path,
-    environment_files,
     exposed_secrets,
     load_all,
     load_apps,
     load_environment,
     load_templates,
     load_yaml_file,
+    scan_environments,
 )
 from bascule.manifests import render_deployment, render_service
 from bascule.outcome import Exit
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "environments",
         nargs="*",
         metavar="ENV",
-        help="environments to check, each with every app of it (default: all; dev, staging "
-        "and production must exist)",
+        help="environments to check, each with every app of it (default: all, each top-level "
+        "<name>.yaml of --dir)",
     )
 
 
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 problems.extend(exc.problems)
     else:
-        paths = list(environment_files(directory).values())
+        found, _ = scan_environments(directory)  # its problems are load_all's to report
+        paths = list(found.values())
         try:
             configs = load_all(directory)
         except ConfigError as exc:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     # its environment's file (whose own problems are reported once, above).
     apps: dict[Path, EnvironmentConfig] = {}
     try:
-        apps = load_apps(directory, names or list(environment_files(directory)))
+        apps = load_apps(directory, [path.stem for path in paths])
     except ConfigError as exc:
         problems.extend(exc.problems)
     problems.extend(_template_problems([*configs.values(), *apps.values()]))

@@ -23,11 +23,11 @@ which hands this package plain data.
 from bascule.config.approval import ApprovalConfig, PreviewConfig
 from bascule.config.base import (
     DEFAULT_CONFIG_DIR,
-    ENVIRONMENTS,
     PRODUCTION,
     FieldProblem,
     check_environment_name,
     environment_file,
+    environment_order,
 )
 from bascule.config.checks import (
     ChecksConfig,
@@ -51,7 +51,6 @@ from bascule.yamlsource import ConfigError, Problem
 
 __all__ = [
     "DEFAULT_CONFIG_DIR",
-    "ENVIRONMENTS",
     "PRODUCTION",
     "AnalysisConfig",
     "AnalysisQuery",
@@ -83,5 +82,6 @@ __all__ = [
     "check_environment_name",
     "describe_schema",
     "environment_file",
+    "environment_order",
     "with_image_tag",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -30,8 +30,11 @@ from bascule.signoff import signers_line_problem
 from bascule.yamlsource import Loc
 
 PRODUCTION = "production"  # always protected; a failed deploy there pages
-# Every deployments directory has these; more environments may be added beside them.
-ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", PRODUCTION)
+# A deployments directory's environments are its top-level <name>.yaml files, any names. Lists
+# of them put the shipped example's first stage first and production last, the others by name
+# between them: dev, qa, staging, production.
+FIRST_ENVIRONMENT = "dev"
+ENVIRONMENT_SUFFIX = ".yaml"
 # Where the commands and flows look for the environment files unless told otherwise.
 DEFAULT_CONFIG_DIR = Path("deployments")
 
@@ -179,7 +182,13 @@ def environment_file(config_dir: str | Path, name: str) -> Path:
     """The file of environment ``name``: the one place a name (a flow parameter, a command's
     argument) becomes a path, so it is checked here. UsageError for a name that is not one
     (``../x/production`` would otherwise load another file that calls itself production)."""
-    return Path(config_dir) / f"{check_environment_name(name)}.yaml"
+    return Path(config_dir) / f"{check_environment_name(name)}{ENVIRONMENT_SUFFIX}"
+
+
+def environment_order(names: Iterable[str]) -> list[str]:
+    """``names`` in the order commands list environments: FIRST_ENVIRONMENT, the others by
+    name, PRODUCTION."""
+    return sorted(names, key=lambda name: (name != FIRST_ENVIRONMENT, name == PRODUCTION, name))
 
 
 def _plain_env_value(value: Any) -> Any:

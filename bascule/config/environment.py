@@ -23,6 +23,7 @@ from bascule.config.base import (
     check_environment_name,
     check_namespace,
     check_signers_file,
+    environment_order,
 )
 from bascule.config.checks import ChecksConfig
 from bascule.config.cluster import KubeConfig
@@ -201,7 +202,7 @@ class EnvironmentConfig(Section):
             )
         context = info.context
         if isinstance(context, Surroundings) and value not in context.environments:
-            others = sorted(context.environments - {value})
+            others = environment_order(context.environments - {value, context.environment})
             close = difflib.get_close_matches(value, others, n=1)
             maybe = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``bascule trigger``; its epilog lists the environment variables."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ENVIRONMENT_HELP
-    parser.add_argument("environment", metavar="ENV", help="environment: dev, staging, production")
+    parser.add_argument("environment", metavar="ENV", help="environment, e.g. staging")
     parser.add_argument(
         "--app",
         metavar="NAME",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from bascule.config import (
     check_environment_name,
     describe_schema,
     environment_file,
+    environment_order,
 )
 from bascule.config.base import Found, Surroundings
 from bascule.config_files import app_names, exposed_secrets, load_all, load_environment
@@ -50,6 +52,12 @@ def line_of(text: str, needle: str) -> int:
 def errors_of(path: Path) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         load_environment(path)
+    return info.value
+
+
+def directory_errors(directory: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_all(directory)
     return info.value
 
 
@@ -406,16 +414,9 @@ def test_duplicate_check_names(tmp_path: Path) -> None:
     assert problem.mark.line == 7
 
 
-def test_missing_environment_file(deployments: Path) -> None:
-    (deployments / "production.yaml").unlink()
-    with pytest.raises(ConfigError) as info:
-        load_all(deployments)
-    [problem] = info.value.problems
-    assert problem.file.endswith("production.yaml") and "missing" in problem.message
-
-
 def test_load_all_collects_problems_of_every_file(deployments: Path) -> None:
-    (deployments / "dev.yaml").unlink()
+    dev = deployments / "dev.yaml"
+    write(dev, dev.read_text().replace("namespace:", "namespac:"))
     staging = deployments / "staging.yaml"
     write(staging, staging.read_text().replace("replicas: 2", "replicas: -1"))
     with pytest.raises(ConfigError) as info:
@@ -435,10 +436,96 @@ def test_environments_may_not_share_a_namespace_or_differ_in_app(deployments: Pa
     assert "apps/other-app/production.yaml" in problems["production.yaml", "app"].message
 
 
-def test_extra_environment_files_are_loaded(deployments: Path) -> None:
+def qa_file(deployments: Path, extra: str = "") -> Path:
+    """A qa environment of the sample app beside the repository's, taking dev's releases."""
     text = MINIMAL.replace("staging", "qa").replace("shop", "sample-app")
-    write(deployments / "qa.yaml", text)
-    assert list(load_all(deployments)) == ["dev", "staging", "production", "qa"]
+    return write(deployments / "qa.yaml", text + "promote_from: dev\n" + extra)
+
+
+def test_any_set_of_environment_names_loads_dev_first_and_production_last(
+    deployments: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    qa_file(deployments)
+    assert list(load_all(deployments)) == ["dev", "qa", "staging", "production"]
+    assert main(["validate", "--dir", str(deployments)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0].rsplit("/", 1)[-1] for line in out] == [
+        "dev.yaml",
+        "qa.yaml",
+        "staging.yaml",
+        "production.yaml",
+    ]
+    # A production-like one beside production: protected by its file, with production's rules.
+    qa_file(deployments, "protected: true\n")
+    [problem] = directory_errors(deployments).problems
+    assert problem.file.endswith("qa.yaml") and "qa is protected" in problem.message
+
+
+def test_one_environment_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "uat.yaml", MINIMAL.replace("staging", "uat"))
+    shutil.copytree(REPO_DEPLOYMENTS / "manifests", tmp_path / "manifests")
+    assert list(load_all(tmp_path)) == ["uat"]
+    assert main(["validate", "--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'uat.yaml'}: OK\n"
+
+
+def test_environment_order() -> None:
+    names = ["production", "uat", "staging", "qa", "dev", "1st"]
+    assert environment_order(names) == ["dev", "1st", "qa", "staging", "uat", "production"]
+
+
+def test_promote_from_names_an_environment_of_the_directory(deployments: Path) -> None:
+    qa = qa_file(deployments)
+    (deployments / "dev.yaml").rename(deployments / "dev.yml")
+    by_file = {Path(p.file).name: p for p in directory_errors(deployments).problems}
+    assert "rename it to dev.yaml" in by_file["dev.yml"].message
+    problem = by_file["qa.yaml"]
+    assert (problem.field, problem.mark and problem.mark.line) == ("promote_from", 4)
+    assert "no environment 'dev' (dev.yaml) beside this file" in problem.message
+    assert "name one of staging, production" in problem.message  # not itself
+    assert str(problem).startswith(f"{qa}:4:")
+
+
+def test_files_that_cannot_be_environments_are_refused_naming_them(
+    deployments: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("QA.yaml", "eu_west.yaml", "a-name-longer-than-thirty-characters.yaml"):
+        write(deployments / name, MINIMAL)
+    write(deployments / "notes.yml", "")
+    # Not environments, and left alone: other files, subdirectories, hidden files.
+    write(deployments / "README.md", "")
+    write(deployments / ".#dev.yaml", "")
+    write(deployments / "monitoring" / "extra.yaml", "")
+    before = sorted((p, p.read_bytes()) for p in deployments.rglob("*") if p.is_file())
+    problems = {Path(p.file).name: p.message for p in directory_errors(deployments).problems}
+    assert sorted(problems) == sorted(
+        ["QA.yaml", "eu_west.yaml", "a-name-longer-than-thirty-characters.yaml", "notes.yml"]
+    )
+    assert "'QA' is not a valid environment name" in problems["QA.yaml"]
+    assert "at most 30 lowercase letters" in problems["eu_west.yaml"]
+    assert "rename it, or move it into a subdirectory" in problems["eu_west.yaml"]
+    assert "rename it to notes.yaml" in problems["notes.yml"]
+    # Loading one environment does not scan for others to refuse.
+    assert load_environment(deployments / "dev.yaml").environment == "dev"
+    assert main(["validate", "--dir", str(deployments)]) == 2
+    out = capsys.readouterr().out
+    assert "dev.yaml: OK" in out and "QA.yaml: 'QA' is not a valid" in out
+    assert "4 file(s) with problems; nothing was changed" in out
+    assert main(["status", "--dir", str(deployments)]) == 2  # before any cluster is asked
+    err = capsys.readouterr().err
+    assert "eu_west.yaml" in err and "Kubernetes" not in err
+    after = sorted((p, p.read_bytes()) for p in deployments.rglob("*") if p.is_file())
+    assert after == before
+
+
+def test_an_empty_or_missing_directory_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "manifests").mkdir()
+    [problem] = directory_errors(tmp_path).problems
+    assert problem.file == str(tmp_path) and "no environment files — add one" in problem.message
+    assert main(["validate", "--dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such directory" in capsys.readouterr().out
 
 
 # --- the yaml source ---------------------------------------------------------------------------
@@ -715,7 +802,7 @@ def test_the_schema_checks_what_the_loader_found_and_reads_no_file() -> None:
     message = problems({signers: bad, ini: Found("i.ini", "dir")}, {"staging", "prod"})
     assert "approvers:1: not an allowed_signers line" in message
     assert "i.ini does not exist — fix the path" in message
-    assert "no environment 'dev' (dev.yaml) beside this file — name one of prod, staging" in message
+    assert "no environment 'dev' (dev.yaml) beside this file — name one of prod" in message
     good = Found("approvers", "file", NOBODY + "\n")
     assert problems({signers: good, ini: Found("i.ini", "file")}, {"dev", "staging"}) == ""
 

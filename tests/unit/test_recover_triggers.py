@@ -16,7 +16,7 @@ from prefect.server.events.schemas.events import ReceivedEvent
 
 from bascule import runpolicy, workpool
 from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
-from bascule.config import ENVIRONMENTS
+from bascule.config_files import environment_files
 from bascule.worker import run_environment
 from flows.deploy import deploy
 from flows.recover import recover
@@ -24,6 +24,8 @@ from flows.redeploy import redeploy
 from flows.rollback import rollback
 from tests.support.envs import REPO
 
+# The shipped example's environments, each with its recover deployment in prefect.yaml.
+ENVIRONMENTS = tuple(environment_files(REPO / "deployments"))
 WATCHED = (deploy.name, rollback.name, redeploy.name)  # a rename must not go unwatched
 
 
