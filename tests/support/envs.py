@@ -50,14 +50,18 @@ def write_envs(
     overrides: dict[str, Any] | None = None,
     environments: tuple[str, ...] = ("dev", "staging", "production"),
 ) -> Path:
-    """Writes dev, staging and production files (each in its own namespace, derived from
-    ``namespace``) plus the manifests; returns the directory. A protected environment
-    (production) whose approval names no allowed_signers gets ``directory/allowed_signers``,
-    listing ``approver_key(directory)``."""
+    """Writes a file per environment (each in its own namespace, derived from ``namespace``)
+    plus the manifests; returns the directory. An environment the repository does not ship
+    (qa) is dev's file under its own name. A protected environment (production) whose approval
+    names no allowed_signers gets ``directory/allowed_signers``, listing
+    ``approver_key(directory)``."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "deployments" / "manifests", directory / "manifests", dirs_exist_ok=True)
     for env in environments:
-        data = yaml.safe_load((REPO / "deployments" / f"{env}.yaml").read_text())
+        shipped = REPO / "deployments" / f"{env}.yaml"
+        if not shipped.exists():
+            shipped = REPO / "deployments" / "dev.yaml"
+        data = {**yaml.safe_load(shipped.read_text()), "environment": env}
         # Its path is relative to the repository and it needs a database: a test that
         # migrates passes a section of its own.
         data.pop("migrations", None)
