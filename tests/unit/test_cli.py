@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed
 
 from bascule.cli import COMMANDS, Command, main
 from bascule.cli.run import finish
-from bascule.outcome import Exit, StateName, exit_table
+from bascule.outcome import Exit, StateName, error_line, exit_table
 from tests.support.envs import write_envs
 from tests.support.signers import evidence_from_nobody
 from tests.support.verdicts import assert_verdict
@@ -81,7 +81,7 @@ def assert_clean(res: subprocess.CompletedProcess[str], code: int, *message: str
 
 def test_deploy_of_a_bad_image_is_a_usage_error(unreachable: Path) -> None:
     res = bascule("deploy", "--dir", str(unreachable), "staging", "--image", "Bad")
-    assert_clean(res, 2, "bascule: image reference 'Bad'", "lowercase")
+    assert_clean(res, 2, error_line("image reference 'Bad'"), "lowercase")
 
 
 def test_promote_from_another_source_than_promote_from_is_a_usage_error(
@@ -136,14 +136,14 @@ def test_the_verdict_comes_after_all_prefect_has_to_say() -> None:
         "from prefect.events import emit_event\n"
         "from bascule.cli import verdict\n"
         "emit_event(event='bascule.test', resource={'prefect.resource.id': 'bascule.test'})\n"
-        "verdict('bascule: the verdict')\n"
+        "verdict('the verdict')\n"
     )
     api = f"http://127.0.0.1:{closed_port()}/api"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": api}
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=False
     )
-    assert_verdict(res, 0, "bascule: the verdict")
+    assert_verdict(res, 0, error_line("the verdict"))
 
 
 def test_rollback_needs_no_image_in_the_file(
