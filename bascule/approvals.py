@@ -6,7 +6,8 @@ ABORT), because the HTTP code alone is 200 either way. Prefect is imported when 
 runs, not when the CLI builds its parser.
 
 Expected failures raise ``bascule.errors`` (the CLI prints them and exits with their code):
-PREFECT_API_URL unset, no such run or input refused (2), the Prefect API unreachable (7).
+PREFECT_API_URL unset, no such run or input refused (2), the Prefect API unreachable for
+longer than ``--api-patience`` (7).
 """
 
 from __future__ import annotations
