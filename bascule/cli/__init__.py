@@ -199,7 +199,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(Exit.USAGE, error_line(f"{self.prog.removeprefix('bascule ')}: {message}\n"))
+        command = self.prog.removeprefix("bascule").strip()  # "" for bascule's own
+        self.exit(Exit.USAGE, error_line(f"{command}: {message}" if command else message) + "\n")
 
 
 def build_parser(

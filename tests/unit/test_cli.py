@@ -175,6 +175,8 @@ def test_a_refused_connection_fails_within_the_patience_in_one_line(
         (("trigger", "staging"), "trigger: the following arguments are required: --image"),
         (("pending", "--api-patience", "-1"), "pending: argument --api-patience: give 0 or more"),
         (("approve", "not-a-run"), "approve: argument RUN: invalid UUID value: 'not-a-run'"),
+        (("nosuch",), "argument COMMAND: invalid choice: 'nosuch'"),
+        (("migrations", "plan"), "migrations plan: the following arguments are required: ENV"),
     ],
 )
 def test_usage_errors_of_argparse_have_the_same_prefix(argv: tuple[str, ...], said: str) -> None:
