@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from bascule.cli.options import add_api_patience_argument, add_json_argument, print_json
+from bascule.cli.options import (
+    add_api_patience_argument,
+    add_json_argument,
+    patiently,
+    print_json,
+)
 from bascule.errors import OperationFailed, UsageError
 from bascule.outcome import Exit
 from bascule.signoff import DEFAULT_KEY, PREVIEW_KEY, REQUEST_KEY, Request
@@ -50,7 +55,7 @@ def pending_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pending(args: argparse.Namespace) -> int:
-    from bascule.prefect_client import api_errors, patiently
+    from bascule.prefect_client import api_errors
 
     def read() -> list[FlowRun]:
         with api_errors("reading paused flow runs"):
@@ -125,7 +130,7 @@ def approve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decide(args: argparse.Namespace, approve: bool) -> int:
-    from bascule.prefect_client import api_errors, patiently
+    from bascule.prefect_client import api_errors
 
     run_input = {"approve": approve, "approver": args.approver, "comment": args.comment}
     key: Path | None = getattr(args, "key", None)

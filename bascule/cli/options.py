@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR
 from bascule.config_files import app_names
+
+T = TypeVar("T")
 
 
 def add_dir_argument(parser: argparse.ArgumentParser) -> None:
@@ -88,3 +91,23 @@ def add_api_patience_argument(
         help="how long the Prefect API may not answer (connection refused, time-out, 5xx) "
         f"before giving up with exit 7; 0: one try (default: {shown})",
     )
+
+
+def patiently(call: Callable[[], T], patience: float) -> T:
+    """``call()`` (a Prefect API call), tried again for up to ``patience`` seconds while the API
+    does not answer (``bascule.prefect_client.patiently``), saying once on stderr that it
+    waits, so a person does not stare at a silent prompt."""
+    from bascule.prefect_client import patiently as retried
+
+    said: list[Exception] = []
+
+    def waiting(problem: Exception) -> None:
+        if not said:
+            print(
+                f"bascule: the Prefect API does not answer ({problem}); trying again for up "
+                f"to {patience:g}s (--api-patience)",
+                file=sys.stderr,
+            )
+            said.append(problem)
+
+    return retried(call, patience, on_retry=waiting)

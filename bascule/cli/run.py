@@ -18,6 +18,7 @@ from bascule.cli.options import (
     add_api_patience_argument,
     add_app_argument,
     add_dir_argument,
+    patiently,
     resolve_app,
 )
 from bascule.errors import Unreachable, UsageError
@@ -61,8 +62,6 @@ def _check_prefect(patience: float) -> None:
     the flow engine would end in a bare RuntimeError."""
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
-
-    from bascule.prefect_client import patiently
 
     url = get_current_settings().api.url  # PREFECT_API_URL, or the profile's
     if not url:
