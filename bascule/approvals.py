@@ -6,7 +6,8 @@ ABORT), because the HTTP code alone is 200 either way. Prefect is imported when 
 runs, not when the CLI builds its parser.
 
 Expected failures raise ``bascule.errors`` (the CLI prints them and exits with their code):
-PREFECT_API_URL unset, no such run or input refused (2), the Prefect API unreachable (7).
+PREFECT_API_URL unset, no such run or input refused (2), the Prefect API unreachable for
+longer than ``--api-patience`` (7).
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ import argparse
 import getpass
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from bascule.cli.options import (
+    add_api_patience_argument,
+    add_json_argument,
+    patiently,
+    print_json,
+)
 from bascule.errors import OperationFailed, UsageError
 from bascule.outcome import Exit
 from bascule.signoff import DEFAULT_KEY, PREVIEW_KEY, REQUEST_KEY, Request
-from bascule.trigger.options import DEFAULT_API_PATIENCE
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -43,32 +50,54 @@ def pending_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also what each approver is shown: the checks and the migration plan (its SQL)",
     )
+    add_json_argument(parser, "the runs")
+    add_api_patience_argument(parser)
 
 
 def pending(args: argparse.Namespace) -> int:
-    from bascule.prefect_client import api_errors, patiently
+    from bascule.prefect_client import api_errors
 
     def read() -> list[FlowRun]:
         with api_errors("reading paused flow runs"):
             return prefect.paused_flow_runs(args.flow)
 
+    def waiting(run: FlowRun) -> dict[str, Any]:
+        with api_errors("reading the preview link"):
+            preview = prefect.run_input(run.id, PREVIEW_KEY)
+        params = run.parameters
+        found: dict[str, Any] = {
+            "id": str(run.id),
+            "name": run.name,
+            "environment": params.get("environment"),
+            # None: the environment file's own app (the run names none).
+            "app": params.get("app") or None,
+            "image": params.get("image"),
+            "preview": preview if isinstance(preview, str) else None,
+        }
+        if args.details:
+            with api_errors("reading the approval form"):
+                found["form"] = prefect.approval_text(run)
+        return found
+
     with _prefect() as prefect:
-        runs = patiently(read, DEFAULT_API_PATIENCE)
-        if not runs:
-            print("no run is waiting for approval")
-        for run in runs:
-            params = run.parameters
-            env, image = params.get("environment"), params.get("image")
-            with api_errors("reading the preview link"):
-                preview = prefect.run_input(run.id, PREVIEW_KEY)
-            link = f"  preview={preview}" if isinstance(preview, str) else ""
-            # A run without one deploys its environment file's own app.
-            app = f" app={params['app']}" if params.get("app") else ""
-            print(f"{run.id}  {run.name}  env={env}{app} image={image}{link}")
-            if args.details:
-                with api_errors("reading the approval form"):
-                    text = prefect.approval_text(run)
-                print("\n".join("    " + line for line in (text or "(no form)").splitlines()))
+        runs = [
+            patiently(partial(waiting, run), args.api_patience)
+            for run in patiently(read, args.api_patience)
+        ]
+    if args.json:
+        print_json(runs)
+        return int(Exit.COMPLETED)
+    if not runs:
+        print("no run is waiting for approval")
+    for run in runs:
+        link = f"  preview={run['preview']}" if run["preview"] else ""
+        app = f" app={run['app']}" if run["app"] else ""
+        print(
+            f"{run['id']}  {run['name']}  env={run['environment']}{app} image={run['image']}{link}"
+        )
+        if args.details:
+            text = run["form"] or "(no form)"
+            print("\n".join("    " + line for line in text.splitlines()))
     return int(Exit.COMPLETED)
 
 
@@ -83,6 +112,7 @@ def decision_arguments(parser: argparse.ArgumentParser) -> None:
         help="who decides (default: $BASCULE_APPROVER or the login name); recorded in the history",
     )
     parser.add_argument("--comment", default="", help="recorded with the decision")
+    add_api_patience_argument(parser)
 
 
 def approve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +130,7 @@ def approve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decide(args: argparse.Namespace, approve: bool) -> int:
-    from bascule.prefect_client import api_errors, patiently
+    from bascule.prefect_client import api_errors
 
     run_input = {"approve": approve, "approver": args.approver, "comment": args.comment}
     key: Path | None = getattr(args, "key", None)
@@ -116,10 +146,10 @@ def decide(args: argparse.Namespace, approve: bool) -> int:
 
     with _prefect() as prefect:
         if approve:
-            request = patiently(asked, DEFAULT_API_PATIENCE)
+            request = patiently(asked, args.api_patience)
             if request is not None or key is not None:
                 run_input["signature"] = signature(args.flow_run, request, key)
-        status, reason = patiently(resume, DEFAULT_API_PATIENCE)
+        status, reason = patiently(resume, args.api_patience)
     if status == "ACCEPT" and approve and key:
         # Only the run can tell whether the signature counts, and whether it needs more.
         print(

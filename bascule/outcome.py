@@ -2,7 +2,8 @@
 
 Pure: no I/O, no Prefect import. Flows name their final states with ``StateName``; the CLI,
 the trigger and the README read exit codes from ``Exit`` and ``exit_code``, and every
-command's ``--help`` lists its codes from ``EXIT_MEANINGS``.
+command's ``--help`` lists its codes from ``EXIT_MEANINGS``. Every command's failure message
+starts with ``ERROR_PREFIX``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,16 @@ def exit_code(state_type: str, state_name: str | None) -> Exit | None:
     if state_type == "FAILED" and state_name in _FAILED_NAMED:
         return _FAILED_NAMED[state_name]
     return Exit.FAILED
+
+
+# The start of every expected failure's message, whatever the command (and argparse's usage
+# errors): one word for scripts and people to look for, the way `error:` reads in git's.
+ERROR_PREFIX = "bascule: error: "
+
+
+def error_line(message: str) -> str:
+    """An expected failure's message as the command prints it."""
+    return f"{ERROR_PREFIX}{message}"
 
 
 def describe_exits(codes: Iterable[Exit]) -> str:

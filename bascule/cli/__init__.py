@@ -8,8 +8,9 @@ for importing Prefect. To add a command, write its two functions and add a row t
 Expected failures are ``BasculeError``s: ``main`` turns each into its message on stderr (the
 process's known secrets masked) and its exit code, in this one place; anything else is a bug
 and keeps its traceback. The exit codes themselves, and what they mean, are
-``bascule.outcome``'s. A command's last line, its verdict, is printed by ``verdict``: after
-Prefect's background services have had their say.
+``bascule.outcome``'s, and so is the prefix of every failure's message (``error_line``), which
+``verdict`` and argparse's usage errors (``Parser``) print too. A command's last line, its
+verdict, is printed by ``verdict``: after Prefect's background services have had their say.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from bascule import __version__
 from bascule.errors import BasculeError, LockLost
-from bascule.outcome import Exit, describe_exits
+from bascule.outcome import Exit, describe_exits, error_line
 from bascule.redact import redact
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -192,13 +194,22 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors worded as every other failure (exit 2 still)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        command = self.prog.removeprefix("bascule").strip()  # "" for bascule's own
+        self.exit(Exit.USAGE, error_line(f"{command}: {message}" if command else message) + "\n")
+
+
 def build_parser(
     commands: Sequence[Command] = COMMANDS, only: str | None = None
 ) -> argparse.ArgumentParser:
     """The parser of ``bascule``. With ``only``, just the command of that name is loaded (its
     module imported, its arguments added); the others are listed with their one-line help,
     which is all ``bascule --help`` shows."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bascule",
         description="Blue-green deployments to Kubernetes, run as Prefect flows.",
     )
@@ -225,12 +236,12 @@ def build_parser(
 
 
 def verdict(line: str, failed: bool = True) -> None:
-    """Prints a command's last line (on stderr when it failed), once Prefect has had its say:
-    its services sent what they held at interpreter exit, and what they said then came after
-    this line ("EventsWorker - Still processing items: 1 items remaining...")."""
+    """Prints a command's last line (on stderr, after the error prefix, when it failed), once
+    Prefect has had its say: its services sent what they held at interpreter exit, and what
+    they said then came after this line ("EventsWorker - Still processing items: ...")."""
     if "prefect" in sys.modules:  # a command that never loaded Prefect started none of them
         _settle_prefect()
-    print(line, file=sys.stderr if failed else sys.stdout)
+    print(error_line(line) if failed else line, file=sys.stderr if failed else sys.stdout)
 
 
 def _settle_prefect() -> None:
@@ -274,11 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(args))
     except BasculeError as exc:
-        verdict(f"bascule: {redact(str(exc))}")  # it may quote what a secret was sent to
+        verdict(redact(str(exc)))  # it may quote what a secret was sent to
         return int(exc.exit)
     except KeyboardInterrupt:
-        verdict("bascule: interrupted")
+        verdict("interrupted")
         return int(Exit.INTERRUPTED)
     except LockLost:
-        verdict(f"bascule: {LockLost.said}")
+        verdict(LockLost.said)
         return int(LockLost.exit)

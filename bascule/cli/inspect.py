@@ -1,23 +1,34 @@
-"""``bascule status | history``: what the cluster says serves where, and what was deployed.
+"""``bascule status | history | secrets | stats``: what the cluster says serves where, what
+was deployed, where the secrets come from, and the DORA figures.
 
 Read-only. A cluster that does not answer is an ``Unreachable`` error (exit 7) naming the
-API server and what to check, not a traceback.
+API server and what to check, not a traceback. With ``--json`` each prints one JSON document
+instead of its table (``*_json`` below make them; README: JSON output lists the keys).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
+from bascule.cli.options import (
+    add_app_argument,
+    add_dir_argument,
+    add_json_argument,
+    print_json,
+    resolve_app,
+)
 from bascule.errors import Unreachable, UsageError
 from bascule.outcome import Exit
 
 if TYPE_CHECKING:
-    from bascule.bluegreen import Observed
+    from bascule.bluegreen import ColorState, Observed
+    from bascule.config.secrets import AppSecret
+    from bascule.history import Release
     from tasks.context import Env
+    from tasks.secretref import Missing, TooShort
 
 
 @contextmanager
@@ -51,12 +62,14 @@ def status_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ENV",
         help="default: every environment of --dir (its top-level <name>.yaml files)",
     )
+    add_json_argument(parser, "a list: one object per environment and app")
 
 
 def status(args: argparse.Namespace) -> int:
     from bascule.config_files import app_names
     from tasks.state import observe
 
+    found: list[dict[str, Any]] = []
     for name in _environments(args):
         apps = app_names(args.dir, name)
         if args.app is not None:
@@ -64,7 +77,12 @@ def status(args: argparse.Namespace) -> int:
         for app in apps:
             with reading(name, args.dir, app) as env:
                 obs = observe(env)
-            _print_status(name, env, obs, several=len(apps) > 1 or args.app is not None)
+            if args.json:
+                found.append(status_json(name, env, obs))
+            else:
+                _print_status(name, env, obs, several=len(apps) > 1 or args.app is not None)
+    if args.json:
+        print_json(found)
     return Exit.COMPLETED
 
 
@@ -73,6 +91,36 @@ def _environments(args: argparse.Namespace) -> list[str]:
     from bascule.config_files import environment_files
 
     return args.environments or list(environment_files(args.dir))
+
+
+def status_json(name: str, env: Env, obs: Observed) -> dict[str, Any]:
+    """One app in one environment: what serves (null before the first deploy), each color
+    that exists, and the release under way, if any."""
+    active = obs.active_state
+
+    def color(state: ColorState) -> dict[str, Any]:
+        return {
+            "color": state.color,
+            "active": state.color == obs.active,
+            "image": state.image,
+            "release": state.release,
+            "ready": state.ready,
+            "replicas": state.replicas,
+        }
+
+    flight = obs.in_flight
+    return {
+        "environment": name,
+        "namespace": env.ns,
+        "app": env.app,
+        "active_color": obs.active,
+        "image": active.image if active else None,
+        "release": active.release if active else None,
+        "colors": [color(c) for c in obs.colors.values() if c.exists],
+        "in_flight": None
+        if flight is None
+        else {"release": flight.id, "phase": flight.phase, "color": flight.color},
+    }
 
 
 def _print_status(name: str, env: Env, obs: Observed, several: bool) -> None:
@@ -97,6 +145,7 @@ def history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("environment", metavar="ENV")
     add_app_argument(parser)
     parser.add_argument("--limit", type=int, default=10, help="default: %(default)s")
+    add_json_argument(parser, "the release records, newest first")
 
 
 def history(args: argparse.Namespace) -> int:
@@ -104,6 +153,9 @@ def history(args: argparse.Namespace) -> int:
 
     with reading(args.environment, args.dir, resolve_app(args)) as env:
         releases, _ = read_history(env)
+    if args.json:
+        print_json(history_json(env, releases, args.limit))
+        return Exit.COMPLETED
     print(
         f"{'release':<24} {'kind':<8} {'result':<12} {'color':<6} {'seconds':>7}  "
         f"{'approver':<12} image / reason"
@@ -119,10 +171,21 @@ def history(args: argparse.Namespace) -> int:
     return Exit.COMPLETED
 
 
+def history_json(env: Env, releases: Sequence[Release], limit: int) -> dict[str, Any]:
+    """The newest ``limit`` records of the history, as the history ConfigMap keeps them."""
+    return {
+        "environment": env.name,
+        "namespace": env.ns,
+        "app": env.app,
+        "releases": [r.to_json() for r in list(reversed(releases))[:limit]],
+    }
+
+
 def secrets_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_argument(parser)
     parser.add_argument("environment", metavar="ENV")
     add_app_argument(parser)
+    add_json_argument(parser, "the variables' names, sources and states (never a value)")
 
 
 def secrets(args: argparse.Namespace) -> int:
@@ -130,33 +193,82 @@ def secrets(args: argparse.Namespace) -> int:
     from bascule.config import environment_file
     from bascule.config_files import exposed_secrets
     from bascule.redact import MASK
-    from tasks.secretref import TooShort, status
+    from tasks.secretref import status
 
     app = resolve_app(args)
     with reading(args.environment, args.dir, app) as env:
         rows = status(env)
+    # A protected environment's blocks, each named with its file, line and field.
+    warnings = exposed_secrets(environment_file(args.dir, args.environment), app)
+    states = [secret_state(problem) for _, _, problem in rows]
+    # A value too short to mask stops a deploy even when the variable is optional.
+    refused = sum(
+        state == "short" or (state == "missing" and not ref.optional)
+        for state, (_, ref, _) in zip(states, rows, strict=True)
+    )
+    if args.json:
+        print_json(secrets_json(args.environment, app, rows, [str(w) for w in warnings]))
+        return Exit.USAGE if refused else Exit.COMPLETED
     if not rows:
         print(f"{args.environment}: no secret variables (`secrets:` is empty)")
         return Exit.COMPLETED
     width = max(len(name) for name, _, _ in rows)
-    refused = 0
-    for name, ref, problem in rows:
+    for state, (name, ref, problem) in zip(states, rows, strict=True):
         need = "optional" if ref.optional else "required"
-        short = isinstance(problem, TooShort)
-        shown = MASK if problem is None else "short" if short else "missing"
+        shown = MASK if problem is None else state
         print(f"{name:<{width}}  {shown:<7}  {need:<8}  {ref.describe()}")
         if problem is not None:
             print(f"{'':<{width}}  {problem}")
-            refused += short or not ref.optional
     if any(ref.prefect_secret for _, ref, _ in rows):
         print(PREFECT_SECRET_NOTE)
-    # A protected environment's blocks, each named with its file, line and field.
-    for warning in exposed_secrets(environment_file(args.dir, args.environment), app):
+    for warning in warnings:
         print(warning)
     if refused:
         print(f"{refused} secret(s) missing or too short: a deploy would stop, changing nothing")
         return Exit.USAGE
     return Exit.COMPLETED
+
+
+def secret_state(problem: Missing | TooShort | None) -> str:
+    """``resolves``, ``short`` (a value too short to mask) or ``missing``."""
+    from tasks.secretref import TooShort
+
+    if problem is None:
+        return "resolves"
+    return "short" if isinstance(problem, TooShort) else "missing"
+
+
+def secrets_json(
+    environment: str,
+    app: str,
+    rows: Sequence[tuple[str, AppSecret, Missing | TooShort | None]],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Each variable's name, source (as its file names it) and state; no value, not even
+    masked. A problem's message names the source and what to do, never the value."""
+
+    def source(ref: AppSecret) -> dict[str, Any]:
+        if ref.kubernetes_secret is not None:
+            kube = ref.kubernetes_secret
+            return {"kubernetes_secret": {"name": kube.name, "key": kube.key}}
+        return {"env": ref.env} if ref.env else {"prefect_secret": ref.prefect_secret}
+
+    notes = [PREFECT_SECRET_NOTE] if any(ref.prefect_secret for _, ref, _ in rows) else []
+    return {
+        "environment": environment,
+        "app": app,
+        "secrets": [
+            {
+                "name": name,
+                "source": source(ref),
+                "required": not ref.optional,
+                "state": secret_state(problem),
+                "problem": None if problem is None else str(problem),
+            }
+            for name, ref, problem in rows
+        ],
+        "warnings": [*warnings, *notes],
+    }
 
 
 PREFECT_SECRET_NOTE = (
@@ -190,12 +302,11 @@ def stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--days", type=float, default=30.0, help="the period, ending now (default: %(default)g)"
     )
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_json_argument(parser, "the figures")
     parser.epilog = STATS_EPILOG
 
 
 def stats(args: argparse.Namespace) -> int:
-    import json
     import time
 
     from bascule.monitoring import dora
@@ -206,5 +317,8 @@ def stats(args: argparse.Namespace) -> int:
     with reading(args.environment, args.dir, resolve_app(args)) as env:
         releases, _ = read_history(env)
     figures = dora(env.app, env.name, releases, time.time(), args.days)
-    print(json.dumps(figures.to_json(), indent=1) if args.json else "\n".join(figures.lines()))
+    if args.json:
+        print_json(figures.to_json())
+    else:
+        print("\n".join(figures.lines()))
     return Exit.COMPLETED

@@ -8,10 +8,15 @@ unknown and every revision is shown as pending, unless ``--from REV`` says where
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
+from bascule.cli.options import (
+    add_app_argument,
+    add_dir_argument,
+    add_json_argument,
+    print_json,
+    resolve_app,
+)
 from bascule.config import environment_file
 from bascule.config_files import load_environment
 from bascule.errors import UsageError
@@ -36,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="plan from this revision (`base`: an empty database) instead of asking the "
             "database for its current one",
         )
-        sub.add_argument("--json", action="store_true", help="print the plan as JSON")
+        add_json_argument(sub, "the plan")
 
 
 def _plan(args: argparse.Namespace) -> MigrationPlan:
@@ -56,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     blocked = bool(plan.blocking)
     if args.json:
-        json.dump(plan_json(plan), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(plan_json(plan))
     elif args.action == "plan":
         sys.stdout.write(render_markdown(plan, heading="#"))
     else:

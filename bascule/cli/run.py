@@ -13,10 +13,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bascule.cli import verdict
-from bascule.cli.options import add_app_argument, add_dir_argument, resolve_app
+from bascule.cli.options import (
+    INTERACTIVE_API_PATIENCE,
+    add_api_patience_argument,
+    add_app_argument,
+    add_dir_argument,
+    patiently,
+    resolve_app,
+)
 from bascule.errors import Unreachable, UsageError
 from bascule.markdown import one_line
 from bascule.outcome import Exit, exit_code
+from bascule.trigger.options import DEFAULT_API_PATIENCE
 from bascule.workpool import HEARTBEAT_SECONDS
 
 if TYPE_CHECKING:
@@ -49,22 +57,26 @@ def _checked(args: argparse.Namespace, secrets: bool = False) -> EnvironmentConf
     return env.cfg
 
 
-def _check_prefect() -> None:
-    """A Prefect API that does not answer is found before a run starts; the flow engine
-    would end in a bare RuntimeError."""
+def _check_prefect(patience: float) -> None:
+    """A Prefect API that does not answer within ``patience`` is found before a run starts;
+    the flow engine would end in a bare RuntimeError."""
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url  # PREFECT_API_URL, or the profile's
     if not url:
         return  # Prefect runs a temporary server of its own in this process
-    with get_client(sync_client=True) as client:
-        error = client.api_healthcheck()
-    if error is not None:
-        raise Unreachable(
-            f"the Prefect API at {url} did not answer ({type(error).__name__}: {error}) — "
-            "is the Prefect server up, and PREFECT_API_URL right?"
-        )
+
+    def healthy() -> None:
+        with get_client(sync_client=True) as client:
+            error = client.api_healthcheck()
+        if error is not None:
+            raise Unreachable(
+                f"the Prefect API at {url} did not answer ({type(error).__name__}: {error}) — "
+                "is the Prefect server up, and PREFECT_API_URL right?"
+            )
+
+    patiently(healthy, patience)
 
 
 def run_watched(environment: str, app: str, flow: Callable[..., State], **parameters: Any) -> State:
@@ -114,6 +126,7 @@ def deploy_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the whole cycle even when the image already serves (default: say so, "
         "change nothing)",
     )
+    add_api_patience_argument(parser)
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -121,7 +134,7 @@ def deploy(args: argparse.Namespace) -> int:
     from flows.deploy import deploy as deploy_flow
 
     _checked(args).resolve_image(args.image)
-    _check_prefect()
+    _check_prefect(args.api_patience)
     _checked(args, secrets=True)  # Prefect Secret blocks need the API
     return finish(
         run_watched(
@@ -147,6 +160,11 @@ def promote_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start it on the Prefect server (deployment deploy/DST) and follow it, as "
         "`bascule trigger` does, instead of running the flow here",
+    )
+    add_api_patience_argument(
+        parser,
+        None,
+        f"{INTERACTIVE_API_PATIENCE:g}; with --trigger, bascule trigger's {DEFAULT_API_PATIENCE:g}",
     )
     parser.epilog = (
         "Deploys SRC's serving release pinned to the digest its pods ran\n"
@@ -180,11 +198,14 @@ def promote(args: argparse.Namespace) -> int:
         commit = ["--commit", release.commit] if release.commit else []
         when = ["--commit-time", release.commit_time] if release.commit_time else []
         app = ["--app", args.app]
-        given = parser.parse_args([args.environment, *app, "--image", image, *commit, *when])
+        patience = [] if args.api_patience is None else ["--api-patience", str(args.api_patience)]
+        given = parser.parse_args(
+            [args.environment, *app, "--image", image, *commit, *when, *patience]
+        )
         return int(trigger(options_from(given, os.environ)))
     from flows.deploy import deploy as deploy_flow
 
-    _check_prefect()
+    _check_prefect(INTERACTIVE_API_PATIENCE if args.api_patience is None else args.api_patience)
     _checked(args, secrets=True)
     return finish(
         run_watched(
@@ -217,6 +238,7 @@ def rollback_arguments(parser: argparse.ArgumentParser) -> None:
         "killed); who and REASON go into the history. Not needed after a crash: a dead "
         "run's lock is taken over within 15 s",
     )
+    add_api_patience_argument(parser)
 
 
 def breaker(reason: str | None) -> str | None:
@@ -237,7 +259,7 @@ def rollback(args: argparse.Namespace) -> int:
 
     _checked(args)  # no image: a rollback deploys one from the history
     breaking = breaker(args.break_lock)
-    _check_prefect()
+    _check_prefect(args.api_patience)
     return finish(
         run_watched(
             args.environment,

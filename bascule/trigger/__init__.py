@@ -1,11 +1,12 @@
 """``bascule trigger ENV --image REF``: start the deploy flow of one environment and follow it.
 
 This is what the GitHub workflows run. It creates a flow run of the Prefect deployment
-``deploy/ENV`` through Prefect's client (PREFECT_API_URL; PREFECT_API_KEY for Prefect Cloud or
-PREFECT_API_AUTH_STRING for a self-hosted server with basic auth), with the parameters
-``environment``, ``image`` and ``commit``, then prints the run's state changes and logs until
-it ends and exits with a code that says how it ended (``bascule.outcome``; the CLI table
-lists the ones this command can return in its --help, after the environment variables).
+``deploy/ENV`` (or ``--deployment FLOW/NAME``) through Prefect's client (PREFECT_API_URL;
+PREFECT_API_KEY for Prefect Cloud or PREFECT_API_AUTH_STRING for a self-hosted server with
+basic auth), with the parameters ``environment``, ``image`` and ``commit``, then prints the
+run's state changes and logs until it ends and exits with a code that says how it ended
+(``bascule.outcome``; the CLI table lists the ones this command can return in its --help,
+after the environment variables).
 
 The run is created with an idempotency key made of environment, commit and image: triggering
 the same inputs again (a re-run job, a retry after a network error) follows the run that
@@ -32,6 +33,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from bascule.cli.options import add_api_patience_argument
 from bascule.config import DEFAULT_CONFIG_DIR
 from bascule.trigger.options import (
     DEFAULT_API_PATIENCE,
@@ -109,13 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate the arguments and find the deployment; start nothing",
     )
+    add_api_patience_argument(parser, DEFAULT_API_PATIENCE)
     parser.add_argument(
-        "--api-patience",
-        type=float,
-        default=DEFAULT_API_PATIENCE,
-        metavar="SECONDS",
-        help="how long the Prefect API may not answer before giving up with exit 7 "
-        "(default: %(default).0f)",
+        "--deployment",
+        metavar="FLOW/NAME",
+        help="the Prefect deployment to start (default: deploy/ENV), e.g. "
+        "deploy/ENV-kubernetes; its worker still decides what the run may do",
     )
     parser.add_argument(
         "--summary",
@@ -151,6 +152,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
         github_actions=environ.get("GITHUB_ACTIONS") == "true",
         app_secrets=app_secret_values(args.environment, environ, DEFAULT_CONFIG_DIR, app),
         app=app,
+        deployment=args.deployment,
     )
 
 

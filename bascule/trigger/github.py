@@ -142,4 +142,4 @@ def _append(out: Output, path: Path, text: str, what: str) -> None:
             file.write(out.redact(text))
     except OSError as exc:
         # The deploy's result matters more than its summary: report, but keep the exit code.
-        out.line(f"bascule trigger: warning: cannot write the {what} {path}: {exc}")
+        out.line(f"bascule: warning: cannot write the {what} {path}: {exc}")

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from bascule.prefect_client import ApiSettings
 
 DEPLOY_FLOW = "deploy"
+# Characters Prefect refuses in a flow's or a deployment's name (prefect.types.names).
+_NOT_IN_NAMES = frozenset("/%&<>")
 DEFAULT_WAIT_TIMEOUT = 7200.0
 # A busy SQLite server answers 503 for a while, a restarting one nothing: no answer yet.
 DEFAULT_API_PATIENCE = 60.0
@@ -53,6 +55,12 @@ class Options:
     app_secrets: tuple[str, ...] = ()
     # One of the environment's apps; None: its file's own (see ``local_app``).
     app: str | None = None
+    # The Prefect deployment to start, FLOW/NAME; None: deploy/<environment>.
+    deployment: str | None = None
+
+    @property
+    def deployment_name(self) -> str:
+        return self.deployment or default_deployment(self.environment)
 
     @property
     def parameters(self) -> dict[str, str | None]:
@@ -64,7 +72,41 @@ class Options:
 
     @property
     def idempotency_key(self) -> str:
-        return idempotency_key(self.environment, self.commit, self.image, self.rerun, self.app)
+        # Another deployment of the same flow must not find this one's run under its key.
+        name = self.deployment_name
+        other = None if name == default_deployment(self.environment) else name
+        return idempotency_key(
+            self.environment, self.commit, self.image, self.rerun, self.app, other
+        )
+
+
+def default_deployment(environment: str) -> str:
+    """The Prefect deployment ``bascule trigger ENV`` starts unless told another."""
+    return f"{DEPLOY_FLOW}/{environment}"
+
+
+def check_deployment(name: str | None) -> str | None:
+    """``--deployment``: FLOW/NAME as Prefect names a deployment; UsageError saying why not."""
+    if name is None:
+        return None
+    parts = name.split("/")
+    bad = next(
+        (
+            part
+            for part in parts
+            if not part
+            or part != part.strip()
+            or any(c in _NOT_IN_NAMES or not c.isprintable() for c in part)
+        ),
+        None,
+    )
+    if len(parts) != 2 or bad is not None:
+        raise UsageError(
+            f"--deployment {name!r} is not a Prefect deployment name: give FLOW/NAME, e.g. "
+            "deploy/staging (`prefect deployment ls` lists them), neither part empty nor "
+            "holding '/', '%', '&', '<', '>' or spaces at its ends"
+        )
+    return name
 
 
 def local_app(environment: str, app: str | None, config_dir: Path) -> str | None:
@@ -112,6 +154,7 @@ def check(options: Options) -> None:
     check_commit(options.commit)
     check_commit_time(options.commit_time)
     check_rerun(options.rerun)
+    check_deployment(options.deployment)
     for name, seconds in (
         ("--timeout", options.wait_timeout),
         ("--api-patience", options.api_patience),
@@ -154,14 +197,18 @@ def idempotency_key(
     image: str,
     rerun: str | None = None,
     app: str | None = None,
+    deployment: str | None = None,
 ) -> str:
     """The same inputs give the same key, and Prefect returns the run it already has for it.
 
     Prefect scopes keys by flow, and every environment's deployment runs the one ``deploy``
-    flow, so the environment is part of the key, and so is the app when one is named (the
-    environment's own app keeps the key it always had). A hash keeps the key short for long
-    image references while the readable prefix helps whoever looks at the run.
+    flow, so the environment is part of the key, and so are the app and the deployment when
+    named (the environment's own app on deploy/<env> keeps the key it always had). A hash
+    keeps the key short for long image references while the readable prefix helps whoever
+    looks at the run.
     """
-    material = json.dumps([environment, commit, image, rerun, *([app] if app else [])])
+    named: list[str | dict[str, str]] = [app] if app else []
+    named += [{"deployment": deployment}] if deployment else []  # never read as an app
+    material = json.dumps([environment, commit, image, rerun, *named])
     digest = hashlib.sha256(material.encode()).hexdigest()[:32]
     return f"bascule-trigger/{environment}/{(commit or 'no-commit')[:12]}/{digest}"

@@ -11,7 +11,7 @@ from typing import TextIO, TypeVar
 import httpx
 
 from bascule.errors import BasculeError
-from bascule.outcome import Exit
+from bascule.outcome import Exit, error_line
 from bascule.prefect_client import (
     Prefect,
     api_errors,
@@ -28,7 +28,7 @@ from bascule.trigger.github import (
     append_summary,
     commands_stopped,
 )
-from bascule.trigger.options import DEPLOY_FLOW, Options, check
+from bascule.trigger.options import Options, check
 from bascule.trigger.report import Report
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def trigger(
         with Prefect(options.api, transport) as prefect:
             code = _Start(prefect, output, report, options).run()
     except BasculeError as exc:
-        output.line(f"bascule trigger: error: {exc}")
+        output.line(error_line(str(exc)))
         code = exc.exit
         report.error = str(exc)
     report.exit_code = code
@@ -64,7 +64,7 @@ class _Start:
     def run(self) -> Exit:
         options, env = self.options, self.options.environment
         where = redact_url(str(options.api.url))
-        name = f"{DEPLOY_FLOW}/{env}"
+        name = options.deployment_name
         deployment = self._call(
             lambda: self.prefect.client.read_deployment_by_name(name),
             f"reading deployment {name}",

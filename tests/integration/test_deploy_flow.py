@@ -205,6 +205,30 @@ def test_deploying_the_image_that_serves_changes_nothing_unless_asked(
     last = deploys.history(cluster, namespace)[-1]
     assert (last["image"], last["result"], last["color"]) == (V1, "succeeded", "green"), last
     assert deploys.active_color(cluster, namespace) == "green"
+    # What `status --json` and `history --json` print, parsed, is what the cluster holds.
+    (status,) = cli_json(prefect_server, "status", "--dir", v1_live, "staging")
+    assert {k: status[k] for k in ("environment", "namespace", "app", "in_flight")} == {
+        "environment": "staging",
+        "namespace": namespace,
+        "app": "sample-app",
+        "in_flight": None,
+    }
+    assert (status["active_color"], status["image"], status["release"]) == ("green", V1, last["id"])
+    colors = {c["color"]: c for c in status["colors"]}
+    assert colors["green"]["active"] and colors["green"]["release"] == last["id"], colors
+    for color, seen in colors.items():
+        assert seen["replicas"] == deploys.replicas(cluster, namespace, color), colors
+    assert colors["green"]["ready"] == colors["green"]["replicas"] > 0, colors
+    told = cli_json(prefect_server, "history", "--dir", v1_live, "staging", "--limit", "2")
+    assert (told["namespace"], told["app"]) == (namespace, "sample-app")
+    assert told["releases"] == list(reversed(deploys.history(cluster, namespace)))[:2]
+
+
+def cli_json(api: str, *args: str) -> Any:
+    """The JSON document a `bascule ... --json` process printed on stdout."""
+    done = deploys.run(api, *args, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
 
 
 # Where a deploy of v2 (to green) is SIGKILLed, and what the reconcile of the next command

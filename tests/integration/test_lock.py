@@ -19,7 +19,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from bascule.errors import LockLost
 from bascule.kube import Kube, KubeError
 from bascule.lease import ANNOTATION_SLOT, held_spec
-from bascule.outcome import Exit
+from bascule.outcome import Exit, error_line
 from tasks import lock
 from tasks.context import Env
 from tests.support import deploys, locks
@@ -322,7 +322,7 @@ def test_rollback_breaks_a_live_runs_lock_only_when_asked_and_records_who_and_wh
     assert broke.returncode == 0, broke.stdout + broke.stderr
     assert stuck.wait(timeout=60) == Exit.INTERRUPTED  # stopped as if killed, in one line
     said = (tmp_path / "1.log").read_text()
-    assert said.strip().splitlines()[-1] == f"bascule: {LockLost.said}", said[-3000:]
+    assert said.strip().splitlines()[-1] == error_line(LockLost.said), said[-3000:]
     assert "Traceback" not in said, said[-3000:]
     (release,) = deploys.history(cluster, namespace)
     assert (release["result"], release["phase"]) == ("interrupted", "done"), release

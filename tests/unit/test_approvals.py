@@ -93,7 +93,9 @@ def resume_answer(status: str, reason: str | None = None) -> Handler:
 
 
 def decision(approver: str = "alice") -> argparse.Namespace:
-    return argparse.Namespace(flow_run=UUID(RUN), approver=approver, comment="LGTM")
+    return argparse.Namespace(
+        flow_run=UUID(RUN), approver=approver, comment="LGTM", api_patience=0.0
+    )
 
 
 def test_accepted_decision_sends_the_form_input(
@@ -150,7 +152,8 @@ def test_pending_lists_paused_runs(
 
     link = "https://app-preview.production.example/"
     seen = answer(handle)
-    assert approvals.pending(argparse.Namespace(flow="deploy", details=details)) == Exit.COMPLETED
+    args = argparse.Namespace(flow="deploy", details=details, json=False, api_patience=0.0)
+    assert approvals.pending(args) == Exit.COMPLETED
     out = capsys.readouterr().out
     assert f"{RUN}  brave-fox  env=production image=app:v2  preview={link}\n" in out
     assert ("    ALTER TABLE items DROP COLUMN legacy" in out) is details

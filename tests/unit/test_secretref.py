@@ -97,7 +97,9 @@ def test_bascule_secrets_shows_a_short_value_and_who_can_read_a_block(
     ]
     monkeypatch.setattr(secretref, "status", lambda env: rows)
     monkeypatch.setattr(inspect, "reading", lambda *args: contextlib.nullcontext())
-    args = argparse.Namespace(environment="staging", dir=str(REPO / "deployments"), app=None)
+    args = argparse.Namespace(
+        environment="staging", dir=str(REPO / "deployments"), app=None, json=False
+    )
     assert inspect.secrets(args) == Exit.USAGE  # optional, but it has a value it cannot mask
     out = capsys.readouterr().out
     assert "FLAG  short    optional  environment variable T_FLAG" in out

@@ -30,7 +30,7 @@ from bascule import jobpolicy, runpolicy
 from bascule import trigger as tr
 from bascule.config import check_environment_name
 from bascule.errors import UsageError
-from bascule.outcome import RESULTS, TERMINAL_TYPES, Exit
+from bascule.outcome import RESULTS, TERMINAL_TYPES, Exit, error_line
 from bascule.prefect_client import ApiSettings, flow_run_url, redact_url, ui_base_url
 from bascule.promotion import DIGEST_LABEL
 from bascule.trigger import follow, github, options
@@ -172,7 +172,14 @@ def test_summary_escapes_what_the_run_says() -> None:
 class FakePrefect:
     """Answers the calls the trigger makes; the run walks through ``states``, one per read."""
 
-    def __init__(self, states: list[tuple[str, str]], *, existing: bool = False) -> None:
+    def __init__(
+        self,
+        states: list[tuple[str, str]],
+        *,
+        existing: bool = False,
+        deployment: str = "deploy/staging",
+    ) -> None:
+        self.deployment = deployment  # the one deployment the server has
         self.deployment_id = uuid4()
         self.flow_id = uuid4()
         self.run_id = uuid4()
@@ -238,10 +245,10 @@ class FakePrefect:
                 return httpx.Response(failure, json={"detail": "scripted"}, headers=headers)
             raise failure("scripted", request=request)
         path = request.url.path.removeprefix("/api/")
-        if request.method == "GET" and path == "deployments/name/deploy/staging":
+        if request.method == "GET" and path == f"deployments/name/{self.deployment}":
             deployment = {
                 "id": str(self.deployment_id),
-                "name": "staging",
+                "name": self.deployment.split("/")[1],
                 "flow_id": str(self.flow_id),
             }
             return httpx.Response(200, json=deployment)
@@ -445,9 +452,66 @@ def test_unknown_deployment_is_a_config_error(tmp_path: Path) -> None:
     code, output, _ = run_fake(fake, tmp_path, environment="qa")
     assert code == Exit.USAGE
     assert (
-        "there is no deployment deploy/qa on the Prefect server at http://127.0.0.1:4200/api"
+        error_line("there is no deployment deploy/qa on the Prefect server at ")
+        + "http://127.0.0.1:4200/api"
         in output
     )
+
+
+# --- another deployment than deploy/ENV -----------------------------------------------------------
+
+OTHER = "deploy/staging-kubernetes"
+
+
+def test_another_deployment_is_started_under_a_key_of_its_own(tmp_path: Path) -> None:
+    fake = FakePrefect([("COMPLETED", "Completed")], deployment=OTHER)
+    code, output, _ = run_fake(fake, tmp_path, deployment=OTHER)
+    assert code == Exit.COMPLETED, output
+    assert f"bascule: started flow run brave-fox ({fake.run_id}) of {OTHER}" in output
+    assert fake.created_body is not None
+    # The same flow's deploy/staging run of these inputs is not this one.
+    default = options.idempotency_key("staging", "abc1234", f"registry.example/app@{DIGEST}")
+    assert fake.created_body["idempotency_key"] != default
+    assert fake.created_body["parameters"]["environment"] == "staging"
+    # Naming the default deployment is not naming another: the key stays the one it was.
+    named = options.Options("staging", "app:1", ApiSettings(API), deployment="deploy/staging")
+    assert (
+        named.idempotency_key
+        == options.Options("staging", "app:1", ApiSettings(API)).idempotency_key
+    )
+    # Without the option, deploy/staging is asked for, which this server does not have.
+    code, output, _ = run_fake(FakePrefect([SCHEDULED], deployment=OTHER), tmp_path)
+    assert code == Exit.USAGE
+    assert "there is no deployment deploy/staging on the Prefect server" in output
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deploy",
+        "deploy/",
+        "/staging",
+        "deploy/staging/x",
+        "deploy/st%ging",
+        " deploy/staging",
+        "deploy/staging ",
+        "deploy/<x>",
+        "deploy/a&b",
+        "deploy/a\nb",
+    ],
+)
+def test_a_deployment_that_is_not_flow_slash_name_calls_nothing(tmp_path: Path, name: str) -> None:
+    fake = FakePrefect([SCHEDULED], deployment=name)
+    code, output, _ = run_fake(fake, tmp_path, deployment=name)
+    assert code == Exit.USAGE
+    assert output.startswith(error_line(f"--deployment {name!r} is not a Prefect deployment name"))
+    assert "give FLOW/NAME, e.g. deploy/staging" in output
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("name", ["deploy/staging-kubernetes", "my flow/eu west 1", "x/y"])
+def test_prefect_deployment_names_pass(name: str) -> None:
+    assert options.check_deployment(name) == name
 
 
 def test_refused_credentials_are_a_config_error_and_not_printed(tmp_path: Path) -> None:
@@ -561,6 +625,12 @@ def test_options_from_arguments_prefect_settings_and_github(tmp_path: Path) -> N
     assert found.wait_timeout is None  # 0: no limit
     assert found.github_actions is True
     assert SECRET not in repr(found)
+    # CI waits out a restarting server: the trigger's own default, not the interactive one.
+    assert found.api_patience == options.DEFAULT_API_PATIENCE
+    assert found.deployment_name == "deploy/staging"
+    with temporary_settings(updates=prefect):
+        other = tr.options_from(parse("staging", "--image", "app:1", "--deployment", OTHER), {})
+    assert other.deployment_name == OTHER
 
 
 def test_help_lists_the_environment_variables(capsys: pytest.CaptureFixture[str]) -> None:
