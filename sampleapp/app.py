@@ -146,6 +146,7 @@ class Handler(BaseHTTPRequestHandler):
         begin = time.perf_counter()
         path = self.path.split("?", 1)[0]
         status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+        counted = False
         try:
             status, content_type, body = app.respond(path)
             self.send_response(status)
@@ -156,13 +157,17 @@ class Handler(BaseHTTPRequestHandler):
                 # Kept-alive connections would stick to this pod after it leaves the endpoints.
                 self.send_header("Connection", "close")
                 self.close_connection = True
+            # Counted before the answer leaves: whoever reads /metrics next has seen it.
+            app.metrics.observe(path, int(status), time.perf_counter() - begin)
+            counted = True
             self.end_headers()
             if send_body:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            app.metrics.observe(path, int(status), time.perf_counter() - begin)
+            if not counted:
+                app.metrics.observe(path, int(status), time.perf_counter() - begin)
             app.leave()
 
     def log_message(self, format: str, *args: Any) -> None:
