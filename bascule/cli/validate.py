@@ -172,11 +172,11 @@ def _template_problems(configs: Iterable[EnvironmentConfig]) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[Path] = set()
     for cfg in configs:
-        if cfg.manifests in seen:
+        if cfg.manifests.path in seen:
             continue
-        seen.add(cfg.manifests)
+        seen.add(cfg.manifests.path)
         try:
-            templates = load_templates(cfg.manifests)
+            templates = load_templates(cfg.manifests.path)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
