@@ -152,10 +152,10 @@ def kustomization_references(doc: YamlDocument) -> tuple[list[Reference], list[P
     refs: list[Reference] = []
     data = doc.data
     if not isinstance(data, dict):
-        return [], [_at(doc, (), "a kustomization is a mapping of its fields — fix the file")]
+        return [], [problem_at(doc, (), "a kustomization is a mapping of fields — fix the file")]
 
     def problem(loc: Loc, message: str) -> None:
-        problems.append(_at(doc, loc, message))
+        problems.append(problem_at(doc, loc, message))
 
     for key in _HELM_KEYS:
         if key in data:
@@ -232,8 +232,9 @@ def missing_message(path: str) -> str:
     )
 
 
-def _at(doc: YamlDocument, loc: Loc, message: str) -> Problem:
-    return Problem(doc.file, message, doc.mark_of(loc, key=False), format_path(loc))
+def problem_at(doc: YamlDocument, loc: Loc, message: str) -> Problem:
+    """A problem at ``loc`` of ``doc``: its line, and the key path as the field."""
+    return Problem(doc.file, message, doc.mark_of(loc), format_path(loc))
 
 
 def _strings(data: Mapping[str, Any], keys: Sequence[str]) -> Iterator[tuple[Loc, str]]:
@@ -296,7 +297,7 @@ def chart_dependency_problems(chart: YamlDocument, vendored: Collection[str]) ->
         ):
             continue
         problems.append(
-            _at(
+            problem_at(
                 chart,
                 ("dependencies", i, "name"),
                 f"dependency {name!r} is not vendored under {CHARTS_DIR}/ — Bascule fetches "
@@ -304,3 +305,33 @@ def chart_dependency_problems(chart: YamlDocument, vendored: Collection[str]) ->
             )
         )
     return problems
+
+
+_HELM_SOURCE = re.compile(r"^# Source: (\S.*)$")
+
+
+def helm_origins(text: str, docs: Sequence[YamlDocument], chart: str) -> dict[int, str]:
+    """What messages call each document of ``helm template``'s output ``text``: the template
+    it came from, which helm writes in a ``# Source:`` comment before each one."""
+    sources = [
+        (number, m.group(1))
+        for number, line in enumerate(text.splitlines(), 1)
+        if (m := _HELM_SOURCE.match(line))
+    ]
+    origins: dict[int, str] = {}
+    for i, doc in enumerate(docs):
+        start = doc.mark_of(()).line
+        before = [source for number, source in sources if number < start]
+        origins[i] = f"helm chart {chart}: {before[-1] if before else f'document {i + 1}'}"
+    return origins
+
+
+def kustomize_origins(docs: Sequence[YamlDocument], directory: str) -> dict[int, str]:
+    """What messages call each object of ``kubectl kustomize``'s output: its kind and name."""
+    origins: dict[int, str] = {}
+    for i, doc in enumerate(docs):
+        data = doc.data if isinstance(doc.data, dict) else {}
+        metadata = data.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        origins[i] = f"kustomization {directory}: {data.get('kind', '?')} {name or '?'}"
+    return origins

@@ -80,10 +80,10 @@ class ManifestsConfig(Section):
             raise FieldProblem(
                 f"{seen.shown} {why} — fix `kind:` or leave it out to detect it", "kind"
             )
-        helm = self.kind == "helm" or (
-            self.kind is None and seen is not None and detect_kind(seen.entries) == "helm"
-        )
-        if not helm and (self.values or self.release is not None):
+        # Known not to be a chart: so written, or so detected in a directory that exists.
+        detected = detect_kind(seen.entries) if seen is not None and seen.kind == "dir" else None
+        not_helm = (self.kind or detected or "helm") != "helm"
+        if not_helm and (self.values or self.release is not None):
             key = "values" if self.values else "release"
             raise FieldProblem(
                 f"only a Helm chart takes `{key}:` and {self.path.name} is not one (it has no "
