@@ -150,7 +150,7 @@ def _render_plain(directory: Path, root: Path) -> list[RenderedObject]:
 # Everything that would run code or fetch: plugins (exec and container functions among them),
 # the Helm chart inflator, a function's network. The load restrictor is kustomize's default,
 # said here so that no configuration of the machine loosens it.
-_KUSTOMIZE_FLAGS = (
+KUSTOMIZE_FLAGS = (
     "--enable-alpha-plugins=false",
     "--enable-helm=false",
     "--network=false",
@@ -162,7 +162,7 @@ def _render_kustomize(directory: Path, root: Path) -> list[RenderedObject]:
     _raise_any(kustomization_problems(directory, root))
     kubectl = tool("kubectl", KUBECTL_ENV, "a Kustomize directory (kubectl kustomize)")
     shown = display_path(directory)
-    out = _run([kubectl, "kustomize", str(directory), *_KUSTOMIZE_FLAGS], shown, "kustomization")
+    out = _run([kubectl, "kustomize", str(directory), *KUSTOMIZE_FLAGS], shown, "kustomization")
     docs = _parse_output(out, f"kubectl kustomize {shown}", shown)
     objects, problems = objects_of(docs, kustomize_origins(docs, shown))
     _raise_any(problems)
@@ -296,7 +296,8 @@ def _run(argv: Sequence[str], shown: str, fix: str, env: dict[str, str] | None =
     except OSError as exc:
         raise UsageError(f"{shown}: cannot run {argv[0]}: {exc}") from None
     if done.returncode != 0:
-        said = clip(done.stderr.strip() or done.stdout.strip(), _ERROR_CHARS)
+        lines = (done.stderr or done.stdout).splitlines()
+        said = clip(" ".join(line.strip() for line in lines if line.strip()), _ERROR_CHARS)
         raise ConfigError(
             [
                 Problem(

@@ -40,9 +40,11 @@ class ManifestsConfig(Section):
             "How the directory is rendered: `plain` (every *.yaml and *.yml file in it, in "
             "name order, several documents a file allowed), `kustomize` (kubectl kustomize, "
             "plugins, Helm and remote bases off; every file it reads must be in the app's "
-            "repository) or `helm` (helm template, with `values:`; dependencies must be "
-            f"vendored under charts/). Default: detected — {KUSTOMIZATION_FILES[0]} (or "
-            f".yml, Kustomization) means kustomize, {CHART_FILE} helm, else plain."
+            "repository) or `helm` (helm template with `values:`, its test hooks left out; "
+            "dependencies must be vendored under charts/). The kubectl and helm are the "
+            "renderer's own: $BASCULE_KUBECTL and $BASCULE_HELM, else on PATH. Default: "
+            f"detected — {KUSTOMIZATION_FILES[0]} (or .yml, Kustomization) means kustomize, "
+            f"{CHART_FILE} helm, else plain."
         ),
     )
     values: tuple[Path, ...] = Field(
