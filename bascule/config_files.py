@@ -22,6 +22,7 @@ from bascule.config.base import (
     environment_file,
 )
 from bascule.config.environment import EnvironmentConfig
+from bascule.config.manifests import ManifestsConfig
 from bascule.config.problems import (
     Layers,
     cross_file_problems,
@@ -255,10 +256,10 @@ def exposed_secrets(path: str | Path, app: str | None = None) -> list[Problem]:
     return secret_warnings(*_load(Path(path), app))
 
 
-def load_templates(directory: str | Path) -> Templates:
+def load_templates(directory: str | Path | ManifestsConfig) -> Templates:
     """Read ``deployment.yaml`` and ``service.yaml`` from ``directory`` (an environment's
-    `manifests:`); ConfigError, listing the problems of both, if unusable."""
-    base = Path(directory)
+    `manifests:`, or its path); ConfigError, listing the problems of both, if unusable."""
+    base = directory.path if isinstance(directory, ManifestsConfig) else Path(directory)
     problems: list[Problem] = []
     docs: list[YamlDocument] = []
     for name in (DEPLOYMENT_TEMPLATE, SERVICE_TEMPLATE):

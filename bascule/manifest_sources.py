@@ -61,11 +61,14 @@ def render_environment(cfg: EnvironmentConfig) -> list[RenderedObject]:
 
 
 def render_manifests(
-    source: ManifestsConfig, *, release: str, namespace: str
+    source: ManifestsConfig, *, release: str, namespace: str, root: Path | None = None
 ) -> list[RenderedObject]:
     """Every object of ``source``, in order. ConfigError (each problem with its file, line and
     what to do) when a file or the source cannot be rendered, or is refused; UsageError when
-    the tool it needs is not installed. Changes nothing."""
+    the tool it needs is not installed. Changes nothing.
+
+    ``root``: the app's repository, which every file read must be in, the manifests directory
+    and the values files too (default: ``app_root`` of the manifests directory)."""
     directory = source.path
     shown = display_path(directory)
     if not directory.is_dir():
@@ -73,7 +76,14 @@ def render_manifests(
             [Problem(shown, "the manifests directory does not exist — create it or fix `path:`")]
         )
     kind = source_kind(source)
-    root = app_root(directory)
+    root = (root or app_root(directory)).resolve()
+    _raise_any(
+        [
+            Problem(display_path(path), outside_message(display_path(path), str(root)))
+            for path in (directory, *source.values)
+            if not path.resolve().is_relative_to(root)
+        ]
+    )
     if kind == "plain":
         return _render_plain(directory, root)
     if kind == "kustomize":

@@ -62,7 +62,7 @@ class Env:
         if app is not None:
             choose_app(environment, app, app_names(config_dir, environment))
         cfg = load_environment(environment_file(config_dir, environment), app)
-        templates = load_templates(cfg.manifests.path)
+        templates = load_templates(cfg.manifests)
         target = k.Target(
             str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None, cfg.kube.context
         )

@@ -42,10 +42,10 @@ def rbac_documents(directory: str | Path, environment: str) -> list[dict[str, An
     for app in app_names(directory, environment):
         cfg = load_environment(environment_file(directory, environment), app)
         home = home or cfg.namespace  # the environment file's own app comes first
-        grants.append(rbac.app_grant(cfg, load_templates(cfg.manifests.path)))
+        grants.append(rbac.app_grant(cfg, load_templates(cfg.manifests)))
         if cfg.promote_from:
             source = load_environment(environment_file(directory, cfg.promote_from), app)
-            grants.append(rbac.source_grant(source, load_templates(source.manifests.path)))
+            grants.append(rbac.source_grant(source, load_templates(source.manifests)))
     return rbac.environment_manifests(environment, home, shipped_roles(), grants)
 
 

@@ -99,6 +99,27 @@ def test_a_file_leading_outside_the_app_is_not_read(tmp_path: Path) -> None:
     assert "'s.yaml' leads outside" in found and "move it inside" in found
 
 
+def test_the_manifests_and_values_must_be_in_the_apps_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "k8s").mkdir(parents=True)
+    (repo / "k8s" / "a.yaml").write_text("apiVersion: v1\nkind: Service\n")
+    assert render_manifests(
+        ManifestsConfig(path=repo / "k8s"), release="r", namespace="n", root=repo
+    )
+    [found] = problems_in(ManifestsConfig(path=FIXTURES / "plain"), repo)
+    plain = "tests/fixtures/manifests/plain"
+    assert found.startswith(f"{plain}: '{plain}' leads outside {repo}, the app's repository")
+    chart = ManifestsConfig(path=FIXTURES / "helm" / "chart", values=[tmp_path / "v.yaml"])
+    [found] = problems_in(chart, REPO)
+    assert found.startswith(f"{tmp_path}/v.yaml: '{tmp_path}/v.yaml' leads outside {REPO}")
+
+
+def problems_in(source: ManifestsConfig, root: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        render_manifests(source, release="r", namespace="n", root=root)
+    return [str(p) for p in info.value.problems]
+
+
 # --- refusals: nothing runs -----------------------------------------------------------------
 
 

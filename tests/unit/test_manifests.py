@@ -49,7 +49,7 @@ def cfg() -> EnvironmentConfig:
 
 @pytest.fixture(scope="module")
 def templates(cfg: EnvironmentConfig) -> Templates:
-    return load_templates(cfg.manifests.path)
+    return load_templates(cfg.manifests)
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:

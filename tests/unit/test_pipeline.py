@@ -695,7 +695,7 @@ def killed_at(world: World, point: str) -> None:
     if applied_green:
         deployment = render_deployment(
             env.cfg,
-            load_templates(env.cfg.manifests.path),
+            load_templates(env.cfg.manifests),
             color="green",
             image=V2,
             release_id=KILLED_ID,
