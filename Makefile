@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: deps system cluster-up cluster-down images flow-image demo test test-unit bench lint lock mutation
+.PHONY: deps system helm cluster-up cluster-down images flow-image demo test test-unit bench lint lock mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +15,11 @@ system:
 	@scripts/install-system.sh
 
 deps: system $(STAMP)
+
+# helm for `manifests:` Helm charts, built from the Go module scripts/helm/go.mod pins into
+# ~/.cache/bascule (once per version); prints its path. The tests build it when they need it.
+helm:
+	@scripts/build-helm.sh
 
 cluster-up: system
 	@tests/cluster/up.sh

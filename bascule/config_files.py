@@ -24,6 +24,7 @@ from bascule.config.base import (
     environment_order,
 )
 from bascule.config.environment import EnvironmentConfig
+from bascule.config.manifests import ManifestsConfig
 from bascule.config.problems import (
     Layers,
     cross_file_problems,
@@ -202,10 +203,25 @@ def _anchored(data: dict[str, Any], directory: Path, *, defaults: bool = False) 
             name = field.loc[-1]
             value = holder.get(name)
             if isinstance(value, str):
-                holder[name] = str(directory / Path(value).expanduser())
+                holder[name] = _under(directory, value)
+            elif field.many and isinstance(value, list):
+                holder[name] = [_under(directory, v) if isinstance(v, str) else v for v in value]
             elif value is None and defaults and field.default is not None:
                 holder[name] = str(directory / field.default)
     return out
+
+
+def _under(directory: Path, value: str) -> str:
+    return str(directory / Path(value).expanduser())
+
+
+def _found(where: Path, *, read: bool) -> Found:
+    kind: Literal["file", "dir", "missing"] = (
+        "file" if where.is_file() else "dir" if where.is_dir() else "missing"
+    )
+    text = where.read_text() if read and kind == "file" else None
+    entries = frozenset(p.name for p in where.iterdir()) if kind == "dir" else frozenset()
+    return Found(display_path(where), kind, text, entries)
 
 
 def _surroundings(path: Path, data: dict[str, Any]) -> Surroundings:
@@ -215,14 +231,9 @@ def _surroundings(path: Path, data: dict[str, Any]) -> Surroundings:
         value: Any = data
         for part in field.loc:
             value = value.get(part) if isinstance(value, dict) else None
-        if not isinstance(value, str):
-            continue
-        where = Path(value)
-        kind: Literal["file", "dir", "missing"] = (
-            "file" if where.is_file() else "dir" if where.is_dir() else "missing"
-        )
-        text = where.read_text() if field.read and kind == "file" else None
-        paths[where] = Found(display_path(where), kind, text)
+        values = value if field.many and isinstance(value, list) else [value]
+        for where in (Path(v) for v in values if isinstance(v, str)):
+            paths[where] = _found(where, read=field.read)
     # The valid ones only: a badly named file beside is `bascule validate`'s to report.
     beside = frozenset(scan_environments(path.parent)[0])
     return Surroundings(environment=path.stem, environments=beside, paths=paths)
@@ -275,10 +286,10 @@ def exposed_secrets(path: str | Path, app: str | None = None) -> list[Problem]:
     return secret_warnings(*_load(Path(path), app))
 
 
-def load_templates(directory: str | Path) -> Templates:
+def load_templates(directory: str | Path | ManifestsConfig) -> Templates:
     """Read ``deployment.yaml`` and ``service.yaml`` from ``directory`` (an environment's
-    `manifests:`); ConfigError, listing the problems of both, if unusable."""
-    base = Path(directory)
+    `manifests:`, or its path); ConfigError, listing the problems of both, if unusable."""
+    base = directory.path if isinstance(directory, ManifestsConfig) else Path(directory)
     problems: list[Problem] = []
     docs: list[YamlDocument] = []
     for name in (DEPLOYMENT_TEMPLATE, SERVICE_TEMPLATE):

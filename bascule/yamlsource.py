@@ -31,6 +31,7 @@ __all__ = [
     "YamlDocument",
     "format_path",
     "parse_yaml",
+    "parse_yaml_stream",
 ]
 
 # A location inside a document: mapping keys and sequence indexes, like pydantic's ``loc``.
@@ -247,21 +248,41 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
 
     Raises ConfigError with every problem found (syntax errors stop at the first one).
     """
-    doc = YamlDocument(file=file, data=None)
     loader = _Loader(text)
     try:
-        root = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = None if mark is None else Mark(mark.line + 1, mark.column + 1)
-        what = " ".join(s for s in (exc.context, exc.problem) if s)
-        raise ConfigError(
-            [Problem(file, f"YAML syntax error: {what} — fix the YAML syntax", where)]
-        ) from None
+        return _document(loader, loader.get_single_node(), file)
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem(file, f"YAML error: {exc}")]) from None
+        raise _syntax_error(exc, file) from None
     finally:
         loader.dispose()
+
+
+def parse_yaml_stream(text: str, file: str) -> list[YamlDocument]:
+    """Parse every document of a multi-document stream (``---`` between them), empty ones
+    left out; marks are lines of the whole text. ConfigError as ``parse_yaml``."""
+    loader = _Loader(text)
+    docs: list[YamlDocument] = []
+    problems: list[Problem] = []
+    try:
+        while loader.check_node():
+            try:
+                doc = _document(loader, loader.get_node(), file)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            if doc.data is not None:
+                docs.append(doc)
+    except yaml.YAMLError as exc:
+        problems.extend(_syntax_error(exc, file).problems)
+    finally:
+        loader.dispose()
+    if problems:
+        raise ConfigError(problems)
+    return docs
+
+
+def _document(loader: _Loader, root: yaml.Node | None, file: str) -> YamlDocument:
+    doc = YamlDocument(file=file, data=None)
     if root is None:
         return doc
     builder = _Builder(loader, doc)
@@ -269,3 +290,14 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
     if builder.problems:
         raise ConfigError(builder.problems)
     return doc
+
+
+def _syntax_error(exc: yaml.YAMLError, file: str) -> ConfigError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = None if mark is None else Mark(mark.line + 1, mark.column + 1)
+        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        return ConfigError(
+            [Problem(file, f"YAML syntax error: {what} — fix the YAML syntax", where)]
+        )
+    return ConfigError([Problem(file, f"YAML error: {exc}")])

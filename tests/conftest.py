@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import shared
+from bascule.manifest_sources import HELM_ENV, KUBECTL_ENV
+from tests.support import render_tools, shared
 from tests.support.alerting import alertmanager, pushgateway  # noqa: F401  (shared fixtures)
 from tests.support.cluster import Cluster, existing, start_local
 from tests.support.postgres import pg_database  # noqa: F401  (a shared fixture)
@@ -47,6 +48,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     shared.finish(session)
+
+
+@pytest.fixture(scope="session")
+def rendering_binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The real kubectl and helm that render `manifests:`, by their environment variable (the
+    ones bascule.manifest_sources reads), built once per machine: kubectl under the cluster's
+    lock, as the cluster's start builds it too."""
+    return {
+        KUBECTL_ENV: shared.once("cluster", tmp_path_factory, render_tools.kubectl),
+        HELM_ENV: shared.once("helm", tmp_path_factory, render_tools.helm),
+    }
+
+
+@pytest.fixture
+def rendering_tools(
+    rendering_binaries: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """This test renders with the real kubectl and helm."""
+    for variable, path in rendering_binaries.items():
+        monkeypatch.setenv(variable, path)
+    return rendering_binaries
 
 
 @pytest.fixture

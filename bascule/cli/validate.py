@@ -14,6 +14,7 @@ from bascule.cli.options import add_dir_argument
 from bascule.config import (
     ConfigError,
     EnvironmentConfig,
+    ManifestsConfig,
     Problem,
     describe_schema,
     environment_file,
@@ -171,7 +172,7 @@ def _template_problems(configs: Iterable[EnvironmentConfig]) -> list[Problem]:
     """Load and render each environment's templates once, so a template that cannot work is
     found now and not in the middle of a deploy."""
     problems: list[Problem] = []
-    seen: set[Path] = set()
+    seen: set[ManifestsConfig] = set()
     for cfg in configs:
         if cfg.manifests in seen:
             continue

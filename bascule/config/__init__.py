@@ -10,8 +10,8 @@ The schema is pure: no module here reads a file. The modules:
   sections share, and ``Surroundings``, what the loader found that the validators check.
 - ``secrets`` (secret sources), ``cluster`` (the ``kube:`` section), ``approval`` (and the
   preview link), ``rollout`` (and history), ``checks`` (health and smoke), ``verification``
-  (and the analysis gate), ``promotion``, ``migrations``, ``notifications``, ``monitoring``:
-  one section each.
+  (and the analysis gate), ``promotion``, ``migrations``, ``notifications``, ``monitoring``,
+  ``manifests``: one section each.
 - ``environment``: ``EnvironmentConfig``, a whole file, and the rules across its sections.
 - ``schema``: walks over the models (``describe_schema``, the model at a place, path fields).
 - ``problems``: pydantic errors as file:line problems; the checks of loaded models.
@@ -39,6 +39,7 @@ from bascule.config.checks import (
 )
 from bascule.config.cluster import KubeConfig
 from bascule.config.environment import EnvironmentConfig
+from bascule.config.manifests import ManifestsConfig
 from bascule.config.migrations import MigrationsConfig, MigrationsJob, MigrationsLint
 from bascule.config.monitoring import MonitoringConfig
 from bascule.config.notifications import NotificationsConfig, Receiver
@@ -64,6 +65,7 @@ __all__ = [
     "HistoryConfig",
     "KubeConfig",
     "KubernetesSecretKey",
+    "ManifestsConfig",
     "MigrationsConfig",
     "MigrationsJob",
     "MigrationsLint",

@@ -12,8 +12,8 @@ import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from pathlib import Path, PurePath
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -78,6 +78,7 @@ class Found:
     shown: str  # the path as messages show it
     kind: Literal["file", "dir", "missing"]
     text: str | None = None  # a file's text, for a field marked READ_BY_LOADER
+    entries: frozenset[str] = frozenset()  # a directory's file and directory names
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,15 @@ SignersFile = Annotated[Path, READ_BY_LOADER]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # A section that may also be written as one path, its field of this name (`manifests: k8s`
+    # for `manifests: {path: k8s}`); the loader anchors it like that field.
+    SHORTHAND: ClassVar[str | None] = None
 
     @model_validator(mode="before")
     @classmethod
     def _empty_means_default(cls, data: Any) -> Any:
+        if cls.SHORTHAND is not None and isinstance(data, str | PurePath):
+            return {cls.SHORTHAND: data}
         # A key left empty (`rollout:` with everything below commented out) means its default.
         if not isinstance(data, dict):
             return data

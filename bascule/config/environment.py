@@ -4,7 +4,6 @@ that tie its sections together (what a protected environment must have)."""
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Any, Self
 
 from pydantic import Field, StrictBool, ValidationInfo, field_validator, model_validator
@@ -27,6 +26,7 @@ from bascule.config.base import (
 )
 from bascule.config.checks import ChecksConfig
 from bascule.config.cluster import KubeConfig
+from bascule.config.manifests import ManifestsConfig
 from bascule.config.migrations import MigrationsConfig
 from bascule.config.monitoring import MonitoringConfig
 from bascule.config.notifications import NotificationsConfig
@@ -85,9 +85,12 @@ class EnvironmentConfig(Section):
             "one without a value stops the deploy before anything changes."
         ),
     )
-    manifests: Path = Field(
-        default=Path("manifests"),  # the loader takes it, too, relative to the file
-        description="Directory of the app's Kubernetes templates, relative to this file.",
+    manifests: ManifestsConfig = Field(
+        default_factory=ManifestsConfig,
+        description=(
+            "The app's Kubernetes manifests: a directory of plain YAML, a Kustomize directory "
+            "or a Helm chart, relative to this file."
+        ),
     )
     approval: ApprovalConfig = Field(
         default_factory=ApprovalConfig, description="Manual approval before the switch."

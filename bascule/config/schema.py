@@ -52,23 +52,33 @@ def describe_schema() -> list[str]:
 
 @dataclass(frozen=True)
 class PathField:
-    """A Path field: where it is, its default, and whether the loader reads the file's text."""
+    """A Path field: where it is, its default, whether the loader reads the file's text, and
+    whether it holds a list of paths."""
 
     loc: Loc
     default: Path | None
     read: bool
+    many: bool = False
 
 
 def path_fields(model: type[BaseModel] = EnvironmentConfig, prefix: Loc = ()) -> list[PathField]:
-    """Where the models hold paths, which are taken relative to the file that writes them."""
+    """Where the models hold paths, which are taken relative to the file that writes them. A
+    section that may be written as one path (``Section.SHORTHAND``) comes before its fields."""
     found: list[PathField] = []
     for name, info in model.model_fields.items():
         inner = unwrap(info.annotation)
+        args = typing.get_args(inner)
         if inner is Path:
             default = info.default if isinstance(info.default, Path) else None
             read = READ_BY_LOADER in _metadata(info.annotation) + tuple(info.metadata)
             found.append(PathField((*prefix, name), default, read))
+        elif typing.get_origin(inner) in (list, tuple) and args and args[0] is Path:
+            found.append(PathField((*prefix, name), None, read=False, many=True))
         elif isinstance(inner, type) and issubclass(inner, BaseModel):
+            shorthand = getattr(inner, "SHORTHAND", None)
+            if shorthand is not None:
+                default = inner.model_fields[shorthand].default
+                found.append(PathField((*prefix, name), default, read=False))
             found.extend(path_fields(inner, (*prefix, name)))
     return found
 

@@ -68,7 +68,7 @@ def test_an_overlays_paths_are_relative_to_it(deployments: Path) -> None:
     manifests.mkdir(parents=True)
     add_app(deployments, "sample-api", "dev", "manifests: manifests\n")
     cfg = load_environment(deployments / "dev.yaml", "sample-api")
-    assert cfg.manifests == manifests.absolute()
+    assert cfg.manifests.path == manifests.absolute()
 
 
 def test_an_error_in_an_overlay_names_the_overlays_line(deployments: Path) -> None:

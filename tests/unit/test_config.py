@@ -82,7 +82,7 @@ def test_repository_environments_load(deployments: Path) -> None:
     assert [name for name, cfg in configs.items() if cfg.protected] == ["production"]
     for cfg in configs.values():
         assert cfg.rollout.scale_down_delay_seconds >= cfg.verification.window_seconds
-        assert cfg.manifests == deployments / "manifests"
+        assert cfg.manifests.path == deployments / "manifests"
         assert cfg.checks.health, "every environment checks health"
 
 
@@ -206,7 +206,7 @@ def test_relative_paths_are_taken_from_the_file(tmp_path: Path) -> None:
     cfg = load_environment(write(tmp_path / "staging.yaml", text))
     assert cfg.kube.kubeconfig == tmp_path / "../kube/config"
     assert cfg.kube.context == "local"
-    assert cfg.manifests == tmp_path / "k8s"
+    assert cfg.manifests.path == tmp_path / "k8s"
 
 
 def test_yaml_anchors_and_merge_keys(tmp_path: Path) -> None:
