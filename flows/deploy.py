@@ -289,7 +289,7 @@ def pipeline(
             stored,
             detail=f"{new} ← {image}" + (" as it was deployed (stored objects)" if stored else ""),
         )
-        run.step("point-preview", untracked(traffic.point_preview), env, new)
+        run.step("point-preview", untracked(traffic.point_preview), env, new, image)
         ready = run.step(
             "wait-ready",
             rollout.wait_ready,
@@ -318,7 +318,7 @@ def pipeline(
             "smoke tests",
             run.step("smoke-http", untracked(checks.smoke_http), env, "preview", image),
         )
-        job = run.step("smoke-job", untracked(checks.smoke_job), env, "preview", release.id)
+        job = run.step("smoke-job", untracked(checks.smoke_job), env, "preview", release.id, image)
         if job is not None:
             run.checked("smoke job", [job])
         values = placeholders(
@@ -372,7 +372,7 @@ def pipeline(
         )
 
     try:
-        switch_s = run.step("switch", untracked(traffic.switch), env, new, old)
+        switch_s = run.step("switch", untracked(traffic.switch), env, new, old, image)
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
@@ -533,7 +533,7 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     started = time.monotonic()
     # The plain function, not a task run: creating one cost 1-2 s on a busy Prefect server,
     # and here every second is a second of the bad version serving. The step is in the report.
-    traffic.switch.fn(run.env, old, new)
+    traffic.switch.fn(run.env, old, new, run.release.previous_image)
     seconds = time.monotonic() - started
     run.release = run.release.with_step(
         h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())

@@ -132,7 +132,7 @@ def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> St
     )
     run.save(phase="planned")
     started = time.monotonic()
-    run.step("switch", untracked(traffic.switch), env, target.color, bad)
+    run.step("switch", untracked(traffic.switch), env, target.color, bad, target.image)
     seconds = time.monotonic() - started
     run.save(phase="switched")
     if bad:
