@@ -32,6 +32,7 @@ from bascule.analysis import Evaluation, placeholders, summary
 from bascule.errors import Refused, UsageError
 from bascule.gitcommit import read_commit
 from bascule.history import now_iso
+from bascule.kubeevents import scaled_down
 from bascule.manifests import idle_color, service_proxy_path
 from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
@@ -58,6 +59,7 @@ from tasks import (
     traffic,
 )
 from tasks.context import DEFAULT_CONFIG_DIR, Env
+from tasks.kubeevents import Story
 from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import baseline_checks, preflight
 from tasks.run import Run, untracked
@@ -363,6 +365,7 @@ def pipeline(
             if not decision.approved:
                 name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
                 return Outcome(abandon(run, new, "rejected", decision.reason, name))
+            run.event("approved", approver=decision.approver)
     except Exception as exc:  # any failure before the switch: traffic never moved
         run.failed_with(exc)
         if isinstance(exc, rollout.RolloutFailed):
@@ -465,6 +468,9 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
     if observed.active == old or color.release != old_release or not color.replicas:
         return f"{old} kept: it is active again or was reused"
     untracked(rollout.scale)(env, old, 0)
+    Story(env, "Deploy", get_run_logger()).tell(
+        [scaled_down(old, "the scale-down delay after the switch away from it passed")]
+    )
     return f"{old} scaled to zero"
 
 
@@ -509,6 +515,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     reason = redact(reason)
     run.log.error("no switch: %s", reason)
     untracked(rollout.scale)(run.env, new, 0)
+    run.tell(scaled_down(new, f"{run.release.id} was not switched to", run.release.image))
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
     timed_out = state_name is StateName.APPROVAL_TIMED_OUT
     run.event("approval-timed-out" if timed_out else result, reason=reason)
@@ -539,6 +546,7 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
         h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())
     )
     untracked(rollout.scale)(run.env, new, 0)
+    run.tell(scaled_down(new, f"{run.release.id} was rolled back", run.release.image))
     run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
     run.event("rolled-back", reason=reason, seconds=seconds)
     run.publish()
