@@ -215,14 +215,15 @@ def color_of_selector(app: str, service_selector: Mapping[str, str] | None) -> C
 
 
 def selector_patch(
-    app: str, color: Color, resource_version: str, image: str | None = None
+    app: str, color: Color, resource_version: str, labels: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """A Service patch pointing it at ``color``, which runs ``image`` (the Service's version
-    label follows what it selects); it only applies if the Service is unchanged since
-    ``resource_version`` was read (the API server answers 409 Conflict otherwise)."""
+    """A Service patch pointing it at ``color``, setting ``labels`` (``object_labels`` of
+    the release that color runs: a Service's version follows what it selects); it only
+    applies if the Service is unchanged since ``resource_version`` was read (the API server
+    answers 409 Conflict otherwise)."""
     meta: dict[str, Any] = {"resourceVersion": resource_version}
-    if image and (version := version_label(image)):
-        meta["labels"] = {LABEL_VERSION: version}
+    if labels:
+        meta["labels"] = dict(labels)
     return {"metadata": meta, "spec": {"selector": selector(app, color)}}
 
 

@@ -468,9 +468,9 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
     if observed.active == old or color.release != old_release or not color.replicas:
         return f"{old} kept: it is active again or was reused"
     untracked(rollout.scale)(env, old, 0)
-    Story(env, "Deploy", get_run_logger()).tell(
-        [scaled_down(old, "the scale-down delay after the switch away from it passed")]
-    )
+    story = Story(env, "Deploy", get_run_logger())
+    story.tell([scaled_down(old, "the scale-down delay after the switch away from it passed")])
+    story.flush()
     return f"{old} scaled to zero"
 
 

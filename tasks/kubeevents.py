@@ -1,6 +1,8 @@
 """Posting a run's Kubernetes Events (bascule.kubeevents) on the app's Deployments, best
 effort: an Event is a courtesy to whoever runs ``kubectl describe``, so one that cannot be
 posted (no RBAC grant, a quota, the API not answering) is logged once and the run goes on.
+They are posted in order by a thread of their own: no step waits for one (an automatic
+rollback's switch least of all), and the run waits for them once, before its report.
 
 An Event names its Deployment by uid, which ``kubectl describe`` selects by: a color's first
 Events (a deploy's start, before its Deployment exists) wait until it does, and are posted
@@ -8,9 +10,11 @@ then with the time they happened."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import socket
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 from bascule import kube as k
@@ -32,13 +36,32 @@ class Story:
     def __init__(self, env: Env, action: str, log: Logger) -> None:
         self.env, self.action, self.log = env, action, log
         self._uids: dict[Color, str] = {}
-        self._waiting: list[tuple[Note, datetime]] = []
+        self._waiting: list[tuple[Note, datetime]] = []  # only the poster thread's
         self._failed = False  # said once
         self._host = socket.gethostname()
+        self._poster = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bascule-events")
+        self._last: Future[None] | None = None
 
     def tell(self, notes: Iterable[Note]) -> None:
-        """Posts ``notes`` now, or once their Deployment exists; never raises."""
+        """Posts ``notes`` (as they happened now) in the background, after those told before,
+        or once their Deployment exists; never raises."""
+        notes = list(notes)
+        if notes:
+            self._submit(notes)
+
+    def flush(self) -> None:
+        """Waits until what was told is posted, those waiting for their Deployment tried
+        once more (or given up)."""
+        if self._last is not None:
+            wait([self._submit([])])
+
+    def _submit(self, notes: list[Note]) -> Future[None]:
         now = datetime.now(UTC)
+        context = contextvars.copy_context()  # the run's logger and settings
+        self._last = self._poster.submit(context.run, self._post, notes, now)
+        return self._last
+
+    def _post(self, notes: list[Note], now: datetime) -> None:
         self._waiting += [(note, now) for note in notes]
         if not self._waiting or self.env.events_refused:
             return

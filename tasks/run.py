@@ -183,6 +183,7 @@ class Run:
         self.env.after_unlock.append(partial(self._publish, ending))
 
     def _publish(self, ending: StateName | None) -> None:
+        self.story.flush()
         self.join_baseline()  # a run that failed before the switch did not join them yet
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)

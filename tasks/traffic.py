@@ -11,13 +11,12 @@ from bascule import kube as k
 from bascule.errors import OperationFailed
 from bascule.kube import KubeError
 from bascule.manifests import (
-    LABEL_VERSION,
     Role,
     color_of_selector,
+    object_labels,
     render_service,
     selector,
     selector_patch,
-    version_label,
 )
 from bascule.vocabulary import Color
 from tasks.context import Env
@@ -39,12 +38,13 @@ def _ensure(env: Env, role: Role, color: Color, image: str | None) -> None:
             if exc.status != 409:
                 raise
             svc = env.kube.get(path)
-    version = version_label(image) if image else None
-    labels = svc["metadata"].get("labels") or {}
-    if color_of_selector(env.app, svc["spec"].get("selector")) != color or (
-        version and labels.get(LABEL_VERSION) != version
+    # A Service made before a label was, or that selected another release, gets them now.
+    labels = object_labels(env.app, env.name, image)
+    current = svc["metadata"].get("labels") or {}
+    if color_of_selector(env.app, svc["spec"].get("selector")) != color or not (
+        labels.items() <= current.items()
     ):
-        patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"], image)
+        patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"], labels)
         env.kube.patch(path, patch)
 
 
@@ -96,8 +96,9 @@ def _point_active(env: Env, to: Color, expect_from: Color | None, image: str | N
                 "moved traffic; nothing was changed"
             )
         try:
+            labels = object_labels(env.app, env.name, image)
             seen = svc["metadata"]["resourceVersion"]
-            env.kube.patch(path, selector_patch(env.app, to, seen, image))
+            env.kube.patch(path, selector_patch(env.app, to, seen, labels))
             return
         except KubeError as exc:
             if exc.status != 409:

@@ -99,8 +99,10 @@ def test_selector_patch_is_guarded_by_resource_version() -> None:
         "spec": {"selector": {LABEL_NAME: "shop", LABEL_COLOR: "green"}},
     }
     # The Service's version follows the color it selects.
-    labelled = selector_patch("shop", "green", "4711", "r.example/shop:1.4.2")
-    assert labelled["metadata"] == {"resourceVersion": "4711", "labels": {LABEL_VERSION: "1.4.2"}}
+    labels = object_labels("shop", "prod", "r.example/shop:1.4.2")
+    labelled = selector_patch("shop", "green", "4711", labels)
+    assert labelled["metadata"] == {"resourceVersion": "4711", "labels": labels}
+    assert labels[LABEL_VERSION] == "1.4.2"
 
 
 @pytest.mark.parametrize(
