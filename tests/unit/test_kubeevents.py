@@ -4,6 +4,7 @@ which color's Deployment, and the core/v1 Event the API server accepts for it.""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,20 @@ DEPLOY = h.Release("r1", V2, "green", V1, "blue", "2026-12-07T08:00:00Z")
 FIRST = h.Release("r0", V1, "blue", None, None, "2026-12-07T07:00:00Z")
 ROLLBACK = h.Release("r2", V1, "blue", V2, "green", "2026-12-07T09:00:00Z", kind="rollback")
 AT = datetime(2026, 12, 7, 8, 30, 15, 123456, tzinfo=UTC)
+
+
+def build(note: Note, **over: Any) -> dict[str, Any]:
+    """``note``'s Event for app shop in production, as worker-1 posts it at AT."""
+    fields: dict[str, Any] = {
+        "app": "shop",
+        "environment": "production",
+        "namespace": "shop-prod",
+        "uid": "u-1",
+        "at": AT,
+        "instance": "worker-1",
+        "action": "Deploy",
+    }
+    return event(note, **(fields | over))
 
 
 def said(notes: list[Note]) -> list[tuple[str, str, str]]:
@@ -127,16 +142,7 @@ def test_checks_and_verification_say_what_failed() -> None:
 
 def test_the_event_is_a_core_v1_event_on_the_deployment() -> None:
     note = stage_notes("started", DEPLOY, {})[0]
-    body = event(
-        note,
-        app="shop",
-        environment="production",
-        namespace="shop-prod",
-        uid="u-1",
-        at=AT,
-        instance="worker-1",
-        action="Deploy",
-    )
+    body = build(note)
     assert (body["apiVersion"], body["kind"], body["type"]) == ("v1", "Event", "Normal")
     assert body["involvedObject"] == {
         "apiVersion": "apps/v1",
@@ -156,29 +162,11 @@ def test_the_event_is_a_core_v1_event_on_the_deployment() -> None:
     assert (body["reportingInstance"], body["action"]) == ("worker-1", "Deploy")
     assert body["reason"] == "DeployStarted" and body["message"] == note.message
     # Another time, another name: Events of one Deployment never collide.
-    later = event(
-        note,
-        app="shop",
-        environment="production",
-        namespace="shop-prod",
-        uid="u-1",
-        at=AT + timedelta(microseconds=1),
-        instance="worker-1",
-        action="Deploy",
-    )
+    later = build(note, at=AT + timedelta(microseconds=1))
     assert later["metadata"]["name"] != body["metadata"]["name"]
     # The same instant in another zone is the same Event time.
     east = AT.astimezone(timezone(timedelta(hours=2)))
-    same = event(
-        note,
-        app="shop",
-        environment="production",
-        namespace="shop-prod",
-        uid=None,
-        at=east,
-        instance="",
-        action="Deploy",
-    )
+    same = build(note, uid=None, at=east, instance="")
     assert same["eventTime"] == body["eventTime"] and "uid" not in same["involvedObject"]
     assert same["reportingInstance"] == "bascule"
 
@@ -186,16 +174,7 @@ def test_the_event_is_a_core_v1_event_on_the_deployment() -> None:
 def test_a_message_is_masked_and_fits_what_the_api_server_keeps() -> None:
     KNOWN.add(["hunter2-secret"])
     note = Note("green", "DeployFailed", "failed: password=hunter2-secret " + "é" * 2000, True)
-    body = event(
-        note,
-        app="shop",
-        environment="dev",
-        namespace="ns",
-        uid="u",
-        at=AT,
-        instance="w",
-        action="Deploy",
-    )
+    body = build(note)
     assert "hunter2-secret" not in body["message"]
     assert len(body["message"].encode()) <= MESSAGE_LIMIT and body["message"].endswith("…")
     assert body["type"] == "Warning"
