@@ -469,7 +469,8 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
         return f"{old} kept: it is active again or was reused"
     untracked(rollout.scale)(env, old, 0)
     story = Story(env, "Deploy", get_run_logger())
-    story.tell([scaled_down(old, "the scale-down delay after the switch away from it passed")])
+    left = f"release {old_release}" if old_release else "its release"
+    story.tell([scaled_down(old, f"{left} no longer serves, and the scale-down delay passed")])
     story.flush()
     return f"{old} scaled to zero"
 
