@@ -63,9 +63,8 @@ CONFLICT_TRIES = 5
 def switch(env: Env, to: Color, expect_from: Color | None, image: str | None = None) -> float:
     """Points the active Service at ``to`` (which runs ``image``: the Service's version
     label) with one PATCH guarded by resourceVersion: it only lands if the Service still
-    selects ``expect_from``. Returns seconds until the
-    Service's endpoints list only ``to``'s pods (kube-proxy then routes new connections
-    there).
+    selects ``expect_from``. Returns seconds until the Service's endpoints list only
+    ``to``'s pods (kube-proxy then routes new connections there).
 
     Through an API outage the PATCH is never repeated blindly, since its answer may have
     been lost after it landed: the Service is read again first, and a Service already on
