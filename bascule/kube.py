@@ -362,8 +362,10 @@ class Kube:
                 return None
             raise
 
-    def create(self, path: str, body: Obj, *, idempotent: bool = False) -> Obj:
-        return self.request("POST", path, body, idempotent=idempotent)
+    def create(
+        self, path: str, body: Obj, *, idempotent: bool = False, timeout: float | None = None
+    ) -> Obj:
+        return self.request("POST", path, body, idempotent=idempotent, timeout=timeout)
 
     def replace(self, path: str, body: Obj) -> Obj:
         return self.request("PUT", path, body)

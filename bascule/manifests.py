@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from bascule.images import ImageError, parse_image
 from bascule.vocabulary import COLORS, Color
 from bascule.yamlsource import ConfigError, Problem, YamlDocument, format_path, parse_yaml
 
@@ -28,11 +29,13 @@ __all__ = [
     "ANNOTATION_RELEASE",
     "LABEL_COLOR",
     "LABEL_ENVIRONMENT",
+    "LABEL_INSTANCE",
     "LABEL_MANAGED_BY",
     "LABEL_NAME",
     "LABEL_RELEASE",
     "LABEL_ROLE",
     "LABEL_SECRETS",
+    "LABEL_VERSION",
     "MANAGED_BY",
     "RESTRICTED_CONTAINER",
     "ROLES",
@@ -44,7 +47,10 @@ __all__ = [
     "deployment_name",
     "history_name",
     "idle_color",
+    "instance_label",
+    "label_value",
     "lease_name",
+    "object_labels",
     "owned_labels",
     "parse_templates",
     "recolored",
@@ -61,12 +67,15 @@ __all__ = [
     "service_proxy_path",
     "stale_secrets",
     "validate_release_id",
+    "version_label",
 ]
 
 Role = Literal["active", "preview"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
 LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_VERSION = "app.kubernetes.io/version"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COLOR = "bascule.io/color"
 LABEL_RELEASE = "bascule.io/release"
@@ -97,6 +106,12 @@ def restricted_context() -> dict[str, Any]:
 
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_MAX = 63
+# Hex digits of the hash a label value made from other text ends with (``label_value``).
+LABEL_HASH_LENGTH = 10
+# Hex digits of a digest that name an image without a tag (``version_label``), as `docker
+# images` shortens ids.
+SHORT_DIGEST = 12
 
 
 # --- names and selectors ------------------------------------------------------------------------
@@ -134,9 +149,56 @@ def service_host(app: str, role: Role, namespace: str) -> str:
 
 
 def owned_labels(app: str, environment: str | None = None) -> dict[str, str]:
-    """The labels on every object Bascule creates for an app (in an environment)."""
+    """The labels that tell an app's objects (in an environment) from any other's: what
+    Bascule lists its objects by. ``object_labels`` adds those that describe them."""
     labels = {LABEL_NAME: app, LABEL_MANAGED_BY: MANAGED_BY}
     return labels | {LABEL_ENVIRONMENT: environment} if environment else labels
+
+
+def object_labels(app: str, environment: str, image: str | None = None) -> dict[str, str]:
+    """The labels on every object Bascule creates for an app in an environment: its own
+    (``owned_labels``) and Kubernetes' recommended ``app.kubernetes.io`` ones, name,
+    instance (``instance_label``), managed-by and, on what belongs to one release (its
+    Deployment and pods, Secret, stored objects, Jobs), version (``version_label`` of its
+    image). Never a selector: the version changes with each release, and objects made
+    before these labels existed lack the instance."""
+    labels = {**owned_labels(app, environment), LABEL_INSTANCE: instance_label(app, environment)}
+    version = version_label(image) if image else None
+    return labels | {LABEL_VERSION: version} if version else labels
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value (at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends):
+    itself when it is one; otherwise what it has of those, cut to fit, then a hash of the
+    whole text, so that two texts never share a value by losing what told them apart."""
+    if _LABEL_VALUE.fullmatch(text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:LABEL_HASH_LENGTH]
+    kept = re.sub(r"[^-A-Za-z0-9_.]+", "-", text).strip("-_.")
+    head = kept[: LABEL_VALUE_MAX - LABEL_HASH_LENGTH - 1].rstrip("-_.")
+    return f"{head}-{digest}" if head else digest
+
+
+def instance_label(app: str, environment: str) -> str:
+    """``app.kubernetes.io/instance``: one app in one environment, ``<app>-<environment>``
+    (two environments may share a namespace, and tools group by instance)."""
+    return label_value(f"{app}-{environment}")
+
+
+def version_label(image: str) -> str | None:
+    """``app.kubernetes.io/version`` of a release's image: its tag, or without one the
+    short form of its digest (``sha256-<12 hex>``); a label value either way. None for a
+    reference with neither."""
+    try:
+        ref = parse_image(image, pinned=False)
+    except ImageError:
+        return None  # never deployed: each release's image was checked when it was planned
+    if ref.tag:
+        return label_value(ref.tag)
+    if ref.digest:
+        algorithm, _, hex_digits = ref.digest.partition(":")
+        return f"{algorithm}-{hex_digits[:SHORT_DIGEST]}"
+    return None
 
 
 def selector(app: str, color: Color) -> dict[str, str]:
@@ -152,13 +214,17 @@ def color_of_selector(app: str, service_selector: Mapping[str, str] | None) -> C
     return color if color in COLORS else None
 
 
-def selector_patch(app: str, color: Color, resource_version: str) -> dict[str, Any]:
-    """A Service patch pointing it at ``color``; it only applies if the Service is unchanged
-    since ``resource_version`` was read (the API server answers 409 Conflict otherwise)."""
-    return {
-        "metadata": {"resourceVersion": resource_version},
-        "spec": {"selector": selector(app, color)},
-    }
+def selector_patch(
+    app: str, color: Color, resource_version: str, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A Service patch pointing it at ``color``, setting ``labels`` (``object_labels`` of
+    the release that color runs: a Service's version follows what it selects); it only
+    applies if the Service is unchanged since ``resource_version`` was read (the API server
+    answers 409 Conflict otherwise)."""
+    meta: dict[str, Any] = {"resourceVersion": resource_version}
+    if labels:
+        meta["labels"] = dict(labels)
+    return {"metadata": meta, "spec": {"selector": selector(app, color)}}
 
 
 def validate_release_id(release_id: str) -> str:
@@ -324,14 +390,15 @@ def _identify(
     the release annotations (replacing those it had)."""
     validate_release_id(release_id)
     labels = _merge_labels(
-        {**owned_labels(cfg.app, cfg.environment), **selector(cfg.app, color)},
+        {**object_labels(cfg.app, cfg.environment, image), **selector(cfg.app, color)},
         extra_labels,
         "labels",
     )
     annotations = _merge_labels(
         {ANNOTATION_RELEASE: release_id, ANNOTATION_IMAGE: image}, extra_annotations, "annotations"
     )
-    pod_labels = {**selector(cfg.app, color), LABEL_RELEASE: release_id}
+    # The selector's labels are the Deployment's own: only the pods' other labels may change.
+    pod_labels = {**labels, LABEL_RELEASE: release_id}
 
     meta = obj.setdefault("metadata", {})
     meta["name"] = deployment_name(cfg.app, color)
@@ -342,7 +409,7 @@ def _identify(
     spec = obj["spec"]
     spec["selector"] = {"matchLabels": selector(cfg.app, color)}
     pod_meta = spec["template"].setdefault("metadata", {})
-    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **(extra_labels or {}), **pod_labels}
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **pod_labels}
     pod_meta["annotations"] = {**(pod_meta.get("annotations") or {}), **annotations}
 
 
@@ -396,7 +463,8 @@ def render_secret(cfg: EnvironmentConfig, values: Mapping[str, str]) -> dict[str
         "metadata": {
             "name": secret.name,
             "namespace": cfg.namespace,
-            "labels": {**owned_labels(cfg.app, cfg.environment), LABEL_SECRETS: "true"},
+            # No version: releases with the same values share it.
+            "labels": {**object_labels(cfg.app, cfg.environment), LABEL_SECRETS: "true"},
         },
         "data": {k: base64.b64encode(values[k].encode()).decode() for k in secret.keys},
     }
@@ -424,16 +492,22 @@ def stale_secrets(existing: Iterable[str], in_use: Iterable[str]) -> list[str]:
 
 
 def render_service(
-    cfg: EnvironmentConfig, templates: Templates, *, role: Role, color: Color
+    cfg: EnvironmentConfig,
+    templates: Templates,
+    *,
+    role: Role,
+    color: Color,
+    image: str | None = None,
 ) -> dict[str, Any]:
-    """The active (``<app>``) or preview (``<app>-preview``) Service, selecting ``color``."""
+    """The active (``<app>``) or preview (``<app>-preview``) Service, selecting ``color``,
+    which runs ``image`` (its version label; the selector patch keeps it current)."""
     obj: dict[str, Any] = copy.deepcopy(dict(templates.service))
     meta = obj.setdefault("metadata", {})
     meta["name"] = service_name(cfg.app, role)
     meta["namespace"] = cfg.namespace
     meta["labels"] = {
         **(meta.get("labels") or {}),
-        **owned_labels(cfg.app, cfg.environment),
+        **object_labels(cfg.app, cfg.environment, image),
         LABEL_ROLE: role,
     }
     obj["spec"]["selector"] = selector(cfg.app, color)

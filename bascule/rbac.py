@@ -35,6 +35,10 @@ from bascule.vocabulary import COLORS
 NEEDED_FOR = "bascule.io/needed-for"
 Feature = Literal["deploy", "secrets", "promote-source"]
 FEATURES: tuple[Feature, ...] = ("deploy", "secrets", "promote-source")
+# What the shipped Roles grant that preflight does not ask for, as (verb, group, resource):
+# without it a run only posts no Kubernetes Events (tasks.kubeevents), which must never stop
+# a deploy.
+BEST_EFFORT = frozenset({("create", "", "events")})
 # The account every environment's runs use, in the namespace of its environment file.
 ACCOUNT = "bascule"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -243,8 +247,16 @@ def needed(
     names: Values,
 ) -> list[Permission]:
     """What preflight asks for: every permission the ``wanted`` features' Roles grant, their
-    placeholders filled in with ``names``."""
-    return permissions(fill((r for f in wanted for r in definition.get(f, ())), names), namespace)
+    placeholders filled in with ``names``, but those granted as a courtesy (BEST_EFFORT)."""
+    granted = permissions(
+        fill((r for f in wanted for r in definition.get(f, ())), names), namespace
+    )
+    return [p for p in granted if not best_effort(p)]
+
+
+def best_effort(p: Permission) -> bool:
+    """Whether a run does without ``p`` (BEST_EFFORT)."""
+    return (p.verb, p.group, p.resource) in BEST_EFFORT
 
 
 # --- an environment's Roles, as `bascule rbac ENV` prints them ------------------------------

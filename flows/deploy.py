@@ -32,6 +32,7 @@ from bascule.analysis import Evaluation, placeholders, summary
 from bascule.errors import Refused, UsageError
 from bascule.gitcommit import read_commit
 from bascule.history import now_iso
+from bascule.kubeevents import scaled_down
 from bascule.manifests import idle_color, service_proxy_path
 from bascule.migrations import MigrationPlan, Phase, render_markdown
 from bascule.monitoring import normal_time
@@ -58,6 +59,7 @@ from tasks import (
     traffic,
 )
 from tasks.context import DEFAULT_CONFIG_DIR, Env
+from tasks.kubeevents import Story
 from tasks.lock import LockHeld, deploy_lock
 from tasks.preflight import baseline_checks, preflight
 from tasks.run import Run, untracked
@@ -289,7 +291,7 @@ def pipeline(
             stored,
             detail=f"{new} ← {image}" + (" as it was deployed (stored objects)" if stored else ""),
         )
-        run.step("point-preview", untracked(traffic.point_preview), env, new)
+        run.step("point-preview", untracked(traffic.point_preview), env, new, image)
         ready = run.step(
             "wait-ready",
             rollout.wait_ready,
@@ -318,7 +320,7 @@ def pipeline(
             "smoke tests",
             run.step("smoke-http", untracked(checks.smoke_http), env, "preview", image),
         )
-        job = run.step("smoke-job", untracked(checks.smoke_job), env, "preview", release.id)
+        job = run.step("smoke-job", untracked(checks.smoke_job), env, "preview", release.id, image)
         if job is not None:
             run.checked("smoke job", [job])
         values = placeholders(
@@ -363,6 +365,7 @@ def pipeline(
             if not decision.approved:
                 name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
                 return Outcome(abandon(run, new, "rejected", decision.reason, name))
+            run.event("approved", approver=decision.approver)
     except Exception as exc:  # any failure before the switch: traffic never moved
         run.failed_with(exc)
         if isinstance(exc, rollout.RolloutFailed):
@@ -372,7 +375,7 @@ def pipeline(
         )
 
     try:
-        switch_s = run.step("switch", untracked(traffic.switch), env, new, old)
+        switch_s = run.step("switch", untracked(traffic.switch), env, new, old, image)
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
@@ -465,6 +468,10 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
     if observed.active == old or color.release != old_release or not color.replicas:
         return f"{old} kept: it is active again or was reused"
     untracked(rollout.scale)(env, old, 0)
+    story = Story(env, "Deploy", get_run_logger())
+    left = f"release {old_release}" if old_release else "its release"
+    story.tell([scaled_down(old, f"{left} no longer serves, and the scale-down delay passed")])
+    story.flush()
     return f"{old} scaled to zero"
 
 
@@ -509,6 +516,7 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     reason = redact(reason)
     run.log.error("no switch: %s", reason)
     untracked(rollout.scale)(run.env, new, 0)
+    run.tell(scaled_down(new, f"{run.release.id} was not switched to", run.release.image))
     run.save(phase="done", result=result, reason=reason, finished=now_iso())
     timed_out = state_name is StateName.APPROVAL_TIMED_OUT
     run.event("approval-timed-out" if timed_out else result, reason=reason)
@@ -533,12 +541,13 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     started = time.monotonic()
     # The plain function, not a task run: creating one cost 1-2 s on a busy Prefect server,
     # and here every second is a second of the bad version serving. The step is in the report.
-    traffic.switch.fn(run.env, old, new)
+    traffic.switch.fn(run.env, old, new, run.release.previous_image)
     seconds = time.monotonic() - started
     run.release = run.release.with_step(
         h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())
     )
     untracked(rollout.scale)(run.env, new, 0)
+    run.tell(scaled_down(new, f"{run.release.id} was rolled back", run.release.image))
     run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
     run.event("rolled-back", reason=reason, seconds=seconds)
     run.publish()

@@ -10,7 +10,7 @@ from dataclasses import replace
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed, Failed
 
-from bascule import bluegreen, snapshots
+from bascule import bluegreen, kubeevents, snapshots
 from bascule import history as h
 from bascule.errors import Refused
 from bascule.history import now_iso
@@ -131,8 +131,9 @@ def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> St
         ),
     )
     run.save(phase="planned")
+    run.tell(*kubeevents.stage_notes("started", run.release, {}))
     started = time.monotonic()
-    run.step("switch", untracked(traffic.switch), env, target.color, bad)
+    run.step("switch", untracked(traffic.switch), env, target.color, bad, target.image)
     seconds = time.monotonic() - started
     run.save(phase="switched")
     if bad:

@@ -17,7 +17,7 @@ from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_sce
 from bascule.config import HealthCheck, SmokeHttpScenario
 from bascule.manifests import (
     Role,
-    owned_labels,
+    object_labels,
     restricted_context,
     service_host,
     service_name,
@@ -130,9 +130,11 @@ def smoke_http(env: Env, role: Role, image: str) -> list[CheckResult]:
 
 
 @task(name="smoke-job", cache_policy=NO_CACHE)
-def smoke_job(env: Env, role: Role, release_id: str) -> CheckResult | None:
+def smoke_job(
+    env: Env, role: Role, release_id: str, image: str | None = None
+) -> CheckResult | None:
     """Runs the app's own smoke suite as a Job against the Service, which it reaches by name
-    as any pod would; its log goes in the report."""
+    as any pod would; its log goes in the report. ``image``: the release's, that it tests."""
     job_cfg = env.cfg.checks.smoke.job
     if job_cfg is None:
         return None
@@ -159,7 +161,7 @@ def smoke_job(env: Env, role: Role, release_id: str) -> CheckResult | None:
         "kind": "Job",
         "metadata": {
             "name": name,
-            "labels": owned_labels(env.app),
+            "labels": object_labels(env.app, env.name, image),
         },
         "spec": {
             "backoffLimit": 0,

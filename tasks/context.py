@@ -53,6 +53,8 @@ class Env:
     stored_secret: ReleaseSecret | None = None
     # The key this worker signs the run's succeeded release with (tasks.promotion.evidence_key).
     evidence_key: Path | None = None
+    # RBAC refused a Kubernetes Event (tasks.kubeevents): the run tries no other.
+    events_refused: bool = False
 
     @staticmethod
     def open(

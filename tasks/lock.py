@@ -66,6 +66,7 @@ from bascule import kube as k
 from bascule import lease
 from bascule.errors import LockLost, Refused
 from bascule.kube import KubeError
+from bascule.manifests import object_labels
 from bascule.prefect_client import Prefect, status_of, tls_context
 from tasks.context import Env
 from tasks.threads import in_thread
@@ -85,7 +86,11 @@ def _now() -> datetime:
 
 
 def _lease_body(env: Env, spec: dict[str, Any], version: str | None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": env.lease.rsplit("/", 1)[1], "namespace": env.ns}
+    metadata: dict[str, Any] = {
+        "name": env.lease.rsplit("/", 1)[1],
+        "namespace": env.ns,
+        "labels": object_labels(env.app, env.name),
+    }
     if version is not None:  # makes a concurrent taker lose with 409
         metadata["resourceVersion"] = version
     return {

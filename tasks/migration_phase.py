@@ -16,7 +16,7 @@ from bascule import migrator
 from bascule.config import MigrationsConfig
 from bascule.dns import unresolved_hint
 from bascule.errors import OperationFailed, UsageError
-from bascule.manifests import owned_labels, restricted_context
+from bascule.manifests import object_labels, restricted_context
 from tasks import jobs
 from tasks.context import Env
 from tasks.migration_plan import database_url
@@ -90,8 +90,7 @@ def in_job(env: Env, image: str, url: str, wanted: migrator.Settings) -> migrato
     cfg = _config(env)
     mask = migrator.Masker(url)
     name = f"{env.app}-migrate-{wanted.label[-12:]}-{uuid.uuid4().hex[:4]}".lower().strip("-")
-    labels = owned_labels(env.app, env.name)
-    meta = {"name": name, "labels": labels}
+    meta = {"name": name, "labels": object_labels(env.app, env.name, image)}
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": {URL_KEY: url}}
     script = Path(migrator.__file__).read_text()
     runner = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {SCRIPT: script}}
@@ -142,7 +141,7 @@ def _job(env: Env, name: str, image: str, wanted: migrator.Settings) -> dict[str
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "labels": owned_labels(env.app, env.name)},
+        "metadata": {"name": name, "labels": object_labels(env.app, env.name, image)},
         "spec": {
             "backoffLimit": 0,  # a migration is never retried blindly
             "activeDeadlineSeconds": cfg.job.timeout_seconds,

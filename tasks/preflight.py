@@ -93,7 +93,7 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
     log = get_run_logger()
     log.warning("reconciling release %s left in phase %s: %s", rel.id, rel.phase, fix.reason)
     if fix.switch_to:
-        traffic.switch(env, fix.switch_to, rel.color)
+        traffic.switch(env, fix.switch_to, rel.color, observed.color(fix.switch_to).image)
     if fix.scale_down:
         rollout.scale(env, fix.scale_down, 0)
     env.reconciled = replace(

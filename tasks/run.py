@@ -1,5 +1,6 @@
 """The imperative shell of one run of a flow (deploy, rollback): its steps, each timed and
-kept in the release record in the cluster, a Prefect event and a notification per stage, and
+kept in the release record in the cluster, a Prefect event, a notification and Kubernetes
+Events on the app's Deployments (tasks.kubeevents) per stage, and
 its report, notifications and metrics once the deploy lock is released. The flows and their
 migration steps (flows/migration_steps.py) share it; ``untracked`` runs a step without a
 Prefect task run of its own."""
@@ -17,7 +18,7 @@ from prefect import Task, get_run_logger
 from prefect.events import emit_event
 
 from bascule import history as h
-from bascule import report
+from bascule import kubeevents, report
 from bascule.analysis import Evaluation
 from bascule.checks import CheckResult
 from bascule.errors import OperationFailed
@@ -26,6 +27,7 @@ from bascule.redact import redact, redact_data
 from bascule.retry import retry
 from tasks import analysis, artifacts, monitoring, state
 from tasks.context import Env
+from tasks.kubeevents import Story
 from tasks.notify import Notifier
 
 P = ParamSpec("P")
@@ -57,6 +59,7 @@ class Run:
         self.artifacts.progress(0.0, f"{release.kind} of {release.image} to {env.name}")
         self.report_key = f"deploy-{env.app}-{env.name}"
         self.notifier = Notifier.open(env.cfg.notifications, self.log, self.report_key)
+        self.story = Story(env, release.kind.title(), self.log)
 
     def save(self, **changes: Any) -> None:
         self.release = replace(self.release, api_requests=self.env.kube.requests, **changes)
@@ -64,6 +67,7 @@ class Run:
         state.save(self.env, self.release)
 
     def event(self, stage: str, **payload: Any) -> None:
+        self.tell(*kubeevents.stage_notes(stage, self.release, payload))
         emit_event(
             event=f"bascule.deploy.{stage}",
             resource={
@@ -96,6 +100,10 @@ class Run:
             preview_url=self.preview,
             signed=self.env.cfg.approval.allowed_signers is not None,
         )
+
+    def tell(self, *notes: kubeevents.Note) -> None:
+        """Kubernetes Events on the app's Deployments: best effort, never a failure."""
+        self.story.tell(notes)
 
     def approval_refused(self, reason: str) -> None:
         """An approval that did not verify: kept in the history; traffic did not move."""
@@ -156,14 +164,17 @@ class Run:
         """Keeps the evaluations a failed gate made, for the report."""
         if isinstance(exc, analysis.VerificationFailed):
             self.evaluations.extend(exc.evaluations)
+            self.tell(kubeevents.verification_failed(self.release, str(exc)))
 
     def checked(self, name: str, results: list[CheckResult]) -> None:
         self.checks.extend(results)
-        failed = [c for c in results if not c.passed]
+        failed = [f"{c.name}: {c.detail}" for c in results if not c.passed]
         for c in results:
             self.log.info(c.line())
+        if results:
+            self.tell(kubeevents.checks_note(self.release, name, failed, len(results)))
         if failed:
-            raise CheckFailed(f"{name}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+            raise CheckFailed(f"{name}: " + "; ".join(failed))
 
     def publish(self, ending: StateName | None = None) -> None:
         """Notifications, monitoring and the report, once the deploy lock is released
@@ -172,6 +183,7 @@ class Run:
         self.env.after_unlock.append(partial(self._publish, ending))
 
     def _publish(self, ending: StateName | None) -> None:
+        self.story.flush()
         self.join_baseline()  # a run that failed before the switch did not join them yet
         if delivered := self.notifier.finish():  # waits (bounded) for messages under way
             self.details.append(delivered)

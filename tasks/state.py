@@ -15,7 +15,12 @@ from bascule import snapshots
 from bascule.bluegreen import ColorState, Observed
 from bascule.history import HISTORY_KEY
 from bascule.kube import KubeError
-from bascule.manifests import ANNOTATION_RELEASE, color_of_selector, owned_labels
+from bascule.manifests import (
+    ANNOTATION_RELEASE,
+    color_of_selector,
+    object_labels,
+    owned_labels,
+)
 from bascule.redact import KNOWN, redact_data
 from bascule.snapshots import Snapshot
 from bascule.vocabulary import COLORS
@@ -91,7 +96,7 @@ def _save(env: Env, release: h.Release, known: dict[str, Any] | None) -> dict[st
                         "kind": "ConfigMap",
                         "metadata": {
                             "name": env.history_map.rsplit("/", 1)[1],
-                            "labels": owned_labels(env.app, env.name),
+                            "labels": object_labels(env.app, env.name),
                         },
                         "data": data,
                     },
@@ -120,7 +125,7 @@ def store_objects(env: Env, release_id: str, snapshot: Snapshot) -> str | None:
     cm = snapshots.to_config_map(
         snapshot,
         name=snapshots.name(env.history_name, release_id),
-        labels=owned_labels(env.app, env.name),
+        labels=object_labels(env.app, env.name, snapshot.image),
         release_id=release_id,
     )
     try:

@@ -13,6 +13,7 @@ from bascule.kube import KubeError
 from bascule.manifests import (
     Role,
     color_of_selector,
+    object_labels,
     render_service,
     selector,
     selector_patch,
@@ -25,26 +26,32 @@ class SwitchConflict(OperationFailed):
     """The active Service changed under us: someone else moved traffic."""
 
 
-def _ensure(env: Env, role: Role, color: Color) -> None:
-    """The Service of ``role`` exists and selects ``color``."""
+def _ensure(env: Env, role: Role, color: Color, image: str | None) -> None:
+    """The Service of ``role`` exists and selects ``color``, which runs ``image``."""
     path = env.service(role)
     svc = env.kube.get_or_none(path)
     if svc is None:
-        obj = render_service(env.cfg, env.templates, role=role, color=color)
+        obj = render_service(env.cfg, env.templates, role=role, color=color, image=image)
         try:
             svc = env.kube.create(k.services(env.ns), obj)
         except KubeError as exc:
             if exc.status != 409:
                 raise
             svc = env.kube.get(path)
-    if color_of_selector(env.app, svc["spec"].get("selector")) != color:
-        patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"])
+    # A Service made before a label was, or that selected another release, gets them now.
+    labels = object_labels(env.app, env.name, image)
+    current = svc["metadata"].get("labels") or {}
+    if color_of_selector(env.app, svc["spec"].get("selector")) != color or not (
+        labels.items() <= current.items()
+    ):
+        patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"], labels)
         env.kube.patch(path, patch)
 
 
 @task(name="point-preview", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
-def point_preview(env: Env, color: Color) -> None:
-    env.kube.retrying(lambda: _ensure(env, "preview", color))
+def point_preview(env: Env, color: Color, image: str | None = None) -> None:
+    """The preview Service selects ``color``, which runs ``image``."""
+    env.kube.retrying(lambda: _ensure(env, "preview", color, image))
 
 
 # A 409 on the guarded PATCH means the Service changed after our read: read and try again,
@@ -53,22 +60,22 @@ CONFLICT_TRIES = 5
 
 
 @task(name="switch", cache_policy=NO_CACHE)
-def switch(env: Env, to: Color, expect_from: Color | None) -> float:
-    """Points the active Service at ``to`` with one PATCH guarded by resourceVersion: it
-    only lands if the Service still selects ``expect_from``. Returns seconds until the
-    Service's endpoints list only ``to``'s pods (kube-proxy then routes new connections
-    there).
+def switch(env: Env, to: Color, expect_from: Color | None, image: str | None = None) -> float:
+    """Points the active Service at ``to`` (which runs ``image``: the Service's version
+    label) with one PATCH guarded by resourceVersion: it only lands if the Service still
+    selects ``expect_from``. Returns seconds until the Service's endpoints list only
+    ``to``'s pods (kube-proxy then routes new connections there).
 
     Through an API outage the PATCH is never repeated blindly, since its answer may have
     been lost after it landed: the Service is read again first, and a Service already on
     ``to`` means done."""
     started = time.monotonic()
-    env.kube.retrying(lambda: _point_active(env, to, expect_from))
+    env.kube.retrying(lambda: _point_active(env, to, expect_from, image))
     wait_endpoints(env, to, timeout=30)
     return time.monotonic() - started
 
 
-def _point_active(env: Env, to: Color, expect_from: Color | None) -> None:
+def _point_active(env: Env, to: Color, expect_from: Color | None, image: str | None) -> None:
     path = env.service("active")
     for _ in range(CONFLICT_TRIES):
         svc = env.kube.get_or_none(path)
@@ -77,7 +84,7 @@ def _point_active(env: Env, to: Color, expect_from: Color | None) -> None:
                 raise SwitchConflict(
                     f"the active Service {path} disappeared; expected {expect_from}"
                 )
-            _ensure(env, "active", to)
+            _ensure(env, "active", to, image)
             return
         current = color_of_selector(env.app, svc["spec"].get("selector"))
         if current == to:
@@ -88,7 +95,9 @@ def _point_active(env: Env, to: Color, expect_from: Color | None) -> None:
                 "moved traffic; nothing was changed"
             )
         try:
-            env.kube.patch(path, selector_patch(env.app, to, svc["metadata"]["resourceVersion"]))
+            labels = object_labels(env.app, env.name, image)
+            seen = svc["metadata"]["resourceVersion"]
+            env.kube.patch(path, selector_patch(env.app, to, seen, labels))
             return
         except KubeError as exc:
             if exc.status != 409:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from bascule import kube as k
 from bascule import snapshots
 from bascule.redact import Redactor
 from tasks import rollout
@@ -229,6 +230,80 @@ def cli_json(api: str, *args: str) -> Any:
     done = deploys.run(api, *args, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
+
+
+# What `kubectl describe deployment sample-app-green` tells of a deploy of v2 with staging's
+# checks (health checks and smoke tests on preview, the smoke tests again on active).
+GREEN_STORY = [
+    "DeployStarted",
+    "ColorReady",
+    "ChecksPassed",  # pre-switch health
+    "ChecksPassed",  # smoke tests
+    "Switched",
+    "ChecksPassed",  # post-switch smoke tests
+    "Verified",
+    "DeploySucceeded",
+]
+RECOMMENDED = ("name", "instance", "version", "managed-by")
+
+
+def bascules_events(cluster: Cluster, namespace: str, deployment: dict[str, Any]) -> list[dict]:
+    """The Events Bascule posted on ``deployment``, selected as `kubectl describe` selects
+    them (by the Deployment's uid), in the order they happened."""
+    uid = deployment["metadata"]["uid"]
+    listing = cluster.client().get(k.events(namespace), fieldSelector=f"involvedObject.uid={uid}")
+    ours = [e for e in listing["items"] if e.get("source", {}).get("component") == "bascule"]
+    return sorted(ours, key=lambda e: e["eventTime"])
+
+
+def test_a_deploy_tells_its_stages_on_its_deployment_and_labels_what_it_made(
+    cluster: Cluster, namespace: str, prefect_server: str, v1_live: str
+) -> None:
+    res = deploy(prefect_server, v1_live, V2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    release = deploys.history(cluster, namespace)[-1]["id"]
+    green = cluster.get_json("-n", namespace, "deployment", "sample-app-green")
+    blue = cluster.get_json("-n", namespace, "deployment", "sample-app-blue")
+
+    story = bascules_events(cluster, namespace, green)
+    assert [e["reason"] for e in story] == GREEN_STORY, story
+    assert all(e["type"] == "Normal" and release in e["message"] for e in story), story
+    assert V2 in story[0]["message"] and f"{V1} serves on blue" in story[0]["message"]
+    # The old color: traffic left it, then the scale-down delay passed.
+    assert [e["reason"] for e in bascules_events(cluster, namespace, blue)][-2:] == [
+        "Switched",
+        "ScaledDown",
+    ]
+    described = cluster.kubectl("-n", namespace, "describe", "deployment", "sample-app-green")
+    assert all(reason in described for reason in GREEN_STORY), described
+
+    # The recommended labels: on the Deployment, its pods and both Services; the selector
+    # is still the color's alone.
+    want = {
+        "name": "sample-app",
+        "instance": "sample-app-staging",
+        "version": "v2",
+        "managed-by": "bascule",
+    }
+    services = [
+        cluster.get_json("-n", namespace, "service", name)
+        for name in ("sample-app", "sample-app-preview")
+    ]
+    for what, labels in [
+        ("Deployment", green["metadata"]["labels"]),
+        ("pod template", green["spec"]["template"]["metadata"]["labels"]),
+        *[(s["metadata"]["name"], s["metadata"]["labels"]) for s in services],
+    ]:
+        found = {key: labels.get(f"app.kubernetes.io/{key}") for key in RECOMMENDED}
+        assert found == want, (what, labels)
+    assert green["spec"]["selector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "sample-app", "bascule.io/color": "green"}
+    }
+    pods = cluster.get_json(
+        "-n", namespace, "pods", "-l", "app.kubernetes.io/instance=sample-app-staging"
+    )["items"]
+    running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]  # blue's go
+    assert {p["metadata"]["labels"]["bascule.io/color"] for p in running} == {"green"}
 
 
 # Where a deploy of v2 (to green) is SIGKILLed, and what the reconcile of the next command

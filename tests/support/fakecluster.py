@@ -556,6 +556,8 @@ def describe(kind: str, body: Obj | None) -> str:
         return f"image={image} replicas={spec.get('replicas')} release={release}"
     if kind == "jobs" and spec:
         return f"image={spec['template']['spec']['containers'][0]['image']}"
+    if kind == "events" and body is not None:
+        return f"{body['involvedObject']['name']} {body['type']} {body['reason']}"
     return ""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,21 @@ from bascule.manifests import (
     ANNOTATION_IMAGE,
     ANNOTATION_RELEASE,
     LABEL_COLOR,
+    LABEL_ENVIRONMENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
     LABEL_NAME,
     LABEL_RELEASE,
+    LABEL_VERSION,
     RESTRICTED_CONTAINER,
     Role,
     Templates,
     color_of_selector,
     deployment_name,
     idle_color,
+    instance_label,
+    label_value,
+    object_labels,
     parse_templates,
     release_secret,
     render_deployment,
@@ -35,11 +43,21 @@ from bascule.manifests import (
     service_proxy_path,
     stale_secrets,
     validate_release_id,
+    version_label,
 )
 from bascule.vocabulary import COLORS
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 IMAGE = "bascule.local/sample-app:v2"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+# Kubernetes' own rule for a label value (apimachinery's IsValidLabelValue).
+VALID_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+RECOMMENDED = {
+    LABEL_NAME: "sample-app",
+    LABEL_INSTANCE: "sample-app-staging",
+    LABEL_VERSION: "v2",
+    LABEL_MANAGED_BY: "bascule",
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +98,69 @@ def test_selector_patch_is_guarded_by_resource_version() -> None:
         "metadata": {"resourceVersion": "4711"},
         "spec": {"selector": {LABEL_NAME: "shop", LABEL_COLOR: "green"}},
     }
+    # The Service's version follows the color it selects.
+    labels = object_labels("shop", "prod", "r.example/shop:1.4.2")
+    labelled = selector_patch("shop", "green", "4711", labels)
+    assert labelled["metadata"] == {"resourceVersion": "4711", "labels": labels}
+    assert labels[LABEL_VERSION] == "1.4.2"
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [
+        ("bascule.local/sample-app:v2", "v2"),
+        ("r.example:5000/team/shop:1.4.2-rc.1", "1.4.2-rc.1"),
+        (f"r.example/shop:v3@{DIGEST}", "v3"),  # people read tags: the tag wins
+        (f"r.example/shop@{DIGEST}", "sha256-0123456789ab"),
+        (f"r.example/shop@sha512:{'ab' * 64}", "sha512-abababababab"),
+        ("r.example/shop", None),  # neither: no version rather than a made-up one
+        ("not an image", None),
+    ],
+)
+def test_the_version_label_is_the_tag_or_the_short_digest(image: str, version: str) -> None:
+    assert version_label(image) == version
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "_build",  # a tag may start with '_', a label value may not
+        "v1.2.",  # ... or end with '.'
+        "1.0-",
+        "x" * 128,  # the longest tag, twice a label's length
+        "a" * 62 + "-b" + "c" * 64,
+        "__.--__",
+    ],
+)
+def test_any_tag_gives_a_valid_label_value(tag: str) -> None:
+    version = version_label(f"r.example/shop:{tag}")
+    assert version is not None
+    assert len(version) <= 63 and VALID_LABEL_VALUE.fullmatch(version), version
+
+
+def test_label_values_made_from_other_text_keep_texts_apart() -> None:
+    assert label_value("v1.2.3") == "v1.2.3"  # a valid value is itself
+    assert label_value("a" * 63) == "a" * 63
+    long_a, long_b = label_value("x" * 70 + "a"), label_value("x" * 70 + "b")
+    assert long_a != long_b
+    assert long_a.startswith("x" * 52 + "-") and len(long_a) == 63
+    assert label_value("_v1") != label_value("v1") and label_value("v1_") != label_value("v1")
+    assert label_value("a/b c") == label_value("a/b c")  # a pure function of the text
+    assert VALID_LABEL_VALUE.fullmatch(label_value("@@@"))
+
+
+def test_the_instance_is_the_app_in_its_environment() -> None:
+    assert instance_label("shop", "production") == "shop-production"
+    long_app = "a" * 63
+    assert instance_label(long_app, "production") != instance_label(long_app, "staging")
+    assert len(instance_label(long_app, "staging")) == 63
+    assert object_labels("shop", "dev") == {
+        LABEL_NAME: "shop",
+        LABEL_INSTANCE: "shop-dev",
+        LABEL_MANAGED_BY: "bascule",
+        LABEL_ENVIRONMENT: "dev",
+    }
+    assert object_labels("shop", "dev", "r/shop:v9")[LABEL_VERSION] == "v9"
 
 
 def test_deployment(cfg: EnvironmentConfig, templates: Templates) -> None:
@@ -98,8 +179,16 @@ def test_deployment(cfg: EnvironmentConfig, templates: Templates) -> None:
     assert spec["selector"] == {"matchLabels": selector("sample-app", "green")}
     assert spec["progressDeadlineSeconds"] == cfg.rollout.progress_deadline_seconds
     pod_labels = spec["template"]["metadata"]["labels"]
-    assert pod_labels == {LABEL_NAME: "sample-app", LABEL_COLOR: "green", LABEL_RELEASE: "r-42"}
-    # The Deployment's selector must select its own pods, and only by name and color.
+    assert pod_labels == {
+        **RECOMMENDED,
+        LABEL_ENVIRONMENT: "staging",
+        LABEL_COLOR: "green",
+        LABEL_RELEASE: "r-42",
+    }
+    assert RECOMMENDED.items() <= meta["labels"].items()
+    # The Deployment's selector must select its own pods, and only by name and color: it
+    # is immutable, so no release's labels (version) may ever enter it.
+    assert spec["selector"] == {"matchLabels": {LABEL_NAME: "sample-app", LABEL_COLOR: "green"}}
     assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
@@ -180,7 +269,8 @@ def test_good_release_ids() -> None:
     ("role", "name"), [("active", "sample-app"), ("preview", "sample-app-preview")]
 )
 def test_services(cfg: EnvironmentConfig, templates: Templates, role: Role, name: str) -> None:
-    obj = render_service(cfg, templates, role=role, color="blue")
+    obj = render_service(cfg, templates, role=role, color="blue", image=IMAGE)
+    assert RECOMMENDED.items() <= obj["metadata"]["labels"].items()
     assert (obj["apiVersion"], obj["kind"]) == ("v1", "Service")
     assert obj["metadata"]["name"] == name
     assert obj["metadata"]["namespace"] == "bascule-staging"
@@ -272,4 +362,7 @@ def test_deployment_reads_each_secret_from_the_release_secret(tmp_path: Path) ->
     assert obj["immutable"] is True and obj["metadata"]["name"] == secret.name
     assert base64.b64decode(obj["data"]["TOKEN"]).decode() == "t0ken"
     assert obj["metadata"]["labels"]["bascule.io/release-secrets"] == "true"
+    # Shared by the releases with these values: of no one version.
+    assert obj["metadata"]["labels"][LABEL_INSTANCE] == f"{cfg.app}-{cfg.environment}"
+    assert LABEL_VERSION not in obj["metadata"]["labels"]
     assert stale_secrets(["a", "b", "c"], {"b"}) == ["a", "c"]

@@ -33,7 +33,13 @@ import tasks.analysis
 from bascule import history as h
 from bascule import lease
 from bascule.config_files import load_templates
-from bascule.manifests import LABEL_COLOR, lease_name, render_deployment
+from bascule.manifests import (
+    LABEL_COLOR,
+    LABEL_VERSION,
+    lease_name,
+    render_deployment,
+    version_label,
+)
 from bascule.migrator import RESULT_MARKER, Result
 from bascule.outcome import StateName
 from tasks import state
@@ -73,6 +79,13 @@ def preview_to(color: str) -> Action:
 
 def created_service(name: str, color: str) -> Action:
     return Action("create", f"services/{name}", f"selector={color}")
+
+
+def told(world: World) -> list[str]:
+    """The Kubernetes Events the runs posted, in order: ``<color> <type> <reason>``."""
+    return [
+        a.change.removeprefix(f"{APP}-") for a in world.api.actions if a.obj.startswith("events/")
+    ]
 
 
 # The changes of a deploy of v2 to green while v1 serves on blue, by how it ends.
@@ -190,6 +203,38 @@ def test_a_deploy_switches_to_the_idle_color_and_retires_the_old_one(world: Worl
         "smoke-http-active",
         "verify",
     ]
+    # `kubectl describe deployment` tells the same story, stage by stage.
+    assert told(world) == [
+        "green Normal DeployStarted",  # posted once green exists, with its own time
+        "green Normal ColorReady",
+        "green Normal ChecksPassed",  # pre-switch health
+        "green Normal ChecksPassed",  # smoke tests (this app has no smoke job)
+        "green Normal Switched",
+        "blue Normal Switched",
+        "green Normal ChecksPassed",  # post-switch smoke tests
+        "green Normal Verified",
+        "green Normal DeploySucceeded",
+        "blue Normal ScaledDown",  # after the scale-down delay
+    ]
+    events = [e for path, e in world.api.objects.items() if "/events/" in path]
+    started = next(e for e in events if e["reason"] == "DeployStarted" and rel.id in e["message"])
+    assert started["involvedObject"]["name"] == f"{APP}-green"
+    assert f"release {rel.id} ({V2}) to green; {V1} serves on blue" in started["message"]
+    assert started["metadata"]["labels"]["app.kubernetes.io/version"] == "v2"
+
+
+def test_an_event_that_cannot_be_posted_fails_nothing(world: World) -> None:
+    """No RBAC grant for Events: the first refusal is logged, no other Event is tried, and
+    the deploy goes through as without Events."""
+    world.api.handlers.append(
+        lambda request: status(403, "Forbidden") if request.url.path.endswith("/events") else None
+    )
+
+    state = world.deploy(V2)
+
+    assert state.is_completed(), state
+    assert world.api.changes() == switched(last(world).id)
+    assert told(world) == ["green Normal DeployStarted → 403"]
 
 
 def test_the_image_that_serves_is_left_as_it_is_unless_asked(world: World) -> None:
@@ -475,6 +520,13 @@ def test_an_approval_switches(gated: World) -> None:
     assert gated.api.changes() == switched(rel.id)
     assert (rel.result, rel.approver, rel.comment) == ("succeeded", "alice", "looks good")
     assert refused == []
+    asked = told(gated).index("green Normal AwaitingApproval")
+    assert told(gated)[asked - 1 : asked + 3] == [
+        "green Normal ChecksPassed",  # the last check before the approval
+        "green Normal AwaitingApproval",
+        "green Normal Approved",
+        "green Normal Switched",
+    ]
 
 
 def test_a_rejection_moves_no_traffic(gated: World) -> None:
@@ -486,6 +538,11 @@ def test_a_rejection_moves_no_traffic(gated: World) -> None:
     assert_ended(state, StateName.REJECTED, "rejected by bob")
     assert gated.api.changes() == abandoned(rel.id)
     assert (rel.result, rel.approver, rel.comment) == ("rejected", "bob", "not today")
+    assert told(gated)[-3:] == [
+        "green Normal AwaitingApproval",
+        "green Normal ScaledDown",
+        "green Warning Rejected",
+    ]
 
 
 def test_no_answer_in_time_moves_no_traffic(gated: World) -> None:
@@ -567,6 +624,14 @@ def test_a_failure_after_the_switch_switches_back_and_scales_the_new_color_down(
     assert (rel.phase, rel.result) == ("done", "rolled-back")
     assert reason in rel.reason
     assert [s.name for s in rel.steps][-1] == "rollback-switch"
+    failure, *after = told(world)[-4:]
+    # What failed: the post-switch smoke tests, or the verification window.
+    assert failure in ("green Warning ChecksFailed", "green Warning VerificationFailed")
+    assert after == [
+        "green Normal ScaledDown",
+        "green Warning RolledBack",  # the color traffic left
+        "blue Warning RolledBack",  # the one it went back to
+    ]
 
 
 def test_a_failed_active_analysis_switches_back(
@@ -711,8 +776,10 @@ def killed_at(world: World, point: str) -> None:
 
 
 def select(world: World, service: str, color: str) -> None:
+    """As the killed run's selector patch left it: green, running v2."""
     svc = world.api.objects[service]
     svc["spec"]["selector"][LABEL_COLOR] = color
+    svc["metadata"]["labels"][LABEL_VERSION] = version_label(V2)
     world.api.put(service, svc)
 
 
@@ -810,6 +877,12 @@ def test_a_rollback_within_the_delay_is_one_switch_back(world: World) -> None:
     assert state.is_completed(), state
     assert world.api.changes() == [active_to("blue"), scaled("green", 0)]
     assert (rel.kind, rel.result, rel.image, rel.color) == ("rollback", "succeeded", V1, "blue")
+    assert told(world) == [
+        "blue Normal RollbackStarted",
+        "green Normal ScaledDown",  # the color it left
+        "green Normal RolledBack",
+        "blue Normal RolledBack",
+    ]
 
 
 def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: World) -> None:

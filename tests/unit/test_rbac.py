@@ -435,7 +435,10 @@ def test_the_cli_prints_what_preflight_checks(
     granted = [r for rules in rbac.parse(yaml.safe_dump_all(docs), "out").values() for r in rules]
     cfg = load_environment(REPO / "deployments" / "staging.yaml")  # as shipped: runner job
     env = Env(cfg, load_templates(cfg.manifests), fake_kube(tmp_path)[0])
-    assert rbac.permissions(granted, env.ns) == preflight.needed(env)
+    printed = rbac.permissions(granted, env.ns)
+    # All of it but the Events, which a run does without (and then posts none).
+    assert [p for p in printed if not rbac.best_effort(p)] == preflight.needed(env)
+    assert [str(p) for p in printed if rbac.best_effort(p)] == ["create events"]
 
 
 def test_a_kubeconfig_holds_one_token_and_the_admins_server_and_ca() -> None:
