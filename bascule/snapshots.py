@@ -29,7 +29,7 @@ from typing import Any
 
 from bascule.errors import Refused
 from bascule.history import Release
-from bascule.manifests import LABEL_RELEASE, ReleaseSecret
+from bascule.manifests import LABEL_RELEASE, ReleaseSecret, applied_image
 from bascule.redact import Redactor
 
 LABEL_OBJECTS = "bascule.io/release-objects"  # on the ConfigMaps of the releases' objects
@@ -50,7 +50,7 @@ class Snapshot:
 
     @property
     def image(self) -> str:
-        return str(self.deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+        return applied_image(self.deployment)
 
     @property
     def release_secret(self) -> ReleaseSecret | None:
@@ -68,8 +68,10 @@ class Snapshot:
         return ReleaseSecret(self.secret, tuple(sorted(keys)))
 
     @property
-    def replicas(self) -> int:
-        return int(self.deployment["spec"].get("replicas", 1))  # Kubernetes' default
+    def replicas(self) -> int | None:
+        """The pods it ran; None when an HPA owned the count (then none was applied)."""
+        count = self.deployment["spec"].get("replicas")
+        return None if count is None else int(count)
 
     def encoded(self) -> bytes:
         return json.dumps(self.deployment, separators=(",", ":"), sort_keys=True).encode()

@@ -16,6 +16,7 @@ from bascule.manifests import (
     render_service,
     selector,
     selector_patch,
+    service_patch,
 )
 from bascule.vocabulary import Color
 from tasks.context import Env
@@ -25,26 +26,31 @@ class SwitchConflict(OperationFailed):
     """The active Service changed under us: someone else moved traffic."""
 
 
-def _ensure(env: Env, role: Role, color: Color) -> None:
-    """The Service of ``role`` exists and selects ``color``."""
+def _ensure(env: Env, role: Role, color: Color, rendered: bool = False) -> None:
+    """The Service of ``role`` exists and selects ``color``; ``rendered``: and is as the
+    manifests render it (its ports and the rest), applied even when it selects ``color``."""
     path = env.service(role)
     svc = env.kube.get_or_none(path)
+    obj = render_service(env.cfg, env.templates, role=role, color=color)
     if svc is None:
-        obj = render_service(env.cfg, env.templates, role=role, color=color)
         try:
             svc = env.kube.create(k.services(env.ns), obj)
+            return
         except KubeError as exc:
             if exc.status != 409:
                 raise
             svc = env.kube.get(path)
-    if color_of_selector(env.app, svc["spec"].get("selector")) != color:
-        patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"])
-        env.kube.patch(path, patch)
+    version = svc["metadata"]["resourceVersion"]
+    if rendered:
+        env.kube.patch(path, service_patch(obj, version))
+    elif color_of_selector(env.app, svc["spec"].get("selector")) != color:
+        env.kube.patch(path, selector_patch(env.app, color, version))
 
 
 @task(name="point-preview", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
 def point_preview(env: Env, color: Color) -> None:
-    env.kube.retrying(lambda: _ensure(env, "preview", color))
+    """The preview Service as rendered, selecting ``color``: every deploy applies its ports."""
+    env.kube.retrying(lambda: _ensure(env, "preview", color, rendered=True))
 
 
 # A 409 on the guarded PATCH means the Service changed after our read: read and try again,
@@ -53,22 +59,23 @@ CONFLICT_TRIES = 5
 
 
 @task(name="switch", cache_policy=NO_CACHE)
-def switch(env: Env, to: Color, expect_from: Color | None) -> float:
+def switch(env: Env, to: Color, expect_from: Color | None, rendered: bool = False) -> float:
     """Points the active Service at ``to`` with one PATCH guarded by resourceVersion: it
     only lands if the Service still selects ``expect_from``. Returns seconds until the
     Service's endpoints list only ``to``'s pods (kube-proxy then routes new connections
-    there).
+    there). ``rendered`` (a deploy's switch to its release): the same PATCH brings the
+    Service to its rendering (ports and the rest), which the new color serves.
 
     Through an API outage the PATCH is never repeated blindly, since its answer may have
     been lost after it landed: the Service is read again first, and a Service already on
     ``to`` means done."""
     started = time.monotonic()
-    env.kube.retrying(lambda: _point_active(env, to, expect_from))
+    env.kube.retrying(lambda: _point_active(env, to, expect_from, rendered))
     wait_endpoints(env, to, timeout=30)
     return time.monotonic() - started
 
 
-def _point_active(env: Env, to: Color, expect_from: Color | None) -> None:
+def _point_active(env: Env, to: Color, expect_from: Color | None, rendered: bool) -> None:
     path = env.service("active")
     for _ in range(CONFLICT_TRIES):
         svc = env.kube.get_or_none(path)
@@ -87,8 +94,13 @@ def _point_active(env: Env, to: Color, expect_from: Color | None) -> None:
                 f"the active Service selects {current}, expected {expect_from}: someone else "
                 "moved traffic; nothing was changed"
             )
+        version = svc["metadata"]["resourceVersion"]
+        patch = selector_patch(env.app, to, version)
+        if rendered:
+            obj = render_service(env.cfg, env.templates, role="active", color=to)
+            patch = service_patch(obj, version)
         try:
-            env.kube.patch(path, selector_patch(env.app, to, svc["metadata"]["resourceVersion"]))
+            env.kube.patch(path, patch)
             return
         except KubeError as exc:
             if exc.status != 409:
