@@ -299,10 +299,11 @@ def load_rendered(directory: str | Path) -> list[RenderedObject]:
     return objects
 
 
-def load_workload(cfg: EnvironmentConfig) -> Workload:
+def load_workload(cfg: EnvironmentConfig, config_file: str) -> Workload:
     """The environment's manifests, sorted by how Bascule runs them (``bascule.workload``);
-    ConfigError naming each object it refuses and why."""
-    return classify(load_rendered(cfg.manifests), cfg.workload, cfg.namespace)
+    ConfigError naming each object it refuses and why (and ``config_file``, the environment
+    file, for a `workload:` choice that names none)."""
+    return classify(load_rendered(cfg.manifests), cfg.workload, cfg.namespace, config_file)
 
 
 # The shipped Roles: what preflight checks is what `bascule rbac` gives the clusters.

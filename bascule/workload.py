@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -214,10 +214,10 @@ def _refusal(obj: RenderedObject) -> str:
 
 
 def _chosen(
-    found: list[RenderedObject], wanted: str | None, kind: str, key: str
+    found: list[RenderedObject], wanted: str | None, kind: str, key: str, config_file: str
 ) -> tuple[RenderedObject | None, list[Problem]]:
-    """The workload's object of ``kind``: the one named ``wanted`` (config ``key``), or the
-    only one; problems naming each candidate otherwise."""
+    """The workload's object of ``kind``: the one named ``wanted`` (config ``key`` of
+    ``config_file``), or the only one; problems naming each candidate otherwise."""
     if wanted is not None:
         match = [o for o in found if _name(o) == wanted]
         if match:
@@ -225,14 +225,20 @@ def _chosen(
         names = ", ".join(sorted(_name(o) for o in found)) or "none"
         return None, [
             Problem(
-                key,
+                config_file,
                 f"no {kind} named {wanted} among the manifests ({names}) — name one of them",
+                None,
+                key,
             )
         ]
     if len(found) == 1:
         return found[0], []
     if not found:
-        return None, [Problem("manifests", f"no {kind} among the manifests — add the app's")]
+        return None, [
+            Problem(
+                config_file, f"no {kind} among the manifests — add the app's", None, "manifests"
+            )
+        ]
     names = ", ".join(sorted(_name(o) for o in found))
     return None, [
         problem_at(
@@ -248,7 +254,7 @@ def _pod_spec(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _workload_problems(
-    deployment: RenderedObject, service: RenderedObject, container: str | None
+    deployment: RenderedObject, service: RenderedObject, container: str | None, config_file: str
 ) -> list[Problem]:
     out = []
     pod = _pod_spec(deployment.data)
@@ -261,9 +267,11 @@ def _workload_problems(
         names = ", ".join(c["name"] for c in containers)
         out.append(
             Problem(
-                "workload.container",
+                config_file,
                 f"{described(deployment)} has no container {container} ({names}) — name one "
                 "of them",
+                None,
+                "workload.container",
             )
         )
     ports = (service.data.get("spec") or {}).get("ports")
@@ -315,9 +323,11 @@ def classify(
     objects: Sequence[RenderedObject],
     choice: WorkloadConfig,
     namespace: str | None = None,
+    config_file: str = "the environment file",
 ) -> Workload:
     """Sorts the rendered objects by how they are run; ConfigError listing every refused or
-    unusable one (by its origin) and every ambiguity of the workload's choice."""
+    unusable one (by its origin) and every ambiguity of the workload's choice (`workload:`
+    of ``config_file``)."""
     problems: list[Problem] = []
     usable: list[RenderedObject] = []
     seen: dict[tuple[str, str], str] = {}
@@ -336,13 +346,15 @@ def classify(
 
     deployments = [o for o in usable if _kind(o) == "Deployment"]
     services = [o for o in usable if _kind(o) == "Service"]
-    deployment, found = _chosen(deployments, choice.deployment, "Deployment", "workload.deployment")
+    deployment, found = _chosen(
+        deployments, choice.deployment, "Deployment", "workload.deployment", config_file
+    )
     problems += found
-    service, found = _chosen(services, choice.service, "Service", "workload.service")
+    service, found = _chosen(services, choice.service, "Service", "workload.service", config_file)
     problems += found
     if deployment is None or service is None:
         raise ConfigError(problems)
-    problems += _workload_problems(deployment, service, choice.container)
+    problems += _workload_problems(deployment, service, choice.container, config_file)
     pod_labels = ((deployment.data["spec"].get("template") or {}).get("metadata") or {}).get(
         "labels"
     ) or {}
@@ -532,14 +544,14 @@ def report(cfg: EnvironmentConfig, workload: Workload) -> list[str]:
     app = cfg.app
     colors = f"{deployment_name(app, 'blue')} and {deployment_name(app, 'green')}"
     names = renames(cfg, workload)
-    how: dict[Handling, Any] = {
-        "workload": lambda o: f"per color, as {colors}",
+    how: dict[Handling, Callable[[RenderedObject], str]] = {
+        "workload": lambda o: f"one Deployment per color, {colors}",
         "service": lambda o: (
-            f"as the active {service_name(app, 'active')} and the preview "
+            f"the active {service_name(app, 'active')} and the preview "
             f"{service_name(app, 'preview')}"
         ),
-        "per color": lambda o: f"per color, as {colors}",
-        "per release": lambda o: f"per release, immutable, as {names[_name(o)]}",
+        "per color": lambda o: f"one per color, {colors}, each for its color's pods",
+        "per release": lambda o: f"immutable, as {names[_name(o)]}",
         "shared": lambda o: "once, shared by both colors",
     }
     return [

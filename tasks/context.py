@@ -64,8 +64,9 @@ class Env:
         """The environment for ``app`` (default: the environment file's own app)."""
         if app is not None:
             choose_app(environment, app, app_names(config_dir, environment))
-        cfg = load_environment(environment_file(config_dir, environment), app)
-        workload = load_workload(cfg)
+        path = environment_file(config_dir, environment)
+        cfg = load_environment(path, app)
+        workload = load_workload(cfg, str(path))
         target = k.Target(
             str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None, cfg.kube.context
         )

@@ -463,8 +463,21 @@ def test_recursive_alias_is_an_error() -> None:
 
 def test_validate_ok(deployments: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--dir", str(deployments)]) == 0
-    out = capsys.readouterr().out
-    assert [line.split(": ")[-1] for line in out.splitlines()] == ["OK", "OK", "OK"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[-1] for line in lines[:3]] == ["OK", "OK", "OK"]
+    # Then what each environment's runs manage, and how: the two templates here.
+    manifests = deployments / "manifests"
+    assert lines[3:] == [
+        line
+        for env in ("dev", "staging", "production")
+        for line in (
+            f"{env} (sample-app) manages:",
+            f"  Deployment set-by-bascule ({manifests}/deployment.yaml:1): workload — one "
+            "Deployment per color, sample-app-blue and sample-app-green",
+            f"  Service set-by-bascule ({manifests}/service.yaml:1): service — the active "
+            "sample-app and the preview sample-app-preview",
+        )
+    ]
 
 
 def test_validate_reports_errors_per_file(
