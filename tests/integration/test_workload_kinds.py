@@ -142,7 +142,7 @@ def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollb
         f"{APP}-blue": "blue",
         f"{APP}-green": "green",
     }
-    green = cluster.get_json("-n", namespace, "deployment", f"{APP}-green")
+    green = cluster.get_json("-n", namespace, "deployment", f"{APP}-green", "--show-managed-fields")
     managers = {
         m["manager"]
         for m in green["metadata"]["managedFields"]

@@ -902,6 +902,19 @@ def kind_changes(world: World) -> list[Action]:
     return [a for a in world.api.changes(KINDS) if "bascule-history" not in a.obj]
 
 
+def brought_up(color: str, image: str, release: str, settings: str, count: int) -> list[Action]:
+    """The release's ConfigMap, the shared Ingress, the color's HPA and PDB, its Deployment
+    applied without replicas, then started at ``count``."""
+    return [
+        Action("create", f"configmaps/{settings}"),
+        Action("apply", "ingresses/web"),
+        Action("apply", f"horizontalpodautoscalers/{APP}-{color}"),
+        Action("apply", f"poddisruptionbudgets/{APP}-{color}"),
+        applied(color, image, release, replicas=None),
+        scaled(color, count),
+    ]
+
+
 def settings_name(world: World) -> str:
     (name,) = w.renames(world.env().cfg, world.env().workload).values()
     return name
@@ -926,12 +939,8 @@ def test_an_app_with_an_hpa_a_pdb_a_configmap_and_an_ingress(
     assert world.deploy(V1).is_completed()
     first = last(world)
     assert kind_changes(world) == [
-        Action("create", f"configmaps/{v1_settings}"),
-        Action("apply", "ingresses/web"),
-        Action("apply", f"horizontalpodautoscalers/{APP}-blue"),
-        Action("apply", f"poddisruptionbudgets/{APP}-blue"),
-        applied("blue", V1, first.id, replicas=None),
-        scaled("blue", 2),  # no active color yet: the configured count
+        # no active color yet: started at the configured count
+        *brought_up("blue", V1, first.id, v1_settings, 2),
         created_service(f"{APP}-preview", "blue"),
         created_service(APP, "blue"),
     ]
@@ -950,12 +959,7 @@ def test_an_app_with_an_hpa_a_pdb_a_configmap_and_an_ingress(
 
     assert v2_settings != v1_settings
     assert kind_changes(world) == [
-        Action("create", f"configmaps/{v2_settings}"),
-        Action("apply", "ingresses/web"),
-        Action("apply", f"horizontalpodautoscalers/{APP}-green"),
-        Action("apply", f"poddisruptionbudgets/{APP}-green"),
-        applied("green", V2, second.id, replicas=None),
-        scaled("green", 4),  # as many as blue runs
+        *brought_up("green", V2, second.id, v2_settings, 4),  # as many as blue runs
         preview_to("green"),
         active_to("green"),
         scaled("blue", 0),
