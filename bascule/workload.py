@@ -452,10 +452,18 @@ def per_color_name(app: str, color: Color) -> str:
     return deployment_name(app, color)
 
 
-def render_per_color(cfg: EnvironmentConfig, obj: RenderedObject, color: Color) -> dict[str, Any]:
-    """``color``'s HPA, aimed at that color's Deployment, or PDB, selecting its pods."""
-    out = _owned(cfg, obj.data, per_color_name(cfg.app, color), **{LABEL_COLOR: color})
-    if _kind(obj) == "HorizontalPodAutoscaler":
+def autoscaler_of(per_color: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The HPA among a release's per-color objects (as its manifests have them), if any."""
+    return next((o for o in per_color if o.get("kind") == "HorizontalPodAutoscaler"), None)
+
+
+def render_per_color(
+    cfg: EnvironmentConfig, obj: Mapping[str, Any], color: Color
+) -> dict[str, Any]:
+    """``color``'s HPA, aimed at that color's Deployment, or PDB, selecting its pods, from
+    the manifests' ``obj``."""
+    out = _owned(cfg, obj, per_color_name(cfg.app, color), **{LABEL_COLOR: color})
+    if obj.get("kind") == "HorizontalPodAutoscaler":
         out["spec"]["scaleTargetRef"] = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -73,36 +74,37 @@ def apply_color(
         write_config_maps(env)
         secret = env.release_secret
         obj = _render(env, color, image, release_id)
-        snapshot = Snapshot(obj, secret.name if secret else None)
+        per_color = tuple(o.data for o in env.workload.per_color)
+        snapshot = Snapshot(obj, secret.name if secret else None, per_color)
     else:
         obj = recolored(stored.deployment, env.cfg, color=color, release_id=release_id)
-        snapshot = Snapshot(obj, stored.secret)
+        snapshot = Snapshot(obj, stored.secret, stored.per_color)
     digest = state.store_objects(env, release_id, snapshot)
     for shared in env.workload.shared:
         rendered = w.render_shared(env.cfg, shared)
         env.kube.apply(w.path(env.ns, rendered), rendered, FIELD_MANAGER)
-    for each in env.workload.per_color:
+    # The release's own HPA and PDB (a rollback's: as that release had them).
+    for each in snapshot.per_color:
         rendered = w.render_per_color(env.cfg, each, color)
         env.kube.apply(w.path(env.ns, rendered), rendered, FIELD_MANAGER)
     deployment = dict(snapshot.deployment)
-    if env.workload.autoscaler is not None:
+    autoscaler = w.autoscaler_of(snapshot.per_color)
+    if autoscaler is not None:
         deployment["spec"] = {k: v for k, v in deployment["spec"].items() if k != "replicas"}
-        start = start_replicas(env, color)
+        start = start_replicas(env, color, autoscaler)
     env.kube.apply(env.deployment(color), deployment, FIELD_MANAGER)
-    if env.workload.autoscaler is not None:
+    if autoscaler is not None:
         # Not in the apply, so Bascule's field manager never owns replicas: the HPA does.
         set_replicas(env, color, start)
     return digest
 
 
-def start_replicas(env: Env, color: Color) -> int:
+def start_replicas(env: Env, color: Color, autoscaler: Mapping[str, Any]) -> int:
     """Under an HPA, the pods ``color`` starts with: as many as the other (active) color
     runs now, within the HPA's bounds."""
-    hpa = env.workload.autoscaler
-    assert hpa is not None
     active = env.kube.get_or_none(env.deployment(idle_color(color)))
     count = (active or {}).get("spec", {}).get("replicas") or None
-    return w.start_replicas(count, env.cfg.replicas, hpa.data)
+    return w.start_replicas(count, env.cfg.replicas, autoscaler)
 
 
 def write_config_maps(env: Env) -> list[str]:

@@ -236,9 +236,7 @@ def test_preflight_names_what_a_narrower_role_lacks(
             "get services sample-app",
             "get services sample-app-preview",
         ]
-        grants = [
-            rbac.source_grant(env.cfg.model_copy(update={"namespace": source}), env.workload)
-        ]
+        grants = [rbac.source_grant(env.cfg.model_copy(update={"namespace": source}), env.workload)]
         promote = rbac.environment_manifests("staging", namespace, shipped_roles(), grants)
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(promote))
         assert preflight.missing(env, history, source) == []

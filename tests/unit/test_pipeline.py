@@ -857,9 +857,9 @@ KINDS = ("deployments", "services", "configmaps", "horizontalpodautoscalers")
 KINDS += ("poddisruptionbudgets", "ingresses")
 
 
-def with_kinds(world: World, message: str) -> None:
-    """Staging's manifests with an HPA, a PDB, an Ingress and a ConfigMap the pods mount,
-    holding ``message``."""
+def with_kinds(world: World, message: str, most: int = 5) -> None:
+    """Staging's manifests with an HPA (at most ``most`` pods), a PDB, an Ingress and a
+    ConfigMap the pods mount, holding ``message``."""
     manifests = world.config_dir / "manifests"
     deployment = yaml.safe_load((manifests / "deployment.yaml").read_text())
     pod = deployment["spec"]["template"]
@@ -875,7 +875,7 @@ def with_kinds(world: World, message: str) -> None:
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
                 "minReplicas": 2,
-                "maxReplicas": 5,
+                "maxReplicas": most,
             },
         },
         {
@@ -951,7 +951,7 @@ def test_an_app_with_an_hpa_a_pdb_a_configmap_and_an_ingress(
 
     # The HPA scaled blue up; v2 changes the file.
     world.api.objects[world.env().deployment("blue")]["spec"]["replicas"] = 4
-    with_kinds(world, "hello v2")
+    with_kinds(world, "hello v2", most=6)
     v2_settings = settings_name(world)
     world.api.actions.clear()
     assert world.deploy(V2).is_completed()
@@ -974,8 +974,11 @@ def test_an_app_with_an_hpa_a_pdb_a_configmap_and_an_ingress(
     world.api.actions.clear()
     assert world.rollback().is_completed()
 
+    # Blue as v1 ran: its file, and its HPA as v1's manifests had it.
     assert mounted(world, "blue") == v1_settings
     assert world.api.obj("configmaps", v1_settings)["data"] == {"message": "hello v1"}
+    assert world.api.objects[f"{hpas}/{APP}-blue"]["spec"]["maxReplicas"] == 5
+    assert world.api.objects[f"{hpas}/{APP}-green"]["spec"]["maxReplicas"] == 6
     assert [a.verb for a in kind_changes(world) if a.obj.startswith("configmaps/")] == []
 
 

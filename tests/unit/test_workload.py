@@ -185,8 +185,8 @@ def test_per_color_objects_aim_at_their_color(cfg: EnvironmentConfig) -> None:
     found = w.classify(full(), WorkloadConfig(), cfg.namespace)
     assert found.autoscaler is not None and found.disruption_budget is not None
 
-    hpa = w.render_per_color(cfg, found.autoscaler, "green")
-    pdb = w.render_per_color(cfg, found.disruption_budget, "blue")
+    hpa = w.render_per_color(cfg, found.autoscaler.data, "green")
+    pdb = w.render_per_color(cfg, found.disruption_budget.data, "blue")
 
     assert hpa["metadata"]["name"] == f"{cfg.app}-green"
     assert hpa["spec"]["scaleTargetRef"]["name"] == f"{cfg.app}-green"
