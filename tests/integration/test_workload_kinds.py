@@ -1,9 +1,12 @@
 """An app with more than a Deployment and a Service, on the real cluster with a real Prefect
-server: a plain manifests directory with an HPA, a PDB and a ConfigMap the pods mount. The
-HPA keeps its count through a deploy (the idle color starts at the active color's) and each
-color has its own PDB and HPA; a changed file is a new ConfigMap, and a rollback whose color
-is gone serves v1's file again; a Service port change reaches both Services. A refused kind
-(a StatefulSet) fails `validate` and `deploy` with its origin and why, nothing changed."""
+server: a plain manifests directory with an HPA, a PDB, an Ingress and a ConfigMap the pods
+mount, deployed as the environment's ServiceAccount with the Roles `bascule rbac` generates
+for it. The HPA keeps its count through a deploy (the idle color starts at the active
+color's) and each color has its own PDB and HPA; a changed file is a new ConfigMap, and a
+rollback whose color is gone serves v1's file again; a Service port change reaches both
+Services; every request is one the generated Roles allow, and their rules for these kinds
+are used. A refused kind (a StatefulSet) fails `validate` and `deploy` with its origin and
+why, nothing changed."""
 
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from bascule.kube import RECORD_ENV
+from tests.integration.test_rbac import granted_by, not_allowed, recorded
 from tests.support import deploys
+from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
 
@@ -74,6 +80,16 @@ def manifests(cfg: Path, message: str, port: int = 80) -> None:
             }
         )
     )
+    (directory / "ingress.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": {"name": "web"},
+                "spec": {"defaultBackend": {"service": {"name": APP, "port": {"name": "http"}}}},
+            }
+        )
+    )
     (directory / "settings.yaml").write_text(
         yaml.safe_dump(
             {
@@ -86,8 +102,8 @@ def manifests(cfg: Path, message: str, port: int = 80) -> None:
     )
 
 
-def deploy(api: str, cfg: Path, image: str) -> Any:
-    res = deploys.run(api, "deploy", "--dir", str(cfg), "staging", "--image", image)
+def deploy(api: str, cfg: Path, image: str, env: dict[str, str] | None = None) -> Any:
+    res = deploys.run(api, "deploy", "--dir", str(cfg), "staging", "--image", image, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     return res
 
@@ -115,17 +131,22 @@ def named(cluster: Cluster, ns: str, kind: str, label: str) -> dict[str, Any]:
 def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollback(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:
-    cfg = write_envs(tmp_path / "cfg", namespace, cluster.kubeconfig, {}, ("staging",))
+    token = tmp_path / "staging.kubeconfig"
+    record = tmp_path / "requests.jsonl"
+    as_account = {RECORD_ENV: str(record)}
+    cfg = write_envs(tmp_path / "cfg", namespace, token, {}, ("staging",))
     manifests(cfg, "hello from v1")
-    deploy(prefect_server, cfg, V1)
+    docs = apply_rbac(cluster, cfg, "staging")
+    assert env_kubeconfig(cluster, "staging", namespace, tmp_path) == token
+    deploy(prefect_server, cfg, V1, as_account)
     assert deploys.active_color(cluster, namespace) == "blue"
     assert wait_for(lambda: files(cluster, namespace, "blue") == {"hello from v1"}, 30)
     # The HPA's doing, which no deploy takes back: blue scaled within its bounds.
     cluster.kubectl("-n", namespace, "scale", f"deployment/{APP}-blue", f"--replicas={SCALED}")
 
-    cfg2 = write_envs(tmp_path / "cfg2", namespace, cluster.kubeconfig, {}, ("staging",))
+    cfg2 = write_envs(tmp_path / "cfg2", namespace, token, {}, ("staging",))
     manifests(cfg2, "hello from v2", port=8081)
-    deploy(prefect_server, cfg2, V2)
+    deploy(prefect_server, cfg2, V2, as_account)
 
     # (a) green started at blue's count, which its own HPA keeps; each color has its PDB.
     assert deploys.active_color(cluster, namespace) == "green"
@@ -159,11 +180,30 @@ def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollb
     assert len(settings) == 2 and all(cm.get("immutable") for cm in settings.values())
     assert deploys.replicas(cluster, namespace, "blue") == 0
 
-    res = deploys.run(prefect_server, "rollback", "--dir", str(cfg2), "staging")
+    res = deploys.run(prefect_server, "rollback", "--dir", str(cfg2), "staging", env=as_account)
     assert res.returncode == 0, res.stdout + res.stderr
 
     assert deploys.active_color(cluster, namespace) == "blue"
     assert wait_for(lambda: files(cluster, namespace, "blue") == {"hello from v1"}, 60)
+    ingress = cluster.get_json("-n", namespace, "ingress", "web")
+    assert ingress["metadata"]["labels"]["app.kubernetes.io/name"] == APP
+
+    # As the account: every request allowed, and the rules of these kinds used, by name.
+    granted = granted_by(docs, namespace)
+    asked = recorded(record)
+    assert not_allowed(asked, granted, namespace) == []
+    kinds = {
+        str(p)
+        for p in asked
+        if p.resource in ("horizontalpodautoscalers", "poddisruptionbudgets", "ingresses")
+    }
+    assert kinds == {
+        f"patch autoscaling/horizontalpodautoscalers {APP}-blue",
+        f"patch autoscaling/horizontalpodautoscalers {APP}-green",
+        f"patch policy/poddisruptionbudgets {APP}-blue",
+        f"patch policy/poddisruptionbudgets {APP}-green",
+        "patch networking.k8s.io/ingresses web",
+    }
 
 
 REFUSED = {
