@@ -365,7 +365,7 @@ def classify(
     shared: list[RenderedObject] = []
     for obj in usable:
         kind = _kind(obj)
-        if obj in (deployment, service):
+        if obj is deployment or obj is service:
             continue
         if kind == "Deployment":
             why = (
