@@ -126,9 +126,9 @@ def rollback_plan(obs: Observed, target: Release) -> Action:
     return "redeploy"
 
 
-def drift(obs: Observed, recorded: Release | None, replicas: int) -> list[str]:
+def drift(obs: Observed, recorded: Release | None, replicas: int | None) -> list[str]:
     """How what serves differs from the release the history says serves, run at the
-    configured number of ``replicas``."""
+    configured number of ``replicas`` (None: an HPA's to decide)."""
     if recorded is None:
         return ["no release is recorded as serving"]
     found = []
@@ -139,7 +139,7 @@ def drift(obs: Observed, recorded: Release | None, replicas: int) -> list[str]:
         found.append(f"{recorded.color} runs {state.image}, recorded {recorded.image}")
     if state.release != recorded.id:
         found.append(f"{recorded.color} carries release {state.release}, recorded {recorded.id}")
-    if state.replicas != replicas:
+    if replicas is not None and state.replicas != replicas:
         found.append(f"{recorded.color} is scaled to {state.replicas}, configured {replicas}")
     if not state.serving_ready:
         found.append(f"{recorded.color} has {state.ready}/{state.replicas} ready")

@@ -114,13 +114,13 @@ def parse_image(ref: str, *, pinned: bool = True, require_digest: bool = False) 
     return image
 
 
-def pods_digest(pods: list[dict[str, Any]]) -> str | None:
-    """The one manifest digest the first container (the app's) of ``pods`` runs; None when
-    a started one reports no repository digest, or they do not all run the same. A pod whose
-    container has not started yet (no imageID) says nothing."""
+def pods_digest(pods: list[dict[str, Any]], container: str | None = None) -> str | None:
+    """The one manifest digest the app's container of ``pods`` runs (``container``, by default
+    the first); None when a started one reports no repository digest, or they do not all run
+    the same. A pod whose container has not started yet (no imageID) says nothing."""
     digests = set()
     for pod in pods:
-        name = pod["spec"]["containers"][0]["name"]
+        name = container or pod["spec"]["containers"][0]["name"]
         statuses = pod.get("status", {}).get("containerStatuses", [])
         if found := next((s.get("imageID") for s in statuses if s.get("name") == name), None):
             digests.add(running_digest(found))

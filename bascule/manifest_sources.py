@@ -45,6 +45,7 @@ from bascule.source_rules import (
     plugin_problem,
     problem_at,
 )
+from bascule.workload import Workload, classify
 from bascule.yamlsource import ConfigError, Problem, YamlDocument, parse_yaml_stream
 
 KUBECTL_ENV = "BASCULE_KUBECTL"
@@ -58,6 +59,13 @@ def render_environment(cfg: EnvironmentConfig) -> list[RenderedObject]:
     return render_manifests(
         cfg.manifests, release=cfg.manifests.release or cfg.app, namespace=cfg.namespace
     )
+
+
+def load_workload(cfg: EnvironmentConfig, config_file: str) -> Workload:
+    """The environment's manifests rendered and sorted by how Bascule runs them
+    (``bascule.workload``); ConfigError naming each object it refuses and why (and
+    ``config_file``, the environment file, for a `workload:` choice that names none)."""
+    return classify(render_environment(cfg), cfg.workload, cfg.namespace, config_file)
 
 
 def render_manifests(

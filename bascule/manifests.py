@@ -42,6 +42,8 @@ __all__ = [
     "ReleaseSecret",
     "Role",
     "Templates",
+    "app_container",
+    "applied_image",
     "checked_templates",
     "color_of_selector",
     "deployment_name",
@@ -63,6 +65,7 @@ __all__ = [
     "selector",
     "selector_patch",
     "service_name",
+    "service_patch",
     "service_proxy_name",
     "service_proxy_path",
     "stale_secrets",
@@ -227,6 +230,19 @@ def selector_patch(
     return {"metadata": meta, "spec": {"selector": selector(app, color)}}
 
 
+def service_patch(rendered: Mapping[str, Any], resource_version: str) -> dict[str, Any]:
+    """A merge patch bringing a Service to ``rendered`` (``render_service``: its labels and
+    spec, the selector included), guarded like ``selector_patch``. The ports list is
+    replaced whole; fields the API server set (clusterIP) are kept."""
+    return {
+        "metadata": {
+            "resourceVersion": resource_version,
+            "labels": dict(rendered["metadata"]["labels"]),
+        },
+        "spec": copy.deepcopy(dict(rendered["spec"])),
+    }
+
+
 def validate_release_id(release_id: str) -> str:
     """A release id is stored as a label value: at most 63 of [A-Za-z0-9-_.], alphanumeric ends."""
     if not _LABEL_VALUE.fullmatch(release_id):
@@ -339,6 +355,8 @@ def render_deployment(
     ``replicas`` defaults to the environment's; 0 renders the scaled-down form. Extra labels and
     annotations go on the Deployment and its pod template both; they may not touch Bascule's.
     ``secret``: the release's Secret, whose keys become the container's secret variables.
+    The image, ``env`` and ``secret`` go to the app's container (``workload.container``, by
+    default the first); the others keep theirs.
     """
     if replicas is not None and replicas < 0:
         raise ValueError(f"replicas must be 0 or more, not {replicas}")
@@ -348,7 +366,7 @@ def render_deployment(
     spec["replicas"] = cfg.replicas if replicas is None else replicas
     spec["progressDeadlineSeconds"] = cfg.rollout.progress_deadline_seconds
 
-    container = spec["template"]["spec"]["containers"][0]
+    container = app_container(spec["template"]["spec"], cfg.workload.container)
     container["image"] = image
     entries: dict[str, dict[str, Any]] = {
         name: {"name": name, "value": value} for name, value in cfg.env.items()
@@ -371,9 +389,30 @@ def recolored(
     environment's and this run's; everything else (image, replicas, env, Secret reference)
     stays as the release applied it."""
     obj: dict[str, Any] = copy.deepcopy(dict(deployment))
-    image = obj["spec"]["template"]["spec"]["containers"][0]["image"]
-    _identify(obj, cfg, color, release_id, image)
+    _identify(obj, cfg, color, release_id, applied_image(obj))
     return obj
+
+
+def app_container(pod_spec: Mapping[str, Any], name: str | None) -> dict[str, Any]:
+    """The container of a pod template that runs the deployed image: the one named ``name``
+    (``workload.container``), or the first. KeyError if none has that name (the
+    classification of the manifests, ``bascule.workload``, refuses such a template first)."""
+    containers: list[dict[str, Any]] = pod_spec["containers"]
+    if name is None:
+        return containers[0]
+    for container in containers:
+        if container.get("name") == name:
+            return container
+    raise KeyError(f"no container named {name!r}")
+
+
+def applied_image(deployment: Mapping[str, Any]) -> str:
+    """The image a rendered Deployment deploys: its release annotation, which names it
+    whichever container runs it (else, for one rendered before it was set, the first's)."""
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    if ANNOTATION_IMAGE in annotations:
+        return str(annotations[ANNOTATION_IMAGE])
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 def _identify(

@@ -21,7 +21,6 @@ from bascule.manifests import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
     ROLES,
-    Templates,
     deployment_name,
     history_name,
     lease_name,
@@ -29,6 +28,7 @@ from bascule.manifests import (
     service_proxy_name,
 )
 from bascule.vocabulary import COLORS
+from bascule.workload import PER_COLOR, SHARED, Workload, per_color_name
 
 # When a Role's rules are needed, from its annotation: always, with `secrets:` or the
 # migration Job, and in the namespace a `promote_from` environment's history is read from.
@@ -54,6 +54,11 @@ PLACEHOLDERS = (
     "history",  # the history ConfigMap
     "lease",  # the deploy lock
     "secret_sources",  # the Kubernetes Secrets `secrets:` reads (kubernetes_secret)
+    # The objects of the app's manifests besides its workload (bascule.workload), by kind:
+    # "{horizontalpodautoscalers}" names the two colors' HPAs when the manifests have one,
+    # "{shared_ingresses}" the manifests' Ingresses, applied once.
+    *(kind.plural for kind in PER_COLOR.values()),
+    *(f"shared_{kind.plural}" for kind in SHARED.values()),
 )
 Values = Mapping[str, frozenset[str]]
 
@@ -193,23 +198,36 @@ def method_verb(method: str) -> str:
     return _VERBS.get(method, method.lower())
 
 
-def values(cfg: EnvironmentConfig, templates: Templates) -> dict[str, frozenset[str]]:
+def values(cfg: EnvironmentConfig, workload: Workload) -> dict[str, frozenset[str]]:
     """What the placeholders of the shipped Roles name for one app of an environment."""
     proxied = [c.method for c in cfg.checks.smoke.http if not c.url]
     proxied += ["GET" for c in cfg.checks.health if not c.url]
-    return {
-        "deployments": frozenset(deployment_name(cfg.app, c) for c in COLORS),
-        "services": frozenset(service_name(cfg.app, r) for r in ROLES),
-        "service_proxies": frozenset(service_proxy_name(cfg.app, templates, r) for r in ROLES),
-        "proxy_verbs": frozenset(method_verb(m) for m in proxied),
-        "history": frozenset({history_name(cfg.app)}),
-        "lease": frozenset({lease_name(cfg.app)}),
-        "secret_sources": frozenset(
-            ref.kubernetes_secret.name
-            for ref in cfg.secrets.values()
-            if ref.kubernetes_secret is not None
-        ),
+    templates = workload.templates
+    per_color = {
+        PER_COLOR[str(o.data["kind"])].plural: frozenset(per_color_name(cfg.app, c) for c in COLORS)
+        for o in workload.per_color
     }
+    shared: dict[str, set[str]] = {}
+    for o in workload.shared:
+        plural = SHARED[str(o.data["kind"])].plural
+        shared.setdefault(f"shared_{plural}", set()).add(str(o.data["metadata"]["name"]))
+    return (
+        per_color
+        | {key: frozenset(names) for key, names in shared.items()}
+        | {
+            "deployments": frozenset(deployment_name(cfg.app, c) for c in COLORS),
+            "services": frozenset(service_name(cfg.app, r) for r in ROLES),
+            "service_proxies": frozenset(service_proxy_name(cfg.app, templates, r) for r in ROLES),
+            "proxy_verbs": frozenset(method_verb(m) for m in proxied),
+            "history": frozenset({history_name(cfg.app)}),
+            "lease": frozenset({lease_name(cfg.app)}),
+            "secret_sources": frozenset(
+                ref.kubernetes_secret.name
+                for ref in cfg.secrets.values()
+                if ref.kubernetes_secret is not None
+            ),
+        }
+    )
 
 
 def merged(many: Iterable[Values]) -> dict[str, frozenset[str]]:
@@ -272,15 +290,15 @@ class Grant:
     names: Values = field(default_factory=dict)
 
 
-def app_grant(cfg: EnvironmentConfig, templates: Templates) -> Grant:
+def app_grant(cfg: EnvironmentConfig, workload: Workload) -> Grant:
     """What a run of this app needs in its own namespace."""
-    return Grant(cfg.namespace, tuple(features(cfg)), values(cfg, templates))
+    return Grant(cfg.namespace, tuple(features(cfg)), values(cfg, workload))
 
 
-def source_grant(source: EnvironmentConfig, templates: Templates) -> Grant:
+def source_grant(source: EnvironmentConfig, workload: Workload) -> Grant:
     """What a `promote_from` run reads in its source environment's namespace: the source
     app's history (the check) and active Service (`bascule promote`)."""
-    return Grant(source.namespace, ("promote-source",), values(source, templates))
+    return Grant(source.namespace, ("promote-source",), values(source, workload))
 
 
 def environment_manifests(

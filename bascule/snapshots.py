@@ -11,9 +11,12 @@ manifests (an app's template has no bound) in the one ConfigMap that each run re
 every phase and that Kubernetes caps at 1 MiB. Apart, each is written once and read only by
 a rollback. Always gzipped (in ``binaryData``): one format, half the size.
 
-What: the Deployment as the release applied it, and the name of the Secret its pods read,
-never a secret value (those stay in that immutable Secret, which the history keeps while
-the release is in it). Pure: no I/O.
+What: the Deployment as the release applied it, the name of the Secret its pods read, never
+a secret value (those stay in that immutable Secret, which the history keeps while the
+release is in it), and its manifests' HPA and PDB (``bascule.workload``'s per-color
+objects, as written: a rollback renders them for the color it redeploys). The ConfigMaps its
+pods read are named in the Deployment and kept while a release of the history reads them.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from typing import Any
 
 from bascule.errors import Refused
 from bascule.history import Release
-from bascule.manifests import LABEL_RELEASE, ReleaseSecret
+from bascule.manifests import LABEL_RELEASE, ReleaseSecret, applied_image
 from bascule.redact import Redactor
 
 LABEL_OBJECTS = "bascule.io/release-objects"  # on the ConfigMaps of the releases' objects
 DEPLOYMENT_KEY = "deployment.json.gz"
+PER_COLOR_KEY = "per-color.json.gz"
 SECRET_KEY = "secret"
 # A ConfigMap holds at most 1 MiB (its data and binaryData together, as base64): leave room
 # for its metadata.
@@ -42,15 +46,16 @@ MAX_BYTES = 1024 * 1024 - 16 * 1024
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A release's Deployment as the release applied it, and the name of the Secret its
-    pods read (None without secret variables)."""
+    """A release's Deployment as the release applied it, the name of the Secret its pods
+    read (None without secret variables), and its manifests' per-color objects."""
 
     deployment: Mapping[str, Any]
     secret: str | None
+    per_color: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def image(self) -> str:
-        return str(self.deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+        return applied_image(self.deployment)
 
     @property
     def release_secret(self) -> ReleaseSecret | None:
@@ -68,18 +73,19 @@ class Snapshot:
         return ReleaseSecret(self.secret, tuple(sorted(keys)))
 
     @property
-    def replicas(self) -> int:
-        return int(self.deployment["spec"].get("replicas", 1))  # Kubernetes' default
-
-    def encoded(self) -> bytes:
-        return json.dumps(self.deployment, separators=(",", ":"), sort_keys=True).encode()
+    def replicas(self) -> int | None:
+        """The pods it ran; None when an HPA owned the count (then none was applied)."""
+        count = self.deployment["spec"].get("replicas")
+        return None if count is None else int(count)
 
     @property
     def digest(self) -> str:
         """What the release's history record keeps (``Release.objects``) to bind these
         objects to it: ``sha256:<hex>`` of the canonical JSON of the Deployment and the
         Secret's name."""
-        both = {"deployment": self.deployment, "secret": self.secret}
+        both: dict[str, Any] = {"deployment": self.deployment, "secret": self.secret}
+        if self.per_color:  # a release without them keeps the digest it was recorded with
+            both["per_color"] = list(self.per_color)
         text = json.dumps(both, separators=(",", ":"), sort_keys=True)
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -92,15 +98,27 @@ def name(history: str, release_id: str) -> str:
 def carries_secret(snapshot: Snapshot, redactor: Redactor) -> bool:
     """Whether a known secret value (in any form ``redactor`` masks) is in the objects: the
     app's ``env:`` or its template holds one in plain text. Such objects are not stored."""
-    data = json.loads(snapshot.encoded())
+    data = json.loads(json.dumps([snapshot.deployment, list(snapshot.per_color)]))
     return bool(redactor.redact_data(data) != data)
+
+
+def _packed(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+    return base64.b64encode(gzip.compress(text, mtime=0)).decode()
+
+
+def _unpacked(packed: str) -> Any:
+    return json.loads(gzip.decompress(base64.b64decode(packed, validate=True)))
 
 
 def to_config_map(
     snapshot: Snapshot, *, name: str, labels: Mapping[str, str], release_id: str
 ) -> dict[str, Any]:
     """The ConfigMap holding ``snapshot``; ValueError if it would exceed a ConfigMap's size."""
-    packed = base64.b64encode(gzip.compress(snapshot.encoded(), mtime=0)).decode()
+    binary = {DEPLOYMENT_KEY: _packed(snapshot.deployment)}
+    if snapshot.per_color:
+        binary[PER_COLOR_KEY] = _packed(list(snapshot.per_color))
+    packed = "".join(binary.values())
     if len(packed) > MAX_BYTES:
         raise ValueError(
             f"the Deployment of release {release_id} is {len(packed)} bytes gzipped, more than "
@@ -115,7 +133,7 @@ def to_config_map(
             "labels": {**labels, LABEL_OBJECTS: "true", LABEL_RELEASE: release_id},
         },
         "data": {SECRET_KEY: snapshot.secret} if snapshot.secret else {},
-        "binaryData": {DEPLOYMENT_KEY: packed},
+        "binaryData": binary,
     }
 
 
@@ -123,15 +141,16 @@ def from_config_map(cm: Mapping[str, Any]) -> Snapshot:
     """The snapshot a ConfigMap holds; ValueError naming it if it is not one."""
     cm_name = (cm.get("metadata") or {}).get("name", "?")
     try:
-        packed = (cm.get("binaryData") or {})[DEPLOYMENT_KEY]
-        deployment = json.loads(gzip.decompress(base64.b64decode(packed, validate=True)))
+        binary = cm.get("binaryData") or {}
+        deployment = _unpacked(binary[DEPLOYMENT_KEY])
         Snapshot(deployment, None).image  # noqa: B018 — the shape a rollback relies on
+        per_color = tuple(_unpacked(binary[PER_COLOR_KEY])) if PER_COLOR_KEY in binary else ()
     # ValueError: base64's, JSON's and UTF-8's; OSError: not gzip; EOFError: cut short.
     except (KeyError, TypeError, IndexError, ValueError, OSError, EOFError, zlib.error):
         raise ValueError(
             f"ConfigMap {cm_name} does not hold a release's Deployment (key {DEPLOYMENT_KEY})"
         ) from None
-    return Snapshot(deployment, (cm.get("data") or {}).get(SECRET_KEY))
+    return Snapshot(deployment, (cm.get("data") or {}).get(SECRET_KEY), per_color)
 
 
 def stale(config_maps: Iterable[Mapping[str, Any]], kept: set[str]) -> list[str]:

@@ -231,14 +231,16 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
 
 
 def prune(env: Env) -> None:
-    """Deletes the stored objects and the Secrets of releases that left the history: a
-    rollback can only return to a release the history still holds. A failure here costs a
-    leftover ConfigMap or Secret, not the run."""
+    """Deletes the stored objects, the ConfigMaps and the Secrets of releases that left the
+    history: a rollback can only return to a release the history still holds. A failure
+    here costs a leftover ConfigMap or Secret, not the run."""
     log = get_run_logger()
     try:
         releases, _ = state.read_history(env)
         if gone := state.prune_objects(env, {r.id for r in releases}):
             log.info("deleted the stored objects of releases no longer kept: %s", ", ".join(gone))
+        if gone := rollout.prune_config_maps(env):
+            log.info("deleted the ConfigMaps of releases no longer kept: %s", ", ".join(gone))
         keep = {r.secret for r in releases if r.secret}
         if not keep and not env.cfg.secrets:
             return  # an app without secrets: no Secret to look for, no permission needed
@@ -375,7 +377,10 @@ def pipeline(
         )
 
     try:
-        switch_s = run.step("switch", untracked(traffic.switch), env, new, old, image)
+        # A rollback's stored release keeps the Service as it is; a new one brings its own.
+        switch_s = run.step(
+            "switch", untracked(traffic.switch), env, new, old, image, stored is None
+        )
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves

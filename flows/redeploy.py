@@ -40,7 +40,8 @@ def _redeploy(env: Env) -> Outcome:
     if serving is None:
         reason = f"nothing recorded as serving {env.app} in {env.name}"
         return Outcome(Failed(message=reason, name=StateName.FAILED))
-    found = bluegreen.drift(observed, serving, env.cfg.replicas)
+    replicas = None if env.workload.autoscaler else env.cfg.replicas
+    found = bluegreen.drift(observed, serving, replicas)
     note = "drift: " + "; ".join(found) if found else f"no drift from {serving.id}"
     get_run_logger().info(note)
     return pipeline(env, serving.image, kind="redeploy", approval=False, note=note)

@@ -17,6 +17,7 @@ from bascule.checks import Answer, Attempt, CheckResult, judge_health, judge_sce
 from bascule.config import HealthCheck, SmokeHttpScenario
 from bascule.manifests import (
     Role,
+    app_container,
     object_labels,
     restricted_context,
     service_host,
@@ -151,7 +152,9 @@ def smoke_job(
         "securityContext": restricted_context(),
     }
     # The suite's image reaches the nodes as the app's does: its container's pull policy.
-    app = env.templates.deployment["spec"]["template"]["spec"]["containers"][0]
+    app = app_container(
+        env.templates.deployment["spec"]["template"]["spec"], env.cfg.workload.container
+    )
     if "imagePullPolicy" in app:
         container["imagePullPolicy"] = app["imagePullPolicy"]
     if job_cfg.command:

@@ -12,9 +12,10 @@ from bascule import kube as k
 from bascule.apps import choose_app
 from bascule.config import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
 from bascule.config import EnvironmentConfig, environment_file
-from bascule.config_files import app_names, load_environment, load_templates
+from bascule.config_files import app_names, load_environment
 from bascule.history import Release
 from bascule.kube import Kube
+from bascule.manifest_sources import load_workload
 from bascule.manifests import (
     ReleaseSecret,
     Role,
@@ -26,6 +27,7 @@ from bascule.manifests import (
     service_name,
 )
 from bascule.vocabulary import Color
+from bascule.workload import Workload, classify, from_templates
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Env:
     evidence_key: Path | None = None
     # RBAC refused a Kubernetes Event (tasks.kubeevents): the run tries no other.
     events_refused: bool = False
+    # The app's rendered objects, sorted (bascule.workload); unset: the templates' two.
+    objects: Workload | None = None
 
     @staticmethod
     def open(
@@ -63,12 +67,20 @@ class Env:
         """The environment for ``app`` (default: the environment file's own app)."""
         if app is not None:
             choose_app(environment, app, app_names(config_dir, environment))
-        cfg = load_environment(environment_file(config_dir, environment), app)
-        templates = load_templates(cfg.manifests)
+        path = environment_file(config_dir, environment)
+        cfg = load_environment(path, app)
+        workload = load_workload(cfg, str(path))
         target = k.Target(
             str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None, cfg.kube.context
         )
-        return Env(cfg, templates, Kube(target, outage_tolerance=cfg.kube.outage_tolerance_seconds))
+        kube = Kube(target, outage_tolerance=cfg.kube.outage_tolerance_seconds)
+        return Env(cfg, workload.templates, kube, objects=workload)
+
+    @property
+    def workload(self) -> Workload:
+        if self.objects is None:
+            self.objects = classify(from_templates(self.templates), self.cfg.workload)
+        return self.objects
 
     @property
     def ns(self) -> str:

@@ -16,7 +16,7 @@ from bascule import migrator
 from bascule.config import MigrationsConfig
 from bascule.dns import unresolved_hint
 from bascule.errors import OperationFailed, UsageError
-from bascule.manifests import object_labels, restricted_context
+from bascule.manifests import app_container, object_labels, restricted_context
 from tasks import jobs
 from tasks.context import Env
 from tasks.migration_plan import database_url
@@ -135,7 +135,9 @@ def _job(env: Env, name: str, image: str, wanted: migrator.Settings) -> dict[str
         "securityContext": restricted_context(),
     }
     # The new image reaches the nodes as the app's does: its container's pull policy.
-    app = env.templates.deployment["spec"]["template"]["spec"]["containers"][0]
+    app = app_container(
+        env.templates.deployment["spec"]["template"]["spec"], env.cfg.workload.container
+    )
     if "imagePullPolicy" in app:
         container["imagePullPolicy"] = app["imagePullPolicy"]
     return {

@@ -37,7 +37,7 @@ def definition() -> dict[rbac.Feature, tuple[rbac.Rule, ...]]:
 def needed(env: Env) -> list[rbac.Permission]:
     """What this app's runs need in its namespace: the shipped Roles of its features,
     filled in with its names, as `bascule rbac` prints them."""
-    names = rbac.values(env.cfg, env.templates)
+    names = rbac.values(env.cfg, env.workload)
     return rbac.needed(definition(), rbac.features(env.cfg), env.ns, names)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,13 +12,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bascule import kube as k
+from bascule import workload as w
 from bascule.errors import OperationFailed
 from bascule.images import pods_digest
 from bascule.kube import KubeError
 from bascule.manifests import (
     LABEL_RELEASE,
+    idle_color,
+    owned_labels,
     recolored,
-    render_deployment,
     render_secret,
     secret_refs,
     selector,
@@ -58,22 +61,82 @@ class RolloutFailed(OperationFailed):
 def apply_color(
     env: Env, color: Color, image: str, release_id: str, stored: Snapshot | None = None
 ) -> str | None:
-    """The release's Secret, its objects kept beside the history, then a server-side apply
-    of the color's Deployment that reads it: idempotent requests, safe to repeat. Returns
-    the digest of the objects kept (None: not kept, see ``state.store_objects``).
+    """The release's Secret and ConfigMaps, its objects kept beside the history, the shared
+    objects and the color's HPA and PDB, then a server-side apply of the color's Deployment
+    that reads them: idempotent requests, safe to repeat. Under an HPA the Deployment is
+    applied without replicas (the HPA owns them) and started at the active color's count.
+    Returns the digest of the objects kept (None: not kept, see ``state.store_objects``).
     ``stored``: a rollback's, the objects an earlier release applied, as they were (its
-    Secret is the one that release's pods read, kept while the history holds it)."""
+    Secret and ConfigMaps are the ones that release's pods read, kept while the history
+    holds it)."""
     if stored is None:
         write_secret(env)
+        write_config_maps(env)
         secret = env.release_secret
         obj = _render(env, color, image, release_id)
-        snapshot = Snapshot(obj, secret.name if secret else None)
+        per_color = tuple(o.data for o in env.workload.per_color)
+        snapshot = Snapshot(obj, secret.name if secret else None, per_color)
     else:
         obj = recolored(stored.deployment, env.cfg, color=color, release_id=release_id)
-        snapshot = Snapshot(obj, stored.secret)
+        snapshot = Snapshot(obj, stored.secret, stored.per_color)
     digest = state.store_objects(env, release_id, snapshot)
-    env.kube.apply(env.deployment(color), dict(snapshot.deployment), FIELD_MANAGER)
+    for shared in env.workload.shared:
+        rendered = w.render_shared(env.cfg, shared)
+        env.kube.apply(w.path(env.ns, rendered), rendered, FIELD_MANAGER)
+    # The release's own HPA and PDB (a rollback's: as that release had them).
+    for each in snapshot.per_color:
+        rendered = w.render_per_color(env.cfg, each, color)
+        env.kube.apply(w.path(env.ns, rendered), rendered, FIELD_MANAGER)
+    deployment = dict(snapshot.deployment)
+    autoscaler = w.autoscaler_of(snapshot.per_color)
+    if autoscaler is not None:
+        deployment["spec"] = {k: v for k, v in deployment["spec"].items() if k != "replicas"}
+        start = start_replicas(env, color, autoscaler)
+    env.kube.apply(env.deployment(color), deployment, FIELD_MANAGER)
+    if autoscaler is not None:
+        # Not in the apply, so Bascule's field manager never owns replicas: the HPA does.
+        set_replicas(env, color, start)
     return digest
+
+
+def start_replicas(env: Env, color: Color, autoscaler: Mapping[str, Any]) -> int:
+    """Under an HPA, the pods ``color`` starts with: as many as the other (active) color
+    runs now, within the HPA's bounds."""
+    active = env.kube.get_or_none(env.deployment(idle_color(color)))
+    count = (active or {}).get("spec", {}).get("replicas") or None
+    return w.start_replicas(count, env.cfg.replicas, autoscaler)
+
+
+def write_config_maps(env: Env) -> list[str]:
+    """Creates the release's immutable ConfigMaps (those its pods read) unless they exist:
+    named by their content, an existing one holds this very content."""
+    names = []
+    for obj in w.render_config_maps(env.cfg, env.workload):
+        try:
+            env.kube.create(k.configmaps(env.ns), obj, idempotent=True)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        names.append(str(obj["metadata"]["name"]))
+    return names
+
+
+def prune_config_maps(env: Env) -> list[str]:
+    """Deletes the per-release ConfigMaps no Deployment and no kept release (whose stored
+    objects are left once ``state.prune_objects`` ran) reads; returns their names."""
+    labels = {**owned_labels(env.app, env.name), w.LABEL_RELEASE_CONFIG: "true"}
+    listing = env.kube.get(k.configmaps(env.ns), labelSelector=k.selector_string(labels))
+    if not listing["items"]:
+        return []
+    in_use: set[str] = set()
+    for snapshot in state.all_stored_objects(env):
+        in_use |= w.config_refs(snapshot.deployment)
+    for color in COLORS:
+        in_use |= w.config_refs(env.kube.get_or_none(env.deployment(color)))
+    stale = w.stale_config_maps((cm["metadata"]["name"] for cm in listing["items"]), in_use)
+    for name in stale:
+        env.kube.delete(k.configmaps(env.ns, name))  # one already gone is fine
+    return stale
 
 
 def write_secret(env: Env) -> str | None:
@@ -108,9 +171,9 @@ def prune_secrets(env: Env, keep: set[str]) -> list[str]:
 
 
 def _render(env: Env, color: Color, image: str, release_id: str) -> dict[str, Any]:
-    return render_deployment(
+    return w.render_color(
         env.cfg,
-        env.templates,
+        env.workload,
         color=color,
         image=image,
         release_id=release_id,
@@ -132,6 +195,11 @@ def applies_unchanged(env: Env, color: Color, image: str, release_id: str) -> bo
 
 @task(name="scale", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
 def scale(env: Env, color: Color, replicas: int) -> None:
+    set_replicas(env, color, replicas)
+
+
+def set_replicas(env: Env, color: Color, replicas: int) -> None:
+    """Scales ``color`` to ``replicas`` by a merge patch (so no apply owns the count)."""
     try:
         env.kube.patch(env.deployment(color), {"spec": {"replicas": replicas}}, idempotent=True)
     except KubeError as exc:
@@ -207,6 +275,9 @@ def wait_ready(env: Env, color: Color, release_id: str, replicas: int | None = N
     ``replicas``: how many it runs, when not the configured number (a rollback's stored
     objects say theirs)."""
     want = env.cfg.replicas if replicas is None else replicas
+    if replicas is None and env.workload.autoscaler is not None:
+        # The HPA's count, which the apply started at the active color's.
+        want = env.kube.get(env.deployment(color))["spec"].get("replicas", 1)
     labels = {**selector(env.app, color), LABEL_RELEASE: release_id}
     sel = k.selector_string(labels)
     limit = env.cfg.rollout.readiness_failure_limit
@@ -245,7 +316,7 @@ def wait_ready(env: Env, color: Color, release_id: str, replicas: int | None = N
         # counters follow it a moment later and only slow the switch down.
         if len(ready) >= want:
             summary = f"{len(ready)}/{want} pods of {release_id} ready"
-            return Ready(summary, pods_digest(pods))
+            return Ready(summary, pods_digest(pods, env.cfg.workload.container))
         remaining = deadline - env.kube.active_time()
         if remaining <= 0:
             names = [p["metadata"]["name"] for p in pods if not _ready(p)]

@@ -17,6 +17,7 @@ from bascule.history import HISTORY_KEY
 from bascule.kube import KubeError
 from bascule.manifests import (
     ANNOTATION_RELEASE,
+    app_container,
     color_of_selector,
     object_labels,
     owned_labels,
@@ -33,12 +34,12 @@ def color_state(env: Env, color: Any) -> ColorState:
         return ColorState(color)
     meta, spec, status = dep["metadata"], dep["spec"], dep.get("status", {})
     replicas = spec.get("replicas", 0)
-    # What runs is the pod template's image (Bascule sets the first container's), not the
+    # What runs is the pod template's image (Bascule sets the app container's), not the
     # annotation it wrote: `kubectl set image` changes only the former.
     return ColorState(
         color,
         exists=True,
-        image=spec["template"]["spec"]["containers"][0].get("image"),
+        image=app_container(spec["template"]["spec"], env.cfg.workload.container).get("image"),
         release=meta.get("annotations", {}).get(ANNOTATION_RELEASE),
         replicas=replicas,
         ready=status.get("readyReplicas", 0),
@@ -141,6 +142,20 @@ def stored_objects(env: Env, release_id: str) -> Snapshot | None:
     under its name is not a release's objects."""
     cm = env.kube.get_or_none(k.configmaps(env.ns, snapshots.name(env.history_name, release_id)))
     return None if cm is None else snapshots.from_config_map(cm)
+
+
+def all_stored_objects(env: Env) -> list[Snapshot]:
+    """The stored objects of every release kept beside the history (unreadable ones left
+    out: they name nothing to keep)."""
+    labels = {**owned_labels(env.app, env.name), snapshots.LABEL_OBJECTS: "true"}
+    listing = env.kube.get(k.configmaps(env.ns), labelSelector=k.selector_string(labels))
+    out = []
+    for cm in listing["items"]:
+        try:
+            out.append(snapshots.from_config_map(cm))
+        except ValueError:
+            continue
+    return out
 
 
 def prune_objects(env: Env, keep: set[str]) -> list[str]:

@@ -17,6 +17,7 @@ from bascule.manifests import (
     render_service,
     selector,
     selector_patch,
+    service_patch,
 )
 from bascule.vocabulary import Color
 from tasks.context import Env
@@ -26,32 +27,39 @@ class SwitchConflict(OperationFailed):
     """The active Service changed under us: someone else moved traffic."""
 
 
-def _ensure(env: Env, role: Role, color: Color, image: str | None) -> None:
-    """The Service of ``role`` exists and selects ``color``, which runs ``image``."""
+def _ensure(env: Env, role: Role, color: Color, image: str | None, rendered: bool = False) -> None:
+    """The Service of ``role`` exists and selects ``color``, which runs ``image``;
+    ``rendered``: and is as the manifests render it (its ports and the rest), applied even
+    when it selects ``color``."""
     path = env.service(role)
     svc = env.kube.get_or_none(path)
+    obj = render_service(env.cfg, env.templates, role=role, color=color, image=image)
     if svc is None:
-        obj = render_service(env.cfg, env.templates, role=role, color=color, image=image)
         try:
             svc = env.kube.create(k.services(env.ns), obj)
+            return
         except KubeError as exc:
             if exc.status != 409:
                 raise
             svc = env.kube.get(path)
+    version = svc["metadata"]["resourceVersion"]
+    if rendered:
+        env.kube.patch(path, service_patch(obj, version))
+        return
     # A Service made before a label was, or that selected another release, gets them now.
     labels = object_labels(env.app, env.name, image)
     current = svc["metadata"].get("labels") or {}
     if color_of_selector(env.app, svc["spec"].get("selector")) != color or not (
         labels.items() <= current.items()
     ):
-        patch = selector_patch(env.app, color, svc["metadata"]["resourceVersion"], labels)
-        env.kube.patch(path, patch)
+        env.kube.patch(path, selector_patch(env.app, color, version, labels))
 
 
 @task(name="point-preview", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
 def point_preview(env: Env, color: Color, image: str | None = None) -> None:
-    """The preview Service selects ``color``, which runs ``image``."""
-    env.kube.retrying(lambda: _ensure(env, "preview", color, image))
+    """The preview Service as rendered, selecting ``color`` (which runs ``image``): every
+    deploy applies its ports."""
+    env.kube.retrying(lambda: _ensure(env, "preview", color, image, rendered=True))
 
 
 # A 409 on the guarded PATCH means the Service changed after our read: read and try again,
@@ -60,22 +68,28 @@ CONFLICT_TRIES = 5
 
 
 @task(name="switch", cache_policy=NO_CACHE)
-def switch(env: Env, to: Color, expect_from: Color | None, image: str | None = None) -> float:
+def switch(
+    env: Env, to: Color, expect_from: Color | None, image: str | None = None, rendered: bool = False
+) -> float:
     """Points the active Service at ``to`` (which runs ``image``: the Service's version
     label) with one PATCH guarded by resourceVersion: it only lands if the Service still
     selects ``expect_from``. Returns seconds until the Service's endpoints list only
-    ``to``'s pods (kube-proxy then routes new connections there).
+    ``to``'s pods (kube-proxy then routes new connections there). ``rendered`` (a deploy's
+    switch to its release): the same PATCH brings the Service to its rendering (ports and
+    the rest), which the new color serves.
 
     Through an API outage the PATCH is never repeated blindly, since its answer may have
     been lost after it landed: the Service is read again first, and a Service already on
     ``to`` means done."""
     started = time.monotonic()
-    env.kube.retrying(lambda: _point_active(env, to, expect_from, image))
+    env.kube.retrying(lambda: _point_active(env, to, expect_from, image, rendered))
     wait_endpoints(env, to, timeout=30)
     return time.monotonic() - started
 
 
-def _point_active(env: Env, to: Color, expect_from: Color | None, image: str | None) -> None:
+def _point_active(
+    env: Env, to: Color, expect_from: Color | None, image: str | None, rendered: bool
+) -> None:
     path = env.service("active")
     for _ in range(CONFLICT_TRIES):
         svc = env.kube.get_or_none(path)
@@ -94,10 +108,13 @@ def _point_active(env: Env, to: Color, expect_from: Color | None, image: str | N
                 f"the active Service selects {current}, expected {expect_from}: someone else "
                 "moved traffic; nothing was changed"
             )
+        version = svc["metadata"]["resourceVersion"]
+        patch = selector_patch(env.app, to, version, object_labels(env.app, env.name, image))
+        if rendered:
+            obj = render_service(env.cfg, env.templates, role="active", color=to, image=image)
+            patch = service_patch(obj, version)
         try:
-            labels = object_labels(env.app, env.name, image)
-            seen = svc["metadata"]["resourceVersion"]
-            env.kube.patch(path, selector_patch(env.app, to, seen, labels))
+            env.kube.patch(path, patch)
             return
         except KubeError as exc:
             if exc.status != 409:

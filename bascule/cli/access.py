@@ -25,9 +25,10 @@ import yaml
 from bascule import rbac
 from bascule.cli.options import add_dir_argument
 from bascule.config import environment_file
-from bascule.config_files import app_names, load_environment, load_templates, shipped_roles
+from bascule.config_files import app_names, load_environment, shipped_roles
 from bascule.errors import UsageError
 from bascule.kubeconfig import token_kubeconfig
+from bascule.manifest_sources import load_workload
 from bascule.outcome import Exit
 
 # How long a token lasts unless asked otherwise: a worker's day; mint a new one to renew.
@@ -40,12 +41,14 @@ def rbac_documents(directory: str | Path, environment: str) -> list[dict[str, An
     grants: list[rbac.Grant] = []
     home = ""
     for app in app_names(directory, environment):
-        cfg = load_environment(environment_file(directory, environment), app)
+        path = environment_file(directory, environment)
+        cfg = load_environment(path, app)
         home = home or cfg.namespace  # the environment file's own app comes first
-        grants.append(rbac.app_grant(cfg, load_templates(cfg.manifests)))
+        grants.append(rbac.app_grant(cfg, load_workload(cfg, str(path))))
         if cfg.promote_from:
-            source = load_environment(environment_file(directory, cfg.promote_from), app)
-            grants.append(rbac.source_grant(source, load_templates(source.manifests)))
+            source_file = environment_file(directory, cfg.promote_from)
+            source = load_environment(source_file, app)
+            grants.append(rbac.source_grant(source, load_workload(source, str(source_file))))
     return rbac.environment_manifests(environment, home, shipped_roles(), grants)
 
 

@@ -14,7 +14,6 @@ from bascule.cli.options import add_dir_argument
 from bascule.config import (
     ConfigError,
     EnvironmentConfig,
-    ManifestsConfig,
     Problem,
     describe_schema,
     environment_file,
@@ -25,12 +24,13 @@ from bascule.config_files import (
     load_all,
     load_apps,
     load_environment,
-    load_templates,
     load_yaml_file,
     scan_environments,
 )
-from bascule.manifests import render_deployment, render_service
+from bascule.manifest_sources import load_workload
+from bascule.manifests import render_service
 from bascule.outcome import Exit
+from bascule.workload import render_color, report
 from bascule.yamlsource import format_path
 
 
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 problems.extend(exc.problems)
     else:
-        found, _ = scan_environments(directory)  # its problems are load_all's to report
-        paths = list(found.values())
+        scanned, _ = scan_environments(directory)  # its problems are load_all's to report
+        paths = list(scanned.values())
         try:
             configs = load_all(directory)
         except ConfigError as exc:
@@ -80,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         apps = load_apps(directory, [path.stem for path in paths])
     except ConfigError as exc:
         problems.extend(exc.problems)
-    problems.extend(_template_problems([*configs.values(), *apps.values()]))
+    found, managed = _manifest_problems(
+        [*((environment_file(directory, n), c) for n, c in configs.items()), *apps.items()]
+    )
+    problems.extend(found)
     warnings = _secret_warnings(configs, paths) + _approval_warnings(configs, paths)
     warnings += _exposed_warnings(directory, configs, apps)
     paths += [p for p in sorted(directory.glob(f"{APPS_DIR}/*/*.yaml")) if p.stem in configs]
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             out.write(f"{file}: OK\n")
         out.writelines(f"{problem}\n" for problem in mine)
         out.writelines(f"{warning}\n" for warning in warnings if warning.file == file)
+    out.writelines(f"{line}\n" for line in managed)
     bad = len({p.file for p in problems})
     if bad:
         out.write(f"{bad} file(s) with problems; nothing was changed\n")
@@ -168,21 +172,23 @@ def _exposed_warnings(
     return list(dict.fromkeys(found))
 
 
-def _template_problems(configs: Iterable[EnvironmentConfig]) -> list[Problem]:
-    """Load and render each environment's templates once, so a template that cannot work is
-    found now and not in the middle of a deploy."""
+def _manifest_problems(
+    configs: Iterable[tuple[Path, EnvironmentConfig]],
+) -> tuple[list[Problem], list[str]]:
+    """Load, sort and render each environment's manifests once, so an object that cannot
+    work is found now and not in the middle of a deploy; and what each environment's runs
+    will manage, and how (``bascule.workload.report``)."""
     problems: list[Problem] = []
-    seen: set[ManifestsConfig] = set()
-    for cfg in configs:
-        if cfg.manifests in seen:
-            continue
-        seen.add(cfg.manifests)
+    managed: list[str] = []
+    for path, cfg in configs:
         try:
-            templates = load_templates(cfg.manifests)
+            workload = load_workload(cfg, display_path(path))
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
         image = cfg.image or "registry.example/app:v1"
-        render_deployment(cfg, templates, color="blue", image=image, release_id="validate")
-        render_service(cfg, templates, role="active", color="blue")
-    return problems
+        render_color(cfg, workload, color="blue", image=image, release_id="validate")
+        render_service(cfg, workload.templates, role="active", color="blue")
+        managed.append(f"{cfg.environment} ({cfg.app}) manages:")
+        managed += [f"  {line}" for line in report(cfg, workload)]
+    return list(dict.fromkeys(problems)), managed

@@ -34,6 +34,7 @@ from bascule.config.promotion import PromotionConfig
 from bascule.config.rollout import HistoryConfig, RolloutConfig
 from bascule.config.secrets import AppSecret
 from bascule.config.verification import AnalysisConfig, VerificationConfig
+from bascule.config.workload import WorkloadConfig
 from bascule.errors import UsageError
 from bascule.evidence import NAMESPACE as EVIDENCE_NAMESPACE
 from bascule.images import parse_image
@@ -91,6 +92,10 @@ class EnvironmentConfig(Section):
             "The app's Kubernetes manifests: a directory of plain YAML, a Kustomize directory "
             "or a Helm chart, relative to this file."
         ),
+    )
+    workload: WorkloadConfig = Field(
+        default_factory=WorkloadConfig,
+        description="Which rendered Deployment, Service and container are the app's workload.",
     )
     approval: ApprovalConfig = Field(
         default_factory=ApprovalConfig, description="Manual approval before the switch."

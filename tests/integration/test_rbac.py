@@ -229,16 +229,14 @@ def test_preflight_names_what_a_narrower_role_lacks(
     source = f"{namespace}-source"
     cluster.create_namespace(source)
     try:
-        names = rbac.values(env.cfg, env.templates)
+        names = rbac.values(env.cfg, env.workload)
         history = rbac.needed(preflight.definition(), ["promote-source"], source, names)
         assert preflight.missing(env, history, source) == [
             "get configmaps sample-app-bascule-history",
             "get services sample-app",
             "get services sample-app-preview",
         ]
-        grants = [
-            rbac.source_grant(env.cfg.model_copy(update={"namespace": source}), env.templates)
-        ]
+        grants = [rbac.source_grant(env.cfg.model_copy(update={"namespace": source}), env.workload)]
         promote = rbac.environment_manifests("staging", namespace, shipped_roles(), grants)
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(promote))
         assert preflight.missing(env, history, source) == []

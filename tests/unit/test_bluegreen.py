@@ -290,6 +290,15 @@ def test_drift_names_each_difference(active: str, blue: ColorState, found: list[
     assert drift(observed(active, blue=blue, green=NEW_UP), SERVING, replicas=3) == found
 
 
+def test_under_an_hpa_a_different_count_is_no_drift() -> None:
+    """The HPA decides the count (replicas None): only an unready color is drift."""
+    scaled = running("blue", "shop:v1", replicas=5)
+    assert drift(observed("blue", blue=scaled, green=NEW_UP), SERVING, replicas=None) == []
+    assert drift(observed("blue", blue=scaled, green=NEW_UP), SERVING, replicas=3) == [
+        "blue is scaled to 5, configured 3"
+    ]
+
+
 def test_drift_without_a_serving_release() -> None:
     assert drift(observed("blue", blue=OLD_UP), None, replicas=3) == [
         "no release is recorded as serving"

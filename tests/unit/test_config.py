@@ -448,7 +448,7 @@ def test_any_set_of_environment_names_loads_dev_first_and_production_last(
     qa_file(deployments)
     assert list(load_all(deployments)) == ["dev", "qa", "staging", "production"]
     assert main(["validate", "--dir", str(deployments)]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out.splitlines()[:4]  # then what each one manages
     assert [line.split(": ")[0].rsplit("/", 1)[-1] for line in out] == [
         "dev.yaml",
         "qa.yaml",
@@ -466,7 +466,8 @@ def test_one_environment_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFi
     shutil.copytree(REPO_DEPLOYMENTS / "manifests", tmp_path / "manifests")
     assert list(load_all(tmp_path)) == ["uat"]
     assert main(["validate", "--dir", str(tmp_path)]) == 0
-    assert capsys.readouterr().out == f"{tmp_path / 'uat.yaml'}: OK\n"
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path / 'uat.yaml'}: OK\nuat (shop) manages:\n"), out
 
 
 def test_environment_order() -> None:
@@ -550,8 +551,30 @@ def test_recursive_alias_is_an_error() -> None:
 
 def test_validate_ok(deployments: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--dir", str(deployments)]) == 0
-    out = capsys.readouterr().out
-    assert [line.split(": ")[-1] for line in out.splitlines()] == ["OK", "OK", "OK"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[-1] for line in lines[:3]] == ["OK", "OK", "OK"]
+    # Then what each environment's runs manage, and how: the two templates here.
+    manifests = deployments / "manifests"
+    # Where each object's document starts: its first line that is not a comment.
+    start = {
+        name: next(
+            n
+            for n, line in enumerate((manifests / name).read_text().splitlines(), 1)
+            if line and not line.startswith("#")
+        )
+        for name in ("deployment.yaml", "service.yaml")
+    }
+    assert lines[3:] == [
+        line
+        for env in ("dev", "staging", "production")
+        for line in (
+            f"{env} (sample-app) manages:",
+            f"  Deployment set-by-bascule ({manifests}/deployment.yaml:{start['deployment.yaml']}): workload — one "
+            "Deployment per color, sample-app-blue and sample-app-green",
+            f"  Service set-by-bascule ({manifests}/service.yaml:{start['service.yaml']}): service — the active "
+            "sample-app and the preview sample-app-preview",
+        )
+    ]
 
 
 def test_validate_reports_errors_per_file(
@@ -579,7 +602,8 @@ def test_validate_checks_templates(deployments: Path, capsys: pytest.CaptureFixt
     write(template, template.read_text().replace("kind: Service", "kind: Servic"))
     assert main(["validate", "--dir", str(deployments)]) == 2
     out = capsys.readouterr().out
-    assert "service.yaml:" in out and "kind: must be 'Service'" in out
+    assert "service.yaml:" in out and "Servic set-by-bascule is refused" in out, out
+    assert "no Service among the manifests" in out
 
 
 def test_validate_usage_error_exit_code() -> None:

@@ -32,6 +32,7 @@ import flows.approval
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
+from bascule import workload as w
 from bascule.config_files import load_templates
 from bascule.manifests import (
     LABEL_COLOR,
@@ -57,7 +58,7 @@ SMOKE_IMAGE = "bascule.local/smoke:v1"
 # --- the changes a run makes, as the fake records them -------------------------------------
 
 
-def applied(color: str, image: str, release: str, replicas: int = 2) -> Action:
+def applied(color: str, image: str, release: str, replicas: int | None = 2) -> Action:
     return Action(
         "apply",
         f"deployments/{APP}-{color}",
@@ -819,7 +820,7 @@ def test_after_a_kill_the_next_deploy_puts_it_right_and_gets_through(
     assert world.api.changes() == [
         *reconciled(point),
         applied("green", V2, rerun.id),
-        *([preview_to("green")] * (not KILLED[point][1])),  # preview already on green
+        preview_to("green"),  # on green already or not: each deploy applies its rendering
         active_to("green"),
         scaled("blue", 0),
     ]
@@ -921,3 +922,151 @@ def test_a_rollback_to_a_failed_release_is_refused_with_nothing_changed(world: W
 
     assert_ended(state, StateName.REFUSED, f"release {failed.id} ({V2}) failed in staging")
     assert world.api.actions == []
+
+
+# --- an app with more than a Deployment and a Service ------------------------------------------
+
+KINDS = ("deployments", "services", "configmaps", "horizontalpodautoscalers")
+KINDS += ("poddisruptionbudgets", "ingresses")
+
+
+def with_kinds(world: World, message: str, most: int = 5) -> None:
+    """Staging's manifests with an HPA (at most ``most`` pods), a PDB, an Ingress and a
+    ConfigMap the pods mount, holding ``message``."""
+    manifests = world.config_dir / "manifests"
+    deployment = yaml.safe_load((manifests / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]
+    pod["metadata"]["labels"] = {"tier": "web"}
+    pod["spec"]["volumes"] = [{"name": "conf", "configMap": {"name": "settings"}}]
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "conf", "mountPath": "/etc/app"}]
+    (manifests / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    extra = [
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
+                "minReplicas": 2,
+                "maxReplicas": most,
+            },
+        },
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"tier": "web"}}},
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "web"},
+            "spec": {"defaultBackend": {"service": {"name": APP, "port": {"number": 80}}}},
+        },
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
+    ]
+    extra[0]["spec"]["scaleTargetRef"]["name"] = deployment["metadata"]["name"]
+    extra[3]["data"] = {"message": message}
+    (manifests / "more.yaml").write_text(yaml.safe_dump_all(extra))
+
+
+def kind_changes(world: World) -> list[Action]:
+    """The changes to the app's own objects: the history and stored objects left out."""
+    return [a for a in world.api.changes(KINDS) if "bascule-history" not in a.obj]
+
+
+def brought_up(color: str, image: str, release: str, settings: str, count: int) -> list[Action]:
+    """The release's ConfigMap, the shared Ingress, the color's HPA and PDB, its Deployment
+    applied without replicas, then started at ``count``."""
+    return [
+        Action("create", f"configmaps/{settings}"),
+        Action("apply", "ingresses/web"),
+        Action("apply", f"horizontalpodautoscalers/{APP}-{color}"),
+        Action("apply", f"poddisruptionbudgets/{APP}-{color}"),
+        applied(color, image, release, replicas=None),
+        scaled(color, count),
+    ]
+
+
+def settings_name(world: World) -> str:
+    (name,) = w.renames(world.env().cfg, world.env().workload).values()
+    return name
+
+
+def mounted(world: World, color: str) -> str:
+    dep = world.api.obj("deployments", f"{APP}-{color}")
+    assert dep is not None
+    return str(dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"])
+
+
+def test_an_app_with_an_hpa_a_pdb_a_configmap_and_an_ingress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each kind as it runs blue-green: the Ingress once, the HPA and the PDB per color, the
+    mounted ConfigMap per release (a new one when it changes, the old one kept for the
+    release that reads it); no replicas applied, the idle color started at the active
+    color's count (the HPA's doing), and a rollback returning to v1's file."""
+    world = use(World.make(tmp_path), monkeypatch)
+    with_kinds(world, "hello v1")
+    v1_settings = settings_name(world)
+    assert world.deploy(V1).is_completed()
+    first = last(world)
+    assert kind_changes(world) == [
+        # no active color yet: started at the configured count
+        *brought_up("blue", V1, first.id, v1_settings, 2),
+        created_service(f"{APP}-preview", "blue"),
+        created_service(APP, "blue"),
+    ]
+    hpas = f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers"
+    hpa = world.api.objects[f"{hpas}/{APP}-blue"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"{APP}-blue"
+    assert mounted(world, "blue") == v1_settings
+
+    # The HPA scaled blue up; v2 changes the file.
+    world.api.objects[world.env().deployment("blue")]["spec"]["replicas"] = 4
+    with_kinds(world, "hello v2", most=6)
+    v2_settings = settings_name(world)
+    world.api.actions.clear()
+    assert world.deploy(V2).is_completed()
+    second = last(world)
+
+    assert v2_settings != v1_settings
+    assert kind_changes(world) == [
+        *brought_up("green", V2, second.id, v2_settings, 4),  # as many as blue runs
+        preview_to("green"),
+        active_to("green"),
+        scaled("blue", 0),
+    ]
+    assert mounted(world, "green") == v2_settings
+    pdbs = f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets"
+    pdb = world.api.objects[f"{pdbs}/{APP}-green"]
+    assert pdb["spec"]["selector"]["matchLabels"][LABEL_COLOR] == "green"
+    # v1's file stays while a release of the history reads it.
+    assert world.api.obj("configmaps", v1_settings) is not None
+
+    world.api.actions.clear()
+    assert world.rollback().is_completed()
+
+    # Blue as v1 ran: its file, and its HPA as v1's manifests had it.
+    assert mounted(world, "blue") == v1_settings
+    assert world.api.obj("configmaps", v1_settings)["data"] == {"message": "hello v1"}
+    assert world.api.objects[f"{hpas}/{APP}-blue"]["spec"]["maxReplicas"] == 5
+    assert world.api.objects[f"{hpas}/{APP}-green"]["spec"]["maxReplicas"] == 6
+    assert [a.verb for a in kind_changes(world) if a.obj.startswith("configmaps/")] == []
+
+
+def test_a_service_change_reaches_both_services_with_the_deploy(world: World) -> None:
+    """The preview Service takes the new ports when it points at the new color, the active
+    one in the switch's own guarded PATCH: never the new ports on the old color's pods."""
+    service = world.config_dir / "manifests" / "service.yaml"
+    data = yaml.safe_load(service.read_text())
+    data["spec"]["ports"][0]["port"] = 8081
+    service.write_text(yaml.safe_dump(data))
+
+    state = world.deploy(V2)
+
+    assert state.is_completed(), state
+    assert world.api.changes() == switched(last(world).id)
+    for name in (APP, f"{APP}-preview"):
+        svc = world.api.obj("services", name)
+        assert svc is not None and [p["port"] for p in svc["spec"]["ports"]] == [8081], name

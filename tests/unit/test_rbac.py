@@ -3,6 +3,7 @@ permission check on a fake API, and the request recording of the client."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from bascule.errors import UsageError
 from bascule.kube import RECORD_ENV
 from bascule.kubeconfig import token_kubeconfig
 from bascule.rbac import Permission, Rule
+from bascule.rendered import RenderedObject
+from bascule.workload import Workload, classify, from_templates
 from tasks import preflight, rollout
 from tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube
@@ -287,11 +290,16 @@ def test_the_client_records_each_permission_once_when_asked(
     assert len(record.read_text().splitlines()) == 1
 
 
+def two_templates(cfg: EnvironmentConfig) -> Workload:
+    """The shipped manifests' workload: a Deployment and a Service, nothing else."""
+    return classify(from_templates(load_templates(cfg.manifests)), cfg.workload)
+
+
 def two_apps(tmp: Path) -> list[rbac.Grant]:
     """Staging's sample app (a Kubernetes Secret source, a POST smoke scenario, a check at
     its own URL) and a second app in another namespace, with production promoting from it."""
     cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
-    templates = load_templates(cfg.manifests)
+    workload = two_templates(cfg)
     smoke = cfg.checks.smoke.model_copy(
         update={
             "http": [
@@ -315,9 +323,9 @@ def two_apps(tmp: Path) -> list[rbac.Grant]:
     api = cfg.model_copy(update={"app": "api", "namespace": "apis"})
     source = cfg.model_copy(update={"namespace": "bascule-dev"})
     return [
-        rbac.app_grant(sample, templates),
-        rbac.app_grant(api, templates),
-        rbac.source_grant(source, templates),
+        rbac.app_grant(sample, workload),
+        rbac.app_grant(api, workload),
+        rbac.source_grant(source, workload),
     ]
 
 
@@ -420,7 +428,7 @@ def test_an_environments_roles_name_its_own_objects(tmp_path: Path) -> None:
 
 def test_an_environment_without_secrets_gets_no_secrets_role(tmp_path: Path) -> None:
     cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
-    grant = rbac.app_grant(cfg, load_templates(cfg.manifests))
+    grant = rbac.app_grant(cfg, two_templates(cfg))
     docs = rbac.environment_manifests("staging", cfg.namespace, shipped_roles(), [grant])
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Role"] == ["bascule"]
     assert not [r for r in docs[1]["rules"] if r["resources"] == ["secrets"]]
@@ -490,3 +498,68 @@ def test_old_release_secrets_are_deleted_by_name_never_listed(tmp_path: Path) ->
     # The run's own Secret is no Deployment's here, nor kept: it goes too.
     assert gone == deleted == sorted(["sample-app-secrets-old", current.name])
     assert not [r for r in api.requests if r[1].endswith("/secrets")]
+
+
+def test_the_objects_of_the_manifests_are_granted_by_kind_and_name() -> None:
+    """An HPA, a PDB, an Ingress and a ConfigMap the pods do not read: create and patch (the
+    server-side apply) of exactly those names; a kind the manifests lack, nothing."""
+    cfg = in_process(load_environment(REPO / "deployments" / "staging.yaml"))
+    base = from_templates(load_templates(cfg.manifests))
+    pod_labels = {"tier": "web"}  # what the PDB selects, on the template's pods
+    labelled = copy.deepcopy(dict(base[0].data))
+    labelled["spec"]["template"]["metadata"]["labels"] = pod_labels
+    base[0] = RenderedObject(labelled, base[0].origin)
+    deployment = labelled["metadata"]["name"]
+    extra = [
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "hpa"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": deployment}},
+        },
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "pdb"},
+            "spec": {"selector": {"matchLabels": pod_labels}},
+        },
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dashboards"}},
+    ]
+    workload = classify([*base, *(RenderedObject(o, "m.yaml:1") for o in extra)], cfg.workload)
+    docs = rbac.environment_manifests(
+        "staging", cfg.namespace, shipped_roles(), [rbac.app_grant(cfg, workload)]
+    )
+    without = rbac.environment_manifests(
+        "staging", cfg.namespace, shipped_roles(), [rbac.app_grant(cfg, two_templates(cfg))]
+    )
+
+    added = [r for r in docs[1]["rules"] if r not in without[1]["rules"]]
+    colors = [f"{cfg.app}-blue", f"{cfg.app}-green"]
+    assert added == [
+        {
+            "apiGroups": ["autoscaling"],
+            "resources": ["horizontalpodautoscalers"],
+            "verbs": ["create", "patch"],
+            "resourceNames": colors,
+        },
+        {
+            "apiGroups": ["policy"],
+            "resources": ["poddisruptionbudgets"],
+            "verbs": ["create", "patch"],
+            "resourceNames": colors,
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["patch"],
+            "resourceNames": ["dashboards"],
+        },
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "resources": ["ingresses"],
+            "verbs": ["create", "patch"],
+            "resourceNames": ["web"],
+        },
+    ]
+    assert len(docs[1]["rules"]) == len(without[1]["rules"]) + len(added)

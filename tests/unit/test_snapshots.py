@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import random
 from dataclasses import replace
@@ -270,3 +271,26 @@ def test_the_objects_of_a_release_are_labelled_for_its_environment_and_release(
     }
     stale = snapshots.stale([cm, {"metadata": {"name": "y"}}], {"r1"})
     assert stale == ["y"]
+
+
+def test_a_releases_hpa_and_pdb_are_kept_with_its_objects(
+    cfg: EnvironmentConfig, templates: Templates
+) -> None:
+    """Its manifests' HPA and PDB read back as written, bound by the digest; a release
+    without them keeps the digest it was recorded with before they were kept."""
+    deployment = render_deployment(cfg, templates, color="blue", image=V1, release_id="r1")
+    hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"}, "spec": {}}
+    snap = Snapshot(deployment, None, (hpa,))
+    plain = Snapshot(deployment, None)
+
+    cm = snapshots.to_config_map(snap, name="x-r1", labels={}, release_id="r1")
+
+    assert snapshots.from_config_map(cm) == snap
+    assert snap.digest != plain.digest
+    legacy = {"deployment": deployment, "secret": None}
+    text = json.dumps(legacy, separators=(",", ":"), sort_keys=True)
+    assert plain.digest == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    assert (
+        snapshots.PER_COLOR_KEY
+        not in snapshots.to_config_map(plain, name="x-r1", labels={}, release_id="r1")["binaryData"]
+    )
