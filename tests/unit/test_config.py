@@ -569,9 +569,11 @@ def test_validate_ok(deployments: Path, capsys: pytest.CaptureFixture[str]) -> N
         for env in ("dev", "staging", "production")
         for line in (
             f"{env} (sample-app) manages:",
-            f"  Deployment set-by-bascule ({manifests}/deployment.yaml:{start['deployment.yaml']}): workload — one "
+            f"  Deployment set-by-bascule ({manifests}/deployment.yaml:"
+            f"{start['deployment.yaml']}): workload — one "
             "Deployment per color, sample-app-blue and sample-app-green",
-            f"  Service set-by-bascule ({manifests}/service.yaml:{start['service.yaml']}): service — the active "
+            f"  Service set-by-bascule ({manifests}/service.yaml:"
+            f"{start['service.yaml']}): service — the active "
             "sample-app and the preview sample-app-preview",
         )
     ]
