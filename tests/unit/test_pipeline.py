@@ -27,8 +27,10 @@ import yaml
 from prefect import State
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
+from prefect.states import Cancelled, Cancelling
 
 import flows.approval
+import flows.deploy
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
@@ -582,6 +584,100 @@ def test_a_failed_active_analysis_switches_back(
     assert rel.result == "rolled-back" and "error-ratio" in rel.reason
 
 
+# --- a run asked to stop (bascule abort, Cancel in Prefect) ---------------------------------
+
+ABORT = "aborted by carol: wrong image"
+
+
+def aborting(world: World, when: Callable[[str], bool]) -> threading.Thread:
+    """Sets the run Cancelling with ABORT as its message, as `bascule abort` does, once
+    ``when(run id)`` holds; nothing kills the run: it runs in this process."""
+
+    def run() -> None:
+        run_id = wait_for(
+            lambda: next((r.flow_run_id for r in world.history() if r.phase != "done"), None)
+        )
+        wait_for(lambda: when(run_id) or None)
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(UUID(run_id), Cancelling(message=ABORT))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def paused(run_id: str) -> bool:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(run_id)).state
+    return state is not None and state.is_paused()
+
+
+def assert_aborted(state: State, message: str) -> None:
+    assert (state.type.value, state.name) == ("CANCELLED", StateName.ABORTED), state
+    assert message in (state.message or ""), state.message
+
+
+def test_an_abort_during_the_approval_wait_scales_the_new_color_down_and_moves_no_traffic(
+    gated: World,
+) -> None:
+    aborting(gated, paused)
+
+    state = gated.deploy(V2)
+
+    rel = last(gated)
+    assert_aborted(state, ABORT)
+    assert gated.api.changes() == abandoned(rel.id)
+    assert (rel.phase, rel.result, rel.reason) == ("done", "aborted", ABORT)
+
+
+def test_an_abort_in_the_verification_window_switches_back(world: World) -> None:
+    world.configure(
+        {
+            "verification": {"window_seconds": 20, "interval_seconds": 1},
+            "rollout": {"scale_down_delay_seconds": 20},
+        }
+    )
+    aborting(world, lambda _: last(world).phase == "switched")
+    started = time.monotonic()
+
+    state = world.deploy(V2)
+
+    rel = last(world)
+    assert_aborted(state, "rolled back in ")
+    assert ABORT in (state.message or "")
+    assert world.api.changes() == rolled_back(rel.id)
+    assert (rel.phase, rel.result, rel.reason) == ("done", "aborted", ABORT)
+    # The window ended where the request was seen.
+    assert [(s.name, s.result) for s in rel.steps][-2:] == [
+        ("verify", "failed"),
+        ("rollback-switch", "ok"),
+    ]
+    assert time.monotonic() - started < 15  # within a poll of the request, not the window
+
+
+def test_a_run_its_worker_killed_on_a_cancel_is_put_right_and_recorded_aborted(
+    world: World,
+) -> None:
+    """A worker's run is not told: its worker kills it (SIGTERM, SIGKILL) and Prefect ends it
+    Cancelled. The recovery that starts reads who asked from the run's states."""
+    with get_client(sync_client=True) as client:
+        dead = client.create_flow_run(flows.deploy.deploy, name="killed")
+        client.set_flow_run_state(dead.id, Cancelling(message=ABORT), force=True)
+        client.set_flow_run_state(dead.id, Cancelled(message="killed"), force=True)
+    killed_at(world, "in-window", str(dead.id))
+
+    state = world.recover()
+
+    assert state.is_completed(), state
+    assert world.api.changes() == reconciled("in-window")
+    killed = next(r for r in world.history() if r.id == KILLED_ID)
+    assert (killed.result, killed.reason) == (
+        "aborted",
+        f"the run was stopped ({ABORT}) after the switch to green, before verification "
+        "finished; traffic returned to blue",
+    )
+
+
 def test_a_switch_the_api_refuses_makes_sure_the_old_color_serves(world: World) -> None:
     def refuse(request: httpx.Request) -> httpx.Response | None:
         if request.method == "PATCH" and request.url.path.endswith(f"/services/{APP}"):
@@ -671,9 +767,10 @@ KILLED: dict[str, tuple[h.Phase, bool, bool, str]] = {
     ),
 }
 KILLED_ID = "r20261207000000-dead01"
+DEAD_RUN = "00000000-0000-0000-0000-000000000001"  # a run Prefect does not know: it crashed
 
 
-def killed_at(world: World, point: str) -> None:
+def killed_at(world: World, point: str, flow_run_id: str = DEAD_RUN) -> None:
     """Leaves in the fake what a deploy of v2 SIGKILLed at ``point`` leaves: its record in
     flight, green as far as it got, the active Service as it left it, and its Lease, which
     nobody renews any more (held for a second: a shortened lease, so the test need not
@@ -688,7 +785,7 @@ def killed_at(world: World, point: str) -> None:
         V1,
         "blue",
         "2026-12-07T00:00:00Z",
-        flow_run_id="00000000-0000-0000-0000-000000000001",
+        flow_run_id=flow_run_id,
         phase=phase,
     )
     state.save(env, record)
