@@ -42,7 +42,7 @@ COLORS: dict[Event, int] = {
     "failed": 0xEF4444,
     "rejected": 0x6B7280,
     "approval-timed-out": 0x9CA3AF,
-    "aborted": 0x6B7280,
+    "aborted": 0x78716C,
 }
 
 # Limits of the webhook APIs (Slack: Block Kit reference; Discord: Execute Webhook and the
