@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
             result: OrchestrationResult[Any] = prefect.client.set_flow_run_state(
                 run_id, Cancelling(message=message)
             )
+        if result.state is not None and result.state.is_cancelled():
+            # Prefect cancels a run that has not started (no process to stop) at once.
+            verdict(f"{run_id}: cancelled before it started; nothing had changed", failed=False)
+            return int(Exit.COMPLETED)
         if result.status.value != "ACCEPT":
             reason = getattr(result.details, "reason", None) or "no reason given"
             raise OperationFailed(f"{run_id} not cancelled ({result.status.value}): {reason}")
