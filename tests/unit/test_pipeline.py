@@ -34,10 +34,11 @@ import flows.deploy
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
+from bascule.cli import main
 from bascule.config_files import load_templates
 from bascule.manifests import LABEL_COLOR, lease_name, render_deployment
 from bascule.migrator import RESULT_MARKER, Result
-from bascule.outcome import StateName
+from bascule.outcome import Exit, StateName
 from tasks import state
 from tests.support.envs import REPO
 from tests.support.fakecluster import Action, Image
@@ -589,15 +590,22 @@ def test_a_failed_active_analysis_switches_back(
 ABORT = "aborted by carol: wrong image"
 
 
-def aborting(world: World, when: Callable[[str], bool]) -> threading.Thread:
-    """Sets the run Cancelling with ABORT as its message, as `bascule abort` does, once
-    ``when(run id)`` holds; nothing kills the run: it runs in this process."""
+def aborting(
+    world: World, when: Callable[[str], bool], command: list[int] | None = None
+) -> threading.Thread:
+    """Sets the run Cancelling with ABORT as its message once ``when(run id)`` holds: through
+    Prefect's API, as the UI does, or with ``command``, by `bascule abort` (its exit code
+    appended). Nothing kills the run: it runs in this process."""
 
     def run() -> None:
         run_id = wait_for(
             lambda: next((r.flow_run_id for r in world.history() if r.phase != "done"), None)
         )
         wait_for(lambda: when(run_id) or None)
+        if command is not None:
+            args = ["abort", run_id, "--as", "carol", "--reason", "wrong image"]
+            command.append(main(args))
+            return
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(UUID(run_id), Cancelling(message=ABORT))
 
@@ -620,10 +628,13 @@ def assert_aborted(state: State, message: str) -> None:
 def test_an_abort_during_the_approval_wait_scales_the_new_color_down_and_moves_no_traffic(
     gated: World,
 ) -> None:
-    aborting(gated, paused)
+    exits: list[int] = []
+    thread = aborting(gated, paused, exits)
 
     state = gated.deploy(V2)
 
+    thread.join(timeout=30)
+    assert exits == [Exit.COMPLETED]  # once the run had stopped
     rel = last(gated)
     assert_aborted(state, ABORT)
     assert gated.api.changes() == abandoned(rel.id)
