@@ -10,7 +10,12 @@ Who acts on it depends on what runs the flow:
   triggers), whose reconcile (``tasks.preflight.reconcile``) is the one a crashed run gets,
   recorded as aborted (``request``).
 Either way: before the switch the idle color goes to zero and traffic never moves; after it,
-traffic goes back to the old color."""
+traffic goes back to the old color.
+
+Not an ``on_cancellation`` hook: Prefect runs it in the run's process only if that process
+outlives the SIGTERM long enough, never after a SIGKILL, and Bascule's worker never loads a
+run's code to run hooks itself (bascule/worker.py). The reconcile reads the cluster, so it
+holds whatever the process got to do."""
 
 from __future__ import annotations
 

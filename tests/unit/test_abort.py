@@ -53,22 +53,22 @@ def test_the_request_names_who_and_why() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flow", "state_type", "refused"),
+    ("flow", "state", "refused"),
     [
-        ("deploy", "RUNNING", None),
-        ("deploy", "PAUSED", None),
-        ("redeploy", "PENDING", None),
-        ("rollback", "RUNNING", "is a run of the rollback flow: only a deploy"),
-        ("recover", "RUNNING", "is a run of the recover flow"),
-        ("deploy", "COMPLETED", "has already ended (Completed); nothing was changed"),
-        ("deploy", "CANCELLED", "has already ended (Completed); nothing was changed"),
+        ("deploy", ("RUNNING", "Running"), None),
+        ("deploy", ("PAUSED", "Paused"), None),
+        ("redeploy", ("PENDING", "Pending"), None),
+        ("rollback", ("RUNNING", "Running"), "is a run of the rollback flow: only a deploy"),
+        ("recover", ("RUNNING", "Running"), "is a run of the recover flow"),
+        ("deploy", ("COMPLETED", "Completed"), "has already ended (Completed); nothing was"),
+        ("deploy", ("CANCELLED", "Aborted"), "has already ended (Aborted); nothing was"),
     ],
 )
 def test_only_a_deploy_that_has_not_ended_is_aborted(
-    flow: str, state_type: str, refused: str | None
+    flow: str, state: tuple[str, str], refused: str | None
 ) -> None:
     run_id = uuid4()
-    why = refusal(run_id, flow, state_type, "Completed")
+    why = refusal(run_id, flow, *state)
     if refused is None:
         assert why is None
     else:
