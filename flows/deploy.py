@@ -531,8 +531,8 @@ def abandon(run: Run, new: Color, result: h.Result, reason: str, state_name: Sta
 
 
 def ending(name: StateName, message: str) -> State:
-    """A run's final state when it did not deploy: Cancelled for one stopped on request (it
-    was: Prefect's UI shows it so), else Failed; named for why."""
+    """A run's final state when it did not deploy, named for why: Cancelled for one that
+    stopped on request (Aborted), as Prefect shows a cancelled run; else Failed."""
     if name is StateName.ABORTED:
         return Cancelled(message=message, name=name)
     return Failed(message=message, name=name)
