@@ -666,27 +666,26 @@ def test_an_abort_in_the_verification_window_switches_back(world: World) -> None
     assert time.monotonic() - started < 15  # within a poll of the request, not the window
 
 
+@pytest.mark.parametrize("point", ["wait-ready", "in-window"])
 def test_a_run_its_worker_killed_on_a_cancel_is_put_right_and_recorded_aborted(
-    world: World,
+    point: str, world: World
 ) -> None:
     """A worker's run is not told: its worker kills it (SIGTERM, SIGKILL) and Prefect ends it
-    Cancelled. The recovery that starts reads who asked from the run's states."""
+    Cancelled. The recovery that starts puts it right as a dead run, reading who asked from
+    the run's states."""
     with get_client(sync_client=True) as client:
         dead = client.create_flow_run(flows.deploy.deploy, name="killed")
         client.set_flow_run_state(dead.id, Cancelling(message=ABORT), force=True)
         client.set_flow_run_state(dead.id, Cancelled(message="killed"), force=True)
-    killed_at(world, "in-window", str(dead.id))
+    killed_at(world, point, str(dead.id))
 
     state = world.recover()
 
     assert state.is_completed(), state
-    assert world.api.changes() == reconciled("in-window")
+    assert world.api.changes() == reconciled(point)
     killed = next(r for r in world.history() if r.id == KILLED_ID)
-    assert (killed.result, killed.reason) == (
-        "aborted",
-        f"the run was stopped ({ABORT}) after the switch to green, before verification "
-        "finished; traffic returned to blue",
-    )
+    stopped = KILLED[point][3].replace("the run died", f"the run was stopped ({ABORT})")
+    assert (killed.result, killed.reason) == ("aborted", stopped)
 
 
 def test_a_switch_the_api_refuses_makes_sure_the_old_color_serves(world: World) -> None:
