@@ -219,14 +219,24 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
             outcome = work()
             prune(env)
     except LockHeld as exc:
-        return Failed(message=str(exc), name=StateName.LOCK_HELD)
+        return too_late(Failed(message=str(exc), name=StateName.LOCK_HELD))
     while env.after_unlock:
         env.after_unlock.pop(0)()
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     if outcome.then is not None:
         return exclusively(env, outcome.then)
-    return outcome.state
+    return too_late(outcome.state)
+
+
+def too_late(state: State) -> State:
+    """``state``, or, for a run asked to stop that went on anyway (past the point where
+    stopping would undo anything, or before it looked), the same named Cancelled, saying
+    so: Prefect ends a Cancelling run Cancelled only, and would leave it Cancelling."""
+    if state.is_cancelled() or (who := abort.request(flow_run_id())) is None:
+        return state
+    said = f"{state.message} (asked to stop, {who}, too late to undo it)"
+    return Cancelled(message=said, name=state.name)
 
 
 def prune(env: Env) -> None:
@@ -385,6 +395,8 @@ def pipeline(
         return Outcome(roll_back(run, new, old, f"the switch did not complete: {exc}"))
     run.save(phase="switched")
     run.event("switched", seconds=switch_s)
+    if kind == "rollback":  # back on a verified release: finished, as bluegreen.recover does
+        run.watch = abort.Watch(None)
     try:
         if env.cfg.checks.smoke.after_switch and env.cfg.checks.smoke.http:
             run.checked(

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # returns to a verified release, and undoing it half-way would leave the bad one serving.
 ABORTABLE = ("deploy", "redeploy")
 WAIT_S = 120.0
+KILLED = "Cancelled"  # the name of the state Prefect's worker ends a run it killed in
 POLL_S = 1.0
 
 
@@ -118,9 +119,11 @@ def run(args: argparse.Namespace) -> int:
                 return int(Exit.WAIT_TIMED_OUT)
             time.sleep(POLL_S)
     said = f"{state.name}: {one_line(state.message or '')}"
-    if not state.is_cancelled():
+    # Aborted: it put itself right; Cancelled: its worker killed it. Any other name: it got
+    # through first, and says so (flows/deploy.py ``too_late``).
+    if not state.is_cancelled() or state.name not in (StateName.ABORTED, KILLED):
         raise OperationFailed(f"{run_id} ended before the abort took effect: {said}")
-    if state.name != StateName.ABORTED:  # its worker killed it; the recovery puts it right
+    if state.name == KILLED:  # the recovery its end starts puts right what it left
         said += f" (recover/{flow_run.parameters.get('environment')} puts right what it left)"
     verdict(said, failed=False)
     return int(Exit.COMPLETED)

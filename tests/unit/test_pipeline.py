@@ -31,6 +31,7 @@ from prefect.states import Cancelled, Cancelling
 
 import flows.approval
 import flows.deploy
+import tasks.abort
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
@@ -588,6 +589,10 @@ def test_a_failed_active_analysis_switches_back(
 # --- a run asked to stop (bascule abort, Cancel in Prefect) ---------------------------------
 
 ABORT = "aborted by carol: wrong image"
+WINDOW_20: dict[str, Any] = {  # long enough for a request to land in it
+    "verification": {"window_seconds": 20, "interval_seconds": 1},
+    "rollout": {"scale_down_delay_seconds": 20},
+}
 
 
 def aborting(
@@ -642,12 +647,7 @@ def test_an_abort_during_the_approval_wait_scales_the_new_color_down_and_moves_n
 
 
 def test_an_abort_in_the_verification_window_switches_back(world: World) -> None:
-    world.configure(
-        {
-            "verification": {"window_seconds": 20, "interval_seconds": 1},
-            "rollout": {"scale_down_delay_seconds": 20},
-        }
-    )
+    world.configure(WINDOW_20)
     aborting(world, lambda _: last(world).phase == "switched")
     started = time.monotonic()
 
@@ -943,6 +943,31 @@ def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: Worl
     ]
     assert (rel.kind, rel.result, rel.image) == ("rollback", "succeeded", V1)
     assert world.api.objects[blue]["spec"]["template"]["spec"] == as_v1_ran
+
+
+def test_a_rollback_asked_to_stop_after_its_switch_finishes_going_back(world: World) -> None:
+    """Back on a verified release, stopping half-way would leave the bad one serving: the
+    run goes on, as the recovery of a killed rollback does (bluegreen.recover)."""
+    assert world.deploy(V2).is_completed()  # blue retired to zero: the rollback redeploys it
+    window = {"window_seconds": 5, "interval_seconds": 1}
+    world.configure({"verification": window, "rollout": {"scale_down_delay_seconds": 5}})
+    world.api.actions.clear()
+    aborting(world, lambda _: last(world).phase == "switched")
+
+    state = world.rollback()
+
+    rel = last(world)
+    assert tasks.abort.request(rel.flow_run_id) == ABORT  # it was asked, in its window
+    assert world.api.changes() == [
+        applied("blue", V1, rel.id),
+        preview_to("blue"),
+        active_to("blue"),
+        scaled("green", 0),
+    ]
+    assert (rel.kind, rel.result, rel.image) == ("rollback", "succeeded", V1)
+    # Prefect ends a run asked to stop Cancelled only: its name and message say what it did.
+    assert (state.type.value, state.name) == ("CANCELLED", "Completed"), state
+    assert f"(asked to stop, {ABORT}, too late to undo it)" in (state.message or "")
 
 
 def test_a_rollback_to_a_failed_release_is_refused_with_nothing_changed(world: World) -> None:
