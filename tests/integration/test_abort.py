@@ -7,6 +7,7 @@ recovery it starts puts traffic back."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,7 @@ def test_a_cancel_through_prefects_api_of_a_workers_run_in_its_window_puts_traff
         assert started.returncode == 0, started.stdout + started.stderr
         switched = deploys.wait_phase(cluster, namespace, V2, {"switched"}, ignore=seen)
         run_id = str(switched["flow_run_id"])
+        asked_at = time.monotonic()
         asked = httpx.post(
             f"{prefect_server}/flow_runs/{run_id}/set_state",
             json={"state": {"type": "CANCELLING", "name": "Cancelling"}},
@@ -152,6 +154,7 @@ def test_a_cancel_through_prefects_api_of_a_workers_run_in_its_window_puts_traff
             return record if record["phase"] == "done" else None
 
         record = wait_for(reconciled, 180, interval=0.5, what="the cancelled release put right")
+        took = time.monotonic() - asked_at
         assert deploys.active_color(cluster, namespace) == "blue"
         wait_for(lambda: serving(cluster, namespace) == "v1" or None, 10, what="v1 answering")
         wait_for(
@@ -168,7 +171,7 @@ def test_a_cancel_through_prefects_api_of_a_workers_run_in_its_window_puts_traff
     # put itself right (then its record ends with the switch back), converging either way.
     by = record["steps"][-1]["name"]
     assert by in ("reconciled", "rollback-switch"), record["steps"]
-    print(f"put right by: {by}")
+    print(f"put right by: {by}; cancel_recorded_seconds={took:.1f}")
     if by == "reconciled":
         assert record["reason"] == (
             "the run was stopped (cancelled in Prefect) after the switch to green, before "
