@@ -919,6 +919,11 @@ def test_a_rollback_within_the_delay_is_one_switch_back(world: World) -> None:
     assert (rel.kind, rel.result, rel.image, rel.color) == ("rollback", "succeeded", V1, "blue")
 
 
+def redeployed_back(release: str) -> list[Action]:
+    """A rollback to v1 once blue is gone: blue up again with v1, traffic on it, green down."""
+    return [applied("blue", V1, release), preview_to("blue"), active_to("blue"), scaled("green", 0)]
+
+
 def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: World) -> None:
     blue = world.env().deployment("blue")
     as_v1_ran = world.api.objects[blue]["spec"]["template"]["spec"]
@@ -935,12 +940,7 @@ def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: Worl
 
     rel = last(world)
     assert state.is_completed(), state
-    assert world.api.changes() == [
-        applied("blue", V1, rel.id),
-        preview_to("blue"),
-        active_to("blue"),
-        scaled("green", 0),
-    ]
+    assert world.api.changes() == redeployed_back(rel.id)
     assert (rel.kind, rel.result, rel.image) == ("rollback", "succeeded", V1)
     assert world.api.objects[blue]["spec"]["template"]["spec"] == as_v1_ran
 
@@ -958,12 +958,7 @@ def test_a_rollback_asked_to_stop_after_its_switch_finishes_going_back(world: Wo
 
     rel = last(world)
     assert tasks.abort.request(rel.flow_run_id) == ABORT  # it was asked, in its window
-    assert world.api.changes() == [
-        applied("blue", V1, rel.id),
-        preview_to("blue"),
-        active_to("blue"),
-        scaled("green", 0),
-    ]
+    assert world.api.changes() == redeployed_back(rel.id)
     assert (rel.kind, rel.result, rel.image) == ("rollback", "succeeded", V1)
     # Prefect ends a run asked to stop Cancelled only: its name and message say what it did.
     assert (state.type.value, state.name) == ("CANCELLED", "Completed"), state
