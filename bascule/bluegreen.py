@@ -57,24 +57,30 @@ class Recovery:
     reason: str
 
 
-def recover(obs: Observed) -> Recovery | None:
+def recover(obs: Observed, aborted: str | None = None) -> Recovery | None:
     """Put right a release whose run died. Before the switch nothing served the new color:
     drop it. After the switch but before verification finished, the new color was never
     proven: go back to the old one if it still runs at full size (it does unless a person
     scaled it), else keep the new one rather than serve nothing. A verified release is
-    recorded done before its old color's delayed scale-down, so it never needs recovery."""
+    recorded done before its old color's delayed scale-down, so it never needs recovery.
+
+    ``aborted``: who asked the run to stop (``bascule abort``, a cancel in Prefect), when
+    that is how it ended: the same reconcile, recorded "aborted" with the request."""
     rel = obs.in_flight
     if rel is None:
         return None
     new = rel.color
+    ended: Result = "aborted" if aborted else "interrupted"
+    how = f"the run was stopped ({aborted})" if aborted else "the run died"
     if rel.phase in ("planned", "deploying", "checking", "awaiting-approval"):
         if obs.active == new:
-            return _back_to_old(obs, rel, f"between the switch to {new} and recording it")
+            when = f"between the switch to {new} and recording it"
+            return _back_to_old(obs, rel, when, how, ended)
         return Recovery(
             None,
             new if obs.color(new).replicas else None,
-            "interrupted",
-            f"the run died during {rel.phase}; traffic never moved",
+            ended,
+            f"{how} during {rel.phase}; traffic never moved",
         )
     if rel.kind == "rollback" and rel.previous_color:
         # A switch-back goes to a release that was verified before: finish it, never
@@ -85,22 +91,20 @@ def recover(obs: Observed) -> Recovery | None:
             "succeeded",
             f"the rollback to {new} was switched before the run died; finished it",
         )
-    return _back_to_old(obs, rel, f"after the switch to {new}, before verification finished")
+    when = f"after the switch to {new}, before verification finished"
+    return _back_to_old(obs, rel, when, how, ended)
 
 
-def _back_to_old(obs: Observed, rel: Release, when: str) -> Recovery:
+def _back_to_old(obs: Observed, rel: Release, when: str, how: str, ended: Result) -> Recovery:
     old = rel.previous_color
     if old and obs.color(old).serving_ready:
         switch = old if obs.active != old else None
-        return Recovery(
-            switch, rel.color, "interrupted", f"the run died {when}; traffic returned to {old}"
-        )
+        return Recovery(switch, rel.color, ended, f"{how} {when}; traffic returned to {old}")
     return Recovery(
         None,
         None,
-        "interrupted",
-        f"the run died {when}; {old or 'no older color'} was not running, so the new color "
-        "keeps serving",
+        ended,
+        f"{how} {when}; {old or 'no older color'} was not running, so the new color keeps serving",
     )
 
 

@@ -24,7 +24,9 @@ Phase = Literal[
     "switched",  # the active Service selects the new color
     "done",
 ]
-Result = Literal["succeeded", "failed", "rolled-back", "rejected", "interrupted", "in-progress"]
+Result = Literal[
+    "succeeded", "failed", "rolled-back", "rejected", "interrupted", "aborted", "in-progress"
+]
 FINAL_PHASES = {"done"}
 
 
@@ -199,6 +201,7 @@ _NOT_GOOD: dict[str, str] = {
     "rolled-back": "was rolled back",
     "rejected": "was rejected at approval",
     "interrupted": "was interrupted",
+    "aborted": "was aborted",
     "in-progress": "never finished",
 }
 

@@ -10,8 +10,9 @@ them):
 - A deployment *went live* when its ``switch`` step succeeded (traffic moved to it). Runs that
   failed or were rejected before the switch never reached users and are not deployments.
 - A *change failure* is a deployment that went live and was then taken back: rolled back
-  automatically by the post-switch checks (result ``rolled-back``), or by a later
-  ``bascule rollback`` while it served.
+  automatically by the post-switch checks (result ``rolled-back``), by hand by a later
+  ``bascule rollback`` while it served, or aborted in its verification window (result
+  ``aborted``: ``bascule abort``, a cancel in Prefect).
 - *Restored* is the moment traffic was back on the previous version (the switch back); the
   time to restore runs from the failed deployment's switch to that moment.
 - *Lead time* runs from the commit's time (``--commit-time``) to the switch that made it live,
@@ -103,8 +104,10 @@ def failures(history: Sequence[Release]) -> list[Failure]:
     for r in history:
         if went_live(r):
             live_at = _step_at(r, "switch") or 0.0
-            if r.result == "rolled-back":
-                out.append(Failure(r, live_at, _step(r, "rollback-switch"), manual=False))
+            if r.result in ("rolled-back", "aborted"):
+                # An aborted run the recovery put right has no switch back of its own.
+                back = _step(r, "rollback-switch")
+                out.append(Failure(r, live_at, back, manual=r.result == "aborted"))
             elif r.result == "succeeded":
                 serving = r
         elif r.kind == "rollback" and r.result == "succeeded" and serving is not None:

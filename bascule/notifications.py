@@ -32,6 +32,7 @@ TITLES: dict[Event, str] = {
     "failed": "❌ {kind} failed",
     "rejected": "⛔ rejected at approval",
     "approval-timed-out": "⌛ approval timed out",
+    "aborted": "🛑 {kind} aborted",
 }
 COLORS: dict[Event, int] = {
     "started": 0x3B82F6,
@@ -41,6 +42,7 @@ COLORS: dict[Event, int] = {
     "failed": 0xEF4444,
     "rejected": 0x6B7280,
     "approval-timed-out": 0x9CA3AF,
+    "aborted": 0x78716C,
 }
 
 # Limits of the webhook APIs (Slack: Block Kit reference; Discord: Execute Webhook and the

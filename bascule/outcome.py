@@ -33,9 +33,12 @@ EXIT_MEANINGS: dict[Exit, str] = {
     Exit.ROLLED_BACK: "rolled back automatically: the checks after the switch failed",
     Exit.REJECTED: "rejected at the approval gate; traffic did not move",
     Exit.APPROVAL_TIMED_OUT: "nobody approved in time; traffic did not move",
-    Exit.WAIT_TIMED_OUT: "bascule trigger stopped waiting (--timeout); the run goes on",
+    Exit.WAIT_TIMED_OUT: "bascule trigger or abort stopped waiting (--timeout); the run goes on",
     Exit.UNREACHABLE: "the Prefect or Kubernetes API could not be reached",
-    Exit.INTERRUPTED: "interrupted (Ctrl-C), or stopped: its deploy lock was taken over",
+    Exit.INTERRUPTED: (
+        "interrupted (Ctrl-C), or stopped: aborted (bascule abort, a cancel in Prefect), or "
+        "its deploy lock was taken over"
+    ),
 }
 
 # A few words for a summary's title or the last line of a log: "…: rolled back (exit 3)".
@@ -64,6 +67,9 @@ class StateName(StrEnum):
     LOCK_HELD = "LockHeld"
     # Refused before anything changed: a required secret without a value.
     REFUSED = "Refused"
+    # Not a Failed state's: the Cancelled state of a run stopped on request (bascule abort,
+    # a cancel in Prefect's UI or API) that put right what it had started.
+    ABORTED = "Aborted"
 
 
 # Prefect's state types in which a flow run has ended; Paused and the rest have not.
@@ -81,14 +87,16 @@ _FAILED_NAMED: dict[str, Exit] = {
 def exit_code(state_type: str, state_name: str | None) -> Exit | None:
     """The exit code for a flow run in this state, or None while the run has not ended.
 
-    Only a Failed state carries Bascule's meaning in its name; a Crashed or Cancelled run
-    failed whatever it is called.
+    Only a Failed state carries Bascule's meaning in its name; a Crashed run failed whatever
+    it is called, and a Cancelled one was stopped on request (aborted), as if interrupted.
     """
     state_type = state_type.upper()
     if state_type not in TERMINAL_TYPES:
         return None
     if state_type == "COMPLETED":
         return Exit.COMPLETED
+    if state_type == "CANCELLED":
+        return Exit.INTERRUPTED
     if state_type == "FAILED" and state_name in _FAILED_NAMED:
         return _FAILED_NAMED[state_name]
     return Exit.FAILED

@@ -34,6 +34,7 @@ def render(
         "rolled-back": "↩️ rolled back",
         "rejected": "⛔ rejected",
         "interrupted": "⚠️ interrupted",
+        "aborted": "🛑 aborted",
         "in-progress": "… in progress",
     }[release.result]
     lines = [

@@ -19,5 +19,6 @@ Event = Literal[
     "failed",
     "rejected",
     "approval-timed-out",
+    "aborted",
 ]
 EVENTS: tuple[Event, ...] = get_args(Event)

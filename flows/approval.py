@@ -42,6 +42,7 @@ from bascule.signoff import (
     sign_command,
 )
 from bascule.sshsig import verify
+from tasks import abort
 
 # Prefect fails a paused run on the server once its pause times out, and from then on
 # refuses the flow's own final state ("The flow was … and never resumed."): the flow's
@@ -301,5 +302,7 @@ def _pause_for_answer(
 
 
 def _resumed(client: SyncPrefectClient, run_id: UUID) -> bool:
+    """Whether the run was resumed; Aborted if it was asked to stop instead."""
     state = client.read_flow_run(run_id).state
+    abort.stopped(state)
     return state is not None and state.is_running()

@@ -24,7 +24,7 @@ from typing import Any
 from prefect import State, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as prefect_runtime_flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed, Failed
 
 from bascule import bluegreen
 from bascule import history as h
@@ -50,6 +50,7 @@ from flows.engine import (
 )
 from flows.migration_steps import contract, plan_and_lint, run_phase
 from tasks import (
+    abort,
     analysis,
     checks,
     promotion,
@@ -220,14 +221,24 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
             outcome = work()
             prune(env)
     except LockHeld as exc:
-        return Failed(message=str(exc), name=StateName.LOCK_HELD)
+        return too_late(Failed(message=str(exc), name=StateName.LOCK_HELD))
     while env.after_unlock:
         env.after_unlock.pop(0)()
     if outcome.retire is not None:
         get_run_logger().info(retire_old_color(env, *outcome.retire))
     if outcome.then is not None:
         return exclusively(env, outcome.then)
-    return outcome.state
+    return too_late(outcome.state)
+
+
+def too_late(state: State) -> State:
+    """``state``, or, for a run asked to stop that went on anyway (past the point where
+    stopping would undo anything, or before it looked), the same named Cancelled, saying
+    so: Prefect ends a Cancelling run Cancelled only, and would leave it Cancelling."""
+    if state.is_cancelled() or (who := abort.request(flow_run_id())) is None:
+        return state
+    said = f"{state.message} (asked to stop, {who}, too late to undo it)"
+    return Cancelled(message=said, name=state.name)
 
 
 def prune(env: Env) -> None:
@@ -273,6 +284,7 @@ def pipeline(
     baseline = in_thread(baseline_checks, env, observed)
     release = untracked(plan)(env, image, observed, kind, commit, commit_time)
     run = Run(env, release, baseline)
+    run.watch = abort.Watch(release.flow_run_id)  # a request to stop is honoured until done
     if note:  # what the caller found before planning, e.g. drift for a scheduled redeploy
         run.release = run.release.with_step(h.Step("drift-check", "ok", 0.0, note, time.time()))
     run.save(phase="planned")
@@ -368,6 +380,8 @@ def pipeline(
                 name = StateName.APPROVAL_TIMED_OUT if decision.timed_out else StateName.REJECTED
                 return Outcome(abandon(run, new, "rejected", decision.reason, name))
             run.event("approved", approver=decision.approver)
+    except abort.Aborted as exc:  # asked to stop before the switch: traffic never moved
+        return Outcome(abandon(run, new, "aborted", str(exc), StateName.ABORTED))
     except Exception as exc:  # any failure before the switch: traffic never moved
         run.failed_with(exc)
         if isinstance(exc, rollout.RolloutFailed):
@@ -381,23 +395,30 @@ def pipeline(
         switch_s = run.step(
             "switch", untracked(traffic.switch), env, new, old, image, stored is None
         )
+    except abort.Aborted as exc:  # seen as the switch step began: it did not start
+        return Outcome(abandon(run, new, "aborted", str(exc), StateName.ABORTED))
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
         return Outcome(roll_back(run, new, old, f"the switch did not complete: {exc}"))
     run.save(phase="switched")
     run.event("switched", seconds=switch_s)
+    if kind == "rollback":  # back on a verified release: finished, as bluegreen.recover does
+        run.watch = abort.Watch(None)
     try:
         if env.cfg.checks.smoke.after_switch and env.cfg.checks.smoke.http:
             run.checked(
                 "post-switch smoke tests",
                 run.step("smoke-http-active", untracked(checks.smoke_http), env, "active", image),
             )
-        run.step("verify", verify, env, image, values)
+        run.step("verify", verify, env, image, values, run.watch)
+    except abort.Aborted as exc:
+        return Outcome(roll_back(run, new, old, str(exc), aborted=True))
     except Exception as exc:
         run.failed_with(exc)
         return Outcome(roll_back(run, new, old, f"post-switch verification failed: {exc}"))
 
+    run.watch = abort.Watch(None)  # verified: from here on, stopping would undo nothing
     final = replace(run.release, phase="done", result="succeeded", finished=now_iso())
     # Signed once the record is final: the signature is over its finish time, too.
     signature = promotion.evidence(env, final, env.evidence_key)
@@ -481,10 +502,13 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
 
 
 @task(name="verify", cache_policy=NO_CACHE)
-def verify(env: Env, image: str, values: dict[str, str]) -> analysis.Passed:
+def verify(
+    env: Env, image: str, values: dict[str, str], watch: abort.Watch | None = None
+) -> analysis.Passed:
     """The post-switch window: every health check against the active Service each
     verification interval, and the active analysis queries each analysis interval; a
-    failed check, or a failed gate, ends the window and rolls back."""
+    failed check, or a failed gate, ends the window and rolls back. ``watch``: a request to
+    stop (Aborted) ends it too, seen within its poll."""
     window, every = env.cfg.verification.window_seconds, env.cfg.verification.interval_seconds
     gate = env.cfg.analysis
     # On a clock that stands still through an API outage: the window observes the new
@@ -495,6 +519,8 @@ def verify(env: Env, image: str, values: dict[str, str]) -> analysis.Passed:
     evaluations: list[Evaluation] = []
     rounds = 0
     while True:
+        if watch is not None:
+            watch.check()
         if env.kube.active_time() >= next_probe:
             rounds += 1
             probed = checks.probe_once(env, "active", image, "active")
@@ -513,10 +539,10 @@ def verify(env: Env, image: str, values: dict[str, str]) -> analysis.Passed:
                 f"{rounds} round{'s' * (rounds != 1)} over {window} s passed{gated}",
                 tuple(evaluations),
             )
-        time.sleep(max(0.0, due - env.kube.active_time()))
+        time.sleep(max(0.0, min(due - env.kube.active_time(), abort.POLL_S)))
 
 
-def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateName) -> State:
+def abandon(run: Run, new: Color, result: h.Result, reason: str, state_name: StateName) -> State:
     """No traffic moved: scale the idle color down and record why."""
     reason = redact(reason)
     run.log.error("no switch: %s", reason)
@@ -526,23 +552,33 @@ def abandon(run: Run, new: Color, result: str, reason: str, state_name: StateNam
     timed_out = state_name is StateName.APPROVAL_TIMED_OUT
     run.event("approval-timed-out" if timed_out else result, reason=reason)
     run.publish(state_name)
-    return Failed(message=reason, name=state_name)
+    return ending(state_name, reason)
 
 
-def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
-    """Traffic goes back to the old color, still at full size: one PATCH."""
+def ending(name: StateName, message: str) -> State:
+    """A run's final state when it did not deploy, named for why: Cancelled for one that
+    stopped on request (Aborted), as Prefect shows a cancelled run; else Failed."""
+    if name is StateName.ABORTED:
+        return Cancelled(message=message, name=name)
+    return Failed(message=message, name=name)
+
+
+def roll_back(run: Run, new: Color, old: Color | None, reason: str, aborted: bool = False) -> State:
+    """Traffic goes back to the old color, still at full size: one PATCH. ``aborted``: the
+    run was asked to stop (``reason`` says by whom), rather than failing its checks."""
     reason = redact(reason)
     run.log.error("rolling back: %s", reason)
     if old is None:  # a first deploy has nothing to go back to; keep serving what we have
+        result: h.Result = "aborted" if aborted else "failed"
         run.save(
             phase="done",
-            result="failed",
+            result=result,
             reason=reason + " (no older release to return to)",
             finished=now_iso(),
         )
-        run.event("failed", reason=run.release.reason)
+        run.event(result, reason=run.release.reason)
         run.publish()
-        return Failed(message=reason, name=StateName.FAILED)
+        return ending(StateName.ABORTED if aborted else StateName.FAILED, reason)
     started = time.monotonic()
     # The plain function, not a task run: creating one cost 1-2 s on a busy Prefect server,
     # and here every second is a second of the bad version serving. The step is in the report.
@@ -553,7 +589,9 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str) -> State:
     )
     untracked(rollout.scale)(run.env, new, 0)
     run.tell(scaled_down(new, f"{run.release.id} was rolled back", run.release.image))
-    run.save(phase="done", result="rolled-back", reason=reason, finished=now_iso())
-    run.event("rolled-back", reason=reason, seconds=seconds)
+    result = "aborted" if aborted else "rolled-back"
+    run.save(phase="done", result=result, reason=reason, finished=now_iso())
+    run.event(result, reason=reason, seconds=seconds)
     run.publish()
-    return Failed(message=f"rolled back in {seconds:.2f} s: {reason}", name=StateName.ROLLED_BACK)
+    message = f"rolled back in {seconds:.2f} s: {reason}"
+    return ending(StateName.ABORTED if aborted else StateName.ROLLED_BACK, message)

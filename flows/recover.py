@@ -8,7 +8,9 @@ gives each environment a ``recover/<env>`` deployment with two triggers:
 
 - Crashed: a deploy, rollback or redeploy run of that environment, executed by a worker,
   whose process dies (SIGKILL, out of memory). The worker reports the run Crashed within
-  a second; this is the path measured by the acceptance test.
+  a second; this is the path measured by the acceptance test. Cancelled too: on a cancel
+  (Prefect's UI or API, ``bascule abort``) the worker kills the run's process wherever it
+  was, and the reconcile records the release "aborted" (``tasks.abort``).
 - Heartbeats stopped: the run's whole machine, worker included, is gone, so nobody reports
   a crash. Runs send a heartbeat every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (set in
   the work pool's job variables; Prefect's floor is 30 s); when none arrives for 90 s and

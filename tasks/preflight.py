@@ -20,7 +20,7 @@ from bascule.errors import OperationFailed
 from bascule.kube import KubeError
 from bascule.manifests import idle_color, selector
 from bascule.vocabulary import Color
-from tasks import checks, rollout, state, traffic
+from tasks import abort, checks, rollout, state, traffic
 from tasks.context import Env
 
 
@@ -85,9 +85,10 @@ def _allowed(env: Env, want: rbac.Permission) -> bool:
 
 
 def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
-    """Applies bluegreen.recover to a release an earlier run left in flight."""
-    fix = bluegreen.recover(observed)
+    """Applies bluegreen.recover to a release an earlier run left in flight: recorded
+    aborted if that run was asked to stop (a worker killed it on a cancel), else interrupted."""
     rel = observed.in_flight
+    fix = bluegreen.recover(observed, abort.request(rel.flow_run_id) if rel else None)
     if fix is None or rel is None:
         return observed
     log = get_run_logger()

@@ -25,7 +25,7 @@ from bascule.errors import OperationFailed
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from bascule.retry import retry
-from tasks import analysis, artifacts, monitoring, state
+from tasks import abort, analysis, artifacts, monitoring, state
 from tasks.context import Env
 from tasks.kubeevents import Story
 from tasks.notify import Notifier
@@ -54,6 +54,9 @@ class Run:
         self.details: list[str] = []
         self.sections: list[str] = []  # Markdown of its own in the report (the migration plan)
         self.preview: str | None = None  # the configured preview link (preview.url), once known
+        # Whether the run was asked to stop, looked at before each step: the deploy pipeline
+        # watches its own flow run (tasks.abort); other runs never stop on request.
+        self.watch = abort.Watch(None)
         self.log = get_run_logger()
         self.artifacts = artifacts.Writer(self.log)
         self.artifacts.progress(0.0, f"{release.kind} of {release.image} to {env.name}")
@@ -123,6 +126,7 @@ class Run:
         detail: str = "",
         summary: Callable[[T], str] | None = None,
     ) -> T:
+        self.watch.check()
         started, outage = time.monotonic(), self.env.kube.outage_seconds
         self.log.info("%s ...", name)
         try:

@@ -168,6 +168,14 @@ COMMANDS: tuple[Command, ...] = (
         _ALWAYS,
     ),
     Command(
+        "abort",
+        "stop a deploy: before the switch the idle color goes to zero, after it traffic goes back",
+        f"{_CLI}.abort",
+        "add_arguments",
+        "run",
+        (*_ALWAYS, *_READS, Exit.WAIT_TIMED_OUT),
+    ),
+    Command(
         "pending",
         "runs waiting for an approval",
         "bascule.approvals",

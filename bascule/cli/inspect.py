@@ -287,7 +287,8 @@ The four DORA figures of one app in one environment, from its history ConfigMap 
                          runs that failed or were rejected before the switch do not count,
                          nor do rollbacks
   change failure rate    the share of those that were then taken back: rolled back by the
-                         post-switch checks, or by a later `bascule rollback` while serving
+                         post-switch checks, or by a later `bascule rollback` while serving,
+                         or aborted after the switch (`bascule abort`)
   mean time to restore   from a failed deployment's switch to the switch back to the
                          previous version, averaged over the failures
   lead time for changes  median time from the commit (deploy --commit-time) to the switch,

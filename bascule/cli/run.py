@@ -249,8 +249,12 @@ def breaker(reason: str | None) -> str | None:
         raise UsageError(
             "--break-lock needs a reason, e.g. --break-lock 'deploy stuck in approval'"
         )
-    who = os.environ.get("GITHUB_ACTOR") or getpass.getuser()
-    return f"by {who}, because: {reason.strip()}"
+    return f"by {requester()}, because: {reason.strip()}"
+
+
+def requester() -> str:
+    """Who runs this command, for the history: the GitHub actor in CI, else the login."""
+    return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
 
 
 def rollback(args: argparse.Namespace) -> int:

@@ -162,6 +162,58 @@ def test_after_the_patch_the_new_color_keeps_serving_when_the_old_is_not_running
     )
 
 
+ABORTED = "aborted by carol: wrong image"
+
+
+@pytest.mark.parametrize(
+    ("active", "phase", "recovery"),
+    [
+        # Asked to stop while waiting for approval: the idle color goes, traffic never moved.
+        (
+            "blue",
+            "awaiting-approval",
+            Recovery(
+                None,
+                "green",
+                "aborted",
+                f"the run was stopped ({ABORTED}) during awaiting-approval; traffic never moved",
+            ),
+        ),
+        # In the verification window: traffic goes back to the old color.
+        (
+            "green",
+            "switched",
+            Recovery(
+                "blue",
+                "green",
+                "aborted",
+                f"the run was stopped ({ABORTED}) after the switch to green, before "
+                "verification finished; traffic returned to blue",
+            ),
+        ),
+    ],
+)
+def test_a_run_stopped_on_request_is_put_right_as_a_dead_one_and_recorded_aborted(
+    active: Color, phase: Phase, recovery: Recovery
+) -> None:
+    obs = observed(active, blue=OLD_UP, green=NEW_UP, in_flight=release(phase))
+    rec = recover(obs, ABORTED)
+    assert rec == recovery
+    plain = recover(obs)
+    assert plain is not None and rec is not None
+    assert (plain.switch_to, plain.scale_down, plain.result) == (
+        rec.switch_to,
+        rec.scale_down,
+        "interrupted",
+    )
+
+
+def test_a_switch_back_rollback_stopped_on_request_is_still_finished() -> None:
+    back = release("switched", color="blue", previous_color="green", kind="rollback")
+    rec = recover(observed("green", blue=OLD_UP, green=NEW_UP, in_flight=back), ABORTED)
+    assert rec is not None and (rec.switch_to, rec.result) == ("blue", "succeeded")
+
+
 def test_switched_with_traffic_already_back_on_the_old_color_only_scales_down() -> None:
     rec = recover(observed("blue", blue=OLD_UP, green=NEW_UP, in_flight=release("switched")))
     assert rec is not None

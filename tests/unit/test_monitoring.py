@@ -87,6 +87,13 @@ def test_failures_are_automatic_and_manual_rollbacks_of_live_deployments() -> No
     ]
 
 
+def test_a_deployment_aborted_after_its_switch_was_taken_back_by_hand() -> None:
+    aborted = run("v6", 90000, "aborted", rollback_after=5)
+    before_switch = run("v7", 93600, "aborted", switched=False)
+    found = failures([*HISTORY, aborted, before_switch])
+    assert [(f.release.id, f.manual, f.restore_seconds) for f in found][2:] == [("v6", True, 5.0)]
+
+
 def test_dora_figures() -> None:
     figures = dora("shop", "staging", HISTORY, now=T0 + 2 * 86400, days=30)
     # The whole history lies in the period: it starts at the oldest record, two days ago.

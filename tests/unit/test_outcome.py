@@ -29,9 +29,12 @@ from bascule.outcome import (
         ("FAILED", StateName.FAILED, Exit.FAILED),
         ("FAILED", None, Exit.FAILED),
         ("FAILED", "TimedOut", Exit.FAILED),  # Prefect's own timeouts are no approval's
-        # A crashed or cancelled run failed, whatever its name says.
+        # A crashed run failed, whatever its name says; a cancelled one was stopped on
+        # request (bascule abort, Prefect's Cancel), as if interrupted.
         ("CRASHED", StateName.ROLLED_BACK, Exit.FAILED),
-        ("CANCELLED", StateName.REJECTED, Exit.FAILED),
+        ("CANCELLED", StateName.REJECTED, Exit.INTERRUPTED),
+        ("CANCELLED", StateName.ABORTED, Exit.INTERRUPTED),
+        ("CANCELLED", "Cancelled", Exit.INTERRUPTED),
         ("failed", StateName.REJECTED, Exit.REJECTED),  # the API's case does not matter
         ("completed", None, Exit.COMPLETED),
     ],

@@ -27,12 +27,16 @@ import yaml
 from prefect import State
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
+from prefect.states import Cancelled, Cancelling
 
 import flows.approval
+import flows.deploy
+import tasks.abort
 import tasks.analysis
 from bascule import history as h
 from bascule import lease
 from bascule import workload as w
+from bascule.cli import main
 from bascule.config_files import load_templates
 from bascule.manifests import (
     LABEL_COLOR,
@@ -42,7 +46,7 @@ from bascule.manifests import (
     version_label,
 )
 from bascule.migrator import RESULT_MARKER, Result
-from bascule.outcome import StateName
+from bascule.outcome import Exit, StateName
 from tasks import state
 from tests.support.envs import REPO
 from tests.support.fakecluster import Action, Image
@@ -648,6 +652,108 @@ def test_a_failed_active_analysis_switches_back(
     assert rel.result == "rolled-back" and "error-ratio" in rel.reason
 
 
+# --- a run asked to stop (bascule abort, Cancel in Prefect) ---------------------------------
+
+ABORT = "aborted by carol: wrong image"
+WINDOW_20: dict[str, Any] = {  # long enough for a request to land in it
+    "verification": {"window_seconds": 20, "interval_seconds": 1},
+    "rollout": {"scale_down_delay_seconds": 20},
+}
+
+
+def aborting(
+    world: World, when: Callable[[str], bool], command: list[int] | None = None
+) -> threading.Thread:
+    """Sets the run Cancelling with ABORT as its message once ``when(run id)`` holds: through
+    Prefect's API, as the UI does, or with ``command``, by `bascule abort` (its exit code
+    appended). Nothing kills the run: it runs in this process."""
+
+    def run() -> None:
+        run_id = wait_for(
+            lambda: next((r.flow_run_id for r in world.history() if r.phase != "done"), None)
+        )
+        wait_for(lambda: when(run_id) or None)
+        if command is not None:
+            args = ["abort", run_id, "--as", "carol", "--reason", "wrong image"]
+            command.append(main(args))
+            return
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(UUID(run_id), Cancelling(message=ABORT))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def paused(run_id: str) -> bool:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(run_id)).state
+    return state is not None and state.is_paused()
+
+
+def assert_aborted(state: State, message: str) -> None:
+    assert (state.type.value, state.name) == ("CANCELLED", StateName.ABORTED), state
+    assert message in (state.message or ""), state.message
+
+
+def test_an_abort_during_the_approval_wait_scales_the_new_color_down_and_moves_no_traffic(
+    gated: World,
+) -> None:
+    exits: list[int] = []
+    thread = aborting(gated, paused, exits)
+
+    state = gated.deploy(V2)
+
+    thread.join(timeout=30)
+    assert exits == [Exit.COMPLETED]  # once the run had stopped
+    rel = last(gated)
+    assert_aborted(state, ABORT)
+    assert gated.api.changes() == abandoned(rel.id)
+    assert (rel.phase, rel.result, rel.reason) == ("done", "aborted", ABORT)
+
+
+def test_an_abort_in_the_verification_window_switches_back(world: World) -> None:
+    world.configure(WINDOW_20)
+    aborting(world, lambda _: last(world).phase == "switched")
+    started = time.monotonic()
+
+    state = world.deploy(V2)
+
+    rel = last(world)
+    assert_aborted(state, "rolled back in ")
+    assert ABORT in (state.message or "")
+    assert world.api.changes() == rolled_back(rel.id)
+    assert (rel.phase, rel.result, rel.reason) == ("done", "aborted", ABORT)
+    # The window ended where the request was seen.
+    assert [(s.name, s.result) for s in rel.steps][-2:] == [
+        ("verify", "failed"),
+        ("rollback-switch", "ok"),
+    ]
+    assert time.monotonic() - started < 15  # within a poll of the request, not the window
+
+
+@pytest.mark.parametrize("point", ["wait-ready", "in-window"])
+def test_a_run_its_worker_killed_on_a_cancel_is_put_right_and_recorded_aborted(
+    point: str, world: World
+) -> None:
+    """A worker's run is not told: its worker kills it (SIGTERM, SIGKILL) and Prefect ends it
+    Cancelled. The recovery that starts puts it right as a dead run, reading who asked from
+    the run's states."""
+    with get_client(sync_client=True) as client:
+        dead = client.create_flow_run(flows.deploy.deploy, name="killed")
+        client.set_flow_run_state(dead.id, Cancelling(message=ABORT), force=True)
+        client.set_flow_run_state(dead.id, Cancelled(message="killed"), force=True)
+    killed_at(world, point, str(dead.id))
+
+    state = world.recover()
+
+    assert state.is_completed(), state
+    assert world.api.changes() == reconciled(point)
+    killed = next(r for r in world.history() if r.id == KILLED_ID)
+    stopped = KILLED[point][3].replace("the run died", f"the run was stopped ({ABORT})")
+    assert (killed.result, killed.reason) == ("aborted", stopped)
+
+
 def test_a_switch_the_api_refuses_makes_sure_the_old_color_serves(world: World) -> None:
     def refuse(request: httpx.Request) -> httpx.Response | None:
         if request.method == "PATCH" and request.url.path.endswith(f"/services/{APP}"):
@@ -737,9 +843,10 @@ KILLED: dict[str, tuple[h.Phase, bool, bool, str]] = {
     ),
 }
 KILLED_ID = "r20261207000000-dead01"
+DEAD_RUN = "00000000-0000-0000-0000-000000000001"  # a run Prefect does not know: it crashed
 
 
-def killed_at(world: World, point: str) -> None:
+def killed_at(world: World, point: str, flow_run_id: str = DEAD_RUN) -> None:
     """Leaves in the fake what a deploy of v2 SIGKILLed at ``point`` leaves: its record in
     flight, green as far as it got, the active Service as it left it, and its Lease, which
     nobody renews any more (held for a second: a shortened lease, so the test need not
@@ -754,7 +861,7 @@ def killed_at(world: World, point: str) -> None:
         V1,
         "blue",
         "2026-12-07T00:00:00Z",
-        flow_run_id="00000000-0000-0000-0000-000000000001",
+        flow_run_id=flow_run_id,
         phase=phase,
     )
     state.save(env, record)
@@ -886,6 +993,11 @@ def test_a_rollback_within_the_delay_is_one_switch_back(world: World) -> None:
     ]
 
 
+def redeployed_back(release: str) -> list[Action]:
+    """A rollback to v1 once blue is gone: blue up again with v1, traffic on it, green down."""
+    return [applied("blue", V1, release), preview_to("blue"), active_to("blue"), scaled("green", 0)]
+
+
 def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: World) -> None:
     blue = world.env().deployment("blue")
     as_v1_ran = world.api.objects[blue]["spec"]["template"]["spec"]
@@ -902,14 +1014,29 @@ def test_a_rollback_whose_color_is_gone_redeploys_its_stored_objects(world: Worl
 
     rel = last(world)
     assert state.is_completed(), state
-    assert world.api.changes() == [
-        applied("blue", V1, rel.id),
-        preview_to("blue"),
-        active_to("blue"),
-        scaled("green", 0),
-    ]
+    assert world.api.changes() == redeployed_back(rel.id)
     assert (rel.kind, rel.result, rel.image) == ("rollback", "succeeded", V1)
     assert world.api.objects[blue]["spec"]["template"]["spec"] == as_v1_ran
+
+
+def test_a_rollback_asked_to_stop_after_its_switch_finishes_going_back(world: World) -> None:
+    """Back on a verified release, stopping half-way would leave the bad one serving: the
+    run goes on, as the recovery of a killed rollback does (bluegreen.recover)."""
+    assert world.deploy(V2).is_completed()  # blue retired to zero: the rollback redeploys it
+    window = {"window_seconds": 5, "interval_seconds": 1}
+    world.configure({"verification": window, "rollout": {"scale_down_delay_seconds": 5}})
+    world.api.actions.clear()
+    aborting(world, lambda _: last(world).phase == "switched")
+
+    state = world.rollback()
+
+    rel = last(world)
+    assert tasks.abort.request(rel.flow_run_id) == ABORT  # it was asked, in its window
+    assert world.api.changes() == redeployed_back(rel.id)
+    assert (rel.kind, rel.result, rel.image) == ("rollback", "succeeded", V1)
+    # Prefect ends a run asked to stop Cancelled only: its name and message say what it did.
+    assert (state.type.value, state.name) == ("CANCELLED", "Completed"), state
+    assert f"(asked to stop, {ABORT}, too late to undo it)" in (state.message or "")
 
 
 def test_a_rollback_to_a_failed_release_is_refused_with_nothing_changed(world: World) -> None:

@@ -78,6 +78,8 @@ def test_a_dead_run_of_the_environment_starts_its_recovery(env: str) -> None:
     crashed, silent = recover_triggers(env)
     for flow in WATCHED:
         assert crashed.covers(run_event("prefect.flow-run.Crashed", flow, ["bascule", env]))
+        # A cancelled run was killed by its worker wherever it was (tasks/abort.py).
+        assert crashed.covers(run_event("prefect.flow-run.Cancelled", flow, ["bascule", env]))
         beat = run_event("prefect.flow-run.heartbeat", flow, ["bascule", env])
         assert silent.starts_after(beat.event) and silent.covers(beat)
     assert silent.posture == Posture.Proactive and silent.for_each == {"prefect.resource.id"}
@@ -95,6 +97,7 @@ def test_no_recovery_for_itself_other_environments_or_untagged_runs(env: str) ->
             ("deploy", []),  # a run nobody tagged
         ):
             assert not trigger.covers(run_event("prefect.flow-run.Crashed", flow, tags))
+            assert not trigger.covers(run_event("prefect.flow-run.Cancelled", flow, tags))
             assert not trigger.covers(run_event("prefect.flow-run.heartbeat", flow, tags))
 
 

@@ -305,7 +305,7 @@ RUNNING = ("RUNNING", "Running")
         (("FAILED", "LockHeld"), Exit.USAGE),
         (("FAILED", "TimedOut"), Exit.FAILED),  # Prefect's own timeouts are no approval's
         (("CRASHED", "Crashed"), Exit.FAILED),
-        (("CANCELLED", "Cancelled"), Exit.FAILED),
+        (("CANCELLED", "Cancelled"), Exit.INTERRUPTED),
     ],
 )
 def test_follows_the_run_to_its_exit_code(
