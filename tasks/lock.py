@@ -119,29 +119,37 @@ class _Sighting:
         return self.at
 
 
+# A lock being broken is taken over what its holder wrote meanwhile (its renewal), this many
+# times at most: a holder renews a few times per lease, never as fast as we try again.
+BREAK_TRIES = 3
+
+
 def _try_take(
     env: Env, me: str, seen: _Sighting, lease_seconds: int = LEASE_SECONDS, force: bool = False
 ) -> tuple[lease.LeaseDecision, dict[str, Any] | None]:
     """The decision, and the Lease as written when it was taken."""
-    current = env.kube.get_or_none(env.lease)
-    decision = lease.decide(current, me, _now(), seen.of(current), force)
-    if decision.action == "held":
-        return decision, None
-    body = _lease_body(env, lease.held_spec(me, _now(), lease_seconds), lease.version(current))
-    try:
-        if current is None:
-            written = env.kube.create(k.leases(env.ns), body)
-        else:
-            written = env.kube.replace(env.lease, body)
-    except KubeError as exc:
-        if exc.status != 409:
-            raise
-        # Someone else wrote it first: judge what they wrote, seen just now.
+    for _ in range(BREAK_TRIES if force else 1):
+        current = env.kube.get_or_none(env.lease)
+        decision = lease.decide(current, me, _now(), seen.of(current), force)
+        if decision.action == "held":
+            return decision, None
+        spec = lease.held_spec(me, _now(), lease_seconds)
+        body = _lease_body(env, spec, lease.version(current))
+        try:
+            if current is None:
+                return decision, env.kube.create(k.leases(env.ns), body)
+            return decision, env.kube.replace(env.lease, body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        # Someone else wrote it first: judge what they wrote, seen just now. Breaking the
+        # lock, a renewal by the holder being broken does not stop us: take it over that.
         fresh = env.kube.get_or_none(env.lease)
         raced = lease.decide(fresh, me, _now(), seen.of(fresh))
-        held = raced if raced.action == "held" else lease.LeaseDecision("held", raced.holder)
-        return held, None
-    return decision, written
+        if not (force and raced.action == "held" and raced.holder == decision.holder):
+            break
+    held = raced if raced.action == "held" else lease.LeaseDecision("held", raced.holder)
+    return held, None
 
 
 def _raise_in(thread: threading.Thread) -> None:
