@@ -24,8 +24,12 @@ def test_four_environments_validate_deploy_and_are_listed(
     cfg = str(write_envs(tmp_path / "cfg", namespace, cluster.kubeconfig, None, ENVIRONMENTS))
     res = deploys.run(prefect_server, "validate", "--dir", cfg)
     assert res.returncode == 0, res.stdout + res.stderr
-    # Every environment of the directory, dev first and production last.
-    assert [Path(line.split(":")[0]).stem for line in res.stdout.splitlines()] == list(ENVIRONMENTS)
+    # Every environment of the directory, dev first and production last; then, in the same
+    # order, what each one's runs manage.
+    files = [line for line in res.stdout.splitlines() if line.endswith(": OK")]
+    assert [Path(line.split(":")[0]).stem for line in files] == list(ENVIRONMENTS)
+    managing = [line.split(" ")[0] for line in res.stdout.splitlines() if "manages:" in line]
+    assert managing == list(ENVIRONMENTS)
     assert res.stdout.count(": OK\n") == len(ENVIRONMENTS)
 
     extra = [env_namespace(namespace, env) for env in DEPLOYED]
