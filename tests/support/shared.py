@@ -112,6 +112,7 @@ MODULE_GROUPS = dict.fromkeys(
     (
         "tests/integration/test_prefect_deployments.py",
         "tests/integration/test_promotion.py",
+        "tests/integration/test_abort.py",
     ),
     "deploy-env-deployments",
 )
