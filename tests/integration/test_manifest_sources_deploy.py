@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_workload_kinds import APP, MOUNT, SCALED, V1, V2, deploy, files, named
+from tests.integration.test_workload_kinds import (
+    APP,
+    MOUNT,
+    SCALED,
+    V1,
+    V2,
+    assert_an_hpa_per_color,
+    deploy,
+    files,
+    named,
+)
 from tests.support import deploys
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
@@ -69,11 +79,7 @@ def test_a_kustomize_app_keeps_its_hpas_count_and_a_pdb_per_color(
 
     assert deploys.active_color(cluster, namespace) == "green"
     assert deploys.replicas(cluster, namespace, "green") == SCALED
-    hpas = named(cluster, namespace, "hpa", f"app.kubernetes.io/name={APP}")
-    assert {n: h["spec"]["scaleTargetRef"]["name"] for n, h in hpas.items()} == {
-        f"{APP}-blue": f"{APP}-blue",
-        f"{APP}-green": f"{APP}-green",
-    }
+    assert_an_hpa_per_color(cluster, namespace)
     pdbs = named(cluster, namespace, "pdb", f"app.kubernetes.io/name={APP}")
     selected = {n: p["spec"]["selector"]["matchLabels"] for n, p in pdbs.items()}
     # Each selects its color's pods only (the template's `tier: web` selected both colors).

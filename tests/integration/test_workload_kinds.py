@@ -128,6 +128,14 @@ def named(cluster: Cluster, ns: str, kind: str, label: str) -> dict[str, Any]:
     return {o["metadata"]["name"]: o for o in listing["items"]}
 
 
+def assert_an_hpa_per_color(cluster: Cluster, ns: str) -> None:
+    """Each color has the app's HPA, aimed at its own Deployment."""
+    hpas = named(cluster, ns, "hpa", f"app.kubernetes.io/name={APP}")
+    assert {n: h["spec"]["scaleTargetRef"]["name"] for n, h in hpas.items()} == {
+        f"{APP}-{color}": f"{APP}-{color}" for color in ("blue", "green")
+    }
+
+
 def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollback(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:
@@ -151,11 +159,7 @@ def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollb
     # (a) green started at blue's count, which its own HPA keeps; each color has its PDB.
     assert deploys.active_color(cluster, namespace) == "green"
     assert deploys.replicas(cluster, namespace, "green") == SCALED
-    hpas = named(cluster, namespace, "hpa", f"app.kubernetes.io/name={APP}")
-    assert {n: h["spec"]["scaleTargetRef"]["name"] for n, h in hpas.items()} == {
-        f"{APP}-blue": f"{APP}-blue",
-        f"{APP}-green": f"{APP}-green",
-    }
+    assert_an_hpa_per_color(cluster, namespace)
     pdbs = named(cluster, namespace, "pdb", f"app.kubernetes.io/name={APP}")
     assert {
         n: p["spec"]["selector"]["matchLabels"]["bascule.io/color"] for n, p in pdbs.items()
