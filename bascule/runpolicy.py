@@ -22,10 +22,10 @@ from bascule.config import DEFAULT_CONFIG_DIR, PRODUCTION
 
 # The flows an environment's worker runs, by flow name, and the one entrypoint of each.
 ENTRYPOINTS: dict[str, str] = {
-    "deploy": "flows/deploy.py:deploy",
-    "rollback": "flows/rollback.py:rollback",
-    "redeploy": "flows/redeploy.py:redeploy",
-    "recover": "flows/recover.py:recover",
+    "deploy": "bascule.flows.deploy:deploy",
+    "rollback": "bascule.flows.rollback:rollback",
+    "redeploy": "bascule.flows.redeploy:redeploy",
+    "recover": "bascule.flows.recover:recover",
 }
 # A full or abbreviated commit id: anything else (a branch, `--upload-pack=…`) is refused
 # before it reaches git.

@@ -14,11 +14,13 @@ here, in the worker, before any code of the run's commit executes:
 A refused run ends Failed, named Refused, with the rule in its message: not Crashed, which
 would start the environment's recover automation for every refused attempt.
 
-A run that passes starts as ``python -m prefect.engine`` in the clone, the flow loaded from
-the entrypoint this worker fixes (PREFECT__FLOW_ENTRYPOINT): Prefect's engine then runs
-neither the deployment's pull steps nor its entrypoint. The worker never loads a run's flow
-itself: on_crashed/on_cancellation hooks, which Prefect's process worker runs by loading
-the deployment (pull steps included) in the worker, are not run.
+The clone is the app's repository: configuration (``deployments/``, manifests, migrations),
+never code. A run that passes starts Prefect's engine in the clone (``python -P -m
+bascule.flows.launch``), the flow loaded from the installed Bascule at the entrypoint this
+worker fixes (PREFECT__FLOW_ENTRYPOINT): Prefect's engine then runs neither the deployment's
+pull steps nor its entrypoint, and nothing of the clone is imported. The worker never loads
+a run's flow itself: on_crashed/on_cancellation hooks, which Prefect's process worker runs by
+loading the deployment (pull steps included) in the worker, are not run.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from bascule import config as c
 from bascule import history as h
 from bascule import kube as k
 from bascule.config_files import app_names, load_environment
+from bascule.flows.launch import LAUNCH
+from bascule.jobpolicy import ENTRYPOINT_ENV
 from bascule.manifests import history_name
 from bascule.outcome import StateName
 from bascule.runpolicy import (
@@ -252,7 +256,7 @@ def run_environment(prepared: Mapping[str, str | None], entrypoint: str) -> dict
     return {
         **os.environ,
         **{key: v for key, v in prepared.items() if v is not None},
-        "PREFECT__FLOW_ENTRYPOINT": entrypoint,
+        ENTRYPOINT_ENV: entrypoint,
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
     }
 
@@ -323,11 +327,12 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
         env: dict[str, str],
         task_status: anyio.abc.TaskStatus[int],
     ) -> Result:
-        """Prefect's engine in ``cwd``, as Prefect's process worker starts it, but with the
-        hook runner given no flow (see ``_resolve_without_hooks``)."""
+        """Prefect's engine in ``cwd``, as Prefect's process worker starts it, but through
+        Bascule's launcher and with the hook runner given no flow (see
+        ``_resolve_without_hooks``)."""
         async with FlowRunExecutorContext() as ctx:
             starter = EngineCommandStarter(
-                command=command_to_string([get_sys_executable(), "-m", "prefect.engine"]),
+                command=command_to_string([get_sys_executable(), *LAUNCH]),
                 cwd=cwd,
                 env=dict(env),
                 stream_output=True,

@@ -13,7 +13,7 @@ What a Job of the pool gets, unless a deployment or a run overrides the variable
 - ``env``: ``PREFECT_API_URL`` as pods reach the server (the worker's own URL may be one
   only its machine reaches) and the heartbeat the recovery triggers of prefect.yaml expect.
   A deployment's or run's ``env`` replaces this whole mapping: repeat both there;
-- ``command``: ``python3 -m flows.job``, which exits with ``bascule deploy``'s exit code;
+- ``command``: ``python3 -m bascule.flows.job``, which exits with ``bascule deploy``'s exit code;
 - the optional ConfigMap ``bascule-deployments`` of the Job's namespace mounted at
   ``CONFIG_MOUNT``: a run that passes ``config_dir=/etc/bascule/deployments`` reads the
   environments' files from there instead of the image's ``deployments/``.
@@ -29,7 +29,7 @@ from typing import Any
 from bascule.manifests import restricted_context
 
 SERVICE_ACCOUNT = "bascule"
-COMMAND = "python3 -m flows.job"
+COMMAND = "python3 -m bascule.flows.job"
 CONFIG_MAP = "bascule-deployments"
 CONFIG_MOUNT = "/etc/bascule/deployments"
 # Where the flow image holds Bascule's code at its commit: the deployments' working directory.

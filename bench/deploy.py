@@ -184,8 +184,8 @@ def main() -> None:
         cluster.create_namespace(ns)
     with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_API_URL"] = server.api_url
-        from flows.deploy import deploy  # after PREFECT_API_URL: the flows report there
-        from flows.rollback import rollback
+        from bascule.flows.deploy import deploy  # after PREFECT_API_URL: the flows report there
+        from bascule.flows.rollback import rollback
 
         cfg = str(write_envs(Path(tmp), ns_bascule, cluster.kubeconfig, MINIMAL, ("staging",)))
         least, windowed_cfg = (

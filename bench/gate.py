@@ -51,7 +51,7 @@ class Detections:
 
 def detection(cluster: Cluster, ns: str, tmp: Path, rounds: int) -> Detections:
     """``rounds`` bad deploys on top of a good one; the detection times of each."""
-    from flows.deploy import deploy
+    from bascule.flows.deploy import deploy
 
     times = Detections()
     with running_prometheus(cluster) as prom:

@@ -68,9 +68,9 @@ class Recorder:
 
 def instrument(rec: Recorder) -> None:
     """Times the flow's phases: the functions ``flows.deploy`` calls by name."""
-    import flows.deploy as d
-    from tasks import artifacts, promotion, rollout, state
-    from tasks.context import Env
+    import bascule.flows.deploy as d
+    from bascule.tasks import artifacts, promotion, rollout, state
+    from bascule.tasks.context import Env
 
     for name in (
         "promoted",
@@ -120,7 +120,7 @@ def main() -> None:
     try:
         with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
             os.environ["PREFECT_API_URL"] = server.api_url
-            from flows.deploy import deploy
+            from bascule.flows.deploy import deploy
 
             # Staging (2 replicas), as bench/deploy.py's deploy_seconds and its kubectl baseline.
             cfg = str(write_envs(Path(tmp), ns, cluster.kubeconfig, over, ("staging",)))

@@ -42,7 +42,7 @@ from bascule.signoff import (
     sign_command,
 )
 from bascule.sshsig import verify
-from tasks import abort
+from bascule.tasks import abort
 
 # Prefect fails a paused run on the server once its pause times out, and from then on
 # refuses the flow's own final state ("The flow was … and never resumed."): the flow's

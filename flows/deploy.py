@@ -30,6 +30,14 @@ from bascule import bluegreen
 from bascule import history as h
 from bascule.analysis import Evaluation, placeholders, summary
 from bascule.errors import Refused, UsageError
+from bascule.flows.approval import Signing, description, request_approval
+from bascule.flows.engine import (
+    exceptions_kept_local,
+    expected_failures_in_one_line,
+    heartbeats_unjoined,
+    state_messages_masked,
+)
+from bascule.flows.migration_steps import contract, plan_and_lint, run_phase
 from bascule.gitcommit import read_commit
 from bascule.history import now_iso
 from bascule.kubeevents import scaled_down
@@ -40,16 +48,7 @@ from bascule.outcome import StateName
 from bascule.redact import redact
 from bascule.signoff import Request
 from bascule.snapshots import Snapshot
-from bascule.vocabulary import Color
-from flows.approval import Signing, description, request_approval
-from flows.engine import (
-    exceptions_kept_local,
-    expected_failures_in_one_line,
-    heartbeats_unjoined,
-    state_messages_masked,
-)
-from flows.migration_steps import contract, plan_and_lint, run_phase
-from tasks import (
+from bascule.tasks import (
     abort,
     analysis,
     checks,
@@ -59,12 +58,13 @@ from tasks import (
     state,
     traffic,
 )
-from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.kubeevents import Story
-from tasks.lock import LockHeld, deploy_lock
-from tasks.preflight import baseline_checks, preflight
-from tasks.run import Run, untracked
-from tasks.threads import in_thread
+from bascule.tasks.context import DEFAULT_CONFIG_DIR, Env
+from bascule.tasks.kubeevents import Story
+from bascule.tasks.lock import LockHeld, deploy_lock
+from bascule.tasks.preflight import baseline_checks, preflight
+from bascule.tasks.run import Run, untracked
+from bascule.tasks.threads import in_thread
+from bascule.vocabulary import Color
 
 heartbeats_unjoined()
 expected_failures_in_one_line()

@@ -24,6 +24,7 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 
+from bascule.flows.launch import LAUNCH
 from bascule.jobpolicy import ENTRYPOINT_ENV
 from bascule.outcome import Exit, exit_code
 from bascule.runpolicy import ENTRYPOINTS
@@ -42,17 +43,19 @@ def final_exit(flow_run_id: str) -> Exit | None:
 def main() -> int:
     run_id = os.environ.get(RUN_ID_ENV)
     if not run_id:
-        print(f"flows.job: {RUN_ID_ENV} is not set: the worker starts this", file=sys.stderr)
+        print(
+            f"bascule.flows.job: {RUN_ID_ENV} is not set: the worker starts this", file=sys.stderr
+        )
         return int(Exit.USAGE)
     entrypoint = os.environ.get(ENTRYPOINT_ENV)
     if entrypoint not in ENTRYPOINTS.values():
         print(
-            f"flows.job: {ENTRYPOINT_ENV} is {entrypoint!r}, not one of Bascule's flows: "
+            f"bascule.flows.job: {ENTRYPOINT_ENV} is {entrypoint!r}, not one of Bascule's flows: "
             "Bascule's Kubernetes worker sets it (bascule worker ENV --kubernetes)",
             file=sys.stderr,
         )
         return int(Exit.USAGE)
-    execute = subprocess.Popen([sys.executable, "-m", "prefect.engine"], cwd=WORKDIR)
+    execute = subprocess.Popen([sys.executable, *LAUNCH], cwd=WORKDIR)
     # The kubelet stops the pod with SIGTERM to PID 1 (this process): the engine must hear it.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: execute.send_signal(number))
@@ -60,7 +63,7 @@ def main() -> int:
     try:
         code = final_exit(run_id)
     except Exception as exc:  # the API is gone: the engine's own code is all we know
-        print(f"flows.job: the run's final state is unknown: {exc}", file=sys.stderr)
+        print(f"bascule.flows.job: the run's final state is unknown: {exc}", file=sys.stderr)
         return returncode
     return returncode if code is None else int(code)
 

@@ -12,11 +12,11 @@ from bascule import history as h
 from bascule.errors import OperationFailed
 from bascule.migrations import MigrationPlan, Phase, render_markdown, summary
 from bascule.migrator import Result
+from bascule.tasks import migration_phase, rollout, state
+from bascule.tasks.context import Env
+from bascule.tasks.migration_plan import build_plan, database_url
+from bascule.tasks.run import Run
 from bascule.vocabulary import Color
-from tasks import migration_phase, rollout, state
-from tasks.context import Env
-from tasks.migration_plan import build_plan, database_url
-from tasks.run import Run
 
 SKIPPED = "no migrations section: step skipped"
 

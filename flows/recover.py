@@ -40,10 +40,10 @@ from prefect.states import Completed
 
 from bascule import history as h
 from bascule.config_files import app_names
-from flows.deploy import Outcome, exclusively, run_name
-from tasks import state
-from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.preflight import preflight
+from bascule.flows.deploy import Outcome, exclusively, run_name
+from bascule.tasks import state
+from bascule.tasks.context import DEFAULT_CONFIG_DIR, Env
+from bascule.tasks.preflight import preflight
 
 LOCK_WAIT_SECONDS = 300
 

@@ -9,8 +9,7 @@ from prefect.states import Failed
 
 from bascule import bluegreen
 from bascule import history as h
-from bascule.outcome import StateName
-from flows.deploy import (
+from bascule.flows.deploy import (
     Outcome,
     exclusively,
     pipeline,
@@ -18,9 +17,10 @@ from flows.deploy import (
     with_evidence_key,
     with_secrets,
 )
-from tasks import state
-from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.preflight import preflight
+from bascule.outcome import StateName
+from bascule.tasks import state
+from bascule.tasks.context import DEFAULT_CONFIG_DIR, Env
+from bascule.tasks.preflight import preflight
 
 
 @flow(name="redeploy", flow_run_name=run_name("scheduled redeploy"))

@@ -13,9 +13,7 @@ from prefect.states import Completed, Failed
 from bascule import bluegreen, kubeevents, snapshots
 from bascule import history as h
 from bascule.errors import Refused
-from bascule.history import now_iso
-from bascule.outcome import StateName
-from flows.deploy import (
+from bascule.flows.deploy import (
     Outcome,
     exclusively,
     flow_run_id,
@@ -24,10 +22,12 @@ from flows.deploy import (
     run_name,
     with_secrets,
 )
-from tasks import rollout, state, traffic
-from tasks.context import DEFAULT_CONFIG_DIR, Env
-from tasks.preflight import preflight
-from tasks.run import Run, untracked
+from bascule.history import now_iso
+from bascule.outcome import StateName
+from bascule.tasks import rollout, state, traffic
+from bascule.tasks.context import DEFAULT_CONFIG_DIR, Env
+from bascule.tasks.preflight import preflight
+from bascule.tasks.run import Run, untracked
 
 
 def choose_target(

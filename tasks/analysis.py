@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from bascule import analysis as a
 from bascule.config import AnalysisConfig
 from bascule.errors import OperationFailed
-from tasks.context import Env
+from bascule.tasks.context import Env
 
 
 @cache

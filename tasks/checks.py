@@ -25,8 +25,8 @@ from bascule.manifests import (
     service_proxy_path,
 )
 from bascule.redact import redact
-from tasks import jobs
-from tasks.context import Env
+from bascule.tasks import jobs
+from bascule.tasks.context import Env
 
 
 @cache

@@ -11,7 +11,7 @@ from bascule import kube as k
 from bascule.dns import unresolved_hint
 from bascule.kube import KubeError
 from bascule.redact import redact
-from tasks.context import Env
+from bascule.tasks.context import Env
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from bascule import kube as k
 from bascule.kube import KubeError
 from bascule.kubeevents import Note, event
 from bascule.manifests import deployment_name
+from bascule.tasks.context import Env
 from bascule.vocabulary import Color
-from tasks.context import Env
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 

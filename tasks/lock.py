@@ -68,8 +68,8 @@ from bascule.errors import LockLost, Refused
 from bascule.kube import KubeError
 from bascule.manifests import object_labels
 from bascule.prefect_client import Prefect, status_of, tls_context
-from tasks.context import Env
-from tasks.threads import in_thread
+from bascule.tasks.context import Env
+from bascule.tasks.threads import in_thread
 
 LEASE_SECONDS = 10
 RENEWALS_PER_LEASE = 5

@@ -17,9 +17,9 @@ from bascule.config import MigrationsConfig
 from bascule.dns import unresolved_hint
 from bascule.errors import OperationFailed, UsageError
 from bascule.manifests import app_container, object_labels, restricted_context
-from tasks import jobs
-from tasks.context import Env
-from tasks.migration_plan import database_url
+from bascule.tasks import jobs
+from bascule.tasks.context import Env
+from bascule.tasks.migration_plan import database_url
 
 MOUNT = "/bascule"
 SCRIPT = "migrator.py"

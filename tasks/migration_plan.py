@@ -30,7 +30,7 @@ from bascule.migrations import (
     squawk_input,
 )
 from bascule.redact import clip
-from tasks.secretref import resolve
+from bascule.tasks.secretref import resolve
 
 if TYPE_CHECKING:
     from alembic.config import Config

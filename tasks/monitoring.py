@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 
 from bascule import history as h
 from bascule import monitoring as m
-from tasks import state
-from tasks.context import Env
+from bascule.tasks import state
+from bascule.tasks.context import Env
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 

@@ -45,8 +45,8 @@ from bascule.errors import UsageError
 from bascule.history import Release
 from bascule.redact import redact
 from bascule.retry import retry
+from bascule.tasks import secretref
 from bascule.vocabulary import EVENTS
-from tasks import secretref
 
 Post = Callable[[str, dict[str, Any], float], nt.Attempt]
 LATE_S = 1.0  # how far past its deadline the run waits for an attempt under way

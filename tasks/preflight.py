@@ -19,9 +19,9 @@ from bascule.config_files import shipped_roles
 from bascule.errors import OperationFailed
 from bascule.kube import KubeError
 from bascule.manifests import idle_color, selector
+from bascule.tasks import abort, checks, rollout, state, traffic
+from bascule.tasks.context import Env
 from bascule.vocabulary import Color
-from tasks import abort, checks, rollout, state, traffic
-from tasks.context import Env
 
 
 class PreflightFailed(OperationFailed):

@@ -22,8 +22,8 @@ from bascule.errors import Refused, UsageError
 from bascule.kube import KubeError
 from bascule.manifests import color_of_selector
 from bascule.prefect_client import Prefect
-from tasks import state
-from tasks.context import Env
+from bascule.tasks import state
+from bascule.tasks.context import Env
 
 
 def source_history(env: Env, source: Env) -> list[h.Release]:

@@ -29,9 +29,9 @@ from bascule.manifests import (
 from bascule.readiness import Verdict, readiness_probed, rollout_verdict
 from bascule.redact import redact
 from bascule.snapshots import Snapshot
+from bascule.tasks import state
+from bascule.tasks.context import Env
 from bascule.vocabulary import COLORS, Color
-from tasks import state
-from tasks.context import Env
 
 FIELD_MANAGER = "bascule"
 # While every pod of the release exists, wait-ready reads its Deployment only this often: its

@@ -25,10 +25,10 @@ from bascule.errors import OperationFailed
 from bascule.outcome import StateName
 from bascule.redact import redact, redact_data
 from bascule.retry import retry
-from tasks import abort, analysis, artifacts, monitoring, state
-from tasks.context import Env
-from tasks.kubeevents import Story
-from tasks.notify import Notifier
+from bascule.tasks import abort, analysis, artifacts, monitoring, state
+from bascule.tasks.context import Env
+from bascule.tasks.kubeevents import Story
+from bascule.tasks.notify import Notifier
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -21,7 +21,7 @@ from bascule.errors import Unreachable, UsageError
 from bascule.redact import KNOWN, MIN_LENGTH, too_short
 
 if TYPE_CHECKING:
-    from tasks.context import Env
+    from bascule.tasks.context import Env
 
 
 class Missing(UsageError):

@@ -24,8 +24,8 @@ from bascule.manifests import (
 )
 from bascule.redact import KNOWN, redact_data
 from bascule.snapshots import Snapshot
+from bascule.tasks.context import Env
 from bascule.vocabulary import COLORS
-from tasks.context import Env
 
 
 def color_state(env: Env, color: Any) -> ColorState:

@@ -19,8 +19,8 @@ from bascule.manifests import (
     selector_patch,
     service_patch,
 )
+from bascule.tasks.context import Env
 from bascule.vocabulary import Color
-from tasks.context import Env
 
 
 class SwitchConflict(OperationFailed):

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from bascule.bluegreen import ColorState, Observed
     from bascule.config.secrets import AppSecret
     from bascule.history import Release
-    from tasks.context import Env
-    from tasks.secretref import Missing, TooShort
+    from bascule.tasks.context import Env
+    from bascule.tasks.secretref import Missing, TooShort
 
 
 @contextmanager
@@ -36,7 +36,7 @@ def reading(environment: str, directory: str, app: str | None = None) -> Iterato
     """The environment opened for reading (for ``app``: default its file's own); its client
     closed afterwards."""
     from bascule.kube import KubeUnreachable
-    from tasks.context import Env
+    from bascule.tasks.context import Env
 
     env = Env.open(environment, directory, app)
     try:
@@ -67,7 +67,7 @@ def status_arguments(parser: argparse.ArgumentParser) -> None:
 
 def status(args: argparse.Namespace) -> int:
     from bascule.config_files import app_names
-    from tasks.state import observe
+    from bascule.tasks.state import observe
 
     found: list[dict[str, Any]] = []
     for name in _environments(args):
@@ -149,7 +149,7 @@ def history_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def history(args: argparse.Namespace) -> int:
-    from tasks.state import read_history
+    from bascule.tasks.state import read_history
 
     with reading(args.environment, args.dir, resolve_app(args)) as env:
         releases, _ = read_history(env)
@@ -193,7 +193,7 @@ def secrets(args: argparse.Namespace) -> int:
     from bascule.config import environment_file
     from bascule.config_files import exposed_secrets
     from bascule.redact import MASK
-    from tasks.secretref import status
+    from bascule.tasks.secretref import status
 
     app = resolve_app(args)
     with reading(args.environment, args.dir, app) as env:
@@ -231,7 +231,7 @@ def secrets(args: argparse.Namespace) -> int:
 
 def secret_state(problem: Missing | TooShort | None) -> str:
     """``resolves``, ``short`` (a value too short to mask) or ``missing``."""
-    from tasks.secretref import TooShort
+    from bascule.tasks.secretref import TooShort
 
     if problem is None:
         return "resolves"
@@ -311,7 +311,7 @@ def stats(args: argparse.Namespace) -> int:
     import time
 
     from bascule.monitoring import dora
-    from tasks.state import read_history
+    from bascule.tasks.state import read_history
 
     if args.days <= 0:
         raise UsageError(f"--days {args.days:g}: give a positive number of days")

@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> MigrationPlan:
-    from tasks.migration_plan import build_plan  # loads Alembic and SQLAlchemy: only when used
+    from bascule.tasks.migration_plan import (
+        build_plan,  # loads Alembic and SQLAlchemy: only when used
+    )
 
     name = args.environment
     cfg = load_environment(environment_file(args.dir, name), resolve_app(args))

@@ -45,8 +45,8 @@ def _checked(args: argparse.Namespace, secrets: bool = False) -> EnvironmentConf
     """The environment's configuration, with its templates and kubeconfig checked too (no
     request is made, but for Kubernetes Secret sources with ``secrets``): a UsageError naming
     the file and what to fix if one is wrong, or each required secret without a value."""
-    from tasks.context import Env
-    from tasks.secretref import resolve_all
+    from bascule.tasks.context import Env
+    from bascule.tasks.secretref import resolve_all
 
     env = Env.open(args.environment, args.dir, resolve_app(args))
     try:
@@ -131,7 +131,7 @@ def deploy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def deploy(args: argparse.Namespace) -> int:
     _beating()
-    from flows.deploy import deploy as deploy_flow
+    from bascule.flows.deploy import deploy as deploy_flow
 
     _checked(args).resolve_image(args.image)
     _check_prefect(args.api_patience)
@@ -177,7 +177,7 @@ def promote_arguments(parser: argparse.ArgumentParser) -> None:
 def promote(args: argparse.Namespace) -> int:
     _beating()
     from bascule.cli.inspect import reading
-    from tasks.promotion import serving_image
+    from bascule.tasks.promotion import serving_image
 
     cfg = _checked(args)
     if cfg.promote_from not in (None, args.source):
@@ -203,7 +203,7 @@ def promote(args: argparse.Namespace) -> int:
             [args.environment, *app, "--image", image, *commit, *when, *patience]
         )
         return int(trigger(options_from(given, os.environ)))
-    from flows.deploy import deploy as deploy_flow
+    from bascule.flows.deploy import deploy as deploy_flow
 
     _check_prefect(INTERACTIVE_API_PATIENCE if args.api_patience is None else args.api_patience)
     _checked(args, secrets=True)
@@ -259,7 +259,7 @@ def requester() -> str:
 
 def rollback(args: argparse.Namespace) -> int:
     _beating()
-    from flows.rollback import rollback as rollback_flow
+    from bascule.flows.rollback import rollback as rollback_flow
 
     _checked(args)  # no image: a rollback deploys one from the history
     breaking = breaker(args.break_lock)

@@ -142,8 +142,8 @@ def compare(
     name=value figures, in print order. ``deploy_rounds`` (default ``rounds``): the deploys'
     own, whose times move in steps of a second and need more."""
     deploys = deploy_rounds or rounds
-    from flows.deploy import deploy
-    from flows.rollback import rollback
+    from bascule.flows.deploy import deploy
+    from bascule.flows.rollback import rollback
 
     install_crds(cluster, bindir)
     ns_b, ns_a = f"bench-vsb-{tag}", f"bench-vsa-{tag}"

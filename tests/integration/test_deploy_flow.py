@@ -17,8 +17,8 @@ import yaml
 from bascule import kube as k
 from bascule import snapshots
 from bascule.redact import Redactor
-from tasks import rollout
-from tasks.context import Env
+from bascule.tasks import rollout
+from bascule.tasks.context import Env
 from tests.support import deploys, locks
 from tests.support.cluster import Cluster, LoadDriver, wait_for
 from tests.support.envs import write_envs

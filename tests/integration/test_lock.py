@@ -20,8 +20,8 @@ from bascule.errors import LockLost
 from bascule.kube import Kube, KubeError
 from bascule.lease import ANNOTATION_SLOT, held_spec
 from bascule.outcome import Exit, error_line
-from tasks import lock
-from tasks.context import Env
+from bascule.tasks import lock
+from bascule.tasks.context import Env
 from tests.support import deploys, locks
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs

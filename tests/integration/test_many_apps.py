@@ -102,5 +102,5 @@ def test_ten_apps_deploy_at_once_under_load_and_one_app_still_excludes_itself(
 
 def recover(api: str, cfg: Path) -> subprocess.CompletedProcess[str]:
     """The recover flow for staging with no app, in a process of its own as a worker runs it."""
-    call = "flows.recover:recover('staging', {dir}, cause='test', return_state=True)"
+    call = "bascule.flows.recover:recover('staging', {dir}, cause='test', return_state=True)"
     return deploys.run_flow(api, str(cfg), call, timeout=300)

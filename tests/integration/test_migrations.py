@@ -24,9 +24,9 @@ import pytest
 
 from bascule import migrator
 from bascule.errors import OperationFailed
+from bascule.tasks import migration_phase
+from bascule.tasks.context import Env
 from sampleapp.db import DatabaseError, ItemStore
-from tasks import migration_phase
-from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import Cluster, LoadDriver
 from tests.support.envs import write_envs

@@ -14,7 +14,7 @@ import pytest
 
 from bascule.config_files import load_environment
 from bascule.errors import Unreachable
-from tasks.migration_plan import build_plan, read_current
+from bascule.tasks.migration_plan import build_plan, read_current
 from tests.support.migrations import REPO, SAMPLE_INI, URL_VARIABLE, bascule, write_env
 
 pytestmark = pytest.mark.cluster

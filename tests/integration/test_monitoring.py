@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from bascule.history import Release
-from tasks import monitoring
-from tasks.context import Env
+from bascule.tasks import monitoring
+from bascule.tasks.context import Env
 from tests.support import deploys
 from tests.support.alerting import group, running
 from tests.support.cluster import Cluster, wait_for

@@ -30,7 +30,7 @@ from bascule import kube as k
 from bascule.history import decode, encode
 from bascule.kube import Kube, Target
 from bascule.outcome import Exit, StateName
-from tasks.state import HISTORY_KEY
+from bascule.tasks.state import HISTORY_KEY
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, wait_for
 from tests.support.envs import approver_key, write_envs
@@ -43,7 +43,7 @@ V1, V2 = f"{NAME}:v1", f"{NAME}:v2"
 SERVE = """
 import sys
 from prefect import serve
-from flows.deploy import deploy
+from bascule.flows.deploy import deploy
 serve(deploy.to_deployment(name="production", parameters={"config_dir": sys.argv[1]}))
 """
 

@@ -26,8 +26,8 @@ from bascule.cli.access import rbac_documents
 from bascule.config_files import shipped_roles
 from bascule.kube import RECORD_ENV, Kube, KubeError, Target
 from bascule.manifests import restricted_context
-from tasks import migration_phase, preflight
-from tasks.context import Env
+from bascule.tasks import migration_phase, preflight
+from bascule.tasks.context import Env
 from tests.support import deploys, sample
 from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for

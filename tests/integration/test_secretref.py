@@ -12,7 +12,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bascule.config import SecretRef
 from bascule.errors import UsageError
-from tasks.secretref import resolve
+from bascule.tasks.secretref import resolve
 from tests.support import deploys
 from tests.support.envs import write_envs
 from tests.support.fakekube import KUBECONFIG

@@ -21,10 +21,10 @@ import pytest
 from bascule import history as h
 from bascule.manifests import LABEL_SECRETS, owned_labels
 from bascule.redact import Redactor
+from bascule.tasks import rollout, state
+from bascule.tasks.context import Env
 from bascule.trigger.github import render_summary
 from bascule.trigger.report import Report
-from tasks import rollout, state
-from tasks.context import Env
 from tests.support import deploys
 from tests.support.cluster import REPO, Cluster, wait_for
 from tests.support.envs import write_envs
@@ -103,7 +103,7 @@ def test_missing_required_secret_stops_before_anything_changes(
     assert "nothing was changed" in res.stderr
     # The flow itself refuses the same way when a worker runs it (`bascule trigger`): exit 2.
     flow = (
-        "from flows.deploy import deploy; import sys; "
+        "from bascule.flows.deploy import deploy; import sys; "
         f"s = deploy(environment='staging', image='{V1}', config_dir=sys.argv[1], "
         "return_state=True); print(s.name, '|', s.message)"
     )

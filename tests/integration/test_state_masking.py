@@ -37,10 +37,10 @@ from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Failed
 
-import flows.deploy  # noqa: F401  (every flow imports it: it adjusts Prefect's engines)
+import bascule.flows.deploy  # noqa: F401  (every flow imports it: it adjusts Prefect's engines)
 from bascule.config import SecretRef
 from bascule.redact import MASK, Redactor
-from tasks.secretref import resolve
+from bascule.tasks.secretref import resolve
 from tests.support.cluster import wait_for
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]

@@ -56,7 +56,7 @@ from prefect.states import Failed
 
 from bascule.errors import Unreachable
 from bascule.outcome import StateName
-from flows.engine import expected_failures_in_one_line
+from bascule.flows.engine import expected_failures_in_one_line
 
 expected_failures_in_one_line()
 

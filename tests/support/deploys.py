@@ -181,7 +181,9 @@ def run_flow(
 def run_redeploy(prefect_api: str, config_dir: str) -> subprocess.CompletedProcess[str]:
     """The scheduled staging redeploy flow, in a process of its own as a worker runs it."""
     return run_flow(
-        prefect_api, config_dir, "flows.redeploy:redeploy('staging', {dir}, return_state=True)"
+        prefect_api,
+        config_dir,
+        "bascule.flows.redeploy:redeploy('staging', {dir}, return_state=True)",
     )
 
 

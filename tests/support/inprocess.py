@@ -4,7 +4,7 @@ Kubernetes cluster is needed.
 
 ``World`` is one test's staging environment: its configuration directory, written from the
 repository's with waits shortened to what still exercises every step, and the fake cluster
-its runs' clients talk to (``tasks.context.Kube`` is replaced for the test).
+its runs' clients talk to (``bascule.tasks.context.Kube`` is replaced for the test).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import pytest
 from prefect import State
 from prefect.testing.utilities import prefect_test_harness
 
-import flows.deploy
-import flows.recover
-import flows.redeploy
-import flows.rollback
-import tasks.context
+import bascule.flows.deploy
+import bascule.flows.recover
+import bascule.flows.redeploy
+import bascule.flows.rollback
+import bascule.tasks.context
 from bascule import history as h
 from bascule.apps import overlay
 from bascule.history import HISTORY_KEY
 from bascule.kube import Kube, Target
 from bascule.manifests import history_name
-from tasks.context import Env
+from bascule.tasks.context import Env
 from tests.support.envs import write_envs
 from tests.support.fakecluster import FakeCluster, cluster_kube
 
@@ -112,7 +112,7 @@ class World:
     # --- the flows, as `bascule` runs them in-process ------------------------------------------
 
     def deploy(self, image: str, **params: Any) -> State:
-        return flows.deploy.deploy(
+        return bascule.flows.deploy.deploy(
             environment=ENVIRONMENT,
             image=image,
             config_dir=str(self.config_dir),
@@ -121,17 +121,17 @@ class World:
         )
 
     def rollback(self, **params: Any) -> State:
-        return flows.rollback.rollback(
+        return bascule.flows.rollback.rollback(
             environment=ENVIRONMENT, config_dir=str(self.config_dir), return_state=True, **params
         )
 
     def redeploy(self) -> State:
-        return flows.redeploy.redeploy(
+        return bascule.flows.redeploy.redeploy(
             environment=ENVIRONMENT, config_dir=str(self.config_dir), return_state=True
         )
 
     def recover(self) -> State:
-        return flows.recover.recover(
+        return bascule.flows.recover.recover(
             environment=ENVIRONMENT, config_dir=str(self.config_dir), return_state=True
         )
 
@@ -164,5 +164,5 @@ class World:
 
 def use(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     """Makes every run's client talk to ``world``'s fake cluster."""
-    monkeypatch.setattr(tasks.context, "Kube", world.client)
+    monkeypatch.setattr(bascule.tasks.context, "Kube", world.client)
     return world

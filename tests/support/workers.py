@@ -123,8 +123,8 @@ def git(cwd: Path, *args: str) -> str:
 
 @dataclass(frozen=True)
 class Repository:
-    """A team's repository of Bascule, as the environments' workers clone it: a bare
-    repository, and a working copy commits are made in."""
+    """An app team's repository, as the environments' workers clone it: a bare repository,
+    and a working copy commits are made in."""
 
     bare: Path
     work: Path
@@ -146,12 +146,9 @@ class Repository:
         change: Callable[[Path], None] | None = None,
         author: str = "test <test@example.invalid>",
     ) -> str:
-        """This checkout's code and configurations for ``namespace`` (tests.support.envs,
-        without a kubeconfig: a run uses its worker's), committed; ``change`` edits the
-        working copy before. Returns the commit."""
-        for package in ("bascule", "flows", "tasks"):
-            ignore = shutil.ignore_patterns("__pycache__")
-            shutil.copytree(REPO / package, self.work / package, ignore=ignore, dirs_exist_ok=True)
+        """Configurations for ``namespace`` (tests.support.envs, without a kubeconfig: a run
+        uses its worker's), committed; ``change`` edits the working copy before. Returns the
+        commit. No code: the workers run their own installed Bascule."""
         write_envs(self.work / "deployments", namespace, None, overrides, environments)
         # The Roles preflight checks against ship with the configuration.
         shutil.copytree(

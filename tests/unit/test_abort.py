@@ -9,7 +9,7 @@ import pytest
 from prefect.states import Cancelled, Cancelling, Paused, Running, State
 
 from bascule.cli.abort import refusal, request_message
-from tasks.abort import UNNAMED, Aborted, asked, stopped
+from bascule.tasks.abort import UNNAMED, Aborted, asked, stopped
 
 
 @pytest.mark.parametrize(

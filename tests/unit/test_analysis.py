@@ -19,7 +19,7 @@ from bascule.analysis import Sample, Verdict
 from bascule.config import ConfigError, describe_schema
 from bascule.config_files import load_environment
 from bascule.history import Release
-from tasks import analysis as task
+from bascule.tasks import analysis as task
 from tests.support.signers import listing_nobody
 
 # --- conditions ----------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bascule.checks import CheckResult
+from bascule.flows.approval import Approval, description, judge
 from bascule.history import Release
 from bascule.signoff import Signer, Unverified
-from flows.approval import Approval, description, judge
 
 
 def unchecked(**fields: object) -> Approval:

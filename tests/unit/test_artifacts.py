@@ -1,4 +1,4 @@
-"""tasks.artifacts: what a run's artifacts send to Prefect has the known secrets masked."""
+"""bascule.tasks.artifacts: what a run's artifacts send to Prefect has the known secrets masked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bascule.redact import KNOWN, MASK
-from tasks import artifacts
+from bascule.tasks import artifacts
 
 SECRET = "artifact-canary-9c2e51aa"
 

@@ -221,7 +221,6 @@ def test_rollback_needs_no_image_in_the_file(
     unreachable: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A rollback deploys a release from the history, never the file's ``image:``."""
-    import flows.rollback
 
     staging = unreachable / "staging.yaml"
     data = yaml.safe_load(staging.read_text())
@@ -233,7 +232,7 @@ def test_rollback_needs_no_image_in_the_file(
         called.append(environment)
         return Completed(message="back to r1")
 
-    monkeypatch.setattr(flows.rollback, "rollback", fake_rollback)
+    monkeypatch.setattr("bascule.flows.rollback.rollback", fake_rollback)
     assert main(["rollback", "--dir", str(unreachable), "staging"]) == 0, capsys.readouterr()
     assert called == ["staging"]
 

@@ -17,7 +17,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
-import tasks.state
+import bascule.tasks.state
 from bascule import approvals
 from bascule.bluegreen import ColorState, Observed
 from bascule.cli import inspect
@@ -26,7 +26,7 @@ from bascule.history import Release, Step
 from bascule.outcome import Exit
 from bascule.prefect_client import ApiSettings, Prefect
 from bascule.signoff import PREVIEW_KEY
-from tasks import secretref
+from bascule.tasks import secretref
 from tests.support.envs import write_envs
 
 STATUS_KEYS = {
@@ -84,7 +84,7 @@ def test_status_json_is_one_object_per_environment_and_app(
         ),
         "production": Observed(None, {}),
     }
-    monkeypatch.setattr(tasks.state, "observe", lambda env: serving[env.name])
+    monkeypatch.setattr(bascule.tasks.state, "observe", lambda env: serving[env.name])
     args = argparse.Namespace(
         dir=write_envs(tmp_path / "cfg", "ns", None),
         app=None,
@@ -143,7 +143,7 @@ def test_history_json_is_the_records_newest_first(
         reason="error rate 12% > 5%",
         steps=(Step("switch", "ok", 0.4),),
     )
-    monkeypatch.setattr(tasks.state, "read_history", lambda env: (releases, None))
+    monkeypatch.setattr(bascule.tasks.state, "read_history", lambda env: (releases, None))
     args = argparse.Namespace(
         dir=write_envs(tmp_path / "cfg", "ns", None),
         environment="staging",

@@ -22,9 +22,9 @@ from bascule.config import (
 from bascule.config.base import Found, Surroundings
 from bascule.config_files import app_names, exposed_secrets, load_all, load_environment
 from bascule.errors import UsageError
+from bascule.tasks.context import Env
 from bascule.trigger.options import local_app
 from bascule.yamlsource import Mark, parse_yaml
-from tasks.context import Env
 from tests.support.envs import copy_deployments
 from tests.support.signers import NOBODY, evidence_from_nobody, listing_nobody
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from bascule import lease
 from bascule.kube import KubeError
-from tasks import lock
+from bascule.tasks import lock
 
 HOLDER, ME = "flow-run/holder", "flow-run/breaker"
 

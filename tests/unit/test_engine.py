@@ -19,8 +19,7 @@ from prefect.exceptions import FailedRun
 from prefect.states import Failed
 
 from bascule.errors import Unreachable
-from bascule.redact import KNOWN, MASK
-from flows.engine import (
+from bascule.flows.engine import (
     ENGINES,
     FAILED_STATE_MAKERS,
     RUN_LOGGERS,
@@ -32,7 +31,8 @@ from flows.engine import (
     heartbeats_unjoined,
     state_messages_masked,
 )
-from tasks.run import untracked
+from bascule.redact import KNOWN, MASK
+from bascule.tasks.run import untracked
 
 
 def test_a_step_without_task_run_retries_as_its_task_declares() -> None:

@@ -18,8 +18,8 @@ from bascule.history import Release
 from bascule.promotion import check
 from bascule.signoff import Request, Signer, Unverified
 from bascule.sshsig import sign, verify
-from tasks.context import Env
-from tasks.promotion import evidence_key
+from bascule.tasks.context import Env
+from bascule.tasks.promotion import evidence_key
 from tests.support.envs import copy_deployments
 from tests.support.fakekube import fake_kube
 from tests.support.signers import allowed_signers, keypair

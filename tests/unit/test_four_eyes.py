@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bascule.flows import approval
+from bascule.flows.approval import Approval, Signing, approved_by, judge
 from bascule.gitcommit import read_commit
 from bascule.history import Approver, Release
 from bascule.notifications import notice
@@ -29,8 +31,6 @@ from bascule.signoff import (
     repeat_problem,
 )
 from bascule.sshsig import sign, verify
-from flows import approval
-from flows.approval import Approval, Signing, approved_by, judge
 from tests.support.signers import allowed_signers, commit, fingerprint, keypair
 
 ANN = Signer("ann@example.com", "SHA256:ann+key")

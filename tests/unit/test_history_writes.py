@@ -1,4 +1,4 @@
-"""tasks.state: a run writes its history records with the resourceVersion it last saw
+"""bascule.tasks.state: a run writes its history records with the resourceVersion it last saw
 instead of reading the ConfigMap again before each write, and a write by anyone else in
 between is still kept: the run's write conflicts, reads again and keeps both."""
 
@@ -13,8 +13,8 @@ import httpx
 from bascule import history as h
 from bascule.config_files import load_environment, load_templates
 from bascule.redact import KNOWN, MASK, Redactor
-from tasks import state
-from tasks.context import Env
+from bascule.tasks import state
+from bascule.tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube, status
 
 REPO = Path(__file__).resolve().parents[2]

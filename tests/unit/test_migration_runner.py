@@ -12,8 +12,8 @@ import pytest
 from bascule import bluegreen, migrator, report
 from bascule import history as h
 from bascule.bluegreen import ColorState, Observed
-from flows.approval import description
-from tasks import migration_phase
+from bascule.flows.approval import description
+from bascule.tasks import migration_phase
 from tests.unit.test_outage_tasks import make_env
 
 URL = "postgresql://owner:s3cr%40t@db.internal:5432/shop"

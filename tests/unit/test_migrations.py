@@ -26,7 +26,7 @@ from bascule.migrations import (
     squawk_input,
     summary,
 )
-from tasks.migration_plan import describe_url, engine_url
+from bascule.tasks.migration_plan import describe_url, engine_url
 
 E, C = Phase.EXPAND, Phase.CONTRACT
 

@@ -15,8 +15,8 @@ from bascule import notifications as nt
 from bascule.config import ConfigError, NotificationsConfig, Receiver
 from bascule.config_files import load_environment
 from bascule.history import Release
+from bascule.tasks.notify import Notifier, Target, post_discord, post_slack
 from bascule.vocabulary import EVENTS, Event
-from tasks.notify import Notifier, Target, post_discord, post_slack
 from tests.support.webhooks import (
     CHECKS,
     TOKEN,

@@ -13,11 +13,11 @@ import pytest
 
 from bascule import kube as k
 from bascule.config_files import load_environment, load_templates
+from bascule.flows.deploy import verify
 from bascule.kube import KubeOutage
 from bascule.manifests import selector
-from flows.deploy import verify
-from tasks import checks, jobs, rollout, traffic
-from tasks.context import Env
+from bascule.tasks import checks, jobs, rollout, traffic
+from bascule.tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube, status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -203,7 +203,7 @@ def test_the_verification_window_observes_its_whole_length_through_an_outage(
 ) -> None:
     env, api = make_env(tmp_path)
     app_answers(api)
-    monkeypatch.setattr("flows.deploy.time.sleep", api.clock.sleep)
+    monkeypatch.setattr("bascule.flows.deploy.time.sleep", api.clock.sleep)
     calm = verify.fn(env, V2, {})
 
     rounds: list[float] = []
@@ -227,7 +227,7 @@ def test_a_window_of_zero_seconds_is_one_round_of_checks(
     app_answers(api)
     window = env.cfg.verification.model_copy(update={"window_seconds": 0})
     env = Env(env.cfg.model_copy(update={"verification": window}), env.templates, env.kube)
-    monkeypatch.setattr("flows.deploy.time.sleep", api.clock.sleep)
+    monkeypatch.setattr("bascule.flows.deploy.time.sleep", api.clock.sleep)
     rounds: list[float] = []
     original = checks.probe_once
 

@@ -29,10 +29,10 @@ from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 from prefect.states import Cancelled, Cancelling
 
-import flows.approval
-import flows.deploy
-import tasks.abort
-import tasks.analysis
+import bascule.flows.approval
+import bascule.flows.deploy
+import bascule.tasks.abort
+import bascule.tasks.analysis
 from bascule import history as h
 from bascule import lease
 from bascule import workload as w
@@ -47,7 +47,7 @@ from bascule.manifests import (
 )
 from bascule.migrator import RESULT_MARKER, Result
 from bascule.outcome import Exit, StateName
-from tasks import state
+from bascule.tasks import state
 from tests.support.envs import REPO
 from tests.support.fakecluster import Action, Image
 from tests.support.fakekube import status
@@ -408,7 +408,7 @@ def analysed(world: World, monkeypatch: pytest.MonkeyPatch, phase: str, ratio: f
     world.configure({"analysis": {"prometheus": "http://prometheus.test", "queries": [query]}})
     prometheus = Prometheus({"green": ratio, "blue": 0.0})
     client = httpx.Client(transport=httpx.MockTransport(prometheus))
-    monkeypatch.setattr(tasks.analysis, "_client", lambda: client)
+    monkeypatch.setattr(bascule.tasks.analysis, "_client", lambda: client)
     return prometheus
 
 
@@ -509,7 +509,7 @@ def wait_for(found: Callable[[], Any], timeout: float = 30) -> Any:
 @pytest.fixture
 def gated(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     """Approval required; the paused run looks for an answer ten times as often."""
-    monkeypatch.setattr(flows.approval, "POLL_S", flows.approval.POLL_S / 10)
+    monkeypatch.setattr(bascule.flows.approval, "POLL_S", bascule.flows.approval.POLL_S / 10)
     world.configure({"approval": {"required": True, "timeout_seconds": 20}})
     return world
 
@@ -740,7 +740,7 @@ def test_a_run_its_worker_killed_on_a_cancel_is_put_right_and_recorded_aborted(
     Cancelled. The recovery that starts puts it right as a dead run, reading who asked from
     the run's states."""
     with get_client(sync_client=True) as client:
-        dead = client.create_flow_run(flows.deploy.deploy, name="killed")
+        dead = client.create_flow_run(bascule.flows.deploy.deploy, name="killed")
         client.set_flow_run_state(dead.id, Cancelling(message=ABORT), force=True)
         client.set_flow_run_state(dead.id, Cancelled(message="killed"), force=True)
     killed_at(world, point, str(dead.id))
@@ -1031,7 +1031,7 @@ def test_a_rollback_asked_to_stop_after_its_switch_finishes_going_back(world: Wo
     state = world.rollback()
 
     rel = last(world)
-    assert tasks.abort.request(rel.flow_run_id) == ABORT  # it was asked, in its window
+    assert bascule.tasks.abort.request(rel.flow_run_id) == ABORT  # it was asked, in its window
     assert world.api.changes() == redeployed_back(rel.id)
     assert (rel.kind, rel.result, rel.image) == ("rollback", "succeeded", V1)
     # Prefect ends a run asked to stop Cancelled only: its name and message say what it did.

@@ -14,11 +14,11 @@ from bascule.errors import Refused
 from bascule.history import Release, Result, Step, decode, encode
 from bascule.manifests import selector
 from bascule.promotion import check, serving_image, verified
+from bascule.tasks.context import Env
+from bascule.tasks.promotion import serving_image as serving_from
+from bascule.tasks.promotion import source_history
+from bascule.tasks.state import HISTORY_KEY
 from bascule.vocabulary import Color
-from tasks.context import Env
-from tasks.promotion import serving_image as serving_from
-from tasks.promotion import source_history
-from tasks.state import HISTORY_KEY
 from tests.support.envs import copy_deployments
 from tests.support.fakekube import FakeApi, fake_kube, status
 

@@ -21,9 +21,9 @@ from bascule.kube import RECORD_ENV
 from bascule.kubeconfig import token_kubeconfig
 from bascule.rbac import Permission, Rule
 from bascule.rendered import RenderedObject
+from bascule.tasks import preflight, rollout
+from bascule.tasks.context import Env
 from bascule.workload import Workload, classify, from_templates
-from tasks import preflight, rollout
-from tasks.context import Env
 from tests.support.fakekube import FakeApi, fake_kube
 
 REPO = Path(__file__).resolve().parents[2]

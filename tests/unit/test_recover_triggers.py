@@ -17,11 +17,11 @@ from prefect.server.events.schemas.events import ReceivedEvent
 from bascule import runpolicy, workpool
 from bascule.cli.run import HEARTBEAT_SECONDS, run_watched
 from bascule.config_files import environment_files
+from bascule.flows.deploy import deploy
+from bascule.flows.recover import recover
+from bascule.flows.redeploy import redeploy
+from bascule.flows.rollback import rollback
 from bascule.worker import run_environment
-from flows.deploy import deploy
-from flows.recover import recover
-from flows.redeploy import redeploy
-from flows.rollback import rollback
 from tests.support.envs import REPO
 
 # The shipped example's environments, each with its recover deployment in prefect.yaml.
@@ -37,7 +37,7 @@ def recover_triggers(env: str) -> list[EventTrigger]:
     dep = next(
         d
         for d in deployments()
-        if d["entrypoint"] == "flows/recover.py:recover" and d["name"] == env
+        if d["entrypoint"] == "bascule.flows.recover:recover" and d["name"] == env
     )
     assert dep["parameters"] == {"environment": env}
     out = []
@@ -116,7 +116,7 @@ def test_watched_runs_beat_often_enough_for_the_window() -> None:
     """Three beats fit in the window, so one late beat is no death."""
     window = min(silent.within.total_seconds() for _, silent in map(recover_triggers, ENVIRONMENTS))
     for dep in deployments():
-        if dep["entrypoint"] != "flows/recover.py:recover":
+        if dep["entrypoint"] != "bascule.flows.recover:recover":
             env = heartbeat_env(dep)
             assert 3 * int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) <= window, dep["name"]
             # ``bascule deploy`` beats as often: its runs are watched the same way.

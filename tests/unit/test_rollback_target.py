@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from prefect.logging import disable_run_logger
 
-import flows.rollback
+import bascule.flows.rollback
 from bascule import history as h
 from bascule.config_files import load_environment, load_templates
 from bascule.outcome import StateName
-from tasks.context import Env
-from tasks.state import HISTORY_KEY
+from bascule.tasks.context import Env
+from bascule.tasks.state import HISTORY_KEY
 from tests.support.envs import REPO
 from tests.support.fakekube import FakeApi, fake_kube
 
@@ -37,7 +37,7 @@ def test_a_failed_target_is_refused_before_the_lock(staging: tuple[Env, FakeApi]
     env, api = staging
     before = len(api.requests)
     with disable_run_logger():
-        state = flows.rollback.rollback.fn("staging", to_release="r2")
+        state = bascule.flows.rollback.rollback.fn("staging", to_release="r2")
     assert (state.type.value, state.name) == ("FAILED", StateName.REFUSED)
     assert state.message == (
         "release r2 (app:broken) failed in staging: a rollback returns only to a release that "
@@ -56,6 +56,6 @@ def test_a_target_that_succeeded_goes_on_to_the_lock() -> None:
         return "locked"
 
     with pytest.MonkeyPatch.context() as mp, disable_run_logger():
-        mp.setattr(flows.rollback, "exclusively", exclusively)
-        assert flows.rollback.rollback.fn("staging", to_release="r1") == "locked"
+        mp.setattr(bascule.flows.rollback, "exclusively", exclusively)
+        assert bascule.flows.rollback.rollback.fn("staging", to_release="r1") == "locked"
     assert taken == ["staging"]

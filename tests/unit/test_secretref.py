@@ -16,9 +16,9 @@ from bascule.config_files import load_environment, load_templates
 from bascule.errors import UsageError
 from bascule.outcome import Exit
 from bascule.redact import KNOWN
-from tasks import secretref
-from tasks.context import Env
-from tasks.secretref import TooShort, resolve, resolve_all
+from bascule.tasks import secretref
+from bascule.tasks.context import Env
+from bascule.tasks.secretref import TooShort, resolve, resolve_all
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prefect.logging import disable_run_logger
 
-import flows.rollback
+import bascule.flows.rollback
 from bascule import history as h
 from bascule import kube as k
 from bascule import snapshots
@@ -28,8 +28,8 @@ from bascule.manifests import ReleaseSecret, Templates, recolored, render_deploy
 from bascule.outcome import StateName
 from bascule.redact import KNOWN, Redactor
 from bascule.snapshots import Snapshot
-from tasks import rollout, state
-from tasks.context import Env
+from bascule.tasks import rollout, state
+from bascule.tasks.context import Env
 from tests.support.envs import REPO
 from tests.support.fakekube import FakeApi, fake_kube, status
 
@@ -241,7 +241,7 @@ def test_a_protected_rollback_without_objects_is_refused_before_any_change(
     e.cfg = e.cfg.model_copy(update={"protected": True})
     before = len(api.requests)
     with disable_run_logger():
-        outcome = flows.rollback.redeploy(e, TARGET)
+        outcome = bascule.flows.rollback.redeploy(e, TARGET)
     assert (outcome.state.type.value, outcome.state.name) == ("FAILED", StateName.REFUSED)
     assert "staging is protected" in str(outcome.state.message)
     assert api.requests[before:] == [("GET", stored_at(e, "r1"))]  # no lock, no write

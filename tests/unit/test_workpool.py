@@ -14,10 +14,11 @@ from prefect_kubernetes.worker import KubernetesWorker
 
 from bascule import workpool
 from bascule.cli import workpool as cli
+from bascule.flows import job
+from bascule.flows.launch import LAUNCH
 from bascule.manifests import RESTRICTED_CONTAINER
 from bascule.outcome import Exit
 from bascule.runpolicy import ENTRYPOINTS
-from flows import job
 
 DEFAULT = KubernetesWorker.get_default_base_job_template()
 SETTINGS = workpool.JobSettings(
@@ -111,7 +112,7 @@ class FakeEngine:
         self.returncode = returncode
 
     def __call__(self, argv: list[str], cwd: str) -> FakeEngine:
-        assert (argv[1:], cwd) == (["-m", "prefect.engine"], workpool.WORKDIR)
+        assert (tuple(argv[1:]), cwd) == (LAUNCH, workpool.WORKDIR)
         return self
 
     def wait(self) -> int:
@@ -146,7 +147,7 @@ def test_without_a_run_the_job_is_a_usage_error(monkeypatch: pytest.MonkeyPatch)
     assert job.main() == Exit.USAGE
 
 
-@pytest.mark.parametrize("entrypoint", [None, "evil.py:deploy", "flows/deploy.py:other"])
+@pytest.mark.parametrize("entrypoint", [None, "evil.py:deploy", "bascule.flows.deploy:other"])
 def test_without_one_of_bascules_entrypoints_the_job_runs_nothing(
     monkeypatch: pytest.MonkeyPatch, entrypoint: str | None
 ) -> None:
