@@ -12,7 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bascule import bluegreen, capacity, rbac
+from bascule import bluegreen, capacity, kubeevents, rbac
 from bascule import history as h
 from bascule import kube as k
 from bascule import workload as w
@@ -23,6 +23,7 @@ from bascule.kube import KubeError
 from bascule.manifests import idle_color, selector
 from bascule.tasks import abort, checks, rollout, state, traffic
 from bascule.tasks.context import Env
+from bascule.tasks.kubeevents import Story
 from bascule.vocabulary import Color
 
 
@@ -99,6 +100,9 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
         traffic.switch(env, fix.switch_to, rel.color, observed.color(fix.switch_to).image)
     if fix.scale_down:
         rollout.scale(env, fix.scale_down, 0)
+    story = Story(env, "Reconcile", log)
+    story.tell(kubeevents.reconciled(rel, fix.reason, fix.switch_to))
+    story.flush()
     env.reconciled = replace(
         rel,
         phase="done",
