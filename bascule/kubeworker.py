@@ -78,7 +78,7 @@ class BasculeKubernetesWorker(KubernetesWorker):  # type: ignore[misc]
         )
         default = KubernetesWorker.get_default_base_job_template()
         super().__init__(
-            work_pool_name=kubernetes_pool_name(policy.run.environment),
+            work_pool_name=kubernetes_pool_name(policy.run.environment, policy.run.app),
             base_job_template=job_template(default, settings),
             **kwargs,
         )

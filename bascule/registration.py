@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from bascule.runpolicy import deployment_name, kubernetes_pool_name, pool_name
+
 # Which shipped environment a new one is made like, when it names none: the least protected.
 # Protection itself is never read from here (the worker's --protected, the environment's file).
 DEFAULT_MODEL = "dev"
@@ -45,27 +47,47 @@ def _renamed(value: Any, model: str, environment: str) -> Any:
     return value
 
 
+def _for_app(dep: dict[str, Any], environment: str, app: str) -> dict[str, Any]:
+    """``dep`` (one of ``environment``'s) as one app's: named ``<app>.<environment>`` on that
+    app's pool, its runs that app's. Tags and the recover triggers' match stay the
+    environment's: a recover run of another app finds nothing of its own to put right."""
+    kubernetes = KUBERNETES_TAG in dep.get("tags", [])
+    name = deployment_name(environment, app)
+    pool = (kubernetes_pool_name if kubernetes else pool_name)(environment, app)
+    return dep | {
+        "name": f"{name}-{KUBERNETES_TAG}" if kubernetes else name,
+        "parameters": {**dep.get("parameters", {}), "app": app},
+        "work_pool": {**dep["work_pool"], "name": pool},
+        "triggers": [
+            trigger | {"name": trigger["name"].replace(f" {environment} ", f" {name} ", 1)}
+            for trigger in dep.get("triggers", [])
+        ],
+    }
+
+
 def deployments_for(
     spec: dict[str, Any],
     environment: str,
     like: str | None = None,
     kubernetes: bool = False,
+    app: str | None = None,
 ) -> list[dict[str, Any]]:
     """``environment``'s deployments: those of ``like`` (default: itself if prefect.yaml
     declares it, else ``DEFAULT_MODEL``) with its name in place of the model's; those of the
-    Kubernetes pools only with ``kubernetes``."""
+    Kubernetes pools only with ``kubernetes``; with ``app``, that app's (``_for_app``)."""
     known = models(spec)
     model = like or (environment if environment in known else DEFAULT_MODEL)
     if model not in known:
         raise RegistrationError(
             f"--like {model}: prefect.yaml has no deployments for it; use one of {', '.join(known)}"
         )
-    return [
+    made = [
         _renamed(dep, model, environment)
         for dep in spec.get("deployments", [])
         if dep.get("parameters", {}).get("environment") == model
         and (kubernetes or KUBERNETES_TAG not in dep.get("tags", []))
     ]
+    return made if app is None else [_for_app(dep, environment, app) for dep in made]
 
 
 def registration(
@@ -73,6 +95,7 @@ def registration(
     environments: Iterable[str],
     like: str | None = None,
     kubernetes: bool = False,
+    app: str | None = None,
 ) -> dict[str, Any]:
     """prefect.yaml with only ``environments``' deployments: what ``prefect deploy --all``
     registers. The file's anchors are already expanded by its parser."""
@@ -80,7 +103,7 @@ def registration(
         key: value for key, value in spec.items() if key not in ("deployments", "definitions")
     } | {
         "deployments": [
-            dep for env in environments for dep in deployments_for(spec, env, like, kubernetes)
+            dep for env in environments for dep in deployments_for(spec, env, like, kubernetes, app)
         ]
     }
 

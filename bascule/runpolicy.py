@@ -32,15 +32,23 @@ ENTRYPOINTS: dict[str, str] = {
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 
 
-def pool_name(environment: str) -> str:
-    """The work pool of an environment's worker (prefect.yaml's deployments use it)."""
-    return f"bascule-{environment}"
+def deployment_name(environment: str, app: str | None = None) -> str:
+    """The name of an environment's Prefect deployments (deploy/<name>, rollback/<name>, ...):
+    the environment's, or with ``app``, one app's of its own repository and worker,
+    ``<app>.<environment>`` (neither name holds a dot, so no two pairs share one)."""
+    return environment if app is None else f"{app}.{environment}"
 
 
-def kubernetes_pool_name(environment: str) -> str:
+def pool_name(environment: str, app: str | None = None) -> str:
+    """The work pool of an environment's worker (prefect.yaml's deployments use it); with
+    ``app``, of that app's own worker there (``bascule worker ENV --app``)."""
+    return f"bascule-{deployment_name(environment, app)}"
+
+
+def kubernetes_pool_name(environment: str, app: str | None = None) -> str:
     """The work pool of an environment's Kubernetes worker: its runs as Jobs (README: Flows
     as Kubernetes Jobs; bascule/kubeworker.py)."""
-    return f"{pool_name(environment)}-kubernetes"
+    return f"{pool_name(environment, app)}-kubernetes"
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class Policy:
     protected: bool = False
     # The namespaces this worker's credentials reach; empty: not checked here (RBAC still is).
     namespaces: frozenset[str] = frozenset()
+    # One app's worker (its own repository, pool and deployments); None: every app of the
+    # environment's configuration.
+    app: str | None = None
 
     @property
     def is_protected(self) -> bool:
@@ -63,7 +74,7 @@ class Policy:
 
     @property
     def pool(self) -> str:
-        return pool_name(self.environment)
+        return pool_name(self.environment, self.app)
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,14 @@ def check_run(policy: Policy, run: Submitted) -> Refusal | None:
             f"this worker runs only {policy.environment!r}; start the run on "
             f"{pool_name(str(environment))}'s deployments",
         )
+    app = run.parameters.get("app")
+    if policy.app is not None and app not in (None, policy.app):
+        return Refusal(
+            "app",
+            f"the run asks for app {app!r}",
+            f"this worker runs only {policy.app!r}; start the run on "
+            f"{pool_name(policy.environment, str(app))}'s deployments",
+        )
     config_dir = run.parameters.get("config_dir")
     if config_dir not in (None, policy.config_dir):
         return Refusal(
@@ -171,6 +190,8 @@ class Checkout:
     # it; None where no release records a commit.
     serving: Mapping[str, tuple[str, bool] | None] = field(default_factory=dict)
     namespaces: Collection[str] = ()
+    # The apps of the environment's configuration at the commit.
+    apps: Collection[str] = ()
     # Fields of the environment's file that would pick other credentials than the worker's.
     credential_fields: Sequence[str] = ()
     # Per file that asks for signed commits (commit_signers): why git did not find a good
@@ -210,6 +231,13 @@ def check_checkout(policy: Policy, checkout: Checkout) -> Refusal | None:
                 f"{problem}",
                 "sign the commit with your SSH key (git commit -S, gpg.format ssh) listed there",
             )
+    if policy.app is not None and policy.app not in checkout.apps:
+        return Refusal(
+            "app",
+            f"the {policy.environment} configuration at {checkout.commit[:12]} has no app "
+            f"{policy.app!r} ({', '.join(sorted(checkout.apps)) or 'none'})",
+            f"this worker runs only {policy.app!r}: check the repository it clones",
+        )
     outside = sorted(set(checkout.namespaces) - policy.namespaces) if policy.namespaces else []
     if outside:
         return Refusal(

@@ -177,6 +177,9 @@ def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
 
     cfg_dir = directory / config_path(policy.config_dir)
     configs = _configs(cfg_dir, policy.environment)
+    apps = set(configs)
+    if policy.app is not None:  # only its app's namespace and serving release count
+        configs = {app: cfg for app, cfg in configs.items() if app == policy.app}
     # Only where the descent rule applies, and only in the worker's own namespaces: a
     # configuration aimed elsewhere is refused by the namespace rule, not by a 403.
     serving = _serving_commits(
@@ -194,6 +197,7 @@ def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
             for app, found in serving.items()
         },
         namespaces={cfg.namespace for cfg in configs.values()},
+        apps=apps,
         unsigned={
             str(path.relative_to(directory)): _signature_problem(sha, path, directory)
             for path in {cfg.commit_signers for cfg in configs.values()}

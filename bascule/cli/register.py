@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from bascule.config import check_app_name
 from bascule.config_files import environment_files
 from bascule.errors import OperationFailed, UsageError
 from bascule.registration import RegistrationError, models, pools, registration
@@ -56,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ENV",
         help="the shipped environment whose deployments a new one gets "
         f"(default: its own if shipped, else dev; shipped: {', '.join(models(shipped_spec()))})",
+    )
+    parser.add_argument(
+        "--app",
+        metavar="NAME",
+        help="one app's deployments, <flow>/<app>.<env> on pool bascule-<app>.<env>, for an "
+        "app with a repository and workers of its own (bascule worker ENV --app NAME)",
     )
     parser.add_argument(
         "--kubernetes",
@@ -91,14 +98,16 @@ def _make_pool(name: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     names = args.environments or list(environment_files(args.dir))
     try:
-        spec = registration(shipped_spec(), names, args.like, args.kubernetes)
-    except RegistrationError as exc:
+        if args.app is not None:
+            check_app_name(args.app)
+        spec = registration(shipped_spec(), names, args.like, args.kubernetes, args.app)
+    except (RegistrationError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    process_pools = {pool_name(env) for env in names}
+    process_pools = {pool_name(env, args.app) for env in names}
     for pool in pools(spec):
         if pool in process_pools and patiently(partial(_make_pool, pool), args.api_patience):
             print(f"bascule: made work pool {pool} (its worker: bascule worker ...)")
-    kubernetes = sorted({kubernetes_pool_name(env) for env in names} & set(pools(spec)))
+    kubernetes = sorted({kubernetes_pool_name(env, args.app) for env in names} & set(pools(spec)))
     with tempfile.TemporaryDirectory(prefix="bascule-register-") as tmp:
         path = Path(tmp) / "prefect.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only merged commits descending from the serving release's (production, and a "
         f"worker holding ${KEY_VARIABLE}, always)",
     )
+    parser.add_argument(
+        "--app",
+        help="one app's worker, for an app with a repository of its own: it polls "
+        "bascule-<app>.<environment> (bascule register --app) and runs only that app",
+    )
     parser.add_argument("--name", help="the worker's name in the Prefect UI")
     kube = parser.add_argument_group(
         "as Kubernetes Jobs", "runs as Jobs from a flow image (README: Flows as Kubernetes Jobs)"
@@ -62,13 +67,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Give it only this environment's credentials: its $KUBECONFIG (bascule kubeconfig) and "
         "its secret sources. It polls the work pool bascule-<environment> (made if missing), "
-        "or with --kubernetes bascule-<environment>-kubernetes."
+        "or with --kubernetes bascule-<environment>-kubernetes (with --app: "
+        "bascule-<app>.<environment>...)."
     )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         c.check_environment_name(args.environment)
+        if args.app is not None:
+            c.check_app_name(args.app)
         # A Job may read the environments' files from the ConfigMap its pool's template mounts.
         if not (args.kubernetes and args.config_dir == CONFIG_MOUNT):
             config_path(args.config_dir)
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             # would run beside its key.
             protected=args.protected or bool(os.environ.get(KEY_VARIABLE)),
             namespaces=frozenset(args.namespace),
+            app=args.app,
         )
         job_policy = _job_policy(args, policy) if args.kubernetes else None
     except ValueError as exc:

@@ -20,14 +20,15 @@ ENVIRONMENTS = ("dev", "uat", "production")
 NEW = "uat"
 
 
-def deployments(api: str, environment: str) -> dict[str, dict[str, Any]]:
-    """``environment``'s deployments on the server, by flow/name."""
+def deployments(api: str, environment: str, app: str | None = None) -> dict[str, dict[str, Any]]:
+    """``environment``'s deployments on the server (with ``app``: that app's own), by
+    flow/name."""
     found = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
     flows = {f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={}).json()}
     return {
         f"{flows[d['flow_id']]}/{d['name']}": d
         for d in found
-        if d["parameters"].get("environment") == environment
+        if d["parameters"].get("environment") == environment and d["parameters"].get("app") == app
     }
 
 
@@ -72,3 +73,16 @@ def test_an_environment_is_registered_like_a_shipped_one(
     assert sorted(deployments(prefect_server, NEW)) == sorted(registered)
     automations = httpx.post(f"{prefect_server}/automations/filter", json={}).json()
     assert len([a for a in automations if f"recover {NEW} " in a["name"]]) == 2
+
+
+def test_an_app_with_its_own_repository_gets_deployments_of_its_own(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    cfg = str(write_envs(tmp_path / "cfg", "t-register-app", None, None, ENVIRONMENTS))
+    done = deploys.run(prefect_server, "register", "--dir", cfg, NEW, "--app", "web")
+    assert done.returncode == 0, done.stdout + done.stderr
+    mine = deployments(prefect_server, NEW, "web")
+    assert sorted(mine) == [f"{flow}/web.{NEW}" for flow in ("deploy", "recover", "rollback")]
+    assert {d["work_pool_name"] for d in mine.values()} == {f"bascule-web.{NEW}"}
+    bad = deploys.run(prefect_server, "register", "--dir", cfg, NEW, "--app", "Web_1")
+    assert bad.returncode == 2 and "app name" in bad.stderr, bad.stderr

@@ -72,3 +72,22 @@ def test_a_registration_holds_only_the_asked_environments() -> None:
     assert "definitions" not in spec and spec["pull"] == []
     assert pools(spec) == ["bascule-qa", "bascule-production"]
     assert {d["parameters"]["environment"] for d in spec["deployments"]} == {"qa", "production"}
+
+
+def test_one_apps_deployments_are_named_for_it_on_its_own_pool() -> None:
+    made = deployments_for(SPEC, "production", app="shop", kubernetes=True)
+    plain = [d for d in made if "kubernetes" not in d["tags"]]
+    assert {d["name"] for d in plain} == {"shop.production"}
+    assert {d["work_pool"]["name"] for d in plain} == {"bascule-shop.production"}
+    on_jobs = [d for d in made if "kubernetes" in d["tags"]]
+    assert {d["name"] for d in on_jobs} == {"shop.production-kubernetes"}
+    assert {d["work_pool"]["name"] for d in on_jobs} == {"bascule-shop.production-kubernetes"}
+    assert all(d["parameters"] == {"environment": "production", "app": "shop"} for d in made)
+    # Runs are tagged by environment, so the recover triggers match as the environment's do.
+    (recover,) = [d for d in made if d["entrypoint"].endswith(":recover")]
+    assert [t["name"].split(" after ")[0] for t in recover["triggers"]] == [
+        "recover shop.production"
+    ] * 2
+    assert recover["triggers"][0]["match_related"][1] == {
+        "prefect.resource.id": "prefect.tag.production"
+    }

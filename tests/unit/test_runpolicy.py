@@ -122,6 +122,23 @@ def test_an_unprotected_environment_runs_branches_and_older_commits() -> None:
     assert check_checkout(PRODUCTION, checkout(serving={"app": None})) is None
 
 
+def test_one_apps_worker_runs_only_that_app_from_its_own_pool() -> None:
+    shop = replace(PRODUCTION, app="shop")
+    assert (shop.pool, pool_name("production", "shop")) == ("bascule-shop.production",) * 2
+    assert kubernetes_pool_name("production", "shop") == "bascule-shop.production-kubernetes"
+    for parameters in ({"app": "shop"}, {}):
+        assert check_run(shop, run(parameters={"environment": "production", **parameters})) is None
+    refusal = check_run(shop, run(parameters={"environment": "production", "app": "cart"}))
+    assert refusal is not None and refusal.rule == "app"
+    assert "bascule-cart.production" in refusal.message("production")
+    # Its repository's configuration must hold the app; an environment's worker has no say.
+    assert check_checkout(shop, checkout(apps={"shop", "shop-admin"})) is None
+    missing = check_checkout(shop, checkout(apps={"cart"}))
+    assert missing is not None and missing.rule == "app"
+    assert "has no app 'shop' (cart)" in missing.why
+    assert check_checkout(PRODUCTION, checkout(apps={"cart"})) is None
+
+
 def test_the_config_directory_stays_inside_the_checkout() -> None:
     assert str(config_path("deployments")) == "deployments"
     for bad in ("/etc/bascule", "../x", "deployments/../../x"):
