@@ -65,6 +65,23 @@ def test_the_quickstart_pins_this_release_and_calls_the_reusable_workflow_as_it_
     assert required <= set(job["with"]), required - set(job["with"])
 
 
+def test_the_quickstart_workflow_passes_actionlint(tmp_path: Path) -> None:
+    """Checked as the repository's own workflows are (tests/workflows)."""
+    built = subprocess.run(
+        [str(REPO / "scripts" / "install-actionlint.sh")],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, f"building actionlint failed:\n{built.stderr}"
+    workflow = tmp_path / ".github" / "workflows" / "deploy.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(quickstart.read().files[".github/workflows/deploy.yml"])
+    linted = subprocess.run(
+        [built.stdout.split()[-1], "-color=false", str(workflow)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
 def install(tmp: Path) -> Path:
     """Bascule as a package: a wheel of this checkout (built from a copy of its files, so no
     build output lands in it) installed with ``pip --target`` into a directory of its own,
