@@ -77,8 +77,10 @@ def of(release: h.Release, environment: str, app: str) -> Evidence | None:
 
 def runner_problem(environment: str, runner: str | None) -> str | None:
     """Why an environment whose worker signs evidence may not run its migrations this way:
-    the process runner runs the app's Alembic env.py in the flow's process, which can read
-    the key. None: Job runner, or no migrations."""
+    the process runner runs the upgrade, the app's Alembic env.py and revisions, in the
+    flow's process, which can read the key. None: Job runner, or no migrations. (The plan
+    still imports the revisions in that process with either runner: the worker holding the
+    key runs only reviewed commits, see bascule/cli/worker.py.)"""
     if runner != "process":
         return None
     return (

@@ -116,6 +116,14 @@ def _rolled_back(release: Release, reason: str, seconds: Any) -> list[Note]:
     return [Note(c, "RolledBack", message, warning, release.image) for c in (left, back) if c]
 
 
+def reconciled(release: Release, reason: str, switched_to: Color | None) -> list[Note]:
+    """A release a run left in flight (killed, cancelled), put right by the next run: told
+    on its color, and on the color traffic went back to (Warning: a run died)."""
+    message = f"{_what(release)}, left in phase {release.phase} by a run that died: {reason}"
+    colors = dict.fromkeys(c for c in (release.color, switched_to) if c)
+    return [Note(c, "Reconciled", message, True, release.image) for c in colors]
+
+
 def checks_note(release: Release, name: str, failed: list[str], count: int) -> Note:
     """A group of checks (``name``: pre-switch health, smoke tests, ...) of the release on
     its color passed, or which of them failed."""

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bascule.config import PRODUCTION
 from bascule.history import Release, Step
 
 JOB = "bascule"  # the Pushgateway job; app and environment complete the grouping key
@@ -330,17 +329,18 @@ def alerts(
     approval_timed_out: bool,
     run_url: str | None,
     now: float,
+    protected: bool = False,
 ) -> list[dict[str, Any]]:
     """The alerts a finished run raises, as Alertmanager's v2 API takes them: a rollback
-    (automatic or by hand), a failed production deploy, an approval that timed out. Each stays
-    active for ``ALERT_HOLD``, so a one-off event is seen without a resolve message."""
-    production = environment == PRODUCTION
+    (automatic or by hand), a failed deploy to a protected environment (production-like, as
+    its file says: critical there), an approval that timed out. Each stays active for
+    ``ALERT_HOLD``, so a one-off event is seen without a resolve message."""
     raised: list[tuple[str, str, str]] = []  # (alertname, severity, summary)
     if release.result == "rolled-back":
         raised.append(
             (
                 "BasculeRollback",
-                "critical" if production else "warning",
+                "critical" if protected else "warning",
                 f"{release.image} was rolled back automatically after the switch",
             )
         )
@@ -350,7 +350,7 @@ def alerts(
         raised.append(
             ("BasculeApprovalTimedOut", "warning", f"nobody approved {release.image} in time")
         )
-    elif release.result == "failed" and production:
+    elif release.result == "failed" and protected:
         raised.append(("BasculeDeployFailed", "critical", f"{release.image} failed to deploy"))
     starts = datetime.fromtimestamp(now, UTC)
     out = []

@@ -58,6 +58,9 @@ PLACEHOLDERS = (
     # "{horizontalpodautoscalers}" names the two colors' HPAs when the manifests have one,
     # "{shared_ingresses}" the manifests' Ingresses, applied once.
     *(kind.plural for kind in PER_COLOR.values()),
+    # The colors' HPA and PDB names whether the manifests have them or not: a color's one that
+    # its new release no longer has is deleted.
+    "per_color_names",
     *(f"shared_{kind.plural}" for kind in SHARED.values()),
 )
 Values = Mapping[str, frozenset[str]]
@@ -203,10 +206,8 @@ def values(cfg: EnvironmentConfig, workload: Workload) -> dict[str, frozenset[st
     proxied = [c.method for c in cfg.checks.smoke.http if not c.url]
     proxied += ["GET" for c in cfg.checks.health if not c.url]
     templates = workload.templates
-    per_color = {
-        PER_COLOR[str(o.data["kind"])].plural: frozenset(per_color_name(cfg.app, c) for c in COLORS)
-        for o in workload.per_color
-    }
+    per_color_names = frozenset(per_color_name(cfg.app, c) for c in COLORS)
+    per_color = {PER_COLOR[str(o.data["kind"])].plural: per_color_names for o in workload.per_color}
     shared: dict[str, set[str]] = {}
     for o in workload.shared:
         plural = SHARED[str(o.data["kind"])].plural
@@ -216,6 +217,7 @@ def values(cfg: EnvironmentConfig, workload: Workload) -> dict[str, frozenset[st
         | {key: frozenset(names) for key, names in shared.items()}
         | {
             "deployments": frozenset(deployment_name(cfg.app, c) for c in COLORS),
+            "per_color_names": per_color_names,
             "services": frozenset(service_name(cfg.app, r) for r in ROLES),
             "service_proxies": frozenset(service_proxy_name(cfg.app, templates, r) for r in ROLES),
             "proxy_verbs": frozenset(method_verb(m) for m in proxied),

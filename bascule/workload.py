@@ -455,6 +455,34 @@ def per_color_name(app: str, color: Color) -> str:
     return deployment_name(app, color)
 
 
+# The API version a color's object of each per-color kind is deleted through.
+_PER_COLOR_VERSIONS: Mapping[str, str] = {
+    "HorizontalPodAutoscaler": "v2",
+    "PodDisruptionBudget": "v1",
+}
+
+
+def stale_per_color(
+    namespace: str, app: str, color: Color, kept: Iterable[Mapping[str, Any]]
+) -> list[str]:
+    """The API paths of ``color``'s per-color objects of the kinds its new release (``kept``,
+    its per-color objects) does not have: an HPA an earlier release left would go on scaling
+    the color's Deployment, against the replicas now applied; a PDB, on guarding its pods."""
+    have = {o.get("kind") for o in kept}
+    return [
+        path(
+            namespace,
+            {
+                "apiVersion": f"{PER_COLOR[kind].group}/{_PER_COLOR_VERSIONS[kind]}",
+                "kind": kind,
+                "metadata": {"name": per_color_name(app, color)},
+            },
+        )
+        for kind in PER_COLOR
+        if kind not in have
+    ]
+
+
 def autoscaler_of(per_color: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The HPA among a release's per-color objects (as its manifests have them), if any."""
     return next((o for o in per_color if o.get("kind") == "HorizontalPodAutoscaler"), None)

@@ -78,7 +78,13 @@ def push_metrics(env: Env, release: h.Release) -> str:
 def post_alerts(env: Env, release: h.Release, approval_timed_out: bool) -> str:
     manager = env.cfg.monitoring.alertmanager
     raised = m.alerts(
-        env.app, env.name, release, approval_timed_out, run_url(env, release), time.time()
+        env.app,
+        env.name,
+        release,
+        approval_timed_out,
+        run_url(env, release),
+        time.time(),
+        protected=env.cfg.protected,
     )
     names = ", ".join(f"{a['labels']['alertname']} ({a['labels']['severity']})" for a in raised)
     if manager is None:

@@ -7,13 +7,15 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bascule import bluegreen, capacity, rbac
+from bascule import bluegreen, capacity, kubeevents, rbac
 from bascule import history as h
 from bascule import kube as k
+from bascule import workload as w
 from bascule.checks import CheckResult
 from bascule.config_files import shipped_roles
 from bascule.errors import OperationFailed
@@ -21,6 +23,7 @@ from bascule.kube import KubeError
 from bascule.manifests import idle_color, selector
 from bascule.tasks import abort, checks, rollout, state, traffic
 from bascule.tasks.context import Env
+from bascule.tasks.kubeevents import Story
 from bascule.vocabulary import Color
 
 
@@ -97,6 +100,9 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
         traffic.switch(env, fix.switch_to, rel.color, observed.color(fix.switch_to).image)
     if fix.scale_down:
         rollout.scale(env, fix.scale_down, 0)
+    story = Story(env, "Reconcile", log)
+    story.tell(kubeevents.reconciled(rel, fix.reason, fix.switch_to))
+    story.flush()
     env.reconciled = replace(
         rel,
         phase="done",
@@ -161,19 +167,24 @@ def fits(env: Env, idle: Color) -> CheckResult | None:
     except KubeError as exc:
         get_run_logger().info("no capacity estimate: %s", exc)
         return None
-    # The idle color's own pods, if it still runs, make way for the new ones.
-    own = selector(env.app, idle).items()
-    others = [
-        p
-        for p in pods["items"]
-        if not (
-            p["metadata"].get("namespace") == env.ns
-            and own <= (p["metadata"].get("labels") or {}).items()
+
+    def of(color: Color, pod: dict[str, Any]) -> bool:
+        wanted = selector(env.app, color).items()
+        meta = pod["metadata"]
+        return bool(
+            meta.get("namespace") == env.ns and wanted <= (meta.get("labels") or {}).items()
         )
-    ]
+
+    # The idle color's own pods, if it still runs, make way for the new ones.
+    others = [p for p in pods["items"] if not of(idle, p)]
     spec = env.templates.deployment["spec"]["template"]["spec"]
+    count = env.cfg.replicas
+    autoscaler = w.autoscaler_of(o.data for o in env.workload.per_color)
+    if autoscaler is not None:  # it starts at the active color's count (rollout.start_replicas)
+        running = sum(1 for p in others if of(idle_color(idle), p))
+        count = w.start_replicas(running or None, env.cfg.replicas, autoscaler)
     try:
-        ok, detail = capacity.fit(nodes, others, spec, env.cfg.replicas)
+        ok, detail = capacity.fit(nodes, others, spec, count)
     except ValueError as exc:  # a quantity we cannot read: the scheduler will judge
         get_run_logger().info("no capacity estimate: %s", exc)
         return None

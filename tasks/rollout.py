@@ -83,10 +83,13 @@ def apply_color(
     for shared in env.workload.shared:
         rendered = w.render_shared(env.cfg, shared)
         env.kube.apply(w.path(env.ns, rendered), rendered, FIELD_MANAGER)
-    # The release's own HPA and PDB (a rollback's: as that release had them).
+    # The release's own HPA and PDB (a rollback's: as that release had them); the color's
+    # ones of kinds it no longer has go, before its Deployment is applied.
     for each in snapshot.per_color:
         rendered = w.render_per_color(env.cfg, each, color)
         env.kube.apply(w.path(env.ns, rendered), rendered, FIELD_MANAGER)
+    for stale in w.stale_per_color(env.ns, env.app, color, snapshot.per_color):
+        env.kube.delete(stale)  # one never made is fine
     deployment = dict(snapshot.deployment)
     autoscaler = w.autoscaler_of(snapshot.per_color)
     if autoscaler is not None:

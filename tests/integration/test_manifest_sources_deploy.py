@@ -1,5 +1,6 @@
 """Each manifest source through real deploys on the real cluster: a Kustomize directory with
-an HPA and a PDB (the HPA's count survives a deploy, each color has its own PDB), and a Helm
+an HPA and a PDB (the HPA's count survives a deploy, each color has its own PDB, and a color
+whose release drops them loses its own), and a Helm
 chart whose ConfigMap, mounted by the pods, changes in v2 (a rollback serves v1's file
 again). Rendered by the real kubectl and helm (the `rendering_tools` fixture). The plain
 directory's deploys, its Service port change and a refused kind: test_workload_kinds."""
@@ -89,6 +90,18 @@ def test_a_kustomize_app_keeps_its_hpas_count_and_a_pdb_per_color(
     }
     pods = cluster.get_json("-n", namespace, "pods", "-l", "bascule.io/color=green")["items"]
     assert pods and all(p["metadata"]["labels"].get("tier") == "web" for p in pods)
+
+    # Both taken out of the manifests: the color the next release goes to loses its HPA, which
+    # would go on scaling it, and its PDB; the serving color keeps its own. Bascule sets the
+    # count again.
+    (base / "kustomization.yaml").write_text(KUSTOMIZATION.replace(", hpa.yaml, pdb.yaml", ""))
+    deploy(prefect_server, cfg, V1)
+    label = f"app.kubernetes.io/name={APP}"
+    assert set(named(cluster, namespace, "hpa", label)) == {f"{APP}-green"}
+    assert set(named(cluster, namespace, "pdb", label)) == {f"{APP}-green"}
+    configured = yaml.safe_load((cfg / "staging.yaml").read_text())["replicas"]
+    assert configured != SCALED
+    assert deploys.replicas(cluster, namespace, "blue") == configured
 
 
 def chart(cfg: Path) -> Path:

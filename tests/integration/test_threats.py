@@ -10,8 +10,10 @@ production did not change; and that nothing secret was printed.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +26,8 @@ import pytest
 import yaml
 
 from bascule import evidence as ev
-from tests.support import deploys, signers, workers
+from bascule.runpolicy import ENTRYPOINTS
+from tests.support import deploys, migrations, signers, workers
 from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import env_namespace
@@ -33,6 +36,8 @@ from tests.support.prefect_server import server_on_cluster
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 CAROL = "Carol Diaz <carol@example.com>"
+DATABASE_VARIABLE = "THREATS_DATABASE_URL"
+DATABASE_URL = "postgresql://app:not-a-real-password@127.0.0.1:9/app"  # nothing listens on 9
 ENVIRONMENTS = ("dev", "staging", "production")
 DEPLOYMENTS = (
     "deploy/dev",
@@ -57,6 +62,7 @@ class Estate:
     secret: str  # the value of production's source Secret
     kubeconfigs: dict[str, Path]  # each worker's, by environment
     pids: dict[str, int]  # each worker's process
+    users: dict[str, workers.OsUser | None]  # each worker's OS user (None: this process's)
     separated: bool  # each worker runs as an OS user of its own
 
     def ns(self, environment: str) -> str:
@@ -117,6 +123,9 @@ def _estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
             held = shutil.copy(evidence, users["staging"].home / "evidence")
             evidence = users["staging"].own(Path(held))
         local["staging"][ev.KEY_VARIABLE] = str(evidence)
+        # A database URL dev's environment files may name (migrations.database_url); no
+        # database answers there.
+        local["dev"][DATABASE_VARIABLE] = DATABASE_URL
         logs = {environment: tmp / f"{environment}-worker.log" for environment in ENVIRONMENTS}
         with contextlib.ExitStack() as stack:
             procs = {
@@ -135,7 +144,7 @@ def _estate(cluster: Cluster, prefect_server: str) -> Iterator[Estate]:
             }
             yield Estate(
                 prefect_server, cluster, repo, base, logs, main, old, keys,
-                secret, kubeconfigs, {e: p.pid for e, p in procs.items()},
+                secret, kubeconfigs, {e: p.pid for e, p in procs.items()}, users,
                 separated=all(users.values()),
             )  # fmt: skip
     finally:
@@ -234,70 +243,228 @@ def test_1_a_pushed_branch_cannot_point_dev_at_production(estate: Estate) -> Non
     assert estate.ns("production") in message
 
 
-EVIL_FLOW = """
-from pathlib import Path
-
-from prefect import flow, get_run_logger
-
-from bascule import kube as k
-
-
-@flow(name="deploy")
-def deploy(environment: str, image: str | None = None, commit: str | None = None) -> None:
-    log = get_run_logger()
-    kube = k.Kube(outage_tolerance=0)
-    tries = {tries}
-    for what, attempt in tries.items():
-        try:
-            got = attempt()
-        except BaseException as exc:
-            log.info("DENIED %s: %s", what, type(exc).__name__)
-        else:
-            log.info("READ %s: %s", what, got)
-"""
+# What a branch's Python would say if it ran: on stderr (the worker's log) and in a file.
+MARK = "BRANCH-CODE-RAN"
+# Files of the checkout a careless worker would import; more are found by
+# shadowed_by_the_flow(). Bascule's own package and flow, flows/ and tasks/ where they once
+# were, what Python imports at startup from sys.path, and modules the flow imports lazily.
+SHADOWS = (
+    "bascule/__init__.py",
+    "bascule/flows/__init__.py",
+    "bascule/flows/deploy.py",
+    "flows/deploy.py",
+    "tasks/__init__.py",
+    "sitecustomize.py",
+    "usercustomize.py",
+    *(f"{name}/__init__.py" for name in ("yaml", "httpx", "kubernetes", "sqlalchemy", "alembic")),
+)
+DEPLOY_MODULE = ENTRYPOINTS["deploy"].split(":", 1)[0]
 
 
-def test_1_a_branchs_own_code_on_dev_cannot_read_productions_credentials(estate: Estate) -> None:
-    """Credential: push rights on a branch. Its flows/deploy.py is the attacker's code, and
-    dev runs branches: it runs, on dev's worker, and tries production's Secret through the
-    API, then, on the worker's machine, production's kubeconfig file and the production
-    worker's environment. Dev's token gets 403; the files are another OS user's."""
+def shadowed_by_the_flow() -> list[str]:
+    """A package for each top-level module first imported while the deploy flow's module is.
+    Were that module imported by Prefect's engine rather than by bascule.flows.launch, the
+    checkout would be sys.path[0] meanwhile (prefect.utilities.importtools.load_module), and
+    a package of the checkout by that name would win, stdlib modules included. Found as the
+    launcher leaves things: its own imports and the engine's, then the flow's."""
+    probe = (
+        "import sys, bascule.flows.launch, prefect.engine, prefect.flow_engine\n"
+        "import prefect._internal.metrics\n"
+        "before = {m.split('.')[0] for m in sys.modules}\n"
+        f"import {DEPLOY_MODULE}\n"
+        "print(*sorted({m.split('.')[0] for m in sys.modules} - before))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [f"{name}/__init__.py" for name in done.stdout.split()]
+
+
+def attempts(estate: Estate) -> dict[str, tuple[str, str]]:
+    """What the attacker's code tries, each a Python expression, with the outcome that keeps
+    production's credentials contained: dev's token gets 403 in production's namespace; with
+    an OS user per worker, production's kubeconfig and its worker's environment are another
+    user's."""
     prod = estate.ns("production")
+    kube = "__import__('bascule.kube', fromlist=['Kube'])"
+    get = f"{kube}.Kube(outage_tolerance=0).get_or_none"
+    forbidden = "KubeError 403"
     tries = {
-        "production's source Secret": f"lambda: kube.get_or_none(k.secrets({prod!r}, 'prod-db'))",
-        "production's Secrets": f"lambda: kube.get_or_none(k.secrets({prod!r}))",
-        "production's Deployments": f"lambda: kube.get_or_none(k.deployments({prod!r}))",
+        "production's source Secret": (f"{get}({kube}.secrets({prod!r}, 'prod-db'))", forbidden),
+        "production's Secrets": (f"{get}({kube}.secrets({prod!r}))", forbidden),
+        "production's Deployments": (f"{get}({kube}.deployments({prod!r}))", forbidden),
     }
     if estate.separated:
         kubeconfig = str(estate.kubeconfigs["production"])
-        tries["production's kubeconfig"] = f"lambda: Path({kubeconfig!r}).read_text()"
         environ = f"/proc/{estate.pids['production']}/environ"
-        tries["production worker's environment"] = f"lambda: Path({environ!r}).read_bytes()"
-    code = EVIL_FLOW.format(tries="{" + ", ".join(f"{w!r}: {a}" for w, a in tries.items()) + "}")
+        tries["production's kubeconfig"] = (f"open({kubeconfig!r}).read()", "PermissionError")
+        tries["production worker's environment"] = (
+            f"open({environ!r}, 'rb').read()",
+            "PermissionError",
+        )
+    return tries
+
+
+def attempt_code(tries: dict[str, tuple[str, str]], say: str) -> str:
+    """Python that tries each of ``tries`` and says ``READ what: value`` or ``DENIED what:
+    ExceptionType status`` through ``say`` (an expression: a callable taking one string)."""
+    lines = [
+        f"_say = {say}",
+        "def _outcome(exc):",
+        "    return f\"{type(exc).__name__} {getattr(exc, 'status', '')}\".strip()",
+    ]
+    for what, (expression, _) in tries.items():
+        lines += [
+            "try:",
+            f"    _got = {expression}",
+            "except BaseException as _exc:",
+            f"    _say('DENIED ' + {what!r} + ': ' + _outcome(_exc))",
+            "else:",
+            f"    _say('READ ' + {what!r} + ': ' + repr(_got))",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def shadow(name: str, markers: Path, tries: dict[str, tuple[str, str]]) -> str:
+    """The branch's ``name``: if anything imports it, it says so on stderr, leaves a file in
+    ``markers`` and tries production's credentials."""
+    line = f"{MARK} {name}"
+    marker = markers / name.replace("/", "--")
+    return "\n".join(
+        [
+            f'"""The branch\'s {name}: runs only if the worker imports it."""',
+            "import sys",
+            f"print({line!r}, file=sys.stderr, flush=True)",
+            "try:",
+            f"    open({str(marker)!r}, 'w').write({line!r})",
+            "except OSError as exc:",
+            "    print(exc, file=sys.stderr, flush=True)",
+            attempt_code(tries, "lambda text: print(text, file=sys.stderr, flush=True)"),
+        ]
+    )
+
+
+def as_worker(estate: Estate, environment: str, code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run as ``environment``'s worker's OS user, with its interpreter."""
+    user = estate.users[environment]
+    command = [*user.prefix(), user.python] if user else [sys.executable]
+    env = {**os.environ, **(user.env() if user else {})}
+    return subprocess.run(
+        [*command, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def run_logs(api: str, run_id: str) -> list[str]:
+    found = httpx.post(
+        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=30
+    )
+    found.raise_for_status()
+    return [entry["message"] for entry in found.json()]
+
+
+def test_1_a_branchs_python_files_never_run_on_devs_worker(estate: Estate) -> None:
+    """Credential: push rights on a branch, and dev runs branches. The worker clones the
+    branch's commit and runs its own installed Bascule there (python -P -m
+    bascule.flows.launch). The branch ships Python files that shadow what a careless worker
+    would import: Bascule's package and flow, flows/ and tasks/ as they once were,
+    sitecustomize, and the modules the flow imports, stdlib ones included. Each would mark
+    that it ran and try production's credentials; none is imported. The deploy completes,
+    by the installed Bascule."""
+    markers = estate.logs["dev"].parent / f"markers-{uuid.uuid4().hex[:6]}"
+    markers.mkdir()
+    markers.chmod(0o777)  # the dev worker's user may write there
+    tries = attempts(estate)
+    # A marker works where the run executes: dev's worker's user leaves one.
+    control = as_worker(estate, "dev", shadow("control", markers, tries))
+    assert (markers / "control").is_file() and MARK in control.stderr, control
+    (markers / "control").unlink()
+    names = sorted({*SHADOWS, *shadowed_by_the_flow()})
+
+    def plant(work: Path) -> None:
+        for name in names:
+            path = work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(shadow(name, markers, tries))
+
+    branch = branch_commit(estate, "shadows", "dev: Python of our own", change=plant)
+    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V2, "commit": branch})
+    state = ended(estate.api, run, 240)
+    ran = sorted(p.name for p in markers.iterdir())
+    said = [
+        line
+        for line in [*run_logs(estate.api, run), *estate.worker_log("dev").splitlines()]
+        if MARK in line
+    ]
+    assert not ran and not said, (ran, said)
+    assert state["type"] == "COMPLETED", (state, estate.worker_log("dev")[-3000:])
+    last = deploys.history(estate.cluster, estate.ns("dev"))[-1]
+    assert (last["commit"], last["image"], last["result"]) == (branch, V2, "succeeded"), last
+    color = deploys.active_color(estate.cluster, estate.ns("dev"))
+    serving = estate.cluster.get_json("-n", estate.ns("dev"), "deployment", f"sample-app-{color}")
+    assert serving["spec"]["template"]["spec"]["containers"][0]["image"].startswith(V2), serving
+
+
+# An Alembic revision of the branch: its module-level code runs when Alembic reads the chain.
+EVIL_REVISION = """\"\"\"Adds nothing.\"\"\"
+
+from prefect import get_run_logger
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+phase = "expand"
+
+{attempts}
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
+"""
+
+
+def test_1_a_branchs_migrations_on_dev_cannot_read_productions_credentials(
+    estate: Estate,
+) -> None:
+    """Credential: push rights on a branch. The worker imports nothing of the checkout, but
+    the app's migrations are the app's code, and they run on the worker's machine: the
+    migration plan reads the branch's Alembic revisions in the run's process (Alembic imports
+    each revision file; its offline mode runs env.py), with the process runner and the job
+    runner alike (the job runner's Job only reads the database's revision first). A revision
+    tries production's Secret through the API, then production's kubeconfig file and the
+    production worker's environment: dev's token gets 403; the files are another OS user's.
+    No database answers, so the run then fails; what matters is what was tried."""
+    tries = attempts(estate)
+    code = EVIL_REVISION.format(attempts=attempt_code(tries, "get_run_logger().info"))
 
     def evil(work: Path) -> None:
-        (work / "flows" / "deploy.py").write_text(code)
+        ini = migrations.scripts(work, ("0003_steal.py", code))
+        section = migrations.section(Path("..") / ini.relative_to(work), DATABASE_VARIABLE)
+        with (work / "deployments" / "dev.yaml").open("a") as dev:
+            dev.write(yaml.safe_dump({"migrations": section}, sort_keys=False))
 
-    branch = branch_commit(estate, "steal", "dev: a new deploy flow", change=evil)
+    branch = branch_commit(estate, "steal", "dev: a new migration", change=evil)
     run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": branch})
-    state = ended(estate.api, run)
-    assert state["type"] == "COMPLETED", state
+    state = ended(estate.api, run, 240)
 
     def tried() -> list[str] | None:
         """The run's log lines once every attempt has logged (logs reach the API a moment
         after the state)."""
-        found = httpx.post(
-            f"{estate.api}/logs/filter",
-            json={"logs": {"flow_run_id": {"any_": [run]}}},
-            timeout=30,
-        ).json()
-        lines = [entry["message"] for entry in found]
-        done = [m for m in lines if m.startswith(("DENIED ", "READ "))]
+        lines = run_logs(estate.api, run)
+        done = {m.split(":", 1)[0] for m in lines if m.startswith(("DENIED ", "READ "))}
         return lines if len(done) >= len(tries) else None
 
-    logs = wait_for(tried, 30, what="the attempts in the run's log")
-    denied = [m for m in logs if m.startswith("DENIED ")]
-    assert len(denied) == len(tries) and not any(m.startswith("READ ") for m in logs), logs
+    logs = wait_for(tried, 30, what=f"the attempts in the run's log (the run ended {state})")
+    outcomes = sorted({m for m in logs if m.startswith(("DENIED ", "READ "))})
+    assert outcomes == sorted(f"DENIED {w}: {denied}" for w, (_, denied) in tries.items()), logs
     token = yaml.safe_load(estate.kubeconfigs["production"].read_text())["users"][0]["user"]
     for value in (estate.secret, token["token"]):
         assert value not in "\n".join(logs) + estate.worker_log("dev")

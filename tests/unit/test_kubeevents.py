@@ -3,6 +3,7 @@ which color's Deployment, and the core/v1 Event the API server accepts for it.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ from bascule.kubeevents import (
     checks_note,
     event,
     fit,
+    reconciled,
     scaled_down,
     stage_notes,
     verification_failed,
@@ -121,6 +123,18 @@ def test_a_rollback_run_goes_back_on_purpose() -> None:
     assert said(stage_notes("scale-down-bad", ROLLBACK, {})) == [("green", "Normal", "ScaledDown")]
     assert said(stage_notes("succeeded", ROLLBACK, {})) == [("blue", "Normal", "RollbackSucceeded")]
     assert said(stage_notes("switched", FIRST, {})) == [("blue", "Normal", "Switched")]
+
+
+def test_a_release_left_in_flight_is_told_where_traffic_went_back() -> None:
+    left = replace(DEPLOY, phase="switched")
+    notes = reconciled(left, "traffic back on blue", "blue")
+    assert said(notes) == [("green", "Warning", "Reconciled"), ("blue", "Warning", "Reconciled")]
+    assert notes[0].message == (
+        f"release r1 ({V2}), left in phase switched by a run that died: traffic back on blue"
+    )
+    # Before the switch: nothing moved, its own color only.
+    assert said(reconciled(DEPLOY, "scaled down", None)) == [("green", "Warning", "Reconciled")]
+    assert said(reconciled(DEPLOY, "x", "green")) == [("green", "Warning", "Reconciled")]
 
 
 def test_checks_and_verification_say_what_failed() -> None:

@@ -181,7 +181,10 @@ def test_every_family_has_one_label_set() -> None:
 
 
 def alert_names(release: Release, environment: str = "staging", timed_out: bool = False) -> Any:
-    raised = alerts("shop", environment, release, timed_out, "http://ui/runs/flow-run/1", T0)
+    """``environment``'s alerts: production's and qa's protected (as their files say)."""
+    protected = environment in ("production", "qa")
+    url = "http://ui/runs/flow-run/1"
+    raised = alerts("shop", environment, release, timed_out, url, T0, protected=protected)
     return [(a["labels"]["alertname"], a["labels"]["severity"]) for a in raised]
 
 
@@ -193,6 +196,9 @@ def test_which_runs_raise_which_alerts() -> None:
     failed = replace(HISTORY[0], result="failed")
     assert alert_names(failed) == []
     assert alert_names(failed, "production") == [("BasculeDeployFailed", "critical")]
+    # Any protected environment, whatever its name.
+    assert alert_names(failed, "qa") == [("BasculeDeployFailed", "critical")]
+    assert alert_names(HISTORY[1], "qa") == [("BasculeRollback", "critical")]
     rejected = replace(HISTORY[2], reason="no decision within 60 s")
     assert alert_names(rejected, "production") == []
     assert alert_names(rejected, "production", timed_out=True) == [

@@ -322,3 +322,14 @@ def test_a_directory_with_more_files_is_read_whole(tmp_path: Path) -> None:
     ]
     second = text.splitlines().index("---") + 2  # the line after the separator
     assert objects[2].origin == f"{tmp_path}/extra.yaml:{second}"
+
+
+def test_a_colors_per_color_objects_its_release_no_longer_has_are_stale() -> None:
+    hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"}}
+    pdb = {"kind": "PodDisruptionBudget", "metadata": {"name": "web"}}
+    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/shop-blue"
+    pdb_path = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/shop-blue"
+    assert w.stale_per_color("ns", "shop", "blue", []) == [hpa_path, pdb_path]
+    assert w.stale_per_color("ns", "shop", "blue", [pdb]) == [hpa_path]
+    assert w.stale_per_color("ns", "shop", "blue", [hpa, pdb]) == []
+    assert w.stale_per_color("ns", "shop", "green", [hpa]) == [pdb_path.replace("blue", "green")]
