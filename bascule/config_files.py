@@ -302,8 +302,10 @@ def load_templates(directory: str | Path | ManifestsConfig) -> Templates:
     return checked_templates(docs[0], docs[1])
 
 
-# The shipped Roles: what preflight checks is what `bascule rbac` gives the clusters.
-RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
+# The shipped Roles: what preflight checks is what `bascule rbac` gives the clusters. In the
+# package (bascule/roles links to the repository's deployments/rbac), so an installed Bascule
+# has them too.
+RBAC_DIR = Path(__file__).resolve().parent / "roles"
 RBAC_FILES = ("deployer.yaml", "secrets.yaml", "promote-source.yaml")
 
 
@@ -317,8 +319,8 @@ def shipped_roles() -> tuple[rbac.RoleDef, ...]:
             text = path.read_text()
         except OSError as exc:
             raise UsageError(
-                f"{path}: cannot read Bascule's Role definition ({exc.strerror}) — run from a "
-                "checkout of the repository, which ships deployments/rbac/"
+                f"{path}: cannot read Bascule's Role definition ({exc.strerror}) — reinstall "
+                "Bascule: its package ships them (bascule/roles)"
             ) from None
         out += rbac.parse_roles(text, str(path))
     return tuple(out)
