@@ -275,7 +275,8 @@ def pipeline(
     stored: Snapshot | None = None,
 ) -> Outcome:
     """``stored``: a rollback's, the objects the release it returns to applied, deployed
-    as they were instead of rendered from today's configuration."""
+    as they were instead of rendered from today's configuration (its Service too: the
+    caller puts it in ``env.templates``, which the preview Service and checks use)."""
     observed = preflight(env)
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
@@ -391,10 +392,10 @@ def pipeline(
         )
 
     try:
-        # A rollback's stored release keeps the Service as it is; a new one brings its own.
-        switch_s = run.step(
-            "switch", untracked(traffic.switch), env, new, old, image, stored is None
-        )
+        # The release's Service comes with it: a new one's rendering, or the one a
+        # rollback's stored release applied (none when it was stored before they were).
+        service = env.templates.service if stored is None else stored.service
+        switch_s = run.step("switch", untracked(traffic.switch), env, new, old, image, service)
     except abort.Aborted as exc:  # seen as the switch step began: it did not start
         return Outcome(abandon(run, new, "aborted", str(exc), StateName.ABORTED))
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs

@@ -5,6 +5,7 @@ write carries that resourceVersion, so if anyone wrote since, it conflicts and r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from prefect import get_run_logger
@@ -142,6 +143,23 @@ def stored_objects(env: Env, release_id: str) -> Snapshot | None:
     under its name is not a release's objects."""
     cm = env.kube.get_or_none(k.configmaps(env.ns, snapshots.name(env.history_name, release_id)))
     return None if cm is None else snapshots.from_config_map(cm)
+
+
+def stored_service(env: Env, release: h.Release) -> Mapping[str, Any] | None:
+    """The Service ``release`` applied, for a rollback that switches back to its pods
+    (``snapshots.service_to_restore``); None, with a warning saying why, when there is none
+    to trust: the switch then moves only the selector."""
+    log = get_run_logger()
+    try:
+        found = stored_objects(env, release.id)
+    except ValueError as exc:  # not a release's objects
+        log.warning("%s", exc)
+        found = None
+    restored = snapshots.service_to_restore(release, found)
+    if isinstance(restored, str):
+        log.warning("%s", restored)
+        return None
+    return restored
 
 
 def all_stored_objects(env: Env) -> list[Snapshot]:
