@@ -27,7 +27,7 @@ import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,12 +209,19 @@ def to_redeploy(
     return found
 
 
-def service_to_restore(target: Release, found: Snapshot | None) -> Mapping[str, Any] | str:
-    """The Service a rollback that switches back to ``target`` (its pods still run) brings
-    the active one to: the one ``target`` applied, from its stored objects when they are
-    the ones its history record names. Else a warning saying that the Service stays as the
-    release being left made it (its ports, which ``target``'s pods may not serve)."""
+def service_to_restore(
+    releases: Sequence[Release], running: str | None, found: Snapshot | None
+) -> Mapping[str, Any] | str:
+    """The Service a switch back to pods of release ``running`` (their Deployment's release
+    id: a rollback by switch records a release of its own but runs the same pods) brings
+    the active one to: the one that release applied, from its stored objects (``found``)
+    when they are the ones its record in ``releases`` names. Else a warning saying that the
+    Service stays as the release being left made it (its ports, which those pods may not
+    serve)."""
     stays = "the active Service keeps the ports and the rest that the current release gave it"
+    target = next((r for r in releases if r.id == running), None)
+    if target is None:
+        return f"the pods switched back to are of no release in the history ({running}): {stays}"
     if found is None or target.objects is None:
         return f"release {target.id} ({target.image}) has no stored objects: {stays}"
     if found.digest != target.objects:

@@ -401,7 +401,7 @@ def pipeline(
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
-        return Outcome(roll_back(run, new, old, f"the switch did not complete: {exc}"))
+        return Outcome(roll_back(run, observed, old, f"the switch did not complete: {exc}"))
     run.save(phase="switched")
     run.event("switched", seconds=switch_s)
     if kind == "rollback":  # back on a verified release: finished, as bluegreen.recover does
@@ -414,10 +414,10 @@ def pipeline(
             )
         run.step("verify", verify, env, image, values, run.watch)
     except abort.Aborted as exc:
-        return Outcome(roll_back(run, new, old, str(exc), aborted=True))
+        return Outcome(roll_back(run, observed, old, str(exc), aborted=True))
     except Exception as exc:
         run.failed_with(exc)
-        return Outcome(roll_back(run, new, old, f"post-switch verification failed: {exc}"))
+        return Outcome(roll_back(run, observed, old, f"post-switch verification failed: {exc}"))
 
     run.watch = abort.Watch(None)  # verified: from here on, stopping would undo nothing
     final = replace(run.release, phase="done", result="succeeded", finished=now_iso())
@@ -564,9 +564,13 @@ def ending(name: StateName, message: str) -> State:
     return Failed(message=message, name=name)
 
 
-def roll_back(run: Run, new: Color, old: Color | None, reason: str, aborted: bool = False) -> State:
-    """Traffic goes back to the old color, still at full size: one PATCH. ``aborted``: the
-    run was asked to stop (``reason`` says by whom), rather than failing its checks."""
+def roll_back(
+    run: Run, observed: bluegreen.Observed, old: Color | None, reason: str, aborted: bool = False
+) -> State:
+    """Traffic goes back to the old color, still at full size (as ``observed`` before the
+    deploy), with the Service its release applied: one PATCH. ``aborted``: the run was
+    asked to stop (``reason`` says by whom), rather than failing its checks."""
+    new = run.release.color
     reason = redact(reason)
     run.log.error("rolling back: %s", reason)
     if old is None:  # a first deploy has nothing to go back to; keep serving what we have
@@ -580,10 +584,12 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str, aborted: boo
         run.event(result, reason=run.release.reason)
         run.publish()
         return ending(StateName.ABORTED if aborted else StateName.FAILED, reason)
+    # The ports and the rest that the old color's pods serve (one read; none: selector only).
+    service = state.service_back(run.env, observed, old)
     started = time.monotonic()
     # The plain function, not a task run: creating one cost 1-2 s on a busy Prefect server,
     # and here every second is a second of the bad version serving. The step is in the report.
-    traffic.switch.fn(run.env, old, new, run.release.previous_image)
+    traffic.switch.fn(run.env, old, new, run.release.previous_image, service)
     seconds = time.monotonic() - started
     run.release = run.release.with_step(
         h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())

@@ -144,7 +144,7 @@ def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> St
     run.save(phase="planned")
     run.tell(*kubeevents.stage_notes("started", run.release, {}))
     # The ports and the rest that its pods serve, brought back by the same PATCH.
-    service = state.stored_service(env, target)
+    service = state.service_back(env, observed, target.color)
     started = time.monotonic()
     run.step("switch", untracked(traffic.switch), env, target.color, bad, target.image, service)
     seconds = time.monotonic() - started

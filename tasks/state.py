@@ -26,7 +26,7 @@ from bascule.manifests import (
 from bascule.redact import KNOWN, redact_data
 from bascule.snapshots import Snapshot
 from bascule.tasks.context import Env
-from bascule.vocabulary import COLORS
+from bascule.vocabulary import COLORS, Color
 
 
 def color_state(env: Env, color: Any) -> ColorState:
@@ -145,17 +145,18 @@ def stored_objects(env: Env, release_id: str) -> Snapshot | None:
     return None if cm is None else snapshots.from_config_map(cm)
 
 
-def stored_service(env: Env, release: h.Release) -> Mapping[str, Any] | None:
-    """The Service ``release`` applied, for a rollback that switches back to its pods
-    (``snapshots.service_to_restore``); None, with a warning saying why, when there is none
-    to trust: the switch then moves only the selector."""
+def service_back(env: Env, observed: Observed, color: Color) -> Mapping[str, Any] | None:
+    """The Service the release whose pods run on ``color`` applied, for a switch back to
+    them (``snapshots.service_to_restore``); None, with a warning saying why, when there is
+    none to trust, or it cannot be read: the switch then moves only the selector."""
     log = get_run_logger()
+    running = observed.color(color).release
+    found = None
     try:
-        found = stored_objects(env, release.id)
-    except ValueError as exc:  # not a release's objects
-        log.warning("%s", exc)
-        found = None
-    restored = snapshots.service_to_restore(release, found)
+        found = stored_objects(env, running) if running else None
+    except Exception as exc:  # ValueError: not a release's objects; or the API: go back anyway
+        log.warning("the stored objects of release %s could not be read: %s", running, exc)
+    restored = snapshots.service_to_restore(observed.releases, running, found)
     if isinstance(restored, str):
         log.warning("%s", restored)
         return None

@@ -4,10 +4,11 @@ mount, deployed as the environment's ServiceAccount with the Roles `bascule rbac
 for it. The HPA keeps its count through a deploy (the idle color starts at the active
 color's) and each color has its own PDB and HPA; a changed file is a new ConfigMap, and a
 rollback whose color is gone serves v1's file again; a Service port change reaches both
-Services; every request is one the generated Roles allow, and their rules for these kinds
-are used. A release whose pods listen on another port gets its Service back on a rollback to
-it, by switch or by redeploy, and a rollback from it gives the old pods theirs. A refused kind
-(a StatefulSet) fails `validate` and `deploy` with its origin and why, nothing changed."""
+Services, and the rollback takes it back; every request is one the generated Roles allow,
+and their rules for these kinds are used. A release whose pods listen on another port gets
+its Service back on a rollback to it, by switch or by redeploy, and a rollback from it gives
+the old pods theirs. A refused kind (a StatefulSet) fails `validate` and `deploy` with its
+origin and why, nothing changed."""
 
 from __future__ import annotations
 
@@ -191,6 +192,9 @@ def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollb
 
     assert deploys.active_color(cluster, namespace) == "blue"
     assert wait_for(lambda: files(cluster, namespace, "blue") == {"hello from v1"}, 60)
+    for service in (APP, f"{APP}-preview"):  # v1's port again, from its stored Service
+        ports = cluster.get_json("-n", namespace, "service", service)["spec"]["ports"]
+        assert [p["port"] for p in ports] == [80], service
     ingress = cluster.get_json("-n", namespace, "ingress", "web")
     assert ingress["metadata"]["labels"]["app.kubernetes.io/name"] == APP
 

@@ -1245,3 +1245,18 @@ def test_a_rollback_that_redeploys_brings_back_its_releases_service(world: World
     assert state.is_completed(), state
     assert world.api.changes() == redeployed_back(rel.id)
     assert target_ports(world) == {APP: [8080], f"{APP}-preview": [8080]}
+
+
+def test_a_failure_after_the_switch_brings_back_the_service_the_old_pods_serve(
+    world: World,
+) -> None:
+    """v2 sent the Services to another port and failed its verification: traffic goes
+    back to v1's pods with v1's ports, in the one PATCH of the automatic rollback."""
+    served_on(world, 9090)
+    world.api.images[V2] = AFTER_SWITCH["verification"][0]
+
+    state = world.deploy(V2)
+
+    assert_ended(state, StateName.ROLLED_BACK, AFTER_SWITCH["verification"][1])
+    assert world.api.changes() == rolled_back(last(world).id)
+    assert target_ports(world) == {APP: [8080], f"{APP}-preview": [9090]}

@@ -349,12 +349,14 @@ def test_a_deploy_stores_its_active_service_and_a_redeploy_of_it_keeps_its_ports
     assert again["spec"] == {**kept.service["spec"], "selector": selector(e.app, "green")}
 
 
-def test_a_switch_back_restores_the_service_its_target_recorded(snap: Snapshot) -> None:
+def test_a_switch_back_restores_the_service_its_pods_release_recorded(snap: Snapshot) -> None:
     service = {"kind": "Service", "spec": {"ports": [{"port": 80, "targetPort": 8080}]}}
     with_service = replace(snap, service=service)
-    target = replace(TARGET, objects=with_service.digest)
+    # r2: a rollback by switch back to r1's pods, which stored nothing of its own.
+    r2 = replace(TARGET, id="r2", kind="rollback")
+    history = [replace(TARGET, objects=with_service.digest), r2]
 
-    assert snapshots.service_to_restore(target, with_service) == service
+    assert snapshots.service_to_restore(history, "r1", with_service) == service
 
 
 STAYS = "the active Service keeps the ports and the rest that the current release gave it"
@@ -363,17 +365,22 @@ STAYS = "the active Service keeps the ports and the rest that the current releas
 def test_without_a_service_to_trust_a_switch_back_says_the_service_stays(snap: Snapshot) -> None:
     service = {"kind": "Service", "spec": {"ports": [{"port": 80, "targetPort": 8080}]}}
     with_service = replace(snap, service=service)
-    recorded = replace(TARGET, objects=with_service.digest)
+    recorded = [replace(TARGET, objects=with_service.digest)]
     changed = replace(with_service, service={**service, "spec": {"ports": [{"port": 1}]}})
+    before_services = [replace(TARGET, objects=snap.digest)]
 
     said = {
-        "none stored": snapshots.service_to_restore(recorded, None),
-        "none recorded": snapshots.service_to_restore(TARGET, with_service),
-        "changed": snapshots.service_to_restore(recorded, changed),
-        "before Services": snapshots.service_to_restore(replace(TARGET, objects=snap.digest), snap),
+        "not in the history": snapshots.service_to_restore(recorded, "r0", with_service),
+        "none stored": snapshots.service_to_restore(recorded, "r1", None),
+        "none recorded": snapshots.service_to_restore([TARGET], "r1", with_service),
+        "changed": snapshots.service_to_restore(recorded, "r1", changed),
+        "before Services": snapshots.service_to_restore(before_services, "r1", snap),
     }
 
     assert said == {
+        "not in the history": (
+            f"the pods switched back to are of no release in the history (r0): {STAYS}"
+        ),
         "none stored": f"release r1 ({V1}) has no stored objects: {STAYS}",
         "none recorded": f"release r1 ({V1}) has no stored objects: {STAYS}",
         "changed": (
