@@ -60,6 +60,7 @@ __all__ = [
     "render_deployment",
     "render_secret",
     "render_service",
+    "restored_service",
     "restricted_context",
     "secret_refs",
     "selector",
@@ -540,7 +541,21 @@ def render_service(
 ) -> dict[str, Any]:
     """The active (``<app>``) or preview (``<app>-preview``) Service, selecting ``color``,
     which runs ``image`` (its version label; the selector patch keeps it current)."""
-    obj: dict[str, Any] = copy.deepcopy(dict(templates.service))
+    return restored_service(templates.service, cfg, role=role, color=color, image=image)
+
+
+def restored_service(
+    service: Mapping[str, Any],
+    cfg: EnvironmentConfig,
+    *,
+    role: Role,
+    color: Color,
+    image: str | None = None,
+) -> dict[str, Any]:
+    """``service`` (the template, or a Service a release applied, ``bascule.snapshots``) as
+    the ``role`` Service selecting ``color``, which runs ``image``: the roles differ only in
+    name, role label and selector; its ports and the rest stay as they are."""
+    obj: dict[str, Any] = copy.deepcopy(dict(service))
     meta = obj.setdefault("metadata", {})
     meta["name"] = service_name(cfg.app, role)
     meta["namespace"] = cfg.namespace

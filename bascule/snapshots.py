@@ -13,10 +13,11 @@ a rollback. Always gzipped (in ``binaryData``): one format, half the size.
 
 What: the Deployment as the release applied it, the name of the Secret its pods read, never
 a secret value (those stay in that immutable Secret, which the history keeps while the
-release is in it), and its manifests' HPA and PDB (``bascule.workload``'s per-color
-objects, as written: a rollback renders them for the color it redeploys). The ConfigMaps its
-pods read are named in the Deployment and kept while a release of the history reads them.
-Pure: no I/O.
+release is in it), its manifests' HPA and PDB (``bascule.workload``'s per-color
+objects, as written: a rollback renders them for the color it redeploys), and its Service as
+the release applied it to the active role (ports, target ports and the rest, which its pods
+serve: a rollback to it brings the Services back to them). The ConfigMaps its pods read are
+named in the Deployment and kept while a release of the history reads them. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from bascule.redact import Redactor
 LABEL_OBJECTS = "bascule.io/release-objects"  # on the ConfigMaps of the releases' objects
 DEPLOYMENT_KEY = "deployment.json.gz"
 PER_COLOR_KEY = "per-color.json.gz"
+SERVICE_KEY = "service.json.gz"
 SECRET_KEY = "secret"
 # A ConfigMap holds at most 1 MiB (its data and binaryData together, as base64): leave room
 # for its metadata.
@@ -47,11 +49,13 @@ MAX_BYTES = 1024 * 1024 - 16 * 1024
 @dataclass(frozen=True)
 class Snapshot:
     """A release's Deployment as the release applied it, the name of the Secret its pods
-    read (None without secret variables), and its manifests' per-color objects."""
+    read (None without secret variables), its manifests' per-color objects, and its active
+    Service (None: recorded before Bascule kept it)."""
 
     deployment: Mapping[str, Any]
     secret: str | None
     per_color: tuple[Mapping[str, Any], ...] = ()
+    service: Mapping[str, Any] | None = None
 
     @property
     def image(self) -> str:
@@ -81,11 +85,14 @@ class Snapshot:
     @property
     def digest(self) -> str:
         """What the release's history record keeps (``Release.objects``) to bind these
-        objects to it: ``sha256:<hex>`` of the canonical JSON of the Deployment and the
-        Secret's name."""
+        objects to it: ``sha256:<hex>`` of the canonical JSON of the Deployment, the
+        Secret's name, and the per-color objects and the Service where there are."""
         both: dict[str, Any] = {"deployment": self.deployment, "secret": self.secret}
-        if self.per_color:  # a release without them keeps the digest it was recorded with
+        # A release without them keeps the digest it was recorded with.
+        if self.per_color:
             both["per_color"] = list(self.per_color)
+        if self.service is not None:
+            both["service"] = self.service
         text = json.dumps(both, separators=(",", ":"), sort_keys=True)
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -98,7 +105,8 @@ def name(history: str, release_id: str) -> str:
 def carries_secret(snapshot: Snapshot, redactor: Redactor) -> bool:
     """Whether a known secret value (in any form ``redactor`` masks) is in the objects: the
     app's ``env:`` or its template holds one in plain text. Such objects are not stored."""
-    data = json.loads(json.dumps([snapshot.deployment, list(snapshot.per_color)]))
+    objects = [snapshot.deployment, list(snapshot.per_color), snapshot.service]
+    data = json.loads(json.dumps(objects))
     return bool(redactor.redact_data(data) != data)
 
 
@@ -118,10 +126,12 @@ def to_config_map(
     binary = {DEPLOYMENT_KEY: _packed(snapshot.deployment)}
     if snapshot.per_color:
         binary[PER_COLOR_KEY] = _packed(list(snapshot.per_color))
+    if snapshot.service is not None:
+        binary[SERVICE_KEY] = _packed(snapshot.service)
     packed = "".join(binary.values())
     if len(packed) > MAX_BYTES:
         raise ValueError(
-            f"the Deployment of release {release_id} is {len(packed)} bytes gzipped, more than "
+            f"the objects of release {release_id} are {len(packed)} bytes gzipped, more than "
             f"a ConfigMap holds ({MAX_BYTES})"
         )
     return {
@@ -145,12 +155,17 @@ def from_config_map(cm: Mapping[str, Any]) -> Snapshot:
         deployment = _unpacked(binary[DEPLOYMENT_KEY])
         Snapshot(deployment, None).image  # noqa: B018 — the shape a rollback relies on
         per_color = tuple(_unpacked(binary[PER_COLOR_KEY])) if PER_COLOR_KEY in binary else ()
+        service = _unpacked(binary[SERVICE_KEY]) if SERVICE_KEY in binary else None
+        if service is not None:
+            service["spec"]["ports"][0]  # the shape the Services are made from
     # ValueError: base64's, JSON's and UTF-8's; OSError: not gzip; EOFError: cut short.
     except (KeyError, TypeError, IndexError, ValueError, OSError, EOFError, zlib.error):
         raise ValueError(
-            f"ConfigMap {cm_name} does not hold a release's Deployment (key {DEPLOYMENT_KEY})"
+            f"ConfigMap {cm_name} does not hold a release's objects: a Deployment under "
+            f"{DEPLOYMENT_KEY}, and where present per-color objects under {PER_COLOR_KEY} and "
+            f"a Service under {SERVICE_KEY}"
         ) from None
-    return Snapshot(deployment, (cm.get("data") or {}).get(SECRET_KEY), per_color)
+    return Snapshot(deployment, (cm.get("data") or {}).get(SECRET_KEY), per_color, service)
 
 
 def stale(config_maps: Iterable[Mapping[str, Any]], kept: set[str]) -> list[str]:
@@ -192,3 +207,32 @@ def to_redeploy(
             f"was deployed; {see}"
         )
     return found
+
+
+def service_to_restore(
+    releases: Sequence[Release], running: str | None, found: Snapshot | None
+) -> Mapping[str, Any] | str:
+    """The Service a switch back to pods of release ``running`` (their Deployment's release
+    id: a rollback by switch records a release of its own but runs the same pods) brings
+    the active one to: the one that release applied, from its stored objects (``found``)
+    when they are the ones its record in ``releases`` names. Else a warning saying that the
+    Service stays as the release being left made it (its ports, which those pods may not
+    serve)."""
+    stays = "the active Service keeps the ports and the rest that the current release gave it"
+    target = next((r for r in releases if r.id == running), None)
+    if target is None:
+        return f"the pods switched back to are of no release in the history ({running}): {stays}"
+    if found is None or target.objects is None:
+        return f"release {target.id} ({target.image}) has no stored objects: {stays}"
+    if found.digest != target.objects:
+        return (
+            f"the stored objects of release {target.id} are not the ones its history record "
+            f"names ({found.digest}, recorded {target.objects}): they were changed after it "
+            f"was deployed, so its Service is not applied; {stays}"
+        )
+    if found.service is None:
+        return (
+            f"release {target.id} ({target.image}) was recorded before Bascule kept its "
+            f"Service: {stays}"
+        )
+    return found.service

@@ -275,7 +275,8 @@ def pipeline(
     stored: Snapshot | None = None,
 ) -> Outcome:
     """``stored``: a rollback's, the objects the release it returns to applied, deployed
-    as they were instead of rendered from today's configuration."""
+    as they were instead of rendered from today's configuration (its Service too: the
+    caller puts it in ``env.templates``, which the preview Service and checks use)."""
     observed = preflight(env)
     if skip_if_serving and (serving := already_serving_note(env, image, observed)):
         get_run_logger().info(serving)
@@ -391,16 +392,16 @@ def pipeline(
         )
 
     try:
-        # A rollback's stored release keeps the Service as it is; a new one brings its own.
-        switch_s = run.step(
-            "switch", untracked(traffic.switch), env, new, old, image, stored is None
-        )
+        # The release's Service comes with it: a new one's rendering, or the one a
+        # rollback's stored release applied (none when it was stored before they were).
+        service = env.templates.service if stored is None else stored.service
+        switch_s = run.step("switch", untracked(traffic.switch), env, new, old, image, service)
     except abort.Aborted as exc:  # seen as the switch step began: it did not start
         return Outcome(abandon(run, new, "aborted", str(exc), StateName.ABORTED))
     except traffic.SwitchConflict as exc:  # someone else moved traffic: touch nothing of theirs
         return Outcome(abandon(run, new, "failed", str(exc), StateName.FAILED))
     except Exception as exc:  # the PATCH may have landed: make sure the old color serves
-        return Outcome(roll_back(run, new, old, f"the switch did not complete: {exc}"))
+        return Outcome(roll_back(run, observed, old, f"the switch did not complete: {exc}"))
     run.save(phase="switched")
     run.event("switched", seconds=switch_s)
     if kind == "rollback":  # back on a verified release: finished, as bluegreen.recover does
@@ -413,10 +414,10 @@ def pipeline(
             )
         run.step("verify", verify, env, image, values, run.watch)
     except abort.Aborted as exc:
-        return Outcome(roll_back(run, new, old, str(exc), aborted=True))
+        return Outcome(roll_back(run, observed, old, str(exc), aborted=True))
     except Exception as exc:
         run.failed_with(exc)
-        return Outcome(roll_back(run, new, old, f"post-switch verification failed: {exc}"))
+        return Outcome(roll_back(run, observed, old, f"post-switch verification failed: {exc}"))
 
     run.watch = abort.Watch(None)  # verified: from here on, stopping would undo nothing
     final = replace(run.release, phase="done", result="succeeded", finished=now_iso())
@@ -563,9 +564,13 @@ def ending(name: StateName, message: str) -> State:
     return Failed(message=message, name=name)
 
 
-def roll_back(run: Run, new: Color, old: Color | None, reason: str, aborted: bool = False) -> State:
-    """Traffic goes back to the old color, still at full size: one PATCH. ``aborted``: the
-    run was asked to stop (``reason`` says by whom), rather than failing its checks."""
+def roll_back(
+    run: Run, observed: bluegreen.Observed, old: Color | None, reason: str, aborted: bool = False
+) -> State:
+    """Traffic goes back to the old color, still at full size (as ``observed`` before the
+    deploy), with the Service its release applied: one PATCH. ``aborted``: the run was
+    asked to stop (``reason`` says by whom), rather than failing its checks."""
+    new = run.release.color
     reason = redact(reason)
     run.log.error("rolling back: %s", reason)
     if old is None:  # a first deploy has nothing to go back to; keep serving what we have
@@ -579,10 +584,12 @@ def roll_back(run: Run, new: Color, old: Color | None, reason: str, aborted: boo
         run.event(result, reason=run.release.reason)
         run.publish()
         return ending(StateName.ABORTED if aborted else StateName.FAILED, reason)
+    # The ports and the rest that the old color's pods serve (one read; none: selector only).
+    service = state.service_back(run.env, observed, old)
     started = time.monotonic()
     # The plain function, not a task run: creating one cost 1-2 s on a busy Prefect server,
     # and here every second is a second of the bad version serving. The step is in the report.
-    traffic.switch.fn(run.env, old, new, run.release.previous_image)
+    traffic.switch.fn(run.env, old, new, run.release.previous_image, service)
     seconds = time.monotonic() - started
     run.release = run.release.with_step(
         h.Step("rollback-switch", "ok", seconds, f"{new} → {old}", time.time())

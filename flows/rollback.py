@@ -106,6 +106,17 @@ def redeploy(env: Env, target: h.Release) -> Outcome:
         # Its own Secret, which the history keeps while it holds the release: no value is
         # read, today's included.
         env.stored_secret = source.release_secret
+        if source.service is not None:
+            # Its Service, which its pods serve: the preview and active Services, and the
+            # checks through them, are made from it rather than from today's template.
+            env.templates = replace(env.templates, service=source.service)
+        else:
+            log.warning(
+                "release %s was recorded before Bascule kept its Service: its preview Service "
+                "is today's rendering, and the active Service keeps what the current release "
+                "gave it",
+                target.id,
+            )
         return pipeline(env, target.image, kind="rollback", approval=False, stored=source)
     log.warning("%s", source)
     # Rendered anew, so with today's secret values.
@@ -132,8 +143,10 @@ def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> St
     )
     run.save(phase="planned")
     run.tell(*kubeevents.stage_notes("started", run.release, {}))
+    # The ports and the rest that its pods serve, brought back by the same PATCH.
+    service = state.service_back(env, observed, target.color)
     started = time.monotonic()
-    run.step("switch", untracked(traffic.switch), env, target.color, bad, target.image)
+    run.step("switch", untracked(traffic.switch), env, target.color, bad, target.image, service)
     seconds = time.monotonic() - started
     run.save(phase="switched")
     if bad:

@@ -22,6 +22,8 @@ from bascule.manifests import (
     owned_labels,
     recolored,
     render_secret,
+    render_service,
+    restored_service,
     secret_refs,
     selector,
     stale_secrets,
@@ -75,10 +77,19 @@ def apply_color(
         secret = env.release_secret
         obj = _render(env, color, image, release_id)
         per_color = tuple(o.data for o in env.workload.per_color)
-        snapshot = Snapshot(obj, secret.name if secret else None, per_color)
+        service: Mapping[str, Any] | None = render_service(
+            env.cfg, env.templates, role="active", color=color, image=image
+        )
+        snapshot = Snapshot(obj, secret.name if secret else None, per_color, service)
     else:
         obj = recolored(stored.deployment, env.cfg, color=color, release_id=release_id)
-        snapshot = Snapshot(obj, stored.secret, stored.per_color)
+        # Its Service as this release applies it; none if it was stored before they were.
+        service = (
+            None
+            if stored.service is None
+            else restored_service(stored.service, env.cfg, role="active", color=color, image=image)
+        )
+        snapshot = Snapshot(obj, stored.secret, stored.per_color, service)
     digest = state.store_objects(env, release_id, snapshot)
     for shared in env.workload.shared:
         rendered = w.render_shared(env.cfg, shared)

@@ -5,6 +5,7 @@ write carries that resourceVersion, so if anyone wrote since, it conflicts and r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from prefect import get_run_logger
@@ -25,7 +26,7 @@ from bascule.manifests import (
 from bascule.redact import KNOWN, redact_data
 from bascule.snapshots import Snapshot
 from bascule.tasks.context import Env
-from bascule.vocabulary import COLORS
+from bascule.vocabulary import COLORS, Color
 
 
 def color_state(env: Env, color: Any) -> ColorState:
@@ -142,6 +143,24 @@ def stored_objects(env: Env, release_id: str) -> Snapshot | None:
     under its name is not a release's objects."""
     cm = env.kube.get_or_none(k.configmaps(env.ns, snapshots.name(env.history_name, release_id)))
     return None if cm is None else snapshots.from_config_map(cm)
+
+
+def service_back(env: Env, observed: Observed, color: Color) -> Mapping[str, Any] | None:
+    """The Service the release whose pods run on ``color`` applied, for a switch back to
+    them (``snapshots.service_to_restore``); None, with a warning saying why, when there is
+    none to trust, or it cannot be read: the switch then moves only the selector."""
+    log = get_run_logger()
+    running = observed.color(color).release
+    found = None
+    try:
+        found = stored_objects(env, running) if running else None
+    except Exception as exc:  # ValueError: not a release's objects; or the API: go back anyway
+        log.warning("the stored objects of release %s could not be read: %s", running, exc)
+    restored = snapshots.service_to_restore(observed.releases, running, found)
+    if isinstance(restored, str):
+        log.warning("%s", restored)
+        return None
+    return restored
 
 
 def all_stored_objects(env: Env) -> list[Snapshot]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -14,7 +16,7 @@ from bascule.manifests import (
     Role,
     color_of_selector,
     object_labels,
-    render_service,
+    restored_service,
     selector,
     selector_patch,
     service_patch,
@@ -27,13 +29,21 @@ class SwitchConflict(OperationFailed):
     """The active Service changed under us: someone else moved traffic."""
 
 
-def _ensure(env: Env, role: Role, color: Color, image: str | None, rendered: bool = False) -> None:
+def _ensure(
+    env: Env,
+    role: Role,
+    color: Color,
+    image: str | None,
+    service: Mapping[str, Any] | None = None,
+) -> None:
     """The Service of ``role`` exists and selects ``color``, which runs ``image``;
-    ``rendered``: and is as the manifests render it (its ports and the rest), applied even
-    when it selects ``color``."""
+    ``service`` (the template or a release's stored Service): and is that Service as
+    ``role`` (``restored_service``: its ports and the rest), applied even when it selects
+    ``color``. A missing one is made from ``service``, else from the template."""
     path = env.service(role)
     svc = env.kube.get_or_none(path)
-    obj = render_service(env.cfg, env.templates, role=role, color=color, image=image)
+    source = env.templates.service if service is None else service
+    obj = restored_service(source, env.cfg, role=role, color=color, image=image)
     if svc is None:
         try:
             svc = env.kube.create(k.services(env.ns), obj)
@@ -43,7 +53,7 @@ def _ensure(env: Env, role: Role, color: Color, image: str | None, rendered: boo
                 raise
             svc = env.kube.get(path)
     version = svc["metadata"]["resourceVersion"]
-    if rendered:
+    if service is not None:
         env.kube.patch(path, service_patch(obj, version))
         return
     # A Service made before a label was, or that selected another release, gets them now.
@@ -58,8 +68,9 @@ def _ensure(env: Env, role: Role, color: Color, image: str | None, rendered: boo
 @task(name="point-preview", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
 def point_preview(env: Env, color: Color, image: str | None = None) -> None:
     """The preview Service as rendered, selecting ``color`` (which runs ``image``): every
-    deploy applies its ports."""
-    env.kube.retrying(lambda: _ensure(env, "preview", color, image, rendered=True))
+    deploy applies its ports (a rollback redeploying stored objects: the stored Service's,
+    which ``env.templates`` holds then)."""
+    env.kube.retrying(lambda: _ensure(env, "preview", color, image, env.templates.service))
 
 
 # A 409 on the guarded PATCH means the Service changed after our read: read and try again,
@@ -69,26 +80,35 @@ CONFLICT_TRIES = 5
 
 @task(name="switch", cache_policy=NO_CACHE)
 def switch(
-    env: Env, to: Color, expect_from: Color | None, image: str | None = None, rendered: bool = False
+    env: Env,
+    to: Color,
+    expect_from: Color | None,
+    image: str | None = None,
+    service: Mapping[str, Any] | None = None,
 ) -> float:
     """Points the active Service at ``to`` (which runs ``image``: the Service's version
     label) with one PATCH guarded by resourceVersion: it only lands if the Service still
     selects ``expect_from``. Returns seconds until the Service's endpoints list only
-    ``to``'s pods (kube-proxy then routes new connections there). ``rendered`` (a deploy's
-    switch to its release): the same PATCH brings the Service to its rendering (ports and
-    the rest), which the new color serves.
+    ``to``'s pods (kube-proxy then routes new connections there). ``service``: the Service
+    of ``to``'s release (a deploy's: the template; a rollback's: the one that release
+    stored), to which the same PATCH brings the active one (``restored_service``: ports and
+    the rest, which ``to``'s pods serve); None: only the selector and labels move.
 
     Through an API outage the PATCH is never repeated blindly, since its answer may have
     been lost after it landed: the Service is read again first, and a Service already on
     ``to`` means done."""
     started = time.monotonic()
-    env.kube.retrying(lambda: _point_active(env, to, expect_from, image, rendered))
+    env.kube.retrying(lambda: _point_active(env, to, expect_from, image, service))
     wait_endpoints(env, to, timeout=30)
     return time.monotonic() - started
 
 
 def _point_active(
-    env: Env, to: Color, expect_from: Color | None, image: str | None, rendered: bool
+    env: Env,
+    to: Color,
+    expect_from: Color | None,
+    image: str | None,
+    service: Mapping[str, Any] | None,
 ) -> None:
     path = env.service("active")
     for _ in range(CONFLICT_TRIES):
@@ -98,7 +118,7 @@ def _point_active(
                 raise SwitchConflict(
                     f"the active Service {path} disappeared; expected {expect_from}"
                 )
-            _ensure(env, "active", to, image)
+            _ensure(env, "active", to, image, service)
             return
         current = color_of_selector(env.app, svc["spec"].get("selector"))
         if current == to:
@@ -110,8 +130,8 @@ def _point_active(
             )
         version = svc["metadata"]["resourceVersion"]
         patch = selector_patch(env.app, to, version, object_labels(env.app, env.name, image))
-        if rendered:
-            obj = render_service(env.cfg, env.templates, role="active", color=to, image=image)
+        if service is not None:
+            obj = restored_service(service, env.cfg, role="active", color=to, image=image)
             patch = service_patch(obj, version)
         try:
             env.kube.patch(path, patch)

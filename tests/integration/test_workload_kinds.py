@@ -4,9 +4,11 @@ mount, deployed as the environment's ServiceAccount with the Roles `bascule rbac
 for it. The HPA keeps its count through a deploy (the idle color starts at the active
 color's) and each color has its own PDB and HPA; a changed file is a new ConfigMap, and a
 rollback whose color is gone serves v1's file again; a Service port change reaches both
-Services; every request is one the generated Roles allow, and their rules for these kinds
-are used. A refused kind (a StatefulSet) fails `validate` and `deploy` with its origin and
-why, nothing changed."""
+Services, and the rollback takes it back; every request is one the generated Roles allow,
+and their rules for these kinds are used. A release whose pods listen on another port gets
+its Service back on a rollback to it, by switch or by redeploy, and a rollback from it gives
+the old pods theirs. A refused kind (a StatefulSet) fails `validate` and `deploy` with its
+origin and why, nothing changed."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from bascule.kube import RECORD_ENV
+from tests.integration.test_abort import serving
 from tests.integration.test_rbac import granted_by, not_allowed, recorded
 from tests.support import deploys
 from tests.support.access import apply_rbac, env_kubeconfig
@@ -189,6 +192,9 @@ def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollb
 
     assert deploys.active_color(cluster, namespace) == "blue"
     assert wait_for(lambda: files(cluster, namespace, "blue") == {"hello from v1"}, 60)
+    for service in (APP, f"{APP}-preview"):  # v1's port again, from its stored Service
+        ports = cluster.get_json("-n", namespace, "service", service)["spec"]["ports"]
+        assert [p["port"] for p in ports] == [80], service
     ingress = cluster.get_json("-n", namespace, "ingress", "web")
     assert ingress["metadata"]["labels"]["app.kubernetes.io/name"] == APP
 
@@ -208,6 +214,69 @@ def test_hpa_pdb_mounted_configmap_and_service_ports_through_deploys_and_a_rollb
         f"patch policy/poddisruptionbudgets {APP}-green",
         "patch networking.k8s.io/ingresses web",
     }
+
+
+def listening_on(cfg: Path, port: int) -> None:
+    """The app's pods listen on ``port`` (the sample app's PORT), where its Service sends."""
+    directory = cfg / "manifests"
+    deployment = yaml.safe_load((directory / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [*container.get("env", []), {"name": "PORT", "value": str(port)}]
+    container["ports"][0]["containerPort"] = port  # the probes' named port
+    (directory / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    service = yaml.safe_load((directory / "service.yaml").read_text())
+    service["spec"]["ports"][0]["targetPort"] = port
+    (directory / "service.yaml").write_text(yaml.safe_dump(service))
+
+
+def target_ports(cluster: Cluster, ns: str) -> dict[str, list[Any]]:
+    """The active and preview Services' target ports."""
+    return {
+        name: [
+            p["targetPort"] for p in cluster.get_json("-n", ns, "service", name)["spec"]["ports"]
+        ]
+        for name in (APP, f"{APP}-preview")
+    }
+
+
+def test_a_rollback_brings_back_the_service_its_release_serves_on(
+    cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
+) -> None:
+    """v2's pods listen on 9090, v1's on 8080. A rollback while v1 still runs switches back
+    with v1's Service in the same PATCH; a rollback to v2 once its color is gone redeploys it
+    with v2's Service, though the configuration it runs with is v1's."""
+    cfg1 = write_envs(tmp_path / "cfg1", namespace, cluster.kubeconfig, {}, ("staging",))
+    # v1 kept at full size after the switch to v2 (its deploy waits that long, then is killed).
+    kept = {"rollout": {"scale_down_delay_seconds": 600}}
+    cfg2 = write_envs(tmp_path / "cfg2", namespace, cluster.kubeconfig, kept, ("staging",))
+    listening_on(cfg2, 9090)
+    deploy(prefect_server, cfg1, V1)
+    args = ("deploy", "--dir", str(cfg2), "staging", "--image", V2)
+    proc = deploys.start(prefect_server, *args, log=tmp_path / "v2.log")
+    try:
+        v2 = deploys.wait_phase(cluster, namespace, V2, {"done"})
+    finally:
+        deploys.kill(proc)
+    assert v2["result"] == "succeeded", v2
+    assert target_ports(cluster, namespace) == {APP: [9090], f"{APP}-preview": [9090]}
+    assert wait_for(lambda: serving(cluster, namespace) == "v2", 30)
+
+    res = deploys.run(prefect_server, "rollback", "--dir", str(cfg2), "staging")
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    back = deploys.history(cluster, namespace)[-1]
+    names = [s["name"] for s in back["steps"]]
+    assert "switch" in names and "deploy-idle-color" not in names, names  # v1's own pods
+    assert target_ports(cluster, namespace)[APP] == [8080]
+    assert wait_for(lambda: serving(cluster, namespace) == "v1", 30)
+
+    res = deploys.run(prefect_server, "rollback", "--dir", str(cfg1), "staging", "--to", v2["id"])
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    again = deploys.history(cluster, namespace)[-1]
+    assert "deploy-idle-color" in [s["name"] for s in again["steps"]], again["steps"]
+    assert target_ports(cluster, namespace) == {APP: [9090], f"{APP}-preview": [9090]}
+    assert wait_for(lambda: serving(cluster, namespace) == "v2", 30)
 
 
 REFUSED = {

@@ -36,6 +36,7 @@ from bascule.manifests import (
     render_deployment,
     render_secret,
     render_service,
+    restored_service,
     secret_refs,
     selector,
     selector_patch,
@@ -280,6 +281,24 @@ def test_services(cfg: EnvironmentConfig, templates: Templates, role: Role, name
     assert obj["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}
     ]
+
+
+def test_a_stored_service_becomes_either_role_keeping_its_ports(
+    cfg: EnvironmentConfig, templates: Templates
+) -> None:
+    """A Service a release applied (as the active one, on blue, for v1) made the preview
+    Service on green for v2: name, role, selector and version move; its ports stay."""
+    stored = render_service(cfg, templates, role="active", color="blue", image="x/app:v1")
+    stored["spec"]["ports"][0]["targetPort"] = 9090
+
+    obj = restored_service(stored, cfg, role="preview", color="green", image=IMAGE)
+
+    assert obj["metadata"]["name"] == "sample-app-preview"
+    assert obj["metadata"]["labels"]["bascule.io/role"] == "preview"
+    assert obj["metadata"]["labels"][LABEL_VERSION] == "v2"
+    assert obj["spec"]["selector"] == selector("sample-app", "green")
+    assert obj["spec"]["ports"][0]["targetPort"] == 9090
+    assert stored["spec"]["selector"] == selector("sample-app", "blue")  # not changed
 
 
 def test_service_selects_the_deployments_pods(cfg: EnvironmentConfig, templates: Templates) -> None:

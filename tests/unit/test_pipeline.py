@@ -1197,3 +1197,66 @@ def test_a_service_change_reaches_both_services_with_the_deploy(world: World) ->
     for name in (APP, f"{APP}-preview"):
         svc = world.api.obj("services", name)
         assert svc is not None and [p["port"] for p in svc["spec"]["ports"]] == [8081], name
+
+
+def served_on(world: World, target_port: int) -> None:
+    """Staging's Service sends to the pods' ``target_port`` (where the release's pods
+    listen), from here on."""
+    service = world.config_dir / "manifests" / "service.yaml"
+    data = yaml.safe_load(service.read_text())
+    data["spec"]["ports"][0]["targetPort"] = target_port
+    service.write_text(yaml.safe_dump(data))
+
+
+def target_ports(world: World) -> dict[str, list[Any]]:
+    """Each Service's target ports, by name."""
+    found = {name: world.api.obj("services", name) for name in (APP, f"{APP}-preview")}
+    return {n: [p["targetPort"] for p in s["spec"]["ports"]] for n, s in found.items() if s}
+
+
+def test_a_rollback_by_switch_brings_back_the_service_its_pods_serve(world: World) -> None:
+    """v2 sent the Services to another port: switching back to v1's pods brings the
+    active Service back to v1's ports in the same guarded PATCH, never v2's on v1's pods."""
+    served_on(world, 9090)
+    assert world.deploy(V2).is_completed()
+    world.api.objects[world.env().deployment("blue")]["spec"]["replicas"] = 2
+    assert target_ports(world)[APP] == [9090]
+    world.api.actions.clear()
+
+    state = world.rollback()
+
+    assert state.is_completed(), state
+    assert world.api.changes() == [active_to("blue"), scaled("green", 0)]  # one PATCH
+    active = world.api.obj("services", APP)
+    assert active is not None and active["metadata"]["labels"][LABEL_VERSION] == "v1"
+    assert target_ports(world)[APP] == [8080]
+
+
+def test_a_rollback_that_redeploys_brings_back_its_releases_service(world: World) -> None:
+    """With today's configuration v2's (port 9090), a rollback redeploying v1's stored
+    objects points the preview Service (its checks) and the active one with v1's ports."""
+    served_on(world, 9090)
+    assert world.deploy(V2).is_completed()  # blue retired to zero
+    world.api.actions.clear()
+
+    state = world.rollback()
+
+    rel = last(world)
+    assert state.is_completed(), state
+    assert world.api.changes() == redeployed_back(rel.id)
+    assert target_ports(world) == {APP: [8080], f"{APP}-preview": [8080]}
+
+
+def test_a_failure_after_the_switch_brings_back_the_service_the_old_pods_serve(
+    world: World,
+) -> None:
+    """v2 sent the Services to another port and failed its verification: traffic goes
+    back to v1's pods with v1's ports, in the one PATCH of the automatic rollback."""
+    served_on(world, 9090)
+    world.api.images[V2] = AFTER_SWITCH["verification"][0]
+
+    state = world.deploy(V2)
+
+    assert_ended(state, StateName.ROLLED_BACK, AFTER_SWITCH["verification"][1])
+    assert world.api.changes() == rolled_back(last(world).id)
+    assert target_ports(world) == {APP: [8080], f"{APP}-preview": [9090]}

@@ -24,7 +24,14 @@ from bascule import snapshots
 from bascule.config import EnvironmentConfig
 from bascule.config_files import load_environment, load_templates
 from bascule.errors import Refused
-from bascule.manifests import ReleaseSecret, Templates, recolored, render_deployment
+from bascule.manifests import (
+    ReleaseSecret,
+    Templates,
+    recolored,
+    render_deployment,
+    render_service,
+    selector,
+)
 from bascule.outcome import StateName
 from bascule.redact import KNOWN, Redactor
 from bascule.snapshots import Snapshot
@@ -168,7 +175,7 @@ def test_stored_objects_read_back_as_written_and_anything_else_is_named(
         if isinstance(held, bytes):
             data[snapshots.DEPLOYMENT_KEY] = base64.b64encode(held).decode()
         plain = {"metadata": {"name": "x-r1"}, "binaryData": data}
-        with pytest.raises(ValueError, match="ConfigMap x-r1 does not hold a release's Deploy"):
+        with pytest.raises(ValueError, match="ConfigMap x-r1 does not hold a release's objects"):
             snapshots.from_config_map(plain)
     huge = Snapshot(
         {**snap.deployment, "pad": base64.b64encode(random.Random(0).randbytes(900_000)).decode()},
@@ -294,3 +301,94 @@ def test_a_releases_hpa_and_pdb_are_kept_with_its_objects(
         snapshots.PER_COLOR_KEY
         not in snapshots.to_config_map(plain, name="x-r1", labels={}, release_id="r1")["binaryData"]
     )
+
+
+def test_a_releases_service_is_kept_with_its_objects(
+    cfg: EnvironmentConfig, templates: Templates
+) -> None:
+    """Its Service reads back as written, bound by the digest; a release without one keeps
+    the digest it was recorded with; a Service that is not one names the ConfigMap."""
+    deployment = render_deployment(cfg, templates, color="blue", image=V1, release_id="r1")
+    service = render_service(cfg, templates, role="active", color="blue", image=V1)
+    snap = Snapshot(deployment, None, (), service)
+    plain = Snapshot(deployment, None)
+
+    cm = snapshots.to_config_map(snap, name="x-r1", labels={}, release_id="r1")
+
+    assert snapshots.from_config_map(cm) == snap
+    assert snap.digest != plain.digest
+    other = {**service, "spec": {**service["spec"], "ports": [{"port": 81, "targetPort": 9090}]}}
+    assert Snapshot(deployment, None, (), other).digest != snap.digest
+    kept = snapshots.to_config_map(plain, name="x-r1", labels={}, release_id="r1")
+    assert snapshots.SERVICE_KEY not in kept["binaryData"]
+    assert snapshots.from_config_map(kept).service is None
+    for broken in ({"kind": "Service"}, {"spec": {"ports": []}}, []):
+        packed = base64.b64encode(gzip.compress(json.dumps(broken).encode())).decode()
+        bad = {**cm, "binaryData": {**cm["binaryData"], snapshots.SERVICE_KEY: packed}}
+        with pytest.raises(ValueError, match="ConfigMap x-r1 does not hold a release's objects"):
+            snapshots.from_config_map(bad)
+
+
+def test_a_deploy_stores_its_active_service_and_a_redeploy_of_it_keeps_its_ports(
+    env: tuple[Env, FakeApi], templates: Templates
+) -> None:
+    """The Service as the release applies it to the active role; redeployed by a rollback
+    on the other color, the same ports, whatever today's template says."""
+    e, api = env
+    rollout.apply_color.fn(e, "blue", V1, "r1")
+    kept = snapshots.from_config_map(api.objects[stored_at(e, "r1")])
+    assert kept.service == render_service(e.cfg, templates, role="active", color="blue", image=V1)
+    today = json.loads(json.dumps(templates.service))
+    today["spec"]["ports"][0]["targetPort"] = 9090
+    e.templates = Templates(templates.deployment, today)
+
+    rollout.apply_color.fn(e, "green", V1, "r2", kept)
+
+    again = snapshots.from_config_map(api.objects[stored_at(e, "r2")]).service
+    assert again is not None and kept.service is not None
+    assert again["spec"] == {**kept.service["spec"], "selector": selector(e.app, "green")}
+
+
+def test_a_switch_back_restores_the_service_its_pods_release_recorded(snap: Snapshot) -> None:
+    service = {"kind": "Service", "spec": {"ports": [{"port": 80, "targetPort": 8080}]}}
+    with_service = replace(snap, service=service)
+    # r2: a rollback by switch back to r1's pods, which stored nothing of its own.
+    r2 = replace(TARGET, id="r2", kind="rollback")
+    history = [replace(TARGET, objects=with_service.digest), r2]
+
+    assert snapshots.service_to_restore(history, "r1", with_service) == service
+
+
+STAYS = "the active Service keeps the ports and the rest that the current release gave it"
+
+
+def test_without_a_service_to_trust_a_switch_back_says_the_service_stays(snap: Snapshot) -> None:
+    service = {"kind": "Service", "spec": {"ports": [{"port": 80, "targetPort": 8080}]}}
+    with_service = replace(snap, service=service)
+    recorded = [replace(TARGET, objects=with_service.digest)]
+    changed = replace(with_service, service={**service, "spec": {"ports": [{"port": 1}]}})
+    before_services = [replace(TARGET, objects=snap.digest)]
+
+    said = {
+        "not in the history": snapshots.service_to_restore(recorded, "r0", with_service),
+        "none stored": snapshots.service_to_restore(recorded, "r1", None),
+        "none recorded": snapshots.service_to_restore([TARGET], "r1", with_service),
+        "changed": snapshots.service_to_restore(recorded, "r1", changed),
+        "before Services": snapshots.service_to_restore(before_services, "r1", snap),
+    }
+
+    assert said == {
+        "not in the history": (
+            f"the pods switched back to are of no release in the history (r0): {STAYS}"
+        ),
+        "none stored": f"release r1 ({V1}) has no stored objects: {STAYS}",
+        "none recorded": f"release r1 ({V1}) has no stored objects: {STAYS}",
+        "changed": (
+            f"the stored objects of release r1 are not the ones its history record names "
+            f"({changed.digest}, recorded {with_service.digest}): they were changed after it "
+            f"was deployed, so its Service is not applied; {STAYS}"
+        ),
+        "before Services": (
+            f"release r1 ({V1}) was recorded before Bascule kept its Service: {STAYS}"
+        ),
+    }
