@@ -116,7 +116,8 @@ def check_run(policy: Policy, run: Submitted) -> Refusal | None:
         return Refusal(
             "pull-steps",
             f"deployment {run.deployment} has pull steps",
-            "the worker clones its own repository and never runs a deployment's pull steps; "
+            "the worker clones the app's repository itself and never runs a deployment's "
+            "pull steps; "
             "register it from prefect.yaml (pull: [])",
         )
     if run.command:
@@ -160,7 +161,8 @@ def check_run(policy: Policy, run: Submitted) -> Refusal | None:
 
 @dataclass(frozen=True)
 class Checkout:
-    """What git says of the commit a run would execute, in the worker's own clone."""
+    """What git says of the commit whose configuration a run would use, in the worker's own
+    clone."""
 
     commit: str
     found: bool = True

@@ -168,6 +168,14 @@ COMMANDS: tuple[Command, ...] = (
         _ALWAYS,
     ),
     Command(
+        "register",
+        "register the Prefect deployments of an app's environments (from Bascule's prefect.yaml)",
+        f"{_CLI}.register",
+        "add_arguments",
+        "run",
+        (*_ALWAYS, *_READS),
+    ),
+    Command(
         "abort",
         "stop a deploy: before the switch the idle color goes to zero, after it traffic goes back",
         f"{_CLI}.abort",

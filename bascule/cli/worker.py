@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("environment", help="the one environment this worker runs")
     parser.add_argument(
         "--repository",
-        help="the git repository whose commits it runs (URL or path); runs clone it "
-        "(required, but with --kubernetes)",
+        help="the app's git repository (URL or path): each run clones it at its commit and "
+        "reads its configuration; the code run is this installed Bascule (required, but "
+        "with --kubernetes)",
     )
     parser.add_argument(
         "--config-dir",

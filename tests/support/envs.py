@@ -74,6 +74,10 @@ def write_envs(
         # signing keys) with its own commit.
         data.get("approval", {}).pop("allowed_signers", None)
         data.get("approval", {}).pop("four_eyes", None)
+        # The shipped latency limits are for a real cluster, not one sharing two loaded cores
+        # with the suite (CI saw 785 ms against production's 500): tests of latency set theirs.
+        for check in data.get("checks", {}).get("health", []):
+            check.pop("max_latency_ms", None)
         data = merge(data, {"namespace": env_namespace(namespace, env)})
         if kubeconfig is not None:  # None: the runner's $KUBECONFIG (a worker's own)
             data = merge(data, {"kube": {"kubeconfig": str(kubeconfig)}})

@@ -1,7 +1,7 @@
-"""The import graph of bascule (with bascule.flows and bascule.tasks) has no cycle: each module can be read (and
-imported) knowing only the modules below it. Imports under TYPE_CHECKING and inside functions
-count too: a cycle hidden that way is still one. (The layers themselves are import-linter's
-contracts in pyproject.toml, run by test_lint.py.)"""
+"""The import graph of bascule (with bascule.flows and bascule.tasks) has no cycle: each module
+can be read (and imported) knowing only the modules below it. Imports under TYPE_CHECKING and
+inside functions count too: a cycle hidden that way is still one. (The layers themselves are
+import-linter's contracts in pyproject.toml, run by test_lint.py.)"""
 
 from __future__ import annotations
 

@@ -170,11 +170,20 @@ def test_reusable_workflow() -> None:
     }
     assert "timeout-minutes" in job
     steps = job["steps"]
-    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
-    assert checkout["with"]["persist-credentials"] is False
+    app, bascule = (s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
+    assert app["with"] == {"persist-credentials": False}  # the caller's commit: configuration
+    # Bascule's code from the release the caller pins, never from the app's repository.
+    assert bascule["with"] == {
+        "repository": "${{ inputs.bascule-repository || github.repository }}",
+        "ref": "${{ inputs.bascule-version || github.sha }}",
+        "path": ".bascule",
+        "persist-credentials": False,
+    }
     assert any(s.get("uses", "").startswith("actions/setup-python@") for s in steps)
+    install = next(s for s in steps if s.get("name") == "Install Bascule")
+    assert install["working-directory"] == ".bascule"
+    assert re.search(r"pip install [\w= -]*\.$", install["run"].strip())
     runs = [s["run"] for s in steps if "run" in s]
-    assert any(re.search(r"pip install [\w= -]*\.$", run.strip()) for run in runs)
     assert any("--check" in run and '--image "$IMAGE"' in run for run in runs)
     trigger = next(s for s in steps if s.get("id") == "trigger")
     assert (
