@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # make demo: a blue-green deployment of the sample app, v1 then v2, through dev, staging
 # and production, each run by that environment's own worker (bascule worker), and one attack
-# refused; on the embedded default: the local cluster and its PostgreSQL, which also holds the
-# local Prefect server's database (prefect_demo). The approval of production is answered by
-# the demo itself unless APPROVE=manual, in which case it waits for you in the Prefect UI.
+# refused. The workers clone the app's repository, made from examples/sample-app alone
+# (configuration: an environment file and a Kustomize overlay per environment, the
+# migrations), and run their own installed Bascule. On the embedded default: the local
+# cluster and its PostgreSQL, which also holds the local Prefect server's database
+# (prefect_demo). The approval of production is answered by the demo itself unless
+# APPROVE=manual, in which case it waits for you in the Prefect UI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${BASCULE_CACHE:-$HOME/.cache/bascule}"
@@ -15,6 +18,8 @@ kubeconfig_line="$(tests/cluster/up.sh | tail -n1)"
 export KUBECONFIG="${kubeconfig_line#KUBECONFIG=}"
 bin="$(tests/cluster/build.sh)"
 kubectl() { "$bin/kubectl" "$@"; }
+# The app's Kustomize overlays render with this kubectl: the workers' runs and the commands here.
+export BASCULE_KUBECTL="$bin/kubectl"
 
 say "PostgreSQL in the cluster: a fresh database for the sample app (the deploys migrate it); Prefect's"
 pgpass="$(cat /var/lib/bascule/clusters/bascule/postgres.password)"
@@ -103,15 +108,18 @@ if [[ ! -f "$evidence_key" ]]; then
   ssh-keygen -q -t ed25519 -N '' -C "bascule demo staging worker" -f "$evidence_key"
 fi
 
-# The team's repository, as the workers clone it: v1's tree committed on main, then v2's on top
-# of it. Each holds Bascule's code (flows, bascule, tasks) and the demo's configuration: v1's
-# migrations are revision 0001 only, v2's add the expand revision 0002, which the pipeline runs
-# before v2's color starts. Both get this demo's webhook receivers and monitoring endpoints.
-# The repository is kept across demos, each adding its v1 and v2 on top: production and staging
-# run only commits that descend from the one they serve. A new one starts new environments.
-repo="$cache/demo/repo"
-bare="$cache/demo/bascule.git"
-rm -rf "$cache/demo/v1" "$cache/demo/v2"  # earlier demos' trees
+# The app's repository, as the workers clone it: configuration only, examples/sample-app's files
+# (an environment file per environment, each on its Kustomize overlay; the sample app's
+# migrations), none of Bascule's code: each worker runs its own installed Bascule. v1's tree is
+# committed on main, then v2's on top of it: v1's migrations are revision 0001 only, v2's add
+# the expand revision 0002, which the pipeline runs before v2's color starts. Both get this
+# demo's signing keys and monitoring endpoints. The repository is kept across demos, each
+# adding its v1 and v2 on top: production and staging run only commits that descend from the
+# one they serve. A new one starts new environments.
+repo="$cache/demo/sample-app"
+bare="$cache/demo/sample-app.git"
+# Earlier demos' trees, and their repository, which carried Bascule's code.
+rm -rf "$cache/demo/v1" "$cache/demo/v2" "$cache/demo/repo" "$cache/demo/bascule.git"
 if [[ ! -d "$bare" ]]; then
   for env in dev staging production; do
     kubectl delete namespace "bascule-$env" --ignore-not-found --wait=true >/dev/null
@@ -123,13 +131,10 @@ if [[ ! -d "$bare" ]]; then
   git -C "$repo" symbolic-ref HEAD refs/heads/main
 fi
 git -C "$repo" checkout -q main 2>/dev/null || true
-tree() {  # tree [REVISION LEFT OUT...]: lays the demo's files into $repo
+tree() {  # tree [REVISION LEFT OUT...]: lays the app's configuration into $repo
   local t="$repo"
   find "$t" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
-  mkdir -p "$t/sampleapp"
-  cp -r bascule flows tasks deployments "$t/"
-  cp sampleapp/alembic.ini "$t/sampleapp/"
-  cp -r sampleapp/migrations "$t/sampleapp/"
+  cp -rL examples/sample-app/. "$t/"  # the example's links to the migrations, as files
   find "$t" -name __pycache__ -prune -exec rm -rf {} +
   for rev in "$@"; do rm -f "$t/sampleapp/migrations/versions/${rev}_"*; done
   echo "demo@bascule.local namespaces=\"bascule-approval\" $(cat "$approver_key.pub")" \
@@ -137,22 +142,9 @@ tree() {  # tree [REVISION LEFT OUT...]: lays the demo's files into $repo
   echo "staging namespaces=\"bascule-evidence\" $(cat "$evidence_key.pub")" \
     >>"$t/deployments/evidence_signers"
   for env in dev staging production; do
-    cat >>"$t/deployments/$env.yaml" <<YAML
-secrets:
-  DATABASE_URL: {env: DEMO_APP_DATABASE_URL}
-notifications:
-  receivers:
-    - {name: demo-slack, kind: slack, webhook_url: {env: DEMO_SLACK_WEBHOOK_URL}}
-    - {name: demo-discord, kind: discord, webhook_url: {env: DEMO_DISCORD_WEBHOOK_URL}}
-monitoring:
-  pushgateway: $pushgateway
-  alertmanager: $alertmanager
-YAML
+    printf 'monitoring:\n  pushgateway: %s\n  alertmanager: %s\n' "$pushgateway" "$alertmanager" \
+      >>"$t/deployments/$env.yaml"
   done
-  # A second app in dev beside the sample app: its own Deployments, Services, history and
-  # lock in the same namespace, with dev's settings but one replica and no database.
-  mkdir -p "$t/deployments/apps/sample-api"
-  printf 'replicas: 1\nmigrations: null\n' >"$t/deployments/apps/sample-api/dev.yaml"
 }
 # Commits by a developer, whom production's four eyes tells apart from the demo's approver
 # (demo@bascule.local); prints the commit.
@@ -171,7 +163,7 @@ echo "  v2 ($v2_sha): revisions $(cd "$repo/sampleapp/migrations/versions" && ls
 git -C "$repo" push -q "$bare" HEAD:refs/heads/main
 # The files as main has them: what the commands run here read (rbac, status, history, stats).
 dir="$repo/deployments"
-echo "  repository: $bare (main at v2)"
+echo "  repository: $bare (main at v2), holding $(git -C "$repo" ls-tree --name-only HEAD | tr '\n' ' ')"
 
 say "each environment's account: its Roles from its config (bascule rbac), a kubeconfig with only its token"
 for env in dev staging production; do
