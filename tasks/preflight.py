@@ -97,7 +97,10 @@ def reconcile(env: Env, observed: bluegreen.Observed) -> bluegreen.Observed:
     log = get_run_logger()
     log.warning("reconciling release %s left in phase %s: %s", rel.id, rel.phase, fix.reason)
     if fix.switch_to:
-        traffic.switch(env, fix.switch_to, rel.color, observed.color(fix.switch_to).image)
+        # Back to the ports and the rest that the old pods serve, in the same PATCH.
+        service = state.service_back(env, observed, fix.switch_to)
+        image = observed.color(fix.switch_to).image
+        traffic.switch(env, fix.switch_to, rel.color, image, service)
     if fix.scale_down:
         rollout.scale(env, fix.scale_down, 0)
     story = Story(env, "Reconcile", log)

@@ -1260,3 +1260,22 @@ def test_a_failure_after_the_switch_brings_back_the_service_the_old_pods_serve(
     assert_ended(state, StateName.ROLLED_BACK, AFTER_SWITCH["verification"][1])
     assert world.api.changes() == rolled_back(last(world).id)
     assert target_ports(world) == {APP: [8080], f"{APP}-preview": [9090]}
+
+
+def test_a_kill_after_the_switch_is_put_right_with_the_service_the_old_pods_serve(
+    world: World,
+) -> None:
+    """The killed run's switch gave the active Service v2's port: the next run's reconcile
+    sends traffic back to v1's pods with v1's ports, in its one PATCH."""
+    point = next(p for p, (_, _, switched, _) in KILLED.items() if switched)
+    killed_at(world, point)
+    active = world.env().service("active")
+    svc = world.api.objects[active]
+    svc["spec"]["ports"][0]["targetPort"] = 9090
+    world.api.put(active, svc)
+    world.api.actions.clear()
+
+    assert world.rollback().is_completed()
+
+    assert world.api.changes()[: len(reconciled(point))] == reconciled(point)
+    assert target_ports(world)[APP] == [8080]
