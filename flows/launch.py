@@ -36,7 +36,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return int(Exit.USAGE)
-    if os.getcwd() in sys.path or "" in sys.path:
+    if not sys.flags.safe_path:  # python -P: the working directory is not on sys.path
         print("bascule.flows.launch: start it with python -P (see its docstring)", file=sys.stderr)
         return int(Exit.USAGE)
     importlib.import_module(entrypoint.split(":", 1)[0])
