@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from bascule.images import parse_image
@@ -54,6 +55,15 @@ def settled_at(samples: Iterable[Mapping[str, Any]], since: float, version: str)
     if settled is None:
         raise ValueError(f"{version} never answered alone after {since:.3f}")
     return settled
+
+
+def seconds_to_first(asked: float, stamps: Iterable[str | None]) -> float:
+    """Seconds from ``asked`` (epoch) to the earliest of ``stamps`` (ISO-8601 with a zone, as
+    Prefect's API gives them; None for a moment that never came)."""
+    times = [datetime.fromisoformat(s).timestamp() for s in stamps if s]
+    if not times:
+        raise ValueError("no timestamp to measure to")
+    return min(times) - asked
 
 
 def version(image: str) -> str:

@@ -12,6 +12,7 @@ from bench.measure import (
     dispatched_requests,
     failure_kinds,
     requests_between,
+    seconds_to_first,
     settled_at,
     split_deploy,
     version,
@@ -120,3 +121,11 @@ def test_a_deploy_the_watches_missed_is_an_error_not_a_figure() -> None:
         ValueError, match=r"did not see v2 deployed in a after 10\.000.*switched at None"
     ):
         split_deploy(sightings, "a", 10.0, "v2", "app", 1, seen=12.0)
+
+
+def test_seconds_to_the_first_of_prefects_timestamps_whatever_their_zone() -> None:
+    asked = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    stamps = ["2027-01-15T08:00:02.500000Z", None, "2027-01-15T09:00:01.250000+01:00"]
+    assert seconds_to_first(asked, stamps) == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="no timestamp"):
+        seconds_to_first(asked, [None])

@@ -1,0 +1,481 @@
+"""The path users take, against Argo Rollouts, timed from the moment the user's command
+process starts (issue 24): Bascule's ``bascule trigger`` → the Prefect server → the
+environment's worker (``bascule worker``, cloning a config-only app repository) → the flow;
+Argo's ``kubectl argo rollouts set image`` → its controller. Rollbacks: the README's
+``prefect deployment run rollback/ENV --watch`` through the same worker, against ``kubectl
+argo rollouts undo``, with kubectl's own selector patch as the baseline.
+
+Paired rounds in random order: each round runs every tool once, in an order shuffled per
+round (the seed is printed; ``--seed`` repeats it). The app, templates and settings are
+bench/argo/compare.py's (the dev environment, checks at their minimum), and every "seen"
+time is taken by its load driver. Each figure is printed as its mean with a 95% interval,
+its median and every round; each ratio as the ratio of means with a paired interval.
+
+    python -m bench.realpath [--rounds N] [--cli-rounds N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bascule.apps import overlay as merge
+from bascule.config import EnvironmentConfig
+from bascule.config_files import load_environment, load_templates
+from bascule.manifests import LABEL_COLOR, render_deployment, render_service, service_name
+from bascule.vocabulary import Color
+from bench.argo.compare import Tool, answers
+from bench.argo.rollouts import (
+    Argo,
+    build,
+    forget_identities,
+    identity,
+    install_crds,
+    rollout_objects,
+    running_controller,
+)
+from bench.argo.watch import RolloutWatch
+from bench.deploy import IMAGES, MINIMAL
+from bench.measure import failure_kinds, seconds_to_first
+from bench.rounds import fresh_start
+from bench.stats import figure_lines, ratio_lines
+from bench.timeline import Timeline
+from tests.support import deploys, workers
+from tests.support.cluster import Cluster
+from tests.support.envs import write_envs
+
+BIN = Path(sys.executable).parent  # the venv's `bascule` and `prefect` scripts
+ARGO_KEEP_SECONDS = 600  # Argo's old ReplicaSet outlives every rollback round (compare.py's)
+# A rollback round's setup deploy keeps its old color this long, then its run ends on its
+# own: long past the timed rollback, short enough not to pile runs up on 2 cores.
+KEEP_SECONDS = 45
+COMMAND_TIMEOUT = 600
+KUBECTL_IMAGES: dict[Color, str] = {"blue": IMAGES[0], "green": IMAGES[1]}
+
+
+@dataclass
+class RunTimes:
+    """Where a run's start went, seconds from the command's start: the run created on the
+    server, Running (a worker's process started it), its first task started."""
+
+    created: list[float] = field(default_factory=list)
+    running: list[float] = field(default_factory=list)
+    first_step: list[float] = field(default_factory=list)
+
+    def add(self, api: str, run_id: str, asked: float) -> None:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+        body = {"flow_runs": {"id": {"any_": [run_id]}}}
+        tasks = httpx.post(f"{api}/task_runs/filter", json=body, timeout=30).json()
+        self.created.append(seconds_to_first(asked, [run["created"]]))
+        self.running.append(seconds_to_first(asked, [run["start_time"]]))
+        self.first_step.append(seconds_to_first(asked, (t["start_time"] for t in tasks)))
+
+
+@dataclass
+class Real:
+    """Bascule's real path: its app repository, server, worker and namespace."""
+
+    cluster: Cluster
+    api: str
+    ns: str
+    checkout: Path  # the app's working copy: where its team runs the commands
+    fast: str  # the commit whose configuration the timed deploys and rollbacks use
+    keep: str  # the commit the rollback rounds' setup deploys use (old color kept)
+    setups: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def command(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            argv,
+            env=deploys.cli_env(self.api),
+            cwd=self.checkout,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+        if done.returncode != 0:
+            said = done.stdout[-3000:] + done.stderr[-3000:]
+            raise RuntimeError(f"{' '.join(argv[:4])}: exit {done.returncode}\n{said}")
+        return done
+
+    def trigger_argv(self, image: str, commit: str, label: str) -> list[str]:
+        return [str(BIN / "bascule"), "trigger", "dev", "--image", image, "--commit", commit,
+                "--rerun", label]  # fmt: skip
+
+    def known(self) -> set[str]:
+        return {r["id"] for r in deploys.history(self.cluster, self.ns)}
+
+    def newest(self, kind: str, before: set[str]) -> dict[str, Any]:
+        found = [r for r in deploys.history(self.cluster, self.ns) if r["id"] not in before]
+        (record,) = [r for r in found if r["kind"] == kind]
+        if record["result"] != "succeeded":
+            raise RuntimeError(f"the {kind} did not succeed: {record}")
+        return record
+
+
+def kubectl_pair(cfg: EnvironmentConfig) -> list[dict[str, Any]]:
+    """kubectl's rollback baseline: Bascule's two colors of ``cfg``'s app, both running
+    (``KUBECTL_IMAGES``), the active Service on blue; a rollback is then one selector
+    patch, as Bascule's is."""
+    templates = load_templates(cfg.manifests)
+    objects = [
+        render_deployment(cfg, templates, color=color, image=image, release_id="kubectl")
+        for color, image in KUBECTL_IMAGES.items()
+    ]
+    objects.append(render_service(cfg, templates, role="active", color="blue", image=IMAGES[0]))
+    return objects
+
+
+def patch_selector(cluster: Cluster, cfg: EnvironmentConfig, color: str) -> None:
+    """kubectl's rollback: the active Service's selector to ``color``, one process."""
+    patch = json.dumps({"spec": {"selector": {LABEL_COLOR: color}}})
+    service = service_name(cfg.app, "active")
+    cluster.kubectl("-n", cfg.namespace, "patch", "service", service, "-p", patch)
+
+
+def cli_start(cfg: Path, api: str, rounds: int, rng: random.Random) -> dict[str, list[float]]:
+    """``bascule --help``, ``validate`` and ``status`` (against the live cluster), each from
+    process start to exit, ``rounds`` times in a shuffled order each round."""
+    commands = {
+        "cli_help_seconds": ["--help"],
+        "cli_validate_seconds": ["validate", "--dir", str(cfg)],
+        "cli_status_seconds": ["status", "--dir", str(cfg)],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name in rng.sample(sorted(commands), len(commands)):
+            started = time.perf_counter()
+            done = subprocess.run(
+                [str(BIN / "bascule"), *commands[name]], env=deploys.cli_env(api),
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            times[name].append(time.perf_counter() - started)
+            if done.returncode != 0:
+                raise RuntimeError(f"bascule {commands[name][0]}: {done.stderr[-2000:]}")
+    return times
+
+
+@dataclass
+class Rounds:
+    """What the rounds saw, each list one value per round (in the rounds' order)."""
+
+    real: Tool = field(default_factory=Tool)
+    argo: Tool = field(default_factory=Tool)
+    kubectl: Tool = field(default_factory=Tool)
+    deploy_runs: RunTimes = field(default_factory=RunTimes)
+    rollback_runs: RunTimes = field(default_factory=RunTimes)
+    done: dict[str, list[float]] = field(default_factory=dict)
+
+    def took(self, name: str, asked: float, until: float | None = None) -> None:
+        self.done.setdefault(name, []).append((until or time.time()) - asked)
+
+
+@dataclass
+class Bench:
+    """The three tools, each on its namespace, and the rounds' shuffled order."""
+
+    cluster: Cluster
+    real: Real
+    argo: Argo
+    watch: RolloutWatch
+    kubectl_cfg: EnvironmentConfig
+    urls: dict[str, str]  # each tool's active Service
+    rng: random.Random
+    tag: str
+    seen: Rounds = field(default_factory=Rounds)
+    kubectl_color: Color = "blue"
+
+    def deploy_round(self, i: int) -> list[str]:
+        """Both tools deploy the other image, each from a settled node; returns the order."""
+        image, old = IMAGES[(i + 1) % 2], IMAGES[i % 2]
+        real, seen = self.real, self.seen
+
+        def real_deploy() -> float:
+            fresh_start(self.cluster)
+            before = real.known()
+            asked = time.time()
+            real.command(real.trigger_argv(image, real.fast, f"{self.tag}-d{i}"))
+            seen.took("real_deploy_done_seconds", asked)
+            seen.real.deploy_asked.append((asked, image))
+            run = real.newest("deploy", before)["flow_run_id"]
+            seen.deploy_runs.add(real.api, run, asked)
+            return asked
+
+        def argo_deploy() -> float:
+            fresh_start(self.cluster)
+            asked = time.time()
+            self.argo.set_image(image)
+            done = self.watch.wait_done(asked, image, alone=True)
+            seen.took("argo_deploy_done_seconds", asked, done)
+            seen.argo.deploy_asked.append((asked, image))
+            return asked
+
+        order = self.rng.sample(["real", "argo"], 2)
+        for tool in order:
+            act, who = (real_deploy, seen.real) if tool == "real" else (argo_deploy, seen.argo)
+            who.deploy_seen.append(who.under_load(self.cluster, self.urls[tool], old, image, act))
+        return order
+
+    def rollback_round(self, i: int, current: str, other: str) -> list[str]:
+        """Each tool moves to ``other`` (untimed), then rolls back to ``current`` while
+        ``other``'s old pods still run; kubectl patches its Service to the other color."""
+        real, seen = self.real, self.seen
+
+        def real_rollback() -> float:
+            before = real.known()
+            setup = real.trigger_argv(other, real.keep, f"{self.tag}-r{i}")
+            real.setups.append(
+                subprocess.Popen(
+                    setup,
+                    env=deploys.cli_env(real.api),
+                    cwd=real.checkout,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            deploys.wait_phase(self.cluster, real.ns, other, {"done"}, ignore=before)
+            answers(self.cluster, self.urls["real"], other)
+            before = real.known()
+            asked = time.time()
+            real.command([str(BIN / "prefect"), "deployment", "run", "rollback/dev", "--watch"])
+            seen.took("real_rollback_done_seconds", asked)
+            run = real.newest("rollback", before)["flow_run_id"]
+            seen.rollback_runs.add(real.api, run, asked)
+            return asked
+
+        def argo_rollback() -> float:
+            moved = time.time()
+            self.argo.set_image(other)
+            self.watch.wait_done(moved, other, alone=False)
+            answers(self.cluster, self.urls["argo"], other)
+            asked = time.time()
+            self.argo.undo()
+            done = self.watch.wait_done(asked, current, alone=False)
+            seen.took("argo_rollback_done_seconds", asked, done)
+            return asked
+
+        to: Color = "green" if self.kubectl_color == "blue" else "blue"
+
+        def kubectl_rollback() -> float:
+            asked = time.time()
+            patch_selector(self.cluster, self.kubectl_cfg, to)
+            seen.took("kubectl_rollback_done_seconds", asked)
+            return asked
+
+        order = self.rng.sample(["real", "argo", "kubectl"], 3)
+        for tool in order:
+            if tool == "kubectl":
+                source, target = KUBECTL_IMAGES[self.kubectl_color], KUBECTL_IMAGES[to]
+                act, who = kubectl_rollback, seen.kubectl
+                self.kubectl_color = to
+            else:
+                source, target = other, current
+                act, who = (
+                    (real_rollback, seen.real) if tool == "real" else (argo_rollback, seen.argo)
+                )
+            url = self.urls[tool]
+            who.rollback_seen.append(who.under_load(self.cluster, url, source, target, act))
+        return order
+
+
+def measure(
+    cluster: Cluster,
+    bindir: Path,
+    api: str,
+    tmp: Path,
+    tag: str,
+    rounds: int,
+    cli_rounds: int,
+    rng: random.Random,
+) -> tuple[Rounds, dict[str, list[float]]]:
+    """Sets the three tools up, runs the rounds; returns what they saw and the CLI's times."""
+    ns_b, ns_a, ns_k = (f"bench-rp{who}-{tag}" for who in "bak")
+    for ns in (ns_b, ns_a, ns_k):
+        cluster.create_namespace(f"{ns}-dev")
+    ours = identity(cluster, f"{ns_b}-dev", "bascule", tmp)
+    ctrl = identity(cluster, f"{ns_a}-dev", "argo-controller", tmp)
+    cli = identity(cluster, f"{ns_a}-dev", "argo-cli", tmp)
+    try:
+        # The app's repository: configuration only, two commits (the last is the branch head,
+        # which the rollback runs, started without a commit, read).
+        repo = workers.Repository.make(tmp / "app")
+        keep = merge(MINIMAL, {"rollout": {"scale_down_delay_seconds": KEEP_SECONDS}})
+        keep_sha = repo.commit(ns_b, "old color kept", keep, ("dev",))
+        fast_sha = repo.commit(ns_b, "checks at their minimum", MINIMAL, ("dev",))
+        repo.push()
+        registered = deploys.run(api, "register", "--dir", str(repo.work / "deployments"), "dev")
+        if registered.returncode != 0:
+            raise RuntimeError(f"bascule register: {registered.stdout}{registered.stderr}")
+        real = Real(cluster, api, f"{ns_b}-dev", repo.work, fast_sha, keep_sha)
+
+        argo_dir = write_envs(tmp / "rp-argo", ns_a, cli.kubeconfig, MINIMAL, ("dev",))
+        argo_cfg = load_environment(argo_dir / "dev.yaml")
+        argo = Argo(cluster, bindir, cli, argo_cfg.namespace, argo_cfg.app)
+        k_dir = write_envs(tmp / "rp-kubectl", ns_k, cluster.kubeconfig, MINIMAL, ("dev",))
+        k_cfg = load_environment(k_dir / "dev.yaml")
+        cluster.apply(k_cfg.namespace, *kubectl_pair(k_cfg))
+        install_crds(cluster, bindir)
+        # The Rollout before its watch (a watch of a missing object ends at once).
+        cluster.apply(argo.ns, *rollout_objects(argo_cfg, IMAGES[0]))
+        env = {"KUBECONFIG": str(ours.kubeconfig)}
+        with (
+            workers.bascule_worker(api, tmp / "worker.log", "dev", repo.bare, (real.ns,), env),
+            running_controller(bindir, ctrl, argo.ns, tmp / "rollouts-controller.log"),
+            RolloutWatch(cluster, argo.ns, argo.app) as watch,
+        ):
+            watch.wait_done(0, IMAGES[0], alone=True)
+            real.command(real.trigger_argv(IMAGES[0], fast_sha, f"{tag}-first"))
+            for color in ("blue", "green"):
+                dep = f"deployment/{k_cfg.app}-{color}"
+                cluster.kubectl("-n", k_cfg.namespace, "rollout", "status", dep)
+            urls = {
+                tool: deploys.service_url(cluster, ns)
+                for tool, ns in (("real", real.ns), ("argo", argo.ns), ("kubectl", k_cfg.namespace))
+            }
+            bench = Bench(cluster, real, argo, watch, k_cfg, urls, rng, tag)
+            seen = bench.seen
+            log(f"set up; {rounds} deploy rounds")
+            with Timeline(cluster) as timeline:
+                for i in range(rounds):
+                    order = bench.deploy_round(i)
+                    log(f"deploy round {i + 1} {order}: real {seen.real.deploy_seen[-1]:.2f} "
+                        f"argo {seen.argo.deploy_seen[-1]:.2f}")  # fmt: skip
+            active = service_name(argo_cfg.app, "active")
+            seen.real.split(timeline, real.ns, active, argo_cfg.replicas)
+            seen.argo.split(timeline, argo.ns, active, argo_cfg.replicas)
+
+            argo.scale_down_delay(ARGO_KEEP_SECONDS)
+            current, other = IMAGES[rounds % 2], IMAGES[(rounds + 1) % 2]
+            log(f"{rounds} rollback rounds")
+            for i in range(rounds):
+                order = bench.rollback_round(i, current, other)
+                log(f"rollback round {i + 1} {order}: real {seen.real.rollback_seen[-1]:.2f} "
+                    f"argo {seen.argo.rollback_seen[-1]:.2f} "
+                    f"kubectl {seen.kubectl.rollback_seen[-1]:.2f}")  # fmt: skip
+
+            cli_dir = write_envs(tmp / "rp-cli", ns_b, ours.kubeconfig, MINIMAL, ("dev",))
+            cli_times = cli_start(cli_dir, api, cli_rounds, rng)
+            for proc in real.setups:  # their runs end on their own, KEEP_SECONDS after done
+                if proc.wait(timeout=KEEP_SECONDS + 120) != 0:
+                    log(f"a rollback round's setup deploy exited {proc.returncode}")
+    finally:
+        forget_identities(cluster, ours, ctrl, cli)
+    return seen, cli_times
+
+
+# (figure, ours, theirs): ratios of means, each with its paired interval.
+RATIOS = (
+    ("real_deploy_vs_argo", "real_deploy_seen_seconds", "argo_deploy_seen_seconds"),
+    ("real_deploy_done_vs_argo", "real_deploy_done_seconds", "argo_deploy_done_seconds"),
+    ("real_deploy_own_vs_argo", "real_deploy_own_seconds", "argo_deploy_own_seconds"),
+    ("real_rollback_vs_argo", "real_rollback_seen_seconds", "argo_rollback_seen_seconds"),
+    ("real_rollback_vs_kubectl", "real_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
+    ("argo_rollback_vs_kubectl", "argo_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
+)
+
+
+def figures(seen: Rounds, cli_times: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Every figure's rounds, by name, in print order."""
+    s = seen
+    return {
+        "real_deploy_seen_seconds": s.real.deploy_seen,
+        "argo_deploy_seen_seconds": s.argo.deploy_seen,
+        "real_deploy_done_seconds": s.done["real_deploy_done_seconds"],
+        "argo_deploy_done_seconds": s.done["argo_deploy_done_seconds"],
+        "real_deploy_own_seconds": [split.own for split in s.real.deploy_splits],
+        "argo_deploy_own_seconds": [split.own for split in s.argo.deploy_splits],
+        "trigger_to_created_seconds": s.deploy_runs.created,
+        "trigger_to_running_seconds": s.deploy_runs.running,
+        "trigger_to_first_step_seconds": s.deploy_runs.first_step,
+        "real_rollback_seen_seconds": s.real.rollback_seen,
+        "argo_rollback_seen_seconds": s.argo.rollback_seen,
+        "kubectl_rollback_seen_seconds": s.kubectl.rollback_seen,
+        "real_rollback_done_seconds": s.done["real_rollback_done_seconds"],
+        "argo_rollback_done_seconds": s.done["argo_rollback_done_seconds"],
+        "kubectl_rollback_done_seconds": s.done["kubectl_rollback_done_seconds"],
+        "rollback_to_running_seconds": s.rollback_runs.running,
+        "rollback_to_first_step_seconds": s.rollback_runs.first_step,
+        **cli_times,
+    }
+
+
+def counts(seen: Rounds) -> dict[str, str]:
+    """Requests each tool's load driver sent and saw fail, through all its rounds."""
+    return {
+        f"{name}_{what}": value
+        for name, tool in (("real", seen.real), ("argo", seen.argo), ("kubectl", seen.kubectl))
+        for what, value in (
+            ("failed_requests", str(len(tool.failures))),
+            ("requests_sent", str(tool.sent)),
+            ("failure_kinds", failure_kinds(tool.failures)),
+        )
+    }
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def report(rounds_of: dict[str, list[float]], seed: int) -> list[str]:
+    """Every figure's lines, then the ratios, then ``cli_start_seconds``: the slowest of the
+    three commands by mean, with that command's interval."""
+    lines: list[str] = []
+    for name, values in rounds_of.items():
+        lines += figure_lines(name, values, seed)
+    for name, ours, theirs in RATIOS:
+        lines += ratio_lines(name, rounds_of[ours], rounds_of[theirs], seed)
+    cli = [n for n in rounds_of if n.startswith("cli_")]
+    slowest = max(cli, key=lambda n: sum(rounds_of[n]) / len(rounds_of[n]))
+    start = figure_lines("cli_start_seconds", rounds_of[slowest], seed)[:2]
+    lines += [*start, f"cli_start_command={slowest.removeprefix('cli_').removesuffix('_seconds')}"]
+    return lines
+
+
+def main() -> None:
+    import os
+    import tempfile
+    import uuid
+
+    from tests.support.cluster import start_local
+    from tests.support.prefect_server import running_prefect_server
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=15, help="paired rounds of each kind")
+    ap.add_argument("--cli-rounds", type=int, default=10)
+    ap.add_argument("--seed", type=int, help="the rounds' order (default: a new one, printed)")
+    args = ap.parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    log(f"seed={seed}")
+    started = time.monotonic()
+    bindir, cluster, tag = build(), start_local(), uuid.uuid4().hex[:6]
+    with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
+        os.environ["PREFECT_API_URL"] = server.api_url
+        try:
+            seen, cli_times = measure(
+                cluster, bindir, server.api_url, Path(tmp), tag, args.rounds,
+                args.cli_rounds, random.Random(seed),
+            )  # fmt: skip
+        finally:
+            for who in "bak":
+                ns = f"bench-rp{who}-{tag}-dev"
+                cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    print(f"seed={seed}")
+    print(f"rounds={args.rounds}")
+    print(f"argo_rollouts_version={bindir.name.removeprefix('argo-rollouts-')}")
+    for line in report(figures(seen, cli_times), seed):
+        print(line)
+    for name, value in counts(seen).items():
+        print(f"{name}={value}")
+    print(f"realpath_wall_seconds={time.monotonic() - started:.0f}")
+
+
+if __name__ == "__main__":
+    main()
