@@ -8,6 +8,8 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 from bench.measure import Sighting
 from tests.support.cluster import Cluster
@@ -18,43 +20,41 @@ _POD = (
 )
 _SERVICE = '{.metadata.namespace}|{.metadata.name}|{.spec.selector}{"\\n"}'
 
+T = TypeVar("T")
+# A watch's line, with the moment it arrived, as what it shows (None: a line to pass over).
+Parser = Callable[[float, str], T | None]
 
-# What each watch prints, a line per object as it changes: (resource, sighting kind, jsonpath).
-_WATCHES = (("pods", "pod", _POD), ("services", "service", _SERVICE))
 
+class Watches(Generic[T]):
+    """``kubectl get ARGS --watch -o jsonpath=TEMPLATE`` processes, as the cluster's admin;
+    each line they print, stamped with the bench's clock as it arrives, is parsed and kept
+    in ``seen``. Stopped (by their process) on exit."""
 
-class Timeline:
-    def __init__(self, cluster: Cluster) -> None:
-        self.sightings: list[Sighting] = []
+    def __init__(self, cluster: Cluster, watches: Iterable[tuple[list[str], str, Parser[T]]]):
+        self.seen: list[T] = []
         self._procs: list[subprocess.Popen[str]] = []
         self._readers: list[threading.Thread] = []
-        for resource, kind, template in _WATCHES:
-            argv = [cluster.kubectl_bin, "--kubeconfig", str(cluster.kubeconfig), "get"]
-            argv += [resource, "--all-namespaces", "--watch", "-o", f"jsonpath={template}"]
+        for args, template, parse in watches:
+            argv = [cluster.kubectl_bin, "--kubeconfig", str(cluster.kubeconfig), "get", *args]
+            argv += ["--watch", "-o", f"jsonpath={template}"]
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
             )
-            reader = threading.Thread(target=self._read, args=(proc, kind), daemon=True)
+            reader = threading.Thread(target=self._read, args=(proc, parse), daemon=True)
             reader.start()
             self._procs.append(proc)
             self._readers.append(reader)
 
-    def _read(self, proc: subprocess.Popen[str], kind: str) -> None:
+    def _read(self, proc: subprocess.Popen[str], parse: Parser[T]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            t = time.time()
-            fields = line.rstrip("\n").split("|")
-            if kind == "pod" and len(fields) == 4:
-                ns, name, image, ready = fields
-                self.sightings.append(Sighting(t, "pod", ns, name, image, ready == "True"))
-            elif kind == "service" and len(fields) == 3:
-                ns, name, selector = fields
-                # One text per selector, whatever order kubectl printed its keys in.
-                text = json.dumps(json.loads(selector or "{}"), sort_keys=True)
-                self.sightings.append(Sighting(t, "service", ns, name, selector=text))
+            got = parse(time.time(), line.rstrip("\n"))
+            if got is not None:
+                self.seen.append(got)
 
-    def __enter__(self) -> Timeline:
-        return self
+    def ended(self) -> bool:
+        """A watch stopped on its own (its object gone, the API server away)."""
+        return any(p.poll() is not None for p in self._procs)
 
     def __exit__(self, *exc: object) -> None:
         """Stops the watches (ours, by their process) and waits for the lines they printed."""
@@ -63,3 +63,36 @@ class Timeline:
             proc.wait(timeout=10)
         for reader in self._readers:
             reader.join(timeout=10)
+
+
+def _pod(t: float, line: str) -> Sighting | None:
+    fields = line.split("|")
+    if len(fields) != 4:
+        return None
+    ns, name, image, ready = fields
+    return Sighting(t, "pod", ns, name, image, ready == "True")
+
+
+def _service(t: float, line: str) -> Sighting | None:
+    fields = line.split("|")
+    if len(fields) != 3:
+        return None
+    ns, name, selector = fields
+    # One text per selector, whatever order kubectl printed its keys in.
+    text = json.dumps(json.loads(selector or "{}"), sort_keys=True)
+    return Sighting(t, "service", ns, name, selector=text)
+
+
+class Timeline(Watches[Sighting]):
+    def __init__(self, cluster: Cluster) -> None:
+        every = "--all-namespaces"
+        super().__init__(
+            cluster, ((["pods", every], _POD, _pod), (["services", every], _SERVICE, _service))
+        )
+
+    @property
+    def sightings(self) -> list[Sighting]:
+        return self.seen
+
+    def __enter__(self) -> Timeline:
+        return self

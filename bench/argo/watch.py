@@ -1,17 +1,16 @@
 """When Argo Rollouts is done, as watches show it: one ``kubectl get --watch`` of the Rollout
-and one of its namespace's ReplicaSets, each change stamped with the bench's clock as it
-arrives. Nothing is polled: no ``kubectl get`` process every tenth of a second on the
-machine the tools share (issue 24), only two long-lived watches started before the rounds."""
+and one of its namespace's ReplicaSets (``bench.timeline.Watches``). Nothing is polled: no
+``kubectl get`` process every tenth of a second on the machine the tools share (issue 24),
+only two long-lived watches started before the rounds."""
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bench.argo.rollouts import HASH_LABEL
+from bench.timeline import Watches
 from tests.support.cluster import Cluster
 
 _ROLLOUT = (
@@ -67,58 +66,37 @@ def done_at(
     return None
 
 
-def parse_rollout(t: float, line: str) -> RolloutSeen | None:
-    fields = line.rstrip("\n").split("|")
+def parse_rollout(t: float, line: str) -> RolloutSeen | SetSeen | None:
+    fields = line.split("|")
     return RolloutSeen(t, *fields) if len(fields) == 7 else None
 
 
-def parse_set(t: float, line: str) -> SetSeen | None:
-    fields = line.rstrip("\n").split("|")
+def parse_set(t: float, line: str) -> RolloutSeen | SetSeen | None:
+    fields = line.split("|")
     if len(fields) != 3:
         return None
     name, hash_, replicas = fields
     return SetSeen(t, name, hash_, int(replicas or 0))
 
 
-Parser = Callable[[float, str], RolloutSeen | SetSeen | None]
-
-
-class RolloutWatch:
-    """The two watches of ``app``'s Rollout in ``ns``, as the cluster's admin (not one of the
-    identities whose API requests are counted)."""
+class RolloutWatch(Watches[RolloutSeen | SetSeen]):
+    """The watches of ``app``'s Rollout in ``ns`` and of the namespace's ReplicaSets."""
 
     def __init__(self, cluster: Cluster, ns: str, app: str) -> None:
-        self.seen: list[RolloutSeen | SetSeen] = []
-        self._procs: list[subprocess.Popen[str]] = []
-        self._readers: list[threading.Thread] = []
-        base = [cluster.kubectl_bin, "--kubeconfig", str(cluster.kubeconfig), "-n", ns, "get"]
-        watches: tuple[tuple[list[str], str, Parser], ...] = (
-            ([f"rollouts.argoproj.io/{app}"], _ROLLOUT, parse_rollout),
-            (["replicasets"], _SET, parse_set),
+        super().__init__(
+            cluster,
+            (
+                (["-n", ns, f"rollouts.argoproj.io/{app}"], _ROLLOUT, parse_rollout),
+                (["-n", ns, "replicasets"], _SET, parse_set),
+            ),
         )
-        for what, template, parse in watches:
-            argv = [*base, *what, "--watch", "-o", f"jsonpath={template}"]
-            proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-            )
-            reader = threading.Thread(target=self._read, args=(proc, parse), daemon=True)
-            reader.start()
-            self._procs.append(proc)
-            self._readers.append(reader)
-
-    def _read(self, proc: subprocess.Popen[str], parse: Parser) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            got = parse(time.time(), line)
-            if got is not None:
-                self.seen.append(got)
 
     def wait_done(self, since: float, image: str, alone: bool, timeout: float = 180) -> float:
         """Blocks until ``done_at`` has a moment (read from the watches' lines, in memory);
         returns it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self._procs):
+            if self.ended():
                 raise RuntimeError("a watch of the Rollout ended")
             at = done_at(list(self.seen), since, image, alone)
             if at is not None:
@@ -128,10 +106,3 @@ class RolloutWatch:
 
     def __enter__(self) -> RolloutWatch:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in self._procs:
-            proc.terminate()
-            proc.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=10)

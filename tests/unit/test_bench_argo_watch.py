@@ -44,8 +44,8 @@ def test_a_stale_status_of_an_older_generation_is_not_done() -> None:
 
 
 def test_watch_lines_parse_and_odd_lines_are_skipped() -> None:
-    assert parse_rollout(2.0, "4|4|img:v2|Healthy|bbb|bbb|bbb\n") == RolloutSeen(
+    assert parse_rollout(2.0, "4|4|img:v2|Healthy|bbb|bbb|bbb") == RolloutSeen(
         2.0, "4", "4", "img:v2", "Healthy", "bbb", "bbb", "bbb"
     )
-    assert parse_set(2.0, "app-aaa|aaa|\n") == SetSeen(2.0, "app-aaa", "aaa", 0)
+    assert parse_set(2.0, "app-aaa|aaa|") == SetSeen(2.0, "app-aaa", "aaa", 0)
     assert parse_set(2.0, "garbage") is None and parse_rollout(2.0, "a|b") is None
