@@ -286,6 +286,11 @@ class Bench:
         return order
 
 
+def namespaces(tag: str) -> tuple[str, str, str]:
+    """Bascule's, Argo's and kubectl's (each with its dev environment's ``-dev``)."""
+    return f"bench-rpb-{tag}", f"bench-rpa-{tag}", f"bench-rpk-{tag}"
+
+
 def measure(
     cluster: Cluster,
     bindir: Path,
@@ -297,7 +302,7 @@ def measure(
     rng: random.Random,
 ) -> tuple[Rounds, dict[str, list[float]]]:
     """Sets the three tools up, runs the rounds; returns what they saw and the CLI's times."""
-    ns_b, ns_a, ns_k = (f"bench-rp{who}-{tag}" for who in "bak")
+    ns_b, ns_a, ns_k = namespaces(tag)
     for ns in (ns_b, ns_a, ns_k):
         cluster.create_namespace(f"{ns}-dev")
     ours = identity(cluster, f"{ns_b}-dev", "bascule", tmp)
@@ -434,7 +439,7 @@ def report(rounds_of: dict[str, list[float]], seed: int) -> list[str]:
         lines += ratio_lines(name, rounds_of[ours], rounds_of[theirs], seed)
     cli = [n for n in rounds_of if n.startswith("cli_")]
     slowest = max(cli, key=lambda n: sum(rounds_of[n]) / len(rounds_of[n]))
-    start = figure_lines("cli_start_seconds", rounds_of[slowest], seed)[:2]
+    start = figure_lines("cli_start_seconds", rounds_of[slowest], seed)[:3]
     lines += [*start, f"cli_start_command={slowest.removeprefix('cli_').removesuffix('_seconds')}"]
     return lines
 
@@ -464,9 +469,8 @@ def main() -> None:
                 args.cli_rounds, random.Random(seed),
             )  # fmt: skip
         finally:
-            for who in "bak":
-                ns = f"bench-rp{who}-{tag}-dev"
-                cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            for ns in namespaces(tag):
+                cluster.kubectl("delete", "namespace", f"{ns}-dev", "--wait=false", check=False)
     print(f"seed={seed}")
     print(f"rounds={args.rounds}")
     print(f"argo_rollouts_version={bindir.name.removeprefix('argo-rollouts-')}")
