@@ -27,6 +27,7 @@ from tests.integration.test_workload_kinds import (
 from tests.support import deploys
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
+from tests.support.sample import DISRUPTION_BUDGET, autoscaler
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 
@@ -39,22 +40,6 @@ labels:
   - pairs: {tier: web}
     includeTemplates: true
 """
-HPA = {
-    "apiVersion": "autoscaling/v2",
-    "kind": "HorizontalPodAutoscaler",
-    "metadata": {"name": "web"},
-    "spec": {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "set-by-bascule"},
-        "minReplicas": 2,
-        "maxReplicas": 4,
-    },
-}
-PDB = {
-    "apiVersion": "policy/v1",
-    "kind": "PodDisruptionBudget",
-    "metadata": {"name": "web"},
-    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"tier": "web"}}},
-}
 
 
 def test_a_kustomize_app_keeps_its_hpas_count_and_a_pdb_per_color(
@@ -67,8 +52,8 @@ def test_a_kustomize_app_keeps_its_hpas_count_and_a_pdb_per_color(
     cfg = write_envs(tmp_path / "cfg", namespace, cluster.kubeconfig, {}, ("staging",))
     base = cfg / "manifests"
     (base / "kustomization.yaml").write_text(KUSTOMIZATION)
-    (base / "hpa.yaml").write_text(yaml.safe_dump(HPA))
-    (base / "pdb.yaml").write_text(yaml.safe_dump(PDB))
+    (base / "hpa.yaml").write_text(yaml.safe_dump(autoscaler(2, 4)))
+    (base / "pdb.yaml").write_text(yaml.safe_dump(DISRUPTION_BUDGET))
     checked = deploys.run(prefect_server, "validate", "--dir", str(cfg), "staging")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "PodDisruptionBudget web" in checked.stdout and "per color" in checked.stdout

@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bascule.outcome import StateName
 from bascule.worker import WORKER_TYPE
 from tests.support import deploys
 from tests.support.envs import write_envs
+from tests.support.workers import Repository, bascule_worker
 
 pytestmark = [pytest.mark.prefect]
 # No other test registers these names: the shared server's other deployments stay untouched.
@@ -86,3 +88,22 @@ def test_an_app_with_its_own_repository_gets_deployments_of_its_own(
     assert {d["work_pool_name"] for d in mine.values()} == {f"bascule-web.{NEW}"}
     bad = deploys.run(prefect_server, "register", "--dir", cfg, NEW, "--app", "Web_1")
     assert bad.returncode == 2 and "app name" in bad.stderr, bad.stderr
+
+    # Its worker, through the real API. Credential: a Prefect API key, which starts web's
+    # deployment for another app: refused before anything is cloned. And a commit of a
+    # repository whose configuration has no app web: refused before any of it is used.
+    repo = Repository.make(tmp_path / "repo")
+    repo.commit("t-register-app", "uat without web", environments=(NEW,))
+    repo.push()
+    base = {"environment": NEW, "image": "r.example/web:v1"}
+    with bascule_worker(prefect_server, tmp_path / "worker.log", NEW, repo.bare, app="web"):
+        runs = {
+            why: deploys.start_run(prefect_server, f"deploy/web.{NEW}", {**base, **extra})
+            for why, extra in {"another app": {"app": "cart"}, "no such app": {}}.items()
+        }
+        ended = {why: deploys.run_ended(prefect_server, run_id) for why, run_id in runs.items()}
+    for why, state in ended.items():
+        assert (state["type"], state["name"]) == ("FAILED", StateName.REFUSED), (why, state)
+        assert "rule app" in state["message"], (why, state)
+    assert "asks for app 'cart'" in ended["another app"]["message"]
+    assert "has no app 'web'" in ended["no such app"]["message"]

@@ -179,38 +179,11 @@ def production_rules(keys: dict[str, Path], evidence: Path) -> Callable[[Path], 
     return change
 
 
-def start(
-    api: str,
-    deployment: str,
-    parameters: dict[str, Any],
-    job_variables: dict[str, Any] | None = None,
-) -> str:
-    """A flow run of ``deployment`` through the API, as any API credential can start one."""
-    found = httpx.get(f"{api}/deployments/name/{deployment}", timeout=30)
-    found.raise_for_status()
-    made = httpx.post(
-        f"{api}/deployments/{found.json()['id']}/create_flow_run",
-        json={"parameters": parameters, "job_variables": job_variables or {}},
-        timeout=30,
-    )
-    assert made.status_code == 201, made.text
-    run_id: str = made.json()["id"]
-    return run_id
-
-
-def ended(api: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
-    def final() -> dict[str, Any] | None:
-        state: dict[str, Any] = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
-        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    return wait_for(final, timeout, what=f"flow run {run_id} to end")
-
-
 def assert_refused(estate: Estate, run_id: str, rule: str) -> str:
     """The run ended Failed/Refused, naming ``rule`` (a worker's rule, or the flow's words);
     production's history and traffic as they were when the run was started."""
     before = production(estate)
-    state = ended(estate.api, run_id)
+    state = deploys.run_ended(estate.api, run_id)
     assert (state["type"], state["name"]) == ("FAILED", "Refused"), state
     message: str = state["message"]
     assert rule in message, message
@@ -238,7 +211,9 @@ def test_1_a_pushed_branch_cannot_point_dev_at_production(estate: Estate) -> Non
     evil = branch_commit(
         estate, "evil", "dev, to production's namespace", {"namespace": estate.ns("production")}
     )
-    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": evil})
+    run = deploys.start_run(
+        estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": evil}
+    )
     message = assert_refused(estate, run, "rule namespace:")
     assert estate.ns("production") in message
 
@@ -392,8 +367,10 @@ def test_1_a_branchs_python_files_never_run_on_devs_worker(estate: Estate) -> No
             path.write_text(shadow(name, markers, tries))
 
     branch = branch_commit(estate, "shadows", "dev: Python of our own", change=plant)
-    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V2, "commit": branch})
-    state = ended(estate.api, run, 240)
+    run = deploys.start_run(
+        estate.api, "deploy/dev", {"environment": "dev", "image": V2, "commit": branch}
+    )
+    state = deploys.run_ended(estate.api, run, 240)
     ran = sorted(p.name for p in markers.iterdir())
     said = [
         line
@@ -452,8 +429,10 @@ def test_1_a_branchs_migrations_on_dev_cannot_read_productions_credentials(
             dev.write(yaml.safe_dump({"migrations": section}, sort_keys=False))
 
     branch = branch_commit(estate, "steal", "dev: a new migration", change=evil)
-    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": branch})
-    state = ended(estate.api, run, 240)
+    run = deploys.start_run(
+        estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": branch}
+    )
+    state = deploys.run_ended(estate.api, run, 240)
 
     def tried() -> list[str] | None:
         """The run's log lines once every attempt has logged (logs reach the API a moment
@@ -475,7 +454,7 @@ def test_1_a_branchs_migrations_on_dev_cannot_read_productions_credentials(
 def test_1_dev_deployment_cannot_run_production(estate: Estate) -> None:
     """Credential: a Prefect API key (dev's GitHub environment holds one). deploy/dev asked
     for environment=production lands on dev's worker, which runs only dev."""
-    run = start(estate.api, "deploy/dev", {"environment": "production", "image": V1})
+    run = deploys.start_run(estate.api, "deploy/dev", {"environment": "production", "image": V1})
     assert_refused(estate, run, "rule environment:")
 
 
@@ -492,7 +471,7 @@ def test_2_job_variables_cannot_change_what_runs(
 ) -> None:
     """Credential: a Prefect API key. Job variables on a production run."""
     parameters = {"environment": "production", "image": V1}
-    run = start(estate.api, "deploy/production", parameters, job_variables)
+    run = deploys.start_run(estate.api, "deploy/production", parameters, job_variables)
     assert_refused(estate, run, f"rule {rule}:")
 
 
@@ -508,7 +487,7 @@ def test_4_the_config_cannot_be_redirected(
     estate: Estate, parameters: dict[str, Any], rule: str
 ) -> None:
     """Credential: a Prefect API key. Parameters that would load another configuration."""
-    run = start(estate.api, "deploy/production", {**parameters, "image": V1})
+    run = deploys.start_run(estate.api, "deploy/production", {**parameters, "image": V1})
     assert_refused(estate, run, f"rule {rule}:")
 
 
@@ -516,7 +495,9 @@ def test_1_a_branch_cannot_run_in_production(estate: Estate) -> None:
     """Credential: push rights on a branch. Its commit, started on production's deployment
     (any API credential can), is not on the default branch."""
     branch = branch_commit(estate, "unmerged", "an unreviewed change")
-    run = start(estate.api, "deploy/production", {"environment": "production", "commit": branch})
+    run = deploys.start_run(
+        estate.api, "deploy/production", {"environment": "production", "commit": branch}
+    )
     assert_refused(estate, run, "rule default-branch:")
 
 
@@ -529,7 +510,9 @@ def test_1_a_branch_cannot_hand_dev_other_credentials(estate: Estate) -> None:
         "dev, with production's kubeconfig",
         {"kube": {"kubeconfig": "/etc/bascule/production/kubeconfig"}},
     )
-    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": branch})
+    run = deploys.start_run(
+        estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": branch}
+    )
     assert_refused(estate, run, "rule credentials:")
 
 
@@ -545,7 +528,9 @@ def test_1_an_unsigned_commit_is_refused_where_signatures_are_required(estate: E
             dev.write("commit_signers: commit_signers\n")
 
     unsigned = branch_commit(estate, "unsigned", "dev, unsigned", change=require_signatures)
-    run = start(estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": unsigned})
+    run = deploys.start_run(
+        estate.api, "deploy/dev", {"environment": "dev", "image": V1, "commit": unsigned}
+    )
     assert_refused(estate, run, "rule signed-commit:")
 
 
@@ -557,7 +542,9 @@ def test_pull_steps_edited_through_the_api_are_refused(estate: Estate) -> None:
     edit = httpx.patch(f"{estate.api}/deployments/{deployment['id']}", json={"pull_steps": evil})
     assert edit.status_code == 204, edit.text
     try:
-        run = start(estate.api, "deploy/production", {"environment": "production", "image": V1})
+        run = deploys.start_run(
+            estate.api, "deploy/production", {"environment": "production", "image": V1}
+        )
         assert_refused(estate, run, "rule pull-steps:")
     finally:
         httpx.patch(f"{estate.api}/deployments/{deployment['id']}", json={"pull_steps": []})
@@ -577,7 +564,9 @@ def test_the_pools_base_job_template_edited_through_the_api_is_refused(estate: E
     assert edit.status_code == 204, edit.text
     try:
         workers.pool_reread(estate.api, "bascule-production")
-        run = start(estate.api, "deploy/production", {"environment": "production", "image": V1})
+        run = deploys.start_run(
+            estate.api, "deploy/production", {"environment": "production", "image": V1}
+        )
         assert_refused(estate, run, "rule command:")
     finally:
         httpx.patch(
@@ -611,7 +600,7 @@ def test_2_an_older_commit_of_main_cannot_run_in_production(estate: Estate) -> N
     """Credential: a Prefect API key. The run names main's previous commit: code from before
     production's serving release (a downgrade to rules that were weaker)."""
     assert production(estate)[0], "needs the production release of the test before"
-    run = start(
+    run = deploys.start_run(
         estate.api,
         "deploy/production",
         {"environment": "production", "image": V1, "commit": estate.old},
@@ -630,7 +619,7 @@ def test_3_a_rollback_returns_only_to_a_release_that_succeeded_there(estate: Est
     assert proc.wait(timeout=120) == 4, log.read_text()[-3000:]
     (v1, v2) = production(estate)[0][-2:]
     assert (v1["result"], v2["result"]) == ("succeeded", "rejected")
-    run = start(
+    run = deploys.start_run(
         estate.api, "rollback/production", {"environment": "production", "to_release": v2["id"]}
     )
     assert_refused(estate, run, "a rollback returns only to a release that succeeded here")
@@ -639,8 +628,8 @@ def test_3_a_rollback_returns_only_to_a_release_that_succeeded_there(estate: Est
     run_id, proc, log = production_deploy(estate, pinned, rerun="approved")
     approve(estate, run_id, "ann")
     assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
-    run = start(estate.api, "rollback/production", {"environment": "production"})
-    state = ended(estate.api, run, 240)
+    run = deploys.start_run(estate.api, "rollback/production", {"environment": "production"})
+    state = deploys.run_ended(estate.api, run, 240)
     assert state["type"] == "COMPLETED", state
     history, active = production(estate)
     assert history[-1]["kind"] == "rollback" and history[-1]["image"] == v1["image"], history[-1]

@@ -26,6 +26,7 @@ from tests.support import deploys
 from tests.support.access import apply_rbac, env_kubeconfig
 from tests.support.cluster import Cluster, wait_for
 from tests.support.envs import write_envs
+from tests.support.sample import DISRUPTION_BUDGET, autoscaler
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
@@ -49,40 +50,13 @@ def manifests(cfg: Path, message: str, port: int = 80) -> None:
     service = yaml.safe_load((directory / "service.yaml").read_text())
     service["spec"]["ports"][0]["port"] = port
     (directory / "service.yaml").write_text(yaml.safe_dump(service))
-    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "set-by-bascule"}
-    (directory / "hpa.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "autoscaling/v2",
-                "kind": "HorizontalPodAutoscaler",
-                "metadata": {"name": "web"},
-                "spec": {
-                    "scaleTargetRef": target,
-                    "minReplicas": HPA_MIN,
-                    "maxReplicas": HPA_MAX,
-                    "metrics": [
-                        {
-                            "type": "Resource",
-                            "resource": {
-                                "name": "cpu",
-                                "target": {"type": "Utilization", "averageUtilization": 80},
-                            },
-                        }
-                    ],
-                },
-            }
-        )
-    )
-    (directory / "pdb.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": {"name": "web"},
-                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"tier": "web"}}},
-            }
-        )
-    )
+    hpa = autoscaler(HPA_MIN, HPA_MAX)
+    utilization = {"type": "Utilization", "averageUtilization": 80}
+    hpa["spec"]["metrics"] = [
+        {"type": "Resource", "resource": {"name": "cpu", "target": utilization}}
+    ]
+    (directory / "hpa.yaml").write_text(yaml.safe_dump(hpa))
+    (directory / "pdb.yaml").write_text(yaml.safe_dump(DISRUPTION_BUDGET))
     (directory / "ingress.yaml").write_text(
         yaml.safe_dump(
             {

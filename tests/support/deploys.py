@@ -223,3 +223,30 @@ def paused_again(api: str, run_id: str, times: int) -> None:
         return bool(state["type"] == "PAUSED" and key == f"approval-{times}")
 
     wait_for(paused, 60, interval=0.3, what=f"pause number {times + 1}")
+
+
+def start_run(
+    api: str,
+    deployment: str,
+    parameters: dict[str, Any],
+    job_variables: dict[str, Any] | None = None,
+) -> str:
+    """A flow run of ``deployment`` through the API, as any API credential can start one."""
+    found = httpx.get(f"{api}/deployments/name/{deployment}", timeout=30)
+    found.raise_for_status()
+    made = httpx.post(
+        f"{api}/deployments/{found.json()['id']}/create_flow_run",
+        json={"parameters": parameters, "job_variables": job_variables or {}},
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    run_id: str = made.json()["id"]
+    return run_id
+
+
+def run_ended(api: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        state: dict[str, Any] = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    return wait_for(final, timeout, what=f"flow run {run_id} to end")

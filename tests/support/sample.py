@@ -56,3 +56,27 @@ def service(name: str, selector: dict[str, str] | None = None) -> dict:
             "ports": [{"port": 80, "targetPort": 8080}],
         },
     }
+
+
+def autoscaler(minimum: int, maximum: int, target: str = "set-by-bascule") -> dict:
+    """An app's manifests' HPA ``web`` aimed at its Deployment ``target`` (Bascule aims one
+    per color at that color's)."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": minimum,
+            "maxReplicas": maximum,
+        },
+    }
+
+
+# An app's manifests' PDB ``web`` over its `tier: web` pods (Bascule makes one per color).
+DISRUPTION_BUDGET = {
+    "apiVersion": "policy/v1",
+    "kind": "PodDisruptionBudget",
+    "metadata": {"name": "web"},
+    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"tier": "web"}}},
+}

@@ -15,6 +15,7 @@ from prefect.logging import disable_run_logger
 from bascule.manifests import selector
 from bascule.tasks.preflight import fits
 from tests.support.inprocess import APP, NAMESPACE, World, use
+from tests.support.sample import autoscaler
 
 ACTIVE_PODS = 5
 # Room for four more of the sample app's pods (50m of cpu each) beside the active color's.
@@ -23,16 +24,6 @@ NODE = {
     "status": {
         "allocatable": {"cpu": "450m", "memory": "16Gi", "pods": "110"},
         "conditions": [{"type": "Ready", "status": "True"}],
-    },
-}
-HPA = {
-    "apiVersion": "autoscaling/v2",
-    "kind": "HorizontalPodAutoscaler",
-    "metadata": {"name": "web"},
-    "spec": {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "set-by-bascule"},
-        "minReplicas": 1,
-        "maxReplicas": 10,
     },
 }
 
@@ -67,7 +58,7 @@ def test_the_estimate_counts_the_pods_the_idle_color_starts_with(
     world = use(World.make(tmp_path), monkeypatch)
     world.configure({"replicas": 2})
     if hpa:
-        (world.config_dir / "manifests" / "hpa.yaml").write_text(yaml.safe_dump(HPA))
+        (world.config_dir / "manifests" / "hpa.yaml").write_text(yaml.safe_dump(autoscaler(1, 10)))
     world.api.handlers.append(cluster_reads)
     with disable_run_logger():
         result = fits(world.env(), "green")

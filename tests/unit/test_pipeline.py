@@ -52,6 +52,7 @@ from tests.support.envs import REPO
 from tests.support.fakecluster import Action, Image
 from tests.support.fakekube import status
 from tests.support.inprocess import APP, NAMESPACE, V1, V2, World, prefect_in_process, use
+from tests.support.sample import DISRUPTION_BUDGET, autoscaler
 from tests.support.signers import listing_nobody
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
@@ -1068,22 +1069,8 @@ def with_kinds(world: World, message: str, most: int = 5) -> None:
     pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "conf", "mountPath": "/etc/app"}]
     (manifests / "deployment.yaml").write_text(yaml.safe_dump(deployment))
     extra = [
-        {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": "web"},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
-                "minReplicas": 2,
-                "maxReplicas": most,
-            },
-        },
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": {"name": "web"},
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"tier": "web"}}},
-        },
+        autoscaler(2, most, deployment["metadata"]["name"]),
+        DISRUPTION_BUDGET,
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
@@ -1092,7 +1079,6 @@ def with_kinds(world: World, message: str, most: int = 5) -> None:
         },
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
     ]
-    extra[0]["spec"]["scaleTargetRef"]["name"] = deployment["metadata"]["name"]
     extra[3]["data"] = {"message": message}
     (manifests / "more.yaml").write_text(yaml.safe_dump_all(extra))
 
