@@ -7,18 +7,21 @@ It runs a flow run only if the run passes its local policy (bascule/runpolicy.py
 here, in the worker, before any code of the run's commit executes:
 1. the run as the API describes it (flow, deployment, entrypoint, pull steps, job
    variables, parameters);
-2. the commit, in a clone of the worker's repository made for the run: on the default
+2. the commit, in a checkout of the worker's repository made for the run: on the default
    branch and descending from the serving release's commit for a protected environment;
    the environment's file at that commit targets the worker's namespaces with its own
    credentials.
 A refused run ends Failed, named Refused, with the rule in its message: not Crashed, which
 would start the environment's recover automation for every refused attempt.
 
-The clone is the app's repository: configuration (``deployments/``, manifests, migrations),
-never code. A run that passes starts Prefect's engine in the clone (``python -P -m
+The checkout (bascule/checkout.py) is a worktree of a mirror of the repository the worker
+keeps in its cache directory, fetched for each run: the remote's default branch, branches
+and tags as they are then, only new objects transferred. It is the app's repository:
+configuration (``deployments/``, manifests, migrations), never code. A run that passes
+starts Prefect's engine in the checkout (``python -P -m
 bascule.flows.launch``), the flow loaded from the installed Bascule at the entrypoint this
 worker fixes (PREFECT__FLOW_ENTRYPOINT): Prefect's engine then runs neither the deployment's
-pull steps nor its entrypoint, and nothing of the clone is imported. The worker never loads
+pull steps nor its entrypoint, and nothing of the checkout is imported. The worker never loads
 a run's flow itself: on_crashed/on_cancellation hooks, which Prefect's process worker runs by
 loading the deployment (pull steps included) in the worker, are not run.
 """
@@ -26,7 +29,6 @@ loading the deployment (pull steps included) in the worker, are not run.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,22 +51,18 @@ from prefect.workers.base import (
 from pydantic import PrivateAttr
 
 from bascule import config as c
-from bascule import history as h
 from bascule import kube as k
-from bascule.config_files import app_names, load_environment
+from bascule.checkout import clone, release
 from bascule.flows.launch import LAUNCH
 from bascule.jobpolicy import ENTRYPOINT_ENV
-from bascule.manifests import history_name
 from bascule.outcome import StateName
 from bascule.runpolicy import (
     ENTRYPOINTS,
-    Checkout,
     Policy,
     Refusal,
     Submitted,
     check_checkout,
     check_run,
-    config_path,
 )
 from bascule.workpool import HEARTBEAT_SECONDS
 
@@ -76,7 +74,6 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
 
 WORKER_TYPE = "bascule"
-GIT_TIMEOUT_S = 120
 
 
 class JobConfiguration(BaseJobConfiguration):
@@ -144,115 +141,6 @@ async def refuse(
     )
 
 
-def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    # No hooks, no credential prompts: the clone is data until the policy allows it.
-    return subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
-    )
-
-
-def clone(policy: Policy, commit: str | None, directory: Path) -> Checkout:
-    """The worker's repository cloned into ``directory`` at ``commit`` (default: the head of
-    its default branch), and what the policy needs to know of it."""
-    made = _git("clone", "--quiet", "--no-checkout", "--", policy.repository, str(directory))
-    if made.returncode != 0:
-        raise RuntimeError(f"git clone {policy.repository} failed: {made.stderr.strip()}")
-    wanted = commit or "origin/HEAD"
-    resolved = _git("rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}", cwd=directory)
-    if resolved.returncode != 0:
-        return Checkout(commit=wanted, found=False)
-    sha = resolved.stdout.strip()
-    checked = _git("checkout", "--quiet", "--detach", sha, cwd=directory)
-    if checked.returncode != 0:
-        raise RuntimeError(f"git checkout {sha} failed: {checked.stderr.strip()}")
-
-    def is_ancestor(older: str, newer: str) -> bool:
-        return _git("merge-base", "--is-ancestor", older, newer, cwd=directory).returncode == 0
-
-    cfg_dir = directory / config_path(policy.config_dir)
-    configs = _configs(cfg_dir, policy.environment)
-    apps = set(configs)
-    if policy.app is not None:  # only its app's namespace and serving release count
-        configs = {app: cfg for app, cfg in configs.items() if app == policy.app}
-    # Only where the descent rule applies, and only in the worker's own namespaces: a
-    # configuration aimed elsewhere is refused by the namespace rule, not by a 403.
-    serving = _serving_commits(
-        {
-            app: cfg
-            for app, cfg in configs.items()
-            if policy.is_protected and (not policy.namespaces or cfg.namespace in policy.namespaces)
-        }
-    )
-    return Checkout(
-        commit=sha,
-        on_default_branch=is_ancestor(sha, "origin/HEAD"),
-        serving={
-            app: None if found is None else (found, is_ancestor(found, sha))
-            for app, found in serving.items()
-        },
-        namespaces={cfg.namespace for cfg in configs.values()},
-        apps=apps,
-        unsigned={
-            str(path.relative_to(directory)): _signature_problem(sha, path, directory)
-            for path in {cfg.commit_signers for cfg in configs.values()}
-            if path is not None
-        },
-        credential_fields=sorted(
-            {
-                f"kube.{name}"
-                for cfg in configs.values()
-                for name in ("kubeconfig", "context")
-                if getattr(cfg.kube, name) is not None
-            }
-        ),
-    )
-
-
-def _signature_problem(sha: str, signers: Path, directory: Path) -> str | None:
-    """Why git does not verify ``sha``'s SSH signature against ``signers``; None if it does."""
-    if not signers.is_file():
-        return f"{signers.name} is not in the commit"
-    done = _git(
-        "-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={signers}",
-        "verify-commit", sha, cwd=directory,
-    )  # fmt: skip
-    if done.returncode == 0:
-        return None
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else "no signature"
-
-
-def _configs(cfg_dir: Path, environment: str) -> dict[str, c.EnvironmentConfig]:
-    """Every app's configuration of ``environment``, parsed by this worker's own code."""
-    path = c.environment_file(cfg_dir, environment)
-    return {app: load_environment(path, app) for app in app_names(cfg_dir, environment)}
-
-
-def _serving_commits(configs: Mapping[str, c.EnvironmentConfig]) -> dict[str, str | None]:
-    """Per app, the commit its history says serves (``h.last_good_commit``), read with the
-    worker's credentials."""
-    if not configs:
-        return {}
-    kube = k.Kube(outage_tolerance=0)
-    try:
-        found = {
-            app: kube.get_or_none(k.configmaps(cfg.namespace, history_name(cfg.app)))
-            for app, cfg in configs.items()
-        }
-    finally:
-        kube.close()
-    return {
-        app: h.last_good_commit(h.decode((cm or {}).get("data", {}).get(h.HISTORY_KEY)))
-        for app, cm in found.items()
-    }
-
-
 def run_environment(prepared: Mapping[str, str | None], entrypoint: str) -> dict[str, str]:
     """A run's environment: the worker's own (its credentials), Prefect's variables for the
     run, the fixed entrypoint, and the heartbeat prefect.yaml's recover triggers expect;
@@ -302,20 +190,24 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
         with tempfile.TemporaryDirectory(prefix="bascule-run-") as tmp:
             checkout_dir = Path(tmp) / "checkout"
             try:
-                checkout = await anyio.to_thread.run_sync(
-                    clone, self.policy, run.parameters.get("commit"), checkout_dir
-                )
-            except (c.ConfigError, RuntimeError, k.KubeError) as exc:
-                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                checkout_refusal: Refusal | None = Refusal(
-                    "checkout", why, "fix the commit or the environment's file"
-                )
-            else:
-                checkout_refusal = check_checkout(self.policy, checkout)
-            if checkout_refusal is not None:
-                return await self._refuse(flow_run, checkout_refusal, task_status)
-            env = run_environment(configuration.env, ENTRYPOINTS[run.flow_name])
-            return await self._launch(flow_run, checkout_dir, env, task_status)
+                try:
+                    checkout = await anyio.to_thread.run_sync(
+                        clone, self.policy, run.parameters.get("commit"), checkout_dir
+                    )
+                except (c.ConfigError, RuntimeError, k.KubeError) as exc:
+                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    checkout_refusal: Refusal | None = Refusal(
+                        "checkout", why, "fix the commit or the environment's file"
+                    )
+                else:
+                    checkout_refusal = check_checkout(self.policy, checkout)
+                if checkout_refusal is not None:
+                    return await self._refuse(flow_run, checkout_refusal, task_status)
+                env = run_environment(configuration.env, ENTRYPOINTS[run.flow_name])
+                return await self._launch(flow_run, checkout_dir, env, task_status)
+            finally:
+                with anyio.CancelScope(shield=True):  # a cancelled run's checkout goes too
+                    await anyio.to_thread.run_sync(release, self.policy.repository, checkout_dir)
 
     async def _refuse(
         self, flow_run: FlowRun, refusal: Refusal, task_status: anyio.abc.TaskStatus[int]

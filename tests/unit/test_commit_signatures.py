@@ -1,4 +1,4 @@
-"""The worker's signed-commit check (bascule/worker.py ``_signature_problem``) against real
+"""The worker's signed-commit check (bascule/checkout.py ``_signature_problem``) against real
 git and ssh-keygen: a commit signed by a listed key passes; unsigned, signed by a key not
 listed, or with no signers file in the commit, it is refused with git's reason."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bascule.worker import _signature_problem
+from bascule.checkout import _signature_problem
 from tests.support import signers
 
 
