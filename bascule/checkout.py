@@ -91,8 +91,6 @@ def _fetch(repository: str, mirror: Path) -> str | None:
         made = _git("init", "--quiet", "--bare", str(mirror))
         if made.returncode != 0:
             raise RuntimeError(f"git init {mirror} failed: {made.stderr.strip()}")
-    # Worktrees of runs whose directory is gone (a worker killed mid-run) pin nothing more.
-    _git("worktree", "prune", cwd=mirror)
 
     def fetch(*refspecs: str) -> subprocess.CompletedProcess[str]:
         return _git(
@@ -136,7 +134,7 @@ def clone(
     with _locked(mirror_dir(policy.repository, cache or cache_dir())) as mirror:
         default = _fetch(policy.repository, mirror)
         sha = default if commit is None else _resolve(mirror, commit)
-        if sha is None or (commit is not None and not _on_remote(mirror, sha)):
+        if sha is None or (sha != default and not _on_remote(mirror, sha)):
             return Checkout(commit=commit or DEFAULT_NAME, found=False)
         # A worktree's HEAD keeps its commit from gc while the run uses it.
         added = _git("worktree", "add", "--quiet", "--detach", str(directory), sha, cwd=mirror)
@@ -190,9 +188,10 @@ def release(repository: str, directory: Path, cache: Path | None = None) -> None
     if not directory.exists():
         return
     with _locked(mirror_dir(repository, cache or cache_dir())) as mirror:
-        # Should git fail, the next fetch's prune forgets the worktree once its directory
-        # (the run's temporary one) is gone.
         _git("worktree", "remove", "--force", str(directory), cwd=mirror)
+        # And worktrees whose directory went otherwise (a worker killed mid-run, or this
+        # removal failing): they pin nothing any more.
+        _git("worktree", "prune", cwd=mirror)
 
 
 def _signature_problem(sha: str, signers: Path, directory: Path) -> str | None:

@@ -164,14 +164,16 @@ def test_release_removes_the_checkout_and_its_worktree(repo: Repository, tmp_pat
     co.release(str(repo.bare), tmp_path / "a", cache=tmp_path / "cache")  # nothing left to do
 
 
-def test_a_checkout_whose_directory_went_is_forgotten_by_the_next_fetch(
+def test_a_checkout_whose_directory_went_is_forgotten_by_the_next_release(
     repo: Repository, tmp_path: Path
 ) -> None:
     sha = commit(repo, "first")
     clone(repo, tmp_path, sha, "a")
     shutil.rmtree(tmp_path / "a")  # as a killed worker's temporary directory goes
     clone(repo, tmp_path, sha, "b")
-    assert worktrees(tmp_path, repo) == [str(tmp_path / "b")]
+    assert worktrees(tmp_path, repo) == [str(tmp_path / "a"), str(tmp_path / "b")]
+    co.release(str(repo.bare), tmp_path / "b", cache=tmp_path / "cache")
+    assert worktrees(tmp_path, repo) == []
 
 
 def test_git_verifies_a_commits_signature_in_the_checkout(repo: Repository, tmp_path: Path) -> None:
