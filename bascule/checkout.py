@@ -8,9 +8,9 @@ is seen as rewritten and the policy's inputs are the remote's, never an old mirr
 new objects cross the wire. A commit counts as in the repository only if one of the remote's
 branches or tags (or its HEAD) reaches it, as in a fresh clone: the mirror may still hold
 objects the remote dropped. The run's working tree is a ``git worktree`` of the mirror,
-removed after the run (``release``). A file lock serialises the changes to a mirror, so a
-worker's runs can share it at once. git runs without hooks and without prompts: a checkout
-is data until the policy allows it.
+removed after the run (``release``), when git's housekeeping runs too if it is due. A file
+lock serialises the changes to a mirror, so a worker's runs can share it at once. git runs
+without hooks and without prompts: a checkout is data until the policy allows it.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ _TAGS = "refs/tags/"
 # What a clone would hold, forced: a force-pushed branch or moved tag replaces the old one.
 _HEAD_REFSPEC = f"+HEAD:{DEFAULT_REF}"
 _REFSPECS = (f"+refs/heads/*:{_BRANCHES}*", f"+{_TAGS}*:{_TAGS}*")
-# gc, when a fetch starts it, runs inside the lock rather than beside the next fetch.
-_NO_BACKGROUND = ("-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false")
+# Housekeeping (gc, when due) waits for the end of a run (``release``), and runs there inside
+# the lock rather than in the background beside the next fetch.
+_NO_MAINTENANCE = ("-c", "maintenance.auto=false")
+_MAINTENANCE = ("-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false")
 
 
 def cache_dir() -> Path:
@@ -94,7 +96,7 @@ def _fetch(repository: str, mirror: Path) -> str | None:
 
     def fetch(*refspecs: str) -> subprocess.CompletedProcess[str]:
         return _git(
-            *_NO_BACKGROUND, "fetch", "--quiet", "--prune", "--no-tags", "--",
+            *_NO_MAINTENANCE, "fetch", "--quiet", "--prune", "--no-tags", "--",
             repository, *refspecs, cwd=mirror,
         )  # fmt: skip
 
@@ -192,6 +194,7 @@ def release(repository: str, directory: Path, cache: Path | None = None) -> None
         # And worktrees whose directory went otherwise (a worker killed mid-run, or this
         # removal failing): they pin nothing any more.
         _git("worktree", "prune", cwd=mirror)
+        _git(*_MAINTENANCE, "maintenance", "run", "--auto", "--quiet", cwd=mirror)
 
 
 def _signature_problem(sha: str, signers: Path, directory: Path) -> str | None:

@@ -261,7 +261,9 @@ def bascule_worker(
         **deploys.cli_env(api),
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
-        **(user.env() if user else {}),
+        # Its repository's mirror beside its log, not in this machine's cache for good (a
+        # user's worker keeps it in that user's home).
+        **(user.env() if user else {"XDG_CACHE_HOME": str(log.parent / "worker-cache")}),
         **(env or {}),
     }
     command = [user.python if user else sys.executable, "-m", "bascule.cli", "worker", environment]
