@@ -144,7 +144,11 @@ def clone(
             raise RuntimeError(f"git worktree add {sha} failed: {added.stderr.strip()}")
 
     def is_ancestor(older: str, newer: str) -> bool:
-        return _git("merge-base", "--is-ancestor", older, newer, cwd=directory).returncode == 0
+        # A history's commit is data: never an option of git's.
+        merged = _git(
+            "merge-base", "--is-ancestor", "--end-of-options", older, newer, cwd=directory
+        )
+        return merged.returncode == 0
 
     cfg_dir = directory / config_path(policy.config_dir)
     configs = _configs(cfg_dir, policy.environment)
@@ -162,7 +166,7 @@ def clone(
     )
     return Checkout(
         commit=sha,
-        on_default_branch=default is not None and is_ancestor(sha, default),
+        on_default_branch=sha == default or (default is not None and is_ancestor(sha, default)),
         serving={
             app: None if found is None else (found, is_ancestor(found, sha))
             for app, found in serving.items()
@@ -186,10 +190,14 @@ def clone(
 
 
 def release(repository: str, directory: Path, cache: Path | None = None) -> None:
-    """Removes the checkout ``clone`` made in ``directory``, if it made one; never fails."""
+    """Removes the checkout ``clone`` made in ``directory``, if it made one. Never fails: the
+    run is over, and what is left is removed by the next release."""
     if not directory.exists():
         return
-    with _locked(mirror_dir(repository, cache or cache_dir())) as mirror:
+    with (
+        contextlib.suppress(OSError, subprocess.SubprocessError),
+        _locked(mirror_dir(repository, cache or cache_dir())) as mirror,
+    ):
         _git("worktree", "remove", "--force", str(directory), cwd=mirror)
         # And worktrees whose directory went otherwise (a worker killed mid-run, or this
         # removal failing): they pin nothing any more.
