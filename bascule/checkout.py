@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
@@ -42,6 +43,8 @@ _TAGS = "refs/tags/"
 # What a clone would hold, forced: a force-pushed branch or moved tag replaces the old one.
 _HEAD_REFSPEC = f"+HEAD:{DEFAULT_REF}"
 _REFSPECS = (f"+refs/heads/*:{_BRANCHES}*", f"+{_TAGS}*:{_TAGS}*")
+# A full object id, SHA-1 or SHA-256.
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # Housekeeping (gc, when due) waits for the end of a run (``release``), and runs there inside
 # the lock rather than in the background beside the next fetch.
 _NO_MAINTENANCE = ("-c", "maintenance.auto=false")
@@ -62,11 +65,14 @@ def mirror_dir(repository: str, cache: Path) -> Path:
     return cache / f"{hashlib.sha256(repository.encode()).hexdigest()[:32]}.git"
 
 
-def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _git(
+    *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     # No hooks, no credential prompts: the checkout is data until the policy allows it.
     return subprocess.run(
         ["git", "-c", "core.hooksPath=/dev/null", *args],
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=GIT_TIMEOUT_S,
@@ -85,36 +91,42 @@ def _locked(mirror: Path) -> Iterator[Path]:
         yield mirror
 
 
-def _fetch(repository: str, mirror: Path) -> str | None:
+def _fetch(repository: str, mirror: Path) -> None:
     """Brings ``mirror`` (made if missing) to the remote's branches, tags and HEAD as they
-    are now; returns the head of its default branch, None if its HEAD names no commit (an
-    empty repository, or a HEAD naming a missing branch). RuntimeError if git cannot."""
+    are now; without ``DEFAULT_REF`` if the remote's HEAD names no commit (an empty
+    repository, or a HEAD naming a missing branch). RuntimeError if git cannot."""
     if not (mirror / "HEAD").is_file():
         made = _git("init", "--quiet", "--bare", str(mirror))
         if made.returncode != 0:
             raise RuntimeError(f"git init {mirror} failed: {made.stderr.strip()}")
 
     def fetch(*refspecs: str) -> subprocess.CompletedProcess[str]:
+        # Neither FETCH_HEAD nor the walk that reports forced updates is of use here.
         return _git(
-            *_NO_MAINTENANCE, "fetch", "--quiet", "--prune", "--no-tags", "--",
+            *_NO_MAINTENANCE, "fetch", "--quiet", "--prune", "--no-tags",
+            "--no-write-fetch-head", "--no-show-forced-updates", "--",
             repository, *refspecs, cwd=mirror,
         )  # fmt: skip
 
     fetched = fetch(_HEAD_REFSPEC, *_REFSPECS)
     if fetched.returncode == 0:
-        return _resolve(mirror, DEFAULT_REF)
+        return
     # A HEAD naming no commit fails the fetch; the branches and tags are still there, as in
     # a clone of such a repository (which has no origin/HEAD).
     without_head = fetch(*_REFSPECS)
     if without_head.returncode != 0:
         raise RuntimeError(f"git fetch {repository} failed: {fetched.stderr.strip()}")
     _git("update-ref", "-d", DEFAULT_REF, cwd=mirror)
-    return None
 
 
-def _resolve(mirror: Path, name: str) -> str | None:
-    resolved = _git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=mirror)
-    return resolved.stdout.strip() if resolved.returncode == 0 else None
+def _resolve(mirror: Path, *names: str) -> list[str | None]:
+    """The commit each of ``names`` names in ``mirror``, None where none; one git process."""
+    asked = "".join(f"{name}^{{commit}}\n" for name in names)
+    done = _git("cat-file", "--batch-check=%(objectname)", cwd=mirror, stdin=asked)
+    lines = done.stdout.splitlines() if done.returncode == 0 else []
+    # "<name> missing" (or ambiguous) where git found no single commit.
+    found = [line if _OBJECT_ID.fullmatch(line) else None for line in lines]
+    return found if len(found) == len(names) else [None] * len(names)
 
 
 def _on_remote(mirror: Path, sha: str) -> bool:
@@ -134,8 +146,8 @@ def clone(
     head of its default branch), from its mirror in ``cache`` (default: ``cache_dir()``),
     and what the policy needs to know of it. ``release`` removes the checkout."""
     with _locked(mirror_dir(policy.repository, cache or cache_dir())) as mirror:
-        default = _fetch(policy.repository, mirror)
-        sha = default if commit is None else _resolve(mirror, commit)
+        _fetch(policy.repository, mirror)
+        default, sha = _resolve(mirror, DEFAULT_REF, commit or DEFAULT_REF)
         if sha is None or (sha != default and not _on_remote(mirror, sha)):
             return Checkout(commit=commit or DEFAULT_NAME, found=False)
         # A worktree's HEAD keeps its commit from gc while the run uses it.
