@@ -85,8 +85,15 @@ def _git(
 def _locked(mirror: Path) -> Iterator[Path]:
     """``mirror``, to this thread alone until the block ends (a lock file beside it, so the
     mirror can be made under the lock)."""
-    mirror.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with mirror.with_name(f"{mirror.name}.lock").open("a") as lock:
+    try:
+        mirror.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = mirror.with_name(f"{mirror.name}.lock").open("a")
+    except OSError as exc:  # refused as the checkout rule, not a crash of the run
+        raise RuntimeError(
+            f"the worker's cache {mirror.parent} cannot be written ({exc.strerror}): give "
+            "the worker's user a home of its own, or set $XDG_CACHE_HOME"
+        ) from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield mirror
 

@@ -195,6 +195,18 @@ def test_git_verifies_a_commits_signature_in_the_checkout(repo: Repository, tmp_
     assert problem, problem
 
 
+def test_a_cache_that_cannot_be_written_is_named(repo: Repository, tmp_path: Path) -> None:
+    commit(repo, "first")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RuntimeError, match=r"cache .*/file/cache cannot be written"):
+        co.clone(
+            Policy(environment="dev", repository=str(repo.bare)),
+            None,
+            tmp_path / "a",
+            cache=tmp_path / "file" / "cache",
+        )
+
+
 def test_the_cache_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert co.cache_dir() == tmp_path / "bascule" / "worker"
