@@ -236,6 +236,7 @@ def test_the_kubernetes_client_is_kept_until_its_kubeconfig_changes(
 
     write("first")
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(co, "_kube_made", {})  # none kept from elsewhere, none left behind
     kept = co._kube()
     assert co._kube() is kept
     write("renewed-token")
