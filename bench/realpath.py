@@ -49,7 +49,8 @@ from bench.measure import failure_kinds, seconds_to_first
 from bench.rounds import fresh_start
 from bench.stats import figure_lines, ratio_lines
 from bench.timeline import Timeline
-from tests.support import deploys, workers
+from tests.support import deploys, sample, workers
+from tests.support.apps import app_names, write_overlays
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
 
@@ -59,6 +60,8 @@ ARGO_KEEP_SECONDS = 600  # Argo's old ReplicaSet outlives every rollback round (
 # own: long past the timed rollback, short enough not to pile runs up on 2 cores.
 KEEP_SECONDS = 45
 COMMAND_TIMEOUT = 600
+APPS = 10  # deployed at once through the real path, against one alone
+APP_IMAGES = [sample.IMAGE.format(version=v) for v in ("v1", "v2", "v3")]
 KUBECTL_IMAGES: dict[Color, str] = {"blue": IMAGES[0], "green": IMAGES[1]}
 
 
@@ -106,9 +109,33 @@ class Real:
             raise RuntimeError(f"{' '.join(argv[:4])}: exit {done.returncode}\n{said}")
         return done
 
-    def trigger_argv(self, image: str, commit: str, label: str) -> list[str]:
+    def trigger_argv(
+        self, image: str, commit: str, label: str, app: str | None = None
+    ) -> list[str]:
         return [str(BIN / "bascule"), "trigger", "dev", "--image", image, "--commit", commit,
-                "--rerun", label]  # fmt: skip
+                "--rerun", f"{label}-{app}" if app else label,
+                *(["--app", app] if app else [])]  # fmt: skip
+
+    def triggers(self, apps: list[str], image: str, commit: str, label: str, logs: Path) -> float:
+        """``bascule trigger dev --app A`` for each of ``apps``, all started at once; seconds
+        from their start until the last one exited (each follows its run to the end)."""
+        logs.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        procs = {
+            app: subprocess.Popen(
+                self.trigger_argv(image, commit, label, app),
+                env=deploys.cli_env(self.api),
+                cwd=self.checkout,
+                stdout=(logs / f"{app}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for app in apps
+        }
+        for app, proc in procs.items():  # the wall time is the last exit's, whatever the order
+            if proc.wait(timeout=COMMAND_TIMEOUT) != 0:
+                said = (logs / f"{app}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"bascule trigger --app {app}: exit {proc.returncode}\n{said}")
+        return time.monotonic() - started
 
     def known(self) -> set[str]:
         return {r["id"] for r in deploys.history(self.cluster, self.ns)}
@@ -173,6 +200,8 @@ class Rounds:
     deploy_runs: RunTimes = field(default_factory=RunTimes)
     rollback_runs: RunTimes = field(default_factory=RunTimes)
     done: dict[str, list[float]] = field(default_factory=dict)
+    apps_one: list[float] = field(default_factory=list)  # one app's trigger alone
+    apps_wall: list[float] = field(default_factory=list)  # ``APPS`` apps' triggers at once
 
     def took(self, name: str, asked: float, until: float | None = None) -> None:
         self.done.setdefault(name, []).append((until or time.time()) - asked)
@@ -286,6 +315,26 @@ class Bench:
         return order
 
 
+def apps_rounds(real: Real, commit: str, rounds: int, rng: random.Random, logs: Path) -> Rounds:
+    """``APPS`` apps of the dev environment (its own and overlays, all in one namespace,
+    served by its one worker), each deployed through the real path: first all from nothing
+    (not timed), then per round one app alone and all of them at once, in a shuffled order."""
+    apps, seen = app_names(APPS), Rounds()
+    serving = dict.fromkeys(apps, APP_IMAGES[0])
+    real.triggers(apps, APP_IMAGES[0], commit, "apps-stage", logs / "stage")
+    for i in range(rounds):
+        for step in rng.sample(["one", "all"], 2):
+            chosen = apps[:1] if step == "one" else apps
+            # An image none of them serves: one that already serves is not deployed again.
+            image = next(im for im in APP_IMAGES if im not in {serving[a] for a in chosen})
+            took = real.triggers(chosen, image, commit, f"apps-{i}-{step}", logs / f"{i}-{step}")
+            serving.update(dict.fromkeys(chosen, image))
+            (seen.apps_one if step == "one" else seen.apps_wall).append(took)
+        log(f"apps round {i + 1}: one {seen.apps_one[-1]:.1f} s, {APPS} at once "
+            f"{seen.apps_wall[-1]:.1f} s")  # fmt: skip
+    return seen
+
+
 def namespaces(tag: str) -> tuple[str, str, str]:
     """Bascule's, Argo's and kubectl's (each with its dev environment's ``-dev``)."""
     return f"bench-rpb-{tag}", f"bench-rpa-{tag}", f"bench-rpk-{tag}"
@@ -299,6 +348,7 @@ def measure(
     tag: str,
     rounds: int,
     cli_rounds: int,
+    apps_rounds_count: int,
     rng: random.Random,
 ) -> tuple[Rounds, dict[str, list[float]]]:
     """Sets the three tools up, runs the rounds; returns what they saw and the CLI's times."""
@@ -371,6 +421,15 @@ def measure(
             for proc in real.setups:  # their runs end on their own, KEEP_SECONDS after done
                 if proc.wait(timeout=KEEP_SECONDS + 120) != 0:
                     log(f"a rollback round's setup deploy exited {proc.returncode}")
+
+            apps_sha = repo.commit(
+                ns_b, f"{APPS} apps", MINIMAL, ("dev",),
+                change=lambda work: write_overlays(work / "deployments", "dev", APPS),
+            )  # fmt: skip
+            repo.push()
+            log(f"{apps_rounds_count} rounds of {APPS} apps")
+            apps = apps_rounds(real, apps_sha, apps_rounds_count, rng, tmp / "apps")
+            seen.apps_one, seen.apps_wall = apps.apps_one, apps.apps_wall
     finally:
         forget_identities(cluster, ours, ctrl, cli)
     return seen, cli_times
@@ -384,6 +443,7 @@ RATIOS = (
     ("real_rollback_vs_argo", "real_rollback_seen_seconds", "argo_rollback_seen_seconds"),
     ("real_rollback_vs_kubectl", "real_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
     ("argo_rollback_vs_kubectl", "argo_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
+    ("apps_wall_ratio", "apps_wall_seconds", "apps_one_deploy_seconds"),
 )
 
 
@@ -408,6 +468,8 @@ def figures(seen: Rounds, cli_times: dict[str, list[float]]) -> dict[str, list[f
         "kubectl_rollback_done_seconds": s.done["kubectl_rollback_done_seconds"],
         "rollback_to_running_seconds": s.rollback_runs.running,
         "rollback_to_first_step_seconds": s.rollback_runs.first_step,
+        "apps_one_deploy_seconds": s.apps_one,
+        "apps_wall_seconds": s.apps_wall,
         **cli_times,
     }
 
@@ -455,6 +517,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=15, help="paired rounds of each kind")
     ap.add_argument("--cli-rounds", type=int, default=10)
+    ap.add_argument("--apps-rounds", type=int, default=5, help=f"rounds of one app and {APPS}")
     ap.add_argument("--seed", type=int, help="the rounds' order (default: a new one, printed)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
@@ -466,7 +529,7 @@ def main() -> None:
         try:
             seen, cli_times = measure(
                 cluster, bindir, server.api_url, Path(tmp), tag, args.rounds,
-                args.cli_rounds, random.Random(seed),
+                args.cli_rounds, args.apps_rounds, random.Random(seed),
             )  # fmt: skip
         finally:
             for ns in namespaces(tag):
