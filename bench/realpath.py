@@ -22,6 +22,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,10 @@ from bench.rounds import fresh_start
 from bench.stats import figure_lines, ratio_lines
 from bench.timeline import Timeline
 from tests.support import deploys, sample, workers
-from tests.support.apps import app_names, write_overlays
+from tests.support.apps import app_names, group_usage, write_overlays
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
+from tests.support.processes import usage
 
 BIN = Path(sys.executable).parent  # the venv's `bascule` and `prefect` scripts
 ARGO_KEEP_SECONDS = 600  # Argo's old ReplicaSet outlives every rollback round (compare.py's)
@@ -61,6 +63,7 @@ ARGO_KEEP_SECONDS = 600  # Argo's old ReplicaSet outlives every rollback round (
 KEEP_SECONDS = 45
 COMMAND_TIMEOUT = 600
 APPS = 10  # deployed at once through the real path, against one alone
+IDLE_SECONDS = 30  # each tool's footprint, nothing asked of it
 APP_IMAGES = [sample.IMAGE.format(version=v) for v in ("v1", "v2", "v3")]
 KUBECTL_IMAGES: dict[Color, str] = {"blue": IMAGES[0], "green": IMAGES[1]}
 
@@ -202,6 +205,7 @@ class Rounds:
     done: dict[str, list[float]] = field(default_factory=dict)
     apps_one: list[float] = field(default_factory=list)  # one app's trigger alone
     apps_wall: list[float] = field(default_factory=list)  # ``APPS`` apps' triggers at once
+    idle: dict[str, str] = field(default_factory=dict)  # footprint figures, printed as they are
 
     def took(self, name: str, asked: float, until: float | None = None) -> None:
         self.done.setdefault(name, []).append((until or time.time()) - asked)
@@ -315,6 +319,19 @@ class Bench:
         return order
 
 
+def idle_footprint(seconds: float, **who: Callable[[], tuple[int, float]]) -> dict[str, str]:
+    """Each of ``who``'s resident memory (MiB, at the end) and CPU used (% of one core) while
+    nothing was asked of it for ``seconds``; ``who``: name → (rss kB, CPU seconds so far)."""
+    before = {name: read()[1] for name, read in who.items()}
+    time.sleep(seconds)
+    figures: dict[str, str] = {}
+    for name, read in who.items():
+        rss_kb, cpu = read()
+        figures[f"{name}_idle_rss_mib"] = f"{rss_kb / 1024:.0f}"
+        figures[f"{name}_idle_cpu_percent"] = f"{100 * (cpu - before[name]) / seconds:.2f}"
+    return figures
+
+
 def apps_rounds(real: Real, commit: str, rounds: int, rng: random.Random, logs: Path) -> Rounds:
     """``APPS`` apps of the dev environment (its own and overlays, all in one namespace,
     served by its one worker), each deployed through the real path: first all from nothing
@@ -350,6 +367,7 @@ def measure(
     cli_rounds: int,
     apps_rounds_count: int,
     rng: random.Random,
+    server_pid: int,
 ) -> tuple[Rounds, dict[str, list[float]]]:
     """Sets the three tools up, runs the rounds; returns what they saw and the CLI's times."""
     ns_b, ns_a, ns_k = namespaces(tag)
@@ -382,8 +400,10 @@ def measure(
         cluster.apply(argo.ns, *rollout_objects(argo_cfg, IMAGES[0]))
         env = {"KUBECONFIG": str(ours.kubeconfig)}
         with (
-            workers.bascule_worker(api, tmp / "worker.log", "dev", repo.bare, (real.ns,), env),
-            running_controller(bindir, ctrl, argo.ns, tmp / "rollouts-controller.log"),
+            workers.bascule_worker(
+                api, tmp / "worker.log", "dev", repo.bare, (real.ns,), env
+            ) as worker,
+            running_controller(bindir, ctrl, argo.ns, tmp / "rollouts-controller.log") as argo_c,
             RolloutWatch(cluster, argo.ns, argo.app) as watch,
         ):
             watch.wait_done(0, IMAGES[0], alone=True)
@@ -391,12 +411,22 @@ def measure(
             for color in ("blue", "green"):
                 dep = f"deployment/{k_cfg.app}-{color}"
                 cluster.kubectl("-n", k_cfg.namespace, "rollout", "status", dep)
+            # What each tool costs while nobody deploys: Bascule's server and worker (each a
+            # process group: the worker's includes what it started) against Argo's controller.
+            log(f"idle footprint, {IDLE_SECONDS} s")
+            idle = idle_footprint(
+                IDLE_SECONDS,
+                prefect_server=lambda: group_usage(server_pid),
+                bascule_worker=lambda: group_usage(worker.pid),
+                argo_controller=lambda: usage(argo_c.pid)[:2],
+            )
             urls = {
                 tool: deploys.service_url(cluster, ns)
                 for tool, ns in (("real", real.ns), ("argo", argo.ns), ("kubectl", k_cfg.namespace))
             }
             bench = Bench(cluster, real, argo, watch, k_cfg, urls, rng, tag)
             seen = bench.seen
+            seen.idle = idle
             log(f"set up; {rounds} deploy rounds")
             with Timeline(cluster) as timeline:
                 for i in range(rounds):
@@ -529,17 +559,17 @@ def main() -> None:
         try:
             seen, cli_times = measure(
                 cluster, bindir, server.api_url, Path(tmp), tag, args.rounds,
-                args.cli_rounds, args.apps_rounds, random.Random(seed),
+                args.cli_rounds, args.apps_rounds, random.Random(seed), server.pid,
             )  # fmt: skip
         finally:
             for ns in namespaces(tag):
                 cluster.kubectl("delete", "namespace", f"{ns}-dev", "--wait=false", check=False)
-    print(f"seed={seed}")
-    print(f"rounds={args.rounds}")
+    print(f"realpath_seed={seed}")
+    print(f"realpath_rounds={args.rounds}")
     print(f"argo_rollouts_version={bindir.name.removeprefix('argo-rollouts-')}")
     for line in report(figures(seen, cli_times), seed):
         print(line)
-    for name, value in counts(seen).items():
+    for name, value in {**seen.idle, **counts(seen)}.items():
         print(f"{name}={value}")
     print(f"realpath_wall_seconds={time.monotonic() - started:.0f}")
 
