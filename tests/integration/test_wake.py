@@ -17,7 +17,8 @@ from tests.support.cluster import wait_for
 from tests.support.envs import write_envs
 from tests.support.workers import bascule_worker
 
-pytestmark = [pytest.mark.prefect]
+# It asserts a time: alone, not beside the suite on 2 busy cores.
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.alone]
 # The worker's poll: a run it found by polling would wait tens of seconds.
 POLL_SECONDS = 60
 # From the run's creation to its Pending state: an event, one query and the Pending proposal.

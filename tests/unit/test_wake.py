@@ -222,3 +222,36 @@ def test_the_workers_own_error_is_raised_as_it_is(monkeypatch: pytest.MonkeyPatc
         with pytest.raises(KeyError, match="the worker's loop"):
             anyio.run(main, enabled)
     assert listening == [POOL]
+
+
+def test_both_workers_start_woken_by_their_own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.workers.base import BaseWorker
+
+    from bascule import kubeworker, worker
+    from bascule.jobpolicy import JobPolicy
+    from bascule.runpolicy import Policy
+
+    entered: list[tuple[str, bool, bool]] = []
+
+    @contextlib.asynccontextmanager
+    async def waking(pool: str, submit: Any, enabled: bool = True) -> AsyncIterator[None]:
+        entered.append((pool, enabled, False))
+        yield
+
+    async def start(self: Any, run_once: bool = False, *_: Any) -> None:
+        pool, enabled, _started = entered[-1]
+        entered[-1] = (pool, enabled, True)  # Prefect's loops run inside the wake
+
+    monkeypatch.setattr(worker, "waking", waking)
+    monkeypatch.setattr(kubeworker, "waking", waking)
+    monkeypatch.setattr(BaseWorker, "start", start)
+    policy = Policy("staging", "https://example.invalid/app.git", namespaces=frozenset({"ns"}))
+    anyio.run(worker.BasculeWorker(policy).start)
+    anyio.run(worker.BasculeWorker(policy).start, True)  # once: no stream to wait for
+    job_policy = JobPolicy(policy, "registry.example/bascule:1", "http://prefect:4200/api")
+    anyio.run(kubeworker.BasculeKubernetesWorker(job_policy).start)
+    assert entered == [
+        ("bascule-staging", True, True),
+        ("bascule-staging", False, True),
+        ("bascule-staging-kubernetes", True, True),
+    ]
