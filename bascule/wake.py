@@ -28,6 +28,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.events.schemas.events import Event, ResourceSpecification
 from prefect.logging import get_logger
+from prefect.settings import PREFECT_API_URL
 
 from bascule.retry import backoff, retry_async
 
@@ -112,6 +113,9 @@ async def wake(submit: Submit, event: Event, seen: set[UUID], sleep: Sleep) -> N
 async def listen(pool: str, submit: Submit, sleep: Sleep = anyio.sleep) -> None:
     """Subscribed to ``pool``'s new runs for good, waking ``submit`` for each; subscribed
     again after any end or failure of the stream. Never raises but cancellation."""
+    if not PREFECT_API_URL.value():
+        # Prefect's client would start a server of its own; the worker refuses to start.
+        return
     seen: set[UUID] = set()
 
     async def subscription() -> None:

@@ -16,6 +16,7 @@ import pytest
 from prefect.events.schemas.events import Event
 from prefect.server.events.filters import EventFilter as ServerFilter
 from prefect.server.events.schemas.events import ReceivedEvent
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bascule import wake
 
@@ -193,7 +194,8 @@ def test_the_stream_failing_dropping_or_ending_is_subscribed_to_again(
         with anyio.move_on_after(0.5):
             await wake.listen(POOL, pool.submit, sleeps)
 
-    anyio.run(main)
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        anyio.run(main)
     assert pool.calls == 3
     # Backing off while it fails to subscribe; at once again after a drop or an end.
     assert sleeps.waited == [1.0, 2.0]
