@@ -14,6 +14,9 @@ here, in the worker, before any code of the run's commit executes:
 A refused run ends Failed, named Refused, with the rule in its message: not Crashed, which
 would start the environment's recover automation for every refused attempt.
 
+It hears of a new run of its pool from Prefect's event stream and submits it at once
+(bascule/wake.py); its poll, every PREFECT_WORKER_QUERY_SECONDS, remains as the fallback.
+
 The clone is the app's repository: configuration (``deployments/``, manifests, migrations),
 never code. A run that passes starts Prefect's engine in the clone (``python -P -m
 bascule.flows.launch``), the flow loaded from the installed Bascule at the entrypoint this
@@ -28,7 +31,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +69,7 @@ from bascule.runpolicy import (
     check_run,
     config_path,
 )
+from bascule.wake import waking
 from bascule.workpool import HEARTBEAT_SECONDS
 
 if TYPE_CHECKING:
@@ -285,6 +289,16 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
     def __init__(self, policy: Policy, **kwargs: Any) -> None:
         super().__init__(work_pool_name=policy.pool, **kwargs)
         self.policy = policy
+
+    async def start(
+        self,
+        run_once: bool = False,
+        with_healthcheck: bool = False,
+        printer: Callable[..., None] = print,
+    ) -> None:
+        """Prefect's loops, the poll woken early by each new run of the pool."""
+        async with waking(self.policy.pool, self.get_and_submit_flow_runs, not run_once):
+            await super().start(run_once, with_healthcheck, printer)
 
     async def run(
         self,

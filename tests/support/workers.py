@@ -251,15 +251,16 @@ def bascule_worker(
     env: dict[str, str] | None = None,
     user: OsUser | None = None,
     app: str | None = None,
+    query_seconds: float = 2,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``bascule worker ENVIRONMENT`` polling every 2 s (its pool's template every 2 s too,
-    so an edit through the API reaches it soon), stopped by its group; ``env`` adds to its
-    environment (its credentials: KUBECONFIG, secret sources); ``user``: run as that user;
-    ``app``: one app's worker (``--app``)."""
+    """``bascule worker ENVIRONMENT`` polling every ``query_seconds`` (its pool's template
+    every 2 s, so an edit through the API reaches it soon), stopped by its group; ``env`` adds
+    to its environment (its credentials: KUBECONFIG, secret sources); ``user``: run as that
+    user; ``app``: one app's worker (``--app``)."""
     options = [f"--namespace={ns}" for ns in namespaces] + (["--app", app] if app else [])
     env = {
         **deploys.cli_env(api),
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
         "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
         **(user.env() if user else {}),
         **(env or {}),
