@@ -400,8 +400,9 @@ def measure(
         cluster.apply(argo.ns, *rollout_objects(argo_cfg, IMAGES[0]))
         env = {"KUBECONFIG": str(ours.kubeconfig)}
         with (
+            # Prefect's default poll: the worker is woken by the run's event, not by tuning.
             workers.bascule_worker(
-                api, tmp / "worker.log", "dev", repo.bare, (real.ns,), env
+                api, tmp / "worker.log", "dev", repo.bare, (real.ns,), env, query_seconds=10
             ) as worker,
             running_controller(bindir, ctrl, argo.ns, tmp / "rollouts-controller.log") as argo_c,
             RolloutWatch(cluster, argo.ns, argo.app) as watch,
