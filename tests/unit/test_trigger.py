@@ -535,9 +535,8 @@ def test_transient_failures_are_retried(tmp_path: Path, caplog: pytest.LogCaptur
     assert code == Exit.COMPLETED
     assert output.count("Prefect API not answering") == 1
     assert fake.fail_next == []
-    counts = [
-        (r.name, r.getMessage().rsplit("=", 1)[1]) for r in caplog.records if "retries=" in r.message
-    ]
+    records = [r for r in caplog.records if "retries=" in r.message]
+    counts = [(r.name, r.getMessage().rsplit("=", 1)[1]) for r in records]
     # The 503 and the 429, when starting; the refused connection is not one. Following: none.
     assert counts == [("bascule.start_run", "2"), ("bascule.prefect_client", "0")], counts
 
