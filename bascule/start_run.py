@@ -175,9 +175,17 @@ class RunStarter:
         if self._csrf and request.method != "GET":
             self._add_csrf(request)
         retried = _RETRIED_ERRORS + ((httpx.ConnectError,) if self._connected else ())
+        # Tries that count against PREFECT_CLIENT_MAX_RETRIES: not those a server under
+        # maintenance (Prefect Cloud) answered, which go on until it is back.
+        counted = 0
 
         def once() -> httpx.Response:
+            nonlocal counted
+            counted += 1
             answer = self.client.send(request)
+            self._connected = True
+            if answer.headers.get("Prefect-Maintenance") == "true":
+                counted -= 1
             if answer.status_code == 403 and "Invalid CSRF token" in answer.text:
                 self._csrf_token = None
                 self._add_csrf(request)
@@ -185,8 +193,8 @@ class RunStarter:
                 self.retries += 1
             return answer.raise_for_status()
 
-        def pause(exc: httpx.HTTPError, failed: int) -> float | None:
-            if failed > self.api.max_retries:
+        def pause(exc: httpx.HTTPError, _: int) -> float | None:
+            if counted > self.api.max_retries:
                 return None
             if isinstance(exc, httpx.HTTPStatusError):
                 answer = exc.response
@@ -197,12 +205,10 @@ class RunStarter:
                     return after * (1 + random.uniform(0, self.api.retry_jitter))
             elif not isinstance(exc, retried):
                 return None
-            wait = 2.0**failed
+            wait = 2.0**counted
             return wait * (1 + random.uniform(-self.api.retry_jitter, self.api.retry_jitter))
 
-        answer = retry(once, pause, (httpx.HTTPStatusError, httpx.TransportError))
-        self._connected = True
-        return answer
+        return retry(once, pause, (httpx.HTTPStatusError, httpx.TransportError))
 
     def _add_csrf(self, request: httpx.Request) -> None:
         """The CSRF token a self-hosted server with CSRF protection wants on a change; none

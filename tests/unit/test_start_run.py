@@ -182,6 +182,15 @@ def test_the_last_busy_answer_and_other_errors_raise(waits: list[float]) -> None
         assert len(server.requests) == 1
 
 
+def test_a_server_under_maintenance_is_waited_for_past_the_retries(waits: list[float]) -> None:
+    api = ApiSettings(API, max_retries=1, retry_jitter=0.0)
+    maintenance = httpx.Response(503, headers={"Prefect-Maintenance": "true", "Retry-After": "1"})
+    server = Server(deployment=[maintenance] * 4 + [httpx.Response(200, json=DEPLOYMENT_JSON)])
+    with RunStarter(api, server.transport()) as rest:
+        assert rest.deployment_id("deploy/dev") == UUID(int=1)
+    assert waits == [1.0] * 4
+
+
 def test_dropped_connections_are_tried_again(waits: list[float]) -> None:
     api = ApiSettings(API, retry_jitter=0.0)
     refused = httpx.ConnectError("refused")
