@@ -143,7 +143,13 @@ _READ = frozenset(
         "PREFECT_CLIENT_CUSTOM_HEADERS",
     }
 )
-_OTHERS_PREFIXES = ("PREFECT_API_", "PREFECT_CLIENT_", "PREFECT_CLOUD_", "PREFECT_TEST")
+_OTHERS_PREFIXES = (
+    "PREFECT_API_",
+    "PREFECT_CLIENT_",
+    "PREFECT_CLOUD_",
+    "PREFECT_TEST",  # test modes: Prefect reads only its own default profiles then
+    "PREFECT_UNIT_TEST",
+)
 # pydantic's words for a boolean, as Prefect's settings parse them.
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})

@@ -304,6 +304,7 @@ FALLBACKS: dict[str, tuple[dict[str, str], str, str]] = {
         'active="a"\n[profiles.a]\nPREFECT_API_REQUEST_TIMEOUT=1\n',
     ),
     "a test mode": ({"PREFECT_TESTING_UNIT_TEST_MODE": "1"}, "", ""),
+    "another test mode": ({"PREFECT_UNIT_TEST_MODE": "1"}, "", ""),
     "not a boolean": ({"PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "maybe"}, "", ""),
     "headers not JSON": ({"PREFECT_CLIENT_CUSTOM_HEADERS": "X-A: 1"}, "", ""),
     "a broken profiles file": ({}, "home/profiles.toml", "active = \n"),
