@@ -1,7 +1,7 @@
 """``bascule trigger ENV --image REF``: start the deploy flow of one environment and follow it.
 
 This is what the GitHub workflows run. It creates a flow run of the Prefect deployment
-``deploy/ENV`` (or ``--deployment FLOW/NAME``) through Prefect's client (PREFECT_API_URL;
+``deploy/ENV`` (or ``--deployment FLOW/NAME``) through Prefect's REST API (PREFECT_API_URL;
 PREFECT_API_KEY for Prefect Cloud or PREFECT_API_AUTH_STRING for a self-hosted server with
 basic auth), with the parameters ``environment``, ``image`` and ``commit``, then prints the
 run's state changes and logs until it ends and exits with a code that says how it ended
@@ -23,7 +23,8 @@ and ``flow-run-url``.
 
 The parts: ``options`` (what to do, checked before any call), ``start`` (find the deployment,
 create the run), ``follow`` (its states and logs), ``github`` (masked output, summary, step
-outputs). This module is the command line; it imports Prefect only when the command runs.
+outputs). This module is the command line; Prefect's client is imported only once the run
+exists, to follow it (``start``).
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Options:
     """The trigger's options from parsed arguments and the GitHub Actions environment; the
-    Prefect settings as Prefect reads them."""
-    from bascule.prefect_client import ApiSettings
+    Prefect settings as Prefect reads them (without importing Prefect where it can)."""
+    from bascule.prefect_api import ApiSettings
 
     summary: Path | None = args.summary
     app = local_app(args.environment, args.app, DEFAULT_CONFIG_DIR)
@@ -138,7 +139,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
     return Options(
         environment=args.environment,
         image=args.image,
-        api=ApiSettings.from_prefect(),
+        api=ApiSettings.read(),
         commit=args.commit,
         commit_time=args.commit_time,
         rerun=args.rerun,

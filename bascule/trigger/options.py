@@ -16,7 +16,7 @@ from bascule.images import parse_image
 from bascule.monitoring import normal_time
 
 if TYPE_CHECKING:
-    from bascule.prefect_client import ApiSettings
+    from bascule.prefect_api import ApiSettings
 
 DEPLOY_FLOW = "deploy"
 # Characters Prefect refuses in a flow's or a deployment's name (prefect.types.names).

@@ -527,16 +527,18 @@ def test_refused_credentials_are_a_config_error_and_not_printed(tmp_path: Path) 
 
 def test_transient_failures_are_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fake = FakePrefect([RUNNING, ("COMPLETED", "Completed")])
-    # Prefect's client retries the 503 and the 429 itself; the refused connection before any
-    # answer is Bascule's to retry.
+    # The start's client retries the 503 and the 429 itself, as Prefect's would; the refused
+    # connection before any answer is Bascule's to retry.
     fake.fail_next = [503, 429, httpx.ConnectError]
-    with caplog.at_level(logging.DEBUG, logger="bascule.prefect_client"):
+    with caplog.at_level(logging.DEBUG, logger="bascule"):
         code, output, _ = run_fake(fake, tmp_path, api_patience=5.0)
     assert code == Exit.COMPLETED
     assert output.count("Prefect API not answering") == 1
     assert fake.fail_next == []
-    counts = [r.getMessage().rsplit("=", 1)[1] for r in caplog.records if "retries=" in r.message]
-    assert counts == ["2"], counts  # the 503 and the 429; the refused connection is not one
+    records = [r for r in caplog.records if "retries=" in r.message]
+    counts = [(r.name, r.getMessage().rsplit("=", 1)[1]) for r in records]
+    # The 503 and the 429, when starting; the refused connection is not one. Following: none.
+    assert counts == [("bascule.start_run", "2"), ("bascule.prefect_client", "0")], counts
 
 
 def test_unreachable_api(tmp_path: Path) -> None:
