@@ -2,8 +2,8 @@
 process starts (issue 24): Bascule's ``bascule trigger`` → the Prefect server → the
 environment's worker (``bascule worker``, cloning a config-only app repository) → the flow;
 Argo's ``kubectl argo rollouts set image`` → its controller. Rollbacks: the README's
-``prefect deployment run rollback/ENV --watch`` through the same worker, against ``kubectl
-argo rollouts undo``, with kubectl's own selector patch as the baseline.
+``bascule trigger ENV --rollback`` through the same worker, against ``kubectl argo rollouts
+undo``, with kubectl's own selector patch as the baseline.
 
 Paired rounds in random order: each round runs every tool once, in an order shuffled per
 round (the seed is printed; ``--seed`` repeats it). The app, templates and settings are
@@ -278,7 +278,7 @@ class Bench:
             answers(self.cluster, self.urls["real"], other)
             before = real.known()
             asked = time.time()
-            real.command([str(BIN / "prefect"), "deployment", "run", "rollback/dev", "--watch"])
+            real.command([str(BIN / "bascule"), "trigger", "dev", "--rollback"])
             seen.took("real_rollback_done_seconds", asked)
             run = real.newest("rollback", before)["flow_run_id"]
             seen.rollback_runs.add(real.api, run, asked)

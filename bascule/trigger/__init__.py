@@ -1,4 +1,5 @@
-"""``bascule trigger ENV --image REF``: start the deploy flow of one environment and follow it.
+"""``bascule trigger ENV --image REF``: start the deploy flow of one environment and follow it
+(``--rollback``: its rollback flow).
 
 This is what the GitHub workflows run. It creates a flow run of the Prefect deployment
 ``deploy/ENV`` (or ``--deployment FLOW/NAME``) through Prefect's REST API (PREFECT_API_URL;
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -68,11 +70,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the app of the environment, passed to the flow as its `app` parameter "
         "(default: the environment's only one)",
     )
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--image",
-        required=True,
         metavar="REF",
         help="image reference to deploy, e.g. registry.example/app@sha256:<hex>",
+    )
+    what.add_argument(
+        "--rollback",
+        action="store_true",
+        help="start the environment's rollback (rollback/ENV) instead, back to the previous "
+        "good release or to --to RELEASE, and follow it",
+    )
+    parser.add_argument(
+        "--to",
+        dest="to_release",
+        metavar="RELEASE",
+        help="with --rollback: the release id to return to (`bascule history ENV`)",
     )
     parser.add_argument(
         "--commit", metavar="SHA", help="commit being deployed; part of the idempotency key"
@@ -154,6 +168,9 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
         app_secrets=app_secret_values(args.environment, environ, DEFAULT_CONFIG_DIR, app),
         app=app,
         deployment=args.deployment,
+        rollback=args.rollback,
+        to_release=args.to_release,
+        nonce=uuid.uuid4().hex,
     )
 
 

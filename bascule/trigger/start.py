@@ -36,7 +36,11 @@ def trigger(
     """Starts (or finds) the deploy run of ``options.environment`` and follows it; returns
     the exit code. ``transport`` answers for the Prefect server in unit tests."""
     output = Output(out, [*options.api.secrets, *options.app_secrets])
-    report = Report(environment=options.environment, image=options.image, commit=options.commit)
+    report = Report(
+        environment=options.environment,
+        image=options.image or f"rollback to {options.to_release or 'the previous good release'}",
+        commit=options.commit,
+    )
     try:
         check(options)
         code = _Start(output, report, options, transport).run()
@@ -97,7 +101,11 @@ class _Start:
                 f"bascule: a flow run for this environment, commit and image exists already: "
                 f"{flow_run.name} ({flow_run.id}); following it (--rerun LABEL starts another)"
             )
-        self.out.line(f"bascule: image {options.image}, commit {options.commit or '-'}")
+        if options.rollback:
+            to = options.to_release or "the previous good release"
+            self.out.line(f"bascule: rollback of {env} to {to}")
+        else:
+            self.out.line(f"bascule: image {options.image}, commit {options.commit or '-'}")
         self.out.line(f"bascule: watch it at {url}")
         if not options.wait:
             self.report.started_only = True

@@ -258,7 +258,7 @@ def test_the_quickstart_deploys_an_app_of_its_own_with_the_installed_bascule(
     log = tmp_path / "worker.log"
     with spawned(["bash", "-c", worker_command], log, env, tmp_path) as worker:
         # 5. Two deploys through the worker, then a rollback through it.
-        trigger = quickstart.substitute(qs.command("bascule trigger"), placeholders)
+        trigger = quickstart.substitute(qs.command("bascule trigger", "--image"), placeholders)
         assert f"{quickstart.IMAGE_REPOSITORY}:v1" in trigger
         first = first_deploy(prefect_server, trigger, app_dir, env, site, worker.pid)
         assert f"{images['v1']}" in first, first
@@ -267,7 +267,7 @@ def test_the_quickstart_deploys_an_app_of_its_own_with_the_installed_bascule(
         ok(shell(trigger.replace(":v1", ":v2"), app_dir, env))
         assert serving(cluster, namespace) == "v2"
 
-        ok(shell(qs.command("rollback/sandbox"), app_dir, env))
+        ok(shell(qs.command("bascule trigger", "--rollback"), app_dir, env))
         assert serving(cluster, namespace) == "v1"
     print(f"quickstart: {time.monotonic() - started:.0f} s")
 
