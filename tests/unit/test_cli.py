@@ -301,6 +301,16 @@ def loads_prefect(*args: str) -> bool:
     return res.returncode == 1
 
 
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    """Looked up only when asked for, and then the installed distribution's."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"bascule {version('bascule')}\n"
+
+
 def test_validate_loads_no_prefect() -> None:
     """Only the command being run is imported: a quick check stays quick."""
     assert not loads_prefect("validate", "--schema")
