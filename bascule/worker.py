@@ -355,10 +355,12 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
         """Prefect's engine in ``cwd``, as Prefect's process worker starts it, but through
         Bascule's launcher, forked from the fork server when it can, and with the hook runner
         given no flow (see ``_resolve_without_hooks``)."""
+        logger = self.get_flow_run_logger(flow_run)
+        logger.info("Starting the flow run's process")
         async with FlowRunExecutorContext() as ctx:
             starter = ForkServerStarter(
                 self._forks,
-                self._logger,
+                logger,
                 command=command_to_string([get_sys_executable(), *LAUNCH]),
                 cwd=cwd,
                 env=dict(env),
