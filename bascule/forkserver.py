@@ -289,6 +289,7 @@ class _Server:
         self.listener.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
+            self.path.parent.rmdir()  # the worker's, should it have gone without removing it
         for conn in (*self.pending, *self.waiting.values()):
             conn.close()
 
@@ -303,6 +304,7 @@ class ForkServer:
         self.process = process
         self.directory = directory
         self._ready = False
+        self._ready_lock = threading.Lock()  # runs starting together read one ready line
 
     @classmethod
     def start(cls, launcher: Sequence[str], env: Mapping[str, str]) -> ForkServer:
@@ -324,8 +326,11 @@ class ForkServer:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Blocks until the server has imported everything and listens."""
-        if self._ready:
-            return
+        with self._ready_lock:
+            if not self._ready:
+                self._read_ready(timeout)
+
+    def _read_ready(self, timeout: float) -> None:
         assert self.process.stdout is not None
         stdout = self.process.stdout.fileno()
         selector = selectors.DefaultSelector()
