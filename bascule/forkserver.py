@@ -215,8 +215,9 @@ class _Server:
             if pid == 0:
                 self._become(request, fds, conn)
                 return request
+            with contextlib.suppress(OSError):  # a worker gone already: its run goes on
+                conn.send(encode_reply(Reply(pid=pid)))
             self.waiting[pid] = conn
-            conn.send(encode_reply(Reply(pid=pid)))
         except (ProtocolError, ForkUnavailable, OSError) as exc:
             with contextlib.suppress(OSError):
                 conn.send(encode_reply(Reply(refused=str(exc))))
