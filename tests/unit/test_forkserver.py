@@ -4,6 +4,7 @@ launcher into a run's directory with the run's environment and output descriptor
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from prefect.client.schemas.objects import FlowRun
+from prefect.runner._process_manager import ProcessHandle
+from prefect.utilities.processutils import command_to_string
 
 from bascule import forkserver as fs
 from bascule.flows.launch import LAUNCH
@@ -173,3 +177,64 @@ def test_a_server_that_is_gone_is_unavailable(tmp_path: Path) -> None:
     finally:
         gone.stop()
     assert not gone.directory.exists()
+
+
+def start(starter: fs.ForkServerStarter, flow_run: FlowRun) -> tuple[ProcessHandle, int | None]:
+    """The starter's run, as Prefect's executor starts it: its handle, and its exit."""
+
+    async def started() -> tuple[ProcessHandle, int | None]:
+        async with anyio.create_task_group() as group:
+            handle: ProcessHandle = await group.start(starter.start, flow_run)
+        return handle, handle.returncode
+
+    return anyio.run(started)
+
+
+def starter(
+    server: fs.ForkServer | None, cwd: Path, logger: logging.Logger, command: str
+) -> fs.ForkServerStarter:
+    return fs.ForkServerStarter(
+        server,
+        logger,
+        command=command,
+        cwd=cwd,
+        env={"PYTHONPATH": str(REPO), ENTRYPOINT_ENV: "evil.py:deploy"},
+        stream_output=False,
+    )
+
+
+def test_prefects_starter_gets_its_run_from_the_fork_server(
+    server: fs.ForkServer, tmp_path: Path
+) -> None:
+    flow_run = FlowRun(flow_id=uuid.uuid4())
+    command = command_to_string([sys.executable, *LAUNCH])
+    handle, status = start(starter(server, tmp_path, logging.getLogger("t"), command), flow_run)
+    assert isinstance(handle.raw_process, fs.Forked), handle.raw_process
+    # The launcher's own refusal of the entrypoint: it ran, with the starter's environment.
+    assert status == Exit.USAGE
+
+
+def test_without_its_fork_server_prefects_starter_starts_a_new_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = fs.ForkServer.start([sys.executable, "-c", "pass"], os.environ)
+    gone.process.wait(30)
+    flow_run = FlowRun(flow_id=uuid.uuid4())
+    # What ran, and in which directory: the run's id, as Prefect's starter passes it.
+    command = command_to_string(
+        [
+            sys.executable,
+            "-c",
+            "import os; open('ran', 'w').write(os.environ['PREFECT__FLOW_RUN_ID'])",
+        ]
+    )
+    try:
+        with caplog.at_level(logging.WARNING):
+            handle, status = start(
+                starter(gone, tmp_path, logging.getLogger("t"), command), flow_run
+            )
+    finally:
+        gone.stop()
+    assert not isinstance(handle.raw_process, fs.Forked) and status == 0
+    assert (tmp_path / "ran").read_text() == str(flow_run.id)
+    assert "as a new process: the fork server exited" in caplog.text, caplog.text
