@@ -25,7 +25,7 @@ loading the deployment (pull steps included) in the worker, are not run.
 That process is forked from the worker's fork server (bascule/forkserver.py), a process of
 its own started with the worker that has imported Prefect and Bascule's flows already, so a
 run skips their ~1.7 s import; if the server is gone or refuses, the run starts as a new
-process, and the worker logs why.
+process, and the run's log says why.
 """
 
 from __future__ import annotations
