@@ -164,18 +164,6 @@ def runs_installed(pids: list[int], running: str, site: Path) -> list[str] | Non
     return None
 
 
-def processes_with(marker: bytes) -> list[int]:
-    """The processes whose environment holds ``marker`` (``NAME=value``)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:  # processes come and go while we look
-            continue
-    return found
-
-
 def flow_runs(api: str, deployment_id: str) -> list[dict[str, Any]]:
     body = {"deployments": {"id": {"any_": [deployment_id]}}}
     return list(httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30).json())
@@ -299,8 +287,9 @@ def first_deploy(
     try:
 
         def flow_run_process() -> list[str] | None:
-            runs = [r["id"] for r in flow_runs(api, deployment)]
-            pids = [p for r in runs for p in processes_with(f"PREFECT__FLOW_RUN_ID={r}".encode())]
+            # As the worker told Prefect: a forked run's /proc environ is its fork server's.
+            runs = flow_runs(api, deployment)
+            pids = [int(r["infrastructure_pid"]) for r in runs if r.get("infrastructure_pid")]
             return runs_installed(pids, "flows/deploy.py", site)
 
         files = wait_for(flow_run_process, 180, interval=0.5, what="the flow run's process")
