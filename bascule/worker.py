@@ -281,7 +281,8 @@ async def _resolve_without_hooks(flow_run: FlowRun) -> Flow[..., Any]:
     def nothing() -> None:
         return None
 
-    return Flow(fn=nothing, name=flow_run.name or "refused")
+    # A fixed name: a run's own ("staging: registry/app:v2") holds characters a flow name may not.
+    return Flow(fn=nothing, name="bascule-no-hooks")
 
 
 class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
