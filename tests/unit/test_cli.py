@@ -177,7 +177,7 @@ def test_a_refused_connection_fails_within_the_patience_in_one_line(
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
-        (("trigger", "staging"), "trigger: the following arguments are required: --image"),
+        (("trigger", "staging"), "trigger: one of the arguments --image --rollback is required"),
         (("pending", "--api-patience", "-1"), "pending: argument --api-patience: give 0 or more"),
         (("approve", "not-a-run"), "approve: argument RUN: invalid UUID value: 'not-a-run'"),
         (("nosuch",), "argument COMMAND: invalid choice: 'nosuch'"),
