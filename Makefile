@@ -48,7 +48,7 @@ test-unit: deps
 bench: deps
 	@bench/cluster.sh
 	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m bench.deploy
-	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m bench.apps
+	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m bench.realpath
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports --no-cache

@@ -16,11 +16,15 @@ A refused run ends Failed, named Refused, with the rule in its message (bascule/
 The Job's environment gets the flow's fixed entrypoint (PREFECT__FLOW_ENTRYPOINT), with
 which flows/job.py starts Prefect's engine: the deployment's pull steps and entrypoint are
 never run in the pod (``prefect flow-run execute`` would run both).
+
+Like the process worker, it hears of a new run of its pool from Prefect's event stream
+(bascule/wake.py); its poll remains as the fallback.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.abc
@@ -33,6 +37,7 @@ from pydantic import PrivateAttr
 
 from bascule.jobpolicy import ENTRYPOINT_ENV, JobPolicy, check_job, check_kubernetes_run
 from bascule.runpolicy import ENTRYPOINTS, Refusal, kubernetes_pool_name
+from bascule.wake import waking
 from bascule.worker import refuse, submitted
 from bascule.workpool import JobSettings, job_template
 
@@ -83,6 +88,17 @@ class BasculeKubernetesWorker(KubernetesWorker):  # type: ignore[misc]
             **kwargs,
         )
         self.policy = policy
+
+    async def start(
+        self,
+        run_once: bool = False,
+        with_healthcheck: bool = False,
+        printer: Callable[..., None] = print,
+    ) -> None:
+        """Prefect's loops, the poll woken early by each new run of the pool."""
+        pool = kubernetes_pool_name(self.policy.run.environment, self.policy.run.app)
+        async with waking(pool, self.get_and_submit_flow_runs, not run_once):
+            await super().start(run_once, with_healthcheck, printer)
 
     @classmethod
     def __dispatch_key__(cls) -> str:

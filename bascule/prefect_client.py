@@ -27,11 +27,12 @@ Both take the TLS context made once per process (``tls_context``), as Prefect's 
 makes its own: reading the CA bundle takes 20-30 ms, which a run that warms it up takes off
 its path to the lock.
 
-Measured on the 2-core test machine, ``bascule trigger dev --check`` against a local server
-(one API call) took 1.35 to 1.47 s with Prefect's client against 0.34 to 0.56 s with the plain
-httpx client this module replaces; with the machine loaded by other test runs, 10 to 12 s
-against 2 to 2.5 s. Nearly all of it is importing Prefect. One such start per deploy job,
-next to a deploy of minutes, is no reason to keep a client of our own.
+The one exception: ``bascule trigger`` finds the deployment and creates its run with httpx
+alone (``bascule.start_run``), then imports Prefect's client to follow the run. Importing
+Prefect takes 0.8 s of the 1.15 s from the trigger's start to its run existing; a deploy
+that starts its first step within 1.5 s of being asked cannot wait for it (issue 24). Its
+settings, addresses, errors and patience are ``bascule.prefect_api``'s, shared with this
+module, which re-exports them for its callers.
 
 Errors come out as ``bascule.errors``, split by what the caller can do: ``Unreachable`` may
 pass if retried (no connection, time-outs, 5xx, 429), ``UsageError`` will not (credentials
@@ -43,18 +44,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import ssl
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
-import certifi
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
@@ -73,62 +68,42 @@ from prefect.settings import (
     PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
     PREFECT_CLIENT_MAX_RETRIES,
     Settings,
-    get_current_settings,
 )
 
-from bascule.errors import Unreachable, UsageError
-from bascule.redact import clip
+from bascule.errors import UsageError
+from bascule.prefect_api import (
+    ApiSettings,
+    flow_run_url,
+    http_errors,
+    log_retries,
+    patiently,
+    redact_url,
+    require_url,
+    tls_context_for,
+    ui_base_url,
+)
 from bascule.retry import backoff, retry
+
+# Re-exported: the callers of Prefect's client find the settings, addresses and patience here.
+__all__ = [
+    "ApiSettings",
+    "Prefect",
+    "api_errors",
+    "flow_run_url",
+    "patiently",
+    "redact_url",
+    "status_of",
+    "tls_context",
+    "ui_base_url",
+]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-_RETRYABLE = frozenset({408, 429})
 # The answers Prefect's client waits out and sends again (prefect.client.base).
 _PREFECT_RETRIES = frozenset({408, 429, 502, 503})
 # A busy server, for a run's calls: no answer (0), or one Prefect's client would send again.
 BUSY = frozenset({0, *_PREFECT_RETRIES})
 BUSY_RETRY_SECONDS = 0.1
-_CLOUD_API = re.compile(
-    r"^https://api\.prefect\.cloud/api/accounts/(?P<account>[^/]+)/workspaces/(?P<workspace>[^/]+)/?$"
-)
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    """Where the Prefect API is and how to sign in; ``repr`` never shows a credential."""
-
-    url: str | None
-    key: str | None = None
-    auth_string: str | None = None
-    ui_url: str | None = None
-
-    def __repr__(self) -> str:
-        return f"ApiSettings(url={redact_url(self.url or '')!r})"
-
-    @classmethod
-    def from_prefect(cls) -> ApiSettings:
-        """PREFECT_API_URL, PREFECT_API_KEY, PREFECT_API_AUTH_STRING and PREFECT_UI_URL, read as
-        Prefect reads them (environment, then the active profile)."""
-        settings = get_current_settings()
-        api = settings.api
-        return cls(
-            url=api.url or None,
-            key=api.key.get_secret_value() if api.key else None,
-            auth_string=api.auth_string.get_secret_value() if api.auth_string else None,
-            ui_url=settings.ui_url or None,
-        )
-
-    @property
-    def secrets(self) -> tuple[str | None, str | None]:
-        return self.key, self.auth_string
-
-
-def require_url(api: ApiSettings) -> str:
-    if not api.url:
-        raise UsageError(
-            "PREFECT_API_URL is not set; set it to the Prefect API, e.g. http://127.0.0.1:4200/api"
-        )
-    return api.url
 
 
 class Prefect:
@@ -180,11 +155,7 @@ class Prefect:
     def __exit__(self, *exc_info: Any) -> None:
         self._stack.__exit__(*exc_info)
         if not self.quick:
-            log.log(
-                logging.WARNING if self.retries else logging.DEBUG,
-                "Prefect's client retried 408/429/502/503 answers: prefect_api_retries=%d",
-                self.retries,
-            )
+            log_retries(log, "Prefect's client", self.retries)
 
     def send(self, call: Callable[[SyncPrefectClient], T]) -> T:
         """``call(client)``; a run's client sends it again on a busy answer (``quickly``)."""
@@ -263,59 +234,10 @@ class Prefect:
 def api_errors(where: str, not_found: str | None = None) -> Iterator[None]:
     """Prefect's and httpx's exceptions as ``bascule.errors``; ``not_found`` for a 404."""
     try:
-        yield
+        with http_errors(where, not_found):
+            yield
     except ObjectNotFound:
         raise UsageError(not_found or f"{where}: not found") from None
-    except httpx.HTTPStatusError as exc:
-        status = exc.response.status_code
-        if status in (401, 403):
-            raise UsageError(
-                f"the Prefect API refused the credentials (HTTP {status}); "
-                "check PREFECT_API_KEY or PREFECT_API_AUTH_STRING"
-            ) from None
-        if status in _RETRYABLE or status >= 500:
-            raise Unreachable(f"{where}: HTTP {status}") from None
-        if status == 404 and not_found:
-            raise UsageError(not_found) from None
-        raise UsageError(f"{where}: HTTP {status}: {_detail(exc.response)}") from None
-    except httpx.TransportError as exc:
-        # str(exc) names the failure (refused, timed out, DNS), never a header.
-        raise Unreachable(f"{where}: {type(exc).__name__}: {exc}") from None
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return clip(response.text, 300)
-    if isinstance(data, dict) and "detail" in data:
-        return clip(str(data["detail"]), 1000)
-    return clip(str(data), 1000)
-
-
-def patiently(
-    call: Callable[[], T],
-    patience: float,
-    interval: float = 1.0,
-    on_retry: Callable[[Unreachable], None] | None = None,
-) -> T:
-    """``call()``, tried again every ``interval`` seconds while it raises ``Unreachable``, for
-    up to ``patience`` seconds; then an Unreachable naming the bound.
-
-    A command's rule: Prefect's client retries an overloaded server's answers itself, but not
-    a connection refused before the first answer, nor a 500; this covers those too."""
-    give_up = time.monotonic() + patience
-
-    def pause(exc: Unreachable, _: int) -> float:
-        if time.monotonic() >= give_up:
-            raise Unreachable(
-                f"cannot reach the Prefect API (gave up after {patience:.0f}s): {exc}"
-            ) from None
-        if on_retry is not None:
-            on_retry(exc)
-        return interval
-
-    return retry(call, pause, Unreachable)
 
 
 def quickly(call: Callable[[], T], tries: int) -> T:
@@ -358,53 +280,9 @@ def _without_client_retries() -> SettingsContext:
     return SettingsContext(profile=current.profile, settings=known[1])
 
 
-# TLS contexts by (skip verification, CA file); the lock makes a second caller wait for the
-# context under way rather than make another.
-_TLS: dict[tuple[bool, str | None], ssl.SSLContext] = {}
-_TLS_LOCK = threading.Lock()
-
-
 def tls_context() -> ssl.SSLContext:
     """The TLS context Prefect's client would make for the current settings (its CA file, or
     certifi's; none checked with PREFECT_API_TLS_INSECURE_SKIP_VERIFY), made once."""
-    insecure, cafile = bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()), None
-    if not insecure:
-        cafile = PREFECT_API_SSL_CERT_FILE.value() or certifi.where()
-    with _TLS_LOCK:
-        if (known := _TLS.get((insecure, cafile))) is not None:
-            return known
-        ctx = ssl.create_default_context(cafile=cafile)
-        if insecure:
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        _TLS[(insecure, cafile)] = ctx
-        return ctx
-
-
-# --- addresses --------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """The URL without any user:password part, safe to print."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def ui_base_url(api_url: str, ui_url: str | None = None) -> str:
-    """Where the Prefect UI of this API lives: PREFECT_UI_URL when given, else derived as
-    Prefect derives it (Cloud's app address, or the API URL without its /api suffix)."""
-    if ui_url:
-        return redact_url(ui_url.rstrip("/"))
-    cloud = _CLOUD_API.match(api_url)
-    if cloud:
-        return (
-            f"https://app.prefect.cloud/account/{cloud['account']}/workspace/{cloud['workspace']}"
-        )
-    return redact_url(api_url.rstrip("/").removesuffix("/api"))
-
-
-def flow_run_url(ui_base: str, flow_run_id: UUID) -> str:
-    return f"{ui_base}/runs/flow-run/{flow_run_id}"
+    return tls_context_for(
+        bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()), PREFECT_API_SSL_CERT_FILE.value()
+    )

@@ -3,14 +3,15 @@
 Each caller says which errors are worth another try (``on``) and, after each failed try,
 how long to wait or to give up (``pause``): the rules differ (the Kubernetes API's outage
 bound, the Prefect API's patience, a busy Prefect server's quick tries, a task's declared
-retries, a webhook's delivery bound), the loop does not. Pure but for ``sleep``, which
+retries, a webhook's delivery bound), the loop does not; ``retry_async`` is the same loop
+for a coroutine (the worker's event stream, bascule/wake.py). Pure but for ``sleep``, which
 tests replace.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -47,3 +48,24 @@ def retry(
             if wait is None:
                 raise
         (sleep or time.sleep)(wait)
+
+
+async def retry_async(
+    call: Callable[[], Awaitable[T]],
+    pause: Callable[[E, int], float | None],
+    on: type[E] | tuple[type[E], ...],
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+) -> T:
+    """``retry`` for a coroutine: ``await call()``, tried again as ``retry`` tries, waiting
+    with ``await sleep(seconds)`` (the caller's event loop's, e.g. ``anyio.sleep``)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except on as exc:
+            wait = pause(exc, attempt)
+            if wait is None:
+                raise
+        await sleep(wait)

@@ -14,6 +14,9 @@ here, in the worker, before any code of the run's commit executes:
 A refused run ends Failed, named Refused, with the rule in its message: not Crashed, which
 would start the environment's recover automation for every refused attempt.
 
+It hears of a new run of its pool from Prefect's event stream and submits it at once
+(bascule/wake.py); its poll, every PREFECT_WORKER_QUERY_SECONDS, remains as the fallback.
+
 The checkout (bascule/checkout.py) is a worktree of a mirror of the repository the worker
 keeps in its cache directory, fetched for each run: the remote's default branch, branches
 and tags as they are then, only new objects transferred. It is the app's repository:
@@ -24,13 +27,18 @@ worker fixes (PREFECT__FLOW_ENTRYPOINT): Prefect's engine then runs neither the 
 pull steps nor its entrypoint, and nothing of the checkout is imported. The worker never loads
 a run's flow itself: on_crashed/on_cancellation hooks, which Prefect's process worker runs by
 loading the deployment (pull steps included) in the worker, are not run.
+
+That process is forked from the worker's fork server (bascule/forkserver.py), a process of
+its own started with the worker that has imported Prefect and Bascule's flows already, so a
+run skips their ~1.7 s import; if the server is gone or refuses, the run starts as a new
+process, and the run's log says why.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +47,6 @@ import anyio.abc
 from prefect.flows import Flow
 from prefect.runner._flow_run_executor import FlowRunExecutionResult, FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
-from prefect.runner._starter_engine import EngineCommandStarter
 from prefect.states import Failed
 from prefect.utilities.processutils import command_to_string, get_sys_executable
 from prefect.workers.base import (
@@ -54,6 +61,7 @@ from bascule import config as c
 from bascule import kube as k
 from bascule.checkout import clone, release
 from bascule.flows.launch import LAUNCH
+from bascule.forkserver import ForkServer, ForkServerStarter
 from bascule.jobpolicy import ENTRYPOINT_ENV
 from bascule.outcome import StateName
 from bascule.runpolicy import (
@@ -64,6 +72,7 @@ from bascule.runpolicy import (
     check_checkout,
     check_run,
 )
+from bascule.wake import waking
 from bascule.workpool import HEARTBEAT_SECONDS
 
 if TYPE_CHECKING:
@@ -160,7 +169,8 @@ async def _resolve_without_hooks(flow_run: FlowRun) -> Flow[..., Any]:
     def nothing() -> None:
         return None
 
-    return Flow(fn=nothing, name=flow_run.name or "refused")
+    # A fixed name: a run's own ("staging: registry/app:v2") holds characters a flow name may not.
+    return Flow(fn=nothing, name="bascule-no-hooks")
 
 
 class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
@@ -169,10 +179,21 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
     job_configuration_variables = Variables
     _description = "Runs Bascule's flows for one environment, under its local policy."
     _display_name = "Bascule"
+    _forks: ForkServer | None = None
 
     def __init__(self, policy: Policy, **kwargs: Any) -> None:
         super().__init__(work_pool_name=policy.pool, **kwargs)
         self.policy = policy
+
+    async def start(
+        self,
+        run_once: bool = False,
+        with_healthcheck: bool = False,
+        printer: Callable[..., None] = print,
+    ) -> None:
+        """Prefect's loops, the poll woken early by each new run of the pool."""
+        async with waking(self.policy.pool, self.get_and_submit_flow_runs, not run_once):
+            await super().start(run_once, with_healthcheck, printer)
 
     async def run(
         self,
@@ -209,6 +230,21 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
                 with anyio.CancelScope(shield=True):  # a cancelled run's checkout goes too
                     await anyio.to_thread.run_sync(release, self.policy.repository, checkout_dir)
 
+    async def setup(self) -> None:
+        await super().setup()
+        try:
+            self._forks = ForkServer.start([get_sys_executable(), *LAUNCH], os.environ)
+        except OSError as exc:
+            self._logger.warning("No fork server (%s): each run starts as a new process", exc)
+
+    async def teardown(self, *exc_info: Any) -> None:
+        try:
+            await super().teardown(*exc_info)  # waits for the runs the server forked
+        finally:
+            if self._forks is not None:
+                await anyio.to_thread.run_sync(self._forks.stop)
+                self._forks = None
+
     async def _refuse(
         self, flow_run: FlowRun, refusal: Refusal, task_status: anyio.abc.TaskStatus[int]
     ) -> Result:
@@ -224,10 +260,14 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
         task_status: anyio.abc.TaskStatus[int],
     ) -> Result:
         """Prefect's engine in ``cwd``, as Prefect's process worker starts it, but through
-        Bascule's launcher and with the hook runner given no flow (see
-        ``_resolve_without_hooks``)."""
+        Bascule's launcher, forked from the fork server when it can, and with the hook runner
+        given no flow (see ``_resolve_without_hooks``)."""
+        logger = self.get_flow_run_logger(flow_run)
+        logger.info("Starting the flow run's process")
         async with FlowRunExecutorContext() as ctx:
-            starter = EngineCommandStarter(
+            starter = ForkServerStarter(
+                self._forks,
+                logger,
                 command=command_to_string([get_sys_executable(), *LAUNCH]),
                 cwd=cwd,
                 env=dict(env),

@@ -2,8 +2,8 @@
 process starts (issue 24): Bascule's ``bascule trigger`` → the Prefect server → the
 environment's worker (``bascule worker``, cloning a config-only app repository) → the flow;
 Argo's ``kubectl argo rollouts set image`` → its controller. Rollbacks: the README's
-``prefect deployment run rollback/ENV --watch`` through the same worker, against ``kubectl
-argo rollouts undo``, with kubectl's own selector patch as the baseline.
+``bascule trigger ENV --rollback`` through the same worker, against ``kubectl argo rollouts
+undo``, with kubectl's own selector patch as the baseline.
 
 Paired rounds in random order: each round runs every tool once, in an order shuffled per
 round (the seed is printed; ``--seed`` repeats it). The app, templates and settings are
@@ -22,6 +22,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,11 @@ from bench.measure import failure_kinds, seconds_to_first
 from bench.rounds import fresh_start
 from bench.stats import figure_lines, ratio_lines
 from bench.timeline import Timeline
-from tests.support import deploys, workers
+from tests.support import deploys, sample, workers
+from tests.support.apps import app_names, group_usage, write_overlays
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
+from tests.support.processes import usage
 
 BIN = Path(sys.executable).parent  # the venv's `bascule` and `prefect` scripts
 ARGO_KEEP_SECONDS = 600  # Argo's old ReplicaSet outlives every rollback round (compare.py's)
@@ -59,6 +62,9 @@ ARGO_KEEP_SECONDS = 600  # Argo's old ReplicaSet outlives every rollback round (
 # own: long past the timed rollback, short enough not to pile runs up on 2 cores.
 KEEP_SECONDS = 45
 COMMAND_TIMEOUT = 600
+APPS = 10  # deployed at once through the real path, against one alone
+IDLE_SECONDS = 30  # each tool's footprint, nothing asked of it
+APP_IMAGES = [sample.IMAGE.format(version=v) for v in ("v1", "v2", "v3")]
 KUBECTL_IMAGES: dict[Color, str] = {"blue": IMAGES[0], "green": IMAGES[1]}
 
 
@@ -106,9 +112,33 @@ class Real:
             raise RuntimeError(f"{' '.join(argv[:4])}: exit {done.returncode}\n{said}")
         return done
 
-    def trigger_argv(self, image: str, commit: str, label: str) -> list[str]:
+    def trigger_argv(
+        self, image: str, commit: str, label: str, app: str | None = None
+    ) -> list[str]:
         return [str(BIN / "bascule"), "trigger", "dev", "--image", image, "--commit", commit,
-                "--rerun", label]  # fmt: skip
+                "--rerun", f"{label}-{app}" if app else label,
+                *(["--app", app] if app else [])]  # fmt: skip
+
+    def triggers(self, apps: list[str], image: str, commit: str, label: str, logs: Path) -> float:
+        """``bascule trigger dev --app A`` for each of ``apps``, all started at once; seconds
+        from their start until the last one exited (each follows its run to the end)."""
+        logs.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        procs = {
+            app: subprocess.Popen(
+                self.trigger_argv(image, commit, label, app),
+                env=deploys.cli_env(self.api),
+                cwd=self.checkout,
+                stdout=(logs / f"{app}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for app in apps
+        }
+        for app, proc in procs.items():  # the wall time is the last exit's, whatever the order
+            if proc.wait(timeout=COMMAND_TIMEOUT) != 0:
+                said = (logs / f"{app}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"bascule trigger --app {app}: exit {proc.returncode}\n{said}")
+        return time.monotonic() - started
 
     def known(self) -> set[str]:
         return {r["id"] for r in deploys.history(self.cluster, self.ns)}
@@ -173,6 +203,9 @@ class Rounds:
     deploy_runs: RunTimes = field(default_factory=RunTimes)
     rollback_runs: RunTimes = field(default_factory=RunTimes)
     done: dict[str, list[float]] = field(default_factory=dict)
+    apps_one: list[float] = field(default_factory=list)  # one app's trigger alone
+    apps_wall: list[float] = field(default_factory=list)  # ``APPS`` apps' triggers at once
+    idle: dict[str, str] = field(default_factory=dict)  # footprint figures, printed as they are
 
     def took(self, name: str, asked: float, until: float | None = None) -> None:
         self.done.setdefault(name, []).append((until or time.time()) - asked)
@@ -245,7 +278,7 @@ class Bench:
             answers(self.cluster, self.urls["real"], other)
             before = real.known()
             asked = time.time()
-            real.command([str(BIN / "prefect"), "deployment", "run", "rollback/dev", "--watch"])
+            real.command([str(BIN / "bascule"), "trigger", "dev", "--rollback"])
             seen.took("real_rollback_done_seconds", asked)
             run = real.newest("rollback", before)["flow_run_id"]
             seen.rollback_runs.add(real.api, run, asked)
@@ -286,6 +319,39 @@ class Bench:
         return order
 
 
+def idle_footprint(seconds: float, **who: Callable[[], tuple[int, float]]) -> dict[str, str]:
+    """Each of ``who``'s resident memory (MiB, at the end) and CPU used (% of one core) while
+    nothing was asked of it for ``seconds``; ``who``: name → (rss kB, CPU seconds so far)."""
+    before = {name: read()[1] for name, read in who.items()}
+    time.sleep(seconds)
+    figures: dict[str, str] = {}
+    for name, read in who.items():
+        rss_kb, cpu = read()
+        figures[f"{name}_idle_rss_mib"] = f"{rss_kb / 1024:.0f}"
+        figures[f"{name}_idle_cpu_percent"] = f"{100 * (cpu - before[name]) / seconds:.2f}"
+    return figures
+
+
+def apps_rounds(real: Real, commit: str, rounds: int, rng: random.Random, logs: Path) -> Rounds:
+    """``APPS`` apps of the dev environment (its own and overlays, all in one namespace,
+    served by its one worker), each deployed through the real path: first all from nothing
+    (not timed), then per round one app alone and all of them at once, in a shuffled order."""
+    apps, seen = app_names(APPS), Rounds()
+    serving = dict.fromkeys(apps, APP_IMAGES[0])
+    real.triggers(apps, APP_IMAGES[0], commit, "apps-stage", logs / "stage")
+    for i in range(rounds):
+        for step in rng.sample(["one", "all"], 2):
+            chosen = apps[:1] if step == "one" else apps
+            # An image none of them serves: one that already serves is not deployed again.
+            image = next(im for im in APP_IMAGES if im not in {serving[a] for a in chosen})
+            took = real.triggers(chosen, image, commit, f"apps-{i}-{step}", logs / f"{i}-{step}")
+            serving.update(dict.fromkeys(chosen, image))
+            (seen.apps_one if step == "one" else seen.apps_wall).append(took)
+        log(f"apps round {i + 1}: one {seen.apps_one[-1]:.1f} s, {APPS} at once "
+            f"{seen.apps_wall[-1]:.1f} s")  # fmt: skip
+    return seen
+
+
 def namespaces(tag: str) -> tuple[str, str, str]:
     """Bascule's, Argo's and kubectl's (each with its dev environment's ``-dev``)."""
     return f"bench-rpb-{tag}", f"bench-rpa-{tag}", f"bench-rpk-{tag}"
@@ -299,7 +365,9 @@ def measure(
     tag: str,
     rounds: int,
     cli_rounds: int,
+    apps_rounds_count: int,
     rng: random.Random,
+    server_pid: int,
 ) -> tuple[Rounds, dict[str, list[float]]]:
     """Sets the three tools up, runs the rounds; returns what they saw and the CLI's times."""
     ns_b, ns_a, ns_k = namespaces(tag)
@@ -332,8 +400,11 @@ def measure(
         cluster.apply(argo.ns, *rollout_objects(argo_cfg, IMAGES[0]))
         env = {"KUBECONFIG": str(ours.kubeconfig)}
         with (
-            workers.bascule_worker(api, tmp / "worker.log", "dev", repo.bare, (real.ns,), env),
-            running_controller(bindir, ctrl, argo.ns, tmp / "rollouts-controller.log"),
+            # Prefect's default poll: the worker is woken by the run's event, not by tuning.
+            workers.bascule_worker(
+                api, tmp / "worker.log", "dev", repo.bare, (real.ns,), env, query_seconds=10
+            ) as worker,
+            running_controller(bindir, ctrl, argo.ns, tmp / "rollouts-controller.log") as argo_c,
             RolloutWatch(cluster, argo.ns, argo.app) as watch,
         ):
             watch.wait_done(0, IMAGES[0], alone=True)
@@ -341,12 +412,22 @@ def measure(
             for color in ("blue", "green"):
                 dep = f"deployment/{k_cfg.app}-{color}"
                 cluster.kubectl("-n", k_cfg.namespace, "rollout", "status", dep)
+            # What each tool costs while nobody deploys: Bascule's server and worker (each a
+            # process group: the worker's includes what it started) against Argo's controller.
+            log(f"idle footprint, {IDLE_SECONDS} s")
+            idle = idle_footprint(
+                IDLE_SECONDS,
+                prefect_server=lambda: group_usage(server_pid),
+                bascule_worker=lambda: group_usage(worker.pid),
+                argo_controller=lambda: usage(argo_c.pid)[:2],
+            )
             urls = {
                 tool: deploys.service_url(cluster, ns)
                 for tool, ns in (("real", real.ns), ("argo", argo.ns), ("kubectl", k_cfg.namespace))
             }
             bench = Bench(cluster, real, argo, watch, k_cfg, urls, rng, tag)
             seen = bench.seen
+            seen.idle = idle
             log(f"set up; {rounds} deploy rounds")
             with Timeline(cluster) as timeline:
                 for i in range(rounds):
@@ -371,6 +452,15 @@ def measure(
             for proc in real.setups:  # their runs end on their own, KEEP_SECONDS after done
                 if proc.wait(timeout=KEEP_SECONDS + 120) != 0:
                     log(f"a rollback round's setup deploy exited {proc.returncode}")
+
+            apps_sha = repo.commit(
+                ns_b, f"{APPS} apps", MINIMAL, ("dev",),
+                change=lambda work: write_overlays(work / "deployments", "dev", APPS),
+            )  # fmt: skip
+            repo.push()
+            log(f"{apps_rounds_count} rounds of {APPS} apps")
+            apps = apps_rounds(real, apps_sha, apps_rounds_count, rng, tmp / "apps")
+            seen.apps_one, seen.apps_wall = apps.apps_one, apps.apps_wall
     finally:
         forget_identities(cluster, ours, ctrl, cli)
     return seen, cli_times
@@ -384,6 +474,7 @@ RATIOS = (
     ("real_rollback_vs_argo", "real_rollback_seen_seconds", "argo_rollback_seen_seconds"),
     ("real_rollback_vs_kubectl", "real_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
     ("argo_rollback_vs_kubectl", "argo_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
+    ("apps_wall_ratio", "apps_wall_seconds", "apps_one_deploy_seconds"),
 )
 
 
@@ -408,6 +499,8 @@ def figures(seen: Rounds, cli_times: dict[str, list[float]]) -> dict[str, list[f
         "kubectl_rollback_done_seconds": s.done["kubectl_rollback_done_seconds"],
         "rollback_to_running_seconds": s.rollback_runs.running,
         "rollback_to_first_step_seconds": s.rollback_runs.first_step,
+        "apps_one_deploy_seconds": s.apps_one,
+        "apps_wall_seconds": s.apps_wall,
         **cli_times,
     }
 
@@ -450,33 +543,42 @@ def main() -> None:
     import uuid
 
     from tests.support.cluster import start_local
-    from tests.support.prefect_server import running_prefect_server
+    from tests.support.prefect_server import running_prefect_server, server_database
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=15, help="paired rounds of each kind")
     ap.add_argument("--cli-rounds", type=int, default=10)
+    ap.add_argument("--apps-rounds", type=int, default=5, help=f"rounds of one app and {APPS}")
     ap.add_argument("--seed", type=int, help="the rounds' order (default: a new one, printed)")
     args = ap.parse_args()
+    if min(args.rounds, args.cli_rounds, args.apps_rounds) < 2:
+        ap.error("every kind of round needs at least 2: an interval needs two values")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     log(f"seed={seed}")
     started = time.monotonic()
     bindir, cluster, tag = build(), start_local(), uuid.uuid4().hex[:6]
-    with running_prefect_server() as server, tempfile.TemporaryDirectory() as tmp:
+    # On the cluster's PostgreSQL, as bench.apps: ten triggers at once keep a SQLite server
+    # answering 503 for over a minute.
+    with (
+        server_database(cluster) as url,
+        running_prefect_server(database_url=url) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         os.environ["PREFECT_API_URL"] = server.api_url
         try:
             seen, cli_times = measure(
                 cluster, bindir, server.api_url, Path(tmp), tag, args.rounds,
-                args.cli_rounds, random.Random(seed),
+                args.cli_rounds, args.apps_rounds, random.Random(seed), server.pid,
             )  # fmt: skip
         finally:
             for ns in namespaces(tag):
                 cluster.kubectl("delete", "namespace", f"{ns}-dev", "--wait=false", check=False)
-    print(f"seed={seed}")
-    print(f"rounds={args.rounds}")
+    print(f"realpath_seed={seed}")
+    print(f"realpath_rounds={args.rounds}")
     print(f"argo_rollouts_version={bindir.name.removeprefix('argo-rollouts-')}")
     for line in report(figures(seen, cli_times), seed):
         print(line)
-    for name, value in counts(seen).items():
+    for name, value in {**seen.idle, **counts(seen)}.items():
         print(f"{name}={value}")
     print(f"realpath_wall_seconds={time.monotonic() - started:.0f}")
 

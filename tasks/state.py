@@ -1,14 +1,15 @@
 """Reading the blue-green state and the release history from the cluster, and writing
 history records. The cluster is the source of truth. The one thing kept in memory, the
 history ConfigMap as last seen (``Env.history_seen``), only spares a write its read: the
-write carries that resourceVersion, so if anyone wrote since, it conflicts and reads again."""
+write carries that resourceVersion, so if anyone wrote since, it conflicts and reads again.
+
+The reads are ``bascule status``'s too, which must not pay for importing Prefect (~0.9 s):
+only the functions that log in a run import its logger."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-from prefect import get_run_logger
 
 from bascule import history as h
 from bascule import kube as k
@@ -116,6 +117,8 @@ def store_objects(env: Env, release_id: str, snapshot: Snapshot) -> str | None:
     before it is applied; returns the digest its record keeps. None, with a warning, when
     the objects hold a secret value in plain text: those are not stored."""
     if snapshots.carries_secret(snapshot, KNOWN):
+        from prefect import get_run_logger
+
         get_run_logger().warning(
             "the Deployment of release %s holds the value of a secret variable in plain text "
             "(in env: or the template): its objects are not stored, so a rollback to it once "
@@ -149,6 +152,8 @@ def service_back(env: Env, observed: Observed, color: Color) -> Mapping[str, Any
     """The Service the release whose pods run on ``color`` applied, for a switch back to
     them (``snapshots.service_to_restore``); None, with a warning saying why, when there is
     none to trust, or it cannot be read: the switch then moves only the selector."""
+    from prefect import get_run_logger
+
     log = get_run_logger()
     running = observed.color(color).release
     found = None

@@ -21,9 +21,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from bascule import __version__
 from bascule.errors import BasculeError, LockLost
 from bascule.outcome import Exit, describe_exits, error_line
 from bascule.redact import redact
@@ -210,6 +209,22 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+class _Version(argparse._VersionAction):
+    """``--version``: the version looked up only when asked for (``bascule.__version__``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        from bascule import __version__
+
+        self.version = f"%(prog)s {__version__}"
+        super().__call__(parser, namespace, values, option_string)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, its usage errors worded as every other failure (exit 2 still)."""
 
@@ -229,7 +244,7 @@ def build_parser(
         prog="bascule",
         description="Blue-green deployments to Kubernetes, run as Prefect flows.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in commands:
         sub_parser = sub.add_parser(

@@ -1,7 +1,8 @@
-"""``bascule trigger ENV --image REF``: start the deploy flow of one environment and follow it.
+"""``bascule trigger ENV --image REF``: start the deploy flow of one environment and follow it
+(``--rollback``: its rollback flow).
 
 This is what the GitHub workflows run. It creates a flow run of the Prefect deployment
-``deploy/ENV`` (or ``--deployment FLOW/NAME``) through Prefect's client (PREFECT_API_URL;
+``deploy/ENV`` (or ``--deployment FLOW/NAME``) through Prefect's REST API (PREFECT_API_URL;
 PREFECT_API_KEY for Prefect Cloud or PREFECT_API_AUTH_STRING for a self-hosted server with
 basic auth), with the parameters ``environment``, ``image`` and ``commit``, then prints the
 run's state changes and logs until it ends and exits with a code that says how it ended
@@ -23,13 +24,15 @@ and ``flow-run-url``.
 
 The parts: ``options`` (what to do, checked before any call), ``start`` (find the deployment,
 create the run), ``follow`` (its states and logs), ``github`` (masked output, summary, step
-outputs). This module is the command line; it imports Prefect only when the command runs.
+outputs). This module is the command line; Prefect's client is imported only once the run
+exists, to follow it (``start``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -67,11 +70,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the app of the environment, passed to the flow as its `app` parameter "
         "(default: the environment's only one)",
     )
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--image",
-        required=True,
         metavar="REF",
         help="image reference to deploy, e.g. registry.example/app@sha256:<hex>",
+    )
+    what.add_argument(
+        "--rollback",
+        action="store_true",
+        help="start the environment's rollback (rollback/ENV) instead, back to the previous "
+        "good release or to --to RELEASE, and follow it",
+    )
+    parser.add_argument(
+        "--to",
+        dest="to_release",
+        metavar="RELEASE",
+        help="with --rollback: the release id to return to (`bascule history ENV`)",
     )
     parser.add_argument(
         "--commit", metavar="SHA", help="commit being deployed; part of the idempotency key"
@@ -128,8 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Options:
     """The trigger's options from parsed arguments and the GitHub Actions environment; the
-    Prefect settings as Prefect reads them."""
-    from bascule.prefect_client import ApiSettings
+    Prefect settings as Prefect reads them (without importing Prefect where it can)."""
+    from bascule.prefect_api import ApiSettings
 
     summary: Path | None = args.summary
     app = local_app(args.environment, args.app, DEFAULT_CONFIG_DIR)
@@ -138,7 +153,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
     return Options(
         environment=args.environment,
         image=args.image,
-        api=ApiSettings.from_prefect(),
+        api=ApiSettings.read(),
         commit=args.commit,
         commit_time=args.commit_time,
         rerun=args.rerun,
@@ -153,6 +168,9 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
         app_secrets=app_secret_values(args.environment, environ, DEFAULT_CONFIG_DIR, app),
         app=app,
         deployment=args.deployment,
+        rollback=args.rollback,
+        to_release=args.to_release,
+        nonce=uuid.uuid4().hex,
     )
 
 

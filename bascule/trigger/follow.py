@@ -17,6 +17,7 @@ from bascule.errors import BasculeError, Unreachable
 from bascule.markdown import one_line
 from bascule.outcome import RESULTS, Exit, exit_code
 from bascule.prefect_client import Prefect, api_errors, patiently
+from bascule.start_run import RunSeen
 from bascule.trigger.github import Output
 from bascule.trigger.options import Options
 from bascule.trigger.report import Report, format_duration, state_label
@@ -74,7 +75,7 @@ class Follower:
             except BasculeError as exc:
                 lost = "" if isinstance(exc, Unreachable) else "lost the flow run: "
                 raise Unreachable(f"{lost}{exc}; the run may still go on: {self.url}") from None
-            self.report.take(run, self.url)
+            self.report.take(seen(run), self.url)
             code = exit_code(run.state.type.value, run.state.name) if run.state else None
             if code is not None:
                 self._settle_logs()
@@ -158,6 +159,22 @@ class Follower:
             except BasculeError:
                 return
             self._show(list(news))
+
+
+def seen(run: FlowRun) -> RunSeen:
+    """What the report keeps of Prefect's flow run."""
+    state = run.state
+    return RunSeen(
+        id=run.id,
+        name=run.name,
+        state_type=None if state is None else state.type.value,
+        state_name=None if state is None else state.name,
+        state_message=None if state is None else state.message,
+        labels=dict(run.labels),
+        created=run.created,
+        start_time=run.start_time,
+        end_time=run.end_time,
+    )
 
 
 def _took(run: FlowRun) -> str:

@@ -16,9 +16,10 @@ from bascule.images import parse_image
 from bascule.monitoring import normal_time
 
 if TYPE_CHECKING:
-    from bascule.prefect_client import ApiSettings
+    from bascule.prefect_api import ApiSettings
 
 DEPLOY_FLOW = "deploy"
+ROLLBACK_FLOW = "rollback"
 # Characters Prefect refuses in a flow's or a deployment's name (prefect.types.names).
 _NOT_IN_NAMES = frozenset("/%&<>")
 DEFAULT_WAIT_TIMEOUT = 7200.0
@@ -31,7 +32,7 @@ class Options:
     """One trigger: what to deploy where, how long to follow it, where to report."""
 
     environment: str
-    image: str
+    image: str | None  # None: a rollback (``rollback``)
     api: ApiSettings
     commit: str | None = None
     commit_time: str | None = None  # ISO-8601 time of the commit, for the lead time
@@ -57,32 +58,46 @@ class Options:
     app: str | None = None
     # The Prefect deployment to start, FLOW/NAME; None: deploy/<environment>.
     deployment: str | None = None
+    # Start the environment's rollback instead of a deploy (no image), to ``to_release`` or,
+    # when None, to the previous good release; ``nonce`` tells this rollback from others.
+    rollback: bool = False
+    to_release: str | None = None
+    nonce: str = ""
 
     @property
     def deployment_name(self) -> str:
-        return self.deployment or default_deployment(self.environment)
+        return self.deployment or default_deployment(self.environment, self.rollback)
 
     @property
     def parameters(self) -> dict[str, str | None]:
-        """The deploy flow's parameters. No job variables: the environment's worker clones
-        its repository at ``commit`` and refuses runs that set any (bascule/runpolicy.py)."""
-        given = {"environment": self.environment, "image": self.image, "commit": self.commit}
+        """The flow's parameters. No job variables: the environment's worker clones its
+        repository at ``commit`` and refuses runs that set any (bascule/runpolicy.py)."""
+        given: dict[str, str | None] = {"environment": self.environment}
         given |= {"app": self.app} if self.app else {}
+        if self.rollback:  # the rollback flow's own; its worker clones the default branch
+            return given | ({"to_release": self.to_release} if self.to_release else {})
+        given |= {"image": self.image, "commit": self.commit}
         return given | ({"commit_time": self.commit_time} if self.commit_time else {})
 
     @property
     def idempotency_key(self) -> str:
         # Another deployment of the same flow must not find this one's run under its key.
         name = self.deployment_name
-        other = None if name == default_deployment(self.environment) else name
+        other = None if name == default_deployment(self.environment, self.rollback) else name
+        if self.rollback:
+            # Each `--rollback` is one rollback (a second would go back one release further);
+            # the nonce makes only this process's retries find the run it created.
+            material = [self.environment, self.app, self.to_release, self.rerun, other]
+            digest = hashlib.sha256(json.dumps([*material, self.nonce]).encode()).hexdigest()
+            return f"bascule-trigger/{self.environment}/{ROLLBACK_FLOW}/{digest[:32]}"
         return idempotency_key(
-            self.environment, self.commit, self.image, self.rerun, self.app, other
+            self.environment, self.commit, self.image or "", self.rerun, self.app, other
         )
 
 
-def default_deployment(environment: str) -> str:
+def default_deployment(environment: str, rollback: bool = False) -> str:
     """The Prefect deployment ``bascule trigger ENV`` starts unless told another."""
-    return f"{DEPLOY_FLOW}/{environment}"
+    return f"{ROLLBACK_FLOW if rollback else DEPLOY_FLOW}/{environment}"
 
 
 def check_deployment(name: str | None) -> str | None:
@@ -150,7 +165,23 @@ def app_secret_values(
 def check(options: Options) -> None:
     """Raises UsageError for the first argument that cannot make a deploy the flow accepts."""
     check_environment_name(options.environment)
-    parse_image(options.image, require_digest=options.require_digest)
+    if options.rollback:
+        given = [name for name, value in (
+            ("--image", options.image), ("--commit", options.commit),
+            ("--commit-time", options.commit_time),
+        ) if value]  # fmt: skip
+        if given or options.require_digest:
+            named = ", ".join([*given, *(["--require-digest"] if options.require_digest else [])])
+            raise UsageError(
+                f"--rollback takes no {named}: it returns to a release that ran already (its "
+                "image and commit are in the history); drop them, or --to RELEASE_ID"
+            )
+    elif options.image is None:
+        raise UsageError("give --image REF to deploy, or --rollback to roll back")
+    elif options.to_release is not None:
+        raise UsageError("--to RELEASE_ID goes with --rollback")
+    else:
+        parse_image(options.image, require_digest=options.require_digest)
     check_commit(options.commit)
     check_commit_time(options.commit_time)
     check_rerun(options.rerun)

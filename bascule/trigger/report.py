@@ -11,7 +11,7 @@ from bascule.outcome import Exit
 from bascule.promotion import DIGEST_LABEL
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
+    from bascule.start_run import RunSeen
 
 
 @dataclass
@@ -34,13 +34,13 @@ class Report:
     end: datetime | None = None
     digest: str | None = None  # the digest the release ran, from the run's label
 
-    def take(self, run: FlowRun, url: str) -> None:
+    def take(self, run: RunSeen, url: str) -> None:
         self.run_id, self.run_name, self.run_url = run.id, run.name, url
         if ran := run.labels.get(DIGEST_LABEL):
             self.digest = str(ran)
-        if run.state is not None:
-            self.state = state_label(run.state.name, run.state.type.value)
-            self.state_message = run.state.message
+        if run.state_type is not None:
+            self.state = state_label(run.state_name, run.state_type)
+            self.state_message = run.state_message
         self.created, self.start, self.end = run.created, run.start_time, run.end_time
 
 

@@ -140,6 +140,8 @@ def test_a_cancel_through_prefects_api_of_a_workers_run_in_its_window_puts_traff
         assert started.returncode == 0, started.stdout + started.stderr
         switched = deploys.wait_phase(cluster, namespace, V2, {"switched"}, ignore=seen)
         run_id = str(switched["flow_run_id"])
+        # Forked from the worker's fork server, Prefect and Bascule imported already.
+        assert workers.forked_by_fork_server(workers.infrastructure_pid(prefect_server, run_id))
         asked_at = time.monotonic()
         asked = httpx.post(
             f"{prefect_server}/flow_runs/{run_id}/set_state",

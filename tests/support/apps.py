@@ -40,11 +40,17 @@ def write_apps(directory: Path, namespace: str, kubeconfig: Path, count: int) ->
     """staging.yaml (its own app) and an overlay apps/<app>/staging.yaml for each other app,
     all in ``namespace``: the same image and settings, as a platform's many small services."""
     cfg = write_envs(directory, namespace, kubeconfig, QUICK, ("staging",))
+    write_overlays(cfg, "staging", count)
+    return cfg
+
+
+def write_overlays(cfg: Path, environment: str, count: int) -> None:
+    """An overlay ``apps/<app>/<environment>.yaml`` in ``cfg`` for each app but the
+    environment's own: the environment's settings as they are."""
     for app in app_names(count)[1:]:
-        path = overlay_file(cfg, app, "staging")
+        path = overlay_file(cfg, app, environment)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {app}: the environment's settings as they are\n")
-    return cfg
 
 
 @dataclass

@@ -251,15 +251,16 @@ def bascule_worker(
     env: dict[str, str] | None = None,
     user: OsUser | None = None,
     app: str | None = None,
+    query_seconds: float = 2,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``bascule worker ENVIRONMENT`` polling every 2 s (its pool's template every 2 s too,
-    so an edit through the API reaches it soon), stopped by its group; ``env`` adds to its
-    environment (its credentials: KUBECONFIG, secret sources); ``user``: run as that user;
-    ``app``: one app's worker (``--app``)."""
+    """``bascule worker ENVIRONMENT`` polling every ``query_seconds`` (its pool's template
+    every 2 s, so an edit through the API reaches it soon), stopped by its group; ``env`` adds
+    to its environment (its credentials: KUBECONFIG, secret sources); ``user``: run as that
+    user; ``app``: one app's worker (``--app``)."""
     options = [f"--namespace={ns}" for ns in namespaces] + (["--app", app] if app else [])
     env = {
         **deploys.cli_env(api),
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
         "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
         # Its repository's mirror beside its log, not in this machine's cache for good (a
         # user's worker keeps it in that user's home).
@@ -324,18 +325,32 @@ def spawned(
         proc.wait(timeout=30)
 
 
-def run_process(worker: subprocess.Popen[bytes], flow_run_id: str) -> int:
-    """The pid of the process executing ``flow_run_id`` (``python -m prefect.engine``, in a
-    session of its own): the worker's child whose environment names the run."""
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):  # processes come and go while we look
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == worker.pid and marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-    assert len(found) == 1, f"processes of flow run {flow_run_id}: {found}"
-    return found[0]
+def run_process(api: str, worker: subprocess.Popen[bytes], flow_run_id: str) -> int:
+    """The pid of the process executing ``flow_run_id``, as its worker told Prefect
+    (infrastructure_pid): forked by the worker's fork server, or, when that could not,
+    the worker's own child."""
+    pid = infrastructure_pid(api, flow_run_id)
+    parent = parent_pid(pid)
+    assert worker.pid in (parent, parent_pid(parent)), f"{pid} is not a run of {worker.pid}"
+    return pid
+
+
+def infrastructure_pid(api: str, flow_run_id: str) -> int:
+    run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=30).json()
+    assert run.get("infrastructure_pid"), f"flow run {flow_run_id} has no process yet: {run}"
+    return int(run["infrastructure_pid"])
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def forked_by_fork_server(pid: int) -> bool:
+    """Whether ``pid``'s parent is a worker's fork server (bascule/forkserver.py)."""
+    from bascule.forkserver import FORK_SERVER_FLAG
+
+    argv = Path(f"/proc/{parent_pid(pid)}/cmdline").read_bytes().split(b"\0")
+    return FORK_SERVER_FLAG.encode() in argv
 
 
 @dataclass(frozen=True)
@@ -363,7 +378,7 @@ def kill_after_switch(
     started = prefect(api, "deployment", "run", "deploy/staging", "--param", f"image={image}")
     assert started.returncode == 0, started.stdout + started.stderr
     switched = deploys.wait_phase(cluster, namespace, image, {"switched"}, ignore=seen)
-    os.kill(run_process(worker, switched["flow_run_id"]), signal.SIGKILL)
+    os.kill(run_process(api, worker, switched["flow_run_id"]), signal.SIGKILL)
     killed_at = time.time()
 
     def reconciled() -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from bascule import prefect_client
+from bascule import prefect_client, retry
 from bascule.prefect_client import Prefect
 
 
@@ -33,7 +33,7 @@ def answer(status: int) -> httpx.HTTPStatusError:
 
 def test_busy_answers_are_sent_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(prefect_client.time, "sleep", waits.append)
+    monkeypatch.setattr(retry.time, "sleep", waits.append)
     errors = [answer(503), httpx.ConnectError("refused"), answer(429)]
 
     def call() -> str:
@@ -47,7 +47,7 @@ def test_busy_answers_are_sent_again_soon(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize("status", [404, 409, 423])
 def test_other_answers_raise_at_once(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
-    monkeypatch.setattr(prefect_client.time, "sleep", lambda s: pytest.fail(f"slept {s}"))
+    monkeypatch.setattr(retry.time, "sleep", lambda s: pytest.fail(f"slept {s}"))
 
     def call() -> None:
         raise answer(status)
@@ -59,7 +59,7 @@ def test_other_answers_raise_at_once(monkeypatch: pytest.MonkeyPatch, status: in
 
 def test_the_last_busy_answer_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(prefect_client.time, "sleep", waits.append)
+    monkeypatch.setattr(retry.time, "sleep", waits.append)
 
     def call() -> None:
         raise answer(503)

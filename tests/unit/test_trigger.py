@@ -527,16 +527,18 @@ def test_refused_credentials_are_a_config_error_and_not_printed(tmp_path: Path) 
 
 def test_transient_failures_are_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fake = FakePrefect([RUNNING, ("COMPLETED", "Completed")])
-    # Prefect's client retries the 503 and the 429 itself; the refused connection before any
-    # answer is Bascule's to retry.
+    # The start's client retries the 503 and the 429 itself, as Prefect's would; the refused
+    # connection before any answer is Bascule's to retry.
     fake.fail_next = [503, 429, httpx.ConnectError]
-    with caplog.at_level(logging.DEBUG, logger="bascule.prefect_client"):
+    with caplog.at_level(logging.DEBUG, logger="bascule"):
         code, output, _ = run_fake(fake, tmp_path, api_patience=5.0)
     assert code == Exit.COMPLETED
     assert output.count("Prefect API not answering") == 1
     assert fake.fail_next == []
-    counts = [r.getMessage().rsplit("=", 1)[1] for r in caplog.records if "retries=" in r.message]
-    assert counts == ["2"], counts  # the 503 and the 429; the refused connection is not one
+    records = [r for r in caplog.records if "retries=" in r.message]
+    counts = [(r.name, r.getMessage().rsplit("=", 1)[1]) for r in records]
+    # The 503 and the 429, when starting; the refused connection is not one. Following: none.
+    assert counts == [("bascule.start_run", "2"), ("bascule.prefect_client", "0")], counts
 
 
 def test_unreachable_api(tmp_path: Path) -> None:
@@ -662,3 +664,60 @@ def test_output_also_masks_the_apps_secrets_this_process_has(tmp_path: Path) -> 
     stream = io.StringIO()
     github.Output(stream, values).line("state message: ci-t0ken-value")
     assert stream.getvalue() == "state message: ***\n"
+
+
+# --- --rollback -----------------------------------------------------------------------------------
+
+
+def test_rollback_starts_the_environments_rollback_flow_with_its_parameters(tmp_path: Path) -> None:
+    fake = FakePrefect([RUNNING, ("COMPLETED", "Completed")], deployment="rollback/staging")
+    code, output, summary = run_fake(
+        fake, tmp_path, image=None, commit=None, rollback=True, to_release="r-7", nonce="n1"
+    )
+    assert code == Exit.COMPLETED, output
+    assert "of rollback/staging" in output
+    assert "bascule: rollback of staging to r-7" in output
+    assert fake.created_body is not None
+    assert fake.created_body["parameters"] == {"environment": "staging", "to_release": "r-7"}
+    assert "rollback to r-7" in summary
+
+
+def test_each_rollback_has_a_key_of_its_own_and_its_retries_share_it() -> None:
+    def key(nonce: str, **over: Any) -> str:
+        given: dict[str, Any] = {"rollback": True, "nonce": nonce, **over}
+        return options.Options("staging", None, ApiSettings(API), **given).idempotency_key
+
+    assert key("a") == key("a")
+    assert len({key("a"), key("b"), key("a", to_release="r-1"), key("a", app="web")}) == 4
+    deploy = options.Options("staging", "app:1", ApiSettings(API)).idempotency_key
+    assert deploy not in {key("a"), key("")}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rollback": True, "commit": "abc1234"}, "--rollback takes no --image, --commit"),
+        (
+            {"rollback": True, "image": None, "commit": None, "require_digest": True},
+            "no --require-digest",
+        ),
+        ({"image": None}, "give --image REF to deploy, or --rollback"),
+        ({"to_release": "r-1"}, "--to RELEASE_ID goes with --rollback"),
+    ],
+)
+def test_rollback_usage_errors_call_nothing(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    fake = FakePrefect([SCHEDULED], deployment="rollback/staging")
+    code, output, _ = run_fake(fake, tmp_path, **changes)
+    assert code == Exit.USAGE
+    assert message in output
+    assert fake.requests == []
+
+
+def test_rollback_and_image_exclude_each_other_on_the_command_line() -> None:
+    args = parse("staging", "--rollback", "--to", "r-3")
+    assert (args.rollback, args.to_release, args.image) == (True, "r-3", None)
+    with pytest.raises(SystemExit) as exc:
+        parse("staging", "--rollback", "--image", "app:1")
+    assert exc.value.code == Exit.USAGE
