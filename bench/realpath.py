@@ -254,7 +254,9 @@ class Bench:
         order = self.rng.sample(["real", "argo"], 2)
         for tool in order:
             act, who = (real_deploy, seen.real) if tool == "real" else (argo_deploy, seen.argo)
+            failed = len(who.failures)
             who.deploy_seen.append(who.under_load(self.cluster, self.urls[tool], old, image, act))
+            said_failures(who, failed, f"{tool} deploy round {i + 1}")
         return order
 
     def rollback_round(self, i: int, current: str, other: str) -> list[str]:
@@ -315,7 +317,9 @@ class Bench:
                     (real_rollback, seen.real) if tool == "real" else (argo_rollback, seen.argo)
                 )
             url = self.urls[tool]
+            failed = len(who.failures)
             who.rollback_seen.append(who.under_load(self.cluster, url, source, target, act))
+            said_failures(who, failed, f"{tool} rollback round {i + 1}")
         return order
 
 
@@ -350,6 +354,13 @@ def apps_rounds(real: Real, commit: str, rounds: int, rng: random.Random, logs: 
         log(f"apps round {i + 1}: one {seen.apps_one[-1]:.1f} s, {APPS} at once "
             f"{seen.apps_wall[-1]:.1f} s")  # fmt: skip
     return seen
+
+
+def said_failures(tool: Tool, before: int, where: str) -> None:
+    """Logs the requests ``where`` saw fail (those past ``before``), with when and why: a
+    failure is a finding to explain, not only a count."""
+    for failure in tool.failures[before:]:
+        log(f"{where}: failed request {json.dumps(failure)[:300]}")
 
 
 def namespaces(tag: str) -> tuple[str, str, str]:
