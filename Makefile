@@ -39,7 +39,7 @@ demo: deps
 # `alone` one at a time (pyproject.toml's markers say which and why); both runs always report.
 TEST_WORKERS ?= 4
 test: deps
-	@rc=0; $(VENV)/bin/pytest -n $(TEST_WORKERS) -m "not alone" || rc=$$?; \
+	@rc=0; $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not alone" || rc=$$?; \
 		$(VENV)/bin/pytest -m alone || rc=$$?; exit $$rc
 
 test-unit: deps

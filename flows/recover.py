@@ -62,13 +62,17 @@ def recover(
     states: dict[str, State] = {}
     for name in names:
         env = Env.open(environment, config_dir, name)
-        if name != names[0] and h.in_flight(state.read_history(env)[0]) is None:
-            continue  # nothing of this app to put right
+        # Nothing of this app to put right: its lock is not taken, so a deploy this recovery
+        # meets (it may have been started for a run that ended after all) is not refused.
+        if h.in_flight(state.read_history(env)[0]) is None:
+            continue
         get_run_logger().info("recovering %s in %s: %s", env.app, env.name, cause)
         states[name] = exclusively(queued(env), partial(_recover, env))
+    if not states:
+        return Completed(message=f"nothing in flight in {environment}: nothing to recover")
     failed = [s for s in states.values() if not s.is_completed()]
     if failed or len(states) == 1:
-        return failed[0] if failed else states[names[0]]
+        return failed[0] if failed else next(iter(states.values()))
     return Completed(message="; ".join(f"{n}: {s.message}" for n, s in states.items()))
 
 

@@ -115,6 +115,7 @@ def test_an_abort_in_the_verification_window_puts_traffic_back_on_the_old_color(
     wait_for(lambda: serving(cluster, namespace) == "v1" or None, 10, what="v1 answering")
 
 
+@pytest.mark.xdist_group(workers.SHARED_POOLS)  # their workers share pools: one at a time
 def test_a_cancel_through_prefects_api_of_a_workers_run_in_its_window_puts_traffic_back(
     cluster: Cluster, namespace: str, prefect_server: str, tmp_path: Path
 ) -> None:

@@ -19,8 +19,12 @@ import pytest
 from tests.support import deploys, workers
 from tests.support.cluster import Cluster, wait_for
 from tests.support.verdicts import assert_one_line, run_logs
+from tests.support.workers import SHARED_POOLS
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prefect]
+# Their workers serve the session server's shared pools (bascule-staging, bascule-dev), as
+# test_abort's does: one xdist worker runs them one after another (make test's --dist
+# loadgroup), or one test's worker would take the other's runs.
+pytestmark = [pytest.mark.cluster, pytest.mark.prefect, pytest.mark.xdist_group(SHARED_POOLS)]
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 UNSET = "BASCULE_TEST_NEVER_SET"  # dev's secret comes from it: its deploys are refused
 

@@ -21,6 +21,7 @@ import pytest
 from bascule import history as h
 from bascule.manifests import LABEL_SECRETS, owned_labels
 from bascule.redact import Redactor
+from bascule.start_run import RunSeen
 from bascule.tasks import rollout, state
 from bascule.tasks.context import Env
 from bascule.trigger.github import render_summary
@@ -257,10 +258,8 @@ def test_canary_secret_is_in_nothing_the_run_produced(
     assert "smoke" in produced["artifacts"]
     flow_run = json.loads(produced["flow run"])
     # The GitHub job summary `bascule trigger` writes for this run.
-    from prefect.client.schemas.objects import FlowRun
-
     report = Report(environment="staging", image=V1, commit=None)
-    report.take(FlowRun.model_validate(flow_run), f"{prefect_server}/runs/{run_id}")
+    report.take(RunSeen.from_api(flow_run), f"{prefect_server}/runs/{run_id}")
     produced["job summary"] = render_summary(report)
     for kind, hook in hooks.items():
         produced[f"{kind} messages"] = json.dumps(hook.wait_for(2))

@@ -241,6 +241,13 @@ _PROBE = (
 )
 
 
+# The xdist group of the tests whose workers serve the session Prefect server's shared pools
+# (bascule-staging, bascule-dev): run one after another, each test's worker takes only its
+# own runs. A test with an environment of its own (bascule register ENV --like staging)
+# needs no group.
+SHARED_POOLS = "session-server-shared-pools"
+
+
 @contextlib.contextmanager
 def bascule_worker(
     api: str,

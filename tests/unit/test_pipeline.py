@@ -51,7 +51,16 @@ from bascule.tasks import state
 from tests.support.envs import REPO
 from tests.support.fakecluster import Action, Image
 from tests.support.fakekube import status
-from tests.support.inprocess import APP, NAMESPACE, V1, V2, World, prefect_in_process, use
+from tests.support.inprocess import (
+    APP,
+    ENVIRONMENT,
+    NAMESPACE,
+    V1,
+    V2,
+    World,
+    prefect_in_process,
+    use,
+)
 from tests.support.sample import DISRUPTION_BUDGET, autoscaler
 from tests.support.signers import listing_nobody
 
@@ -950,6 +959,21 @@ def test_after_a_kill_the_recover_flow_puts_it_right(point: str, world: World) -
     killed = next(r for r in world.history() if r.id == KILLED_ID)
     assert (killed.result, killed.reason) == ("interrupted", KILLED[point][3])
     assert (state.message or "").startswith(f"{KILLED_ID} ({V2}) interrupted")
+
+
+def test_a_recovery_that_finds_nothing_in_flight_changes_nothing_not_even_the_lock(
+    world: World,
+) -> None:
+    """Started for a run that ended after all, or for another app's (the automations do not
+    know which app died): it must not hold the lock a deploy it meets would be refused by."""
+    last(world)  # a release that finished
+    world.api.actions.clear()
+
+    state = world.recover()
+
+    assert state.is_completed(), state
+    assert state.message == f"nothing in flight in {ENVIRONMENT}: nothing to recover"
+    assert world.api.changes(("deployments", "services", "configmaps", "leases")) == []
 
 
 def test_a_scheduled_redeploy_records_the_drift_and_deploys_the_recorded_release_again(
