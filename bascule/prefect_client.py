@@ -267,7 +267,9 @@ def raise_busy(response: httpx.Response) -> None:
 
 
 # The settings of a context without Prefect's client retries, by the settings they derive
-# from: deriving them (``temporary_settings``) costs ~0.1 s of CPU, so once per process.
+# from, made once per settings. A copy with the client's section replaced, not Prefect's
+# ``copy_with_update``: that builds Settings anew, reading every source again (~0.1 s of CPU,
+# paid by every run: each run's process refreshes its settings after the fork, issue 24).
 _NO_RETRIES: dict[int, tuple[Settings, Settings]] = {}
 
 
@@ -275,7 +277,8 @@ def _without_client_retries() -> SettingsContext:
     current = get_settings_context()
     known = _NO_RETRIES.get(id(current.settings))
     if known is None or known[0] is not current.settings:
-        derived = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+        client = current.settings.client.model_copy(update={"max_retries": 0})
+        derived = current.settings.model_copy(update={"client": client})
         known = _NO_RETRIES[id(current.settings)] = (current.settings, derived)
     return SettingsContext(profile=current.profile, settings=known[1])
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -176,6 +177,17 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Option
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``bascule trigger`` with parsed arguments; returns its exit code."""
+    without_httpx_cli()
     from bascule.trigger.start import trigger
 
     return int(trigger(options_from(args, os.environ)))
+
+
+def without_httpx_cli() -> None:
+    """httpx imports its own command line (rich, click, pygments) with itself, where it can:
+    ~50 ms of the trigger's start on the 2-core test machine (python -X importtime), before
+    its run exists. Nothing in this process runs httpx's command line, so that module is
+    marked as one that cannot be imported (httpx then defines a stand-in); idempotent, and
+    nothing once httpx is imported. Call it before anything imports httpx."""
+    # None in sys.modules: the import system's own mark of a module that cannot be imported.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

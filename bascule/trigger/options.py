@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from bascule.config import check_environment_name, environment_file
 from bascule.errors import UsageError
 from bascule.images import parse_image
-from bascule.monitoring import normal_time
 
 if TYPE_CHECKING:
     from bascule.prefect_api import ApiSettings
@@ -208,6 +207,9 @@ def check_commit(commit: str | None) -> str | None:
 
 def check_commit_time(value: str | None) -> None:
     if value is not None:
+        # Imported here: the run statistics' module costs every trigger its import otherwise.
+        from bascule.monitoring import normal_time
+
         try:
             normal_time(value)
         except ValueError as exc:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from bascule.outcome import Exit
-from bascule.promotion import DIGEST_LABEL
 
 if TYPE_CHECKING:
     from bascule.start_run import RunSeen
@@ -35,6 +34,9 @@ class Report:
     digest: str | None = None  # the digest the release ran, from the run's label
 
     def take(self, run: RunSeen, url: str) -> None:
+        # Imported once the run exists: promotion's rules cost the trigger's start otherwise.
+        from bascule.promotion import DIGEST_LABEL
+
         self.run_id, self.run_name, self.run_url = run.id, run.name, url
         if ran := run.labels.get(DIGEST_LABEL):
             self.digest = str(ran)

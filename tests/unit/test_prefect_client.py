@@ -19,6 +19,7 @@ from prefect.settings import (
     PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
     PREFECT_API_URL,
     PREFECT_CLIENT_MAX_RETRIES,
+    get_current_settings,
     temporary_settings,
 )
 
@@ -132,3 +133,17 @@ def test_its_clients_share_one_tls_context_made_as_prefects_own() -> None:
     with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
         unchecked = prefect_client.tls_context()
         assert unchecked.verify_mode == ssl.CERT_NONE and not unchecked.check_hostname
+
+
+def test_a_runs_client_settings_are_the_current_ones_without_retries() -> None:
+    """Derived by a copy (no source read again: issue 24), and only max_retries differs."""
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        current = get_current_settings()
+        with prefect_client._without_client_retries():
+            derived = get_current_settings()
+            assert PREFECT_CLIENT_MAX_RETRIES.value() == 0
+        assert current.client.max_retries != 0
+        assert derived.model_dump() == {
+            **current.model_dump(),
+            "client": {**current.client.model_dump(), "max_retries": 0},
+        }

@@ -361,3 +361,21 @@ print(seen[-1].headers["Authorization"], seen[-1].headers["X-A"])
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["Bearer", "pnu_k", "1"]
+
+
+def test_the_trigger_leaves_httpx_command_line_unimported() -> None:
+    """``bascule trigger`` marks httpx's command line unimportable before httpx is imported
+    (its rich, click and pygments cost the start ~50 ms); httpx itself still works."""
+    script = """
+import sys
+from bascule.trigger import without_httpx_cli
+without_httpx_cli()
+import httpx
+answer = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))).get("http://x")
+assert answer.status_code == 204
+print(sorted({m.split(".")[0] for m in sys.modules} & {"rich", "click", "pygments"}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]"]
