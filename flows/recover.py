@@ -71,8 +71,9 @@ def recover(
     if not states:
         return Completed(message=f"nothing in flight in {environment}: nothing to recover")
     failed = [s for s in states.values() if not s.is_completed()]
-    if failed or len(states) == 1:
+    if failed or len(names) == 1:
         return failed[0] if failed else next(iter(states.values()))
+    # Of several apps, each message names its app, even when one alone was in flight.
     return Completed(message="; ".join(f"{n}: {s.message}" for n, s in states.items()))
 
 
