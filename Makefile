@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml
 system:
 	@scripts/install-system.sh
 
+# Bytecode for Bascule's own modules, written once: with PYTHONDONTWRITEBYTECODE set (as on
+# machines of this kind), every `bascule` process would compile them again (~0.2 s of CPU
+# each, measured on the tests' hundreds of processes).
 deps: system $(STAMP)
+	@$(PY) -m compileall -q bascule flows tasks tests >/dev/null
 
 # helm for `manifests:` Helm charts, built from the Go module scripts/helm/go.mod pins into
 # ~/.cache/bascule (once per version); prints its path. The tests build it when they need it.

@@ -354,9 +354,9 @@ class Kube:
             lambda: self._send("GET", path, headers={"Accept": "*/*"}, params=params or None).text
         )
 
-    def get_or_none(self, path: str) -> Obj | None:
+    def get_or_none(self, path: str, **params: str) -> Obj | None:
         try:
-            return self.get(path)
+            return self.get(path, **params)
         except KubeError as exc:
             if exc.status == 404:
                 return None

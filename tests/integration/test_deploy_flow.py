@@ -21,7 +21,7 @@ from bascule.tasks import rollout
 from bascule.tasks.context import Env
 from tests.support import deploys, locks
 from tests.support.cluster import Cluster, LoadDriver, wait_for
-from tests.support.envs import write_envs
+from tests.support.envs import FAST, write_envs
 from tests.support.prefect_server import free_port
 from tests.support.verdicts import assert_verdict
 
@@ -368,14 +368,16 @@ def test_after_a_kill_rollback_and_deploy_get_through_with_the_defaults(
     tmp_path: Path,
     v1_live: str,
 ) -> None:
-    # The defaults but for a window long enough to be killed in: no lock wait configured.
+    # The lock's defaults (no lock wait configured) with the tests' short waits, but for a
+    # window long enough to be killed in where the kill lands in it.
+    window = 10 if point == "in-window" else FAST["verification"]["window_seconds"]
     cfg = config(
         tmp_path,
         cluster,
         namespace,
         "slow",
-        verification={"window_seconds": 10, "interval_seconds": 1},
-        rollout={"scale_down_delay_seconds": 10},
+        verification={"window_seconds": window, "interval_seconds": 1},
+        rollout={"scale_down_delay_seconds": window},  # no shorter than the window
     )
     load = LoadDriver(cluster, deploys.service_url(cluster, namespace), VERSIONS, rps=100)
 

@@ -11,10 +11,11 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
 
-from bascule.kube import Kube, Target
+from bascule.kube import Kube, Obj, Target
 from tests.support.load import REQUEST_TIMEOUT
 
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
@@ -52,6 +53,12 @@ class Cluster:
         """An API client for this cluster (the one the flows use)."""
         return Kube(Target(str(self.kubeconfig)))
 
+    def read(self, path: str, **params: str) -> Obj | None:
+        """GET ``path`` (bascule.kube's paths) through this process's one kept client; None
+        if it does not exist. The tests' reads go here, not to a `kubectl get` process each:
+        polled, those processes were a measured share of the suite's CPU."""
+        return _reader(self.kubeconfig).get_or_none(path, **params)
+
     def create_namespace(self, name: str, timeout: float = 60, restricted: bool = True) -> None:
         """A namespace pods can run in: its ``default`` ServiceAccount, which the controller
         manager adds a moment after the namespace, exists. (`kubectl wait` cannot wait for
@@ -66,7 +73,7 @@ class Cluster:
             stdin=json.dumps({"kind": "Namespace", "apiVersion": "v1", "metadata": meta}),
         )
         deadline = time.monotonic() + timeout
-        while not self.kubectl("get", "-n", name, "serviceaccount", "default", check=False):
+        while not self.read(f"/api/v1/namespaces/{name}/serviceaccounts/default"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"namespace {name}: no default ServiceAccount after {timeout} s")
             time.sleep(0.2)
@@ -113,6 +120,11 @@ class Cluster:
         if self.netns is None:
             raise RuntimeError("an existing cluster has no network namespace of ours")
         return ["nsenter", f"--net=/run/netns/{self.netns}", *argv]
+
+
+@cache
+def _reader(kubeconfig: Path) -> Kube:
+    return Kube(Target(str(kubeconfig)))
 
 
 def cluster_env(name: str | None = None, **extra: str) -> dict[str, str]:

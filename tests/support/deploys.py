@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from bascule import kube as k
 from bascule.manifests import LABEL_COLOR
 from tests.support.cluster import REPO, Cluster, wait_for
 
@@ -62,12 +63,8 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def history(cluster: Cluster, ns: str, app: str = "sample-app") -> list[dict[str, Any]]:
-    out = cluster.kubectl(
-        "-n", ns, "get", "configmap", f"{app}-bascule-history", "-o", "json", check=False
-    )
-    if not out:
-        return []
-    return list(json.loads(json.loads(out)["data"]["releases.json"]))
+    stored = cluster.read(k.configmaps(ns, f"{app}-bascule-history"))
+    return list(json.loads(stored["data"]["releases.json"])) if stored else []
 
 
 def wait_phase(
@@ -111,17 +108,23 @@ def paused_run(
 
 
 def active_color(cluster: Cluster, ns: str, app: str = "sample-app") -> str | None:
-    svc = cluster.kubectl("-n", ns, "get", "service", app, "-o", "json", check=False)
-    return json.loads(svc)["spec"]["selector"].get(LABEL_COLOR) if svc else None
+    svc = cluster.read(k.services(ns, app))
+    return svc["spec"]["selector"].get(LABEL_COLOR) if svc else None
+
+
+def _existing(cluster: Cluster, path: str, **params: str) -> dict[str, Any]:
+    found = cluster.read(path, **params)
+    if found is None:
+        raise LookupError(f"{path} does not exist")
+    return found
 
 
 def replicas(cluster: Cluster, ns: str, color: str, app: str = "sample-app") -> int:
-    dep = cluster.get_json("-n", ns, "deployment", f"{app}-{color}")
-    return int(dep["spec"]["replicas"])
+    return int(_existing(cluster, k.deployments(ns, f"{app}-{color}"))["spec"]["replicas"])
 
 
 def service_url(cluster: Cluster, ns: str, app: str = "sample-app") -> str:
-    ip = cluster.get_json("-n", ns, "service", app)["spec"]["clusterIP"]
+    ip = _existing(cluster, k.services(ns, app))["spec"]["clusterIP"]
     return f"http://{ip}/version"
 
 
@@ -189,15 +192,14 @@ def run_redeploy(prefect_api: str, config_dir: str) -> subprocess.CompletedProce
 
 def snapshot(cluster: Cluster, ns: str, app: str = "sample-app") -> dict[str, tuple[str, int]]:
     """(resourceVersion, generation) of the app's Deployments and Services."""
-    items = cluster.get_json(
-        "-n", ns, "deployments,services", "-l", f"app.kubernetes.io/name={app}"
-    )
+    selector = f"app.kubernetes.io/name={app}"
     return {
-        f"{i['kind']}/{i['metadata']['name']}": (
+        f"{kind}/{i['metadata']['name']}": (
             i["metadata"]["resourceVersion"],
             i["metadata"].get("generation", 0),
         )
-        for i in items["items"]
+        for kind, path in (("Deployment", k.deployments(ns)), ("Service", k.services(ns)))
+        for i in _existing(cluster, path, labelSelector=selector)["items"]
     }
 
 
