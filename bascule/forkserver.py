@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ SOCKET_NAME = "forks.sock"
 MAX_MESSAGE = 1 << 20  # a run's environment is a few KiB
 STDIO = 3  # stdin, stdout, stderr
 READY_TIMEOUT_S = 60.0
+# A fork server that died is started again for the next run, but not sooner than this after
+# the last start: one that dies at once must not cost every run a start.
+RESTART_INTERVAL_S = 60.0
 # The exit status given when the server went away before reporting its child's.
 UNKNOWN_EXIT = 1
 
@@ -377,6 +381,48 @@ class ForkServer:
         if self.process.stdout is not None:
             self.process.stdout.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class KeptForkServer:
+    """The worker's fork server, started again when it has died (see RESTART_INTERVAL_S).
+    Until then, and if it could not start at all, runs start as new processes."""
+
+    def __init__(
+        self,
+        launcher: Sequence[str],
+        env: Mapping[str, str],
+        logger: Logger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._launcher, self._env, self._logger, self._clock = launcher, env, logger, clock
+        self._server = self._start()
+
+    def _start(self) -> ForkServer | None:
+        self._started = self._clock()
+        try:
+            return ForkServer.start(self._launcher, self._env)
+        except OSError as exc:
+            self._logger.warning("No fork server (%s): runs start as new processes", exc)
+            return None
+
+    def current(self) -> ForkServer | None:
+        """The server for the next run: the running one, or a new one if it died."""
+        server = self._server
+        if server is None or server.process.poll() is None:
+            return server
+        if self._clock() - self._started < RESTART_INTERVAL_S:
+            return server  # its runs start as new processes, their logs say why
+        self._logger.warning(
+            "The fork server exited with %s: starting another", server.process.returncode
+        )
+        server.stop()
+        self._server = self._start()
+        return self._server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
 
 class Forked(anyio.abc.Process):

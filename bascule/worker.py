@@ -31,7 +31,8 @@ loading the deployment (pull steps included) in the worker, are not run.
 That process is forked from the worker's fork server (bascule/forkserver.py), a process of
 its own started with the worker that has imported Prefect and Bascule's flows already, so a
 run skips their ~1.7 s import; if the server is gone or refuses, the run starts as a new
-process, and the run's log says why.
+process, and the run's log says why. A server that died is started again for the next run, at
+most once a minute.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from bascule import config as c
 from bascule import kube as k
 from bascule.checkout import clone, release
 from bascule.flows.launch import LAUNCH
-from bascule.forkserver import ForkServer, ForkServerStarter
+from bascule.forkserver import ForkServerStarter, KeptForkServer
 from bascule.jobpolicy import ENTRYPOINT_ENV
 from bascule.outcome import StateName
 from bascule.runpolicy import (
@@ -179,7 +180,7 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
     job_configuration_variables = Variables
     _description = "Runs Bascule's flows for one environment, under its local policy."
     _display_name = "Bascule"
-    _forks: ForkServer | None = None
+    _forks: KeptForkServer | None = None
 
     def __init__(self, policy: Policy, **kwargs: Any) -> None:
         super().__init__(work_pool_name=policy.pool, **kwargs)
@@ -232,10 +233,7 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
 
     async def setup(self) -> None:
         await super().setup()
-        try:
-            self._forks = ForkServer.start([get_sys_executable(), *LAUNCH], os.environ)
-        except OSError as exc:
-            self._logger.warning("No fork server (%s): each run starts as a new process", exc)
+        self._forks = KeptForkServer([get_sys_executable(), *LAUNCH], os.environ, self._logger)
 
     async def teardown(self, *exc_info: Any) -> None:
         try:
@@ -266,7 +264,7 @@ class BasculeWorker(BaseWorker[JobConfiguration, Variables, Result]):
         logger.info("Starting the flow run's process")
         async with FlowRunExecutorContext() as ctx:
             starter = ForkServerStarter(
-                self._forks,
+                self._forks.current() if self._forks is not None else None,
                 logger,
                 command=command_to_string([get_sys_executable(), *LAUNCH]),
                 cwd=cwd,

@@ -1,9 +1,11 @@
 """The path users take, against Argo Rollouts, timed from the moment the user's command
 process starts (issue 24): Bascule's ``bascule trigger`` → the Prefect server → the
 environment's worker (``bascule worker``, cloning a config-only app repository) → the flow;
+``bascule deploy`` as a process of its own (the flow run in that process, no worker);
 Argo's ``kubectl argo rollouts set image`` → its controller. Rollbacks: the README's
-``bascule trigger ENV --rollback`` through the same worker, against ``kubectl argo rollouts
-undo``, with kubectl's own selector patch as the baseline.
+``bascule trigger ENV --rollback`` through the same worker and ``bascule rollback`` as a
+process, against ``kubectl argo rollouts undo``, with kubectl's own selector patch as the
+baseline.
 
 Paired rounds in random order: each round runs every tool once, in an order shuffled per
 round (the seed is printed; ``--seed`` repeats it). The app, templates and settings are
@@ -22,7 +24,6 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from tests.support import deploys, sample, workers
 from tests.support.apps import app_names, group_usage, write_overlays
 from tests.support.cluster import Cluster
 from tests.support.envs import write_envs
-from tests.support.processes import usage
+from tests.support.processes import idle_footprint, usage
 
 BIN = Path(sys.executable).parent  # the venv's `bascule` and `prefect` scripts
 ARGO_KEEP_SECONDS = 600  # Argo's old ReplicaSet outlives every rollback round (compare.py's)
@@ -151,6 +152,30 @@ class Real:
         return record
 
 
+@dataclass
+class Process:
+    """``bascule deploy`` and ``bascule rollback`` as processes of their own, on a namespace
+    of their own: the flow runs in the command's process (no worker)."""
+
+    api: str
+    ns: str
+    fast: Path  # the configuration of the timed deploys and rollbacks
+    keep: Path  # the rollback rounds' setup deploys' (old color kept)
+    setups: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def argv(self, command: str, config: Path, *more: str) -> list[str]:
+        return [str(BIN / "bascule"), command, "--dir", str(config), "dev", *more]
+
+    def run(self, argv: list[str]) -> None:
+        done = subprocess.run(
+            argv, env=deploys.cli_env(self.api), capture_output=True, text=True,
+            timeout=COMMAND_TIMEOUT,
+        )  # fmt: skip
+        if done.returncode != 0:
+            said = done.stdout[-3000:] + done.stderr[-3000:]
+            raise RuntimeError(f"{' '.join(argv[:2])}: exit {done.returncode}\n{said}")
+
+
 def kubectl_pair(cfg: EnvironmentConfig) -> list[dict[str, Any]]:
     """kubectl's rollback baseline: Bascule's two colors of ``cfg``'s app, both running
     (``KUBECTL_IMAGES``), the active Service on blue; a rollback is then one selector
@@ -198,6 +223,7 @@ class Rounds:
     """What the rounds saw, each list one value per round (in the rounds' order)."""
 
     real: Tool = field(default_factory=Tool)
+    process: Tool = field(default_factory=Tool)
     argo: Tool = field(default_factory=Tool)
     kubectl: Tool = field(default_factory=Tool)
     deploy_runs: RunTimes = field(default_factory=RunTimes)
@@ -213,10 +239,11 @@ class Rounds:
 
 @dataclass
 class Bench:
-    """The three tools, each on its namespace, and the rounds' shuffled order."""
+    """The tools, each on its namespace, and the rounds' shuffled order."""
 
     cluster: Cluster
     real: Real
+    process: Process
     argo: Argo
     watch: RolloutWatch
     kubectl_cfg: EnvironmentConfig
@@ -242,6 +269,14 @@ class Bench:
             seen.deploy_runs.add(real.api, run, asked)
             return asked
 
+        def process_deploy() -> float:
+            fresh_start(self.cluster)
+            asked = time.time()
+            self.process.run(self.process.argv("deploy", self.process.fast, "--image", image))
+            seen.took("process_deploy_done_seconds", asked)
+            seen.process.deploy_asked.append((asked, image))
+            return asked
+
         def argo_deploy() -> float:
             fresh_start(self.cluster)
             asked = time.time()
@@ -251,9 +286,14 @@ class Bench:
             seen.argo.deploy_asked.append((asked, image))
             return asked
 
-        order = self.rng.sample(["real", "argo"], 2)
+        arms = {
+            "real": (real_deploy, seen.real),
+            "process": (process_deploy, seen.process),
+            "argo": (argo_deploy, seen.argo),
+        }
+        order = self.rng.sample(sorted(arms), len(arms))
         for tool in order:
-            act, who = (real_deploy, seen.real) if tool == "real" else (argo_deploy, seen.argo)
+            act, who = arms[tool]
             failed = len(who.failures)
             who.deploy_seen.append(who.under_load(self.cluster, self.urls[tool], old, image, act))
             said_failures(who, failed, f"{tool} deploy round {i + 1}")
@@ -286,6 +326,24 @@ class Bench:
             seen.rollback_runs.add(real.api, run, asked)
             return asked
 
+        def process_rollback() -> float:
+            before = {r["id"] for r in deploys.history(self.cluster, self.process.ns)}
+            setup = self.process.argv("deploy", self.process.keep, "--image", other)
+            self.process.setups.append(
+                subprocess.Popen(
+                    setup,
+                    env=deploys.cli_env(self.process.api),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            deploys.wait_phase(self.cluster, self.process.ns, other, {"done"}, ignore=before)
+            answers(self.cluster, self.urls["process"], other)
+            asked = time.time()
+            self.process.run(self.process.argv("rollback", self.process.fast))
+            seen.took("process_rollback_done_seconds", asked)
+            return asked
+
         def argo_rollback() -> float:
             moved = time.time()
             self.argo.set_image(other)
@@ -305,35 +363,25 @@ class Bench:
             seen.took("kubectl_rollback_done_seconds", asked)
             return asked
 
-        order = self.rng.sample(["real", "argo", "kubectl"], 3)
+        arms = {
+            "real": (real_rollback, seen.real),
+            "process": (process_rollback, seen.process),
+            "argo": (argo_rollback, seen.argo),
+            "kubectl": (kubectl_rollback, seen.kubectl),
+        }
+        order = self.rng.sample(sorted(arms), len(arms))
         for tool in order:
+            act, who = arms[tool]
             if tool == "kubectl":
                 source, target = KUBECTL_IMAGES[self.kubectl_color], KUBECTL_IMAGES[to]
-                act, who = kubectl_rollback, seen.kubectl
                 self.kubectl_color = to
             else:
                 source, target = other, current
-                act, who = (
-                    (real_rollback, seen.real) if tool == "real" else (argo_rollback, seen.argo)
-                )
             url = self.urls[tool]
             failed = len(who.failures)
             who.rollback_seen.append(who.under_load(self.cluster, url, source, target, act))
             said_failures(who, failed, f"{tool} rollback round {i + 1}")
         return order
-
-
-def idle_footprint(seconds: float, **who: Callable[[], tuple[int, float]]) -> dict[str, str]:
-    """Each of ``who``'s resident memory (MiB, at the end) and CPU used (% of one core) while
-    nothing was asked of it for ``seconds``; ``who``: name → (rss kB, CPU seconds so far)."""
-    before = {name: read()[1] for name, read in who.items()}
-    time.sleep(seconds)
-    figures: dict[str, str] = {}
-    for name, read in who.items():
-        rss_kb, cpu = read()
-        figures[f"{name}_idle_rss_mib"] = f"{rss_kb / 1024:.0f}"
-        figures[f"{name}_idle_cpu_percent"] = f"{100 * (cpu - before[name]) / seconds:.2f}"
-    return figures
 
 
 def apps_rounds(real: Real, commit: str, rounds: int, rng: random.Random, logs: Path) -> Rounds:
@@ -363,9 +411,10 @@ def said_failures(tool: Tool, before: int, where: str) -> None:
         log(f"{where}: failed request {json.dumps(failure)[:300]}")
 
 
-def namespaces(tag: str) -> tuple[str, str, str]:
-    """Bascule's, Argo's and kubectl's (each with its dev environment's ``-dev``)."""
-    return f"bench-rpb-{tag}", f"bench-rpa-{tag}", f"bench-rpk-{tag}"
+def namespaces(tag: str) -> tuple[str, str, str, str]:
+    """Bascule's real path's, Argo's, kubectl's and Bascule's process's (each with its dev
+    environment's ``-dev``)."""
+    return f"bench-rpb-{tag}", f"bench-rpa-{tag}", f"bench-rpk-{tag}", f"bench-rpp-{tag}"
 
 
 def measure(
@@ -381,10 +430,11 @@ def measure(
     server_pid: int,
 ) -> tuple[Rounds, dict[str, list[float]]]:
     """Sets the three tools up, runs the rounds; returns what they saw and the CLI's times."""
-    ns_b, ns_a, ns_k = namespaces(tag)
-    for ns in (ns_b, ns_a, ns_k):
+    ns_b, ns_a, ns_k, ns_p = namespaces(tag)
+    for ns in (ns_b, ns_a, ns_k, ns_p):
         cluster.create_namespace(f"{ns}-dev")
     ours = identity(cluster, f"{ns_b}-dev", "bascule", tmp)
+    ours_p = identity(cluster, f"{ns_p}-dev", "bascule", tmp)
     ctrl = identity(cluster, f"{ns_a}-dev", "argo-controller", tmp)
     cli = identity(cluster, f"{ns_a}-dev", "argo-cli", tmp)
     try:
@@ -403,6 +453,12 @@ def measure(
         argo_dir = write_envs(tmp / "rp-argo", ns_a, cli.kubeconfig, MINIMAL, ("dev",))
         argo_cfg = load_environment(argo_dir / "dev.yaml")
         argo = Argo(cluster, bindir, cli, argo_cfg.namespace, argo_cfg.app)
+        process = Process(
+            api,
+            f"{ns_p}-dev",
+            write_envs(tmp / "rp-process", ns_p, ours_p.kubeconfig, MINIMAL, ("dev",)),
+            write_envs(tmp / "rp-process-keep", ns_p, ours_p.kubeconfig, keep, ("dev",)),
+        )
         k_dir = write_envs(tmp / "rp-kubectl", ns_k, cluster.kubeconfig, MINIMAL, ("dev",))
         k_cfg = load_environment(k_dir / "dev.yaml")
         cluster.apply(k_cfg.namespace, *kubectl_pair(k_cfg))
@@ -420,6 +476,7 @@ def measure(
         ):
             watch.wait_done(0, IMAGES[0], alone=True)
             real.command(real.trigger_argv(IMAGES[0], fast_sha, f"{tag}-first"))
+            process.run(process.argv("deploy", process.fast, "--image", IMAGES[0]))
             for color in ("blue", "green"):
                 dep = f"deployment/{k_cfg.app}-{color}"
                 cluster.kubectl("-n", k_cfg.namespace, "rollout", "status", dep)
@@ -432,11 +489,12 @@ def measure(
                 bascule_worker=lambda: group_usage(worker.pid),
                 argo_controller=lambda: usage(argo_c.pid)[:2],
             )
+            arms = {"real": real.ns, "process": process.ns, "argo": argo.ns}
             urls = {
                 tool: deploys.service_url(cluster, ns)
-                for tool, ns in (("real", real.ns), ("argo", argo.ns), ("kubectl", k_cfg.namespace))
+                for tool, ns in {**arms, "kubectl": k_cfg.namespace}.items()
             }
-            bench = Bench(cluster, real, argo, watch, k_cfg, urls, rng, tag)
+            bench = Bench(cluster, real, process, argo, watch, k_cfg, urls, rng, tag)
             seen = bench.seen
             seen.idle = idle
             log(f"set up; {rounds} deploy rounds")
@@ -444,10 +502,11 @@ def measure(
                 for i in range(rounds):
                     order = bench.deploy_round(i)
                     log(f"deploy round {i + 1} {order}: real {seen.real.deploy_seen[-1]:.2f} "
+                        f"process {seen.process.deploy_seen[-1]:.2f} "
                         f"argo {seen.argo.deploy_seen[-1]:.2f}")  # fmt: skip
             active = service_name(argo_cfg.app, "active")
-            seen.real.split(timeline, real.ns, active, argo_cfg.replicas)
-            seen.argo.split(timeline, argo.ns, active, argo_cfg.replicas)
+            for tool, ns in arms.items():
+                getattr(seen, tool).split(timeline, ns, active, argo_cfg.replicas)
 
             argo.scale_down_delay(ARGO_KEEP_SECONDS)
             current, other = IMAGES[rounds % 2], IMAGES[(rounds + 1) % 2]
@@ -455,12 +514,13 @@ def measure(
             for i in range(rounds):
                 order = bench.rollback_round(i, current, other)
                 log(f"rollback round {i + 1} {order}: real {seen.real.rollback_seen[-1]:.2f} "
+                    f"process {seen.process.rollback_seen[-1]:.2f} "
                     f"argo {seen.argo.rollback_seen[-1]:.2f} "
                     f"kubectl {seen.kubectl.rollback_seen[-1]:.2f}")  # fmt: skip
 
             cli_dir = write_envs(tmp / "rp-cli", ns_b, ours.kubeconfig, MINIMAL, ("dev",))
             cli_times = cli_start(cli_dir, api, cli_rounds, rng)
-            for proc in real.setups:  # their runs end on their own, KEEP_SECONDS after done
+            for proc in [*real.setups, *process.setups]:  # they end KEEP_SECONDS after done
                 if proc.wait(timeout=KEEP_SECONDS + 120) != 0:
                     log(f"a rollback round's setup deploy exited {proc.returncode}")
 
@@ -473,7 +533,7 @@ def measure(
             apps = apps_rounds(real, apps_sha, apps_rounds_count, rng, tmp / "apps")
             seen.apps_one, seen.apps_wall = apps.apps_one, apps.apps_wall
     finally:
-        forget_identities(cluster, ours, ctrl, cli)
+        forget_identities(cluster, ours, ours_p, ctrl, cli)
     return seen, cli_times
 
 
@@ -482,7 +542,11 @@ RATIOS = (
     ("real_deploy_vs_argo", "real_deploy_seen_seconds", "argo_deploy_seen_seconds"),
     ("real_deploy_done_vs_argo", "real_deploy_done_seconds", "argo_deploy_done_seconds"),
     ("real_deploy_own_vs_argo", "real_deploy_own_seconds", "argo_deploy_own_seconds"),
+    ("process_deploy_vs_argo", "process_deploy_seen_seconds", "argo_deploy_seen_seconds"),
+    ("real_deploy_vs_process", "real_deploy_seen_seconds", "process_deploy_seen_seconds"),
+    ("process_deploy_own_vs_argo", "process_deploy_own_seconds", "argo_deploy_own_seconds"),
     ("real_rollback_vs_argo", "real_rollback_seen_seconds", "argo_rollback_seen_seconds"),
+    ("process_rollback_vs_argo", "process_rollback_seen_seconds", "argo_rollback_seen_seconds"),
     ("real_rollback_vs_kubectl", "real_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
     ("argo_rollback_vs_kubectl", "argo_rollback_seen_seconds", "kubectl_rollback_seen_seconds"),
     ("apps_wall_ratio", "apps_wall_seconds", "apps_one_deploy_seconds"),
@@ -494,18 +558,23 @@ def figures(seen: Rounds, cli_times: dict[str, list[float]]) -> dict[str, list[f
     s = seen
     return {
         "real_deploy_seen_seconds": s.real.deploy_seen,
+        "process_deploy_seen_seconds": s.process.deploy_seen,
         "argo_deploy_seen_seconds": s.argo.deploy_seen,
         "real_deploy_done_seconds": s.done["real_deploy_done_seconds"],
+        "process_deploy_done_seconds": s.done["process_deploy_done_seconds"],
         "argo_deploy_done_seconds": s.done["argo_deploy_done_seconds"],
         "real_deploy_own_seconds": [split.own for split in s.real.deploy_splits],
+        "process_deploy_own_seconds": [split.own for split in s.process.deploy_splits],
         "argo_deploy_own_seconds": [split.own for split in s.argo.deploy_splits],
         "trigger_to_created_seconds": s.deploy_runs.created,
         "trigger_to_running_seconds": s.deploy_runs.running,
         "trigger_to_first_step_seconds": s.deploy_runs.first_step,
         "real_rollback_seen_seconds": s.real.rollback_seen,
+        "process_rollback_seen_seconds": s.process.rollback_seen,
         "argo_rollback_seen_seconds": s.argo.rollback_seen,
         "kubectl_rollback_seen_seconds": s.kubectl.rollback_seen,
         "real_rollback_done_seconds": s.done["real_rollback_done_seconds"],
+        "process_rollback_done_seconds": s.done["process_rollback_done_seconds"],
         "argo_rollback_done_seconds": s.done["argo_rollback_done_seconds"],
         "kubectl_rollback_done_seconds": s.done["kubectl_rollback_done_seconds"],
         "rollback_to_running_seconds": s.rollback_runs.running,
@@ -518,9 +587,10 @@ def figures(seen: Rounds, cli_times: dict[str, list[float]]) -> dict[str, list[f
 
 def counts(seen: Rounds) -> dict[str, str]:
     """Requests each tool's load driver sent and saw fail, through all its rounds."""
+    tools = {"real": seen.real, "process": seen.process, "argo": seen.argo, "kubectl": seen.kubectl}
     return {
         f"{name}_{what}": value
-        for name, tool in (("real", seen.real), ("argo", seen.argo), ("kubectl", seen.kubectl))
+        for name, tool in tools.items()
         for what, value in (
             ("failed_requests", str(len(tool.failures))),
             ("requests_sent", str(tool.sent)),

@@ -50,6 +50,7 @@ from bench.timeline import Timeline
 from tests.support.cluster import Cluster, LoadDriver, LoadReport, wait_for
 from tests.support.deploys import history, kill, service_url, wait_phase
 from tests.support.envs import merge, write_envs
+from tests.support.processes import idle_footprint, usage
 
 RPS = 100
 IDLE_SECONDS = 30
@@ -172,7 +173,7 @@ def compare(
             # The controller's footprint with nothing to do (Bascule's in the cluster is none).
             time.sleep(5)
             before = api_counts(cluster)
-            rss_mb, cpu_pct = controller.footprint(IDLE_SECONDS)
+            idle = idle_footprint(IDLE_SECONDS, argo=lambda: usage(controller.pid)[:2])
             idle_requests = requests_between(before, api_counts(cluster), [ctrl.name])
             b_url, a_url = service_url(cluster, f"{ns_b}-dev"), service_url(cluster, argo.ns)
 
@@ -303,8 +304,7 @@ def compare(
         "argo_requests_sent": str(a.sent),
         "bascule_api_requests_per_deploy_server": f"{med(b.api_requests):.0f}",
         "argo_api_requests_per_deploy": f"{med(a.api_requests):.0f}",
-        "argo_idle_rss_mb": f"{rss_mb:.0f}",
-        "argo_idle_cpu_percent": f"{cpu_pct:.2f}",
+        **idle,
         "argo_idle_api_requests_per_minute": f"{idle_requests * 60 / IDLE_SECONDS:.0f}",
         "bascule_cli_start_seconds": f"{cli_start:.2f}",
         "argo_gate_detection_seen_seconds": f"{med(gate_times):.2f}",

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -269,14 +268,6 @@ def _free_port() -> int:
 class Controller:
     pid: int
     metrics_port: int
-
-    def footprint(self, seconds: float) -> tuple[float, float]:
-        """Resident memory (MiB) at the end and CPU used (% of one core) over ``seconds``."""
-        _, start, _ = processes.usage(self.pid)
-        t0 = time.monotonic()
-        time.sleep(seconds)
-        rss_kb, end, _ = processes.usage(self.pid)
-        return rss_kb / 1024, 100 * (end - start) / (time.monotonic() - t0)
 
 
 @contextmanager

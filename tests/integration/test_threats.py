@@ -10,6 +10,7 @@ production did not change; and that nothing secret was printed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -282,6 +283,13 @@ def attempts(estate: Estate) -> dict[str, tuple[str, str]]:
             f"open({environ!r}, 'rb').read()",
             "PermissionError",
         )
+        # Its fork server forks runs as production's user: reaching its socket comes first.
+        _, forks = workers.fork_server(estate.pids["production"])
+        sock = "__import__('socket')"
+        tries["production worker's fork server"] = (
+            f"{sock}.socket({sock}.AF_UNIX, {sock}.SOCK_SEQPACKET).connect({str(forks)!r})",
+            "PermissionError",
+        )
     return tries
 
 
@@ -449,6 +457,44 @@ def test_1_a_branchs_migrations_on_dev_cannot_read_productions_credentials(
         assert value not in "\n".join(logs) + estate.worker_log("dev")
     if not estate.separated:
         print("workers share an OS user here (not root): file and process reads not tried")
+
+
+FORK_REQUEST = """
+import json, socket
+from bascule.forkserver import MAX_MESSAGE, Request, decode_reply, encode_request
+conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+conn.connect({path!r})
+asked = Request(cwd="/", env={{"KUBECONFIG": {kubeconfig!r}}}, argv=["-c", "pass"])
+socket.send_fds(conn, [encode_request(asked)], [0, 1, 2])
+print(json.dumps(vars(decode_reply(conn.recv(MAX_MESSAGE)))))
+"""
+
+
+def test_1_code_as_devs_worker_cannot_have_productions_fork_server_fork(estate: Estate) -> None:
+    """Credential: code running as dev's worker's OS user (a branch's migrations run there,
+    above). Production's worker forks its runs from a fork server of production's user; a run
+    it forked would hold production's credentials. Its socket is in a directory only that user
+    enters: the migration above gets PermissionError. Here the directory and the socket are
+    opened to everyone, as a mistake on the machine could, and the server still refuses: it
+    forks for its own user only (SO_PEERCRED), and goes on serving."""
+    if not estate.separated:
+        pytest.skip("workers share an OS user here (not root): nothing to cross")
+    server, path = workers.fork_server(estate.pids["production"])
+    modes = {p: p.stat().st_mode & 0o777 for p in (path.parent, path)}
+    code = FORK_REQUEST.format(path=str(path), kubeconfig=str(estate.kubeconfigs["production"]))
+    try:
+        path.parent.chmod(0o711)
+        path.chmod(0o777)
+        done = as_worker(estate, "dev", code)
+    finally:
+        for opened, mode in modes.items():
+            opened.chmod(mode)
+    assert done.returncode == 0, done.stderr[-3000:]
+    dev, production = (estate.users[e] for e in ("dev", "production"))
+    assert dev is not None and production is not None
+    refused = f"fork request from uid {dev.uid}, not the server's {production.uid}"
+    assert json.loads(done.stdout) == {"pid": None, "exit": None, "refused": refused}
+    os.kill(server, 0)  # still there for production's own runs
 
 
 def test_1_dev_deployment_cannot_run_production(estate: Estate) -> None:

@@ -7,6 +7,8 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -37,3 +39,16 @@ def usage(pid: int) -> tuple[int, float, int]:
     )
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
     return rss_kb, cpu, int(fields[2])
+
+
+def idle_footprint(seconds: float, **who: Callable[[], tuple[int, float]]) -> dict[str, str]:
+    """Each of ``who``'s resident memory (MiB, at the end) and CPU used (% of one core) while
+    nothing was asked of it for ``seconds``; ``who``: name → (rss kB, CPU seconds so far)."""
+    before = {name: read()[1] for name, read in who.items()}
+    time.sleep(seconds)
+    figures: dict[str, str] = {}
+    for name, read in who.items():
+        rss_kb, cpu = read()
+        figures[f"{name}_idle_rss_mib"] = f"{rss_kb / 1024:.0f}"
+        figures[f"{name}_idle_cpu_percent"] = f"{100 * (cpu - before[name]) / seconds:.2f}"
+    return figures

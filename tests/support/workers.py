@@ -352,6 +352,24 @@ def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def fork_server(worker_pid: int) -> tuple[int, Path]:
+    """The pid and socket of the fork server the worker ``worker_pid`` started
+    (bascule/forkserver.py): the process among its children whose argv has the flag."""
+    from bascule.forkserver import FORK_SERVER_FLAG, SOCKET_NAME
+
+    flag = FORK_SERVER_FLAG.encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or parent_pid(int(entry.name)) != worker_pid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if flag in argv:
+            return int(entry.name), Path(argv[argv.index(flag) + 1].decode()) / SOCKET_NAME
+    raise LookupError(f"worker {worker_pid} has no fork server")
+
+
 def forked_by_fork_server(pid: int) -> bool:
     """Whether ``pid``'s parent is a worker's fork server (bascule/forkserver.py)."""
     from bascule.forkserver import FORK_SERVER_FLAG

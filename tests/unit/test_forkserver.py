@@ -238,3 +238,30 @@ def test_without_its_fork_server_prefects_starter_starts_a_new_process(
     assert not isinstance(handle.raw_process, fs.Forked) and status == 0
     assert (tmp_path / "ran").read_text() == str(flow_run.id)
     assert "as a new process: the fork server exited" in caplog.text, caplog.text
+
+
+def test_a_fork_server_that_died_is_started_again_once_the_interval_passed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    launcher, env = [sys.executable, *LAUNCH], {**os.environ, "PYTHONPATH": str(REPO)}
+    kept = fs.KeptForkServer(launcher, env, logging.getLogger("t"), clock=lambda: now[0])
+    try:
+        first = kept.current()
+        assert first is not None and first.process.poll() is None
+        first.process.kill()
+        first.process.wait(30)
+        now[0] = fs.RESTART_INTERVAL_S - 1  # too soon: its runs start as new processes
+        assert kept.current() is first
+        now[0] = fs.RESTART_INTERVAL_S
+        with caplog.at_level(logging.WARNING):
+            second = kept.current()
+        assert second is not None and second is not first, second
+        assert f"exited with {first.process.returncode}: starting another" in caplog.text
+        assert not first.directory.exists()
+        _, status, output = run(second, tmp_path, run_env())  # forked by the new one
+        assert status == 1 and "Invalid flow run id" in output, output[-2000:]
+        assert kept.current() is second
+    finally:
+        kept.stop()
+    assert kept.current() is None
