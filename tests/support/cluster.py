@@ -166,6 +166,16 @@ class LoadReport:
     started: float  # when the driver began and stopped sending (epoch seconds)
     stopped: float
     requested_rps: float
+    # The same on the monotonic clock (samples' "m"): the driver's pace is judged on it, so a
+    # step of the wall clock is not taken for a stall. None: judged on epoch seconds.
+    started_m: float | None = None
+    stopped_m: float | None = None
+
+    def _pace(self) -> tuple[float, list[float], float]:
+        """Start, each request's start and stop, on the clock the pace is judged on."""
+        if self.started_m is None or self.stopped_m is None:
+            return self.started, [s["t"] for s in self.samples], self.stopped
+        return self.started_m, sorted(s["m"] for s in self.samples), self.stopped_m
 
     @property
     def total(self) -> int:
@@ -178,22 +188,28 @@ class LoadReport:
     def versions(self, since: float = 0.0) -> Counter[str]:
         return Counter(s["version"] for s in self.samples if s["ok"] and s["t"] >= since)
 
+    def seconds(self) -> float:
+        started, _, stopped = self._pace()
+        return stopped - started
+
     def rate(self) -> float:
         """Requests per second over the whole time the driver ran."""
-        return self.total / max(self.stopped - self.started, 1e-9)
+        return self.total / max(self.seconds(), 1e-9)
 
     def longest_gap(self) -> float:
         """The longest time without a request starting, ends included."""
-        times = [self.started, *(s["t"] for s in self.samples), self.stopped]
-        return max(b - a for a, b in pairwise(times))
+        started, times, stopped = self._pace()
+        return max(b - a for a, b in pairwise([started, *times, stopped]))
 
     def assert_sustained(self, floor: float = LOAD_FLOOR, max_gap: float = LOAD_MAX_GAP) -> None:
         """The driver really sent the load, all along: ``failures == []`` means nothing
         from a driver that was starved, or stalled just when traffic moved."""
-        seconds = self.stopped - self.started
+        seconds = self.seconds()
+        step = (self.stopped - self.started) - seconds
         summary = (
             f"{self.total} requests in {seconds:.1f} s = {self.rate():.0f}/s "
             f"(asked {self.requested_rps:.0f}/s), longest gap {self.longest_gap():.2f} s"
+            + (f", wall clock stepped {step:+.1f} s" if abs(step) >= 0.5 else "")
         )
         print(f"load: {summary}")
         assert self.total >= floor * self.requested_rps * seconds, f"too few: {summary}"
@@ -249,7 +265,10 @@ class LoadDriver:
         data = json.loads(self.out.read_text())
         self.stop_file.unlink(missing_ok=True)
         self.out.unlink(missing_ok=True)
-        return LoadReport(data["samples"], data["started"], data["stopped"], self.rps)
+        return LoadReport(
+            data["samples"], data["started"], data["stopped"], self.rps,
+            data["started_m"], data["stopped_m"],
+        )  # fmt: skip
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -88,3 +88,18 @@ def test_a_driver_that_sent_its_load_passes() -> None:
 def test_a_starved_or_stalled_driver_fails(times: list[float], problem: str) -> None:
     with pytest.raises(AssertionError, match=problem):
         LoadReport(samples(times), 0.0, 10.0, 100).assert_sustained()
+
+
+def test_a_step_of_the_wall_clock_is_no_stall_a_stall_on_the_monotonic_clock_is() -> None:
+    """The wall clock set 19.7 s forward midway (a paused VM's, once resumed): the epoch
+    times show a gap the driver never had; its monotonic clock shows none."""
+    steady = [i / 100 for i in range(1000)]
+    epoch = [*steady[:500], *(t + 19.7 for t in steady[500:])]
+    stepped = [{**s, "m": m} for s, m in zip(samples(epoch), steady, strict=True)]
+    LoadReport(stepped, 0.0, 29.7, 100, 0.0, 10.0).assert_sustained()
+    # 125/s, but nothing for 3 s on the monotonic clock too: a stall.
+    paced = [i / 125 for i in range(500)]
+    stall = [*paced, *(t + 7 for t in paced)]
+    stalled = [{**s, "m": s["t"]} for s in samples(stall)]
+    with pytest.raises(AssertionError, match="stalled"):
+        LoadReport(stalled, 0.0, 11.0, 100, 0.0, 11.0).assert_sustained()
