@@ -87,6 +87,25 @@ class RunTimes:
         self.first_step.append(seconds_to_first(asked, (t["start_time"] for t in tasks)))
 
 
+def command(api: str, argv: list[str], cwd: Path | None = None) -> None:
+    """A `bascule` command against ``api``, to its exit; raises with its output if it failed."""
+    done = subprocess.run(
+        argv, env=deploys.cli_env(api), cwd=cwd, capture_output=True, text=True,
+        timeout=COMMAND_TIMEOUT,
+    )  # fmt: skip
+    if done.returncode != 0:
+        said = done.stdout[-3000:] + done.stderr[-3000:]
+        raise RuntimeError(f"{' '.join(argv[:4])}: exit {done.returncode}\n{said}")
+
+
+def setup(api: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """A rollback round's untimed setup deploy, left to run its course (KEEP_SECONDS)."""
+    return subprocess.Popen(
+        argv, env=deploys.cli_env(api), cwd=cwd,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 @dataclass
 class Real:
     """Bascule's real path: its app repository, server, worker and namespace."""
@@ -99,19 +118,8 @@ class Real:
     keep: str  # the commit the rollback rounds' setup deploys use (old color kept)
     setups: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def command(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            argv,
-            env=deploys.cli_env(self.api),
-            cwd=self.checkout,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-        )
-        if done.returncode != 0:
-            said = done.stdout[-3000:] + done.stderr[-3000:]
-            raise RuntimeError(f"{' '.join(argv[:4])}: exit {done.returncode}\n{said}")
-        return done
+    def command(self, argv: list[str]) -> None:
+        command(self.api, argv, self.checkout)
 
     def trigger_argv(
         self, image: str, commit: str, label: str, app: str | None = None
@@ -167,13 +175,7 @@ class Process:
         return [str(BIN / "bascule"), command, "--dir", str(config), "dev", *more]
 
     def run(self, argv: list[str]) -> None:
-        done = subprocess.run(
-            argv, env=deploys.cli_env(self.api), capture_output=True, text=True,
-            timeout=COMMAND_TIMEOUT,
-        )  # fmt: skip
-        if done.returncode != 0:
-            said = done.stdout[-3000:] + done.stderr[-3000:]
-            raise RuntimeError(f"{' '.join(argv[:2])}: exit {done.returncode}\n{said}")
+        command(self.api, argv)
 
 
 def kubectl_pair(cfg: EnvironmentConfig) -> list[dict[str, Any]]:
@@ -306,16 +308,8 @@ class Bench:
 
         def real_rollback() -> float:
             before = real.known()
-            setup = real.trigger_argv(other, real.keep, f"{self.tag}-r{i}")
-            real.setups.append(
-                subprocess.Popen(
-                    setup,
-                    env=deploys.cli_env(real.api),
-                    cwd=real.checkout,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            argv = real.trigger_argv(other, real.keep, f"{self.tag}-r{i}")
+            real.setups.append(setup(real.api, argv, real.checkout))
             deploys.wait_phase(self.cluster, real.ns, other, {"done"}, ignore=before)
             answers(self.cluster, self.urls["real"], other)
             before = real.known()
@@ -328,15 +322,8 @@ class Bench:
 
         def process_rollback() -> float:
             before = {r["id"] for r in deploys.history(self.cluster, self.process.ns)}
-            setup = self.process.argv("deploy", self.process.keep, "--image", other)
-            self.process.setups.append(
-                subprocess.Popen(
-                    setup,
-                    env=deploys.cli_env(self.process.api),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            argv = self.process.argv("deploy", self.process.keep, "--image", other)
+            self.process.setups.append(setup(self.process.api, argv))
             deploys.wait_phase(self.cluster, self.process.ns, other, {"done"}, ignore=before)
             answers(self.cluster, self.urls["process"], other)
             asked = time.time()

@@ -59,6 +59,10 @@ class Cluster:
         polled, those processes were a measured share of the suite's CPU."""
         return _reader(self.kubeconfig).get_or_none(path, **params)
 
+    def get(self, path: str, **params: str) -> Obj:
+        """As ``read``, for an object that must exist (KubeError otherwise)."""
+        return _reader(self.kubeconfig).get(path, **params)
+
     def create_namespace(self, name: str, timeout: float = 60, restricted: bool = True) -> None:
         """A namespace pods can run in: its ``default`` ServiceAccount, which the controller
         manager adds a moment after the namespace, exists. (`kubectl wait` cannot wait for

@@ -112,19 +112,12 @@ def active_color(cluster: Cluster, ns: str, app: str = "sample-app") -> str | No
     return svc["spec"]["selector"].get(LABEL_COLOR) if svc else None
 
 
-def _existing(cluster: Cluster, path: str, **params: str) -> dict[str, Any]:
-    found = cluster.read(path, **params)
-    if found is None:
-        raise LookupError(f"{path} does not exist")
-    return found
-
-
 def replicas(cluster: Cluster, ns: str, color: str, app: str = "sample-app") -> int:
-    return int(_existing(cluster, k.deployments(ns, f"{app}-{color}"))["spec"]["replicas"])
+    return int(cluster.get(k.deployments(ns, f"{app}-{color}"))["spec"]["replicas"])
 
 
 def service_url(cluster: Cluster, ns: str, app: str = "sample-app") -> str:
-    ip = _existing(cluster, k.services(ns, app))["spec"]["clusterIP"]
+    ip = cluster.get(k.services(ns, app))["spec"]["clusterIP"]
     return f"http://{ip}/version"
 
 
@@ -199,7 +192,7 @@ def snapshot(cluster: Cluster, ns: str, app: str = "sample-app") -> dict[str, tu
             i["metadata"].get("generation", 0),
         )
         for kind, path in (("Deployment", k.deployments(ns)), ("Service", k.services(ns)))
-        for i in _existing(cluster, path, labelSelector=selector)["items"]
+        for i in cluster.get(path, labelSelector=selector)["items"]
     }
 
 
