@@ -25,6 +25,9 @@ class ColorState:
     ready: int = 0
     # The controller has acted on the latest spec and no pod of an older one is left.
     settled: bool = False
+    # The Deployment's resourceVersion as read: a change decided on this reading carries it,
+    # so that it conflicts if someone changed the color since.
+    version: str | None = None
 
     @property
     def serving_ready(self) -> bool:

@@ -40,6 +40,7 @@ from bascule.flows.engine import (
 from bascule.flows.migration_steps import contract, plan_and_lint, run_phase
 from bascule.gitcommit import read_commit
 from bascule.history import now_iso
+from bascule.kube import KubeError
 from bascule.kubeevents import scaled_down
 from bascule.manifests import idle_color, service_proxy_path
 from bascule.migrations import MigrationPlan, Phase, render_markdown
@@ -484,17 +485,33 @@ def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> 
     )
 
 
+# Reads of the old color before its scale-down gives up: each conflict is someone's change.
+RETIRE_READS = 3
+
+
 def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
     """After the scale-down delay, outside the lock: the old color goes to zero unless a
     rollback made it active again or another deploy reused it meanwhile."""
     remaining = env.cfg.rollout.scale_down_delay_seconds - env.cfg.verification.window_seconds
     if remaining > 0:
         time.sleep(remaining)  # meanwhile a rollback is one PATCH
-    observed = state.observe(env)
-    color = observed.color(old)
-    if observed.active == old or color.release != old_release or not color.replicas:
-        return f"{old} kept: it is active again or was reused"
-    untracked(rollout.scale)(env, old, 0)
+    for _ in range(RETIRE_READS):
+        observed = state.observe(env)
+        color = observed.color(old)
+        if not color.replicas:
+            return f"{old} is already at zero"
+        if observed.active == old or color.release != old_release:
+            return f"{old} kept: it is active again or was reused"
+        try:
+            # With the version read: a deploy that took the color since makes it conflict
+            # (the outage retries are the client's; a conflict is never worth repeating).
+            rollout.set_replicas(env, old, 0, color.version)
+            break
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+    else:
+        return f"{old} kept: it changed at each of {RETIRE_READS} reads"
     story = Story(env, "Deploy", get_run_logger())
     left = f"release {old_release}" if old_release else "its release"
     story.tell([scaled_down(old, f"{left} no longer serves, and the scale-down delay passed")])

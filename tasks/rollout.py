@@ -212,10 +212,15 @@ def scale(env: Env, color: Color, replicas: int) -> None:
     set_replicas(env, color, replicas)
 
 
-def set_replicas(env: Env, color: Color, replicas: int) -> None:
-    """Scales ``color`` to ``replicas`` by a merge patch (so no apply owns the count)."""
+def set_replicas(env: Env, color: Color, replicas: int, read_version: str | None = None) -> None:
+    """Scales ``color`` to ``replicas`` by a merge patch (so no apply owns the count).
+    ``read_version``: the resourceVersion the decision read; the API answers 409 (raised)
+    if the Deployment changed since."""
+    body: dict[str, Any] = {"spec": {"replicas": replicas}}
+    if read_version is not None:
+        body["metadata"] = {"resourceVersion": read_version}
     try:
-        env.kube.patch(env.deployment(color), {"spec": {"replicas": replicas}}, idempotent=True)
+        env.kube.patch(env.deployment(color), body, idempotent=True)
     except KubeError as exc:
         if exc.status != 404:  # nothing to scale is already scaled
             raise

@@ -48,6 +48,7 @@ def color_state(env: Env, color: Any) -> ColorState:
         settled=status.get("observedGeneration", 0) >= meta.get("generation", 0)
         and status.get("updatedReplicas", 0) == replicas
         and status.get("replicas", 0) == replicas,
+        version=meta.get("resourceVersion"),
     )
 
 

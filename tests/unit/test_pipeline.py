@@ -39,6 +39,7 @@ from bascule import workload as w
 from bascule.cli import main
 from bascule.config_files import load_templates
 from bascule.manifests import (
+    ANNOTATION_RELEASE,
     LABEL_COLOR,
     LABEL_VERSION,
     lease_name,
@@ -236,6 +237,34 @@ def test_a_deploy_switches_to_the_idle_color_and_retires_the_old_one(world: Worl
     assert started["involvedObject"]["name"] == f"{APP}-green"
     assert f"release {rel.id} ({V2}) to green; {V1} serves on blue" in started["message"]
     assert started["metadata"]["labels"]["app.kubernetes.io/version"] == "v2"
+
+
+def test_the_old_color_reused_while_it_is_retired_keeps_its_new_release(world: World) -> None:
+    """The scale-down runs outside the lock, so the next deploy may take the old color
+    between the retire's read and its PATCH: the PATCH carries what it read, conflicts, and
+    the retire reads again and leaves the new release running (its pods never went to 0)."""
+    blue, reused = world.env().deployment("blue"), "r-next"
+    took: list[str] = []
+
+    def next_deploy(request: httpx.Request) -> httpx.Response | None:
+        body = json.loads(request.content) if request.content else {}
+        scaling = request.method == "PATCH" and "replicas" in body.get("spec", {})
+        if scaling and request.url.path == blue and not took:
+            dep = world.api.objects[blue]
+            dep["metadata"]["annotations"][ANNOTATION_RELEASE] = reused
+            took.append(world.api.put(blue, dep)["metadata"]["resourceVersion"])  # first
+        return None
+
+    world.api.handlers.append(next_deploy)
+
+    state = world.deploy(V2)
+
+    rel = last(world)
+    assert state.is_completed(), state
+    assert world.api.changes() == [*switched(rel.id)[:-1], scaled("blue", 0, " → 409")]
+    dep = world.api.objects[blue]
+    assert dep["metadata"]["annotations"][ANNOTATION_RELEASE] == reused
+    assert dep["spec"]["replicas"] == 2
 
 
 def test_an_event_that_cannot_be_posted_fails_nothing(world: World) -> None:
