@@ -442,6 +442,11 @@ class Forked(anyio.abc.Process):
     def returncode(self) -> int | None:
         return self._returncode
 
+    @property
+    def connection(self) -> socket.socket:
+        """The server's connection: its one message to come is the exit status."""
+        return self._conn
+
     async def wait(self) -> int:
         while self._returncode is None:
             await anyio.wait_readable(self._conn)

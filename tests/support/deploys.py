@@ -1,5 +1,5 @@
-"""Running `bascule` as people and CI do (a process of its own, so it can be killed) and
-reading what it left in the cluster."""
+"""Running `bascule` as people and CI do (a process of its own, so it can be killed; forked,
+tests/support/cliforks.py) and reading what it left in the cluster."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import httpx
 
 from bascule import kube as k
 from bascule.manifests import LABEL_COLOR
+from tests.support import cliforks
 from tests.support.cluster import REPO, Cluster, wait_for
 
 
@@ -33,31 +34,25 @@ def run(
     prefect_api: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``env`` adds variables to the process's environment (the test's own is not changed)."""
-    return subprocess.run(
-        [sys.executable, "-m", "bascule.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=cli_env(prefect_api, env),
-        timeout=timeout,
-    )
+    return cliforks.run(args, cwd=REPO, env=cli_env(prefect_api, env), timeout=timeout)
 
 
 def start(
     prefect_api: str, *args: str, log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
+) -> cliforks.Process:
     """A deploy in the background, in its own process group so a SIGKILL takes it whole."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "bascule.cli", *args],
-        cwd=REPO,
-        env=cli_env(prefect_api, env),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log.open("wb") as out:
+        return cliforks.start(
+            args,
+            cwd=REPO,
+            env=cli_env(prefect_api, env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            new_session=True,
+        )
 
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
+def kill(proc: cliforks.Process) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
 

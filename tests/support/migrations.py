@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from bascule import migrator
+from tests.support import cliforks
 from tests.support.postgres import Database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,12 +113,9 @@ def write_env(directory: Path, ini: Path, section: str = "alembic") -> Path:
 
 def bascule(*args: str, **environ: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != URL_VARIABLE}
-    return subprocess.run(
-        [sys.executable, "-m", "bascule.cli", "migrations", *args],
-        capture_output=True,
-        text=True,
+    return cliforks.run(
+        ["migrations", *args],
         cwd=REPO,
         env={**env, "PYTHONPATH": str(REPO), **environ},
         timeout=120,
-        check=False,
     )
