@@ -1,5 +1,6 @@
-"""A small Kubernetes API client: kubeconfig conventions from the ``kubernetes`` package,
-requests on plain JSON through one keep-alive httpx connection pool.
+"""A small Kubernetes API client: kubeconfig conventions from the ``kubernetes`` package (a
+plain kubeconfig read here, see ``_load``), requests on plain JSON through one keep-alive
+httpx connection pool.
 
 Plain dicts keep the decision code free of client model classes, and one place for every
 request means errors read the same everywhere and requests per deploy can be counted.
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +26,9 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
-from kubernetes import config as kconfig
-from kubernetes.client import Configuration
 
 from bascule import __version__
+from bascule import kubeconfig as plain_kubeconfig
 from bascule.errors import OperationFailed, Unreachable, UsageError
 from bascule.rbac import Permission, request_permission
 from bascule.redact import clip
@@ -89,12 +90,84 @@ class Target:
     context: str | None = None
 
 
-def _load(target: Target) -> Configuration:
-    """The client configuration; a UsageError naming the kubeconfig and what to fix if it
-    cannot be loaded (missing, unreadable, no such context)."""
-    cfg = Configuration()
+@dataclass(frozen=True)
+class _Access:
+    """What requests need of a kubeconfig: the server, the TLS context that checks it and
+    holds any client certificate, the CA (PEM bytes or a file; None: the system's) and the
+    headers that carry a token."""
+
+    host: str
+    verify: bool
+    ca: bytes | str | None
+    tls: ssl.SSLContext
+    headers: Callable[[], dict[str, str]]
+
+
+def _load(target: Target) -> _Access:
+    """The cluster and credential; a UsageError naming the kubeconfig and what to fix if it
+    cannot be loaded (missing, unreadable, no such context).
+
+    A plain kubeconfig (``kubeconfig.plain``: a server, a CA, a token or a client
+    certificate) is read here; any other, and the in-cluster configuration, by the kubernetes
+    package. Measured reason: importing that package is most of the import time of a quick
+    command such as `bascule status` (it imports its whole generated API client), and a plain
+    kubeconfig is what Bascule's own workers and the local cluster use."""
     path = target.kubeconfig or os.environ.get("KUBECONFIG")
     in_cluster = not path and not os.path.exists(os.path.expanduser("~/.kube/config"))
+    if not (in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST")):
+        found = _read_plain(path or os.path.expanduser("~/.kube/config"), target.context)
+        if found is not None:
+            return _plain_access(found)
+    return _package_access(target, path, in_cluster)
+
+
+def _read_plain(path: str, context: str | None) -> plain_kubeconfig.Plain | None:
+    """``path``'s context if it is plain; None if not, or if it cannot be read as one (the
+    kubernetes package then reads it, or says what is wrong)."""
+    if os.pathsep in path:  # several files, merged: the package's rules
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return plain_kubeconfig.plain(config, context, os.path.dirname(os.path.abspath(path)))
+
+
+def _plain_access(found: plain_kubeconfig.Plain) -> _Access:
+    if found.insecure:
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    elif isinstance(found.ca, bytes):
+        tls = ssl.create_default_context(cadata=found.ca.decode("ascii", errors="replace"))
+    else:
+        tls = ssl.create_default_context(cafile=found.ca)
+    if found.cert is not None and found.key is not None:
+        _load_cert_chain(tls, found.cert, found.key)
+    headers = {"Authorization": f"Bearer {found.token}"} if found.token else {}
+    return _Access(found.server, not found.insecure, found.ca, tls, lambda: dict(headers))
+
+
+def _load_cert_chain(tls: ssl.SSLContext, cert: bytes | str, key: bytes | str) -> None:
+    """The client certificate and key, inline ones through files of a private directory
+    that exist only while ssl reads them (ssl loads a chain from files alone)."""
+    with tempfile.TemporaryDirectory(prefix="bascule-kube-") as private:
+        files = []
+        for name, value in (("cert", cert), ("key", key)):
+            if isinstance(value, bytes):
+                written = os.path.join(private, name)
+                with open(os.open(written, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as out:
+                    out.write(value)
+                value = written
+            files.append(value)
+        tls.load_cert_chain(files[0], files[1])
+
+
+def _package_access(target: Target, path: str | None, in_cluster: bool) -> _Access:
+    from kubernetes import config as kconfig
+    from kubernetes.client import Configuration
+
+    cfg = Configuration()
     try:
         if in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST"):
             kconfig.load_incluster_config(client_configuration=cfg)
@@ -107,7 +180,21 @@ def _load(target: Target) -> Configuration:
             )
     except (kconfig.ConfigException, yaml.YAMLError, OSError) as exc:
         raise UsageError(_kubeconfig_problem(path, target, exc)) from None
-    return cfg
+    if cfg.verify_ssl:
+        tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+    else:
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    if cfg.cert_file:
+        tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+
+    def headers() -> dict[str, str]:
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)  # exec plugins and expiring tokens
+        token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+        return {"Authorization": token} if token else {}
+
+    return _Access(str(cfg.host), bool(cfg.verify_ssl), cfg.ssl_ca_cert, tls, headers)
 
 
 def _kubeconfig_problem(path: str | None, target: Target, exc: Exception) -> str:
@@ -142,14 +229,7 @@ class Kube:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.target = target
-        self._cfg = _load(target)
-        if self._cfg.verify_ssl:
-            ssl_ctx = ssl.create_default_context(cafile=self._cfg.ssl_ca_cert)
-        else:
-            ssl_ctx = ssl.create_default_context()
-            ssl_ctx.check_hostname, ssl_ctx.verify_mode = False, ssl.CERT_NONE
-        if self._cfg.cert_file:
-            ssl_ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
+        self._access = _load(target)
         self.requests = 0  # API requests made, for reports and benchmarks
         self._record = os.environ.get(RECORD_ENV) or None
         self._recorded: set[Permission] = set()
@@ -161,8 +241,8 @@ class Kube:
         self._last_answer: float | None = None  # None: the API never answered us yet
         self._silent_since: float | None = None  # set while an outage is going on
         self.http = httpx.Client(
-            base_url=self._cfg.host,
-            verify=ssl_ctx,
+            base_url=self._access.host,
+            verify=self._access.tls,
             timeout=timeout,
             transport=transport,
             event_hooks={"request": [self._count]},
@@ -172,14 +252,17 @@ class Kube:
 
     @property
     def server(self) -> str:
-        return str(self._cfg.host)
+        return self._access.host
 
     @property
-    def tls(self) -> tuple[bool, str | None]:
-        """Whether the server's certificate is checked, and against which CA file (None:
-        the system's CAs)."""
-        ca = self._cfg.ssl_ca_cert
-        return bool(self._cfg.verify_ssl), str(ca) if ca else None
+    def tls(self) -> tuple[bool, bytes | None]:
+        """Whether the server's certificate is checked, and the PEM of the CA it is checked
+        against (None: the system's CAs)."""
+        ca = self._access.ca
+        if isinstance(ca, str):
+            with open(ca, "rb") as file:
+                ca = file.read()
+        return self._access.verify, ca
 
     def _count(self, request: httpx.Request) -> None:
         with self._lock:  # requests are sent from several threads of a run
@@ -201,11 +284,7 @@ class Kube:
                 out.write(json.dumps(asdict(asked)) + "\n")
 
     def headers(self) -> dict[str, str]:
-        hook = self._cfg.refresh_api_key_hook
-        if hook is not None:
-            hook(self._cfg)  # exec plugins and expiring tokens
-        token = self._cfg.api_key.get("authorization") or self._cfg.api_key.get("BearerToken")
-        return {"Authorization": token} if token else {}
+        return self._access.headers()
 
     # --- outages -------------------------------------------------------------------------------
 

@@ -87,8 +87,7 @@ def environment_kubeconfig(
         ) from None
     finally:
         kube.close()
-    verified, ca_file = kube.tls
-    ca = Path(ca_file).read_bytes() if verified and ca_file else None
+    verified, ca = kube.tls
     config = token_kubeconfig(
         server=kube.server,
         ca=ca,
