@@ -194,6 +194,7 @@ def test_approval_request_and_success_in_production(
     assert command in asking["description"]
     assert command in text_of(slack.wait_for(2)[1])
     key = str(approver_key(cfg))
+    deploys.wait_paused(prefect_server, run_id)  # the message goes out just before the pause
     res = deploys.run(prefect_server, "approve", run_id, "--key", key, "--comment", "go")
     assert res.returncode == 0, res.stderr
     assert proc.wait(timeout=180) == 0, (tmp_path / "v1.log").read_text()[-3000:]

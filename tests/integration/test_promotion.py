@@ -309,9 +309,9 @@ def test_production_takes_only_digests_staging_verified(
         prefect_server, *promote, log=log, env={"GITHUB_STEP_SUMMARY": str(job_summary)}
     )
     pinned = f"{V1}@{verified}"
-    asking = deploys.wait_phase(cluster, production_ns, pinned, {"awaiting-approval"}, 240)
+    asking = deploys.paused_run(prefect_server, cluster, production_ns, pinned, timeout=240)
     key = str(approver_key(Path(cfg)))
-    approved = deploys.run(prefect_server, "approve", asking["flow_run_id"], "--key", key)
+    approved = deploys.run(prefect_server, "approve", asking, "--key", key)
     assert approved.returncode == 0, approved.stderr[-3000:]
     assert promoting.wait(300) == 0, log.read_text()[-3000:]
     assert f"promoting {pinned}" in log.read_text()

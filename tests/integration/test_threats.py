@@ -716,11 +716,11 @@ def production_deploy(
     log = estate.logs["production"].with_name(f"trigger-{uuid.uuid4().hex[:6]}.log")
     args = ["trigger", "production", "--image", image, "--commit", estate.main, "--timeout", "300"]
     proc = deploys.start(estate.api, *args, *(("--rerun", rerun) if rerun else ()), log=log)
-    asking = deploys.wait_phase(
-        estate.cluster, estate.ns("production"), image, {"awaiting-approval"}, 240,
-        ignore={r["id"] for r in production(estate)[0]},
+    run_id = deploys.paused_run(
+        estate.api, estate.cluster, estate.ns("production"), image,
+        ignore={r["id"] for r in production(estate)[0]}, timeout=240,
     )  # fmt: skip
-    return asking["flow_run_id"], proc, log
+    return run_id, proc, log
 
 
 def approve(estate: Estate, run_id: str, who: str) -> None:

@@ -87,13 +87,24 @@ def wait_phase(
 
 
 def paused_run(
-    api: str, cluster: Cluster, ns: str, image: str, ignore: set[str] | None = None
+    api: str,
+    cluster: Cluster,
+    ns: str,
+    image: str,
+    ignore: set[str] | None = None,
+    timeout: float = 180,
 ) -> str:
     """The id of the run deploying ``image`` in ``ns``, once Prefect has it paused for
     approval. Found through the namespace's history, not the list of paused runs: tests on
     other workers pause runs of the same image on the same server."""
-    asking = wait_phase(cluster, ns, image, {"awaiting-approval"}, ignore=ignore)
-    run_id = str(asking["flow_run_id"])
+    # The history says awaiting-approval a moment before Prefect has the run paused: an
+    # approval sent in between is refused (the run is not paused yet).
+    asking = wait_phase(cluster, ns, image, {"awaiting-approval"}, timeout, ignore=ignore)
+    return wait_paused(api, str(asking["flow_run_id"]))
+
+
+def wait_paused(api: str, run_id: str) -> str:
+    """``run_id``, once Prefect has the run paused (for approval)."""
 
     def paused() -> bool:
         return bool(httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"] == "PAUSED")
