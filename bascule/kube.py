@@ -134,14 +134,20 @@ def _read_plain(path: str, context: str | None) -> plain_kubeconfig.Plain | None
     return plain_kubeconfig.plain(config, context, os.path.dirname(os.path.abspath(path)))
 
 
-def _plain_access(found: plain_kubeconfig.Plain) -> _Access:
-    if found.insecure:
+def _tls(verify: bool, ca: bytes | str | None) -> ssl.SSLContext:
+    """Checking the server against ``ca`` (PEM bytes, a file; None: the system's CAs), or
+    not at all."""
+    if not verify:
         tls = ssl.create_default_context()
         tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
-    elif isinstance(found.ca, bytes):
-        tls = ssl.create_default_context(cadata=found.ca.decode("ascii", errors="replace"))
-    else:
-        tls = ssl.create_default_context(cafile=found.ca)
+        return tls
+    if isinstance(ca, bytes):
+        return ssl.create_default_context(cadata=ca.decode("ascii", errors="replace"))
+    return ssl.create_default_context(cafile=ca)
+
+
+def _plain_access(found: plain_kubeconfig.Plain) -> _Access:
+    tls = _tls(not found.insecure, found.ca)
     if found.cert is not None and found.key is not None:
         _load_cert_chain(tls, found.cert, found.key)
     headers = {"Authorization": f"Bearer {found.token}"} if found.token else {}
@@ -180,11 +186,7 @@ def _package_access(target: Target, path: str | None, in_cluster: bool) -> _Acce
             )
     except (kconfig.ConfigException, yaml.YAMLError, OSError) as exc:
         raise UsageError(_kubeconfig_problem(path, target, exc)) from None
-    if cfg.verify_ssl:
-        tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-    else:
-        tls = ssl.create_default_context()
-        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    tls = _tls(bool(cfg.verify_ssl), cfg.ssl_ca_cert)
     if cfg.cert_file:
         tls.load_cert_chain(cfg.cert_file, cfg.key_file)
 
