@@ -114,11 +114,14 @@ def _load(target: Target) -> _Access:
     kubeconfig is what Bascule's own workers and the local cluster use."""
     path = target.kubeconfig or os.environ.get("KUBECONFIG")
     in_cluster = not path and not os.path.exists(os.path.expanduser("~/.kube/config"))
-    if not (in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST")):
-        found = _read_plain(path or os.path.expanduser("~/.kube/config"), target.context)
-        if found is not None:
-            return _plain_access(found)
-    return _package_access(target, path, in_cluster)
+    try:
+        if not (in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST")):
+            found = _read_plain(path or os.path.expanduser("~/.kube/config"), target.context)
+            if found is not None:
+                return _plain_access(found)
+        return _package_access(target, path, in_cluster)
+    except (ssl.SSLError, OSError) as exc:  # a CA or client certificate that is not one
+        raise UsageError(_kubeconfig_problem(path, target, exc)) from None
 
 
 def _read_plain(path: str, context: str | None) -> plain_kubeconfig.Plain | None:
@@ -166,7 +169,11 @@ def _load_cert_chain(tls: ssl.SSLContext, cert: bytes | str, key: bytes | str) -
                     out.write(value)
                 value = written
             files.append(value)
-        tls.load_cert_chain(files[0], files[1])
+        try:
+            tls.load_cert_chain(files[0], files[1])
+        except OSError as exc:  # ssl.SSLError too; neither names the files
+            named = [v if isinstance(v, str) else "(inline data)" for v in (cert, key)]
+            raise OSError(f"client certificate {named[0]} and key {named[1]}: {exc}") from None
 
 
 def _package_access(target: Target, path: str | None, in_cluster: bool) -> _Access:

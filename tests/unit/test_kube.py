@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from bascule.config import describe_schema
-from bascule.kube import OUTAGE_SETTING, KubeError, KubeOutage, KubeUnreachable
+from bascule.errors import UsageError
+from bascule.kube import OUTAGE_SETTING, Kube, KubeError, KubeOutage, KubeUnreachable, Target
 from bascule.retry import backoff
 from tests.support.fakekube import fake_kube, status
 
@@ -144,3 +145,29 @@ def test_a_log_is_read_as_text(tmp_path: Path) -> None:
 def test_the_bound_is_a_documented_setting() -> None:
     line = next(line for line in describe_schema() if line.startswith(OUTAGE_SETTING + " "))
     assert "(default 60)" in line and "Kubernetes API" in line
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        "{token: t}",  # the CA is the broken part
+        "{client-certificate: /no/such.crt, client-key: /no/such.key}",
+    ],
+)
+def test_a_kubeconfig_whose_certificates_cannot_be_used_is_named(tmp_path: Path, user: str) -> None:
+    ca = "Y2VydGlmaWNhdGU=" if "token" in user else ""  # base64 of "certificate", not a PEM
+    cluster = f'{{server: "https://kube.test", certificate-authority-data: "{ca}"}}'
+    if not ca:
+        cluster = '{server: "https://kube.test"}'
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        f"apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {cluster}}}]\n"
+        f"users: [{{name: u, user: {user}}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"
+    )
+    with pytest.raises(UsageError) as refused:
+        Kube(Target(str(config)))
+    said = str(refused.value)
+    assert said.startswith(f"kubeconfig {config} (kube.kubeconfig) cannot be used: "), said
+    assert said.endswith("— fix or replace it"), said
+    assert ("/no/such.crt" in said) == ("client-certificate" in user), said
