@@ -113,9 +113,13 @@ def _load(target: Target) -> _Access:
     command such as `bascule status` (it imports its whole generated API client), and a plain
     kubeconfig is what Bascule's own workers and the local cluster use."""
     path = target.kubeconfig or os.environ.get("KUBECONFIG")
-    in_cluster = not path and not os.path.exists(os.path.expanduser("~/.kube/config"))
+    in_cluster = (
+        not path
+        and not os.path.exists(os.path.expanduser("~/.kube/config"))
+        and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    )
     try:
-        if not (in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST")):
+        if not in_cluster:
             found = _read_plain(path or os.path.expanduser("~/.kube/config"), target.context)
             if found is not None:
                 return _plain_access(found)
@@ -182,7 +186,7 @@ def _package_access(target: Target, path: str | None, in_cluster: bool) -> _Acce
 
     cfg = Configuration()
     try:
-        if in_cluster and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if in_cluster:
             kconfig.load_incluster_config(client_configuration=cfg)
         else:
             kconfig.load_kube_config(

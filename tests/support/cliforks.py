@@ -102,8 +102,10 @@ def start(
     """``python -m bascule.cli ARGV``, forked when the server can, else a new process."""
     global _unavailable
     if ENABLED and _unavailable is None:
+        request = forkserver.Request(str(cwd), dict(env), list(argv), new_session)
+        out = _fd(stdout)
         try:
-            return _fork(argv, cwd, env, stdout, stderr, new_session)
+            return _fork(request, out, out if stderr == subprocess.STDOUT else _fd(stderr))
         except forkserver.ForkUnavailable as exc:
             # Said once; from then on every command is a new process, only slower.
             _unavailable = str(exc)
@@ -141,28 +143,15 @@ def run(
         )
 
 
-def _fork(
-    argv: Sequence[str],
-    cwd: Path,
-    env: Mapping[str, str],
-    stdout: IO[bytes] | int,
-    stderr: IO[bytes] | int,
-    new_session: bool,
-) -> ForkedCommand:
-    server = _running(env)
-    out = _fd(stdout)
-    stdio = [
-        os.open(os.devnull, os.O_RDONLY),
-        out,
-        out if stderr == subprocess.STDOUT else _fd(stderr),
-    ]
+def _fork(request: forkserver.Request, stdout: int, stderr: int) -> ForkedCommand:
+    server = _running(request.env)
+    stdin = os.open(os.devnull, os.O_RDONLY)
     try:
-        request = forkserver.Request(str(cwd), dict(env), list(argv), new_session)
-        handle = server.spawn(request, stdio)
+        handle = server.spawn(request, [stdin, stdout, stderr])
     finally:
-        os.close(stdio[0])
+        os.close(stdin)
     handle.connection.setblocking(True)
-    return ForkedCommand(argv, handle.pid, handle.connection)
+    return ForkedCommand(request.argv, handle.pid, handle.connection)
 
 
 def _fd(stream: IO[bytes] | int) -> int:

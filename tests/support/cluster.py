@@ -171,15 +171,9 @@ class LoadReport:
     stopped: float
     requested_rps: float
     # The same on the monotonic clock (samples' "m"): the driver's pace is judged on it, so a
-    # step of the wall clock is not taken for a stall. None: judged on epoch seconds.
-    started_m: float | None = None
-    stopped_m: float | None = None
-
-    def _pace(self) -> tuple[float, list[float], float]:
-        """Start, each request's start and stop, on the clock the pace is judged on."""
-        if self.started_m is None or self.stopped_m is None:
-            return self.started, [s["t"] for s in self.samples], self.stopped
-        return self.started_m, sorted(s["m"] for s in self.samples), self.stopped_m
+    # step of the wall clock is not taken for a stall.
+    started_m: float
+    stopped_m: float
 
     @property
     def total(self) -> int:
@@ -193,8 +187,7 @@ class LoadReport:
         return Counter(s["version"] for s in self.samples if s["ok"] and s["t"] >= since)
 
     def seconds(self) -> float:
-        started, _, stopped = self._pace()
-        return stopped - started
+        return self.stopped_m - self.started_m
 
     def rate(self) -> float:
         """Requests per second over the whole time the driver ran."""
@@ -202,8 +195,8 @@ class LoadReport:
 
     def longest_gap(self) -> float:
         """The longest time without a request starting, ends included."""
-        started, times, stopped = self._pace()
-        return max(b - a for a, b in pairwise([started, *times, stopped]))
+        times = sorted(s["m"] for s in self.samples)
+        return max(b - a for a, b in pairwise([self.started_m, *times, self.stopped_m]))
 
     def assert_sustained(self, floor: float = LOAD_FLOOR, max_gap: float = LOAD_MAX_GAP) -> None:
         """The driver really sent the load, all along: ``failures == []`` means nothing
