@@ -28,6 +28,8 @@ class ColorState:
     # The Deployment's resourceVersion as read: a change decided on this reading carries it,
     # so that it conflicts if someone changed the color since.
     version: str | None = None
+    # The last rollback that claimed the color to send traffic back to it (its release id).
+    claimed_by: str | None = None
 
     @property
     def serving_ready(self) -> bool:
@@ -122,6 +124,22 @@ def undone_by_reconcile(obs: Observed, reconciled: Release | None) -> bool:
     if reconciled is None:
         return False
     return reconciled.kind == "rollback" or obs.active != reconciled.color
+
+
+def keep_old_color(seen: ColorState, now: ColorState, active: Color | None) -> str | None:
+    """Why the old color ``seen`` (as the finished run found it, under the lock) must not go
+    to zero now that the scale-down delay passed, outside the lock; None: scale it down.
+    ``now`` is read after the lock was released: a rollback claimed it (and may be about to
+    switch back, or just did), or the next deploy put a release of its own on it."""
+    if not now.replicas:
+        return "is already at zero"
+    if active == now.color:
+        return "kept: it is active again"
+    if now.claimed_by != seen.claimed_by:
+        return f"kept: rollback {now.claimed_by} claimed it"
+    if now.release != seen.release:
+        return f"kept: it was reused by release {now.release}"
+    return None
 
 
 def rollback_plan(obs: Observed, target: Release) -> Action:

@@ -88,6 +88,8 @@ LABEL_ENVIRONMENT = "bascule.io/environment"
 LABEL_SECRETS = "bascule.io/release-secrets"  # on the Secrets a release's pods read
 ANNOTATION_RELEASE = "bascule.io/release"
 ANNOTATION_IMAGE = "bascule.io/image"
+# On a color a rollback is about to send traffic back to: the rollback's release id.
+ANNOTATION_CLAIMED = "bascule.io/claimed-by"
 MANAGED_BY = "bascule"
 
 DEPLOYMENT_TEMPLATE = "deployment.yaml"

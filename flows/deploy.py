@@ -86,7 +86,8 @@ def flow_run_id() -> str | None:
 @dataclass(frozen=True)
 class Outcome:
     state: State
-    retire: tuple[Color, str | None] | None = None  # old color to scale down after the delay
+    # The old color as the run found it (under the lock): scaled down after the delay.
+    retire: bluegreen.ColorState | None = None
     then: Callable[[], Outcome] | None = None  # once the old color is gone, under the lock again
 
 
@@ -226,7 +227,7 @@ def exclusively(env: Env, work: Callable[[], Outcome], breaking: str | None = No
     while env.after_unlock:
         env.after_unlock.pop(0)()
     if outcome.retire is not None:
-        get_run_logger().info(retire_old_color(env, *outcome.retire))
+        get_run_logger().info(retire_old_color(env, outcome.retire))
     if outcome.then is not None:
         return exclusively(env, outcome.then)
     return too_late(outcome.state)
@@ -433,7 +434,7 @@ def pipeline(
     after = None
     if migrations is not None and migrations.contract_target is not None:
         after = partial(contract_phase, run, migrations, image, old)
-    return Outcome(done, (old, observed.color(old).release) if old else None, after)
+    return Outcome(done, observed.color(old) if old else None, after)
 
 
 def contract_phase(run: Run, migrations: MigrationPlan, image: str, old: Color | None) -> Outcome:
@@ -489,23 +490,22 @@ def already_serving_note(env: Env, image: str, observed: bluegreen.Observed) -> 
 RETIRE_READS = 3
 
 
-def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
+def retire_old_color(env: Env, seen: bluegreen.ColorState) -> str:
     """After the scale-down delay, outside the lock: the old color goes to zero unless a
-    rollback made it active again or another deploy reused it meanwhile."""
+    rollback claimed it or another deploy reused it meanwhile (bluegreen.keep_old_color)."""
+    old = seen.color
     remaining = env.cfg.rollout.scale_down_delay_seconds - env.cfg.verification.window_seconds
     if remaining > 0:
         time.sleep(remaining)  # meanwhile a rollback is one PATCH
     for _ in range(RETIRE_READS):
         observed = state.observe(env)
-        color = observed.color(old)
-        if not color.replicas:
-            return f"{old} is already at zero"
-        if observed.active == old or color.release != old_release:
-            return f"{old} kept: it is active again or was reused"
+        now = observed.color(old)
+        if kept := bluegreen.keep_old_color(seen, now, observed.active):
+            return f"{old} {kept}"
         try:
-            # With the version read: a deploy that took the color since makes it conflict
-            # (the outage retries are the client's; a conflict is never worth repeating).
-            rollout.set_replicas(env, old, 0, color.version)
+            # With the version read: a rollback's claim or a deploy's apply since makes it
+            # conflict (the outage retries are the client's; a conflict is never repeated).
+            rollout.set_replicas(env, old, 0, now.version)
             break
         except KubeError as exc:
             if exc.status != 409:
@@ -513,7 +513,7 @@ def retire_old_color(env: Env, old: Color, old_release: str | None) -> str:
     else:
         return f"{old} kept: it changed at each of {RETIRE_READS} reads"
     story = Story(env, "Deploy", get_run_logger())
-    left = f"release {old_release}" if old_release else "its release"
+    left = f"release {seen.release}" if seen.release else "its release"
     story.tell([scaled_down(old, f"{left} no longer serves, and the scale-down delay passed")])
     story.flush()
     return f"{old} scaled to zero"

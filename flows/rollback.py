@@ -12,7 +12,7 @@ from prefect.states import Completed, Failed
 
 from bascule import bluegreen, kubeevents, snapshots
 from bascule import history as h
-from bascule.errors import Refused
+from bascule.errors import OperationFailed, Refused
 from bascule.flows.deploy import (
     Outcome,
     exclusively,
@@ -23,6 +23,7 @@ from bascule.flows.deploy import (
     with_secrets,
 )
 from bascule.history import now_iso
+from bascule.kube import KubeError
 from bascule.outcome import StateName
 from bascule.tasks import rollout, state, traffic
 from bascule.tasks.context import DEFAULT_CONFIG_DIR, Env
@@ -84,9 +85,43 @@ def _rollback(env: Env, to_release: str | None) -> Outcome:
         target = choose_target(releases, observed.active, to_release, env.name)
     except (Refused, ValueError) as exc:  # Refused here: the history changed since
         return Outcome(Failed(message=str(exc), name=StateName.FAILED))
+    release = new_release_id()
+    observed = claimed(env, observed, target, release)
     if bluegreen.rollback_plan(observed, target) == "redeploy":
         return redeploy(env, target)
-    return Outcome(switch_back(env, observed, target))
+    return Outcome(switch_back(env, observed, target, release))
+
+
+# Claims of the color to go back to before giving up: each conflict is someone's change (the
+# old color's retire scaling it down), or this run's own claim whose answer an outage lost.
+CLAIMS = 3
+
+
+def claimed(
+    env: Env, observed: bluegreen.Observed, target: h.Release, by: str
+) -> bluegreen.Observed:
+    """The state to roll back on. A switch back first claims the color it goes back to
+    (rollout.claim), against the version it planned on: the finished deploy that left that
+    color scales it down outside the lock, and must see that it serves again. If the color
+    changed meanwhile, it is read again and the plan made again (a color scaled down is
+    redeployed instead)."""
+    for _ in range(CLAIMS):
+        color = observed.color(target.color)
+        if bluegreen.rollback_plan(observed, target) == "redeploy" or color.claimed_by == by:
+            return observed
+        try:
+            rollout.claim(env, target.color, by, color.version)
+            return replace(
+                observed, colors={**observed.colors, target.color: replace(color, claimed_by=by)}
+            )
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        observed = state.observe(env)
+    raise OperationFailed(
+        f"{target.color} changed at each of {CLAIMS} claims before the switch back: nothing "
+        "was switched; run the rollback again"
+    )
 
 
 def redeploy(env: Env, target: h.Release) -> Outcome:
@@ -125,12 +160,12 @@ def redeploy(env: Env, target: h.Release) -> Outcome:
     return pipeline(env, target.image, kind="rollback", approval=False)
 
 
-def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release) -> State:
+def switch_back(env: Env, observed: bluegreen.Observed, target: h.Release, release: str) -> State:
     bad = observed.active
     run = Run(
         env,
         h.Release(
-            id=new_release_id(),
+            id=release,
             image=target.image,
             color=target.color,
             previous_image=observed.active_state.image if observed.active_state else None,

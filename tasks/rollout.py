@@ -17,6 +17,7 @@ from bascule.errors import OperationFailed
 from bascule.images import pods_digest
 from bascule.kube import KubeError
 from bascule.manifests import (
+    ANNOTATION_CLAIMED,
     LABEL_RELEASE,
     idle_color,
     owned_labels,
@@ -224,6 +225,15 @@ def set_replicas(env: Env, color: Color, replicas: int, read_version: str | None
     except KubeError as exc:
         if exc.status != 404:  # nothing to scale is already scaled
             raise
+
+
+def claim(env: Env, color: Color, by: str, read_version: str | None) -> None:
+    """Marks ``color``'s Deployment as claimed by the rollback ``by``, before it sends traffic
+    back there: a retire of that color (outside the lock) that read it earlier now conflicts,
+    and one that reads it later sees the mark. ``read_version``: the resourceVersion the
+    rollback planned on; the API answers 409 (raised) if the color changed since."""
+    body = {"metadata": {"annotations": {ANNOTATION_CLAIMED: by}, "resourceVersion": read_version}}
+    env.kube.patch(env.deployment(color), body, idempotent=True)
 
 
 def pods_left(env: Env, color: Color, timeout: float) -> int:

@@ -18,6 +18,7 @@ from bascule.bluegreen import ColorState, Observed
 from bascule.history import HISTORY_KEY
 from bascule.kube import KubeError
 from bascule.manifests import (
+    ANNOTATION_CLAIMED,
     ANNOTATION_RELEASE,
     app_container,
     color_of_selector,
@@ -43,6 +44,7 @@ def color_state(env: Env, color: Any) -> ColorState:
         exists=True,
         image=app_container(spec["template"]["spec"], env.cfg.workload.container).get("image"),
         release=meta.get("annotations", {}).get(ANNOTATION_RELEASE),
+        claimed_by=meta.get("annotations", {}).get(ANNOTATION_CLAIMED),
         replicas=replicas,
         ready=status.get("readyReplicas", 0),
         settled=status.get("observedGeneration", 0) >= meta.get("generation", 0)

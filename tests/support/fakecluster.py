@@ -27,7 +27,7 @@ import httpx
 
 from bascule import kube as k
 from bascule.kube import APPLY_PATCH, Kube, Target
-from bascule.manifests import ANNOTATION_RELEASE, LABEL_COLOR, LABEL_RELEASE
+from bascule.manifests import ANNOTATION_CLAIMED, ANNOTATION_RELEASE, LABEL_COLOR, LABEL_RELEASE
 from tests.support.fakekube import KUBECONFIG, Clock, FakeApi, status
 
 Obj = dict[str, Any]
@@ -550,6 +550,8 @@ def describe(kind: str, body: Obj | None) -> str:
         return f"selector={spec['selector'].get(LABEL_COLOR)}"
     if kind == "deployments" and set(spec) == {"replicas"}:
         return f"replicas={spec['replicas']}"
+    if kind == "deployments" and body is not None and not spec:
+        return f"claimed-by={body['metadata']['annotations'][ANNOTATION_CLAIMED]}"
     if kind == "deployments" and body is not None:
         image = spec["template"]["spec"]["containers"][0]["image"]
         release = body["metadata"].get("annotations", {}).get(ANNOTATION_RELEASE)

@@ -14,6 +14,7 @@ from bascule.bluegreen import (
     already_serving,
     contract_blocker,
     drift,
+    keep_old_color,
     recover,
     rollback_plan,
     undone_by_reconcile,
@@ -255,6 +256,29 @@ def test_an_interrupted_switch_back_rollback_does_not_return_to_the_bad_color() 
     # Died before its PATCH took effect (traffic still on the bad color): switch, then scale.
     rec = recover(observed("green", blue=OLD_UP, green=bad, in_flight=back))
     assert rec is not None and (rec.switch_to, rec.scale_down) == ("blue", "green")
+
+
+# --- keep_old_color -----------------------------------------------------------------------------
+
+SEEN = replace(running("blue", "shop:v1"), claimed_by="r-an-old-rollback")
+
+
+@pytest.mark.parametrize(
+    ("now", "active", "kept"),
+    [
+        (SEEN, "green", None),
+        (replace(SEEN, version="9"), "green", None),  # a status update changes nothing
+        (replace(SEEN, replicas=0), "green", "is already at zero"),
+        (SEEN, "blue", "kept: it is active again"),
+        (replace(SEEN, claimed_by="r-new"), "green", "kept: rollback r-new claimed it"),
+        (replace(SEEN, release="r-next"), "green", "kept: it was reused by release r-next"),
+    ],
+    ids=["unchanged", "status-only", "at-zero", "active-again", "claimed", "reused"],
+)
+def test_the_old_color_is_retired_only_as_the_finished_run_left_it(
+    now: ColorState, active: Color, kept: str | None
+) -> None:
+    assert keep_old_color(SEEN, now, active) == kept
 
 
 # --- rollback_plan ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from bascule import workload as w
 from bascule.cli import main
 from bascule.config_files import load_templates
 from bascule.manifests import (
+    ANNOTATION_CLAIMED,
     ANNOTATION_RELEASE,
     LABEL_COLOR,
     LABEL_VERSION,
@@ -83,6 +84,10 @@ def applied(color: str, image: str, release: str, replicas: int | None = 2) -> A
 
 def scaled(color: str, replicas: int, answered: str = "") -> Action:
     return Action("patch", f"deployments/{APP}-{color}", f"replicas={replicas}{answered}")
+
+
+def claimed(color: str, release: str, answered: str = "") -> Action:
+    return Action("patch", f"deployments/{APP}-{color}", f"claimed-by={release}{answered}")
 
 
 def active_to(color: str, answered: str = "") -> Action:
@@ -239,32 +244,106 @@ def test_a_deploy_switches_to_the_idle_color_and_retires_the_old_one(world: Worl
     assert started["metadata"]["labels"]["app.kubernetes.io/version"] == "v2"
 
 
+def before_the_retire_scales_blue(world: World, change: Callable[[], None]) -> list[bool]:
+    """Runs ``change`` (someone else's writes) once, just before the retire's first PATCH of
+    blue's replicas reaches the API; the list it returns says whether it ran."""
+    blue, ran = world.env().deployment("blue"), []
+
+    def handler(request: httpx.Request) -> httpx.Response | None:
+        body = json.loads(request.content) if request.content else {}
+        scaling = request.method == "PATCH" and "replicas" in body.get("spec", {})
+        if scaling and request.url.path == blue and not ran:
+            change()
+            ran.append(True)
+        return None
+
+    world.api.handlers.append(handler)
+    return ran
+
+
+def annotate(world: World, path: str, name: str, value: str) -> None:
+    """A write of the object's own (a new resourceVersion) adding an annotation."""
+    obj = world.api.objects[path]
+    obj["metadata"]["annotations"][name] = value
+    world.api.put(path, obj)
+
+
 def test_the_old_color_reused_while_it_is_retired_keeps_its_new_release(world: World) -> None:
     """The scale-down runs outside the lock, so the next deploy may take the old color
     between the retire's read and its PATCH: the PATCH carries what it read, conflicts, and
     the retire reads again and leaves the new release running (its pods never went to 0)."""
     blue, reused = world.env().deployment("blue"), "r-next"
-    took: list[str] = []
-
-    def next_deploy(request: httpx.Request) -> httpx.Response | None:
-        body = json.loads(request.content) if request.content else {}
-        scaling = request.method == "PATCH" and "replicas" in body.get("spec", {})
-        if scaling and request.url.path == blue and not took:
-            dep = world.api.objects[blue]
-            dep["metadata"]["annotations"][ANNOTATION_RELEASE] = reused
-            took.append(world.api.put(blue, dep)["metadata"]["resourceVersion"])  # first
-        return None
-
-    world.api.handlers.append(next_deploy)
+    ran = before_the_retire_scales_blue(
+        world, lambda: annotate(world, blue, ANNOTATION_RELEASE, reused)
+    )
 
     state = world.deploy(V2)
 
     rel = last(world)
     assert state.is_completed(), state
+    assert ran
     assert world.api.changes() == [*switched(rel.id)[:-1], scaled("blue", 0, " → 409")]
     dep = world.api.objects[blue]
     assert dep["metadata"]["annotations"][ANNOTATION_RELEASE] == reused
     assert dep["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize("switched_back", [False, True], ids=["claimed", "claimed-and-switched"])
+def test_an_old_color_a_rollback_claims_while_it_is_retired_keeps_serving(
+    world: World, switched_back: bool
+) -> None:
+    """A rollback (under the lock the finished deploy left) claims the old color and switches
+    back to it between the retire's read and its PATCH: the PATCH conflicts, and the retire,
+    reading again, leaves it at full size, before the switch back as after it."""
+    env = world.env()
+    blue, active = env.deployment("blue"), env.service("active")
+
+    def rollback() -> None:
+        annotate(world, blue, ANNOTATION_CLAIMED, "r-rollback")
+        if switched_back:
+            svc = world.api.objects[active]
+            svc["spec"]["selector"][LABEL_COLOR] = "blue"
+            world.api.put(active, svc)
+
+    ran = before_the_retire_scales_blue(world, rollback)
+
+    state = world.deploy(V2)
+
+    assert state.is_completed(), state
+    assert ran
+    assert world.api.changes() == [*switched(last(world).id)[:-1], scaled("blue", 0, " → 409")]
+    assert world.api.objects[blue]["spec"]["replicas"] == 2
+
+
+def test_a_rollback_whose_color_was_retired_before_its_claim_redeploys_it(world: World) -> None:
+    """The retire scales the old color down after the rollback planned its switch back and
+    before its claim: the claim conflicts, the rollback reads again, and redeploys the
+    release instead of switching traffic to a color with no pod."""
+    assert world.deploy(V2).is_completed()
+    blue = world.env().deployment("blue")
+    world.api.objects[blue]["spec"]["replicas"] = 2  # within the delay: blue at full size
+    world.api.actions.clear()
+    retired: list[str] = []
+
+    def retire(request: httpx.Request) -> httpx.Response | None:
+        claim = request.method == "PATCH" and b"claimed-by" in request.content
+        if claim and request.url.path == blue and not retired:
+            dep = world.api.objects[blue]
+            dep["spec"]["replicas"] = 0
+            retired.append(world.api.put(blue, dep)["metadata"]["resourceVersion"])
+        return None
+
+    world.api.handlers.append(retire)
+
+    state = world.rollback()
+
+    rel = last(world)
+    assert state.is_completed(), state
+    first, *then = world.api.changes()
+    assert first.obj == f"deployments/{APP}-blue", first
+    assert first.change.startswith("claimed-by=") and first.change.endswith(" → 409"), first
+    assert then == redeployed_back(rel.id)
+    assert (rel.kind, rel.result, rel.image, rel.color) == ("rollback", "succeeded", V1, "blue")
 
 
 def test_an_event_that_cannot_be_posted_fails_nothing(world: World) -> None:
@@ -1037,7 +1116,7 @@ def test_a_rollback_within_the_delay_is_one_switch_back(world: World) -> None:
 
     rel = last(world)
     assert state.is_completed(), state
-    assert world.api.changes() == [active_to("blue"), scaled("green", 0)]
+    assert world.api.changes() == [claimed("blue", rel.id), active_to("blue"), scaled("green", 0)]
     assert (rel.kind, rel.result, rel.image, rel.color) == ("rollback", "succeeded", V1, "blue")
     assert told(world) == [
         "blue Normal RollbackStarted",
