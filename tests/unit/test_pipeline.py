@@ -1344,7 +1344,12 @@ def test_a_rollback_by_switch_brings_back_the_service_its_pods_serve(world: Worl
     state = world.rollback()
 
     assert state.is_completed(), state
-    assert world.api.changes() == [active_to("blue"), scaled("green", 0)]  # one PATCH
+    # One PATCH of the Service, after the claim of the color it goes back to.
+    assert world.api.changes() == [
+        claimed("blue", last(world).id),
+        active_to("blue"),
+        scaled("green", 0),
+    ]
     active = world.api.obj("services", APP)
     assert active is not None and active["metadata"]["labels"][LABEL_VERSION] == "v1"
     assert target_ports(world)[APP] == [8080]
