@@ -19,10 +19,11 @@ kubectl doing the same Kubernetes steps, in one script. Prints one name=value pe
   switch; from the kill until only the old version answers, with nobody re-running
   anything (the `recover/<env>` automation of prefect.yaml does it).
 - gate_detection_seconds: bench/gate.py's, the Prometheus analysis gate's time from a
-  version's errors starting to the rollback's switch.
+  version's errors starting to the rollback's switch; gate_vs_argo against Argo's gate, in
+  paired rounds of their own (--gate-rounds, in an order --seed repeats).
 - Against Argo Rollouts on the same cluster (bench/argo/compare.py): deploy_vs_argo,
-  rollback_vs_argo, gate_vs_argo (Bascule ÷ Argo), failed requests, API requests per deploy
-  and the controller's idle footprint. Every figure is described in bench/README.md.
+  rollback_vs_argo (Bascule ÷ Argo), failed requests, API requests per deploy and the
+  controller's idle footprint. Every figure is described in bench/README.md.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import tempfile
@@ -173,8 +175,14 @@ def main() -> None:
         help="rounds of deploy_ratio and of the deploys against Argo: a pod's start moves in "
         "steps of a second, so more",
     )
+    ap.add_argument(
+        "--gate-rounds", type=int, default=10, help="paired rounds of the gate against Argo's"
+    )
+    ap.add_argument("--seed", type=int, help="the gate rounds' order (default: a new one)")
     args = ap.parse_args()
     rounds = args.rounds
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    print(f"gate_seed={seed}")
     argo = build()  # first: a cold build takes minutes, and a failed one should stop us early
     cluster = start_local()
     tag = uuid.uuid4().hex[:6]
@@ -270,7 +278,8 @@ def main() -> None:
         report = load.stop()
         recoveries = lock_recovery(cluster, server.api_url, ns_bascule, Path(tmp), rounds)
         crash = crash_recovery(cluster, server.api_url, ns_crash, Path(tmp))
-        detections = gate.detection(cluster, ns_gate, Path(tmp), rounds)
+        # The gate against Argo's, in paired rounds of their own (bench/gate.py).
+        detections = gate.paired(cluster, argo, ns_gate, Path(tmp), args.gate_rounds, seed)
         # Against Argo Rollouts: its own namespaces, alternating rounds under load.
         versus = compare(cluster, argo, Path(tmp), tag, rounds, MINIMAL, IMAGES, args.ratio_rounds)
     ns_versus = [f"bench-vsb-{tag}-dev", f"bench-vsa-{tag}-dev"]
@@ -302,11 +311,9 @@ def main() -> None:
     print(f"api_requests_per_deploy={med(requests):.0f}")
     print(f"lock_recovery_seconds={med(recoveries):.1f}")
     print(f"crash_recovery_seconds={crash:.1f}")
-    gate.report(detections)
     for name, value in versus.items():
         print(f"{name}={value}")
-    argo_gate = float(versus["argo_gate_detection_seen_seconds"])
-    print(f"gate_vs_argo={med(detections.seen) / argo_gate:.2f}")
+    print("\n".join(gate.report(detections, seed)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from typing import Any
 
 from bascule.config_files import load_environment
 from bascule.manifests import service_name
-from bench.argo import gate as argo_gate
 from bench.argo.rollouts import (
     Argo,
     api_counts,
@@ -262,8 +261,6 @@ def compare(
 
                 b.rollback_seen.append(b.under_load(cluster, b_url, other, current, ours_rollback))
                 a.rollback_seen.append(a.under_load(cluster, a_url, other, current, argo_rollback))
-            # Detection by an AnalysisTemplate with the gate's query (bench/gate.py's twin).
-            gate_times = argo_gate.detection(cluster, argo, tmp, rounds, images)
     finally:
         forget_identities(cluster, ours, ctrl, cli)
 
@@ -307,7 +304,6 @@ def compare(
         **idle,
         "argo_idle_api_requests_per_minute": f"{idle_requests * 60 / IDLE_SECONDS:.0f}",
         "bascule_cli_start_seconds": f"{cli_start:.2f}",
-        "argo_gate_detection_seen_seconds": f"{med(gate_times):.2f}",
     }
 
 

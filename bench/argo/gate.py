@@ -8,26 +8,37 @@ driver's view), after Argo aborts and switches the active Service back to the st
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bascule.config import EnvironmentConfig
 from bascule.config_files import load_environment
-from bascule.manifests import LABEL_RELEASE, service_name
-from bench.argo.rollouts import HASH_LABEL, Argo, rollout_objects
-from bench.gate import INTERVAL, gate_config
-from bench.measure import settled_at, version
-from tests.support.cluster import Cluster, LoadDriver, wait_for
+from bascule.manifests import LABEL_RELEASE
+from bench.argo.rollouts import (
+    Argo,
+    forget_identities,
+    identity,
+    install_crds,
+    rollout_objects,
+    running_controller,
+)
+from bench.argo.watch import RolloutWatch
+from tests.support.cluster import Cluster
 from tests.support.deploys import service_url
 from tests.support.envs import write_envs
 from tests.support.gate import ERROR_RATIO
-from tests.support.prometheus import running_prometheus
 
 TEMPLATE = "error-ratio"
 WINDOW = 16  # evaluations, as bench/gate.py's verification window of 16 s at 1 s
 
 
-def analysis_template(cfg_namespace: str, app: str, prometheus: str) -> dict[str, Any]:
+def analysis_template(
+    cfg_namespace: str, app: str, prometheus: str, interval: float
+) -> dict[str, Any]:
     query = (
         ERROR_RATIO.replace("{namespace}", cfg_namespace)
         .replace("{app}", app)
@@ -42,7 +53,7 @@ def analysis_template(cfg_namespace: str, app: str, prometheus: str) -> dict[str
             "metrics": [
                 {
                     "name": TEMPLATE,
-                    "interval": f"{INTERVAL:g}s",
+                    "interval": f"{interval:g}s",
                     "count": WINDOW,
                     "failureLimit": 0,
                     # No answer yet (no traffic scraped) is no failure, as for Bascule's gate.
@@ -66,47 +77,72 @@ def gated(objects: list[dict[str, Any]], release: str) -> list[dict[str, Any]]:
     return objects
 
 
-def detection(
-    cluster: Cluster, argo: Argo, tmp: Path, rounds: int, images: list[str]
-) -> list[float]:
-    """``rounds`` bad deploys on top of a good one; the detection time of each."""
-    good_image, bad_image = images
-    times = []
-    with running_prometheus(cluster) as prom:
-        dirs = {
-            errors: write_envs(
-                tmp / f"argo-gate-{errors}",
-                argo.ns.removesuffix("-dev"),
-                argo.cli.kubeconfig,
-                gate_config(prom.url, errors),
-                ("dev",),
+@dataclass
+class ArgoGate:
+    """Argo's side of bench/gate.py's paired rounds: the good Rollout serving under its
+    controller, and a watch of the Rollout (nothing polled)."""
+
+    cluster: Cluster
+    argo: Argo
+    watch: RolloutWatch
+    good: list[dict[str, Any]]
+    bad_cfg: EnvironmentConfig
+    images: list[str]
+
+    @property
+    def url(self) -> str:
+        return service_url(self.cluster, self.argo.ns)
+
+    def bad_round(self, i: int) -> float:
+        """A bad version applied, the controller's analysis failing it; returns the moment
+        the watch saw it switched back."""
+        asked = time.time()
+        bad = gated(rollout_objects(self.bad_cfg, self.images[1]), f"argo-bad-{i}")
+        self.cluster.apply(self.argo.ns, *bad)
+        return self.watch.wait_switched_back(asked)
+
+    def restore(self) -> None:
+        """The good spec applied again, as a team would (outside the measured span)."""
+        self.cluster.apply(self.argo.ns, *self.good)
+        self.argo.wait(self.images[0], alone=False)
+
+
+@contextlib.contextmanager
+def argo_gate(
+    cluster: Cluster,
+    bindir: Path,
+    tmp: Path,
+    ns: str,
+    gate: tuple[dict[str, Any], dict[str, Any]],
+    images: list[str],
+) -> Iterator[ArgoGate]:
+    """The Rollout of ``images[0]`` gated by the AnalysisTemplate, in the namespace
+    ``ns``-dev of its own, with its controller and identities; all gone after. ``gate``: the
+    good and the bad version's settings (bench/gate.py's gate_config: its Prometheus, its
+    interval, the bad version's errors)."""
+    install_crds(cluster, bindir)
+    cluster.create_namespace(f"{ns}-dev")
+    ctrl = identity(cluster, f"{ns}-dev", "argo-controller", tmp)
+    cli = identity(cluster, f"{ns}-dev", "argo-cli", tmp)
+    try:
+        cfgs = [
+            load_environment(
+                write_envs(tmp / f"argo-gate-{n}", ns, cli.kubeconfig, over, ("dev",)) / "dev.yaml"
             )
-            for errors in (False, True)
-        }
-        good_cfg = load_environment(dirs[False] / "dev.yaml")
-        bad_cfg = load_environment(dirs[True] / "dev.yaml")
-        # A fresh Rollout: the rounds before left ReplicaSets kept for minutes.
-        argo.cluster.kubectl("-n", argo.ns, "delete", "rollout", argo.app, "--wait=true")
-        good = gated(rollout_objects(good_cfg, good_image), "argo-good")
-        cluster.apply(argo.ns, analysis_template(argo.ns, argo.app, prom.url), *good)
-        argo.wait(good_image, alone=True, timeout=240)
-        for i in range(rounds):
-            load = LoadDriver(cluster, service_url(cluster, argo.ns), rps=50, workers=16)
-            cluster.apply(argo.ns, *gated(rollout_objects(bad_cfg, bad_image), f"argo-bad-{i}"))
-            wait_for(lambda: switched_back(argo), 180, interval=0.2, what="Argo to abort")
-            time.sleep(1.0)
-            report = load.stop()
-            went_bad = min(s["t"] for s in report.failures if s["error"] == "HTTP 500")
-            times.append(settled_at(report.samples, went_bad, version(good_image)) - went_bad)
-            cluster.apply(argo.ns, *good)  # back to the stable spec, as a team would
-            argo.wait(good_image, alone=False)
-    return times
-
-
-def switched_back(argo: Argo) -> bool:
-    """Argo aborted the update and its active Service selects the stable pods again."""
-    status = argo.cluster.get_json("-n", argo.ns, "rollout", argo.app).get("status", {})
-    if not status.get("abort"):
-        return False
-    svc = argo.cluster.get_json("-n", argo.ns, "service", service_name(argo.app, "active"))
-    return bool(svc["spec"]["selector"].get(HASH_LABEL) == status.get("stableRS"))
+            for n, over in enumerate(gate)
+        ]
+        analysis = cfgs[0].analysis
+        argo = Argo(cluster, bindir, cli, cfgs[0].namespace, cfgs[0].app)
+        with running_controller(bindir, ctrl, argo.ns, tmp / "gate-controller.log"):
+            good = gated(rollout_objects(cfgs[0], images[0]), "argo-good")
+            template = analysis_template(
+                argo.ns, argo.app, str(analysis.prometheus), analysis.interval_seconds
+            )
+            cluster.apply(argo.ns, template, *good)
+            argo.wait(images[0], alone=True, timeout=240)
+            # After the Rollout exists: a watch of a missing object ends at once.
+            with RolloutWatch(cluster, argo.ns, argo.app) as watch:
+                yield ArgoGate(cluster, argo, watch, good, cfgs[1], images)
+    finally:
+        forget_identities(cluster, ctrl, cli)
+        cluster.kubectl("delete", "namespace", f"{ns}-dev", "--wait=false", check=False)

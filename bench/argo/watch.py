@@ -16,7 +16,7 @@ from tests.support.cluster import Cluster
 _ROLLOUT = (
     "{.metadata.generation}|{.status.observedGeneration}|{.spec.template.spec.containers[0].image}"
     "|{.status.phase}|{.status.stableRS}|{.status.currentPodHash}"
-    '|{.status.blueGreen.activeSelector}{"\\n"}'
+    '|{.status.blueGreen.activeSelector}|{.status.abort}{"\\n"}'
 )
 _SET = f'{{.metadata.name}}|{{.metadata.labels.{HASH_LABEL}}}|{{.status.replicas}}{{"\\n"}}'
 
@@ -31,6 +31,7 @@ class RolloutSeen:
     stable: str  # the stable ReplicaSet's pod-template hash
     current: str  # the current template's hash
     active: str  # the hash the active Service selects
+    aborted: str = ""  # "true" once the controller aborted the update (a failed analysis)
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,20 @@ def done_at(
     return None
 
 
+def switched_back_at(seen: Iterable[RolloutSeen | SetSeen], since: float) -> float | None:
+    """The first moment after ``since`` at which the controller had aborted the update and
+    the active Service selected the stable pods again (a failed analysis undone)."""
+    for s in sorted(seen, key=lambda s: s.t):
+        if not isinstance(s, RolloutSeen) or s.t < since:
+            continue
+        if s.aborted == "true" and s.active == s.stable:
+            return s.t
+    return None
+
+
 def parse_rollout(t: float, line: str) -> RolloutSeen | SetSeen | None:
     fields = line.split("|")
-    return RolloutSeen(t, *fields) if len(fields) == 7 else None
+    return RolloutSeen(t, *fields) if len(fields) == 8 else None
 
 
 def parse_set(t: float, line: str) -> RolloutSeen | SetSeen | None:
@@ -103,6 +115,19 @@ class RolloutWatch(Watches[RolloutSeen | SetSeen]):
                 return at
             time.sleep(0.05)
         raise TimeoutError(f"the Rollout not done on {image} within {timeout:.0f} s")
+
+    def wait_switched_back(self, since: float, timeout: float = 180) -> float:
+        """Blocks until, after ``since``, the controller aborted the update and the active
+        Service selects the stable pods again; returns that moment."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ended():
+                raise RuntimeError("a watch of the Rollout ended")
+            at = switched_back_at(list(self.seen), since)
+            if at is not None:
+                return at
+            time.sleep(0.05)
+        raise TimeoutError(f"the Rollout not switched back within {timeout:.0f} s")
 
     def __enter__(self) -> RolloutWatch:
         return self

@@ -3,7 +3,14 @@ printed."""
 
 from __future__ import annotations
 
-from bench.argo.watch import RolloutSeen, SetSeen, done_at, parse_rollout, parse_set
+from bench.argo.watch import (
+    RolloutSeen,
+    SetSeen,
+    done_at,
+    parse_rollout,
+    parse_set,
+    switched_back_at,
+)
 
 V1, V2 = "bascule.local/sample-app:v1", "bascule.local/sample-app:v2"
 
@@ -44,8 +51,20 @@ def test_a_stale_status_of_an_older_generation_is_not_done() -> None:
 
 
 def test_watch_lines_parse_and_odd_lines_are_skipped() -> None:
-    assert parse_rollout(2.0, "4|4|img:v2|Healthy|bbb|bbb|bbb") == RolloutSeen(
-        2.0, "4", "4", "img:v2", "Healthy", "bbb", "bbb", "bbb"
+    assert parse_rollout(2.0, "4|4|img:v2|Healthy|bbb|bbb|bbb|") == RolloutSeen(
+        2.0, "4", "4", "img:v2", "Healthy", "bbb", "bbb", "bbb", ""
     )
+    assert parse_rollout(2.0, "5|5|img:v3|Degraded|bbb|ccc|bbb|true").aborted == "true"
     assert parse_set(2.0, "app-aaa|aaa|") == SetSeen(2.0, "app-aaa", "aaa", 0)
     assert parse_set(2.0, "garbage") is None and parse_rollout(2.0, "a|b") is None
+
+
+def test_switched_back_once_aborted_and_the_active_service_on_the_stable_pods_again() -> None:
+    """A bad v2 (hash bbb) on top of v1 (aaa), its analysis failing at 20.0."""
+    promoted = RolloutSeen(15.0, "2", "2", V2, "Healthy", "aaa", "bbb", "bbb")
+    aborting = RolloutSeen(20.0, "2", "2", V2, "Degraded", "aaa", "bbb", "bbb", "true")
+    back = RolloutSeen(20.3, "2", "2", V2, "Degraded", "aaa", "bbb", "aaa", "true")
+    seen: list[RolloutSeen | SetSeen] = [back, promoted, aborting]  # by time, not arrival
+    assert switched_back_at(seen, 10.0) == 20.3
+    assert switched_back_at(seen[1:], 10.0) is None  # aborted, the Service not back yet
+    assert switched_back_at(seen, 21.0) is None  # an earlier round's abort does not count
