@@ -93,13 +93,13 @@ class ArgoGate:
     def url(self) -> str:
         return service_url(self.cluster, self.argo.ns)
 
-    def bad_round(self, i: int) -> float:
-        """A bad version applied, the controller's analysis failing it; returns the moment
-        the watch saw it switched back."""
+    def bad_round(self, i: int) -> None:
+        """A bad version applied; until the watch sees the controller's analysis fail it and
+        the active Service back on the stable pods."""
         asked = time.time()
         bad = gated(rollout_objects(self.bad_cfg, self.images[1]), f"argo-bad-{i}")
         self.cluster.apply(self.argo.ns, *bad)
-        return self.watch.wait_switched_back(asked)
+        self.watch.wait_switched_back(asked)
 
     def restore(self) -> None:
         """The good spec applied again, as a team would (outside the measured span)."""
