@@ -6,8 +6,9 @@ only two long-lived watches started before the rounds."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from bench.argo.rollouts import HASH_LABEL
 from bench.timeline import Watches
@@ -40,6 +41,10 @@ class SetSeen:
     name: str
     hash: str
     replicas: int
+
+
+# When something happened, read from the watches' lines; None while it has not.
+Found = Callable[[list[RolloutSeen | SetSeen]], float | None]
 
 
 def _settled(r: RolloutSeen, sets: Iterable[SetSeen], image: str, alone: bool) -> bool:
@@ -104,30 +109,25 @@ class RolloutWatch(Watches[RolloutSeen | SetSeen]):
         )
 
     def wait_done(self, since: float, image: str, alone: bool, timeout: float = 180) -> float:
-        """Blocks until ``done_at`` has a moment (read from the watches' lines, in memory);
-        returns it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ended():
-                raise RuntimeError("a watch of the Rollout ended")
-            at = done_at(list(self.seen), since, image, alone)
-            if at is not None:
-                return at
-            time.sleep(0.05)
-        raise TimeoutError(f"the Rollout not done on {image} within {timeout:.0f} s")
+        """Blocks until ``done_at`` has a moment; returns it."""
+        found = partial(done_at, since=since, image=image, alone=alone)
+        return self._wait(found, f"done on {image}", timeout)
 
     def wait_switched_back(self, since: float, timeout: float = 180) -> float:
-        """Blocks until, after ``since``, the controller aborted the update and the active
-        Service selects the stable pods again; returns that moment."""
+        """Blocks until ``switched_back_at`` has a moment; returns it."""
+        return self._wait(partial(switched_back_at, since=since), "switched back", timeout)
+
+    def _wait(self, found: Found, what: str, timeout: float) -> float:
+        """Until ``found`` has a moment in the watches' lines (read in memory)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ended():
                 raise RuntimeError("a watch of the Rollout ended")
-            at = switched_back_at(list(self.seen), since)
+            at = found(list(self.seen))
             if at is not None:
                 return at
             time.sleep(0.05)
-        raise TimeoutError(f"the Rollout not switched back within {timeout:.0f} s")
+        raise TimeoutError(f"the Rollout not {what} within {timeout:.0f} s")
 
     def __enter__(self) -> RolloutWatch:
         return self
