@@ -31,7 +31,7 @@ from bench.stats import figure_lines, ratio_lines
 from tests.support.cluster import Cluster, LoadDriver, LoadReport, start_local
 from tests.support.deploys import history, service_url
 from tests.support.envs import write_envs
-from tests.support.gate import QUERIES, detection_seconds, detection_target
+from tests.support.gate import QUERIES, detection_seconds, detection_target, first_error_at
 from tests.support.prometheus import running_prometheus
 
 IMAGES = ["bascule.local/sample-app:v1", "bascule.local/sample-app:v2"]
@@ -76,8 +76,8 @@ def under_load(cluster: Cluster, url: str, bad_round: Callable[[], object]) -> L
 
 def seen(report: LoadReport) -> float:
     """From the first error a client saw to only the good version answering."""
-    went_bad = min(s["t"] for s in report.failures if s["error"] == "HTTP 500")
-    return float(settled_at(report.samples, went_bad, version(IMAGES[0])) - went_bad)
+    bad = first_error_at(report)
+    return float(settled_at(report.samples, bad, version(IMAGES[0])) - bad)
 
 
 def paired(

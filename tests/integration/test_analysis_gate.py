@@ -27,6 +27,7 @@ from tests.support.gate import (
     detection_target,
     evidence_problems,
     expected,
+    first_error_at,
     wait_for_traffic,
     write_gated,
 )
@@ -198,7 +199,7 @@ def test_an_error_ratio_rising_after_the_switch_is_rolled_back_by_the_gate(
     back = next(s for s in last["steps"] if s["name"] == "rollback-switch")
     decided = back["at"] - back["seconds"]
     first_failed = min(epoch(r["time"]) for r in table if r["verdict"] == "failed")
-    went_bad = min(s["t"] for s in report.failures if s["error"] == "HTTP 500")
+    went_bad = first_error_at(report)
     detection = detection_seconds(last, report)
     bad = [s["t"] for s in report.samples if s["version"] != before or not s["ok"]]
     old_only = max(bad) - first_failed

@@ -22,6 +22,7 @@ from bascule.tasks.context import Env
 from tests.support import deploys, locks
 from tests.support.cluster import Cluster, LoadDriver, wait_for
 from tests.support.envs import FAST, write_envs
+from tests.support.gate import first_error_at
 from tests.support.prefect_server import free_port
 from tests.support.verdicts import assert_verdict
 
@@ -158,7 +159,7 @@ def test_failure_after_switch_rolls_back_automatically(
     decided = back["at"] - back["seconds"]
     bad = [s["t"] for s in report.samples if s["version"] != "v1" or not s["ok"]]
     # v2's first injected error that a client saw
-    went_bad = min(s["t"] for s in report.failures if s["error"] == "HTTP 500")
+    went_bad = first_error_at(report)
     noticed = decided - went_bad
     old_only_after = max(0.0, max(bad) - decided)
     print(

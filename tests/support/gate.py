@@ -81,11 +81,15 @@ def detection_target(interval: float) -> float:
     return 3 * interval + 1
 
 
+def first_error_at(report: LoadReport) -> float:
+    """When a client first saw an injected error (the sample app's HTTP 500)."""
+    return float(min(s["t"] for s in report.failures if s["error"] == "HTTP 500"))
+
+
 def detection_seconds(release: dict[str, Any], report: LoadReport) -> float:
     """From the first injected error a client saw to the start of the rollback's switch."""
     back = next(s for s in release["steps"] if s["name"] == "rollback-switch")
-    went_bad = min(s["t"] for s in report.failures if s["error"] == "HTTP 500")
-    return float(back["at"] - back["seconds"] - went_bad)
+    return float(back["at"] - back["seconds"] - first_error_at(report))
 
 
 # The demo's gate decides on evidence only: no data, or no answer from Prometheus, fails it.
